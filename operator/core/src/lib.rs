@@ -1,0 +1,21 @@
+//! mailvault's pure core: the record log and its verification.
+//!
+//! `[ entry ] -chain-> [ entry ] ... -> Merkle tree -> signed checkpoint`
+//!
+//! Nothing here does I/O, reads a clock, or knows Kubernetes, S3 or IMAP: callers pass bytes
+//! and "now" in, and get decisions and bytes out. That is what lets an auditor run the same
+//! verifier with nothing but read-only credentials and a public key.
+
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod checkpoint;
+pub mod entry;
+pub mod hash;
+pub mod log;
+pub mod merkle;
+pub mod note;
+pub mod time;
+
+pub use hash::Hash;
+pub use time::UnixTime;
