@@ -1,0 +1,40 @@
+# mailvault — the two commands users are promised live here (`make test`; `make demo` arrives
+# with the archive pipeline), plus the pieces they are made of.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test lint fmt-check clippy unit integration env-up env-down env-purge tools
+
+## test: everything CI runs — formatting, clippy, unit tests, then the integration tests against
+## the real local components (started here and stopped afterwards, also when a test fails).
+test: lint unit integration
+
+lint: fmt-check clippy
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --exclude mailvault-tests --locked
+
+integration:
+	$(CARGO) build -p mailvault-tests --tests --locked
+	tests/env/up
+	set -o pipefail; rc=0; $(CARGO) test -p mailvault-tests --locked || rc=$$?; tests/env/down; exit $$rc
+
+## env-up / env-down: the local environment, for working by hand (state in /tmp/mailvault-env).
+env-up:
+	tests/env/up
+
+env-down:
+	tests/env/down
+
+env-purge:
+	tests/env/down --purge
+
+## tools: build (once, cached in ~/.cache/mailvault) etcd, kube-apiserver, versitygw and helm.
+tools:
+	tests/env/build-tools

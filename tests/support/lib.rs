@@ -1,0 +1,277 @@
+//! Shared helpers for the integration tests: where the local components are (the env file
+//! written by `tests/env/up`) and clients for each, built with the crates the product uses.
+//!
+//! A component that is not there fails the test with its name and how to start it; nothing is
+//! skipped silently.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The local environment as `tests/env/up` described it.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    vars: HashMap<String, String>,
+}
+
+/// An S3 server of the local environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Flavour {
+    /// versitygw, posix backend with versioning: enforces Object Lock fully.
+    Versitygw,
+    /// moto server: enforces locked deletes, but lets COMPLIANCE retention be shortened.
+    Moto,
+}
+
+impl S3Flavour {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Versitygw => "VERSITYGW",
+            Self::Moto => "MOTO",
+        }
+    }
+}
+
+/// A mail account in the local Dovecot.
+#[derive(Debug, Clone)]
+pub struct MailUser {
+    /// Login name.
+    pub name: String,
+    /// Password (test-only, random per user).
+    pub password: String,
+}
+
+/// Installs the process-wide rustls crypto provider once. kube and aws-sdk both use rustls;
+/// without an explicit provider rustls panics when more than one backend is compiled in.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
+/// A name unique to this test run: `prefix-<pid>-<nanos>`, valid as a k8s name and bucket name.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+impl TestEnv {
+    /// Reads the env file (`$MAILVAULT_ENV_FILE`, else `$MAILVAULT_ENV_DIR/env`, else
+    /// `/tmp/mailvault-env/env`). Panics with instructions if the environment is not up.
+    pub fn load() -> Self {
+        install_crypto_provider();
+        let path = std::env::var_os("MAILVAULT_ENV_FILE").map_or_else(
+            || {
+                let dir = std::env::var_os("MAILVAULT_ENV_DIR")
+                    .map_or_else(|| std::env::temp_dir().join("mailvault-env"), PathBuf::from);
+                dir.join("env")
+            },
+            PathBuf::from,
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "local environment not found ({}: {e}); start it with `make env-up` (tests/env/up)",
+                path.display()
+            )
+        });
+        let vars = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Self { vars }
+    }
+
+    /// A variable of the env file; panics naming it if absent.
+    pub fn var(&self, key: &str) -> &str {
+        self.vars
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from the env file: rerun tests/env/up"))
+    }
+
+    /// Path of the test CA certificate (PEM).
+    pub fn ca_path(&self) -> &Path {
+        Path::new(self.var("MAILVAULT_CA"))
+    }
+
+    /// Fails the test, naming `component`, unless something listens on `host:port`.
+    pub fn require_listening(component: &str, host: &str, port: u16) {
+        if let Err(e) = std::net::TcpStream::connect((host, port)) {
+            panic!(
+                "{component} is not reachable at {host}:{port} ({e}); start the environment with `make env-up`"
+            );
+        }
+    }
+
+    fn require_url(component: &str, url: &str) {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        let (host, port) = hostport.rsplit_once(':').expect("url with a port");
+        Self::require_listening(component, host, port.parse().expect("port"));
+    }
+
+    // ---- Kubernetes ---------------------------------------------------------------------
+
+    /// A kube client for the admin identity (system:masters).
+    pub async fn kube_admin(&self) -> kube::Client {
+        self.kube_client("KUBECONFIG").await
+    }
+
+    /// A kube client for an identity with no RBAC grants.
+    pub async fn kube_unprivileged(&self) -> kube::Client {
+        self.kube_client("KUBECONFIG_UNPRIVILEGED").await
+    }
+
+    async fn kube_client(&self, var: &str) -> kube::Client {
+        Self::require_url("kube-apiserver", self.var("KUBE_APISERVER"));
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.var(var))
+            .unwrap_or_else(|e| panic!("reading {var}: {e}"));
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig {var}: {e}"));
+        kube::Client::try_from(config).unwrap_or_else(|e| panic!("kube client: {e}"))
+    }
+
+    // ---- S3 -----------------------------------------------------------------------------
+
+    /// Endpoint URL of an S3 flavour.
+    pub fn s3_endpoint(&self, flavour: S3Flavour) -> &str {
+        self.var(&format!("{}_ENDPOINT", flavour.prefix()))
+    }
+
+    /// An S3 client for a flavour: static credentials and region (never instance metadata),
+    /// path-style addressing.
+    pub fn s3_client(&self, flavour: S3Flavour) -> aws_sdk_s3::Client {
+        let name = match flavour {
+            S3Flavour::Versitygw => "versitygw",
+            S3Flavour::Moto => "moto server",
+        };
+        Self::require_url(name, self.s3_endpoint(flavour));
+        let p = flavour.prefix();
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            self.var(&format!("{p}_ACCESS_KEY")),
+            self.var(&format!("{p}_SECRET_KEY")),
+            None,
+            None,
+            "mailvault-test-env",
+        );
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(
+                self.var("S3_REGION").to_owned(),
+            ))
+            .endpoint_url(self.s3_endpoint(flavour))
+            .force_path_style(true)
+            .credentials_provider(credentials)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+
+    // ---- IMAP ---------------------------------------------------------------------------
+
+    /// Host of the local Dovecot.
+    pub fn imap_host(&self) -> &str {
+        self.var("IMAP_HOST")
+    }
+
+    /// IMAPS (implicit TLS) port.
+    pub fn imaps_port(&self) -> u16 {
+        self.var("IMAPS_PORT").parse().expect("IMAPS_PORT")
+    }
+
+    /// Plain port that requires STARTTLS before login.
+    pub fn imap_starttls_port(&self) -> u16 {
+        self.var("IMAP_STARTTLS_PORT")
+            .parse()
+            .expect("IMAP_STARTTLS_PORT")
+    }
+
+    /// A rustls connector that trusts only the test CA.
+    pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {
+        use rustls_pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(self.ca_path())
+            .expect("reading the test CA")
+        {
+            roots
+                .add(cert.expect("CA PEM"))
+                .expect("adding the test CA");
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    /// Creates a Dovecot user with a random password (Dovecot re-reads its passwd-file when it
+    /// changes, so no restart is needed).
+    pub fn new_mail_user(&self, prefix: &str) -> MailUser {
+        use std::io::Write as _;
+        Self::require_listening("Dovecot", self.imap_host(), self.imaps_port());
+        let name = unique_name(prefix);
+        let password = format!("pw-{}", unique_name("x").replace('-', ""));
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.var("IMAP_PASSWD_FILE"))
+            .expect("opening Dovecot's passwd-file");
+        writeln!(f, "{name}:{{PLAIN}}{password}::::::").expect("adding a Dovecot user");
+        MailUser { name, password }
+    }
+
+    /// Writes a message into `user`'s Maildir folder (`INBOX` or another name), as a mail
+    /// server's delivery would, with Maildir flags (`S` seen, `F` flagged, ...). Returns the path.
+    pub fn seed_message(
+        &self,
+        user: &MailUser,
+        folder: &str,
+        bytes: &[u8],
+        flags: &str,
+    ) -> PathBuf {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let uid: u32 = self.var("IMAP_MAIL_UID").parse().expect("uid");
+        let gid: u32 = self.var("IMAP_MAIL_GID").parse().expect("gid");
+        let home = Path::new(self.var("IMAP_MAIL_ROOT")).join(&user.name);
+        let maildir = home.join("Maildir");
+        let dir = if folder.eq_ignore_ascii_case("INBOX") {
+            maildir.clone()
+        } else {
+            maildir.join(format!(".{}", folder.replace('/', ".")))
+        };
+        for d in [&home, &maildir] {
+            std::fs::create_dir_all(d).expect("creating the Maildir");
+            std::os::unix::fs::chown(d, Some(uid), Some(gid)).expect("chown (tests run as root)");
+        }
+        for sub in ["", "cur", "new", "tmp"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).expect("creating a Maildir folder");
+            std::os::unix::fs::chown(&d, Some(uid), Some(gid)).expect("chown");
+        }
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let base = format!("{secs}.M{n}P{}.mailvault-test", std::process::id());
+        let (sub, name) = if flags.is_empty() {
+            ("new", base)
+        } else {
+            ("cur", format!("{base}:2,{flags}"))
+        };
+        // Write in tmp/ then rename, as Maildir delivery does, so Dovecot never sees half a file.
+        let tmp = dir.join("tmp").join(&name);
+        std::fs::write(&tmp, bytes).expect("writing a message");
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).expect("chown");
+        let path = dir.join(sub).join(&name);
+        std::fs::rename(&tmp, &path).expect("delivering a message");
+        path
+    }
+}
