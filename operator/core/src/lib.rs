@@ -15,7 +15,10 @@ pub mod hash;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod proof;
+pub mod record;
 pub mod time;
+pub mod verify;
 
 pub use hash::Hash;
 pub use time::UnixTime;

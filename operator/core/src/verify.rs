@@ -1,0 +1,930 @@
+//! The auditor's verifier: recomputes the chain and the tree from the stored bundles, checks
+//! every checkpoint, and classifies every record against what the store holds.
+//!
+//! `bundles --stream--> chain + tree --roots--> checkpoints`, then
+//! `replayed record states x store inventory -> one status per record`.
+//!
+//! Bundles are fed one bundle index at a time, in order, so memory grows with the number of
+//! records (their replayed state), not with the size of the log's bytes.
+
+use crate::bundle::{
+    BUNDLE_WIDTH, CHECKPOINTS_PREFIX, decode_bundle, parse_bundle_key, parse_checkpoint_key,
+};
+use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::entry::{Entry, EntryBody, LockMode, RecordId, RetainUntil};
+use crate::hash::Hash;
+use crate::merkle::{CompactRange, empty_root, leaf_hash};
+use crate::note::{NoteError, NoteVerifier};
+use crate::time::UnixTime;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+/// Most faults of one kind listed individually; the rest are counted.
+const MAX_FAULTS_PER_KIND: usize = 50;
+
+/// What is wrong with the log itself (as opposed to a record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LogFaultKind {
+    /// A bundle object is not a valid bundle, or has the wrong number of entries.
+    MalformedBundle,
+    /// A bundle between two others, or the full bundle behind a later one, is missing.
+    MissingBundle,
+    /// A partial bundle is not a prefix of the wider bundle for the same index: history was
+    /// rewritten.
+    RewrittenBundle,
+    /// An object under `log/` or `checkpoints/` that the log layout does not name.
+    UnknownLogObject,
+    /// An entry's bytes are not a canonical entry.
+    MalformedEntry,
+    /// An entry is not at the position it names: entries were removed, inserted or reordered.
+    EntryOutOfPlace,
+    /// An entry's `prev` does not name the entry before it.
+    BrokenChain,
+    /// A checkpoint object is not a signed checkpoint.
+    MalformedCheckpoint,
+    /// A checkpoint carries no signature by the trusted key.
+    UnsignedCheckpoint,
+    /// A signature claims the trusted key but does not verify.
+    BadSignature,
+    /// A signed checkpoint's root is not the root of the log at its size: the log and the
+    /// signed history have forked.
+    ForkedCheckpoint,
+    /// A signed checkpoint covers more entries than the log holds: entries were removed.
+    CheckpointBeyondLog,
+    /// The auditor's trusted checkpoint is not consistent with this log.
+    TrustedCheckpointInconsistent,
+    /// The log has entries but no valid signed checkpoint.
+    NoCheckpoint,
+    /// Entries after the newest checkpoint (a crash between append and checkpoint leaves these;
+    /// they are not yet vouched for by a signature). A warning, not a failure.
+    UncheckpointedEntries,
+    /// A record was ingested twice.
+    DuplicateIngest,
+    /// An entry about a record that was never ingested.
+    UnknownRecord,
+    /// A tombstone without a preceding destroy-authorized entry.
+    DestroyedWithoutAuthorization,
+}
+
+impl LogFaultKind {
+    /// Whether the fault fails verification (all but the uncheckpointed-entries warning).
+    pub fn is_failure(self) -> bool {
+        self != Self::UncheckpointedEntries
+    }
+}
+
+/// One fault in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LogFault {
+    /// Its kind.
+    pub kind: LogFaultKind,
+    /// Where and what, in words.
+    pub detail: String,
+}
+
+/// The verdict on one record (or one unlogged object).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RecordStatus {
+    /// Stored as logged, locked as logged.
+    PresentOk,
+    /// Destroyed after its retention ended, with no hold, every version gone.
+    DestroyedOk,
+    /// The logged version is gone but the log records no destruction.
+    Missing,
+    /// The logged version's bytes are not the logged bytes.
+    Tampered,
+    /// Destroyed before its retain-until.
+    PrematureDestruction,
+    /// Destruction logged (or authorized and the data gone) but not finished: versions remain,
+    /// or the tombstone is missing.
+    DestructionIncomplete,
+    /// Destroyed while a legal hold covered it.
+    HeldButDestroyed,
+    /// Stored under a weaker lock than logged: shorter retain-until, weaker mode, or a legal
+    /// hold flag missing.
+    LockWeakened,
+    /// An object or version in the records area that no log entry names.
+    UnloggedObject,
+}
+
+impl RecordStatus {
+    /// Whether the status is acceptable.
+    pub fn is_ok(self) -> bool {
+        matches!(self, Self::PresentOk | Self::DestroyedOk)
+    }
+
+    /// Order in which statuses win when a record has several findings.
+    fn severity(self) -> u8 {
+        match self {
+            Self::PresentOk | Self::DestroyedOk => 0,
+            Self::UnloggedObject => 1,
+            Self::LockWeakened => 2,
+            Self::DestructionIncomplete => 3,
+            Self::Missing => 4,
+            Self::PrematureDestruction => 5,
+            Self::Tampered => 6,
+            Self::HeldButDestroyed => 7,
+        }
+    }
+
+    /// The status as spelled in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PresentOk => "PRESENT_OK",
+            Self::DestroyedOk => "DESTROYED_OK",
+            Self::Missing => "MISSING",
+            Self::Tampered => "TAMPERED",
+            Self::PrematureDestruction => "PREMATURE_DESTRUCTION",
+            Self::DestructionIncomplete => "DESTRUCTION_INCOMPLETE",
+            Self::HeldButDestroyed => "HELD_BUT_DESTROYED",
+            Self::LockWeakened => "LOCK_WEAKENED",
+            Self::UnloggedObject => "UNLOGGED_OBJECT",
+        }
+    }
+}
+
+impl fmt::Display for RecordStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for LogFaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Same spelling as the JSON report.
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
+/// One version of an object as the store lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct StoredVersion {
+    /// The store's version id.
+    pub version_id: String,
+    /// True for an S3 delete marker (no data).
+    pub delete_marker: bool,
+    /// SHA-256 of the stored bytes, if the caller read them (`None`: not checked).
+    pub sha256: Option<Hash>,
+    /// Object Lock mode on the version, if any.
+    pub lock_mode: Option<LockMode>,
+    /// Object Lock retain-until on the version, if any.
+    pub retain_until: Option<UnixTime>,
+    /// Whether the S3 legal-hold flag is on.
+    pub legal_hold: bool,
+}
+
+/// What the store holds in the records area: object key (relative to the archive root) to
+/// its versions.
+pub type Inventory = BTreeMap<String, Vec<StoredVersion>>;
+
+/// A record's verdict.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecordVerdict {
+    /// Record id, or the object key for an unlogged object.
+    pub record: String,
+    /// The most severe finding.
+    pub status: RecordStatus,
+    /// Every finding, in words (empty when all is well).
+    pub findings: Vec<String>,
+}
+
+/// The verifier's report. Deterministic: the same inputs give the same report, byte for byte.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// The log's origin, when known.
+    pub origin: Option<String>,
+    /// Entries read.
+    pub log_size: u64,
+    /// Root of all entries read.
+    pub log_root: String,
+    /// Newest valid signed checkpoint: size and root (hex).
+    pub checkpoint: Option<(u64, String)>,
+    /// Valid signed checkpoints found.
+    pub checkpoints_verified: u64,
+    /// Faults of the log.
+    pub log_faults: Vec<LogFault>,
+    /// Faults not listed because there were too many of their kind.
+    pub log_faults_omitted: BTreeMap<LogFaultKind, u64>,
+    /// Records by status.
+    pub counts: BTreeMap<RecordStatus, u64>,
+    /// Every record and unlogged object, by id.
+    pub records: Vec<RecordVerdict>,
+}
+
+impl Report {
+    /// True when nothing failed: no failing log fault and every record OK.
+    pub fn verified(&self) -> bool {
+        !self.log_faults.iter().any(|f| f.kind.is_failure())
+            && self.log_faults_omitted.keys().all(|k| !k.is_failure())
+            && self.records.iter().all(|r| r.status.is_ok())
+    }
+
+    /// The report as text for a person: summary first, then every problem.
+    pub fn to_text(&self) -> String {
+        use fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "mailvault verification report{}",
+            self.origin
+                .as_deref()
+                .map(|o| format!(" for {o}"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(s, "log: {} entries, root {}", self.log_size, self.log_root);
+        match &self.checkpoint {
+            Some((size, root)) => {
+                let _ = writeln!(
+                    s,
+                    "newest signed checkpoint: size {size}, root {root} ({} checkpoints verified)",
+                    self.checkpoints_verified
+                );
+            }
+            None => s.push_str("newest signed checkpoint: none\n"),
+        }
+        let _ = writeln!(s, "records:");
+        for (status, n) in &self.counts {
+            let _ = writeln!(s, "  {status:<24} {n}");
+        }
+        if !self.log_faults.is_empty() {
+            let _ = writeln!(s, "log faults:");
+            for f in &self.log_faults {
+                let _ = writeln!(s, "  {} {}", f.kind, f.detail);
+            }
+            for (kind, n) in &self.log_faults_omitted {
+                let _ = writeln!(s, "  {kind} ... and {n} more");
+            }
+        }
+        let problems: Vec<&RecordVerdict> =
+            self.records.iter().filter(|r| !r.status.is_ok()).collect();
+        if !problems.is_empty() {
+            let _ = writeln!(s, "records with problems:");
+            for r in problems {
+                let _ = writeln!(s, "  {} {}: {}", r.status, r.record, r.findings.join("; "));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "result: {}",
+            if self.verified() {
+                "VERIFIED"
+            } else {
+                "VERIFICATION FAILED"
+            }
+        );
+        s
+    }
+}
+
+/// What the verifier is told to trust.
+#[derive(Clone, Debug)]
+pub struct Trust {
+    /// Public keys whose checkpoint signatures count.
+    pub keys: Vec<NoteVerifier>,
+    /// The log's origin, when the auditor knows it; checkpoints for another origin are rejected.
+    pub origin: Option<String>,
+    /// A checkpoint the auditor saved earlier; the log must still be consistent with it.
+    pub trusted_checkpoint: Option<Vec<u8>>,
+    /// The time of the audit (retention is judged against it).
+    pub now: UnixTime,
+}
+
+/// A record's history as replayed from the log.
+#[derive(Debug, Default)]
+struct RecordState {
+    ingest: Option<Ingested>,
+    retain_until: Option<RetainUntil>,
+    holds: BTreeSet<String>,
+    authorized: bool,
+    destroyed: Option<Tombstone>,
+}
+
+#[derive(Debug)]
+struct Ingested {
+    object_key: String,
+    object_version: String,
+    stored_sha256: Hash,
+    lock_mode: LockMode,
+}
+
+#[derive(Debug)]
+struct Tombstone {
+    at: UnixTime,
+    holds_at_destruction: Vec<String>,
+    retain_until_at_destruction: Option<RetainUntil>,
+}
+
+/// The streaming verifier.
+#[derive(Debug)]
+pub struct Verifier {
+    trust: Trust,
+    range: CompactRange,
+    prev: Hash,
+    /// Bundle index expected next.
+    next_bundle: u64,
+    /// Whether a partial bundle was taken (no later bundle may follow).
+    ended_partial: bool,
+    /// Checkpoint sizes whose roots we want, and the roots once known.
+    wanted_roots: BTreeMap<u64, Option<Hash>>,
+    checkpoints: Vec<Checkpoint>,
+    trusted: Option<Checkpoint>,
+    records: BTreeMap<RecordId, RecordState>,
+    faults: Vec<LogFault>,
+    omitted: BTreeMap<LogFaultKind, u64>,
+    per_kind: HashMap<LogFaultKind, usize>,
+}
+
+impl Verifier {
+    /// A verifier for one log. Give it every checkpoint object first ([`Self::add_checkpoint`]),
+    /// then the bundles in order ([`Self::add_bundle`]), then the inventory ([`Self::finish`]).
+    pub fn new(trust: Trust) -> Self {
+        let mut v = Self {
+            trust,
+            range: CompactRange::new(),
+            prev: Hash::default(),
+            next_bundle: 0,
+            ended_partial: false,
+            wanted_roots: BTreeMap::new(),
+            checkpoints: Vec::new(),
+            trusted: None,
+            records: BTreeMap::new(),
+            faults: Vec::new(),
+            omitted: BTreeMap::new(),
+            per_kind: HashMap::new(),
+        };
+        if let Some(bytes) = v.trust.trusted_checkpoint.clone() {
+            match Checkpoint::open(&bytes, &v.trust.keys, v.trust.origin.as_deref()) {
+                Ok(cp) => {
+                    v.want_root(cp.size);
+                    v.trusted = Some(cp);
+                }
+                Err(e) => v.fault(
+                    LogFaultKind::TrustedCheckpointInconsistent,
+                    format!("the trusted checkpoint does not open: {e}"),
+                ),
+            }
+        }
+        v
+    }
+
+    /// Asks for the tree's root at `size` while streaming (the empty tree's root is known).
+    fn want_root(&mut self, size: u64) {
+        let known = (size == 0).then(empty_root);
+        self.wanted_roots.entry(size).or_insert(known);
+    }
+
+    fn fault(&mut self, kind: LogFaultKind, detail: String) {
+        let n = self.per_kind.entry(kind).or_default();
+        *n += 1;
+        if *n > MAX_FAULTS_PER_KIND {
+            *self.omitted.entry(kind).or_default() += 1;
+        } else {
+            self.faults.push(LogFault { kind, detail });
+        }
+    }
+
+    /// Reports an object in the log area that is neither a bundle nor a checkpoint.
+    pub fn add_unknown_log_object(&mut self, key: &str) {
+        self.fault(LogFaultKind::UnknownLogObject, key.to_owned());
+    }
+
+    /// Adds a checkpoint object (`checkpoints/<size>`).
+    pub fn add_checkpoint(&mut self, key: &str, bytes: &[u8]) {
+        let Some(key_size) = parse_checkpoint_key(key) else {
+            self.add_unknown_log_object(key);
+            return;
+        };
+        match Checkpoint::open(bytes, &self.trust.keys, self.trust.origin.as_deref()) {
+            Ok(cp) if cp.size != key_size => self.fault(
+                LogFaultKind::MalformedCheckpoint,
+                format!(
+                    "{key}: signed for size {} but stored as size {key_size}",
+                    cp.size
+                ),
+            ),
+            Ok(cp) => {
+                self.want_root(cp.size);
+                self.checkpoints.push(cp);
+            }
+            Err(CheckpointError::Note(NoteError::BadSignature(name))) => self.fault(
+                LogFaultKind::BadSignature,
+                format!("{key}: the signature by {name:?} does not verify"),
+            ),
+            Err(CheckpointError::Note(NoteError::NoTrustedSignature(who))) => self.fault(
+                LogFaultKind::UnsignedCheckpoint,
+                format!("{key}: no signature by the trusted key (signed by: {who})"),
+            ),
+            Err(e) => self.fault(LogFaultKind::MalformedCheckpoint, format!("{key}: {e}")),
+        }
+    }
+
+    /// Adds bundle `index`: its full object if present, and every partial object
+    /// `(width, bytes)`. Call with increasing `index` from 0; a skipped index is a missing
+    /// bundle.
+    pub fn add_bundle(&mut self, index: u64, full: Option<&[u8]>, partials: &[(u64, &[u8])]) {
+        if index != self.next_bundle || self.ended_partial {
+            let detail = if self.ended_partial {
+                format!(
+                    "bundle {index} follows a partial bundle {}: the full bundle is missing",
+                    self.next_bundle.saturating_sub(1)
+                )
+            } else {
+                format!("bundles {}..{index} are missing", self.next_bundle)
+            };
+            self.fault(LogFaultKind::MissingBundle, detail);
+            // Entries cannot be placed without the bundles before them: stop reading.
+            self.ended_partial = true;
+            return;
+        }
+        self.next_bundle += 1;
+        let mut partials: Vec<(u64, &[u8])> = partials.to_vec();
+        partials.sort_by_key(|(w, _)| *w);
+        let (width, chosen) = match (full, partials.last()) {
+            (Some(b), _) => (BUNDLE_WIDTH, b),
+            (None, Some(&(w, b))) => {
+                self.ended_partial = true;
+                (w, b)
+            }
+            (None, None) => {
+                self.fault(
+                    LogFaultKind::MissingBundle,
+                    format!("bundle {index} has no objects"),
+                );
+                self.ended_partial = true;
+                return;
+            }
+        };
+        let entries = match decode_bundle(chosen) {
+            Ok(e) if e.len() as u64 == width => e,
+            Ok(e) => {
+                self.fault(
+                    LogFaultKind::MalformedBundle,
+                    format!("bundle {index} (width {width}) holds {} entries", e.len()),
+                );
+                self.ended_partial = true;
+                return;
+            }
+            Err(e) => {
+                self.fault(
+                    LogFaultKind::MalformedBundle,
+                    format!("bundle {index}: {e}"),
+                );
+                self.ended_partial = true;
+                return;
+            }
+        };
+        // Every narrower object for this index must be a prefix of the chosen one.
+        for (w, bytes) in &partials {
+            if *w == width && full.is_none() {
+                continue;
+            }
+            let prefix_ok = decode_bundle(bytes)
+                .is_ok_and(|p| p.len() as u64 == *w && p.iter().zip(&entries).all(|(a, b)| a == b));
+            if !prefix_ok {
+                self.fault(
+                    LogFaultKind::RewrittenBundle,
+                    format!("bundle {index}: the {w}-entry partial is not a prefix of the {width}-entry bundle"),
+                );
+            }
+        }
+        for bytes in entries {
+            self.add_entry(bytes);
+        }
+    }
+
+    fn add_entry(&mut self, bytes: &[u8]) {
+        let position = self.range.size();
+        self.range.push(leaf_hash(bytes));
+        let this_hash = Hash::of(bytes);
+        let prev = std::mem::replace(&mut self.prev, this_hash);
+        if let Some(slot) = self.wanted_roots.get_mut(&self.range.size()) {
+            *slot = Some(self.range.root());
+        }
+        let entry = match Entry::decode(bytes) {
+            Ok(e) => e,
+            Err(e) => {
+                self.fault(
+                    LogFaultKind::MalformedEntry,
+                    format!("entry at position {position}: {e}"),
+                );
+                return;
+            }
+        };
+        if entry.index != position {
+            let what = if entry.index > position {
+                "entries before it were removed, or entries were reordered"
+            } else {
+                "an entry was inserted or entries were reordered"
+            };
+            self.fault(
+                LogFaultKind::EntryOutOfPlace,
+                format!("position {position} holds entry {} ({what})", entry.index),
+            );
+        }
+        if entry.prev != prev {
+            self.fault(
+                LogFaultKind::BrokenChain,
+                format!("entry at position {position}: prev does not name the entry before it"),
+            );
+        }
+        self.replay(entry);
+    }
+
+    fn replay(&mut self, entry: Entry) {
+        let Entry {
+            index,
+            logged_at,
+            record,
+            body,
+            ..
+        } = entry;
+        if let EntryBody::Ingest {
+            retain_until,
+            lock_mode,
+            object_key,
+            object_version,
+            stored_sha256,
+            ..
+        } = body
+        {
+            let state = self.records.entry(record.clone()).or_default();
+            if state.ingest.is_some() {
+                self.fault(
+                    LogFaultKind::DuplicateIngest,
+                    format!("record {record} ingested again at entry {index}"),
+                );
+                return;
+            }
+            state.ingest = Some(Ingested {
+                object_key,
+                object_version,
+                stored_sha256,
+                lock_mode,
+            });
+            state.retain_until = Some(retain_until);
+            return;
+        }
+        let Some(state) = self.records.get_mut(&record).filter(|s| s.ingest.is_some()) else {
+            self.fault(
+                LogFaultKind::UnknownRecord,
+                format!(
+                    "entry {index} ({}) names record {record}, which was never ingested",
+                    body.kind()
+                ),
+            );
+            return;
+        };
+        match body {
+            EntryBody::Ingest { .. } => {}
+            EntryBody::HoldPlaced { hold } => {
+                state.holds.insert(hold);
+            }
+            EntryBody::HoldReleased { hold } => {
+                state.holds.remove(&hold);
+            }
+            EntryBody::RetentionExtended { retain_until } => {
+                state.retain_until = Some(retain_until);
+            }
+            EntryBody::DestroyAuthorized { .. } => state.authorized = true,
+            EntryBody::Destroyed { .. } => {
+                let authorized = state.authorized;
+                state.destroyed = Some(Tombstone {
+                    at: logged_at,
+                    holds_at_destruction: state.holds.iter().cloned().collect(),
+                    retain_until_at_destruction: state.retain_until,
+                });
+                if !authorized {
+                    self.fault(
+                        LogFaultKind::DestroyedWithoutAuthorization,
+                        format!(
+                            "record {record} destroyed at entry {index} without destroy-authorized"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Compares the log with the checkpoints and the records with the store, and reports.
+    pub fn finish(mut self, inventory: &Inventory) -> Report {
+        let log_size = self.range.size();
+        self.check_checkpoints(log_size);
+        let mut records = Vec::new();
+        let mut referenced: HashMap<&str, &str> = HashMap::new();
+        let records_state = std::mem::take(&mut self.records);
+        for (id, state) in &records_state {
+            let Some(ingest) = &state.ingest else {
+                continue;
+            };
+            referenced.insert(ingest.object_key.as_str(), ingest.object_version.as_str());
+            let versions = inventory
+                .get(&ingest.object_key)
+                .map_or(&[][..], Vec::as_slice);
+            records.push(classify(id, state, ingest, versions));
+        }
+        for (key, versions) in inventory {
+            let logged_version = referenced.get(key.as_str()).copied();
+            let unlogged: Vec<&str> = versions
+                .iter()
+                .filter(|v| !v.delete_marker && Some(v.version_id.as_str()) != logged_version)
+                .map(|v| v.version_id.as_str())
+                .collect();
+            if unlogged.is_empty() {
+                continue;
+            }
+            let finding = if logged_version.is_some() {
+                format!(
+                    "versions {} of a logged record's object are not in the log",
+                    unlogged.join(", ")
+                )
+            } else {
+                format!(
+                    "no log entry names this object (versions {})",
+                    unlogged.join(", ")
+                )
+            };
+            records.push(RecordVerdict {
+                record: key.clone(),
+                status: RecordStatus::UnloggedObject,
+                findings: vec![finding],
+            });
+        }
+        records.sort_by(|a, b| a.record.cmp(&b.record).then(a.status.cmp(&b.status)));
+        let mut counts = BTreeMap::new();
+        for r in &records {
+            *counts.entry(r.status).or_insert(0) += 1;
+        }
+        let newest = self
+            .checkpoints
+            .iter()
+            .filter(|c| self.wanted_roots.get(&c.size).copied().flatten() == Some(c.root))
+            .max_by_key(|c| c.size);
+        Report {
+            origin: self
+                .trust
+                .origin
+                .clone()
+                .or_else(|| self.checkpoints.first().map(|c| c.origin.clone())),
+            log_size,
+            log_root: self.range.root().to_hex(),
+            checkpoint: newest.map(|c| (c.size, c.root.to_hex())),
+            checkpoints_verified: self.checkpoints.len() as u64,
+            log_faults: self.faults,
+            log_faults_omitted: self.omitted,
+            counts,
+            records,
+        }
+    }
+
+    fn check_checkpoints(&mut self, log_size: u64) {
+        let mut checkpoints = std::mem::take(&mut self.checkpoints);
+        checkpoints.sort_by_key(|c| c.size);
+        let mut good_max = None;
+        for cp in &checkpoints {
+            match self.wanted_roots.get(&cp.size).copied().flatten() {
+                _ if cp.size > log_size => self.fault(
+                    LogFaultKind::CheckpointBeyondLog,
+                    format!(
+                        "checkpoint {} is signed for {} entries but the log holds {log_size}",
+                        cp.size, cp.size
+                    ),
+                ),
+                Some(root) if root == cp.root => good_max = Some(cp.size),
+                _ => self.fault(
+                    LogFaultKind::ForkedCheckpoint,
+                    format!(
+                        "checkpoint {}: signed root {} is not the log's root at that size",
+                        cp.size, cp.root
+                    ),
+                ),
+            }
+        }
+        if let Some(t) = self.trusted.take() {
+            let ok = t.size <= log_size
+                && self.wanted_roots.get(&t.size).copied().flatten() == Some(t.root);
+            if !ok {
+                self.fault(
+                    LogFaultKind::TrustedCheckpointInconsistent,
+                    format!(
+                        "the log is not an extension of the trusted checkpoint (size {}, root {})",
+                        t.size, t.root
+                    ),
+                );
+            }
+        }
+        match good_max {
+            None if log_size > 0 => self.fault(
+                LogFaultKind::NoCheckpoint,
+                format!("{log_size} entries and no valid signed checkpoint covers any of them"),
+            ),
+            Some(size) if size < log_size => self.fault(
+                LogFaultKind::UncheckpointedEntries,
+                format!("entries {size}..{log_size} are after the newest signed checkpoint"),
+            ),
+            _ => {}
+        }
+        self.checkpoints = checkpoints;
+    }
+}
+
+fn classify(
+    id: &RecordId,
+    state: &RecordState,
+    ingest: &Ingested,
+    versions: &[StoredVersion],
+) -> RecordVerdict {
+    let mut findings: Vec<(RecordStatus, String)> = Vec::new();
+    if let Some(t) = &state.destroyed {
+        if !t.holds_at_destruction.is_empty() {
+            findings.push((
+                RecordStatus::HeldButDestroyed,
+                format!(
+                    "destroyed at {} under legal hold {}",
+                    t.at,
+                    t.holds_at_destruction.join(", ")
+                ),
+            ));
+        }
+        match t.retain_until_at_destruction {
+            Some(r) if !r.has_ended(t.at) => findings.push((
+                RecordStatus::PrematureDestruction,
+                format!("destroyed at {} but retained until {r}", t.at),
+            )),
+            _ => {}
+        }
+        if !versions.is_empty() {
+            let ids: Vec<&str> = versions.iter().map(|v| v.version_id.as_str()).collect();
+            findings.push((
+                RecordStatus::DestructionIncomplete,
+                format!("tombstone logged but versions remain: {}", ids.join(", ")),
+            ));
+        }
+        return verdict(id, RecordStatus::DestroyedOk, findings);
+    }
+    let logged = versions
+        .iter()
+        .find(|v| !v.delete_marker && v.version_id == ingest.object_version);
+    let Some(v) = logged else {
+        if state.authorized {
+            findings.push((
+                RecordStatus::DestructionIncomplete,
+                "destruction authorized and the data is gone, but no tombstone was logged".into(),
+            ));
+        } else {
+            findings.push((
+                RecordStatus::Missing,
+                format!(
+                    "version {} of {} is not in the store and no destruction is logged",
+                    ingest.object_version, ingest.object_key
+                ),
+            ));
+        }
+        return verdict(id, RecordStatus::PresentOk, findings);
+    };
+    if let Some(sha) = v.sha256
+        && sha != ingest.stored_sha256
+    {
+        findings.push((
+            RecordStatus::Tampered,
+            format!(
+                "stored bytes hash to {sha}, the log says {}",
+                ingest.stored_sha256
+            ),
+        ));
+    }
+    let stored_strength = v.lock_mode.map_or(0, LockMode::strength);
+    if stored_strength < ingest.lock_mode.strength() {
+        findings.push((
+            RecordStatus::LockWeakened,
+            format!(
+                "stored under lock mode {}, logged {}",
+                v.lock_mode.map_or("none", LockMode::as_str),
+                ingest.lock_mode.as_str()
+            ),
+        ));
+    }
+    if ingest.lock_mode != LockMode::None
+        && let Some(RetainUntil::Until(logged_until)) = state.retain_until
+        && v.retain_until.is_none_or(|t| t < logged_until)
+    {
+        findings.push((
+            RecordStatus::LockWeakened,
+            format!(
+                "locked until {}, the log says {logged_until}",
+                v.retain_until
+                    .map_or_else(|| "never".to_owned(), |t| t.to_string())
+            ),
+        ));
+    }
+    if !state.holds.is_empty() && !v.legal_hold && ingest.lock_mode != LockMode::None {
+        findings.push((
+            RecordStatus::LockWeakened,
+            format!(
+                "under legal hold {} but the store's legal-hold flag is off",
+                state.holds.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    verdict(id, RecordStatus::PresentOk, findings)
+}
+
+fn verdict(
+    id: &RecordId,
+    ok: RecordStatus,
+    findings: Vec<(RecordStatus, String)>,
+) -> RecordVerdict {
+    let status = findings
+        .iter()
+        .map(|(s, _)| *s)
+        .max_by_key(|s| s.severity())
+        .unwrap_or(ok);
+    RecordVerdict {
+        record: id.to_string(),
+        status,
+        findings: findings
+            .into_iter()
+            .map(|(s, f)| format!("{s}: {f}"))
+            .collect(),
+    }
+}
+
+/// The objects of one bundle index: its full object and its partials, by key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BundleKeys {
+    /// Key of the full bundle, if stored.
+    pub full: Option<String>,
+    /// `(width, key)` of each partial bundle.
+    pub partials: Vec<(u64, String)>,
+}
+
+/// What to read from a log area, sorted out from a listing of its keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogListing {
+    /// Bundle objects by bundle index (feed them in this order).
+    pub bundles: BTreeMap<u64, BundleKeys>,
+    /// Checkpoint keys.
+    pub checkpoints: Vec<String>,
+    /// Keys under the log or checkpoint prefixes that name nothing we write.
+    pub unknown: Vec<String>,
+}
+
+impl LogListing {
+    /// Sorts keys (relative to the archive root) into bundles, checkpoints and unknown objects;
+    /// keys outside `log/` and `checkpoints/` are ignored.
+    pub fn from_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut listing = Self::default();
+        for key in keys {
+            if let Some((index, width)) = parse_bundle_key(key) {
+                let group = listing.bundles.entry(index).or_default();
+                if width == BUNDLE_WIDTH {
+                    group.full = Some(key.to_owned());
+                } else {
+                    group.partials.push((width, key.to_owned()));
+                }
+            } else if parse_checkpoint_key(key).is_some() {
+                listing.checkpoints.push(key.to_owned());
+            } else if key.starts_with("log/") || key.starts_with(CHECKPOINTS_PREFIX) {
+                listing.unknown.push(key.to_owned());
+            }
+        }
+        for group in listing.bundles.values_mut() {
+            group.partials.sort();
+        }
+        listing.checkpoints.sort();
+        listing.unknown.sort();
+        listing
+    }
+}
+
+/// Verifies a log whose objects are all in memory (tests, small archives, the local directory
+/// store). `objects` maps keys relative to the archive root to bytes.
+pub fn verify_objects(
+    trust: Trust,
+    objects: &BTreeMap<String, Vec<u8>>,
+    inventory: &Inventory,
+) -> Report {
+    let listing = LogListing::from_keys(objects.keys().map(String::as_str));
+    let get = |k: &str| objects.get(k).map_or(&[][..], Vec::as_slice);
+    let mut v = Verifier::new(trust);
+    for key in &listing.unknown {
+        v.add_unknown_log_object(key);
+    }
+    for key in &listing.checkpoints {
+        v.add_checkpoint(key, get(key));
+    }
+    for (index, keys) in &listing.bundles {
+        let partials: Vec<(u64, &[u8])> = keys.partials.iter().map(|(w, k)| (*w, get(k))).collect();
+        v.add_bundle(*index, keys.full.as_deref().map(get), &partials);
+    }
+    v.finish(inventory)
+}
+
+#[cfg(test)]
+mod tests;

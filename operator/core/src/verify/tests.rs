@@ -1,0 +1,678 @@
+//! Every fault class: build a good log, tamper with it in exactly one way, and check that the
+//! verifier names that fault (and that the untampered log verifies).
+
+use super::*;
+use crate::bundle::{checkpoint_key, encode_bundle};
+use crate::checkpoint::CheckpointSigner;
+use crate::entry::Disposition;
+use crate::log::RecordLog;
+use crate::note::NoteSigner;
+
+const ORIGIN: &str = "mailvault.io/police/chief";
+const T0: i64 = 1_795_836_120; // 2026-11-28T03:22:00Z
+const YEAR: i64 = 365 * 86_400;
+
+/// A log with its store, built the way the pipeline builds one.
+struct Fixture {
+    log: RecordLog,
+    signer: CheckpointSigner,
+    objects: BTreeMap<String, Vec<u8>>,
+    inventory: Inventory,
+    clock: i64,
+}
+
+fn key_of(id: &str) -> String {
+    format!("records/{id}")
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let signer =
+            CheckpointSigner::new(ORIGIN, NoteSigner::new(ORIGIN, &[42; 32]).unwrap(), None);
+        Self {
+            log: RecordLog::new(),
+            signer,
+            objects: BTreeMap::new(),
+            inventory: Inventory::new(),
+            clock: T0,
+        }
+    }
+
+    fn tick(&mut self) -> UnixTime {
+        self.clock += 60;
+        UnixTime(self.clock)
+    }
+
+    fn append(&mut self, id: &str, body: EntryBody) {
+        let t = self.tick();
+        self.log
+            .append(t, RecordId::new(id).unwrap(), body)
+            .unwrap();
+    }
+
+    fn ingest(&mut self, id: &str, retain_until: RetainUntil) {
+        let bytes = format!("stored bytes of {id}");
+        let sha = Hash::of(bytes.as_bytes());
+        let version = format!("v-{id}");
+        self.append(
+            id,
+            EntryBody::Ingest {
+                series: "MO-GS-003".into(),
+                retain_until,
+                lock_mode: LockMode::Compliance,
+                object_key: key_of(id),
+                object_version: version.clone(),
+                stored_sha256: sha,
+                stored_size: bytes.len() as u64,
+                original_commitment: Hash::of(b"c"),
+            },
+        );
+        let lock_until = match retain_until {
+            RetainUntil::Until(t) => t,
+            RetainUntil::Permanent => UnixTime(T0 + 100 * YEAR),
+        };
+        self.inventory.insert(
+            key_of(id),
+            vec![StoredVersion {
+                version_id: version,
+                delete_marker: false,
+                sha256: Some(sha),
+                lock_mode: Some(LockMode::Compliance),
+                retain_until: Some(lock_until),
+                legal_hold: false,
+            }],
+        );
+    }
+
+    fn hold(&mut self, id: &str, hold: &str) {
+        self.append(id, EntryBody::HoldPlaced { hold: hold.into() });
+        for v in self.inventory.get_mut(&key_of(id)).unwrap() {
+            v.legal_hold = true;
+        }
+    }
+
+    fn release(&mut self, id: &str, hold: &str) {
+        self.append(id, EntryBody::HoldReleased { hold: hold.into() });
+        for v in self.inventory.get_mut(&key_of(id)).unwrap() {
+            v.legal_hold = false;
+        }
+    }
+
+    /// Authorizes, deletes every version, and logs the tombstone.
+    fn destroy(&mut self, id: &str) {
+        self.append(
+            id,
+            EntryBody::DestroyAuthorized {
+                retain_until: RetainUntil::Until(UnixTime(self.clock)),
+                disposition: Disposition::Destroy,
+            },
+        );
+        let versions = self.inventory.remove(&key_of(id)).unwrap();
+        self.append(
+            id,
+            EntryBody::Destroyed {
+                object_key: key_of(id),
+                object_versions: versions.into_iter().map(|v| v.version_id).collect(),
+            },
+        );
+    }
+
+    /// Writes the pending bundles and a signed checkpoint, as the pipeline does after a batch.
+    fn checkpoint(&mut self) {
+        for b in self.log.take_bundles() {
+            assert!(
+                self.objects.insert(b.key, b.bytes).is_none(),
+                "an object was rewritten"
+            );
+        }
+        let last = self.signer.last_signed().map_or(0, |h| h.size);
+        let proof = if last == 0 {
+            vec![]
+        } else {
+            self.log
+                .tree()
+                .consistency_proof(last, self.log.size())
+                .unwrap()
+        };
+        let note = self
+            .signer
+            .sign(self.log.size(), self.log.root(), &proof)
+            .unwrap();
+        self.objects
+            .insert(checkpoint_key(self.log.size()), note.into_bytes());
+    }
+
+    fn trust(&self) -> Trust {
+        Trust {
+            keys: vec![NoteVerifier::parse(&self.signer.verifier_key()).unwrap()],
+            origin: Some(ORIGIN.into()),
+            trusted_checkpoint: None,
+            now: UnixTime(self.clock),
+        }
+    }
+
+    fn verify(&self) -> Report {
+        verify_objects(self.trust(), &self.objects, &self.inventory)
+    }
+
+    /// Entries of the log as stored, in order (bytes).
+    fn entries(&self) -> Vec<Vec<u8>> {
+        let listing = LogListing::from_keys(self.objects.keys().map(String::as_str));
+        let mut out = Vec::new();
+        for keys in listing.bundles.values() {
+            let key = keys
+                .full
+                .clone()
+                .unwrap_or_else(|| keys.partials.last().unwrap().1.clone());
+            out.extend(
+                decode_bundle(&self.objects[&key])
+                    .unwrap()
+                    .into_iter()
+                    .map(<[u8]>::to_vec),
+            );
+        }
+        out
+    }
+
+    /// Replaces every bundle object with the given entries (re-bundled, full and one partial).
+    fn restore_entries(&mut self, entries: &[Vec<u8>]) {
+        self.objects.retain(|k, _| !k.starts_with("log/"));
+        for (i, chunk) in entries.chunks(256).enumerate() {
+            let key = crate::bundle::bundle_key(i as u64, chunk.len() as u64);
+            self.objects
+                .insert(key, encode_bundle(chunk.iter().map(Vec::as_slice)));
+        }
+    }
+}
+
+/// Ten records in two batches, one held, one destroyed after retention, some permanent.
+fn good() -> Fixture {
+    let mut f = Fixture::new();
+    for i in 0..6 {
+        f.ingest(
+            &format!("r{i}"),
+            RetainUntil::Until(UnixTime(T0 + 3 * YEAR)),
+        );
+    }
+    f.ingest("perm", RetainUntil::Permanent);
+    f.ingest("short", RetainUntil::Until(UnixTime(T0 + 300)));
+    f.checkpoint();
+    f.hold("r1", "police/case-17");
+    f.ingest("r6", RetainUntil::Until(UnixTime(T0 + 3 * YEAR)));
+    f.clock = T0 + 3600;
+    f.destroy("short");
+    f.checkpoint();
+    f
+}
+
+fn faults(r: &Report) -> Vec<LogFaultKind> {
+    r.log_faults.iter().map(|f| f.kind).collect()
+}
+
+fn status(r: &Report, id: &str) -> RecordStatus {
+    r.records
+        .iter()
+        .find(|v| v.record == id)
+        .unwrap_or_else(|| panic!("no verdict for {id}"))
+        .status
+}
+
+#[test]
+fn a_good_log_verifies() {
+    let f = good();
+    let r = f.verify();
+    assert!(r.verified(), "{}", r.to_text());
+    assert_eq!(faults(&r), vec![]);
+    assert_eq!(r.counts[&RecordStatus::PresentOk], 8);
+    assert_eq!(r.counts[&RecordStatus::DestroyedOk], 1);
+    assert_eq!(status(&r, "short"), RecordStatus::DestroyedOk);
+    assert_eq!(r.checkpoint.as_ref().unwrap().0, f.log.size());
+    assert_eq!(r.checkpoints_verified, 2);
+}
+
+#[test]
+fn the_report_is_deterministic() {
+    let a = good().verify();
+    let b = good().verify();
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
+    assert_eq!(a.to_text(), b.to_text());
+}
+
+#[test]
+fn removed_entry() {
+    let mut f = good();
+    let mut e = f.entries();
+    e.remove(3);
+    f.restore_entries(&e);
+    let r = f.verify();
+    assert!(!r.verified());
+    let k = faults(&r);
+    assert!(k.contains(&LogFaultKind::EntryOutOfPlace), "{k:?}");
+    assert!(k.contains(&LogFaultKind::BrokenChain), "{k:?}");
+    assert!(k.contains(&LogFaultKind::CheckpointBeyondLog), "{k:?}");
+    // The record whose ingest vanished has an object no entry names.
+    assert_eq!(status(&r, "records/r3"), RecordStatus::UnloggedObject);
+}
+
+#[test]
+fn inserted_entry() {
+    let mut f = good();
+    let mut e = f.entries();
+    let forged = e[2].clone();
+    e.insert(2, forged);
+    f.restore_entries(&e);
+    let r = f.verify();
+    let k = faults(&r);
+    assert!(k.contains(&LogFaultKind::EntryOutOfPlace), "{k:?}");
+    assert!(k.contains(&LogFaultKind::DuplicateIngest), "{k:?}");
+    assert!(k.contains(&LogFaultKind::ForkedCheckpoint), "{k:?}");
+}
+
+#[test]
+fn reordered_entries() {
+    let mut f = good();
+    let mut e = f.entries();
+    e.swap(1, 2);
+    f.restore_entries(&e);
+    let r = f.verify();
+    let out_of_place: Vec<&LogFault> = r
+        .log_faults
+        .iter()
+        .filter(|x| x.kind == LogFaultKind::EntryOutOfPlace)
+        .collect();
+    assert_eq!(out_of_place.len(), 2, "{}", r.to_text());
+    assert!(
+        out_of_place[0]
+            .detail
+            .starts_with("position 1 holds entry 2")
+    );
+    assert!(faults(&r).contains(&LogFaultKind::ForkedCheckpoint));
+}
+
+#[test]
+fn broken_chain_link() {
+    let mut f = good();
+    let mut e = f.entries();
+    let mut entry = Entry::decode(&e[4]).unwrap();
+    entry.prev = Hash::of(b"not the previous entry");
+    e[4] = entry.encode();
+    f.restore_entries(&e);
+    let r = f.verify();
+    let k = faults(&r);
+    assert!(k.contains(&LogFaultKind::BrokenChain), "{k:?}");
+    assert!(!k.contains(&LogFaultKind::EntryOutOfPlace), "{k:?}");
+}
+
+#[test]
+fn a_consistent_rewrite_is_caught_by_the_signed_checkpoints() {
+    // An attacker who rebuilds the whole log without record r3 (indices and chain redone)
+    // leaves no local inconsistency: only the signatures over the old roots betray it.
+    let f = good();
+    let mut rewritten = RecordLog::new();
+    for bytes in f.entries() {
+        let e = Entry::decode(&bytes).unwrap();
+        if e.record.as_str() != "r3" {
+            rewritten.append(e.logged_at, e.record, e.body).unwrap();
+        }
+    }
+    let mut g = good();
+    g.objects.retain(|k, _| !k.starts_with("log/"));
+    for b in rewritten.take_bundles() {
+        g.objects.insert(b.key, b.bytes);
+    }
+    g.inventory.remove("records/r3");
+    let r = g.verify();
+    let k = faults(&r);
+    assert!(!k.contains(&LogFaultKind::BrokenChain) && !k.contains(&LogFaultKind::EntryOutOfPlace));
+    assert!(
+        k.contains(&LogFaultKind::ForkedCheckpoint)
+            || k.contains(&LogFaultKind::CheckpointBeyondLog),
+        "{k:?}"
+    );
+    assert!(!r.verified());
+}
+
+#[test]
+fn forked_checkpoint() {
+    let mut f = good();
+    // Our own key signs a head for a different history of the same size (a signer without
+    // the consistency guard, or a stolen key).
+    let mut other =
+        CheckpointSigner::new(ORIGIN, NoteSigner::new(ORIGIN, &[42; 32]).unwrap(), None);
+    let note = other
+        .sign(f.log.size(), Hash::of(b"another history"), &[])
+        .unwrap();
+    f.objects
+        .insert(checkpoint_key(f.log.size()), note.into_bytes());
+    let r = f.verify();
+    assert!(
+        faults(&r).contains(&LogFaultKind::ForkedCheckpoint),
+        "{}",
+        r.to_text()
+    );
+    assert!(!r.verified());
+}
+
+#[test]
+fn unsigned_checkpoint() {
+    let mut f = good();
+    let size = f.log.size();
+    let mut stranger = CheckpointSigner::new(
+        ORIGIN,
+        NoteSigner::new("someone-else", &[7; 32]).unwrap(),
+        None,
+    );
+    let note = stranger.sign(size, f.log.root(), &[]).unwrap();
+    f.objects.insert(checkpoint_key(size), note.into_bytes());
+    let r = f.verify();
+    let k = faults(&r);
+    assert!(k.contains(&LogFaultKind::UnsignedCheckpoint), "{k:?}");
+    // The newest valid checkpoint is now the older one: later entries are uncovered.
+    assert!(k.contains(&LogFaultKind::UncheckpointedEntries), "{k:?}");
+}
+
+#[test]
+fn bad_signature() {
+    let mut f = good();
+    let key = checkpoint_key(f.log.size());
+    let text = String::from_utf8(f.objects[&key].clone()).unwrap();
+    // Same signature line, edited body: the trusted key's signature no longer verifies.
+    let edited = text.replacen(
+        &format!("\n{}\n", f.log.size()),
+        &format!("\n{}\n", f.log.size() + 1),
+        1,
+    );
+    f.objects.insert(key, edited.into_bytes());
+    let r = f.verify();
+    assert!(
+        faults(&r).contains(&LogFaultKind::BadSignature),
+        "{}",
+        r.to_text()
+    );
+}
+
+#[test]
+fn malformed_checkpoint_and_unknown_objects() {
+    let mut f = good();
+    f.objects.insert(checkpoint_key(3), b"not a note".to_vec());
+    f.objects.insert("log/notes.txt".into(), b"hello".to_vec());
+    let r = f.verify();
+    let k = faults(&r);
+    assert!(k.contains(&LogFaultKind::MalformedCheckpoint), "{k:?}");
+    assert!(k.contains(&LogFaultKind::UnknownLogObject), "{k:?}");
+}
+
+#[test]
+fn no_checkpoint_at_all() {
+    let mut f = good();
+    f.objects.retain(|k, _| !k.starts_with("checkpoints/"));
+    let r = f.verify();
+    assert_eq!(faults(&r), vec![LogFaultKind::NoCheckpoint]);
+    assert!(!r.verified());
+}
+
+#[test]
+fn uncheckpointed_entries_are_a_warning_only() {
+    let mut f = good();
+    f.ingest("late", RetainUntil::Until(UnixTime(T0 + YEAR)));
+    for b in f.log.take_bundles() {
+        f.objects.insert(b.key, b.bytes);
+    }
+    let r = f.verify();
+    assert_eq!(faults(&r), vec![LogFaultKind::UncheckpointedEntries]);
+    assert!(r.verified(), "{}", r.to_text());
+}
+
+#[test]
+fn trusted_checkpoint_from_an_earlier_audit() {
+    let f = good();
+    let first = f.objects[&checkpoint_key(8)].clone();
+    let mut trust = f.trust();
+    trust.trusted_checkpoint = Some(first.clone());
+    assert!(verify_objects(trust.clone(), &f.objects, &f.inventory).verified());
+
+    // The whole log replaced by a different one, with fresh checkpoints signed by the same key
+    // (a stolen key): only the auditor's saved checkpoint shows it.
+    let mut g = Fixture::new();
+    for i in 0..9 {
+        g.ingest(&format!("x{i}"), RetainUntil::Until(UnixTime(T0 + YEAR)));
+    }
+    g.checkpoint();
+    let r = verify_objects(trust, &g.objects, &g.inventory);
+    assert!(
+        faults(&r).contains(&LogFaultKind::TrustedCheckpointInconsistent),
+        "{}",
+        r.to_text()
+    );
+}
+
+#[test]
+fn rewritten_partial_bundle() {
+    let mut f = good();
+    let key = crate::bundle::bundle_key(0, 8);
+    let mut entries: Vec<Vec<u8>> = decode_bundle(&f.objects[&key])
+        .unwrap()
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    entries[5] = b"rewritten".to_vec();
+    f.objects
+        .insert(key, encode_bundle(entries.iter().map(Vec::as_slice)));
+    let r = f.verify();
+    assert_eq!(
+        faults(&r),
+        vec![LogFaultKind::RewrittenBundle],
+        "{}",
+        r.to_text()
+    );
+}
+
+#[test]
+fn missing_and_malformed_bundles() {
+    let mut f = good();
+    // Grow past one full bundle so there are two indices.
+    for i in 0..300 {
+        f.ingest(&format!("bulk{i}"), RetainUntil::Until(UnixTime(T0 + YEAR)));
+    }
+    f.checkpoint();
+    assert!(f.verify().verified());
+
+    let mut missing = f.objects.clone();
+    missing.retain(|k, _| !k.starts_with("log/tile/entries/000"));
+    let r = verify_objects(f.trust(), &missing, &f.inventory);
+    assert!(
+        faults(&r).contains(&LogFaultKind::MissingBundle),
+        "{:?}",
+        faults(&r)
+    );
+
+    let mut truncated = f.objects.clone();
+    let full = truncated.get_mut("log/tile/entries/000").unwrap();
+    full.truncate(full.len() - 3);
+    let r = verify_objects(f.trust(), &truncated, &f.inventory);
+    assert!(
+        faults(&r).contains(&LogFaultKind::MalformedBundle),
+        "{:?}",
+        faults(&r)
+    );
+}
+
+#[test]
+fn a_flood_of_faults_is_capped() {
+    let mut f = good();
+    for i in 0..300 {
+        f.ingest(&format!("bulk{i}"), RetainUntil::Until(UnixTime(T0 + YEAR)));
+    }
+    f.checkpoint();
+    let mut e = f.entries();
+    e.remove(0);
+    f.restore_entries(&e);
+    let r = f.verify();
+    let listed = r
+        .log_faults
+        .iter()
+        .filter(|x| x.kind == LogFaultKind::EntryOutOfPlace)
+        .count();
+    assert_eq!(listed, MAX_FAULTS_PER_KIND);
+    assert!(r.log_faults_omitted[&LogFaultKind::EntryOutOfPlace] > 200);
+    assert!(!r.verified());
+}
+
+// ---- record classification --------------------------------------------------------------
+
+#[test]
+fn missing_record() {
+    let mut f = good();
+    f.inventory.remove("records/r2");
+    let r = f.verify();
+    assert_eq!(status(&r, "r2"), RecordStatus::Missing);
+    assert!(!r.verified());
+}
+
+#[test]
+fn tampered_record() {
+    let mut f = good();
+    f.inventory.get_mut("records/r2").unwrap()[0].sha256 = Some(Hash::of(b"swapped"));
+    let r = f.verify();
+    assert_eq!(status(&r, "r2"), RecordStatus::Tampered);
+}
+
+#[test]
+fn weakened_locks() {
+    let mut f = good();
+    f.inventory.get_mut("records/r2").unwrap()[0].retain_until = Some(UnixTime(T0 + YEAR));
+    f.inventory.get_mut("records/r3").unwrap()[0].lock_mode = Some(LockMode::Governance);
+    f.inventory.get_mut("records/r1").unwrap()[0].legal_hold = false; // r1 is held
+    f.inventory.get_mut("records/perm").unwrap()[0].lock_mode = None;
+    let r = f.verify();
+    for id in ["r1", "r2", "r3", "perm"] {
+        assert_eq!(
+            status(&r, id),
+            RecordStatus::LockWeakened,
+            "{id}: {}",
+            r.to_text()
+        );
+    }
+    assert_eq!(status(&r, "r4"), RecordStatus::PresentOk);
+}
+
+#[test]
+fn unlogged_objects_and_versions() {
+    let mut f = good();
+    f.inventory.insert(
+        "records/intruder".into(),
+        vec![StoredVersion {
+            version_id: "x".into(),
+            ..Default::default()
+        }],
+    );
+    f.inventory
+        .get_mut("records/r4")
+        .unwrap()
+        .push(StoredVersion {
+            version_id: "overwrite".into(),
+            ..Default::default()
+        });
+    let r = f.verify();
+    assert_eq!(status(&r, "records/intruder"), RecordStatus::UnloggedObject);
+    assert_eq!(status(&r, "records/r4"), RecordStatus::UnloggedObject);
+    assert_eq!(status(&r, "r4"), RecordStatus::PresentOk);
+    assert!(!r.verified());
+}
+
+#[test]
+fn premature_destruction() {
+    let mut f = good();
+    f.destroy("r5"); // retained for three years, destroyed now
+    f.checkpoint();
+    let r = f.verify();
+    assert_eq!(status(&r, "r5"), RecordStatus::PrematureDestruction);
+    assert_eq!(status(&r, "perm"), RecordStatus::PresentOk);
+    f.destroy("perm");
+    f.checkpoint();
+    assert_eq!(
+        status(&f.verify(), "perm"),
+        RecordStatus::PrematureDestruction
+    );
+}
+
+#[test]
+fn held_but_destroyed() {
+    let mut f = good();
+    f.clock = T0 + 4 * YEAR; // retention over, but r1 is still held
+    f.destroy("r1");
+    f.checkpoint();
+    let r = f.verify();
+    assert_eq!(status(&r, "r1"), RecordStatus::HeldButDestroyed);
+    // Released first, then destroyed: fine.
+    let mut g = good();
+    g.clock = T0 + 4 * YEAR;
+    g.release("r1", "police/case-17");
+    g.destroy("r1");
+    g.checkpoint();
+    assert_eq!(status(&g.verify(), "r1"), RecordStatus::DestroyedOk);
+}
+
+#[test]
+fn destruction_incomplete() {
+    // Tombstone logged, a version left behind.
+    let mut f = good();
+    f.inventory.insert(
+        "records/short".into(),
+        vec![StoredVersion {
+            version_id: "v-short".into(),
+            ..Default::default()
+        }],
+    );
+    assert_eq!(
+        status(&f.verify(), "short"),
+        RecordStatus::DestructionIncomplete
+    );
+
+    // Authorized and deleted, tombstone never logged (a crash between the two).
+    let mut g = good();
+    g.clock = T0 + 4 * YEAR;
+    g.append(
+        "r0",
+        EntryBody::DestroyAuthorized {
+            retain_until: RetainUntil::Until(UnixTime(T0 + 3 * YEAR)),
+            disposition: Disposition::Destroy,
+        },
+    );
+    g.inventory.remove("records/r0");
+    g.checkpoint();
+    assert_eq!(
+        status(&g.verify(), "r0"),
+        RecordStatus::DestructionIncomplete
+    );
+}
+
+#[test]
+fn destroyed_without_authorization_and_unknown_records() {
+    let mut f = good();
+    f.clock = T0 + 4 * YEAR;
+    f.append(
+        "r0",
+        EntryBody::Destroyed {
+            object_key: key_of("r0"),
+            object_versions: vec!["v-r0".into()],
+        },
+    );
+    f.inventory.remove("records/r0");
+    f.append(
+        "ghost",
+        EntryBody::HoldPlaced {
+            hold: "police/case-1".into(),
+        },
+    );
+    f.checkpoint();
+    let k = faults(&f.verify());
+    assert!(
+        k.contains(&LogFaultKind::DestroyedWithoutAuthorization),
+        "{k:?}"
+    );
+    assert!(k.contains(&LogFaultKind::UnknownRecord), "{k:?}");
+}
