@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint fmt-check clippy unit integration env-up env-down env-purge tools
+.PHONY: test lint fmt-check clippy unit integration env-up env-down env-purge tools bench
 
 ## test: everything CI runs — formatting, clippy, unit tests, then the integration tests against
 ## the real local components (started here and stopped afterwards, also when a test fails).
@@ -38,3 +38,8 @@ env-purge:
 ## tools: build (once, cached in ~/.cache/mailvault) etcd, kube-apiserver, versitygw and helm.
 tools:
 	tests/env/build-tools
+
+## bench: benchmarks that print figures (not tests). The record log: build and verify 1,000,000
+## entries (set N=... for another size).
+bench:
+	$(CARGO) bench -p mailvault-core --bench record_log --locked -- $(N)

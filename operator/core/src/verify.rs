@@ -16,8 +16,9 @@ use crate::hash::Hash;
 use crate::merkle::{CompactRange, empty_root, leaf_hash};
 use crate::note::{NoteError, NoteVerifier};
 use crate::time::UnixTime;
+use records::{ArenaFull, RecordState, RecordTable, StrRef, Tombstone};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// Most faults of one kind listed individually; the rest are counted.
@@ -214,8 +215,8 @@ pub struct Report {
     pub log_faults_omitted: BTreeMap<LogFaultKind, u64>,
     /// Records by status.
     pub counts: BTreeMap<RecordStatus, u64>,
-    /// Every record and unlogged object, by id.
-    pub records: Vec<RecordVerdict>,
+    /// Every record or unlogged object with a problem, by id (the counts cover all of them).
+    pub problems: Vec<RecordVerdict>,
 }
 
 impl Report {
@@ -223,7 +224,7 @@ impl Report {
     pub fn verified(&self) -> bool {
         !self.log_faults.iter().any(|f| f.kind.is_failure())
             && self.log_faults_omitted.keys().all(|k| !k.is_failure())
-            && self.records.iter().all(|r| r.status.is_ok())
+            && self.problems.is_empty()
     }
 
     /// The report as text for a person: summary first, then every problem.
@@ -262,11 +263,9 @@ impl Report {
                 let _ = writeln!(s, "  {kind} ... and {n} more");
             }
         }
-        let problems: Vec<&RecordVerdict> =
-            self.records.iter().filter(|r| !r.status.is_ok()).collect();
-        if !problems.is_empty() {
+        if !self.problems.is_empty() {
             let _ = writeln!(s, "records with problems:");
-            for r in problems {
+            for r in &self.problems {
                 let _ = writeln!(s, "  {} {}: {}", r.status, r.record, r.findings.join("; "));
             }
         }
@@ -296,31 +295,6 @@ pub struct Trust {
     pub now: UnixTime,
 }
 
-/// A record's history as replayed from the log.
-#[derive(Debug, Default)]
-struct RecordState {
-    ingest: Option<Ingested>,
-    retain_until: Option<RetainUntil>,
-    holds: BTreeSet<String>,
-    authorized: bool,
-    destroyed: Option<Tombstone>,
-}
-
-#[derive(Debug)]
-struct Ingested {
-    object_key: String,
-    object_version: String,
-    stored_sha256: Hash,
-    lock_mode: LockMode,
-}
-
-#[derive(Debug)]
-struct Tombstone {
-    at: UnixTime,
-    holds_at_destruction: Vec<String>,
-    retain_until_at_destruction: Option<RetainUntil>,
-}
-
 /// The streaming verifier.
 #[derive(Debug)]
 pub struct Verifier {
@@ -335,7 +309,7 @@ pub struct Verifier {
     wanted_roots: BTreeMap<u64, Option<Hash>>,
     checkpoints: Vec<Checkpoint>,
     trusted: Option<Checkpoint>,
-    records: BTreeMap<RecordId, RecordState>,
+    records: RecordTable,
     faults: Vec<LogFault>,
     omitted: BTreeMap<LogFaultKind, u64>,
     per_kind: HashMap<LogFaultKind, usize>,
@@ -354,7 +328,7 @@ impl Verifier {
             wanted_roots: BTreeMap::new(),
             checkpoints: Vec::new(),
             trusted: None,
-            records: BTreeMap::new(),
+            records: RecordTable::default(),
             faults: Vec::new(),
             omitted: BTreeMap::new(),
             per_kind: HashMap::new(),
@@ -545,6 +519,7 @@ impl Verifier {
             body,
             ..
         } = entry;
+        let found = self.records.find(record.as_str());
         if let EntryBody::Ingest {
             retain_until,
             lock_mode,
@@ -554,24 +529,36 @@ impl Verifier {
             ..
         } = body
         {
-            let state = self.records.entry(record.clone()).or_default();
-            if state.ingest.is_some() {
+            if found.is_some() {
                 self.fault(
                     LogFaultKind::DuplicateIngest,
                     format!("record {record} ingested again at entry {index}"),
                 );
                 return;
             }
-            state.ingest = Some(Ingested {
-                object_key,
-                object_version,
-                stored_sha256,
-                lock_mode,
-            });
-            state.retain_until = Some(retain_until);
+            if let Err(ArenaFull) =
+                self.ingest(&record, &object_key, &object_version, |id, v, k| {
+                    RecordState {
+                        id,
+                        object_version: v,
+                        unusual_key: k,
+                        stored_sha256,
+                        retain_until,
+                        lock_mode,
+                        authorized: false,
+                        listed: false,
+                        extra: None,
+                    }
+                })
+            {
+                self.fault(
+                    LogFaultKind::MalformedEntry,
+                    format!("entry {index}: the verifier ran out of room for record ids"),
+                );
+            }
             return;
         }
-        let Some(state) = self.records.get_mut(&record).filter(|s| s.ingest.is_some()) else {
+        let Some(i) = found else {
             self.fault(
                 LogFaultKind::UnknownRecord,
                 format!(
@@ -581,24 +568,25 @@ impl Verifier {
             );
             return;
         };
+        let state = &mut self.records.states[i];
         match body {
             EntryBody::Ingest { .. } => {}
             EntryBody::HoldPlaced { hold } => {
-                state.holds.insert(hold);
+                state.extra_mut().holds.insert(hold);
             }
             EntryBody::HoldReleased { hold } => {
-                state.holds.remove(&hold);
+                state.extra_mut().holds.remove(&hold);
             }
-            EntryBody::RetentionExtended { retain_until } => {
-                state.retain_until = Some(retain_until);
-            }
+            EntryBody::RetentionExtended { retain_until } => state.retain_until = retain_until,
             EntryBody::DestroyAuthorized { .. } => state.authorized = true,
             EntryBody::Destroyed { .. } => {
                 let authorized = state.authorized;
-                state.destroyed = Some(Tombstone {
+                let retain_until = state.retain_until;
+                let extra = state.extra_mut();
+                extra.destroyed = Some(Tombstone {
                     at: logged_at,
-                    holds_at_destruction: state.holds.iter().cloned().collect(),
-                    retain_until_at_destruction: state.retain_until,
+                    holds_at_destruction: extra.holds.iter().cloned().collect(),
+                    retain_until_at_destruction: retain_until,
                 });
                 if !authorized {
                     self.fault(
@@ -612,55 +600,98 @@ impl Verifier {
         }
     }
 
-    /// Compares the log with the checkpoints and the records with the store, and reports.
-    pub fn finish(mut self, inventory: &Inventory) -> Report {
+    fn ingest(
+        &mut self,
+        record: &RecordId,
+        object_key: &str,
+        object_version: &str,
+        make: impl FnOnce(StrRef, StrRef, Option<StrRef>) -> RecordState,
+    ) -> Result<(), ArenaFull> {
+        let id = self.records.intern(record.as_str())?;
+        let version = self.records.intern(object_version)?;
+        let unusual = if RecordTable::is_usual_key(object_key, record.as_str()) {
+            None
+        } else {
+            Some(self.records.intern(object_key)?)
+        };
+        self.records.insert(make(id, version, unusual), object_key)
+    }
+
+    /// Compares the log with the checkpoints and the records with an in-memory inventory.
+    pub fn finish(self, inventory: &Inventory) -> Report {
+        self.finish_streaming(
+            inventory.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            &mut |_| {},
+        )
+    }
+
+    /// Compares the log with the checkpoints and the records with the store, reading the
+    /// store's listing as it comes (`(object key, versions)`, each key once), and hands every
+    /// verdict, good or bad, to `sink` as it is decided. The report keeps the counts and the
+    /// verdicts with problems, so memory does not grow with the listing.
+    pub fn finish_streaming<K: AsRef<str>, V: AsRef<[StoredVersion]>>(
+        mut self,
+        listing: impl IntoIterator<Item = (K, V)>,
+        sink: &mut dyn FnMut(&RecordVerdict),
+    ) -> Report {
         let log_size = self.range.size();
         self.check_checkpoints(log_size);
-        let mut records = Vec::new();
-        let mut referenced: HashMap<&str, &str> = HashMap::new();
-        let records_state = std::mem::take(&mut self.records);
-        for (id, state) in &records_state {
-            let Some(ingest) = &state.ingest else {
-                continue;
-            };
-            referenced.insert(ingest.object_key.as_str(), ingest.object_version.as_str());
-            let versions = inventory
-                .get(&ingest.object_key)
-                .map_or(&[][..], Vec::as_slice);
-            records.push(classify(id, state, ingest, versions));
-        }
-        for (key, versions) in inventory {
-            let logged_version = referenced.get(key.as_str()).copied();
+        let mut tally = Tally::default();
+        let table = std::mem::take(&mut self.records);
+        let mut table = table;
+        for (key, versions) in listing {
+            let (key, versions) = (key.as_ref(), versions.as_ref());
+            let logged = table.find_by_key(key);
+            let logged_version = logged.map(|i| {
+                table.states[i].listed = true;
+                table.get(table.states[i].object_version).to_owned()
+            });
+            if let Some(i) = logged {
+                tally.add(&classify(&table, i, versions), sink);
+            }
             let unlogged: Vec<&str> = versions
                 .iter()
-                .filter(|v| !v.delete_marker && Some(v.version_id.as_str()) != logged_version)
+                .filter(|v| {
+                    !v.delete_marker && Some(v.version_id.as_str()) != logged_version.as_deref()
+                })
                 .map(|v| v.version_id.as_str())
                 .collect();
-            if unlogged.is_empty() {
-                continue;
+            if !unlogged.is_empty() {
+                let finding = if logged.is_some() {
+                    format!(
+                        "versions {} of a logged record's object are not in the log",
+                        unlogged.join(", ")
+                    )
+                } else {
+                    format!(
+                        "no log entry names this object (versions {})",
+                        unlogged.join(", ")
+                    )
+                };
+                let verdict = RecordVerdict {
+                    record: key.to_owned(),
+                    status: RecordStatus::UnloggedObject,
+                    findings: vec![format!("{}: {finding}", RecordStatus::UnloggedObject)],
+                };
+                tally.add(&verdict, sink);
             }
-            let finding = if logged_version.is_some() {
-                format!(
-                    "versions {} of a logged record's object are not in the log",
-                    unlogged.join(", ")
-                )
-            } else {
-                format!(
-                    "no log entry names this object (versions {})",
-                    unlogged.join(", ")
-                )
-            };
-            records.push(RecordVerdict {
-                record: key.clone(),
-                status: RecordStatus::UnloggedObject,
-                findings: vec![finding],
-            });
         }
-        records.sort_by(|a, b| a.record.cmp(&b.record).then(a.status.cmp(&b.status)));
-        let mut counts = BTreeMap::new();
-        for r in &records {
-            *counts.entry(r.status).or_insert(0) += 1;
+        // Records the listing never named, in id order.
+        let mut unlisted: Vec<usize> = (0..table.states.len())
+            .filter(|&i| !table.states[i].listed)
+            .collect();
+        unlisted.sort_by(|&a, &b| {
+            table
+                .get(table.states[a].id)
+                .cmp(table.get(table.states[b].id))
+        });
+        for i in unlisted {
+            tally.add(&classify(&table, i, &[]), sink);
         }
+        drop(table);
+        tally
+            .problems
+            .sort_by(|a, b| a.record.cmp(&b.record).then(a.status.cmp(&b.status)));
         let newest = self
             .checkpoints
             .iter()
@@ -678,8 +709,8 @@ impl Verifier {
             checkpoints_verified: self.checkpoints.len() as u64,
             log_faults: self.faults,
             log_faults_omitted: self.omitted,
-            counts,
-            records,
+            counts: tally.counts,
+            problems: tally.problems,
         }
     }
 
@@ -734,14 +765,29 @@ impl Verifier {
     }
 }
 
-fn classify(
-    id: &RecordId,
-    state: &RecordState,
-    ingest: &Ingested,
-    versions: &[StoredVersion],
-) -> RecordVerdict {
+/// Counts verdicts and keeps those with problems.
+#[derive(Default)]
+struct Tally {
+    counts: BTreeMap<RecordStatus, u64>,
+    problems: Vec<RecordVerdict>,
+}
+
+impl Tally {
+    fn add(&mut self, verdict: &RecordVerdict, sink: &mut dyn FnMut(&RecordVerdict)) {
+        *self.counts.entry(verdict.status).or_insert(0) += 1;
+        if !verdict.status.is_ok() {
+            self.problems.push(verdict.clone());
+        }
+        sink(verdict);
+    }
+}
+
+fn classify(table: &RecordTable, i: usize, versions: &[StoredVersion]) -> RecordVerdict {
+    let state = &table.states[i];
+    let id = table.get(state.id);
+    let logged_version = table.get(state.object_version);
     let mut findings: Vec<(RecordStatus, String)> = Vec::new();
-    if let Some(t) = &state.destroyed {
+    if let Some(t) = state.tombstone() {
         if !t.holds_at_destruction.is_empty() {
             findings.push((
                 RecordStatus::HeldButDestroyed,
@@ -752,12 +798,12 @@ fn classify(
                 ),
             ));
         }
-        match t.retain_until_at_destruction {
-            Some(r) if !r.has_ended(t.at) => findings.push((
+        let r = t.retain_until_at_destruction;
+        if !r.has_ended(t.at) {
+            findings.push((
                 RecordStatus::PrematureDestruction,
                 format!("destroyed at {} but retained until {r}", t.at),
-            )),
-            _ => {}
+            ));
         }
         if !versions.is_empty() {
             let ids: Vec<&str> = versions.iter().map(|v| v.version_id.as_str()).collect();
@@ -770,7 +816,7 @@ fn classify(
     }
     let logged = versions
         .iter()
-        .find(|v| !v.delete_marker && v.version_id == ingest.object_version);
+        .find(|v| !v.delete_marker && v.version_id == logged_version);
     let Some(v) = logged else {
         if state.authorized {
             findings.push((
@@ -781,37 +827,37 @@ fn classify(
             findings.push((
                 RecordStatus::Missing,
                 format!(
-                    "version {} of {} is not in the store and no destruction is logged",
-                    ingest.object_version, ingest.object_key
+                    "version {logged_version} of {} is not in the store and no destruction is logged",
+                    table.object_key(i)
                 ),
             ));
         }
         return verdict(id, RecordStatus::PresentOk, findings);
     };
     if let Some(sha) = v.sha256
-        && sha != ingest.stored_sha256
+        && sha != state.stored_sha256
     {
         findings.push((
             RecordStatus::Tampered,
             format!(
                 "stored bytes hash to {sha}, the log says {}",
-                ingest.stored_sha256
+                state.stored_sha256
             ),
         ));
     }
     let stored_strength = v.lock_mode.map_or(0, LockMode::strength);
-    if stored_strength < ingest.lock_mode.strength() {
+    if stored_strength < state.lock_mode.strength() {
         findings.push((
             RecordStatus::LockWeakened,
             format!(
                 "stored under lock mode {}, logged {}",
                 v.lock_mode.map_or("none", LockMode::as_str),
-                ingest.lock_mode.as_str()
+                state.lock_mode.as_str()
             ),
         ));
     }
-    if ingest.lock_mode != LockMode::None
-        && let Some(RetainUntil::Until(logged_until)) = state.retain_until
+    if state.lock_mode != LockMode::None
+        && let RetainUntil::Until(logged_until) = state.retain_until
         && v.retain_until.is_none_or(|t| t < logged_until)
     {
         findings.push((
@@ -823,30 +869,29 @@ fn classify(
             ),
         ));
     }
-    if !state.holds.is_empty() && !v.legal_hold && ingest.lock_mode != LockMode::None {
+    if let Some(holds) = state.holds()
+        && !v.legal_hold
+        && state.lock_mode != LockMode::None
+    {
         findings.push((
             RecordStatus::LockWeakened,
             format!(
                 "under legal hold {} but the store's legal-hold flag is off",
-                state.holds.iter().cloned().collect::<Vec<_>>().join(", ")
+                holds.iter().cloned().collect::<Vec<_>>().join(", ")
             ),
         ));
     }
     verdict(id, RecordStatus::PresentOk, findings)
 }
 
-fn verdict(
-    id: &RecordId,
-    ok: RecordStatus,
-    findings: Vec<(RecordStatus, String)>,
-) -> RecordVerdict {
+fn verdict(id: &str, ok: RecordStatus, findings: Vec<(RecordStatus, String)>) -> RecordVerdict {
     let status = findings
         .iter()
         .map(|(s, _)| *s)
         .max_by_key(|s| s.severity())
         .unwrap_or(ok);
     RecordVerdict {
-        record: id.to_string(),
+        record: id.to_owned(),
         status,
         findings: findings
             .into_iter()
@@ -910,6 +955,16 @@ pub fn verify_objects(
     objects: &BTreeMap<String, Vec<u8>>,
     inventory: &Inventory,
 ) -> Report {
+    verify_objects_with(trust, objects, inventory, &mut |_| {})
+}
+
+/// [`verify_objects`], handing every record's verdict to `sink`.
+pub fn verify_objects_with(
+    trust: Trust,
+    objects: &BTreeMap<String, Vec<u8>>,
+    inventory: &Inventory,
+    sink: &mut dyn FnMut(&RecordVerdict),
+) -> Report {
     let listing = LogListing::from_keys(objects.keys().map(String::as_str));
     let get = |k: &str| objects.get(k).map_or(&[][..], Vec::as_slice);
     let mut v = Verifier::new(trust);
@@ -923,8 +978,12 @@ pub fn verify_objects(
         let partials: Vec<(u64, &[u8])> = keys.partials.iter().map(|(w, k)| (*w, get(k))).collect();
         v.add_bundle(*index, keys.full.as_deref().map(get), &partials);
     }
-    v.finish(inventory)
+    v.finish_streaming(
+        inventory.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        sink,
+    )
 }
 
+mod records;
 #[cfg(test)]
 mod tests;

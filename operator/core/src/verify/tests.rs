@@ -151,8 +151,8 @@ impl Fixture {
         }
     }
 
-    fn verify(&self) -> Report {
-        verify_objects(self.trust(), &self.objects, &self.inventory)
+    fn verify(&self) -> Audit {
+        run(self.trust(), &self.objects, &self.inventory)
     }
 
     /// Entries of the log as stored, in order (bytes).
@@ -205,16 +205,47 @@ fn good() -> Fixture {
     f
 }
 
+/// A report and every verdict the sink saw.
+struct Audit {
+    report: Report,
+    verdicts: Vec<RecordVerdict>,
+}
+
+impl std::ops::Deref for Audit {
+    type Target = Report;
+    fn deref(&self) -> &Report {
+        &self.report
+    }
+}
+
+fn run(trust: Trust, objects: &BTreeMap<String, Vec<u8>>, inventory: &Inventory) -> Audit {
+    let mut verdicts = Vec::new();
+    let plain = verify_objects(trust.clone(), objects, inventory);
+    let report = verify_objects_with(trust, objects, inventory, &mut |v| verdicts.push(v.clone()));
+    assert_eq!(
+        plain, report,
+        "the plain and the streaming entry points disagree"
+    );
+    Audit { report, verdicts }
+}
+
 fn faults(r: &Report) -> Vec<LogFaultKind> {
     r.log_faults.iter().map(|f| f.kind).collect()
 }
 
-fn status(r: &Report, id: &str) -> RecordStatus {
-    r.records
-        .iter()
-        .find(|v| v.record == id)
-        .unwrap_or_else(|| panic!("no verdict for {id}"))
-        .status
+fn status(a: &Audit, id: &str) -> RecordStatus {
+    let mut found = a.verdicts.iter().filter(|v| v.record == id);
+    let v = found
+        .next()
+        .unwrap_or_else(|| panic!("no verdict for {id}"));
+    assert!(found.next().is_none(), "two verdicts for {id}");
+    if !v.status.is_ok() {
+        assert!(
+            a.problems.contains(v),
+            "{id} is not among the report's problems"
+        );
+    }
+    v.status
 }
 
 #[test]
@@ -235,9 +266,10 @@ fn the_report_is_deterministic() {
     let a = good().verify();
     let b = good().verify();
     assert_eq!(
-        serde_json::to_string(&a).unwrap(),
-        serde_json::to_string(&b).unwrap()
+        serde_json::to_string(&a.report).unwrap(),
+        serde_json::to_string(&b.report).unwrap()
     );
+    assert_eq!(a.verdicts, b.verdicts);
     assert_eq!(a.to_text(), b.to_text());
 }
 
