@@ -275,3 +275,15 @@ impl TestEnv {
         path
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TestEnv;
+
+    #[test]
+    #[should_panic(expected = "versitygw is not reachable at 127.0.0.1:1")]
+    fn a_missing_component_is_named() {
+        // Port 1 on loopback has no listener here: the failure must say which component is missing.
+        TestEnv::require_listening("versitygw", "127.0.0.1", 1);
+    }
+}

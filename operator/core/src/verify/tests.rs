@@ -1,6 +1,12 @@
 //! Every fault class: build a good log, tamper with it in exactly one way, and check that the
 //! verifier names that fault (and that the untampered log verifies).
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "test indices are small"
+)]
+
 use super::*;
 use crate::bundle::{checkpoint_key, encode_bundle};
 use crate::checkpoint::CheckpointSigner;
@@ -707,4 +713,51 @@ fn destroyed_without_authorization_and_unknown_records() {
         "{k:?}"
     );
     assert!(k.contains(&LogFaultKind::UnknownRecord), "{k:?}");
+}
+
+mod properties {
+    use super::*;
+    use crate::merkle::verify_inclusion;
+    use crate::proof::ProofBundle;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Any sequence of batches appended and checkpointed verifies; any entry's proof bundle
+        /// verifies offline against the newest checkpoint; one flipped byte in any bundle fails.
+        #[test]
+        fn append_prove_verify(batches in prop::collection::vec(1usize..300, 1..5), pick in any::<u64>(), flip in any::<u64>()) {
+            let mut f = Fixture::new();
+            let mut n = 0;
+            for batch in &batches {
+                for _ in 0..*batch {
+                    f.ingest(&format!("p{n}"), RetainUntil::Until(UnixTime(T0 + YEAR)));
+                    n += 1;
+                }
+                f.checkpoint();
+            }
+            let audit = f.verify();
+            prop_assert!(audit.verified(), "{}", audit.to_text());
+            prop_assert_eq!(audit.counts[&RecordStatus::PresentOk], n as u64);
+
+            let size = f.log.size();
+            let index = pick % size;
+            let entries = f.entries();
+            let proof = f.log.tree().inclusion_proof(index, size).unwrap();
+            prop_assert!(verify_inclusion(index, size, &leaf_hash(&entries[index as usize]), &proof, &f.log.root()).is_ok());
+            let note = String::from_utf8(f.objects[&checkpoint_key(size)].clone()).unwrap();
+            let bundle = ProofBundle::new(&entries[index as usize], index, size, &proof, &note, None);
+            let proven = ProofBundle::parse(bundle.to_json().as_bytes()).unwrap().verify(&f.trust().keys).unwrap();
+            prop_assert_eq!(proven.record, format!("p{index}"));
+
+            // Flip one byte of one bundle object: verification must fail.
+            let keys: Vec<String> = f.objects.keys().filter(|k| k.starts_with("log/")).cloned().collect();
+            let key = &keys[(flip as usize) % keys.len()];
+            let obj = f.objects.get_mut(key).unwrap();
+            let at = (flip as usize / 7) % obj.len();
+            obj[at] ^= 0x20;
+            prop_assert!(!f.verify().verified());
+        }
+    }
 }
