@@ -3,13 +3,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint fmt-check clippy unit integration env-up env-down env-purge tools bench
+.PHONY: test lint fmt-check clippy core-deps unit integration env-up env-down env-purge tools bench
 
 ## test: everything CI runs — formatting, clippy, unit tests, then the integration tests against
 ## the real local components (started here and stopped afterwards, also when a test fails).
 test: lint unit integration
 
-lint: fmt-check clippy
+lint: fmt-check clippy core-deps
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -17,12 +17,19 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+## core-deps: the pure core must not depend on Kubernetes, AWS, IMAP or an async runtime.
+core-deps:
+	@if $(CARGO) tree -p mailvault-core --edges normal --prefix none --locked | grep -Ei '^(kube|k8s-openapi|aws-|async-imap|tokio)'; then \
+	  echo "mailvault-core depends on an I/O crate (above): keep the core pure"; exit 1; \
+	else echo "mailvault-core: no kube, aws, imap or tokio dependency"; fi
+
 unit:
 	$(CARGO) test --workspace --exclude mailvault-tests --locked
 
 integration:
 	$(CARGO) build -p mailvault-tests --tests --locked
 	tests/env/up
+	tests/env/up  # a second run must be harmless: everything is already up
 	set -o pipefail; rc=0; $(CARGO) test -p mailvault-tests --locked || rc=$$?; tests/env/down; exit $$rc
 
 ## env-up / env-down: the local environment, for working by hand (state in /tmp/mailvault-env).

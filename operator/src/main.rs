@@ -1,7 +1,22 @@
 //! The `mailvault` command line.
 
-use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+// Doc comments here are clap's help text, read in a terminal, not rustdoc.
+#![allow(clippy::doc_markdown)]
+
+use clap::{Args, Parser, Subcommand};
+use mailvault::archive::{self, ArchiveLog};
+use mailvault::core::UnixTime;
+use mailvault::core::entry::EntryBody;
+use mailvault::core::note::NoteVerifier;
+use mailvault::core::proof::ProofBundle;
+use mailvault::core::retention::Period;
+use mailvault::core::verify::Trust;
+use mailvault::pipeline::{Archiver, RetentionChoice};
+use mailvault::source::local;
+use mailvault::store_url::{AnyStore, S3Options, open_store};
+use mailvault::{Error, Result};
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// mailvault: an e-mail records archive with a verifiable, signed record log.
@@ -10,6 +25,34 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where a store is and how to reach it.
+#[derive(Args, Clone)]
+#[allow(clippy::struct_field_names)] // the flags are --s3-*
+struct StoreArgs {
+    /// S3 endpoint URL, for S3 servers other than AWS.
+    #[arg(long, global = true)]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: $AWS_REGION).
+    #[arg(long, global = true)]
+    s3_region: Option<String>,
+    /// Path-style S3 addressing (most non-AWS servers need it).
+    #[arg(long, global = true)]
+    s3_path_style: bool,
+}
+
+impl StoreArgs {
+    fn open(&self, location: &str) -> Result<AnyStore> {
+        open_store(
+            location,
+            &S3Options {
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+                path_style: self.s3_path_style,
+            },
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -26,22 +69,376 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Archive messages from a local source into a store (mbox:FILE, maildir:DIR, eml:DIR).
+    ///
+    /// Each message is stored zstd-compressed (under Object Lock on S3) and logged; a message
+    /// already in the archive is skipped, so running it again archives only what is new.
+    Archive {
+        /// Source: mbox:FILE, maildir:DIR or eml:DIR.
+        #[arg(long)]
+        from: String,
+        /// Store: file:DIR or s3://bucket/prefix.
+        #[arg(long)]
+        to: String,
+        /// Signing key written by `mailvault keygen`; its name is the log's origin.
+        #[arg(long)]
+        key: PathBuf,
+        /// Record series of the archived messages (a citation of the retention schedule item).
+        #[arg(long, default_value = "unclassified")]
+        series: String,
+        /// Retention period, ISO 8601 (P3Y, P18M, P30D) or Permanent, counted from archiving.
+        #[arg(long, default_value = "Permanent")]
+        retain: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Verify an archive: the log, its signed checkpoints, and every record in the store.
+    ///
+    /// Exit status: 0 verified, 1 verification failed, 2 usage or I/O error.
+    Verify {
+        /// Store: file:DIR or s3://bucket/prefix.
+        store_location: String,
+        /// File with the archive's public verifier key (`name+keyid+key`).
+        #[arg(long)]
+        public_key: PathBuf,
+        /// A checkpoint saved from an earlier audit; the log must still extend it.
+        #[arg(long)]
+        trusted_checkpoint: Option<PathBuf>,
+        /// Print the report as JSON, with every record's verdict.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write a self-contained proof bundle for one record (message, salt, inclusion proof and
+    /// signed checkpoint), for disclosure.
+    Prove {
+        /// Store: file:DIR or s3://bucket/prefix.
+        store_location: String,
+        /// Record id.
+        #[arg(long)]
+        record: String,
+        /// File to write the proof bundle to.
+        #[arg(long)]
+        out: PathBuf,
+        /// The archive's public verifier key (to check what is read).
+        #[arg(long)]
+        public_key: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Check a proof bundle offline, with the archive's public key alone.
+    VerifyProof {
+        /// The proof bundle.
+        file: PathBuf,
+        /// File with the archive's public verifier key.
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Write a record's original RFC 5322 bytes, exactly as archived (checked against the log).
+    Export {
+        /// Store: file:DIR or s3://bucket/prefix.
+        store_location: String,
+        /// Record id.
+        #[arg(long)]
+        record: String,
+        /// The archive's public verifier key.
+        #[arg(long)]
+        public_key: PathBuf,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the records of an archive, from its log.
+    Ls {
+        /// Store: file:DIR or s3://bucket/prefix.
+        store_location: String,
+        /// The archive's public verifier key.
+        #[arg(long)]
+        public_key: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
-fn run(cli: Cli) -> mailvault::Result<()> {
-    match cli.command {
+fn read_public_key(path: &Path) -> Result<NoteVerifier> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(NoteVerifier::parse(&text)?)
+}
+
+fn now() -> UnixTime {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+fn read_source(from: &str) -> Result<Vec<mailvault::source::SourceMessage>> {
+    if let Some(p) = from.strip_prefix("mbox:") {
+        local::read_mbox(Path::new(p))
+    } else if let Some(p) = from.strip_prefix("maildir:") {
+        local::read_maildir(Path::new(p))
+    } else if let Some(p) = from.strip_prefix("eml:") {
+        local::read_eml_dir(Path::new(p))
+    } else {
+        Err(Error::Usage(format!(
+            "{from:?} is not a source: use mbox:FILE, maildir:DIR or eml:DIR"
+        )))
+    }
+}
+
+/// Opens the log of the archive signed by `key` (its name is the origin).
+async fn open_log(store: &AnyStore, key: &NoteVerifier) -> Result<ArchiveLog> {
+    ArchiveLog::load(store, key.name(), key).await
+}
+
+async fn run(command: Command) -> Result<ExitCode> {
+    match command {
         Command::Keygen { name, out } => {
             let signer = mailvault::keys::generate(&name)?;
             mailvault::keys::write_signer_key(&out, &signer)?;
             println!("{}", signer.verifier_key());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Archive {
+            from,
+            to,
+            key,
+            series,
+            retain,
+            store,
+        } => archive_command(&from, &store.open(&to)?, &key, series, &retain).await,
+        Command::Verify {
+            store_location,
+            public_key,
+            trusted_checkpoint,
+            json,
+            store,
+        } => {
+            let store = store.open(&store_location)?;
+            verify_command(&store, &public_key, trusted_checkpoint.as_deref(), json).await
+        }
+        Command::Prove {
+            store_location,
+            record,
+            out,
+            public_key,
+            store,
+        } => {
+            let key = read_public_key(&public_key)?;
+            let store = store.open(&store_location)?;
+            let log = open_log(&store, &key).await?;
+            let bundle = archive::prove(&store, &log, &record).await?;
+            write_file(&out, bundle.to_json().as_bytes())?;
+            println!("proof for record {record} written to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::VerifyProof { file, public_key } => verify_proof_command(&file, &public_key),
+        Command::Export {
+            store_location,
+            record,
+            public_key,
+            out,
+            store,
+        } => {
+            let key = read_public_key(&public_key)?;
+            let store = store.open(&store_location)?;
+            let log = open_log(&store, &key).await?;
+            let exported = archive::export(&store, &log, &record).await?;
+            match out {
+                Some(path) => write_file(&path, &exported.original)?,
+                None => std::io::stdout()
+                    .write_all(&exported.original)
+                    .map_err(|source| Error::Io {
+                        path: "standard output".into(),
+                        source,
+                    })?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ls {
+            store_location,
+            public_key,
+            store,
+        } => {
+            let key = read_public_key(&public_key)?;
+            let log = open_log(&store.open(&store_location)?, &key).await?;
+            list_records(&log);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+async fn archive_command(
+    from: &str,
+    store: &AnyStore,
+    key: &Path,
+    series: String,
+    retain: &str,
+) -> Result<ExitCode> {
+    let period: Period = retain
+        .parse()
+        .map_err(|e: mailvault::core::retention::PeriodParseError| Error::Usage(e.to_string()))?;
+    let signer = mailvault::keys::read_signer_key(key)?;
+    let origin = signer.name().to_owned();
+    let messages = read_source(from)?;
+    let retention = RetentionChoice { series, period };
+    let mut archiver = Archiver::open(store, &origin, signer, retention, now()).await?;
+    eprintln!(
+        "archiving {} messages into {}",
+        messages.len(),
+        archiver.store_info().description
+    );
+    let progress = std::io::stderr().is_terminal();
+    let total = messages.len();
+    for (n, msg) in messages.into_iter().enumerate() {
+        archiver.archive(msg, now()).await?;
+        if progress && (n % 50 == 0 || n + 1 == total) {
+            eprint!("\r{}/{total}", n + 1);
+            let _ = std::io::stderr().flush();
+        }
+    }
+    archiver.checkpoint().await?;
+    if progress {
+        eprintln!();
+    }
+    let s = archiver.summary();
+    println!(
+        "archived {} new records ({} already archived, {} recovered from an interrupted run); {} bytes of mail stored as {} bytes",
+        s.archived, s.skipped, s.adopted, s.original_bytes, s.stored_bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify_command(
+    store: &AnyStore,
+    public_key: &Path,
+    trusted_checkpoint: Option<&Path>,
+    json: bool,
+) -> Result<ExitCode> {
+    let key = read_public_key(public_key)?;
+    let trusted = match trusted_checkpoint {
+        Some(p) => Some(std::fs::read(p).map_err(|source| Error::Io {
+            path: p.display().to_string(),
+            source,
+        })?),
+        None => None,
+    };
+    let trust = Trust {
+        origin: Some(key.name().to_owned()),
+        keys: vec![key],
+        trusted_checkpoint: trusted,
+        now: now(),
+    };
+    let mut verdicts = Vec::new();
+    let report = archive::verify(store, trust, &mut |v| {
+        if json {
+            verdicts.push(v.clone());
+        }
+    })
+    .await?;
+    if json {
+        let to_json = |e: serde_json::Error| Error::Usage(e.to_string());
+        let mut value = serde_json::to_value(&report).map_err(to_json)?;
+        value["verified"] = serde_json::Value::Bool(report.verified());
+        value["records"] = serde_json::to_value(&verdicts).map_err(to_json)?;
+        println!("{}", serde_json::to_string_pretty(&value).map_err(to_json)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.verified() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn verify_proof_command(file: &Path, public_key: &Path) -> Result<ExitCode> {
+    let key = read_public_key(public_key)?;
+    let bytes = std::fs::read(file).map_err(|source| Error::Io {
+        path: file.display().to_string(),
+        source,
+    })?;
+    Ok(
+        match ProofBundle::parse(&bytes).and_then(|b| b.verify(&[key])) {
+            Ok(p) => {
+                println!(
+                    "VERIFIED: record {} ({} entry {}) is in {} as of its signed checkpoint of size {}{}",
+                    p.record,
+                    p.entry_type,
+                    p.leaf_index,
+                    p.origin,
+                    p.tree_size,
+                    if p.message_verified {
+                        "; the enclosed message is the one archived"
+                    } else {
+                        ""
+                    }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("VERIFICATION FAILED: {e}");
+                ExitCode::from(1)
+            }
+        },
+    )
+}
+
+fn list_records(log: &ArchiveLog) {
+    println!(
+        "{:<34} {:<22} {:<12} series",
+        "record", "retain-until", "state"
+    );
+    for e in &log.entries {
+        if let EntryBody::Ingest {
+            series,
+            retain_until,
+            ..
+        } = &e.body
+        {
+            let state = log
+                .latest_of(e.record.as_str())
+                .map_or("", |l| match l.body {
+                    EntryBody::Destroyed { .. } => "destroyed",
+                    _ => "kept",
+                });
+            println!(
+                "{:<34} {:<22} {state:<12} {series}",
+                e.record,
+                retain_until.to_string()
+            );
         }
     }
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+    mailvault::install_crypto_provider();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mailvault: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("mailvault: {e}");
             ExitCode::from(2)

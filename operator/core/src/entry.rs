@@ -61,6 +61,11 @@ impl RecordId {
         }
     }
 
+    /// A record id made of the first 32 hex digits of a hash (always valid).
+    pub fn from_hash(hash: &Hash) -> Self {
+        Self(hash.to_hex()[..32].to_owned())
+    }
+
     /// The id as a string.
     pub fn as_str(&self) -> &str {
         &self.0

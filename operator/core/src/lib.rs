@@ -17,6 +17,7 @@ pub mod merkle;
 pub mod note;
 pub mod proof;
 pub mod record;
+pub mod retention;
 pub mod time;
 pub mod verify;
 

@@ -149,7 +149,7 @@ impl RecordStatus {
 
 impl fmt::Display for RecordStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -160,7 +160,7 @@ impl fmt::Display for LogFaultKind {
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
-        f.write_str(&s)
+        f.pad(&s)
     }
 }
 

@@ -1,0 +1,26 @@
+//! Where messages come from: local files for migrations (mbox, Maildir, a directory of .eml).
+//!
+//! `source -> SourceMessage { folder, identity, bytes, ... } -> pipeline`
+//!
+//! A source never changes what it reads. Each message carries an identity that is stable across
+//! runs, so the pipeline can tell a message it already archived from a new one.
+
+pub mod local;
+
+use mailvault_core::UnixTime;
+
+/// One message as a source delivers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMessage {
+    /// Folder (mailbox) name as the source names it; `INBOX` for the top of a Maildir or an mbox.
+    pub folder: String,
+    /// Identity within the source, stable across runs (for local sources: folder and a hash
+    /// of the bytes, so a renamed file is not archived twice).
+    pub identity: String,
+    /// The exact RFC 5322 bytes.
+    pub bytes: Vec<u8>,
+    /// When the source received the message, if it says.
+    pub internal_date: Option<UnixTime>,
+    /// Flags at capture (IMAP flags, or Maildir info letters).
+    pub flags: Vec<String>,
+}

@@ -1,0 +1,203 @@
+//! `file:DIR` — a local directory as a store: the embedded default and the quick path.
+//!
+//! It is **not WORM**: anyone with write access to the directory can change or delete records,
+//! and nothing here can stop them. Records are logged with lock mode `NONE`, so the verifier
+//! still detects a changed or missing record (by hash), but nothing prevents it. Use S3 with
+//! Object Lock for records that must be kept.
+//!
+//! Layout under DIR: `objects/<key>` holds bytes, `sidecars/<key>.json` a record's sidecar.
+//! A directory keeps one version of each object; its version id is always `0`, so a replaced
+//! record shows up as tampered (its hash changed), not as a new version.
+
+use super::{RecordPut, Sidecar, Store, StoreInfo, StoredObject};
+use crate::{Error, Result};
+use mailvault_core::Hash;
+use mailvault_core::entry::LockMode;
+use mailvault_core::verify::StoredVersion;
+use std::path::{Component, Path, PathBuf};
+
+/// A directory store.
+#[derive(Debug, Clone)]
+pub struct FsStore {
+    root: PathBuf,
+}
+
+fn io(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// The one version a directory keeps.
+const VERSION: &str = "0";
+
+impl FsStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The path of a key, refusing keys that would leave the store.
+    fn path(&self, area: &str, key: &str) -> Result<PathBuf> {
+        let rel = Path::new(key);
+        if key.is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(Error::Usage(format!("invalid object key {key:?}")));
+        }
+        Ok(self.root.join(area).join(rel))
+    }
+
+    async fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| io(dir, e))?;
+        }
+        // Write then rename, so a crash never leaves half an object under its name.
+        let tmp = path.with_extension("mailvault-tmp");
+        tokio::fs::write(&tmp, bytes)
+            .await
+            .map_err(|e| io(&tmp, e))?;
+        tokio::fs::rename(&tmp, path).await.map_err(|e| io(path, e))
+    }
+
+    async fn read(path: &Path) -> Result<Option<Vec<u8>>> {
+        match tokio::fs::read(path).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(path, e)),
+        }
+    }
+
+    /// Deletes a record and its sidecar (destruction; the directory store has no lock to stop it).
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        for path in [
+            self.path("objects", key)?,
+            self.path("sidecars", &format!("{key}.json"))?,
+        ] {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every file under `dir`, as `/`-separated paths relative to `base`.
+fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io(dir, e))?;
+        let path = entry.path();
+        if path.is_dir() {
+            walk(base, &path, out)?;
+        } else if path.extension().is_none_or(|e| e != "mailvault-tmp")
+            && let Ok(rel) = path.strip_prefix(base)
+        {
+            let parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(parts.join("/"));
+        }
+    }
+    Ok(())
+}
+
+impl Store for FsStore {
+    async fn preflight(&self) -> Result<StoreInfo> {
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .map_err(|e| io(&self.root, e))?;
+        Ok(StoreInfo {
+            lock_mode: LockMode::None,
+            description: format!(
+                "file:{} (a local directory: not WORM, nothing stops deletion)",
+                self.root.display()
+            ),
+        })
+    }
+
+    async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
+        let path = self.path("objects", put.key)?;
+        let sidecar = serde_json::to_vec_pretty(put.sidecar)
+            .map_err(|e| Error::Usage(format!("sidecar: {e}")))?;
+        Self::write(
+            &self.path("sidecars", &format!("{}.json", put.key))?,
+            &sidecar,
+        )
+        .await?;
+        Self::write(&path, &put.bytes).await?;
+        Ok(VERSION.to_owned())
+    }
+
+    async fn put_immutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        let path = self.path("objects", key)?;
+        match Self::read(&path).await? {
+            Some(existing) if existing == bytes => Ok(()),
+            Some(_) => Err(Error::Conflict(format!(
+                "{key} already exists with different content; log objects are never rewritten"
+            ))),
+            None => Self::write(&path, &bytes).await,
+        }
+    }
+
+    async fn put_mutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        Self::write(&self.path("objects", key)?, &bytes).await
+    }
+
+    async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
+        let Some(bytes) = Self::read(&self.path("objects", key)?).await? else {
+            return Ok(None);
+        };
+        if version.is_some_and(|v| v != VERSION) {
+            return Ok(None);
+        }
+        let sidecar: Sidecar =
+            match Self::read(&self.path("sidecars", &format!("{key}.json"))?).await? {
+                Some(b) => serde_json::from_slice(&b)
+                    .map_err(|e| Error::Conflict(format!("sidecar of {key} is corrupt: {e}")))?,
+                None => Sidecar::new(),
+            };
+        Ok(Some(StoredObject {
+            bytes,
+            sidecar,
+            version_id: VERSION.to_owned(),
+        }))
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let base = self.root.join("objects");
+        let mut keys = Vec::new();
+        walk(&base, &base, &mut keys)?;
+        keys.retain(|k| k.starts_with(prefix));
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
+        let mut out = Vec::new();
+        for key in self.list_keys(prefix).await? {
+            if let Some(bytes) = Self::read(&self.path("objects", &key)?).await? {
+                out.push((
+                    key,
+                    StoredVersion {
+                        version_id: VERSION.to_owned(),
+                        delete_marker: false,
+                        sha256: Some(Hash::of(&bytes)),
+                        lock_mode: None,
+                        retain_until: None,
+                        legal_hold: false,
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+}

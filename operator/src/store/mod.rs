@@ -1,0 +1,88 @@
+//! Where records and the log live: one small trait, two implementations.
+//!
+//! `pipeline -> Store -> { s3 (Object Lock, WORM), fs (a local directory, not WORM) }`
+//!
+//! Keys are relative to the archive's root (`records/<id>`, `log/...`, `checkpoints/<size>`,
+//! `state/cursor`); each store maps them under its own root.
+
+pub mod fs;
+pub mod s3;
+
+use crate::Result;
+use mailvault_core::Hash;
+use mailvault_core::UnixTime;
+use mailvault_core::entry::LockMode;
+use mailvault_core::verify::StoredVersion;
+use std::collections::BTreeMap;
+
+/// Metadata that travels with a record's object version and dies with it (the sidecar).
+pub type Sidecar = BTreeMap<String, String>;
+
+/// A record to store.
+#[derive(Debug)]
+pub struct RecordPut<'a> {
+    /// Object key relative to the archive root.
+    pub key: &'a str,
+    /// The stored (compressed) bytes.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of `bytes`, sent as the request checksum and checked by the server.
+    pub sha256: Hash,
+    /// Lock to place at write time.
+    pub retain_until: UnixTime,
+    /// The sidecar.
+    pub sidecar: &'a Sidecar,
+}
+
+/// An object read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its sidecar metadata (empty for log objects).
+    pub sidecar: Sidecar,
+    /// Version id.
+    pub version_id: String,
+}
+
+/// What a store guarantees, found by its preflight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreInfo {
+    /// Lock mode records are stored under.
+    pub lock_mode: LockMode,
+    /// A description for people (`s3://bucket/prefix (Object Lock, COMPLIANCE)`).
+    pub description: String,
+}
+
+/// The operations the pipeline, the verifier and the CLI need from a store.
+pub trait Store: Send + Sync {
+    /// Checks that the store can hold records as promised; refuses (with the reason) a bucket
+    /// without versioning or Object Lock.
+    fn preflight(&self) -> impl Future<Output = Result<StoreInfo>> + Send;
+
+    /// Stores a record under lock; returns the version id.
+    fn put_record(&self, put: RecordPut<'_>) -> impl Future<Output = Result<String>> + Send;
+
+    /// Writes an object that must never change (log bundles, checkpoints): succeeds if it is
+    /// absent or already holds exactly these bytes; fails if it holds other bytes.
+    fn put_immutable(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Writes a small mutable object (the resume cursor).
+    fn put_mutable(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Reads an object (its current version, or the given one); `None` if absent.
+    fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> impl Future<Output = Result<Option<StoredObject>>> + Send;
+
+    /// Keys under a prefix (current objects only), sorted.
+    fn list_keys(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Every version and delete marker under a prefix, sorted by key, with lock state (hashes
+    /// are not read: `sha256` is `None`).
+    fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<(String, StoredVersion)>>> + Send;
+}

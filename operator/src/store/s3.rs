@@ -1,0 +1,406 @@
+//! `s3://bucket/prefix` — records under S3 Object Lock (COMPLIANCE), on aws-sdk-s3.
+//!
+//! Every record PUT carries the lock mode, its retain-until and an explicit SHA-256 checksum
+//! (the server verifies the bytes it stores against it). The client never looks for instance
+//! metadata: region and credentials are static or come from the environment variables.
+
+use super::{RecordPut, Sidecar, Store, StoreInfo, StoredObject};
+use crate::{Error, Result};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, ObjectLockEnabled, ObjectLockLegalHoldStatus, ObjectLockMode,
+};
+use base64::Engine as _;
+use mailvault_core::entry::LockMode;
+use mailvault_core::verify::StoredVersion;
+use mailvault_core::{Hash, UnixTime};
+use std::fmt;
+
+/// Where and how to reach a bucket.
+#[derive(Clone)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Archive root inside the bucket (no leading or trailing `/`; may be empty).
+    pub prefix: String,
+    /// Region (required: never discovered from instance metadata).
+    pub region: String,
+    /// Custom endpoint (versitygw, moto, a vendor's S3), or `None` for AWS.
+    pub endpoint: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), which most non-AWS servers need.
+    pub path_style: bool,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for S3Config {
+    // The secret never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bucket store.
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+/// An S3 error in words: the operation, the key, the service's code and message.
+fn s3_error<E: ProvideErrorMetadata + fmt::Debug>(op: &str, key: &str, e: &SdkError<E>) -> Error {
+    let detail = match e {
+        SdkError::ServiceError(s) => format!(
+            "{}: {}",
+            s.err().code().unwrap_or("error"),
+            s.err().message().unwrap_or("(no message)")
+        ),
+        SdkError::DispatchFailure(d) => format!("cannot reach the S3 endpoint: {d:?}"),
+        SdkError::TimeoutError(_) => "timed out".to_owned(),
+        other => format!("{other:?}"),
+    };
+    Error::Store(format!("S3 {op} {key}: {detail}"))
+}
+
+fn code<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Option<&str> {
+    match e {
+        SdkError::ServiceError(s) => s.err().code(),
+        _ => None,
+    }
+}
+
+fn to_datetime(t: UnixTime) -> DateTime {
+    DateTime::from_secs(t.0)
+}
+
+fn from_datetime(d: &DateTime) -> UnixTime {
+    UnixTime(d.secs())
+}
+
+impl S3Store {
+    /// A store for `config`.
+    pub fn new(config: &S3Config) -> Self {
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            config.access_key_id.clone(),
+            config.secret_access_key.clone(),
+            None,
+            None,
+            "mailvault",
+        );
+        let mut builder = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(config.region.clone()))
+            .force_path_style(config.path_style)
+            .credentials_provider(credentials);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Self {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+            bucket: config.bucket.clone(),
+            prefix: config.prefix.trim_matches('/').to_owned(),
+        }
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
+    }
+
+    fn relative<'a>(&self, full: &'a str) -> Option<&'a str> {
+        if self.prefix.is_empty() {
+            Some(full)
+        } else {
+            full.strip_prefix(&self.prefix)?.strip_prefix('/')
+        }
+    }
+
+    /// Deletes one version (destruction); refused by S3 while the version is locked.
+    pub async fn delete_version(&self, key: &str, version: &str) -> Result<()> {
+        let full = self.full_key(key);
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(|e| s3_error("DeleteObject", &full, &e))?;
+        Ok(())
+    }
+
+    /// Sets or clears the legal-hold flag of one version.
+    pub async fn set_legal_hold(&self, key: &str, version: &str, on: bool) -> Result<()> {
+        let full = self.full_key(key);
+        let status = if on {
+            ObjectLockLegalHoldStatus::On
+        } else {
+            ObjectLockLegalHoldStatus::Off
+        };
+        self.client
+            .put_object_legal_hold()
+            .bucket(&self.bucket)
+            .key(&full)
+            .version_id(version)
+            .legal_hold(
+                aws_sdk_s3::types::ObjectLockLegalHold::builder()
+                    .status(status)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_error("PutObjectLegalHold", &full, &e))?;
+        Ok(())
+    }
+
+    async fn put_plain(&self, key: &str, bytes: Vec<u8>, if_absent: bool) -> Result<bool> {
+        let full = self.full_key(key);
+        let checksum = base64::engine::general_purpose::STANDARD.encode(Hash::of(&bytes).0);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(checksum)
+            .body(ByteStream::from(bytes));
+        if if_absent {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if if_absent && matches!(code(&e), Some("PreconditionFailed")) => Ok(false),
+            Err(e) => Err(s3_error("PutObject", &full, &e)),
+        }
+    }
+}
+
+impl Store for S3Store {
+    async fn preflight(&self) -> Result<StoreInfo> {
+        // GetObjectLockConfiguration answers both questions: Object Lock can only be enabled
+        // on a versioned bucket. (GetBucketVersioning is not used: moto's answer to it cannot
+        // be decoded by aws-sdk-s3, see docs/s3-servers.md.)
+        let lock = self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await;
+        let enabled = match &lock {
+            Ok(out) => {
+                out.object_lock_configuration()
+                    .and_then(|c| c.object_lock_enabled())
+                    == Some(&ObjectLockEnabled::Enabled)
+            }
+            Err(e) if code(e) == Some("ObjectLockConfigurationNotFoundError") => false,
+            Err(e) if code(e) == Some("NoSuchBucket") => {
+                return Err(Error::Store(format!(
+                    "bucket {:?} does not exist: create it with Object Lock enabled",
+                    self.bucket
+                )));
+            }
+            Err(e) => return Err(s3_error("GetObjectLockConfiguration", &self.bucket, e)),
+        };
+        if !enabled {
+            return Err(Error::Store(format!(
+                "bucket {:?} does not have Object Lock enabled, so records could be deleted or \
+                 overwritten; mailvault refuses to archive into it. Create a bucket with Object \
+                 Lock enabled (which also enables versioning) and point the archive at it",
+                self.bucket
+            )));
+        }
+        Ok(StoreInfo {
+            lock_mode: LockMode::Compliance,
+            description: format!(
+                "s3://{}/{} (Object Lock, COMPLIANCE)",
+                self.bucket, self.prefix
+            ),
+        })
+    }
+
+    async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
+        let full = self.full_key(put.key);
+        let checksum = base64::engine::general_purpose::STANDARD.encode(put.sha256.0);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(checksum)
+            .object_lock_mode(ObjectLockMode::Compliance)
+            .object_lock_retain_until_date(to_datetime(put.retain_until))
+            .content_type("application/zstd")
+            .body(ByteStream::from(put.bytes));
+        for (k, v) in put.sidecar {
+            req = req.metadata(k, v);
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| s3_error("PutObject", &full, &e))?;
+        out.version_id().map(str::to_owned).ok_or_else(|| {
+            Error::Store(format!(
+                "S3 PutObject {full}: no version id in the answer (is versioning on?)"
+            ))
+        })
+    }
+
+    async fn put_immutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        if self.put_plain(key, bytes.clone(), true).await? {
+            return Ok(());
+        }
+        match self.get(key, None).await? {
+            Some(existing) if existing.bytes == bytes => Ok(()),
+            _ => Err(Error::Conflict(format!(
+                "{key} already exists with different content; log objects are never rewritten"
+            ))),
+        }
+    }
+
+    async fn put_mutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        self.put_plain(key, bytes, false).await.map(|_| ())
+    }
+
+    async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
+        let full = self.full_key(key);
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_version_id(version.map(str::to_owned))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if matches!(code(&e), Some("NoSuchKey" | "NoSuchVersion")) => return Ok(None),
+            Err(e) => return Err(s3_error("GetObject", &full, &e)),
+        };
+        let sidecar: Sidecar = out
+            .metadata()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let version_id = out.version_id().unwrap_or_default().to_owned();
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::Store(format!("S3 GetObject {full}: reading the body: {e}")))?
+            .into_bytes()
+            .to_vec();
+        Ok(Some(StoredObject {
+            bytes,
+            sidecar,
+            version_id,
+        }))
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        let full = self.full_key(prefix);
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_error("ListObjectsV2", &full, &e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key().and_then(|k| self.relative(k)) {
+                    keys.push(k.to_owned());
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
+        let full = self.full_key(prefix);
+        let mut out: Vec<(String, String, bool)> = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| s3_error("ListObjectVersions", &full, &e))?;
+            for v in page.versions() {
+                if let (Some(k), Some(id)) =
+                    (v.key().and_then(|k| self.relative(k)), v.version_id())
+                {
+                    out.push((k.to_owned(), id.to_owned(), false));
+                }
+            }
+            for m in page.delete_markers() {
+                if let (Some(k), Some(id)) =
+                    (m.key().and_then(|k| self.relative(k)), m.version_id())
+                {
+                    out.push((k.to_owned(), id.to_owned(), true));
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        out.sort();
+        // Lock state is per version: ask for it (listings do not carry it).
+        let mut versions = Vec::with_capacity(out.len());
+        for (key, version_id, delete_marker) in out {
+            let mut sv = StoredVersion {
+                version_id,
+                delete_marker,
+                ..StoredVersion::default()
+            };
+            if !delete_marker {
+                let fk = self.full_key(&key);
+                let head = self
+                    .client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(&fk)
+                    .version_id(&sv.version_id)
+                    .send()
+                    .await
+                    .map_err(|e| s3_error("HeadObject", &fk, &e))?;
+                sv.lock_mode = head.object_lock_mode().and_then(|m| match m {
+                    ObjectLockMode::Compliance => Some(LockMode::Compliance),
+                    ObjectLockMode::Governance => Some(LockMode::Governance),
+                    _ => None,
+                });
+                sv.retain_until = head.object_lock_retain_until_date().map(from_datetime);
+                sv.legal_hold =
+                    head.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On);
+            }
+            versions.push((key, sv));
+        }
+        Ok(versions)
+    }
+}

@@ -1,0 +1,107 @@
+//! Store locations as users write them: `file:DIR` or `s3://bucket/prefix`.
+
+use crate::store::fs::FsStore;
+use crate::store::s3::{S3Config, S3Store};
+use crate::store::{RecordPut, Store, StoreInfo, StoredObject};
+use crate::{Error, Result};
+use mailvault_core::verify::StoredVersion;
+
+/// S3 connection settings that do not fit in the URL.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// Endpoint URL (for non-AWS servers).
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Path-style addressing.
+    pub path_style: bool,
+}
+
+/// Either store, chosen at run time.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    /// A local directory.
+    Fs(FsStore),
+    /// An S3 bucket.
+    S3(S3Store),
+}
+
+/// Parses a store location. S3 credentials come from `AWS_ACCESS_KEY_ID` and
+/// `AWS_SECRET_ACCESS_KEY` (never from a flag: flags show in `ps`); the region from the
+/// options or `AWS_REGION`.
+pub fn open_store(location: &str, s3: &S3Options) -> Result<AnyStore> {
+    if let Some(dir) = location.strip_prefix("file:") {
+        if dir.is_empty() {
+            return Err(Error::Usage(
+                "file: needs a directory, e.g. file:./archive".into(),
+            ));
+        }
+        return Ok(AnyStore::Fs(FsStore::new(dir)));
+    }
+    if let Some(rest) = location.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::Usage(
+                "s3:// needs a bucket, e.g. s3://records/police".into(),
+            ));
+        }
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (Some(access_key_id), Some(secret_access_key)) =
+            (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY"))
+        else {
+            return Err(Error::Usage(
+                "S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+            ));
+        };
+        let region = s3
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .ok_or_else(|| Error::Usage("S3 region: pass --s3-region or set AWS_REGION".into()))?;
+        return Ok(AnyStore::S3(S3Store::new(&S3Config {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+            region,
+            endpoint: s3.endpoint.clone(),
+            path_style: s3.path_style,
+            access_key_id,
+            secret_access_key,
+        })));
+    }
+    Err(Error::Usage(format!(
+        "{location:?} is not a store: use file:DIR or s3://bucket/prefix"
+    )))
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnyStore::Fs($s) => $e,
+            AnyStore::S3($s) => $e,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn preflight(&self) -> Result<StoreInfo> {
+        each!(self, s => s.preflight().await)
+    }
+    async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
+        each!(self, s => s.put_record(put).await)
+    }
+    async fn put_immutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        each!(self, s => s.put_immutable(key, bytes).await)
+    }
+    async fn put_mutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+        each!(self, s => s.put_mutable(key, bytes).await)
+    }
+    async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
+        each!(self, s => s.get(key, version).await)
+    }
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+        each!(self, s => s.list_keys(prefix).await)
+    }
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
+        each!(self, s => s.list_versions(prefix).await)
+    }
+}

@@ -1,0 +1,296 @@
+//! The quick path with no servers, through the real binary: archive the bundled example mail
+//! into a local directory, archive again (nothing new), verify, export byte for byte, prove and
+//! check the proof offline; then tamper and see verification fail with exit status 1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mailvault(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mailvault"))
+        .args(args)
+        .output()
+        .expect("running mailvault")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mail")
+}
+
+struct Workdir(PathBuf);
+
+impl Workdir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("mailvault-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+    fn p(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Archives the examples; returns (store, public key path, record ids).
+fn archived(w: &Workdir) -> (String, String, Vec<String>) {
+    let key = w.p("key");
+    let keygen = mailvault(&["keygen", "--name", "mailvault.io/test/quick", "--out", &key]);
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    let public = w.p("key.pub");
+    std::fs::write(&public, &keygen.stdout).unwrap();
+    let store = format!("file:{}", w.p("store"));
+    let from = format!("eml:{}", examples().display());
+    let run = mailvault(&[
+        "archive",
+        "--from",
+        &from,
+        "--to",
+        &store,
+        "--key",
+        &key,
+        "--series",
+        "MO-GS-003",
+        "--retain",
+        "P3Y",
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("archived 4 new records"),
+        "{}",
+        text(&run)
+    );
+    let ls = mailvault(&["ls", &store, "--public-key", &public]);
+    assert!(ls.status.success(), "{}", text(&ls));
+    let ids = String::from_utf8_lossy(&ls.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    (store, public, ids)
+}
+
+#[test]
+fn archive_again_verify_export_prove() {
+    let w = Workdir::new("happy");
+    let (store, public, ids) = archived(&w);
+    assert_eq!(ids.len(), 4);
+
+    let again = mailvault(&[
+        "archive",
+        "--from",
+        &format!("eml:{}", examples().display()),
+        "--to",
+        &store,
+        "--key",
+        &w.p("key"),
+    ]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stdout)
+            .contains("archived 0 new records (4 already archived"),
+        "{}",
+        text(&again)
+    );
+
+    let verify = mailvault(&["verify", &store, "--public-key", &public]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("result: VERIFIED"));
+    let json = mailvault(&["verify", &store, "--public-key", &public, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["verified"], true);
+    assert_eq!(report["records"].as_array().unwrap().len(), 4);
+
+    // Every example comes back byte for byte.
+    let mut originals: Vec<Vec<u8>> = walk(&examples());
+    let mut exported = Vec::new();
+    for id in &ids {
+        let out = w.p(&format!("{id}.eml"));
+        let e = mailvault(&[
+            "export",
+            &store,
+            "--record",
+            id,
+            "--public-key",
+            &public,
+            "--out",
+            &out,
+        ]);
+        assert!(e.status.success(), "{}", text(&e));
+        exported.push(std::fs::read(&out).unwrap());
+    }
+    originals.sort();
+    exported.sort();
+    assert_eq!(originals, exported);
+
+    let proof = w.p("proof.json");
+    let p = mailvault(&[
+        "prove",
+        &store,
+        "--record",
+        &ids[0],
+        "--out",
+        &proof,
+        "--public-key",
+        &public,
+    ]);
+    assert!(p.status.success(), "{}", text(&p));
+    let ok = mailvault(&["verify-proof", &proof, "--public-key", &public]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("the enclosed message is the one archived")
+    );
+
+    // A proof whose message was swapped fails offline.
+    let mut bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&proof).unwrap()).unwrap();
+    bundle["message"] = serde_json::Value::String("U3ViamVjdDogZm9yZ2VkDQoNCg==".into());
+    std::fs::write(&proof, serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let bad = mailvault(&["verify-proof", &proof, "--public-key", &public]);
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+}
+
+fn walk(dir: &Path) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn tampering_fails_verification_naming_the_record() {
+    let w = Workdir::new("tamper");
+    let (store, public, ids) = archived(&w);
+    let dir = Path::new(store.strip_prefix("file:").unwrap()).join("objects");
+    // Swap one record's bytes for another's, delete a second, add an unlogged object.
+    std::fs::copy(
+        dir.join("records").join(&ids[1]),
+        dir.join("records").join(&ids[0]),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("records").join(&ids[2])).unwrap();
+    std::fs::write(dir.join("records/intruder"), b"x").unwrap();
+    let v = mailvault(&["verify", &store, "--public-key", &public]);
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(out.contains(&format!("TAMPERED {}", ids[0])), "{out}");
+    assert!(out.contains(&format!("MISSING {}", ids[2])), "{out}");
+    assert!(out.contains("UNLOGGED_OBJECT records/intruder"), "{out}");
+
+    // A truncated log bundle and an edited checkpoint are log faults.
+    let bundle = dir.join("log/tile/entries/000.p/4");
+    let bytes = std::fs::read(&bundle).unwrap();
+    std::fs::write(&bundle, &bytes[..bytes.len() - 10]).unwrap();
+    let cp = dir.join("checkpoints/4");
+    let note = std::fs::read_to_string(&cp).unwrap();
+    std::fs::write(&cp, note.replacen("\n4\n", "\n5\n", 1)).unwrap();
+    let v = mailvault(&["verify", &store, "--public-key", &public]);
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    let out = String::from_utf8_lossy(&v.stdout);
+    assert!(out.contains("MALFORMED_BUNDLE"), "{out}");
+    assert!(out.contains("BAD_SIGNATURE"), "{out}");
+
+    // With the log damaged, writing on top of it is refused.
+    let again = mailvault(&[
+        "archive",
+        "--from",
+        &format!("eml:{}", examples().display()),
+        "--to",
+        &store,
+        "--key",
+        &w.p("key"),
+    ]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("damaged"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn bad_input_is_a_usage_error() {
+    let w = Workdir::new("usage");
+    let (store, public, _) = archived(&w);
+    for args in [
+        vec!["verify", "nowhere:/x", "--public-key", public.as_str()],
+        vec![
+            "verify",
+            store.as_str(),
+            "--public-key",
+            "/nonexistent/key.pub",
+        ],
+        vec![
+            "export",
+            store.as_str(),
+            "--record",
+            "no-such-record",
+            "--public-key",
+            public.as_str(),
+        ],
+        vec![
+            "archive",
+            "--from",
+            "pop3://x",
+            "--to",
+            store.as_str(),
+            "--key",
+            "/nonexistent",
+        ],
+    ] {
+        let o = mailvault(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(!o.stderr.is_empty(), "{args:?}: no message");
+    }
+    let key = w.p("key");
+    let bad_retain = mailvault(&[
+        "archive",
+        "--from",
+        &format!("eml:{}", examples().display()),
+        "--to",
+        &store,
+        "--key",
+        &key,
+        "--retain",
+        "3 years",
+    ]);
+    assert_eq!(bad_retain.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad_retain.stderr).contains("ISO 8601"),
+        "{}",
+        text(&bad_retain)
+    );
+    // A verifier key for another archive: nothing verifies.
+    let other = w.p("other");
+    let o = mailvault(&[
+        "keygen",
+        "--name",
+        "mailvault.io/test/other",
+        "--out",
+        &other,
+    ]);
+    std::fs::write(w.p("other.pub"), &o.stdout).unwrap();
+    let v = mailvault(&["verify", &store, "--public-key", &w.p("other.pub")]);
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+}
