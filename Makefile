@@ -27,7 +27,7 @@ unit:
 	$(CARGO) test --workspace --exclude mailvault-tests --locked
 
 integration:
-	$(CARGO) build -p mailvault-tests --tests --locked
+	$(CARGO) build -p mailvault -p mailvault-tests --bins --tests --locked
 	tests/env/up
 	tests/env/up  # a second run must be harmless: everything is already up
 	set -o pipefail; rc=0; $(CARGO) test -p mailvault-tests --locked || rc=$$?; tests/env/down; exit $$rc

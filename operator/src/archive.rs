@@ -143,6 +143,8 @@ pub struct Sidecar {
     pub folder: String,
     /// Source identity.
     pub identity: String,
+    /// Where the source read it.
+    pub location: String,
     /// Source's internal date.
     pub internal_date: Option<UnixTime>,
     /// Flags at capture.
@@ -193,6 +195,7 @@ impl Sidecar {
         m.insert("mailvault-salt".into(), hex::encode(self.salt));
         m.insert("mailvault-folder".into(), meta_encode(&self.folder));
         m.insert("mailvault-identity".into(), meta_encode(&self.identity));
+        m.insert("mailvault-location".into(), meta_encode(&self.location));
         if let Some(t) = self.internal_date {
             m.insert("mailvault-internal-date".into(), t.to_string());
         }
@@ -222,6 +225,7 @@ impl Sidecar {
             salt,
             folder: text("mailvault-folder")?,
             identity: text("mailvault-identity")?,
+            location: text("mailvault-location")?,
             internal_date: m
                 .get("mailvault-internal-date")
                 .map(|t| UnixTime::parse(t))
@@ -375,6 +379,7 @@ mod tests {
             salt: [7; SALT_LEN],
             folder: "Archiv/Ü 100%".into(),
             identity: "Archiv/Ü\u{0}abc".into(),
+            location: "imap:Archiv/Ü;UIDVALIDITY=1;UID=2".into(),
             internal_date: Some(UnixTime(1_800_000_000)),
             flags: vec!["\\Seen".into(), "$Label1".into()],
             original_size: 42,

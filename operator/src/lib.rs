@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod source;
 pub mod store;
 pub mod store_url;
+pub mod sync;
 
 pub use mailvault_core as core;
 
@@ -41,6 +42,9 @@ pub enum Error {
     /// The request cannot be carried out as asked.
     #[error("{0}")]
     Usage(String),
+    /// A server refused the credentials.
+    #[error("{0}")]
+    Auth(String),
     /// A message source could not be read.
     #[error("source: {0}")]
     Source(String),

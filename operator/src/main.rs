@@ -12,8 +12,10 @@ use mailvault::core::proof::ProofBundle;
 use mailvault::core::retention::Period;
 use mailvault::core::verify::Trust;
 use mailvault::pipeline::{Archiver, RetentionChoice};
+use mailvault::source::imap::{Credentials, ImapConfig, ImapSource, TlsMode};
 use mailvault::source::local;
 use mailvault::store_url::{AnyStore, S3Options, open_store};
+use mailvault::sync::{FolderFilter, sync_mailbox};
 use mailvault::{Error, Result};
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -55,6 +57,34 @@ impl StoreArgs {
     }
 }
 
+/// How to read an IMAP source.
+#[derive(Args, Clone, Default)]
+struct ImapArgs {
+    /// IMAP: file holding the password (default: $MAILVAULT_IMAP_PASSWORD). Never a flag
+    /// value, which would show in `ps`.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// IMAP: file holding an OAuth2 bearer token, for AUTHENTICATE XOAUTH2.
+    #[arg(long)]
+    oauth2_token_file: Option<PathBuf>,
+    /// IMAP: CA bundle (PEM) to trust instead of the public web roots.
+    #[arg(long)]
+    imap_ca: Option<PathBuf>,
+    /// IMAP: required (TLS from the start; default for port 993), starttls (default otherwise),
+    /// or disabled (loopback only, unless --insecure-plaintext).
+    #[arg(long)]
+    imap_tls: Option<String>,
+    /// IMAP: allow a connection without TLS to a host that is not loopback.
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// Folders to archive (globs, repeatable; default: every folder, Trash and Junk too).
+    #[arg(long)]
+    include: Vec<String>,
+    /// Folders to leave out (globs, repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate an Ed25519 checkpoint signing key.
@@ -69,12 +99,14 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Archive messages from a local source into a store (mbox:FILE, maildir:DIR, eml:DIR).
+    /// Archive a mailbox (imap://USER@HOST:PORT) or local mail (mbox:FILE, maildir:DIR,
+    /// eml:DIR) into a store.
     ///
     /// Each message is stored zstd-compressed (under Object Lock on S3) and logged; a message
-    /// already in the archive is skipped, so running it again archives only what is new.
+    /// already in the archive is skipped, so running it again archives only what is new. IMAP
+    /// is read-only: EXAMINE and BODY.PEEK, no flag ever changes.
     Archive {
-        /// Source: mbox:FILE, maildir:DIR or eml:DIR.
+        /// Source: imap://USER@HOST:PORT, mbox:FILE, maildir:DIR or eml:DIR.
         #[arg(long)]
         from: String,
         /// Store: file:DIR or s3://bucket/prefix.
@@ -91,6 +123,8 @@ enum Command {
         retain: String,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        imap: ImapArgs,
     },
     /// Verify an archive: the log, its signed checkpoints, and every record in the store.
     ///
@@ -212,7 +246,8 @@ async fn run(command: Command) -> Result<ExitCode> {
             series,
             retain,
             store,
-        } => archive_command(&from, &store.open(&to)?, &key, series, &retain).await,
+            imap,
+        } => archive_command(&from, &store.open(&to)?, &key, series, &retain, &imap).await,
         Command::Verify {
             store_location,
             public_key,
@@ -287,14 +322,55 @@ async fn archive_command(
     key: &Path,
     series: String,
     retain: &str,
+    imap: &ImapArgs,
 ) -> Result<ExitCode> {
     let period: Period = retain
         .parse()
         .map_err(|e: mailvault::core::retention::PeriodParseError| Error::Usage(e.to_string()))?;
     let signer = mailvault::keys::read_signer_key(key)?;
     let origin = signer.name().to_owned();
-    let messages = read_source(from)?;
     let retention = RetentionChoice { series, period };
+    if let Some(rest) = from.strip_prefix("imap://") {
+        let config = imap_config(rest, imap)?;
+        let mut source = ImapSource::connect(&config).await?;
+        let mut archiver = Archiver::open(store, &origin, signer, retention, now()).await?;
+        eprintln!(
+            "archiving {}@{} into {}",
+            config.username,
+            config.host,
+            archiver.store_info().description
+        );
+        let filter = FolderFilter {
+            include: imap.include.clone(),
+            exclude: imap.exclude.clone(),
+        };
+        let reports = sync_mailbox(&mut source, &mut archiver, store, &filter, now).await?;
+        source.logout().await?;
+        for r in &reports {
+            let mut notes = Vec::new();
+            if r.unchanged {
+                notes.push("unchanged".to_owned());
+            }
+            if r.uid_validity_reset {
+                notes.push("UIDVALIDITY changed: re-read in full".to_owned());
+            }
+            if r.capture_gaps > 0 {
+                notes.push(format!(
+                    "{} message(s) expunged before they could be captured",
+                    r.capture_gaps
+                ));
+            }
+            println!(
+                "  {:<30} {:>7} fetched  {}",
+                r.folder,
+                r.fetched,
+                notes.join("; ")
+            );
+        }
+        print_summary(archiver.summary());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let messages = read_source(from)?;
     let mut archiver = Archiver::open(store, &origin, signer, retention, now()).await?;
     eprintln!(
         "archiving {} messages into {}",
@@ -314,12 +390,71 @@ async fn archive_command(
     if progress {
         eprintln!();
     }
-    let s = archiver.summary();
+    print_summary(archiver.summary());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(s: &mailvault::pipeline::RunSummary) {
     println!(
         "archived {} new records ({} already archived, {} recovered from an interrupted run); {} bytes of mail stored as {} bytes",
         s.archived, s.skipped, s.adopted, s.original_bytes, s.stored_bytes
     );
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `USER@HOST:PORT` and the IMAP flags as a connection configuration.
+fn imap_config(rest: &str, args: &ImapArgs) -> Result<ImapConfig> {
+    let usage = || Error::Usage(format!("imap://{rest} is not imap://USER@HOST:PORT"));
+    let (user, hostport) = rest
+        .trim_end_matches('/')
+        .rsplit_once('@')
+        .ok_or_else(usage)?;
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| usage())?),
+        None => (hostport, 993),
+    };
+    if user.is_empty() || host.is_empty() {
+        return Err(usage());
+    }
+    let tls = match args.imap_tls.as_deref() {
+        None if port == 993 => TlsMode::Required,
+        Some("required") => TlsMode::Required,
+        None | Some("starttls") => TlsMode::StartTls,
+        Some("disabled") => TlsMode::Disabled,
+        Some(other) => {
+            return Err(Error::Usage(format!(
+                "--imap-tls {other:?}: use required, starttls or disabled"
+            )));
+        }
+    };
+    let read_secret = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|source| Error::Io {
+                path: p.display().to_string(),
+                source,
+            })
+    };
+    let credentials = match (&args.oauth2_token_file, &args.password_file) {
+        (Some(t), _) => Credentials::OAuth2Token(read_secret(t)?),
+        (None, Some(p)) => Credentials::Password(read_secret(p)?),
+        (None, None) => {
+            Credentials::Password(std::env::var("MAILVAULT_IMAP_PASSWORD").map_err(|_| {
+                Error::Usage(
+                    "IMAP password: pass --password-file or set MAILVAULT_IMAP_PASSWORD".into(),
+                )
+            })?)
+        }
+    };
+    Ok(ImapConfig {
+        host: host.to_owned(),
+        port,
+        tls,
+        ca_file: args.imap_ca.clone(),
+        insecure_plaintext: args.insecure_plaintext,
+        username: user.to_owned(),
+        credentials,
+        timeout: std::time::Duration::from_mins(1),
+    })
 }
 
 async fn verify_command(

@@ -197,6 +197,7 @@ impl<'s, S: Store> Archiver<'s, S> {
             salt,
             folder: msg.folder.clone(),
             identity: msg.identity.clone(),
+            location: msg.location.clone(),
             internal_date: msg.internal_date,
             flags: msg.flags.clone(),
             original_size: original_len,

@@ -42,6 +42,23 @@ pub struct MailUser {
     pub password: String,
 }
 
+/// The `mailvault` binary of this build (`make integration` builds it before the tests):
+/// next to the test executable's `deps/` directory.
+pub fn mailvault_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join("mailvault");
+    assert!(
+        bin.is_file(),
+        "the mailvault binary is not built at {}: run `cargo build -p mailvault` (make integration does)",
+        bin.display()
+    );
+    bin
+}
+
 /// Installs the process-wide rustls crypto provider once. kube and aws-sdk both use rustls;
 /// without an explicit provider rustls panics when more than one backend is compiled in.
 pub fn install_crypto_provider() {
@@ -210,6 +227,35 @@ impl TestEnv {
             .with_root_certificates(roots)
             .with_no_client_auth();
         tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    /// A logged-in IMAPS session for `user`, for tests that look at or change a mailbox the way
+    /// a mail client would (never used by mailvault itself).
+    pub async fn imap_login(
+        &self,
+        user: &MailUser,
+    ) -> async_imap::Session<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let tcp = tokio::net::TcpStream::connect((self.imap_host(), self.imaps_port()))
+            .await
+            .expect("connecting to Dovecot");
+        let name = rustls_pki_types::ServerName::try_from(self.imap_host().to_owned())
+            .expect("server name");
+        let tls = self
+            .tls_connector()
+            .connect(name, tcp)
+            .await
+            .expect("TLS with Dovecot");
+        let mut client = async_imap::Client::new(tls);
+        client
+            .read_response()
+            .await
+            .expect("greeting")
+            .expect("greeting");
+        client
+            .login(&user.name, &user.password)
+            .await
+            .map_err(|(e, _)| e)
+            .expect("login")
     }
 
     /// Creates a Dovecot user with a random password (Dovecot re-reads its passwd-file when it

@@ -11,6 +11,7 @@
 pub mod bundle;
 pub mod checkpoint;
 pub mod entry;
+pub mod glob;
 pub mod hash;
 pub mod log;
 pub mod merkle;

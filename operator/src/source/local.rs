@@ -23,17 +23,25 @@ fn mtime(path: &Path) -> Option<UnixTime> {
 
 fn local_message(
     folder: &str,
+    location: String,
     bytes: Vec<u8>,
     internal_date: Option<UnixTime>,
     flags: Vec<String>,
 ) -> SourceMessage {
     SourceMessage {
         folder: folder.to_owned(),
-        identity: format!("{folder}\u{0}{}", Hash::of(&bytes).to_hex()),
+        identity: content_identity(folder, &bytes),
         bytes,
         internal_date,
         flags,
+        location,
     }
+}
+
+/// The identity of a message by folder and content: the same bytes in the same folder are the
+/// same record, however they were read (a renamed file, a UIDVALIDITY reset, a re-run).
+pub fn content_identity(folder: &str, bytes: &[u8]) -> String {
+    format!("{folder}\u{0}{}", Hash::of(bytes).to_hex())
 }
 
 /// Reads an mbox file (mboxrd: `>From ` quoting is undone). Messages are separated by lines
@@ -79,7 +87,16 @@ pub fn read_mbox(path: &Path) -> Result<Vec<SourceMessage>> {
     }
     Ok(messages
         .into_iter()
-        .map(|m| local_message("INBOX", m, None, Vec::new()))
+        .enumerate()
+        .map(|(i, m)| {
+            local_message(
+                "INBOX",
+                format!("mbox:{}#{}", path.display(), i + 1),
+                m,
+                None,
+                Vec::new(),
+            )
+        })
         .collect())
 }
 
@@ -149,8 +166,10 @@ pub fn read_maildir(root: &Path) -> Result<Vec<SourceMessage>> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                let location = format!("maildir:{}", file.display());
                 out.push(local_message(
                     &folder,
+                    location,
                     bytes,
                     mtime(&file),
                     maildir_flags(&name),
@@ -185,7 +204,13 @@ pub fn read_eml_dir(root: &Path) -> Result<Vec<SourceMessage>> {
                     .filter(|f| !f.is_empty())
                     .unwrap_or_else(|| "INBOX".to_owned());
                 let bytes = std::fs::read(&p).map_err(|e| io(&p, e))?;
-                out.push(local_message(&folder, bytes, mtime(&p), Vec::new()));
+                out.push(local_message(
+                    &folder,
+                    format!("eml:{}", p.display()),
+                    bytes,
+                    mtime(&p),
+                    Vec::new(),
+                ));
             }
         }
         Ok(())

@@ -5,6 +5,7 @@
 //! A source never changes what it reads. Each message carries an identity that is stable across
 //! runs, so the pipeline can tell a message it already archived from a new one.
 
+pub mod imap;
 pub mod local;
 
 use mailvault_core::UnixTime;
@@ -23,4 +24,7 @@ pub struct SourceMessage {
     pub internal_date: Option<UnixTime>,
     /// Flags at capture (IMAP flags, or Maildir info letters).
     pub flags: Vec<String>,
+    /// Where exactly it was read (`imap:INBOX;UIDVALIDITY=7;UID=42`, `maildir:Sent/cur/...`),
+    /// kept in the record's sidecar for tracing, never in the log.
+    pub location: String,
 }

@@ -1,0 +1,457 @@
+//! IMAP, read-only: EXAMINE and BODY.PEEK only, so archiving never sets `\Seen` or changes
+//! anything in the mailbox.
+//!
+//! `connect (TLS or STARTTLS) -> login -> LIST -> per folder: EXAMINE -> UID FETCH new UIDs`
+
+use super::SourceMessage;
+use crate::{Error, Result};
+use futures::TryStreamExt as _;
+use mailvault_core::UnixTime;
+use rustls_pki_types::ServerName;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// How the connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAPS, usually port 993).
+    Required,
+    /// Plain connection upgraded with STARTTLS before login (usually port 143).
+    StartTls,
+    /// No TLS at all: only to a loopback address, or with an explicit insecure flag.
+    Disabled,
+}
+
+/// How to log in.
+#[derive(Clone)]
+pub enum Credentials {
+    /// LOGIN, or AUTHENTICATE PLAIN when the server disables LOGIN.
+    Password(String),
+    /// AUTHENTICATE XOAUTH2 with a bearer token.
+    OAuth2Token(String),
+}
+
+impl fmt::Debug for Credentials {
+    // Never print a secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Password(_) => "Password(<redacted>)",
+            Self::OAuth2Token(_) => "OAuth2Token(<redacted>)",
+        })
+    }
+}
+
+/// Where and how to read a mailbox.
+#[derive(Debug, Clone)]
+pub struct ImapConfig {
+    /// Server host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// CA bundle (PEM) to trust instead of the public web roots.
+    pub ca_file: Option<PathBuf>,
+    /// Allow `TlsMode::Disabled` to a host that is not loopback.
+    pub insecure_plaintext: bool,
+    /// Login name.
+    pub username: String,
+    /// Password or token.
+    pub credentials: Credentials,
+    /// Network time-out for each step (connect, login, each response).
+    pub timeout: Duration,
+}
+
+/// A folder as the server lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderState {
+    /// Folder name.
+    pub name: String,
+    /// UIDVALIDITY.
+    pub uid_validity: u32,
+    /// UIDNEXT (the UID the next message will get).
+    pub uid_next: u32,
+    /// Messages in the folder.
+    pub exists: u32,
+    /// HIGHESTMODSEQ when the server has CONDSTORE.
+    pub highest_modseq: Option<u64>,
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug> Stream for T {}
+
+/// An open, logged-in, read-only IMAP session.
+pub struct ImapSource {
+    session: async_imap::Session<Box<dyn Stream>>,
+    timeout: Duration,
+    condstore: bool,
+}
+
+fn imap_error(step: &str, e: &async_imap::error::Error) -> Error {
+    use async_imap::error::Error as E;
+    let detail = match e {
+        E::No(m) => format!("the server said NO: {m}"),
+        E::Bad(m) => format!("the server said BAD: {m}"),
+        E::ConnectionLost => "the server closed the connection".to_owned(),
+        E::Io(io) => format!("network error: {io}"),
+        other => other.to_string(),
+    };
+    Error::Source(format!("IMAP {step}: {detail}"))
+}
+
+async fn timed<T>(
+    step: &str,
+    limit: Duration,
+    fut: impl Future<Output = std::result::Result<T, async_imap::error::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(|e| imap_error(step, &e)),
+        Err(_) => Err(Error::Source(format!(
+            "IMAP {step}: no answer within {}s",
+            limit.as_secs()
+        ))),
+    }
+}
+
+fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConnector> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| Error::Source(format!("CA file {}: {e}", path.display())))?;
+            for cert in certs {
+                let cert =
+                    cert.map_err(|e| Error::Source(format!("CA file {}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| Error::Source(format!("CA file {}: {e}", path.display())))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+struct XOAuth2<'a> {
+    user: &'a str,
+    token: &'a str,
+}
+
+impl async_imap::Authenticator for XOAuth2<'_> {
+    type Response = String;
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token)
+    }
+}
+
+struct Plain<'a> {
+    user: &'a str,
+    password: &'a str,
+}
+
+impl async_imap::Authenticator for Plain<'_> {
+    type Response = String;
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        format!("\0{}\0{}", self.user, self.password)
+    }
+}
+
+impl ImapSource {
+    /// Connects and logs in. Wrong credentials, an untrusted certificate, or a server that does
+    /// not answer in time are errors that say which.
+    pub async fn connect(config: &ImapConfig) -> Result<Self> {
+        if config.tls == TlsMode::Disabled
+            && !is_loopback(&config.host)
+            && !config.insecure_plaintext
+        {
+            return Err(Error::Usage(format!(
+                "refusing to send the password for {} to {} without TLS; use TLS or STARTTLS \
+                 (plaintext is allowed only to a loopback address, or with the insecure flag)",
+                config.username, config.host
+            )));
+        }
+        let t = config.timeout;
+        let mut client = async_imap::Client::new(open_stream(config).await?);
+        if config.tls != TlsMode::StartTls {
+            read_greeting(&mut client, t).await?;
+        }
+        let mut session = login(client, config).await?;
+        let caps = timed("CAPABILITY", t, session.capabilities()).await?;
+        let condstore = caps.has_str("CONDSTORE");
+        if condstore {
+            // Makes EXAMINE report HIGHESTMODSEQ (RFC 7162); changes nothing in the mailbox.
+            timed(
+                "ENABLE CONDSTORE",
+                t,
+                session.run_command_and_check_ok("ENABLE CONDSTORE"),
+            )
+            .await?;
+        }
+        Ok(Self {
+            session,
+            timeout: t,
+            condstore,
+        })
+    }
+
+    /// Whether the server offers CONDSTORE.
+    pub fn has_condstore(&self) -> bool {
+        self.condstore
+    }
+
+    /// Every selectable folder, sorted.
+    pub async fn folders(&mut self) -> Result<Vec<String>> {
+        let t = self.timeout;
+        let names = timed("LIST", t, async {
+            self.session
+                .list(None, Some("*"))
+                .await?
+                .try_collect::<Vec<_>>()
+                .await
+        })
+        .await?;
+        let mut out: Vec<String> = names
+            .iter()
+            .filter(|n| {
+                // \NoSelect (RFC 3501) and \NonExistent (RFC 5258, a parent that only holds
+                // children): nothing to EXAMINE.
+                !n.attributes().iter().any(|a| {
+                    use async_imap::types::NameAttribute as A;
+                    match a {
+                        A::NoSelect => true,
+                        A::Extension(x) => x.eq_ignore_ascii_case("\\NonExistent"),
+                        _ => false,
+                    }
+                })
+            })
+            .map(|n| n.name().to_owned())
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Opens a folder read-only (EXAMINE) and reports its state.
+    pub async fn examine(&mut self, folder: &str) -> Result<FolderState> {
+        let mailbox = timed(
+            &format!("EXAMINE {folder}"),
+            self.timeout,
+            self.session.examine(folder),
+        )
+        .await?;
+        Ok(FolderState {
+            name: folder.to_owned(),
+            uid_validity: mailbox.uid_validity.unwrap_or(0),
+            uid_next: mailbox.uid_next.unwrap_or(0),
+            exists: mailbox.exists,
+            highest_modseq: mailbox.highest_modseq,
+        })
+    }
+
+    /// The network time-out for each step.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Fetches every message of the examined folder with a UID of at least `from_uid`, as a
+    /// stream that yields one message at a time (bounded memory). Uses BODY.PEEK, which never
+    /// sets `\Seen`. Wrap each `next()` in [`Self::timeout`].
+    pub async fn fetch_from<'a>(
+        &'a mut self,
+        folder: &'a FolderState,
+        from_uid: u32,
+    ) -> Result<impl futures::Stream<Item = Result<(u32, SourceMessage)>> + 'a> {
+        let from_uid = from_uid.max(1);
+        let stream = timed(
+            "UID FETCH",
+            self.timeout,
+            self.session.uid_fetch(
+                format!("{from_uid}:*"),
+                "(UID FLAGS INTERNALDATE BODY.PEEK[])",
+            ),
+        )
+        .await?;
+        Ok(stream
+            .map_err(move |e| imap_error(&format!("UID FETCH in {}", folder.name), &e))
+            .try_filter_map(move |fetch| async move {
+                let Some(uid) = fetch.uid else {
+                    return Ok(None);
+                };
+                // "n:*" also returns the highest UID when it is below n.
+                if uid < from_uid {
+                    return Ok(None);
+                }
+                let Some(body) = fetch.body() else {
+                    return Err(Error::Source(format!(
+                        "IMAP UID FETCH in {}: the server sent no body for UID {uid}",
+                        folder.name
+                    )));
+                };
+                Ok(Some((
+                    uid,
+                    SourceMessage {
+                        folder: folder.name.clone(),
+                        identity: super::local::content_identity(&folder.name, body),
+                        bytes: body.to_vec(),
+                        internal_date: fetch.internal_date().map(|d| UnixTime(d.timestamp())),
+                        flags: fetch.flags().map(|f| flag_name(&f)).collect(),
+                        location: format!(
+                            "imap:{};UIDVALIDITY={};UID={uid}",
+                            folder.name, folder.uid_validity
+                        ),
+                    },
+                )))
+            }))
+    }
+
+    /// UIDs present in the examined folder at or above `from_uid` (no bodies are fetched).
+    pub async fn uids_from(&mut self, from_uid: u32) -> Result<Vec<u32>> {
+        let mut uids: Vec<u32> = timed(
+            "UID SEARCH",
+            self.timeout,
+            self.session
+                .uid_search(format!("UID {}:*", from_uid.max(1))),
+        )
+        .await?
+        .into_iter()
+        .filter(|&u| u >= from_uid)
+        .collect();
+        uids.sort_unstable();
+        Ok(uids)
+    }
+
+    /// Logs out.
+    pub async fn logout(mut self) -> Result<()> {
+        timed("LOGOUT", self.timeout, self.session.logout()).await
+    }
+}
+
+/// TCP, then TLS (at once, or after STARTTLS), per the configuration.
+async fn open_stream(config: &ImapConfig) -> Result<Box<dyn Stream>> {
+    let t = config.timeout;
+    let at = format!("{}:{}", config.host, config.port);
+    let tcp = tokio::time::timeout(t, TcpStream::connect((config.host.as_str(), config.port)))
+        .await
+        .map_err(|_| Error::Source(format!("IMAP connect to {at}: timed out")))?
+        .map_err(|e| Error::Source(format!("IMAP connect to {at}: {e}")))?;
+    let server_name = ServerName::try_from(config.host.clone())
+        .map_err(|e| Error::Usage(format!("IMAP host {:?}: {e}", config.host)))?;
+    let tcp = match config.tls {
+        TlsMode::Disabled => return Ok(Box::new(tcp)),
+        TlsMode::Required => tcp,
+        TlsMode::StartTls => {
+            let mut plain = async_imap::Client::new(tcp);
+            read_greeting(&mut plain, t).await?;
+            timed(
+                "STARTTLS",
+                t,
+                plain.run_command_and_check_ok("STARTTLS", None),
+            )
+            .await?;
+            plain.into_inner()
+        }
+    };
+    let tls = tokio::time::timeout(
+        t,
+        tls_connector(config.ca_file.as_deref())?.connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| Error::Source(format!("IMAP TLS handshake with {at}: timed out")))?
+    .map_err(|e| Error::Source(format!("IMAP TLS handshake with {at}: {e}")))?;
+    Ok(Box::new(tls))
+}
+
+/// AUTHENTICATE PLAIN (falling back to LOGIN if the server refuses the mechanism) or XOAUTH2.
+async fn login(
+    client: async_imap::Client<Box<dyn Stream>>,
+    config: &ImapConfig,
+) -> Result<async_imap::Session<Box<dyn Stream>>> {
+    let t = config.timeout;
+    let user = config.username.as_str();
+    let refused = |e: &async_imap::error::Error| {
+        Error::Auth(format!(
+            "IMAP login as {user} at {} was refused: {}",
+            config.host,
+            imap_error("login", e)
+        ))
+    };
+    let no_answer = || {
+        Error::Source(format!(
+            "IMAP login as {user}: no answer within {}s",
+            t.as_secs()
+        ))
+    };
+    match &config.credentials {
+        Credentials::Password(password) => {
+            match tokio::time::timeout(t, client.authenticate("PLAIN", Plain { user, password }))
+                .await
+            {
+                Err(_) => Err(no_answer()),
+                Ok(Ok(session)) => Ok(session),
+                // BAD: the server does not know AUTHENTICATE PLAIN; LOGIN is the other standard way.
+                Ok(Err((async_imap::error::Error::Bad(_), client))) => {
+                    match tokio::time::timeout(t, client.login(user, password)).await {
+                        Err(_) => Err(no_answer()),
+                        Ok(Ok(session)) => Ok(session),
+                        Ok(Err((e, _))) => Err(refused(&e)),
+                    }
+                }
+                Ok(Err((e, _))) => Err(refused(&e)),
+            }
+        }
+        Credentials::OAuth2Token(token) => {
+            match tokio::time::timeout(t, client.authenticate("XOAUTH2", XOAuth2 { user, token }))
+                .await
+            {
+                Err(_) => Err(no_answer()),
+                Ok(Ok(session)) => Ok(session),
+                Ok(Err((e, _))) => Err(refused(&e)),
+            }
+        }
+    }
+}
+
+async fn read_greeting<T: AsyncRead + AsyncWrite + Unpin + fmt::Debug + Send>(
+    client: &mut async_imap::Client<T>,
+    t: Duration,
+) -> Result<()> {
+    match tokio::time::timeout(t, client.read_response()).await {
+        Ok(Ok(Some(_))) => Ok(()),
+        Ok(Ok(None)) => Err(Error::Source(
+            "IMAP: the server closed the connection before greeting".into(),
+        )),
+        Ok(Err(e)) => Err(Error::Source(format!("IMAP greeting: {e}"))),
+        Err(_) => Err(Error::Source(format!(
+            "IMAP: no greeting within {}s",
+            t.as_secs()
+        ))),
+    }
+}
+
+fn flag_name(f: &async_imap::types::Flag<'_>) -> String {
+    use async_imap::types::Flag;
+    match f {
+        Flag::Seen => "\\Seen".into(),
+        Flag::Answered => "\\Answered".into(),
+        Flag::Flagged => "\\Flagged".into(),
+        Flag::Deleted => "\\Deleted".into(),
+        Flag::Draft => "\\Draft".into(),
+        Flag::Recent => "\\Recent".into(),
+        Flag::MayCreate => "\\*".into(),
+        Flag::Custom(c) => c.to_string(),
+    }
+}

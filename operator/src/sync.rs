@@ -1,0 +1,182 @@
+//! One incremental archive run from an IMAP mailbox.
+//!
+//! `cursor (in the store) -> per folder: EXAMINE -> unchanged? skip : UID FETCH new -> pipeline
+//!  -> checkpoint -> cursor`
+//!
+//! The cursor (per folder: UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) is a small mutable object in
+//! the store, written after each folder's checkpoint. It only saves work: record identities are
+//! content-based, so a lost cursor or a UIDVALIDITY reset re-reads a folder without storing
+//! anything twice.
+
+use crate::pipeline::Archiver;
+use crate::source::imap::{FolderState, ImapSource};
+use crate::store::Store;
+use crate::{Error, Result};
+use futures::StreamExt as _;
+use mailvault_core::UnixTime;
+use mailvault_core::glob;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Key of the cursor object, relative to the archive root.
+pub const CURSOR_KEY: &str = "state/cursor.json";
+
+/// Where each folder was left.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// Folder name to its state.
+    pub folders: BTreeMap<String, FolderCursor>,
+}
+
+/// A folder's state after its last complete run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FolderCursor {
+    /// UIDVALIDITY seen.
+    pub uid_validity: u32,
+    /// Every UID below this was examined.
+    pub uid_next: u32,
+    /// HIGHESTMODSEQ seen, when the server has CONDSTORE.
+    pub highest_modseq: Option<u64>,
+}
+
+impl Cursor {
+    /// Reads the cursor; a missing one is empty (everything is re-read, nothing duplicated).
+    pub async fn load<S: Store>(store: &S) -> Result<Self> {
+        match store.get(CURSOR_KEY, None).await? {
+            None => Ok(Self::default()),
+            Some(o) => serde_json::from_slice(&o.bytes).map_err(|e| {
+                Error::Conflict(format!(
+                    "{CURSOR_KEY} is corrupt ({e}); delete it and the next run re-reads every folder without duplicating"
+                ))
+            }),
+        }
+    }
+
+    /// Writes the cursor.
+    pub async fn save<S: Store>(&self, store: &S) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Usage(e.to_string()))?;
+        store.put_mutable(CURSOR_KEY, bytes).await
+    }
+}
+
+/// Which folders to archive.
+#[derive(Debug, Clone, Default)]
+pub struct FolderFilter {
+    /// Include globs (empty: every folder, Trash and Junk too).
+    pub include: Vec<String>,
+    /// Exclude globs.
+    pub exclude: Vec<String>,
+}
+
+/// What one folder's run found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FolderReport {
+    /// Folder.
+    pub folder: String,
+    /// Message bodies fetched.
+    pub fetched: u64,
+    /// UIDs assigned since the last run whose messages were gone before capture (a message
+    /// that arrived and was expunged in between): records that were never kept.
+    pub capture_gaps: u64,
+    /// Whether UIDVALIDITY changed since the last run (the folder was re-read in full).
+    pub uid_validity_reset: bool,
+    /// Whether the folder was unchanged and skipped without fetching.
+    pub unchanged: bool,
+}
+
+/// Archives every selected folder of an IMAP session.
+pub async fn sync_mailbox<S: Store>(
+    imap: &mut ImapSource,
+    archiver: &mut Archiver<'_, S>,
+    store: &S,
+    filter: &FolderFilter,
+    now: impl Fn() -> UnixTime,
+) -> Result<Vec<FolderReport>> {
+    let mut cursor = Cursor::load(store).await?;
+    let mut reports = Vec::new();
+    for folder in imap.folders().await? {
+        if !glob::selected(&filter.include, &filter.exclude, &folder) {
+            continue;
+        }
+        let state = imap.examine(&folder).await?;
+        let previous = cursor.folders.get(&folder).cloned();
+        let report = sync_folder(imap, archiver, &state, previous.as_ref(), &now).await?;
+        archiver.checkpoint().await?;
+        cursor.folders.insert(
+            folder.clone(),
+            FolderCursor {
+                uid_validity: state.uid_validity,
+                uid_next: report.1.max(state.uid_next),
+                highest_modseq: state.highest_modseq,
+            },
+        );
+        // After the checkpoint, so the cursor never runs ahead of the log.
+        cursor.save(store).await?;
+        reports.push(report.0);
+    }
+    Ok(reports)
+}
+
+/// Returns the report and the UID after the highest one fetched.
+async fn sync_folder<S: Store>(
+    imap: &mut ImapSource,
+    archiver: &mut Archiver<'_, S>,
+    state: &FolderState,
+    previous: Option<&FolderCursor>,
+    now: &impl Fn() -> UnixTime,
+) -> Result<(FolderReport, u32)> {
+    let mut report = FolderReport {
+        folder: state.name.clone(),
+        fetched: 0,
+        capture_gaps: 0,
+        uid_validity_reset: false,
+        unchanged: false,
+    };
+    let from = match previous {
+        Some(p) if p.uid_validity == state.uid_validity => {
+            let modseq_same = match (p.highest_modseq, state.highest_modseq) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            };
+            if p.uid_next == state.uid_next && modseq_same {
+                report.unchanged = true;
+                return Ok((report, state.uid_next));
+            }
+            p.uid_next
+        }
+        Some(_) => {
+            report.uid_validity_reset = true;
+            1
+        }
+        None => 1,
+    };
+    let mut seen_below_next = 0u64;
+    let mut next = from;
+    if state.exists > 0 {
+        let t = imap.timeout();
+        let stream = imap.fetch_from(state, from).await?;
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let item = tokio::time::timeout(t, stream.next()).await.map_err(|_| {
+                Error::Source(format!(
+                    "IMAP UID FETCH in {}: no data within {}s",
+                    state.name,
+                    t.as_secs()
+                ))
+            })?;
+            let Some(item) = item else { break };
+            let (uid, msg) = item?;
+            if uid < state.uid_next {
+                seen_below_next += 1;
+            }
+            next = next.max(uid.saturating_add(1));
+            archiver.archive(msg, now()).await?;
+            report.fetched += 1;
+        }
+    }
+    if previous.is_some() && !report.uid_validity_reset {
+        report.capture_gaps =
+            u64::from(state.uid_next.saturating_sub(from)).saturating_sub(seen_below_next);
+    }
+    Ok((report, next))
+}

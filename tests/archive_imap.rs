@@ -1,0 +1,459 @@
+//! The archive job end to end against the real components: Dovecot over IMAPS with the test
+//! CA, versitygw with Object Lock (and moto), through the `mailvault` binary.
+
+use mailvault_tests::{MailUser, S3Flavour, TestEnv, mailvault_binary, unique_name};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// One archive under test: a mail user, a bucket, a key, and a scratch directory.
+struct Case {
+    env: TestEnv,
+    user: MailUser,
+    flavour: S3Flavour,
+    bucket: String,
+    dir: PathBuf,
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+impl Case {
+    async fn new(name: &str, flavour: S3Flavour) -> Self {
+        let env = TestEnv::load();
+        let user = env.new_mail_user(name);
+        let bucket = unique_name(name);
+        env.s3_client(flavour)
+            .create_bucket()
+            .bucket(&bucket)
+            .object_lock_enabled_for_bucket(true)
+            .send()
+            .await
+            .expect("creating a bucket with Object Lock");
+        let dir = std::env::temp_dir().join(unique_name(&format!("mv-{name}")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let case = Self {
+            env,
+            user,
+            flavour,
+            bucket,
+            dir,
+        };
+        let keygen = case.mailvault(&[
+            "keygen",
+            "--name",
+            &format!("mailvault.io/test/{name}"),
+            "--out",
+            &case.path("key"),
+        ]);
+        assert!(keygen.status.success(), "{}", text(&keygen));
+        std::fs::write(case.dir.join("key.pub"), &keygen.stdout).unwrap();
+        case
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn store(&self) -> String {
+        format!("s3://{}/police/chief", self.bucket)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let p = match self.flavour {
+            S3Flavour::Versitygw => "VERSITYGW",
+            S3Flavour::Moto => "MOTO",
+        };
+        let mut c = Command::new(mailvault_binary());
+        c.args(args);
+        // The S3 flags belong to commands that take a store.
+        if !matches!(args.first(), Some(&"keygen" | &"verify-proof")) {
+            c.args([
+                "--s3-endpoint",
+                self.env.s3_endpoint(self.flavour),
+                "--s3-path-style",
+                "--s3-region",
+                "us-east-1",
+            ]);
+        }
+        c.env(
+            "AWS_ACCESS_KEY_ID",
+            self.env.var(&format!("{p}_ACCESS_KEY")),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            self.env.var(&format!("{p}_SECRET_KEY")),
+        )
+        .env("MAILVAULT_IMAP_PASSWORD", &self.user.password)
+        .env_remove("AWS_REGION");
+        c
+    }
+
+    fn mailvault(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running mailvault")
+    }
+
+    fn archive_args(&self) -> Vec<String> {
+        vec![
+            "archive".into(),
+            "--from".into(),
+            format!(
+                "imap://{}@{}:{}",
+                self.user.name,
+                self.env.imap_host(),
+                self.env.imaps_port()
+            ),
+            "--imap-tls".into(),
+            "required".into(),
+            "--imap-ca".into(),
+            self.env.ca_path().display().to_string(),
+            "--to".into(),
+            self.store(),
+            "--key".into(),
+            self.path("key"),
+            "--series".into(),
+            "MO-GS-003".into(),
+            "--retain".into(),
+            "P1D".into(),
+        ]
+    }
+
+    fn archive(&self) -> Output {
+        let args = self.archive_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.mailvault(&args)
+    }
+
+    fn verify_json(&self) -> (Option<i32>, serde_json::Value) {
+        let o = self.mailvault(&[
+            "verify",
+            &self.store(),
+            "--public-key",
+            &self.path("key.pub"),
+            "--json",
+        ]);
+        let v = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("verify JSON: {e}\n{}", text(&o)));
+        (o.status.code(), v)
+    }
+
+    /// Exports every record; returns their bytes by record id.
+    fn export_all(&self, report: &serde_json::Value) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for r in report["records"].as_array().unwrap() {
+            let id = r["record"].as_str().unwrap();
+            let file = self.path(&format!("{id}.eml"));
+            let o = self.mailvault(&[
+                "export",
+                &self.store(),
+                "--record",
+                id,
+                "--public-key",
+                &self.path("key.pub"),
+                "--out",
+                &file,
+            ]);
+            assert!(o.status.success(), "{}", text(&o));
+            out.insert(id.to_owned(), std::fs::read(&file).unwrap());
+        }
+        out
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A mailbox like a department's: several folders, plain, HTML, attachments, 8-bit, malformed
+/// MIME, one large message.
+fn seed_mailbox(case: &Case, large_bytes: usize) -> Vec<Vec<u8>> {
+    let mut msgs: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("INBOX", b"From: a@city.example\r\nTo: b@city.example\r\nSubject: plain\r\nMessage-ID: <1@city.example>\r\n\r\nplain text\r\n".to_vec(), ""),
+        ("INBOX", b"From: a@city.example\r\nSubject: html\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello</p>\r\n".to_vec(), "S"),
+        ("INBOX", "From: a@city.example\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nCafé — 8-bit body ✓\r\n".as_bytes().to_vec(), "F"),
+        ("INBOX", b"From: clerk@city.example\r\nSubject: malformed\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\nno closing boundary\r\n".to_vec(), ""),
+        ("Sent", b"From: b@city.example\r\nTo: a@city.example\r\nSubject: attachment\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b1\r\nContent-Type: application/pdf; name=\"r.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IK\r\n--b1--\r\n".to_vec(), "S"),
+        ("Archive/2026", b"From: a@city.example\r\nSubject: archived\r\n\r\nold\r\n".to_vec(), "S"),
+        ("Trash", b"From: a@city.example\r\nSubject: deleted but still a record\r\n\r\nbin\r\n".to_vec(), "S"),
+    ];
+    if large_bytes > 0 {
+        let mut big = b"From: scanner@city.example\r\nSubject: large scan\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+        let mut x: u32 = 12345;
+        while big.len() < large_bytes {
+            let line: String = (0..76)
+                .map(|_| {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    char::from(
+                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+                            [(x >> 16) as usize % 64],
+                    )
+                })
+                .collect();
+            big.extend_from_slice(line.as_bytes());
+            big.extend_from_slice(b"\r\n");
+        }
+        msgs.push(("INBOX", big, ""));
+    }
+    for (folder, bytes, flags) in &msgs {
+        case.env.seed_message(&case.user, folder, bytes, flags);
+    }
+    msgs.into_iter().map(|(_, b, _)| b).collect()
+}
+
+/// Flags of every message in every folder, as the server reports them (read-only look).
+async fn all_flags(env: &TestEnv, user: &MailUser) -> BTreeMap<(String, u32), Vec<String>> {
+    use futures::TryStreamExt as _;
+    let mut session = env.imap_login(user).await;
+    let names: Vec<String> = session
+        .list(None, Some("*"))
+        .await
+        .unwrap()
+        .map_ok(|n| n.name().to_owned())
+        .try_collect()
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for name in names {
+        // Parents that only hold children cannot be examined.
+        let Ok(mbox) = session.examine(&name).await else {
+            continue;
+        };
+        if mbox.exists == 0 {
+            continue;
+        }
+        let fetches: Vec<_> = session
+            .uid_fetch("1:*", "(UID FLAGS)")
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        for f in &fetches {
+            let mut flags: Vec<String> = f
+                .flags()
+                .map(|x| format!("{x:?}"))
+                .filter(|x| !x.contains("Recent"))
+                .collect();
+            flags.sort();
+            out.insert((name.clone(), f.uid.unwrap()), flags);
+        }
+    }
+    session.logout().await.unwrap();
+    out
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn archive_a_mailbox_byte_for_byte_incrementally_and_read_only() {
+    let case = Case::new("imap-e2e", S3Flavour::Versitygw).await;
+    let seeded = seed_mailbox(&case, 30 * 1024 * 1024);
+    let flags_before = all_flags(&case.env, &case.user).await;
+
+    let first = case.archive();
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        String::from_utf8_lossy(&first.stdout)
+            .contains(&format!("archived {} new records", seeded.len())),
+        "{}",
+        text(&first)
+    );
+
+    // Archiving changed nothing in the mailbox: every flag as it was, \Seen included.
+    assert_eq!(all_flags(&case.env, &case.user).await, flags_before);
+
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["records"].as_array().unwrap().len(), seeded.len());
+    let exported = case.export_all(&report);
+    assert_eq!(
+        sorted(exported.into_values().collect()),
+        sorted(seeded.clone()),
+        "export is not byte for byte"
+    );
+
+    // No new mail: no message body is fetched.
+    let again = case.archive();
+    assert!(again.status.success(), "{}", text(&again));
+    let out = String::from_utf8_lossy(&again.stdout);
+    assert!(out.contains("archived 0 new records"), "{out}");
+    for line in out.lines().filter(|l| l.starts_with("  ")) {
+        assert!(
+            line.contains(" 0 fetched") && line.contains("unchanged"),
+            "a folder was fetched again: {line}"
+        );
+    }
+
+    // New mail adds exactly the new records.
+    case.env.seed_message(
+        &case.user,
+        "INBOX",
+        b"From: a@city.example\r\nSubject: new\r\n\r\nnew\r\n",
+        "",
+    );
+    let third = case.archive();
+    assert!(
+        String::from_utf8_lossy(&third.stdout).contains("archived 1 new records"),
+        "{}",
+        text(&third)
+    );
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(
+        report["records"].as_array().unwrap().len(),
+        seeded.len() + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_uidvalidity_reset_loses_nothing_and_duplicates_nothing() {
+    let case = Case::new("imap-uidvalidity", S3Flavour::Versitygw).await;
+    let seeded = seed_mailbox(&case, 0);
+    assert!(case.archive().status.success());
+
+    // Recreate "Sent" with the same message plus one new one: a new UIDVALIDITY.
+    let mut session = case.env.imap_login(&case.user).await;
+    let before = session.examine("Sent").await.unwrap().uid_validity;
+    // Dovecot disconnects a session whose selected mailbox is deleted: select another first.
+    session.examine("INBOX").await.unwrap();
+    session.delete("Sent").await.unwrap();
+    session.create("Sent").await.unwrap();
+    let sent_msg = &seeded[4];
+    session.append("Sent", None, None, sent_msg).await.unwrap();
+    session
+        .append(
+            "Sent",
+            None,
+            None,
+            b"From: b@city.example\r\nSubject: after reset\r\n\r\nx\r\n",
+        )
+        .await
+        .unwrap();
+    let after = session.examine("Sent").await.unwrap().uid_validity;
+    session.logout().await.unwrap();
+    assert_ne!(before, after, "Dovecot kept UIDVALIDITY");
+
+    let run = case.archive();
+    assert!(run.status.success(), "{}", text(&run));
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(out.contains("UIDVALIDITY changed"), "{out}");
+    assert!(
+        out.contains("archived 1 new records (1 already archived"),
+        "{out}"
+    );
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(
+        report["records"].as_array().unwrap().len(),
+        seeded.len() + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_at_several_points_then_resume_without_loss_or_double_logging() {
+    let case = Case::new("imap-kill", S3Flavour::Versitygw).await;
+    let n = 400;
+    let mut seeded = Vec::new();
+    for i in 0..n {
+        let body = format!(
+            "From: a@city.example\r\nSubject: message {i}\r\nMessage-ID: <{i}@city.example>\r\n\r\n{}\r\n",
+            "line of text\r\n".repeat(20 + i % 50)
+        );
+        case.env.seed_message(
+            &case.user,
+            if i % 3 == 0 { "Sent" } else { "INBOX" },
+            body.as_bytes(),
+            "",
+        );
+        seeded.push(body.into_bytes());
+    }
+    let args = case.archive_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for delay_ms in [300u64, 900, 1600, 2500] {
+        let mut child = case
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    let last = case.archive();
+    assert!(last.status.success(), "{}", text(&last));
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(
+        report["records"].as_array().unwrap().len(),
+        n,
+        "records lost or duplicated"
+    );
+    assert_eq!(
+        report["log_faults"].as_array().unwrap().len(),
+        0,
+        "{report:#}"
+    );
+    // The log has exactly one ingest per record: size equals the record count.
+    assert_eq!(report["log_size"].as_u64().unwrap(), n as u64, "{report:#}");
+    let exported = case.export_all(&report);
+    assert_eq!(sorted(exported.into_values().collect()), sorted(seeded));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_password_and_a_bucket_without_object_lock_are_refused_clearly() {
+    let mut case = Case::new("imap-refusals", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0);
+    let real = case.user.password.clone();
+    case.user.password = "not-the-password".into();
+    let o = case.archive();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("refused"), "{err}");
+    assert!(
+        !err.contains("not-the-password") && !err.contains(&real),
+        "a password reached the output: {err}"
+    );
+
+    case.user.password = real;
+    let plain = unique_name("nolock");
+    case.env
+        .s3_client(S3Flavour::Versitygw)
+        .create_bucket()
+        .bucket(&plain)
+        .send()
+        .await
+        .unwrap();
+    case.bucket = plain;
+    let o = case.archive();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not have Object Lock enabled"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moto_flavour_archives_and_verifies() {
+    let case = Case::new("imap-moto", S3Flavour::Moto).await;
+    let seeded = seed_mailbox(&case, 0);
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    let exported = case.export_all(&report);
+    assert_eq!(sorted(exported.into_values().collect()), sorted(seeded));
+}
