@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test lint fmt-check clippy core-deps unit integration env-up env-down env-purge tools bench
+.PHONY: test lint fmt-check clippy core-deps unit integration env-up env-down env-purge tools bench bench-log bench-archive
 
 ## test: everything CI runs — formatting, clippy, unit tests, then the integration tests against
 ## the real local components (started here and stopped afterwards, also when a test fails).
@@ -46,7 +46,19 @@ env-purge:
 tools:
 	tests/env/build-tools
 
-## bench: benchmarks that print figures (not tests). The record log: build and verify 1,000,000
-## entries (set N=... for another size).
-bench:
+## bench: benchmarks that print figures (not tests): the record log, then the archive job
+## against mbsync. BENCH=mixed or BENCH=small runs one mailbox of the archive benchmark.
+bench: bench-log bench-archive
+
+## bench-log: build and verify a log of 1,000,000 entries (set N=... for another size).
+bench-log:
 	$(CARGO) bench -p mailvault-core --bench record_log --locked -- $(N)
+
+## bench-archive: mailvault vs mbsync on seeded mailboxes (needs the environment; installs isync
+## and GNU time from Debian when missing).
+bench-archive:
+	@command -v mbsync >/dev/null && [ -x /usr/bin/time ] || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends isync time >/dev/null)
+	$(CARGO) build --release -p mailvault -p mailvault-tests --bins --locked
+	tests/env/up
+	set -o pipefail; rc=0; $${CARGO_TARGET_DIR:-target}/release/archive-bench $(BENCH) || rc=$$?; tests/env/down; exit $$rc

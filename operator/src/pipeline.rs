@@ -11,11 +11,12 @@
 use crate::archive::{ArchiveLog, Sidecar as SidecarFields};
 use crate::store::{RecordPut, Store, StoreInfo};
 use crate::{Error, Result};
+use futures::StreamExt as _;
 use mailvault_core::bundle::checkpoint_key;
 use mailvault_core::checkpoint::CheckpointSigner;
-use mailvault_core::entry::{EntryBody, RecordId, RetainUntil};
+use mailvault_core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
 use mailvault_core::note::NoteSigner;
-use mailvault_core::record::{SALT_LEN, commitment};
+use mailvault_core::record::{SALT_LEN, commitment_from_digest};
 use mailvault_core::retention::Period;
 use mailvault_core::{Hash, UnixTime};
 use std::collections::HashSet;
@@ -43,10 +44,50 @@ const PERMANENT_LOCK_YEARS: u32 = 100;
 /// The outcome of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Stored and logged as this record.
-    Archived(RecordId),
-    /// Already in the archive (logged by an earlier run).
+    /// Being stored; it is logged once its PUT succeeds (at the latest by the next checkpoint).
+    Stored,
+    /// Already in the archive (logged by an earlier run, or earlier in this one).
     AlreadyArchived(RecordId),
+}
+
+/// Stores in flight at once: enough to keep both cores and the store busy.
+const MAX_IN_FLIGHT: usize = 8;
+/// Original bytes in flight at once, so a run of large messages stays within bounded memory.
+const MAX_IN_FLIGHT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A record whose PUT succeeded, waiting to be logged.
+struct Stored {
+    id: RecordId,
+    logged_at: UnixTime,
+    original_size: u64,
+    body: EntryBody,
+}
+
+type StoreJob<'s> = std::pin::Pin<Box<dyn Future<Output = Result<Stored>> + Send + 's>>;
+
+thread_local! {
+    /// One zstd context per blocking thread, reused: creating one per message showed up in
+    /// profiles.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn compress(bytes: &[u8]) -> Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut slot = c.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(
+                zstd::bulk::Compressor::new(ZSTD_LEVEL)
+                    .map_err(|e| Error::Store(format!("zstd: {e}")))?,
+            );
+        }
+        match slot.as_mut() {
+            Some(z) => z
+                .compress(bytes)
+                .map_err(|e| Error::Store(format!("zstd: {e}"))),
+            None => Err(Error::Store("zstd: no compressor".into())),
+        }
+    })
 }
 
 /// Totals of a run.
@@ -83,6 +124,8 @@ pub struct Archiver<'s, S: Store> {
     retention: RetentionChoice,
     since_checkpoint: usize,
     summary: RunSummary,
+    in_flight: futures::stream::FuturesOrdered<StoreJob<'s>>,
+    in_flight_bytes: u64,
 }
 
 impl<'s, S: Store> Archiver<'s, S> {
@@ -108,6 +151,8 @@ impl<'s, S: Store> Archiver<'s, S> {
             retention,
             since_checkpoint: 0,
             summary: RunSummary::default(),
+            in_flight: futures::stream::FuturesOrdered::new(),
+            in_flight_bytes: 0,
         };
         archiver.adopt_unlogged(now).await?;
         Ok(archiver)
@@ -165,17 +210,19 @@ impl<'s, S: Store> Archiver<'s, S> {
         Ok(())
     }
 
-    /// Archives one message (stores, then logs). Call [`Self::checkpoint`] at the end.
+    /// Archives one message: it is compressed and stored concurrently with the next ones (a
+    /// bounded number at a time), and logged once its PUT has succeeded. Call
+    /// [`Self::checkpoint`] at the end, which waits for every store in flight.
     pub async fn archive(&mut self, msg: SourceMessage, now: UnixTime) -> Result<Outcome> {
         let id = record_id(self.log.origin(), &msg.identity);
         if self.archived.contains(&id) {
             self.summary.skipped += 1;
             return Ok(Outcome::AlreadyArchived(id));
         }
+        // Marked at once, so the same message twice in one run is stored once.
+        self.archived.insert(id.clone());
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).map_err(|e| Error::Random(e.to_string()))?;
-        let original_commitment = commitment(&salt, &msg.bytes);
-        let original_len = msg.bytes.len() as u64;
         let retain_until = self.retention.period.retain_until(now);
         let lock_until = match retain_until {
             RetainUntil::Until(t) => t,
@@ -190,66 +237,112 @@ impl<'s, S: Store> Archiver<'s, S> {
                 RetainUntil::Permanent => now,
             },
         };
-        let sidecar = SidecarFields {
-            series: self.retention.series.clone(),
-            retain_until,
-            commitment: original_commitment,
-            salt,
-            folder: msg.folder.clone(),
-            identity: msg.identity.clone(),
-            location: msg.location.clone(),
-            internal_date: msg.internal_date,
-            flags: msg.flags.clone(),
-            original_size: original_len,
-        }
-        .to_map();
-        let bytes = msg.bytes;
-        let stored = tokio::task::spawn_blocking(move || zstd::bulk::compress(&bytes, ZSTD_LEVEL))
-            .await
-            .map_err(|e| Error::Store(format!("compression task failed: {e}")))?
-            .map_err(|e| Error::Store(format!("zstd: {e}")))?;
-        let stored_sha256 = Hash::of(&stored);
-        let stored_size = stored.len() as u64;
-        let object_key = format!("records/{id}");
-        let version = self
-            .store
-            .put_record(RecordPut {
-                key: &object_key,
-                bytes: stored,
-                sha256: stored_sha256,
-                retain_until: lock_until,
-                sidecar: &sidecar,
+        let original_size = msg.bytes.len() as u64;
+        let series = self.retention.series.clone();
+        let store = self.store;
+        let job = async move {
+            let SourceMessage {
+                folder,
+                identity,
+                bytes,
+                content_sha256,
+                internal_date,
+                flags,
+                location,
+            } = msg;
+            let original_commitment = commitment_from_digest(&salt, &content_sha256);
+            // Compression and the stored hash are CPU work: off the async threads.
+            let (stored, stored_sha256) = tokio::task::spawn_blocking(move || {
+                compress(&bytes).map(|stored| {
+                    let sha = Hash::of(&stored);
+                    (stored, sha)
+                })
             })
-            .await?;
-        // Logged only now that the PUT succeeded.
-        self.log.log.append(
-            now,
-            id.clone(),
-            EntryBody::Ingest {
-                series: self.retention.series.clone(),
+            .await
+            .map_err(|e| Error::Store(format!("compression task failed: {e}")))??;
+            let sidecar = SidecarFields {
+                series: series.clone(),
                 retain_until,
-                lock_mode: self.info.lock_mode,
-                object_key,
-                object_version: version,
-                stored_sha256,
-                stored_size,
-                original_commitment,
-            },
-        )?;
-        self.archived.insert(id.clone());
-        self.summary.archived += 1;
-        self.summary.original_bytes += original_len;
-        self.summary.stored_bytes += stored_size;
-        self.since_checkpoint += 1;
+                commitment: original_commitment,
+                salt,
+                folder,
+                identity,
+                location,
+                internal_date,
+                flags,
+                original_size,
+            }
+            .to_map();
+            let stored_size = stored.len() as u64;
+            let object_key = format!("records/{id}");
+            let object_version = store
+                .put_record(RecordPut {
+                    key: &object_key,
+                    bytes: stored,
+                    sha256: stored_sha256,
+                    retain_until: lock_until,
+                    sidecar: &sidecar,
+                })
+                .await?;
+            Ok(Stored {
+                id,
+                logged_at: now,
+                original_size,
+                body: EntryBody::Ingest {
+                    series,
+                    retain_until,
+                    lock_mode: LockMode::None, // set from the store when logged
+                    object_key,
+                    object_version,
+                    stored_sha256,
+                    stored_size,
+                    original_commitment,
+                },
+            })
+        };
+        self.in_flight_bytes += original_size;
+        self.in_flight.push_back(Box::pin(job));
+        while self.in_flight.len() >= MAX_IN_FLIGHT || self.in_flight_bytes > MAX_IN_FLIGHT_BYTES {
+            self.log_next_stored().await?;
+        }
         if self.since_checkpoint >= CHECKPOINT_EVERY {
             self.checkpoint().await?;
         }
-        Ok(Outcome::Archived(id))
+        Ok(Outcome::Stored)
+    }
+
+    /// Waits for the oldest store in flight and logs it (entries keep submission order).
+    async fn log_next_stored(&mut self) -> Result<()> {
+        let Some(done) = self.in_flight.next().await else {
+            return Ok(());
+        };
+        let mut stored = done?;
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(stored.original_size);
+        if let EntryBody::Ingest {
+            lock_mode,
+            stored_size,
+            ..
+        } = &mut stored.body
+        {
+            *lock_mode = self.info.lock_mode;
+            self.summary.stored_bytes += *stored_size;
+        }
+        // Logged only now that the PUT succeeded.
+        self.log
+            .log
+            .append(stored.logged_at, stored.id, stored.body)?;
+        self.summary.archived += 1;
+        self.summary.original_bytes += stored.original_size;
+        self.since_checkpoint += 1;
+        Ok(())
     }
 
     /// Writes the new log bundles, then a signed checkpoint covering them. Returns the size
     /// signed, or `None` if nothing was new.
     pub async fn checkpoint(&mut self) -> Result<Option<u64>> {
+        while !self.in_flight.is_empty() {
+            self.log_next_stored().await?;
+        }
         let size = self.log.log.size();
         let last = self.signer.last_signed().map_or(0, |h| h.size);
         for bundle in self.log.log.take_bundles() {

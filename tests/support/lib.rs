@@ -42,21 +42,25 @@ pub struct MailUser {
     pub password: String,
 }
 
-/// The `mailvault` binary of this build (`make integration` builds it before the tests):
-/// next to the test executable's `deps/` directory.
+/// The `mailvault` binary of this build (`make integration` builds it before the tests): beside
+/// this executable (a bin) or one directory up (a test, which lives in `deps/`).
 pub fn mailvault_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let bin = dir.join("mailvault");
-    assert!(
-        bin.is_file(),
-        "the mailvault binary is not built at {}: run `cargo build -p mailvault` (make integration does)",
-        bin.display()
-    );
-    bin
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("mailvault"))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "the mailvault binary is not built (looked for {candidates:?}): run `cargo build -p mailvault` (make integration does)"
+            )
+        })
 }
 
 /// Installs the process-wide rustls crypto provider once. kube and aws-sdk both use rustls;

@@ -301,12 +301,14 @@ impl ImapSource {
                         folder.name
                     )));
                 };
+                let content_sha256 = mailvault_core::Hash::of(body);
                 Ok(Some((
                     uid,
                     SourceMessage {
                         folder: folder.name.clone(),
-                        identity: super::local::content_identity(&folder.name, body),
+                        identity: super::content_identity(&folder.name, &content_sha256),
                         bytes: body.to_vec(),
+                        content_sha256,
                         internal_date: fetch.internal_date().map(|d| UnixTime(d.timestamp())),
                         flags: fetch.flags().map(|f| flag_name(&f)).collect(),
                         location: format!(

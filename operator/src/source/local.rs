@@ -1,6 +1,6 @@
 //! Local sources: `mbox:FILE`, `maildir:DIR` and `eml:DIR`.
 
-use super::SourceMessage;
+use super::{SourceMessage, content_identity};
 use crate::{Error, Result};
 use mailvault_core::{Hash, UnixTime};
 use std::path::{Path, PathBuf};
@@ -28,20 +28,16 @@ fn local_message(
     internal_date: Option<UnixTime>,
     flags: Vec<String>,
 ) -> SourceMessage {
+    let content_sha256 = Hash::of(&bytes);
     SourceMessage {
         folder: folder.to_owned(),
-        identity: content_identity(folder, &bytes),
+        identity: content_identity(folder, &content_sha256),
         bytes,
+        content_sha256,
         internal_date,
         flags,
         location,
     }
-}
-
-/// The identity of a message by folder and content: the same bytes in the same folder are the
-/// same record, however they were read (a renamed file, a UIDVALIDITY reset, a re-run).
-pub fn content_identity(folder: &str, bytes: &[u8]) -> String {
-    format!("{folder}\u{0}{}", Hash::of(bytes).to_hex())
 }
 
 /// Reads an mbox file (mboxrd: `>From ` quoting is undone). Messages are separated by lines

@@ -8,7 +8,13 @@
 pub mod imap;
 pub mod local;
 
-use mailvault_core::UnixTime;
+use mailvault_core::{Hash, UnixTime};
+
+/// The identity of a message by folder and content: the same bytes in the same folder are the
+/// same record, however they were read (a renamed file, a UIDVALIDITY reset, a re-run).
+pub fn content_identity(folder: &str, content_sha256: &Hash) -> String {
+    format!("{folder}\u{0}{}", content_sha256.to_hex())
+}
 
 /// One message as a source delivers it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +26,8 @@ pub struct SourceMessage {
     pub identity: String,
     /// The exact RFC 5322 bytes.
     pub bytes: Vec<u8>,
+    /// SHA-256 of `bytes`, computed once by the source (identity and commitment both use it).
+    pub content_sha256: Hash,
     /// When the source received the message, if it says.
     pub internal_date: Option<UnixTime>,
     /// Flags at capture (IMAP flags, or Maildir info letters).

@@ -249,7 +249,11 @@ impl Store for S3Store {
         for (k, v) in put.sidecar {
             req = req.metadata(k, v);
         }
+        // The signed x-amz-checksum-sha256 header already binds the body (the server checks it),
+        // so the SigV4 payload hash would be a second SHA-256 pass on both sides for nothing.
         let out = req
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| s3_error("PutObject", &full, &e))?;
