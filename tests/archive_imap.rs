@@ -457,3 +457,46 @@ async fn moto_flavour_archives_and_verifies() {
     let exported = case.export_all(&report);
     assert_eq!(sorted(exported.into_values().collect()), sorted(seeded));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn folder_globs_choose_what_is_archived() {
+    let case = Case::new("imap-globs", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0); // INBOX 4, Sent 1, Archive/2026 1, Trash 1
+    let mut args = case.archive_args();
+    args.extend(["--exclude", "Trash", "--exclude", "Archive/*"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = case.mailvault(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("archived 5 new records"), "{out}");
+    assert!(
+        !out.contains("Trash") && !out.contains("Archive/2026"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_slipped_into_the_bucket_fails_verification() {
+    let case = Case::new("imap-intruder", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0);
+    assert!(case.archive().status.success());
+    // Someone with write access adds an object the log never saw: the auditor must see it.
+    case.env
+        .s3_client(S3Flavour::Versitygw)
+        .put_object()
+        .bucket(&case.bucket)
+        .key("police/chief/records/forged")
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(b"forged"))
+        .send()
+        .await
+        .unwrap();
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(1), "{report:#}");
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["record"] == "records/forged" && p["status"] == "UNLOGGED_OBJECT"),
+        "{report:#}"
+    );
+}

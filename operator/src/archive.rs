@@ -5,6 +5,7 @@
 
 use crate::store::{Sidecar as SidecarMap, Store};
 use crate::{Error, Result};
+use futures::{StreamExt as _, TryStreamExt as _};
 use mailvault_core::bundle::{checkpoint_key, parse_checkpoint_key};
 use mailvault_core::checkpoint::{Checkpoint, SignedHead};
 use mailvault_core::entry::{Entry, EntryBody, RecordId, RetainUntil};
@@ -48,15 +49,17 @@ impl ArchiveLog {
         let mut keys = store.list_keys("log/").await?;
         keys.extend(store.list_keys("checkpoints/").await?);
         let listing = LogListing::from_keys(keys.iter().map(String::as_str));
-        let mut bundles = Vec::new();
-        for group in listing.bundles.values() {
-            let key = match (&group.full, group.partials.last()) {
-                (Some(full), _) => full,
-                (None, Some((_, partial))) => partial,
-                (None, None) => continue,
-            };
-            bundles.push(fetch(store, key).await?);
-        }
+        let keys: Vec<&String> = listing
+            .bundles
+            .values()
+            .filter_map(|g| g.full.as_ref().or(g.partials.last().map(|(_, k)| k)))
+            .collect();
+        // Several reads at once: a large log is hundreds of bundles.
+        let bundles: Vec<Vec<u8>> = futures::stream::iter(keys)
+            .map(|k| fetch(store, k))
+            .buffered(8)
+            .try_collect()
+            .await?;
         let damaged = |e: &dyn std::fmt::Display| {
             Error::Conflict(format!(
                 "the log in the store is damaged ({e}); run `mailvault verify` for a full report"

@@ -345,6 +345,7 @@ async fn archive_command(
             exclude: imap.exclude.clone(),
         };
         let reports = sync_mailbox(&mut source, &mut archiver, store, &filter, now).await?;
+        archiver.finish().await?;
         source.logout().await?;
         for r in &reports {
             let mut notes = Vec::new();
@@ -386,7 +387,7 @@ async fn archive_command(
             let _ = std::io::stderr().flush();
         }
     }
-    archiver.checkpoint().await?;
+    archiver.finish().await?;
     if progress {
         eprintln!();
     }

@@ -35,6 +35,9 @@ pub struct RetentionChoice {
 
 /// zstd level: 3 is zstd's default, a good speed/ratio balance for mail.
 const ZSTD_LEVEL: i32 = 3;
+/// Key of the run marker: `{"in_progress": true}` while a run may have stored records it has
+/// not logged yet.
+pub const RUN_MARKER_KEY: &str = "state/run.json";
 /// Records between checkpoints.
 pub const CHECKPOINT_EVERY: usize = 500;
 /// Object Lock needs a date; a permanent record is locked this many years ahead (and extended
@@ -154,8 +157,36 @@ impl<'s, S: Store> Archiver<'s, S> {
             in_flight: futures::stream::FuturesOrdered::new(),
             in_flight_bytes: 0,
         };
-        archiver.adopt_unlogged(now).await?;
+        // Records can be stored but unlogged only if the last run did not finish; looking for
+        // them means listing every record, so it is done only then.
+        if !Self::last_run_finished(store).await? {
+            archiver.adopt_unlogged(now).await?;
+        }
+        store
+            .put_mutable(RUN_MARKER_KEY, br#"{"in_progress":true}"#.to_vec())
+            .await?;
         Ok(archiver)
+    }
+
+    async fn last_run_finished(store: &S) -> Result<bool> {
+        Ok(match store.get(RUN_MARKER_KEY, None).await? {
+            Some(marker) => {
+                serde_json::from_slice::<serde_json::Value>(&marker.bytes)
+                    .ok()
+                    .and_then(|v| v.get("in_progress").and_then(serde_json::Value::as_bool))
+                    == Some(false)
+            }
+            None => false,
+        })
+    }
+
+    /// Ends a run: waits for every store in flight, checkpoints, and marks the run finished.
+    pub async fn finish(&mut self) -> Result<Option<u64>> {
+        let signed = self.checkpoint().await?;
+        self.store
+            .put_mutable(RUN_MARKER_KEY, br#"{"in_progress":false}"#.to_vec())
+            .await?;
+        Ok(signed)
     }
 
     /// What the store guarantees.
