@@ -3,7 +3,7 @@
 //! without setting \Seen; a wrong password is a clear error, not a hang.
 
 use futures::TryStreamExt as _;
-use mailvault_tests::{MailUser, TestEnv};
+use mailvault_tests::TestEnv;
 use rustls_pki_types::ServerName;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -17,36 +17,6 @@ Message-ID: <smoke-1@city.example>\r\n\
 Date: Sat, 28 Nov 2026 03:00:00 +0000\r\n\
 \r\n\
 Body with a NUL-free 8-bit line: caf\xc3\xa9\r\n";
-
-async fn connect_imaps(
-    env: &TestEnv,
-) -> async_imap::Client<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect((env.imap_host(), env.imaps_port()))
-        .await
-        .expect("tcp");
-    let name = ServerName::try_from(env.imap_host().to_owned()).expect("server name");
-    let tls = env
-        .tls_connector()
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake with Dovecot");
-    let mut client = async_imap::Client::new(tls);
-    client
-        .read_response()
-        .await
-        .expect("greeting")
-        .expect("greeting");
-    client
-}
-
-async fn login(env: &TestEnv, user: &MailUser) -> TlsSession {
-    connect_imaps(env)
-        .await
-        .login(&user.name, &user.password)
-        .await
-        .map_err(|(e, _)| e)
-        .expect("login")
-}
 
 async fn fetch_all(session: &mut TlsSession) -> Vec<(u32, Vec<u8>, Vec<String>)> {
     let fetches: Vec<_> = session
@@ -77,7 +47,7 @@ async fn imaps_fetches_a_seeded_message_byte_for_byte_without_setting_seen() {
         "S",
     );
 
-    let mut session = login(&env, &user).await;
+    let mut session = env.imap_login(&user).await;
     let mailbox = session.examine("INBOX").await.expect("EXAMINE INBOX");
     assert_eq!(mailbox.exists, 1);
     assert!(mailbox.uid_validity.is_some());
@@ -156,7 +126,7 @@ async fn starttls_then_login() {
 async fn a_wrong_password_is_a_clear_error_not_a_hang() {
     let env = TestEnv::load();
     let user = env.new_mail_user("smoke-badpw");
-    let client = connect_imaps(&env).await;
+    let client = env.imap_client().await;
     let result = tokio::time::timeout(
         Duration::from_secs(20),
         client.login(&user.name, "not-the-password"),

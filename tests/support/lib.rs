@@ -233,12 +233,10 @@ impl TestEnv {
         tokio_rustls::TlsConnector::from(Arc::new(config))
     }
 
-    /// A logged-in IMAPS session for `user`, for tests that look at or change a mailbox the way
-    /// a mail client would (never used by mailvault itself).
-    pub async fn imap_login(
+    /// An IMAPS client that has read the greeting, trusting only the test CA.
+    pub async fn imap_client(
         &self,
-        user: &MailUser,
-    ) -> async_imap::Session<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    ) -> async_imap::Client<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
         let tcp = tokio::net::TcpStream::connect((self.imap_host(), self.imaps_port()))
             .await
             .expect("connecting to Dovecot");
@@ -248,7 +246,7 @@ impl TestEnv {
             .tls_connector()
             .connect(name, tcp)
             .await
-            .expect("TLS with Dovecot");
+            .expect("TLS handshake with Dovecot");
         let mut client = async_imap::Client::new(tls);
         client
             .read_response()
@@ -256,6 +254,16 @@ impl TestEnv {
             .expect("greeting")
             .expect("greeting");
         client
+    }
+
+    /// A logged-in IMAPS session for `user`, for tests that look at or change a mailbox the way
+    /// a mail client would (never used by mailvault itself).
+    pub async fn imap_login(
+        &self,
+        user: &MailUser,
+    ) -> async_imap::Session<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        self.imap_client()
+            .await
             .login(&user.name, &user.password)
             .await
             .map_err(|(e, _)| e)
