@@ -53,8 +53,9 @@ pub enum Outcome {
     AlreadyArchived(RecordId),
 }
 
-/// Stores in flight at once: enough to keep both cores and the store busy.
-const MAX_IN_FLIGHT: usize = 8;
+/// Stores in flight at once. Small messages are dominated by per-request latency: 32 measured
+/// 15% faster than 8 on 50,000 short messages (docs/benchmarks.md); bytes are capped below.
+const MAX_IN_FLIGHT: usize = 32;
 /// Original bytes in flight at once, so a run of large messages stays within bounded memory.
 const MAX_IN_FLIGHT_BYTES: u64 = 64 * 1024 * 1024;
 

@@ -277,11 +277,27 @@ impl TestEnv {
         Self::require_listening("Dovecot", self.imap_host(), self.imaps_port());
         let name = unique_name(prefix);
         let password = format!("pw-{}", unique_name("x").replace('-', ""));
+        // One write(2) per line under a process-wide lock: tests add users from many threads,
+        // and a line split across two writes could interleave with another and be lost.
+        static PASSWD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = PASSWD_LOCK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let line = format!("{name}:{{PLAIN}}{password}::::::\n");
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(self.var("IMAP_PASSWD_FILE"))
             .expect("opening Dovecot's passwd-file");
-        writeln!(f, "{name}:{{PLAIN}}{password}::::::").expect("adding a Dovecot user");
+        f.write_all(line.as_bytes()).expect("adding a Dovecot user");
+        // Dovecot looks at a passwd-file at most once per second (its ioloop time): a lookup
+        // earlier in this second may have read the file before our line. From the next second
+        // on, the new size makes it re-read. Wait that out.
+        let subsec = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_millis());
+        std::thread::sleep(std::time::Duration::from_millis(
+            u64::from(1000 - subsec) + 20,
+        ));
         MailUser { name, password }
     }
 

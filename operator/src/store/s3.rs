@@ -80,6 +80,11 @@ fn code<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Option<&str> {
     }
 }
 
+/// The value of `x-amz-checksum-sha256`: base64 of the digest.
+fn checksum_header(sha256: &Hash) -> String {
+    base64::engine::general_purpose::STANDARD.encode(sha256.0)
+}
+
 fn to_datetime(t: UnixTime) -> DateTime {
     DateTime::from_secs(t.0)
 }
@@ -169,7 +174,7 @@ impl S3Store {
 
     async fn put_plain(&self, key: &str, bytes: Vec<u8>, if_absent: bool) -> Result<bool> {
         let full = self.full_key(key);
-        let checksum = base64::engine::general_purpose::STANDARD.encode(Hash::of(&bytes).0);
+        let checksum = checksum_header(&Hash::of(&bytes));
         let mut req = self
             .client
             .put_object()
@@ -234,7 +239,7 @@ impl Store for S3Store {
 
     async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
         let full = self.full_key(put.key);
-        let checksum = base64::engine::general_purpose::STANDARD.encode(put.sha256.0);
+        let checksum = checksum_header(&put.sha256);
         let mut req = self
             .client
             .put_object()
