@@ -67,5 +67,8 @@ bench-archive:
 	@command -v mbsync >/dev/null && [ -x /usr/bin/time ] || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends isync time >/dev/null)
 	$(CARGO) build --release -p mailvault -p mailvault-tests --bins --locked
-	tests/env/up
-	set -o pipefail; rc=0; $${CARGO_TARGET_DIR:-target}/release/archive-bench $(BENCH) || rc=$$?; tests/env/down; exit $$rc
+	@# Its own state directory, purged afterwards: a run leaves gigabytes of mail and locked
+	@# objects behind.
+	export MAILVAULT_ENV_DIR=$${TMPDIR:-/tmp}/mailvault-bench-env; rc=0; \
+	  tests/env/up && $${CARGO_TARGET_DIR:-target}/release/archive-bench $(BENCH) || rc=$$?; \
+	  tests/env/down --purge; exit $$rc
