@@ -519,3 +519,39 @@ async fn a_message_with_nul_bytes_is_archived_as_imap_delivers_it() {
         vec![b"Subject: nul\r\n\r\na\x80b\r\n".to_vec()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn xoauth2_with_a_token_from_a_file() {
+    // The test Dovecot offers XOAUTH2 and, having no OAuth2 server, checks the bearer token
+    // against the passwd-file as if it were the password (docs/environment.md).
+    let case = Case::new("imap-xoauth2", S3Flavour::Versitygw).await;
+    let seeded = seed_mailbox(&case, 0);
+    let token = case.dir.join("token");
+    let run = |token_value: &str| {
+        std::fs::write(&token, format!("{token_value}\n")).unwrap();
+        let mut args = case.archive_args();
+        args.extend([
+            "--oauth2-token-file".to_owned(),
+            token.display().to_string(),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = case.command(&args);
+        cmd.env_remove("MAILVAULT_IMAP_PASSWORD");
+        cmd.output().unwrap()
+    };
+    let refused = run("not-the-token");
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("refused") && !err.contains("not-the-token"),
+        "{err}"
+    );
+    let ok = run(&case.user.password);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        String::from_utf8_lossy(&ok.stdout)
+            .contains(&format!("archived {} new records", seeded.len())),
+        "{}",
+        text(&ok)
+    );
+}
