@@ -344,7 +344,25 @@ async fn archive_command(
             include: imap.include.clone(),
             exclude: imap.exclude.clone(),
         };
-        let reports = sync_mailbox(&mut source, &mut archiver, store, &filter, now).await?;
+        let terminal = std::io::stderr().is_terminal();
+        let mut progress = |folder: &str, fetched: u64, exists: u32| {
+            if terminal && (fetched.is_multiple_of(50) || fetched == u64::from(exists)) {
+                eprint!("\r{folder}: {fetched}/{exists}   ");
+                let _ = std::io::stderr().flush();
+            }
+        };
+        let reports = sync_mailbox(
+            &mut source,
+            &mut archiver,
+            store,
+            &filter,
+            now,
+            &mut progress,
+        )
+        .await?;
+        if terminal {
+            eprintln!();
+        }
         archiver.finish().await?;
         source.logout().await?;
         for r in &reports {

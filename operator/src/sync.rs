@@ -84,6 +84,10 @@ pub struct FolderReport {
     pub unchanged: bool,
 }
 
+/// Progress of a run, for a progress display: folder, messages fetched so far, messages the
+/// folder holds.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u32);
+
 /// Archives every selected folder of an IMAP session.
 pub async fn sync_mailbox<S: Store>(
     imap: &mut ImapSource,
@@ -91,6 +95,7 @@ pub async fn sync_mailbox<S: Store>(
     store: &S,
     filter: &FolderFilter,
     now: impl Fn() -> UnixTime,
+    progress: Progress<'_>,
 ) -> Result<Vec<FolderReport>> {
     let mut cursor = Cursor::load(store).await?;
     let mut reports = Vec::new();
@@ -100,7 +105,15 @@ pub async fn sync_mailbox<S: Store>(
         }
         let state = imap.examine(&folder).await?;
         let previous = cursor.folders.get(&folder).cloned();
-        let report = sync_folder(imap, archiver, &state, previous.as_ref(), &now).await?;
+        let report = sync_folder(
+            imap,
+            archiver,
+            &state,
+            previous.as_ref(),
+            &now,
+            &mut *progress,
+        )
+        .await?;
         archiver.checkpoint().await?;
         cursor.folders.insert(
             folder.clone(),
@@ -124,6 +137,7 @@ async fn sync_folder<S: Store>(
     state: &FolderState,
     previous: Option<&FolderCursor>,
     now: &impl Fn() -> UnixTime,
+    progress: Progress<'_>,
 ) -> Result<(FolderReport, u32)> {
     let mut report = FolderReport {
         folder: state.name.clone(),
@@ -172,6 +186,7 @@ async fn sync_folder<S: Store>(
             next = next.max(uid.saturating_add(1));
             archiver.archive(msg, now()).await?;
             report.fetched += 1;
+            progress(&state.name, report.fetched, state.exists);
         }
     }
     if previous.is_some() && !report.uid_validity_reset {
