@@ -29,7 +29,7 @@ pub struct ArchiveLog {
     pub head_note: Option<String>,
     /// Ids of every ingested record.
     pub ingested: HashSet<RecordId>,
-    /// Decoded entries, in order.
+    /// Decoded entries, in order (empty unless loaded with `keep_entries`).
     pub entries: Vec<Entry>,
 }
 
@@ -45,7 +45,14 @@ impl ArchiveLog {
     /// Reads the log of the archive `origin` from `store`, checking it against checkpoints
     /// signed by `key`. Refuses a log that does not match its newest checkpoint: writing on
     /// top of it would hide the damage (run `mailvault verify` to see what is wrong).
-    pub async fn load<S: Store>(store: &S, origin: &str, key: &NoteVerifier) -> Result<Self> {
+    /// `keep_entries: false` keeps only the ids of ingested records (what a writer needs),
+    /// not every decoded entry (what prove, export and ls need).
+    pub async fn load<S: Store>(
+        store: &S,
+        origin: &str,
+        key: &NoteVerifier,
+        keep_entries: bool,
+    ) -> Result<Self> {
         let mut keys = store.list_keys("log/").await?;
         keys.extend(store.list_keys("checkpoints/").await?);
         let listing = LogListing::from_keys(keys.iter().map(String::as_str));
@@ -66,17 +73,19 @@ impl ArchiveLog {
             ))
         };
         let log = RecordLog::resume(bundles.iter().map(Vec::as_slice)).map_err(|e| damaged(&e))?;
-        let mut entries = Vec::with_capacity(usize::try_from(log.size()).unwrap_or(0));
+        let mut entries = Vec::new();
+        let mut ingested = HashSet::new();
         for b in &bundles {
             for bytes in mailvault_core::bundle::decode_bundle(b).map_err(|e| damaged(&e))? {
-                entries.push(Entry::decode(bytes).map_err(|e| damaged(&e))?);
+                let entry = Entry::decode(bytes).map_err(|e| damaged(&e))?;
+                if matches!(entry.body, EntryBody::Ingest { .. }) {
+                    ingested.insert(entry.record.clone());
+                }
+                if keep_entries {
+                    entries.push(entry);
+                }
             }
         }
-        let ingested = entries
-            .iter()
-            .filter(|e| matches!(e.body, EntryBody::Ingest { .. }))
-            .map(|e| e.record.clone())
-            .collect();
         let newest = listing
             .checkpoints
             .iter()

@@ -228,7 +228,7 @@ fn read_source(from: &str) -> Result<Vec<mailvault::source::SourceMessage>> {
 
 /// Opens the log of the archive signed by `key` (its name is the origin).
 async fn open_log(store: &AnyStore, key: &NoteVerifier) -> Result<ArchiveLog> {
-    ArchiveLog::load(store, key.name(), key).await
+    ArchiveLog::load(store, key.name(), key, true).await
 }
 
 async fn run(command: Command) -> Result<ExitCode> {

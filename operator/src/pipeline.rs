@@ -144,12 +144,12 @@ impl<'s, S: Store> Archiver<'s, S> {
     ) -> Result<Self> {
         let info = store.preflight().await?;
         let verifier = mailvault_core::note::NoteVerifier::parse(&key.verifier_key())?;
-        let log = ArchiveLog::load(store, origin, &verifier).await?;
+        let mut log = ArchiveLog::load(store, origin, &verifier, false).await?;
         let signer = CheckpointSigner::new(origin, key, log.head);
         let mut archiver = Self {
             store,
             info,
-            archived: log.ingested.clone(),
+            archived: std::mem::take(&mut log.ingested),
             log,
             signer,
             retention,
