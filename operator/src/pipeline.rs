@@ -396,3 +396,138 @@ impl<'s, S: Store> Archiver<'s, S> {
         Ok(Some(size))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{self, Sidecar as SidecarFields};
+    use crate::source::content_identity;
+    use crate::store::fs::FsStore;
+    use mailvault_core::note::NoteVerifier;
+    use mailvault_core::verify::{RecordStatus, Trust};
+
+    const ORIGIN: &str = "mailvault.io/test/pipeline";
+    const NOW: UnixTime = UnixTime(1_795_836_120);
+
+    fn message(n: u32) -> SourceMessage {
+        let bytes = format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes();
+        let content_sha256 = Hash::of(&bytes);
+        SourceMessage {
+            folder: "INBOX".into(),
+            identity: content_identity("INBOX", &content_sha256),
+            bytes,
+            content_sha256,
+            internal_date: None,
+            flags: vec![],
+            location: format!("test:{n}"),
+        }
+    }
+
+    fn key() -> NoteSigner {
+        NoteSigner::new(ORIGIN, &[4; 32]).unwrap()
+    }
+
+    fn retention() -> RetentionChoice {
+        RetentionChoice {
+            series: "MO-GS-003".into(),
+            period: "P1Y".parse().unwrap(),
+        }
+    }
+
+    /// Stores a record the way an interrupted run leaves it: PUT, never logged.
+    async fn plant_unlogged(store: &FsStore, msg: &SourceMessage) -> RecordId {
+        let id = record_id(ORIGIN, &msg.identity);
+        let salt = [9u8; SALT_LEN];
+        let sidecar = SidecarFields {
+            series: "MO-GS-003".into(),
+            retain_until: RetainUntil::Until(UnixTime(NOW.0 + 86_400)),
+            commitment: commitment_from_digest(&salt, &msg.content_sha256),
+            salt,
+            folder: msg.folder.clone(),
+            identity: msg.identity.clone(),
+            location: msg.location.clone(),
+            internal_date: None,
+            flags: vec![],
+            original_size: msg.bytes.len() as u64,
+        }
+        .to_map();
+        let stored = compress(&msg.bytes).unwrap();
+        store
+            .put_record(RecordPut {
+                key: &format!("records/{id}"),
+                sha256: Hash::of(&stored),
+                bytes: stored,
+                retain_until: UnixTime(NOW.0 + 86_400),
+                sidecar: &sidecar,
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    async fn verify(store: &FsStore) -> mailvault_core::verify::Report {
+        let trust = Trust {
+            keys: vec![NoteVerifier::parse(&key().verifier_key()).unwrap()],
+            origin: Some(ORIGIN.into()),
+            trusted_checkpoint: None,
+            now: NOW,
+        };
+        archive::verify(store, trust, &mut |_| {}).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_interrupted_run_is_completed_by_the_next_and_nothing_is_stored_twice() {
+        let dir = std::env::temp_dir().join(format!("mailvault-pipeline-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = FsStore::new(&dir);
+
+        // A run that stored and checkpointed three records but never finished...
+        let mut first = Archiver::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        for n in 0..3 {
+            first.archive(message(n), NOW).await.unwrap();
+        }
+        first.checkpoint().await.unwrap();
+        drop(first);
+        // ...and had PUT a fourth whose entry never reached the log.
+        let orphan = plant_unlogged(&store, &message(3)).await;
+        let before = verify(&store).await;
+        assert_eq!(before.counts.get(&RecordStatus::UnloggedObject), Some(&1));
+
+        // The next run finds the mark of the unfinished run, adopts the orphan, stores nothing again.
+        let mut second = Archiver::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(second.summary().adopted, 1);
+        for n in 0..4 {
+            assert!(matches!(
+                second.archive(message(n), NOW).await.unwrap(),
+                Outcome::AlreadyArchived(_)
+            ));
+        }
+        second.archive(message(4), NOW).await.unwrap();
+        second.finish().await.unwrap();
+        let after = verify(&store).await;
+        assert!(after.verified(), "{}", after.to_text());
+        assert_eq!(after.counts.get(&RecordStatus::PresentOk), Some(&5));
+        assert_eq!(after.log_size, 5, "one ingest per record");
+
+        // After a finished run nobody looks for orphans: one planted now stays visible to the
+        // auditor as unlogged instead of being silently adopted.
+        let late = plant_unlogged(&store, &message(9)).await;
+        assert_ne!(late, orphan);
+        let third = Archiver::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(third.summary().adopted, 0);
+        assert_eq!(
+            verify(&store)
+                .await
+                .counts
+                .get(&RecordStatus::UnloggedObject),
+            Some(&1)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
