@@ -366,13 +366,22 @@ pub async fn verify<S: Store>(
             partials.iter().map(|(w, b)| (*w, b.as_slice())).collect();
         v.add_bundle(*index, full.as_deref(), &partial_refs);
     }
+    // Every version is read back and hashed, several at a time; the listing keeps key order.
+    let hashed: Vec<(String, StoredVersion)> =
+        futures::stream::iter(store.list_versions("records/").await?)
+            .map(|(key, mut version)| async move {
+                if !version.delete_marker
+                    && let Some(object) = store.get(&key, Some(&version.version_id)).await?
+                {
+                    version.sha256 = Some(Hash::of(&object.bytes));
+                }
+                Ok::<_, Error>((key, version))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
     let mut by_key: BTreeMap<String, Vec<StoredVersion>> = BTreeMap::new();
-    for (key, mut version) in store.list_versions("records/").await? {
-        if !version.delete_marker
-            && let Some(object) = store.get(&key, Some(&version.version_id)).await?
-        {
-            version.sha256 = Some(Hash::of(&object.bytes));
-        }
+    for (key, version) in hashed {
         by_key.entry(key).or_default().push(version);
     }
     Ok(v.finish_streaming(by_key, sink))

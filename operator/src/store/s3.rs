@@ -12,6 +12,7 @@ use aws_sdk_s3::types::{
     ChecksumAlgorithm, ObjectLockEnabled, ObjectLockLegalHoldStatus, ObjectLockMode,
 };
 use base64::Engine as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use mailvault_core::entry::LockMode;
 use mailvault_core::verify::StoredVersion;
 use mailvault_core::{Hash, UnixTime};
@@ -380,36 +381,39 @@ impl Store for S3Store {
             }
         }
         out.sort();
-        // Lock state is per version: ask for it (listings do not carry it).
-        let mut versions = Vec::with_capacity(out.len());
-        for (key, version_id, delete_marker) in out {
-            let mut sv = StoredVersion {
-                version_id,
-                delete_marker,
-                ..StoredVersion::default()
-            };
-            if !delete_marker {
-                let fk = self.full_key(&key);
-                let head = self
-                    .client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(&fk)
-                    .version_id(&sv.version_id)
-                    .send()
-                    .await
-                    .map_err(|e| s3_error("HeadObject", &fk, &e))?;
-                sv.lock_mode = head.object_lock_mode().and_then(|m| match m {
-                    ObjectLockMode::Compliance => Some(LockMode::Compliance),
-                    ObjectLockMode::Governance => Some(LockMode::Governance),
-                    _ => None,
-                });
-                sv.retain_until = head.object_lock_retain_until_date().map(from_datetime);
-                sv.legal_hold =
-                    head.object_lock_legal_hold_status() == Some(&ObjectLockLegalHoldStatus::On);
-            }
-            versions.push((key, sv));
-        }
+        // Lock state is per version: ask for it (listings do not carry it), several at a time.
+        let versions: Vec<(String, StoredVersion)> = futures::stream::iter(out)
+            .map(|(key, version_id, delete_marker)| async move {
+                let mut sv = StoredVersion {
+                    version_id,
+                    delete_marker,
+                    ..StoredVersion::default()
+                };
+                if !delete_marker {
+                    let fk = self.full_key(&key);
+                    let head = self
+                        .client
+                        .head_object()
+                        .bucket(&self.bucket)
+                        .key(&fk)
+                        .version_id(&sv.version_id)
+                        .send()
+                        .await
+                        .map_err(|e| s3_error("HeadObject", &fk, &e))?;
+                    sv.lock_mode = head.object_lock_mode().and_then(|m| match m {
+                        ObjectLockMode::Compliance => Some(LockMode::Compliance),
+                        ObjectLockMode::Governance => Some(LockMode::Governance),
+                        _ => None,
+                    });
+                    sv.retain_until = head.object_lock_retain_until_date().map(from_datetime);
+                    sv.legal_hold = head.object_lock_legal_hold_status()
+                        == Some(&ObjectLockLegalHoldStatus::On);
+                }
+                Ok::<_, Error>((key, sv))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
         Ok(versions)
     }
 }
