@@ -269,6 +269,8 @@ async fn bench(env: &TestEnv, kind: &str) {
         .output()
         .unwrap();
     assert!(k.status.success());
+    let public_key = dir.join("key.pub");
+    std::fs::write(&public_key, &k.stdout).unwrap();
     let archive_to = |to: String| {
         let mut c = Command::new(&bin);
         c.arg("archive")
@@ -306,6 +308,23 @@ async fn bench(env: &TestEnv, kind: &str) {
     let archive = || archive_to(format!("s3://{bucket}/bench"));
     let full = timed(archive());
     let rerun = timed(archive());
+    // The auditor's side: read back, hash and classify every record.
+    let mut verify = Command::new(&bin);
+    verify
+        .arg("verify")
+        .arg(format!("s3://{bucket}/bench"))
+        .arg("--public-key")
+        .arg(&public_key)
+        .args([
+            "--s3-endpoint",
+            env.s3_endpoint(S3Flavour::Versitygw),
+            "--s3-path-style",
+            "--s3-region",
+            "us-east-1",
+        ])
+        .env("AWS_ACCESS_KEY_ID", env.var("VERSITYGW_ACCESS_KEY"))
+        .env("AWS_SECRET_ACCESS_KEY", env.var("VERSITYGW_SECRET_KEY"));
+    let verified = timed(verify);
     // The same job into a local directory: what mailvault costs without an S3 server beside it.
     let to_dir = timed(archive_to(format!("file:{}", dir.join("store").display())));
     let summary = full.stdout.lines().last().unwrap_or_default().to_owned();
@@ -325,6 +344,12 @@ async fn bench(env: &TestEnv, kind: &str) {
     println!("|---|---:|---:|---:|---:|---:|");
     row("mailvault archive → versitygw (full)", &full, n, bytes);
     row("mailvault archive (no change)", &rerun, n, bytes);
+    row(
+        "mailvault verify (every record read and hashed)",
+        &verified,
+        n,
+        bytes,
+    );
     row(
         "mailvault archive → file: directory (full)",
         &to_dir,
