@@ -1,7 +1,7 @@
 //! The archive job end to end against the real components: Dovecot over IMAPS with the test
 //! CA, versitygw with Object Lock (and moto), through the `mailvault` binary.
 
-use mailvault_tests::{MailUser, S3Flavour, TestEnv, mailvault_binary, unique_name};
+use mailvault_tests::{MailUser, S3Flavour, TestEnv, unique_name};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -67,32 +67,8 @@ impl Case {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let p = match self.flavour {
-            S3Flavour::Versitygw => "VERSITYGW",
-            S3Flavour::Moto => "MOTO",
-        };
-        let mut c = Command::new(mailvault_binary());
-        c.args(args);
-        // The S3 flags belong to commands that take a store.
-        if !matches!(args.first(), Some(&"keygen" | &"verify-proof")) {
-            c.args([
-                "--s3-endpoint",
-                self.env.s3_endpoint(self.flavour),
-                "--s3-path-style",
-                "--s3-region",
-                "us-east-1",
-            ]);
-        }
-        c.env(
-            "AWS_ACCESS_KEY_ID",
-            self.env.var(&format!("{p}_ACCESS_KEY")),
-        )
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            self.env.var(&format!("{p}_SECRET_KEY")),
-        )
-        .env("MAILVAULT_IMAP_PASSWORD", &self.user.password)
-        .env_remove("AWS_REGION");
+        let mut c = self.env.mailvault_s3(self.flavour, args);
+        c.env("MAILVAULT_IMAP_PASSWORD", &self.user.password);
         c
     }
 

@@ -271,33 +271,28 @@ async fn bench(env: &TestEnv, kind: &str) {
     assert!(k.status.success());
     let public_key = dir.join("key.pub");
     std::fs::write(&public_key, &k.stdout).unwrap();
+    let imap = format!(
+        "imap://{}@{}:{}",
+        user.name,
+        env.imap_host(),
+        env.imaps_port()
+    );
+    let ca = env.ca_path().display().to_string();
+    let key_path = key.display().to_string();
     let archive_to = |to: String| {
-        let mut c = Command::new(&bin);
-        c.arg("archive")
-            .arg("--from")
-            .arg(format!(
-                "imap://{}@{}:{}",
-                user.name,
-                env.imap_host(),
-                env.imaps_port()
-            ))
-            .args(["--imap-tls", "required", "--imap-ca"])
-            .arg(env.ca_path())
-            .arg("--to")
-            .arg(to)
-            .arg("--key")
-            .arg(&key)
-            .args([
-                "--retain",
-                "P1D",
-                "--s3-endpoint",
-                env.s3_endpoint(S3Flavour::Versitygw),
-                "--s3-path-style",
-                "--s3-region",
-                "us-east-1",
-            ])
-            .env("AWS_ACCESS_KEY_ID", env.var("VERSITYGW_ACCESS_KEY"))
-            .env("AWS_SECRET_ACCESS_KEY", env.var("VERSITYGW_SECRET_KEY"))
+        let mut c = env.mailvault_s3(
+            S3Flavour::Versitygw,
+            &[
+                "archive",
+                "--from",
+                &imap,
+                "--imap-tls",
+                "required",
+                "--imap-ca",
+                &ca,
+            ],
+        );
+        c.args(["--to", &to, "--key", &key_path, "--retain", "P1D"])
             .env("MAILVAULT_IMAP_PASSWORD", &user.password);
         c
     };
@@ -309,21 +304,12 @@ async fn bench(env: &TestEnv, kind: &str) {
     let full = timed(archive());
     let rerun = timed(archive());
     // The auditor's side: read back, hash and classify every record.
-    let mut verify = Command::new(&bin);
-    verify
-        .arg("verify")
-        .arg(format!("s3://{bucket}/bench"))
-        .arg("--public-key")
-        .arg(&public_key)
-        .args([
-            "--s3-endpoint",
-            env.s3_endpoint(S3Flavour::Versitygw),
-            "--s3-path-style",
-            "--s3-region",
-            "us-east-1",
-        ])
-        .env("AWS_ACCESS_KEY_ID", env.var("VERSITYGW_ACCESS_KEY"))
-        .env("AWS_SECRET_ACCESS_KEY", env.var("VERSITYGW_SECRET_KEY"));
+    let public_key = public_key.display().to_string();
+    let store = format!("s3://{bucket}/bench");
+    let verify = env.mailvault_s3(
+        S3Flavour::Versitygw,
+        &["verify", &store, "--public-key", &public_key],
+    );
     let verified = timed(verify);
     // The same job into a local directory: what mailvault costs without an S3 server beside it.
     let to_dir = timed(archive_to(format!("file:{}", dir.join("store").display())));

@@ -169,6 +169,30 @@ impl TestEnv {
         self.var(&format!("{}_ENDPOINT", flavour.prefix()))
     }
 
+    /// The `mailvault` binary run with `args` against an S3 flavour: the endpoint, path-style and
+    /// region flags (for commands that take a store) and the flavour's credentials in the
+    /// environment, never as flags.
+    pub fn mailvault_s3(&self, flavour: S3Flavour, args: &[&str]) -> std::process::Command {
+        let p = flavour.prefix();
+        let mut c = std::process::Command::new(mailvault_binary());
+        c.args(args);
+        if !matches!(args.first(), Some(&"keygen" | &"verify-proof")) {
+            c.args([
+                "--s3-endpoint",
+                self.s3_endpoint(flavour),
+                "--s3-path-style",
+            ])
+            .args(["--s3-region", self.var("S3_REGION")]);
+        }
+        c.env("AWS_ACCESS_KEY_ID", self.var(&format!("{p}_ACCESS_KEY")))
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                self.var(&format!("{p}_SECRET_KEY")),
+            )
+            .env_remove("AWS_REGION");
+        c
+    }
+
     /// An S3 client for a flavour: static credentials and region (never instance metadata),
     /// path-style addressing.
     pub fn s3_client(&self, flavour: S3Flavour) -> aws_sdk_s3::Client {

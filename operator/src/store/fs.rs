@@ -68,21 +68,6 @@ impl FsStore {
             Err(e) => Err(io(path, e)),
         }
     }
-
-    /// Deletes a record and its sidecar (destruction; the directory store has no lock to stop it).
-    pub async fn delete(&self, key: &str) -> Result<()> {
-        for path in [
-            self.path("objects", key)?,
-            self.path("sidecars", &format!("{key}.json"))?,
-        ] {
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(&path, e)),
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Every file under `dir`, as `/`-separated paths relative to `base`.

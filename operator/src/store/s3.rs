@@ -135,55 +135,26 @@ impl S3Store {
         }
     }
 
-    /// Deletes one version (destruction); refused by S3 while the version is locked.
-    pub async fn delete_version(&self, key: &str, version: &str) -> Result<()> {
-        let full = self.full_key(key);
+    /// A PUT of `bytes` to `full` carrying their SHA-256 as the checksum the server verifies.
+    fn checked_put(
+        &self,
+        full: &str,
+        bytes: Vec<u8>,
+        sha256: &Hash,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
         self.client
-            .delete_object()
+            .put_object()
             .bucket(&self.bucket)
-            .key(&full)
-            .version_id(version)
-            .send()
-            .await
-            .map_err(|e| s3_error("DeleteObject", &full, &e))?;
-        Ok(())
-    }
-
-    /// Sets or clears the legal-hold flag of one version.
-    pub async fn set_legal_hold(&self, key: &str, version: &str, on: bool) -> Result<()> {
-        let full = self.full_key(key);
-        let status = if on {
-            ObjectLockLegalHoldStatus::On
-        } else {
-            ObjectLockLegalHoldStatus::Off
-        };
-        self.client
-            .put_object_legal_hold()
-            .bucket(&self.bucket)
-            .key(&full)
-            .version_id(version)
-            .legal_hold(
-                aws_sdk_s3::types::ObjectLockLegalHold::builder()
-                    .status(status)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| s3_error("PutObjectLegalHold", &full, &e))?;
-        Ok(())
+            .key(full)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(checksum_header(sha256))
+            .body(ByteStream::from(bytes))
     }
 
     async fn put_plain(&self, key: &str, bytes: Vec<u8>, if_absent: bool) -> Result<bool> {
         let full = self.full_key(key);
-        let checksum = checksum_header(&Hash::of(&bytes));
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .checksum_sha256(checksum)
-            .body(ByteStream::from(bytes));
+        let sha256 = Hash::of(&bytes);
+        let mut req = self.checked_put(&full, bytes, &sha256);
         if if_absent {
             req = req.if_none_match("*");
         }
@@ -240,18 +211,11 @@ impl Store for S3Store {
 
     async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
         let full = self.full_key(put.key);
-        let checksum = checksum_header(&put.sha256);
         let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .checksum_sha256(checksum)
+            .checked_put(&full, put.bytes, &put.sha256)
             .object_lock_mode(ObjectLockMode::Compliance)
             .object_lock_retain_until_date(to_datetime(put.retain_until))
-            .content_type("application/zstd")
-            .body(ByteStream::from(put.bytes));
+            .content_type("application/zstd");
         for (k, v) in put.sidecar {
             req = req.metadata(k, v);
         }
