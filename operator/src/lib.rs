@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod archive;
+pub mod crd;
 pub mod keys;
 pub mod pipeline;
 pub mod source;

@@ -185,6 +185,9 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Print the CustomResourceDefinitions (YAML) of MailboxArchive, RetentionPolicy and
+    /// LegalHold, as committed under crds/.
+    Crd,
     /// List the records of an archive, from its log.
     Ls {
         /// Store: file:DIR or s3://bucket/prefix.
@@ -274,6 +277,10 @@ async fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::VerifyProof { file, public_key } => verify_proof_command(&file, &public_key),
+        Command::Crd => {
+            print!("{}", mailvault::crd::all_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Export {
             store_location,
             record,

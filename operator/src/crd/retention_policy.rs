@@ -1,0 +1,165 @@
+//! RetentionPolicy: what records officers edit — which record series a message belongs to and
+//! how long it is kept.
+
+use super::matcher::RecordMatch;
+use super::{CRON_PATTERN, RETAIN_PATTERN};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Ordered rules (first match wins) and the default rule for everything else.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mailvault.io",
+    version = "v1alpha1",
+    kind = "RetentionPolicy",
+    namespaced,
+    status = "RetentionPolicyStatus",
+    shortname = "rp",
+    category = "mailvault",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Rules","type":"integer","jsonPath":".status.ruleCount"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.rules.all(r, self.rules.exists_one(q, q.name == r.name))").message("rule names must be unique").reason(Reason::FieldValueDuplicate).field_path(".rules"))]
+pub struct RetentionPolicySpec {
+    /// Rules in order; a record takes the first rule that matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 200))]
+    pub rules: Vec<RetentionRule>,
+    /// The rule for records no other rule matches. Required: every record has a series.
+    pub default_rule: RuleOutcome,
+    /// When destruction runs; absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destruction: Option<DestructionSpec>,
+}
+
+/// A named rule: a matcher and what happens to the records it matches.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionRule {
+    /// Rule name, unique within the policy.
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$"))]
+    pub name: String,
+    /// Which records the rule covers.
+    #[serde(default, rename = "match")]
+    pub matcher: RecordMatch,
+    /// What happens to them.
+    #[serde(flatten)]
+    pub outcome: RuleOutcome,
+}
+
+/// Series, retention and disposition of the records a rule covers.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.retain == 'Permanent') == (self.disposition == 'Permanent')").message("retain: Permanent and disposition: Permanent go together").field_path(".disposition"))]
+#[x_kube(validation = Rule::new("self.retain != 'P'").message("retain needs a period, e.g. P3Y").field_path(".retain"))]
+pub struct RuleOutcome {
+    /// Record series: the citation of the state schedule item (e.g. `GS 1-07`).
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"^[ -~]+$"))]
+    pub record_series: String,
+    /// How long: an ISO 8601 period (`P3Y`, `P18M`, `P30D`) or `Permanent`.
+    #[schemars(regex(pattern = RETAIN_PATTERN))]
+    pub retain: String,
+    /// What the period is counted from.
+    #[serde(default)]
+    pub from: RetentionStart,
+    /// What happens when it ends.
+    pub disposition: Disposition,
+}
+
+/// What a retention period is counted from.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub enum RetentionStart {
+    /// The message's Date header (falling back to the IMAP internal date).
+    MessageDate,
+    /// The moment the record was archived.
+    #[default]
+    ArchivedAt,
+    /// The end of the calendar year the message is dated in (schedules such as "3 years
+    /// after the end of the calendar year").
+    EndOfCalendarYear,
+}
+
+/// What happens when retention ends.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Disposition {
+    /// Destroyed by the scheduled destruction run, with tombstones and a certificate.
+    Destroy,
+    /// Held for a person's approval before destruction.
+    Review,
+    /// Kept for ever.
+    Permanent,
+}
+
+/// When destruction runs.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestructionSpec {
+    /// Cron, five fields or a macro.
+    #[schemars(regex(pattern = CRON_PATTERN))]
+    pub schedule: String,
+    /// IANA time zone of the schedule.
+    #[serde(default = "utc")]
+    #[schemars(regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-/]*$"))]
+    pub time_zone: String,
+    /// Report what would be destroyed, destroy nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn utc() -> String {
+    "UTC".to_owned()
+}
+
+/// What the operator found in the policy.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionPolicyStatus {
+    /// `Ready`: the policy is valid and archives may use it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Rules, the default rule included.
+    #[serde(default)]
+    pub rule_count: u32,
+    /// MailboxArchives (same namespace) that use this policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archives: Vec<String>,
+}
+
+impl RetentionPolicySpec {
+    /// What the schema cannot check: regexes compile, periods parse, the destruction schedule
+    /// and its time zone are real. Every problem, one line each.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        for rule in &self.rules {
+            if let Err(e) = rule.matcher.validate() {
+                problems.push(format!("rule {}: {e}", rule.name));
+            }
+            if let Err(e) = super::parse_retain(&rule.outcome.retain) {
+                problems.push(format!("rule {}: {e}", rule.name));
+            }
+        }
+        if let Err(e) = super::parse_retain(&self.default_rule.retain) {
+            problems.push(format!("defaultRule: {e}"));
+        }
+        if let Some(d) = &self.destruction {
+            if let Err(e) = super::parse_cron(&d.schedule) {
+                problems.push(format!("destruction.schedule: {e}"));
+            }
+            if let Err(e) = super::parse_time_zone(&d.time_zone) {
+                problems.push(format!("destruction.timeZone: {e}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
