@@ -374,6 +374,63 @@ impl TestEnv {
     }
 }
 
+/// The repository root (CRDs, charts and examples are read from it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The CRDs committed under `crds/`, parsed.
+pub fn committed_crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    let path = repo_root().join("crds/mailvault.yaml");
+    let text = std::fs::read_to_string(&path).expect("reading crds/mailvault.yaml");
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("a CRD document"))
+        .collect()
+}
+
+/// Applies the committed CRDs (server-side apply) and waits until each is Established.
+pub async fn apply_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Api, Patch, PatchParams};
+    use kube::runtime::wait::{await_condition, conditions};
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in committed_crds() {
+        let name = crd.metadata.name.clone().expect("CRD name");
+        api.patch(
+            &name,
+            &PatchParams::apply("mailvault-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            await_condition(api.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not Established within 60 s"))
+        .expect("waiting for the CRD");
+    }
+}
+
+/// Creates a namespace with a unique name and returns the name.
+pub async fn new_namespace(client: &kube::Client, prefix: &str) -> String {
+    use k8s_openapi::api::core::v1::Namespace;
+    let name = unique_name(prefix);
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    kube::Api::<Namespace>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &ns)
+        .await
+        .expect("creating a namespace");
+    name
+}
+
 #[cfg(test)]
 mod tests {
     use super::TestEnv;

@@ -69,11 +69,15 @@ pub struct ArchiveSelector {
 pub struct DateRange {
     /// First date (inclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9:.]+(Z|[+\-][0-9]{2}:[0-9]{2}))?$"))]
+    #[schemars(regex(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9:.]+(Z|[+\-][0-9]{2}:[0-9]{2}))?$"
+    ))]
     pub from: Option<String>,
     /// Last date (inclusive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9:.]+(Z|[+\-][0-9]{2}:[0-9]{2}))?$"))]
+    #[schemars(regex(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9:.]+(Z|[+\-][0-9]{2}:[0-9]{2}))?$"
+    ))]
     pub to: Option<String>,
 }
 

@@ -60,7 +60,8 @@ impl RecordMatch {
     /// What the schema cannot check: the subject regex compiles.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(re) = &self.subject_regex {
-            regex::Regex::new(re).map_err(|e| format!("subjectRegex {re:?} does not compile: {e}"))?;
+            regex::Regex::new(re)
+                .map_err(|e| format!("subjectRegex {re:?} does not compile: {e}"))?;
         }
         Ok(())
     }

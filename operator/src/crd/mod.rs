@@ -7,6 +7,10 @@
 //! 61st minute, an unknown time zone, a regex that does not compile) is checked by
 //! [`MailboxArchiveSpec::validate`] and friends and reported as a `False` condition.
 
+// Doc comments on these types become the CRD descriptions `kubectl explain` prints: plain words,
+// not rustdoc markup.
+#![allow(clippy::doc_markdown)]
+
 mod legal_hold;
 mod mailbox_archive;
 mod matcher;
@@ -33,7 +37,11 @@ pub const GROUP: &str = "mailvault.io";
 
 /// Every CRD, in the order `mailvault crd` prints them.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![MailboxArchive::crd(), RetentionPolicy::crd(), LegalHold::crd()]
+    vec![
+        MailboxArchive::crd(),
+        RetentionPolicy::crd(),
+        LegalHold::crd(),
+    ]
 }
 
 /// Every CRD as one multi-document YAML text, as committed under `crds/`.

@@ -23,11 +23,12 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.rules.all(r, self.rules.exists_one(q, q.name == r.name))").message("rule names must be unique").reason(Reason::FieldValueDuplicate).field_path(".rules"))]
 pub struct RetentionPolicySpec {
-    /// Rules in order; a record takes the first rule that matches.
+    /// Rules in order; a record takes the first rule that matches. Names are unique (a
+    /// list-map keyed by name, so the apiserver refuses duplicates and server-side apply
+    /// merges rules by name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 200))]
+    #[schemars(length(max = 200), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub rules: Vec<RetentionRule>,
     /// The rule for records no other rule matches. Required: every record has a series.
     pub default_rule: RuleOutcome,
@@ -41,7 +42,10 @@ pub struct RetentionPolicySpec {
 #[serde(rename_all = "camelCase")]
 pub struct RetentionRule {
     /// Rule name, unique within the policy.
-    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?$")
+    )]
     pub name: String,
     /// Which records the rule covers.
     #[serde(default, rename = "match")]

@@ -16,9 +16,23 @@ fn committed_crds_match_the_rust_types() {
 fn crds_carry_names_columns_and_status() {
     for crd in all() {
         let v = &crd.spec.versions[0];
-        assert!(v.subresources.as_ref().unwrap().status.is_some(), "{}", crd.spec.names.kind);
-        assert!(v.additional_printer_columns.as_ref().is_some_and(|c| c.len() >= 3));
-        assert!(crd.spec.names.short_names.as_ref().is_some_and(|s| !s.is_empty()));
+        assert!(
+            v.subresources.as_ref().unwrap().status.is_some(),
+            "{}",
+            crd.spec.names.kind
+        );
+        assert!(
+            v.additional_printer_columns
+                .as_ref()
+                .is_some_and(|c| c.len() >= 3)
+        );
+        assert!(
+            crd.spec
+                .names
+                .short_names
+                .as_ref()
+                .is_some_and(|s| !s.is_empty())
+        );
         assert_eq!(crd.spec.group, GROUP);
         assert_eq!(crd.spec.scope, "Namespaced");
     }
@@ -32,7 +46,7 @@ fn schemas_carry_the_admission_rules() {
         RETAIN_PATTERN,
         "tls: Disabled sends the password in clear",
         "give either archives.names or archives.selector",
-        "rule names must be unique",
+        "x-kubernetes-list-map-keys",
         "retain: Permanent and disposition: Permanent go together",
         "maximum: 65535",
     ] {
@@ -108,7 +122,13 @@ fn policy_validation_names_the_rule() {
     .unwrap();
     let problems = spec.validate().unwrap_err();
     assert_eq!(problems.len(), 2, "{problems:?}");
-    assert!(problems[0].starts_with("rule chief: subjectRegex"), "{problems:?}");
-    assert!(problems[1].starts_with("destruction.timeZone"), "{problems:?}");
+    assert!(
+        problems[0].starts_with("rule chief: subjectRegex"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].starts_with("destruction.timeZone"),
+        "{problems:?}"
+    );
     assert_eq!(spec.rules[0].outcome.from, RetentionStart::ArchivedAt);
 }

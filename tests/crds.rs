@@ -1,0 +1,290 @@
+//! The committed CRDs on the real apiserver: accepted as structural schemas, Established, and
+//! rejecting at admission every invalid spec the schema can describe.
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::ApiResource;
+use mailvault::crd::{LegalHold, MailboxArchive, RetentionPolicy};
+use mailvault_tests::{TestEnv, apply_crds, new_namespace};
+use serde_json::{Value, json};
+
+fn archive(name: &str, spec_patch: &Value) -> Value {
+    let mut spec = json!({
+        "imap": {"host": "imap.city.gov", "username": "chief",
+                 "passwordSecretRef": {"name": "imap", "key": "password"}},
+        "storage": {"bucket": "records", "region": "us-east-1",
+                    "credentialsSecretRef": {"name": "s3"}},
+        "schedule": "*/15 * * * *",
+        "retentionPolicyRef": {"name": "city"}
+    });
+    merge(&mut spec, spec_patch);
+    json!({"apiVersion": "mailvault.io/v1alpha1", "kind": "MailboxArchive",
+           "metadata": {"name": name}, "spec": spec})
+}
+
+fn policy(name: &str, spec_patch: &Value) -> Value {
+    let mut spec = json!({
+        "rules": [{"name": "chief", "recordSeries": "GS 1-07", "retain": "P5Y",
+                   "disposition": "Destroy", "match": {"from": ["chief@city.gov"]}}],
+        "defaultRule": {"recordSeries": "GS 1-01", "retain": "P3Y", "disposition": "Destroy"}
+    });
+    merge(&mut spec, spec_patch);
+    json!({"apiVersion": "mailvault.io/v1alpha1", "kind": "RetentionPolicy",
+           "metadata": {"name": name}, "spec": spec})
+}
+
+fn hold(name: &str, spec_patch: &Value) -> Value {
+    let mut spec = json!({
+        "reason": "public records request 2026-114", "caseReference": "PRR-2026-114",
+        "archives": {"names": ["chief"]}
+    });
+    merge(&mut spec, spec_patch);
+    json!({"apiVersion": "mailvault.io/v1alpha1", "kind": "LegalHold",
+           "metadata": {"name": name}, "spec": spec})
+}
+
+/// JSON merge patch semantics (RFC 7386): null deletes.
+fn merge(target: &mut Value, patch: &Value) {
+    if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else if v.is_object() && t.get(k).is_some_and(Value::is_object) {
+                merge(t.get_mut(k).unwrap(), v);
+            } else {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+async fn create(api: &Api<DynamicObject>, obj: &Value) -> Result<DynamicObject, kube::Error> {
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(obj.clone()).unwrap(),
+    )
+    .await
+}
+
+/// Asserts admission refuses `obj` with 422 and a message containing `words`.
+async fn assert_rejected(api: &Api<DynamicObject>, case: &str, obj: &Value, words: &str) {
+    match create(api, obj).await {
+        Err(kube::Error::Api(s)) if s.code == 422 => assert!(
+            s.message.contains(words),
+            "{case}: rejected, but the message does not say {words:?}: {}",
+            s.message
+        ),
+        Err(e) => panic!("{case}: expected 422 Invalid, got {e}"),
+        Ok(_) => panic!("{case}: the apiserver accepted an invalid spec"),
+    }
+}
+
+#[tokio::test]
+async fn crds_are_structural_established_and_enforce_admission_rules() {
+    let env = TestEnv::load();
+    let client = env.kube_admin().await;
+    apply_crds(&client).await;
+
+    // Structural: no NonStructuralSchema condition on any of them.
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for name in [
+        "mailboxarchives.mailvault.io",
+        "retentionpolicies.mailvault.io",
+        "legalholds.mailvault.io",
+    ] {
+        let crd = crds.get(name).await.unwrap();
+        let conditions = crd.status.unwrap().conditions.unwrap_or_default();
+        assert!(
+            conditions
+                .iter()
+                .all(|c| c.type_ != "NonStructuralSchema" || c.status != "True"),
+            "{name}: {conditions:?}"
+        );
+    }
+
+    let ns = new_namespace(&client, "crds").await;
+    let archives: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::erase::<MailboxArchive>(&()),
+    );
+    let policies: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::erase::<RetentionPolicy>(&()),
+    );
+    let holds: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<LegalHold>(&()));
+
+    // Valid objects are accepted, with defaults filled in by the apiserver.
+    let created = create(&archives, &archive("chief", &json!({})))
+        .await
+        .unwrap();
+    assert_eq!(created.data["spec"]["timeZone"], "UTC");
+    assert_eq!(created.data["spec"]["imap"]["tls"], "Required");
+    assert_eq!(created.data["spec"]["suspend"], false);
+    create(
+        &archives,
+        &archive(
+            "loopback",
+            &json!({"imap": {"host": "127.0.0.1", "tls": "Disabled"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let p = create(&policies, &policy("city", &json!({})))
+        .await
+        .unwrap();
+    assert_eq!(p.data["spec"]["rules"][0]["from"], "ArchivedAt");
+    create(&holds, &hold("prr", &json!({}))).await.unwrap();
+
+    // MailboxArchive.
+    for (case, patch, words) in [
+        (
+            "cron with six fields? no: words",
+            json!({"schedule": "every hour"}),
+            "spec.schedule",
+        ),
+        (
+            "cron with four fields",
+            json!({"schedule": "0 * * *"}),
+            "spec.schedule",
+        ),
+        ("port 0", json!({"imap": {"port": 0}}), "spec.imap.port"),
+        (
+            "port 70000",
+            json!({"imap": {"port": 70000}}),
+            "spec.imap.port",
+        ),
+        (
+            "unknown TLS mode",
+            json!({"imap": {"tls": "Maybe"}}),
+            "spec.imap.tls",
+        ),
+        (
+            "plaintext to a remote host",
+            json!({"imap": {"tls": "Disabled"}}),
+            "tls: Disabled sends the password in clear",
+        ),
+        (
+            "bucket name with capitals",
+            json!({"storage": {"bucket": "Records"}}),
+            "spec.storage.bucket",
+        ),
+        (
+            "endpoint without scheme",
+            json!({"storage": {"endpoint": "s3.local:9000"}}),
+            "spec.storage.endpoint",
+        ),
+        (
+            "no password secret",
+            json!({"imap": {"passwordSecretRef": null}}),
+            "passwordSecretRef",
+        ),
+        (
+            "no retention policy",
+            json!({"retentionPolicyRef": null}),
+            "retentionPolicyRef",
+        ),
+        (
+            "time zone with spaces",
+            json!({"timeZone": "Central Time"}),
+            "spec.timeZone",
+        ),
+    ] {
+        assert_rejected(&archives, case, &archive("bad", &patch), words).await;
+    }
+
+    // RetentionPolicy.
+    for (case, patch, words) in [
+        (
+            "retain in words",
+            json!({"defaultRule": {"retain": "3 years"}}),
+            "spec.defaultRule.retain",
+        ),
+        (
+            "retain P alone",
+            json!({"defaultRule": {"retain": "P"}}),
+            "retain needs a period",
+        ),
+        (
+            "Permanent retention but Destroy",
+            json!({"defaultRule": {"retain": "Permanent", "disposition": "Destroy"}}),
+            "retain: Permanent and disposition: Permanent go together",
+        ),
+        (
+            "unknown disposition",
+            json!({"defaultRule": {"disposition": "Shred"}}),
+            "disposition",
+        ),
+        (
+            "no default rule",
+            json!({"defaultRule": null}),
+            "defaultRule",
+        ),
+        (
+            "duplicate rule names",
+            json!({"rules": [
+                {"name": "a", "recordSeries": "X", "retain": "P1Y", "disposition": "Destroy"},
+                {"name": "a", "recordSeries": "Y", "retain": "P2Y", "disposition": "Destroy"}]}),
+            "Duplicate value",
+        ),
+        (
+            "minSize above maxSize",
+            json!({"rules": [{"name": "big", "recordSeries": "X", "retain": "P1Y",
+                              "disposition": "Destroy", "match": {"minSize": 10, "maxSize": 5}}]}),
+            "minSize must not exceed maxSize",
+        ),
+        (
+            "destruction cron",
+            json!({"destruction": {"schedule": "nightly"}}),
+            "spec.destruction.schedule",
+        ),
+    ] {
+        assert_rejected(&policies, case, &policy("bad", &patch), words).await;
+    }
+
+    // LegalHold.
+    for (case, patch, words) in [
+        (
+            "names and selector",
+            json!({"archives": {"names": ["chief"], "selector": {"matchLabels": {"a": "b"}}}}),
+            "give either archives.names or archives.selector",
+        ),
+        (
+            "neither names nor selector",
+            json!({"archives": {"names": null}}),
+            "give either",
+        ),
+        ("empty reason", json!({"reason": ""}), "spec.reason"),
+        (
+            "date range backwards",
+            json!({"dateRange": {"from": "2026-02-01", "to": "2026-01-01"}}),
+            "dateRange.from must not be after dateRange.to",
+        ),
+    ] {
+        assert_rejected(&holds, case, &hold("bad", &patch), words).await;
+    }
+
+    // A released hold cannot be un-released (a transition rule).
+    holds
+        .patch(
+            "prr",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"released": true}})),
+        )
+        .await
+        .unwrap();
+    let err = holds
+        .patch(
+            "prr",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"released": false}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains("a released hold stays released")),
+        "{err}"
+    );
+}
