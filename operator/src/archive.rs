@@ -56,14 +56,17 @@ impl ArchiveLog {
         let mut keys = store.list_keys("log/").await?;
         keys.extend(store.list_keys("checkpoints/").await?);
         let listing = LogListing::from_keys(keys.iter().map(String::as_str));
-        let keys: Vec<&String> = listing
+        // Owned keys: a stream of futures borrowing `&String` is not provably `Send` (the
+        // operator runs this on a multi-threaded runtime).
+        let keys: Vec<String> = listing
             .bundles
             .values()
             .filter_map(|g| g.full.as_ref().or(g.partials.last().map(|(_, k)| k)))
+            .cloned()
             .collect();
         // Several reads at once: a large log is hundreds of bundles.
         let bundles: Vec<Vec<u8>> = futures::stream::iter(keys)
-            .map(|k| fetch(store, k))
+            .map(|k| async move { fetch(store, &k).await })
             .buffered(8)
             .try_collect()
             .await?;

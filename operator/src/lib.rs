@@ -7,8 +7,11 @@
 #![forbid(unsafe_code)]
 
 pub mod archive;
+pub mod controller;
 pub mod crd;
 pub mod keys;
+pub mod metrics;
+pub mod operator;
 pub mod pipeline;
 pub mod source;
 pub mod store;
@@ -16,6 +19,14 @@ pub mod store_url;
 pub mod sync;
 
 pub use mailvault_core as core;
+
+/// The current time, whole seconds since the Unix epoch.
+pub fn unix_now() -> mailvault_core::UnixTime {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    mailvault_core::UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
+}
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Call once at start-up:
 /// several rustls users share the process and rustls refuses to guess.
@@ -65,6 +76,37 @@ pub enum Error {
     /// A Merkle proof could not be built.
     #[error("proof: {0}")]
     Proof(#[from] mailvault_core::merkle::ProofError),
+    /// The Kubernetes API refused or failed a request.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A Secret a resource names is missing, lacks the key, or holds something unusable.
+    #[error("{0}")]
+    Secret(String),
+    /// A resource's spec is invalid in a way the schema could not say.
+    #[error("{0}")]
+    Spec(String),
+}
+
+impl Error {
+    /// A short `PascalCase` cause, for condition reasons, Event reasons and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "IoError",
+            Self::Key(_) => "InvalidSigningKey",
+            Self::Random(_) => "NoRandomness",
+            Self::Usage(_) => "InvalidConfiguration",
+            Self::Auth(_) => "AuthenticationFailed",
+            Self::Source(_) => "MailServerError",
+            Self::Store(_) => "StoreError",
+            Self::Conflict(_) => "StoreConflict",
+            Self::Log(_) => "LogError",
+            Self::Checkpoint(_) => "CheckpointError",
+            Self::Proof(_) => "ProofError",
+            Self::Kube(_) => "KubernetesApiError",
+            Self::Secret(_) => "SecretNotUsable",
+            Self::Spec(_) => "InvalidSpec",
+        }
+    }
 }
 
 /// Result with mailvault's [`Error`].

@@ -12,7 +12,7 @@ use mailvault::core::proof::ProofBundle;
 use mailvault::core::retention::Period;
 use mailvault::core::verify::Trust;
 use mailvault::pipeline::{Archiver, RetentionChoice};
-use mailvault::source::imap::{Credentials, ImapConfig, ImapSource, TlsMode};
+use mailvault::source::imap::{CaBundle, Credentials, ImapConfig, ImapSource, TlsMode};
 use mailvault::source::local;
 use mailvault::store_url::{AnyStore, S3Options, open_store};
 use mailvault::sync::{FolderFilter, sync_mailbox};
@@ -83,6 +83,39 @@ struct ImapArgs {
     /// Folders to leave out (globs, repeatable).
     #[arg(long)]
     exclude: Vec<String>,
+}
+
+/// Flags of `mailvault operator`.
+#[derive(Args)]
+struct OperatorArgs {
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "MAILVAULT_NAMESPACE")]
+    namespace: Option<String>,
+    /// Archive runs at once; further due runs wait (mailvault_runs_waiting).
+    #[arg(long, default_value_t = 4)]
+    concurrent_runs: usize,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
+    /// Name of the coordination Lease replicas compete for.
+    #[arg(long, default_value = "mailvault-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: --namespace, else $POD_NAMESPACE, else default).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// Seconds a lease lasts without renewal: a killed leader is replaced after at most this.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// This replica's identity in the Lease and in Events (default: $POD_NAME, else
+    /// hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a shutdown waits for runs in flight before abandoning them.
+    #[arg(long, default_value_t = 25)]
+    shutdown_grace: u64,
 }
 
 #[derive(Subcommand)]
@@ -185,6 +218,12 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Run the Kubernetes operator: reconcile MailboxArchive, RetentionPolicy and LegalHold.
+    ///
+    /// Every replica serves /metrics, /healthz and /readyz and competes for a coordination
+    /// Lease; only the holder runs archives and writes status. Reads the cluster from
+    /// $KUBECONFIG or the in-cluster service account.
+    Operator(OperatorArgs),
     /// Print the CustomResourceDefinitions (YAML) of MailboxArchive, RetentionPolicy and
     /// LegalHold, as committed under crds/.
     Crd,
@@ -209,10 +248,7 @@ fn read_public_key(path: &Path) -> Result<NoteVerifier> {
 }
 
 fn now() -> UnixTime {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
+    mailvault::unix_now()
 }
 
 fn read_source(from: &str) -> Result<Vec<mailvault::source::SourceMessage>> {
@@ -277,6 +313,10 @@ async fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::VerifyProof { file, public_key } => verify_proof_command(&file, &public_key),
+        Command::Operator(args) => {
+            operator_command(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crd => {
             print!("{}", mailvault::crd::all_yaml()?);
             Ok(ExitCode::SUCCESS)
@@ -314,6 +354,43 @@ async fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn operator_command(args: OperatorArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,aws=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let installed = if args.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    if let Err(e) = installed {
+        eprintln!("mailvault: logging not set up: {e}");
+    }
+    let instance = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "mailvault".into(), |h| h.trim().to_owned());
+        format!("{host}-{}", std::process::id())
+    });
+    let lease_namespace = args
+        .lease_namespace
+        .or_else(|| args.namespace.clone())
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    mailvault::operator::run(mailvault::operator::OperatorConfig {
+        settings: mailvault::controller::Settings {
+            namespace: args.namespace,
+            concurrent_runs: args.concurrent_runs,
+            instance,
+        },
+        lease_name: args.lease_name,
+        lease_namespace,
+        lease_duration: args.lease_duration.max(3),
+        listen: args.listen,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
+    })
+    .await
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -475,7 +552,11 @@ fn imap_config(rest: &str, args: &ImapArgs) -> Result<ImapConfig> {
         host: host.to_owned(),
         port,
         tls,
-        ca_file: args.imap_ca.clone(),
+        ca: args
+            .imap_ca
+            .as_deref()
+            .map(CaBundle::from_file)
+            .transpose()?,
         insecure_plaintext: args.insecure_plaintext,
         username: user.to_owned(),
         credentials,

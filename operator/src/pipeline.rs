@@ -109,6 +109,19 @@ pub struct RunSummary {
     pub stored_bytes: u64,
 }
 
+/// The signed head of an archive's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogHead {
+    /// Records ingested (over every run).
+    pub records: u64,
+    /// Entries covered by the latest checkpoint.
+    pub size: u64,
+    /// Merkle root of the latest checkpoint, hex.
+    pub root_hash: Option<String>,
+    /// The latest signed checkpoint note, if this process signed or read one.
+    pub checkpoint: Option<String>,
+}
+
 /// The record id of a message: 32 hex digits of `SHA-256(origin || 0 || identity)`, stable
 /// across runs so that a message archived once is recognised.
 pub fn record_id(origin: &str, identity: &str) -> RecordId {
@@ -193,6 +206,16 @@ impl<'s, S: Store> Archiver<'s, S> {
     /// What the store guarantees.
     pub fn store_info(&self) -> &StoreInfo {
         &self.info
+    }
+
+    /// The log as of the latest checkpoint: what a status or an auditor's note records.
+    pub fn log_head(&self) -> LogHead {
+        LogHead {
+            records: self.archived.len() as u64,
+            size: self.signer.last_signed().map_or(0, |h| h.size),
+            root_hash: self.signer.last_signed().map(|h| h.root.to_hex()),
+            checkpoint: self.log.head_note.clone(),
+        }
     }
 
     /// Totals so far.
@@ -391,8 +414,9 @@ impl<'s, S: Store> Archiver<'s, S> {
         };
         let note = self.signer.sign(size, self.log.log.root(), &proof)?;
         self.store
-            .put_immutable(&checkpoint_key(size), note.into_bytes())
+            .put_immutable(&checkpoint_key(size), note.clone().into_bytes())
             .await?;
+        self.log.head_note = Some(note);
         Ok(Some(size))
     }
 }

@@ -86,7 +86,7 @@ pub struct FolderReport {
 
 /// Progress of a run, for a progress display: folder, messages fetched so far, messages the
 /// folder holds.
-pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u32);
+pub type Progress<'a> = &'a mut (dyn FnMut(&str, u64, u32) + Send);
 
 /// Archives every selected folder of an IMAP session.
 pub async fn sync_mailbox<S: Store>(

@@ -4,6 +4,8 @@
 //! A component that is not there fails the test with its name and how to start it; nothing is
 //! skipped silently.
 
+pub mod operator;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};

@@ -103,8 +103,8 @@ pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
 }
 
 /// Parses an IANA time zone name (`UTC`, `America/Chicago`).
-pub fn parse_time_zone(name: &str) -> Result<chrono_tz::Tz, String> {
-    name.parse::<chrono_tz::Tz>()
+pub fn parse_time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    jiff::tz::TimeZone::get(name)
         .map_err(|_| format!("{name:?} is not an IANA time zone such as UTC or America/Chicago"))
 }
 

@@ -9,7 +9,6 @@ use futures::TryStreamExt as _;
 use mailvault_core::UnixTime;
 use rustls_pki_types::ServerName;
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -54,8 +53,8 @@ pub struct ImapConfig {
     pub port: u16,
     /// TLS mode.
     pub tls: TlsMode,
-    /// CA bundle (PEM) to trust instead of the public web roots.
-    pub ca_file: Option<PathBuf>,
+    /// CA bundle to trust instead of the public web roots.
+    pub ca: Option<CaBundle>,
     /// Allow `TlsMode::Disabled` to a host that is not loopback.
     pub insecure_plaintext: bool,
     /// Login name.
@@ -64,6 +63,29 @@ pub struct ImapConfig {
     pub credentials: Credentials,
     /// Network time-out for each step (connect, login, each response).
     pub timeout: Duration,
+}
+
+/// PEM certificates to trust, and where they came from (for error messages).
+#[derive(Debug, Clone)]
+pub struct CaBundle {
+    /// A file name or `Secret ns/name key`, as the user would recognise it.
+    pub origin: String,
+    /// PEM text.
+    pub pem: Vec<u8>,
+}
+
+impl CaBundle {
+    /// Reads a PEM file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        let pem = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self {
+            origin: format!("CA file {}", path.display()),
+            pem,
+        })
+    }
 }
 
 /// A folder as the server lists it.
@@ -117,19 +139,17 @@ async fn timed<T>(
     }
 }
 
-fn tls_connector(ca_file: Option<&std::path::Path>) -> Result<tokio_rustls::TlsConnector> {
+fn tls_connector(ca: Option<&CaBundle>) -> Result<tokio_rustls::TlsConnector> {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-                .map_err(|e| Error::Source(format!("CA file {}: {e}", path.display())))?;
-            for cert in certs {
-                let cert =
-                    cert.map_err(|e| Error::Source(format!("CA file {}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| Error::Source(format!("CA file {}: {e}", path.display())))?;
+    match ca {
+        Some(ca) => {
+            let bad = |e: &dyn std::fmt::Display| Error::Source(format!("{}: {e}", ca.origin));
+            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca.pem) {
+                roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+            }
+            if roots.is_empty() {
+                return Err(bad(&"no PEM certificate in it"));
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -369,7 +389,7 @@ async fn open_stream(config: &ImapConfig) -> Result<Box<dyn Stream>> {
     };
     let tls = tokio::time::timeout(
         t,
-        tls_connector(config.ca_file.as_deref())?.connect(server_name, tcp),
+        tls_connector(config.ca.as_ref())?.connect(server_name, tcp),
     )
     .await
     .map_err(|_| Error::Source(format!("IMAP TLS handshake with {at}: timed out")))?

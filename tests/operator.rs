@@ -1,0 +1,721 @@
+//! `mailvault operator` against the real apiserver (with RBAC), Dovecot and versitygw, running
+//! as its own process under the chart's ServiceAccount and RBAC, never as admin.
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use mailvault::crd::{MailboxArchive, RetentionPolicy};
+use mailvault_tests::operator::{OperatorProcess, install_chart_rbac};
+use mailvault_tests::{MailUser, S3Flavour, TestEnv, apply_crds, new_namespace, unique_name};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A namespace with the CRDs, the chart's RBAC, a mail user, a locked bucket, the Secrets a
+/// MailboxArchive needs and a RetentionPolicy `city`.
+struct Cluster {
+    env: TestEnv,
+    admin: kube::Client,
+    ns: String,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    user: MailUser,
+    bucket: String,
+}
+
+impl Cluster {
+    async fn new(name: &str) -> Self {
+        let env = TestEnv::load();
+        let admin = env.kube_admin().await;
+        apply_crds(&admin).await;
+        let ns = new_namespace(&admin, name).await;
+        let dir = std::env::temp_dir().join(unique_name(&format!("mv-op-{name}")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = install_chart_rbac(&env, &admin, &ns, &unique_name("mv"), &dir).await;
+        let user = env.new_mail_user(name);
+        let bucket = unique_name(name);
+        create_bucket(&env, &bucket, true).await;
+        let c = Self {
+            env,
+            admin,
+            ns,
+            dir,
+            kubeconfig,
+            user,
+            bucket,
+        };
+        c.secret("imap", &[("password", c.user.password.as_bytes())])
+            .await;
+        let ca = std::fs::read(c.env.ca_path()).unwrap();
+        c.secret("imap-ca", &[("ca.crt", &ca)]).await;
+        let p = c.env.var("VERSITYGW_ACCESS_KEY").as_bytes().to_vec();
+        let s = c.env.var("VERSITYGW_SECRET_KEY").as_bytes().to_vec();
+        c.secret(
+            "s3",
+            &[("AWS_ACCESS_KEY_ID", &p), ("AWS_SECRET_ACCESS_KEY", &s)],
+        )
+        .await;
+        c.create_policy("city").await;
+        c
+    }
+
+    async fn secret(&self, name: &str, data: &[(&str, &[u8])]) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "data": data.iter().map(|(k, v)| {
+                use base64::Engine as _;
+                ((*k).to_owned(), Value::String(base64::engine::general_purpose::STANDARD.encode(v)))
+            }).collect::<serde_json::Map<_, _>>()
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(self.admin.clone(), &self.ns)
+            .patch(
+                name,
+                &PatchParams::apply("mailvault-tests").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn create_policy(&self, name: &str) {
+        let policy: RetentionPolicy = serde_json::from_value(json!({
+            "apiVersion": "mailvault.io/v1alpha1", "kind": "RetentionPolicy",
+            "metadata": {"name": name},
+            "spec": {"defaultRule": {"recordSeries": "GS 1-01 general correspondence",
+                                     "retain": "P1D", "disposition": "Destroy"}}
+        }))
+        .unwrap();
+        self.policies()
+            .create(&PostParams::default(), &policy)
+            .await
+            .unwrap();
+    }
+
+    fn archives(&self) -> Api<MailboxArchive> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    fn policies(&self) -> Api<RetentionPolicy> {
+        Api::namespaced(self.admin.clone(), &self.ns)
+    }
+
+    /// A MailboxArchive of this cluster's mailbox and bucket, with `patch` merged into its spec.
+    fn archive_spec(&self, name: &str, patch: &Value) -> MailboxArchive {
+        let mut spec = json!({
+            "imap": {"host": self.env.imap_host(), "port": self.env.imaps_port(),
+                     "tls": "Required", "username": self.user.name,
+                     "passwordSecretRef": {"name": "imap", "key": "password"},
+                     "caSecretRef": {"name": "imap-ca", "key": "ca.crt"}},
+            "storage": {"bucket": self.bucket, "region": self.env.var("S3_REGION"),
+                        "endpoint": self.env.s3_endpoint(S3Flavour::Versitygw), "pathStyle": true,
+                        "credentialsSecretRef": {"name": "s3"}},
+            "schedule": "* * * * *",
+            "retentionPolicyRef": {"name": "city"}
+        });
+        merge(&mut spec, patch);
+        serde_json::from_value(json!({
+            "apiVersion": "mailvault.io/v1alpha1", "kind": "MailboxArchive",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .unwrap()
+    }
+
+    async fn create_archive(&self, name: &str, patch: &Value) {
+        self.archives()
+            .create(&PostParams::default(), &self.archive_spec(name, patch))
+            .await
+            .unwrap();
+    }
+
+    fn operator(&self, identity: &str) -> OperatorProcess {
+        OperatorProcess::start(
+            &self.kubeconfig,
+            &self.ns,
+            "mailvault-operator",
+            identity,
+            &self.dir,
+        )
+    }
+
+    fn seed(&self, folder: &str, n: usize, tag: &str) {
+        for i in 0..n {
+            let msg = format!(
+                "From: chief@city.gov\r\nTo: clerk@city.gov\r\nSubject: {tag} {i}\r\nMessage-ID: <{tag}-{i}@city.gov>\r\n\r\nbody {tag} {i}\r\n"
+            );
+            self.env
+                .seed_message(&self.user, folder, msg.as_bytes(), "");
+        }
+    }
+
+    /// `mailvault verify` of archive `name` with the public key its status publishes.
+    fn verify(&self, name: &str, public_key: &str) -> (Option<i32>, String) {
+        let key = self.dir.join(format!("{name}.pub"));
+        std::fs::write(&key, format!("{public_key}\n")).unwrap();
+        let out = self
+            .env
+            .mailvault_s3(
+                S3Flavour::Versitygw,
+                &[
+                    "verify",
+                    &format!("s3://{}/{}/{name}", self.bucket, self.ns),
+                ],
+            )
+            .arg("--public-key")
+            .arg(&key)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    async fn events_of(&self, name: &str) -> Vec<Event> {
+        Api::<Event>::namespaced(self.admin.clone(), &self.ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect()
+    }
+}
+
+async fn create_bucket(env: &TestEnv, bucket: &str, object_lock: bool) {
+    env.s3_client(S3Flavour::Versitygw)
+        .create_bucket()
+        .bucket(bucket)
+        .object_lock_enabled_for_bucket(object_lock)
+        .send()
+        .await
+        .expect("creating a bucket");
+}
+
+/// JSON merge patch semantics (RFC 7386).
+fn merge(target: &mut Value, patch: &Value) {
+    if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else if v.is_object() && t.get(k).is_some_and(Value::is_object) {
+                merge(t.get_mut(k).unwrap(), v);
+            } else {
+                t.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+fn condition<'a>(
+    a: &'a MailboxArchive,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    a.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn ready(a: &MailboxArchive) -> bool {
+    condition(a, "Ready").is_some_and(|c| c.status == "True")
+}
+
+fn records(a: &MailboxArchive) -> u64 {
+    a.status
+        .as_ref()
+        .and_then(|s| s.totals.as_ref())
+        .map_or(0, |t| t.records)
+}
+
+/// Polls archive `name` until `pred` holds; on time-out panics with its status and the logs.
+async fn wait_for(
+    c: &Cluster,
+    operators: &[&OperatorProcess],
+    name: &str,
+    within: Duration,
+    what: &str,
+    pred: impl Fn(&MailboxArchive) -> bool,
+) -> MailboxArchive {
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(a) = c.archives().get_opt(name).await.unwrap() {
+            if pred(&a) {
+                return a;
+            }
+            last = Some(a);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let logs: Vec<String> = operators
+        .iter()
+        .map(|o| {
+            let t = o.log_text();
+            let tail: Vec<&str> = t.lines().rev().take(30).collect();
+            format!(
+                "--- {} ---\n{}",
+                o.identity,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
+        .collect();
+    panic!(
+        "{name}: not {what} within {within:?}; status: {:#?}\n{}",
+        last.and_then(|a| a.status),
+        logs.join("\n")
+    );
+}
+
+/// Whether a verify report counts `n` records PRESENT_OK.
+fn present(report: &str, n: u64) -> bool {
+    let expected = n.to_string();
+    report
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["PRESENT_OK", expected.as_str()])
+}
+
+fn assert_no_secret_in(text: &str, c: &Cluster) {
+    for secret in [c.user.password.as_str(), c.env.var("VERSITYGW_SECRET_KEY")] {
+        assert!(!text.contains(secret), "a secret value leaked into: {text}");
+    }
+}
+
+#[tokio::test]
+async fn an_archive_becomes_ready_matches_the_mailbox_verifies_and_resumes_after_recreation() {
+    let c = Cluster::new("op-ready").await;
+    c.seed("INBOX", 3, "first");
+    c.seed("Archive", 2, "first");
+    let op = c.operator("solo");
+    c.create_archive("chief", &json!({})).await;
+
+    // Ready within one schedule period (the first run starts at once), counts equal the mailbox.
+    let a = wait_for(
+        &c,
+        &[&op],
+        "chief",
+        Duration::from_secs(90),
+        "Ready with 5 records",
+        |a| ready(a) && records(a) == 5,
+    )
+    .await;
+    let status = a.status.clone().unwrap();
+    assert_eq!(status.observed_generation, a.metadata.generation);
+    assert!(
+        status
+            .folders
+            .iter()
+            .any(|f| f.name == "INBOX" && f.last_uid == 3),
+        "{:?}",
+        status.folders
+    );
+    assert!(
+        status.folders.iter().any(|f| f.name.contains("Archive")),
+        "{:?}",
+        status.folders
+    );
+    let log = status.log.clone().unwrap();
+    assert!(log.size >= 5 && log.checkpoint.is_some() && log.root_hash.is_some());
+    assert!(status.next_sync.is_some());
+    let public_key = status.public_key.clone().unwrap();
+    assert!(public_key.starts_with(&format!("mailvault.io/{}/chief+", c.ns)));
+
+    // The auditor's verify passes with the published key alone.
+    let (code, report) = c.verify("chief", &public_key);
+    assert_eq!(code, Some(0), "{report}");
+
+    // The generated signing key is kept in a Secret with no owner (the archive's deletion
+    // must not take the key that continues its log).
+    let key_secret = Api::<Secret>::namespaced(c.admin.clone(), &c.ns)
+        .get("chief-signing-key")
+        .await
+        .unwrap();
+    assert!(key_secret.metadata.owner_references.is_none());
+
+    // Events for the run.
+    let reasons: Vec<String> = c
+        .events_of("chief")
+        .await
+        .iter()
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    assert!(reasons.iter().any(|r| r == "SyncStarted"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "Synced"), "{reasons:?}");
+
+    // New mail is picked up by the next run.
+    c.seed("INBOX", 2, "second");
+    let a = wait_for(
+        &c,
+        &[&op],
+        "chief",
+        Duration::from_secs(100),
+        "at 7 records",
+        |a| ready(a) && records(a) == 7,
+    )
+    .await;
+    assert_eq!(a.status.unwrap().last_sync.unwrap().messages, 2);
+
+    // The operational surface.
+    assert_eq!(op.get("/healthz").await.map(|r| r.0), Some(200));
+    assert_eq!(op.get("/readyz").await.map(|r| r.0), Some(200));
+    assert!(op.is_leader().await);
+    assert!(
+        op.metric("mailvault_runs_total{result=\"succeeded\"}")
+            .await
+            >= Some(2.0)
+    );
+    assert!(op.metric("mailvault_records_archived_total").await >= Some(7.0));
+
+    // Delete and re-create: resumes from the bucket, archives nothing twice.
+    c.archives()
+        .delete("chief", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.archives().get_opt("chief").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the archive was not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    c.create_archive("chief", &json!({})).await;
+    let a = wait_for(
+        &c,
+        &[&op],
+        "chief",
+        Duration::from_secs(90),
+        "Ready again",
+        |a| ready(a) && a.status.as_ref().is_some_and(|s| s.last_sync.is_some()),
+    )
+    .await;
+    let status = a.status.unwrap();
+    assert_eq!(records(&c.archives().get("chief").await.unwrap()), 7);
+    assert_eq!(
+        status.last_sync.unwrap().messages,
+        0,
+        "re-creation archived something twice"
+    );
+    assert_eq!(status.public_key.as_deref(), Some(public_key.as_str()));
+    let (code, report) = c.verify("chief", &public_key);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(present(&report, 7), "{report}");
+    assert_no_secret_in(&op.log_text(), &c);
+}
+
+#[tokio::test]
+async fn bad_specs_missing_secrets_and_wrong_passwords_are_reported_and_recover_once_fixed() {
+    let c = Cluster::new("op-faults").await;
+    c.seed("INBOX", 2, "m");
+    let op = c.operator("solo");
+    let reason_is = |reason: &'static str| {
+        move |a: &MailboxArchive| {
+            condition(a, "Ready").is_some_and(|c| c.status == "False" && c.reason == reason)
+        }
+    };
+
+    // A cron the schema lets through (five fields) but that names a 61st minute.
+    c.create_archive("badcron", &json!({"schedule": "61 * * * *"}))
+        .await;
+    let a = wait_for(
+        &c,
+        &[&op],
+        "badcron",
+        Duration::from_secs(30),
+        "InvalidSpec",
+        reason_is("InvalidSpec"),
+    )
+    .await;
+    let message = condition(&a, "Ready").unwrap().message.clone();
+    assert!(
+        message.contains("schedule") && message.contains("61 * * * *"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&a, "Ready").unwrap().observed_generation,
+        a.metadata.generation
+    );
+    let events = c.events_of("badcron").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("InvalidSpec")
+                && e.type_.as_deref() == Some("Warning")),
+        "{events:?}"
+    );
+    // Fixing it is picked up at once.
+    c.archives()
+        .patch(
+            "badcron",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"schedule": "*/5 * * * *"}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &c,
+        &[&op],
+        "badcron",
+        Duration::from_secs(60),
+        "Ready after the fix",
+        ready,
+    )
+    .await;
+
+    // A RetentionPolicy that does not exist yet.
+    c.create_archive(
+        "nopolicy",
+        &json!({"retentionPolicyRef": {"name": "later"}}),
+    )
+    .await;
+    let a = wait_for(
+        &c,
+        &[&op],
+        "nopolicy",
+        Duration::from_secs(30),
+        "RetentionPolicyNotFound",
+        reason_is("RetentionPolicyNotFound"),
+    )
+    .await;
+    assert!(condition(&a, "Ready").unwrap().message.contains("later"));
+    c.create_policy("later").await;
+    wait_for(
+        &c,
+        &[&op],
+        "nopolicy",
+        Duration::from_secs(60),
+        "Ready once the policy exists",
+        ready,
+    )
+    .await;
+
+    // A password Secret that does not exist, then holds the wrong password, then the right one.
+    c.create_archive(
+        "nosecret",
+        &json!({"imap": {"passwordSecretRef": {"name": "imap-later", "key": "password"}}}),
+    )
+    .await;
+    let a = wait_for(
+        &c,
+        &[&op],
+        "nosecret",
+        Duration::from_secs(30),
+        "SecretNotUsable",
+        reason_is("SecretNotUsable"),
+    )
+    .await;
+    let message = condition(&a, "Ready").unwrap().message.clone();
+    assert!(
+        message.contains("imap-later") && message.contains("does not exist"),
+        "{message}"
+    );
+    c.secret("imap-later", &[("password", b"not-the-password")])
+        .await;
+    let a = wait_for(
+        &c,
+        &[&op],
+        "nosecret",
+        Duration::from_secs(60),
+        "AuthenticationFailed",
+        reason_is("AuthenticationFailed"),
+    )
+    .await;
+    let message = condition(&a, "Ready").unwrap().message.clone();
+    assert!(!message.contains("not-the-password"), "{message}");
+    assert!(a.status.as_ref().unwrap().consecutive_failures >= 2);
+    c.secret("imap-later", &[("password", c.user.password.as_bytes())])
+        .await;
+    let a = wait_for(
+        &c,
+        &[&op],
+        "nosecret",
+        Duration::from_secs(90),
+        "Ready once the password is right",
+        |a| ready(a) && records(a) == 2,
+    )
+    .await;
+    assert_eq!(a.status.unwrap().consecutive_failures, 0);
+
+    // A bucket without Object Lock is refused before anything is written.
+    let unlocked = unique_name("nolock");
+    create_bucket(&c.env, &unlocked, false).await;
+    c.create_archive("nolock", &json!({"storage": {"bucket": unlocked}}))
+        .await;
+    let a = wait_for(
+        &c,
+        &[&op],
+        "nolock",
+        Duration::from_secs(30),
+        "StoreError",
+        reason_is("StoreError"),
+    )
+    .await;
+    let message = condition(&a, "Ready").unwrap().message.clone();
+    assert!(message.contains("Object Lock"), "{message}");
+    let events = c.events_of("nolock").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("StoreError")),
+        "{events:?}"
+    );
+    assert!(
+        op.metric("mailvault_errors_total{reason=\"StoreError\"}")
+            .await
+            >= Some(1.0)
+    );
+
+    assert_no_secret_in(&op.log_text(), &c);
+}
+
+#[tokio::test]
+async fn two_replicas_one_writer_and_failover_within_the_lease_time() {
+    let c = Cluster::new("op-failover").await;
+    c.seed("INBOX", 4, "a");
+    let first = c.operator("replica-a");
+    let second = c.operator("replica-b");
+    let leases: Api<Lease> = Api::namespaced(c.admin.clone(), &c.ns);
+
+    // Exactly one leads.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut leader, standby) = loop {
+        match (first.is_leader().await, second.is_leader().await) {
+            (true, false) => break (first, second),
+            (false, true) => break (second, first),
+            (true, true) => panic!("two leaders at once"),
+            (false, false) => {
+                assert!(Instant::now() < deadline, "no leader within 30 s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    c.create_archive("chief", &json!({})).await;
+    wait_for(
+        &c,
+        &[&leader, &standby],
+        "chief",
+        Duration::from_secs(90),
+        "Ready with 4 records",
+        |a| ready(a) && records(a) == 4,
+    )
+    .await;
+    assert!(!standby.is_leader().await);
+    // Only the leader ran anything.
+    assert_eq!(
+        standby
+            .metric("mailvault_runs_total{result=\"succeeded\"}")
+            .await,
+        None
+    );
+    assert_eq!(standby.get("/readyz").await.map(|r| r.0), Some(200));
+
+    // Kill the leader outright: the standby takes over within the lease time (10 s) plus
+    // one renewal interval.
+    leader.kill9();
+    let killed = Instant::now();
+    while !standby.is_leader().await {
+        assert!(
+            killed.elapsed() < Duration::from_secs(25),
+            "no takeover within 25 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let takeover = killed.elapsed();
+    eprintln!("takeover after {takeover:?}");
+    let lease = leases.get("mailvault-operator").await.unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some(standby.identity.as_str())
+    );
+
+    // The new leader carries on: new mail arrives in the archive, nothing twice.
+    c.seed("INBOX", 3, "b");
+    let a = wait_for(
+        &c,
+        &[&standby],
+        "chief",
+        Duration::from_secs(100),
+        "at 7 records",
+        |a| ready(a) && records(a) == 7,
+    )
+    .await;
+    let (code, report) = c.verify(
+        "chief",
+        a.status.as_ref().unwrap().public_key.as_deref().unwrap(),
+    );
+    assert_eq!(code, Some(0), "{report}");
+    assert!(present(&report, 7), "{report}");
+
+    // SIGTERM: a clean exit that hands the lease back at once.
+    let mut standby = standby;
+    assert_eq!(
+        standby.terminate(Duration::from_secs(40)),
+        Some(0),
+        "{}",
+        standby.log_text()
+    );
+    let lease = leases.get("mailvault-operator").await.unwrap();
+    let holder = lease.spec.and_then(|s| s.holder_identity);
+    assert!(
+        holder.as_deref() != Some(standby.identity.as_str()),
+        "lease still held by {holder:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_operator_identity_cannot_do_more_than_the_chart_grants() {
+    use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+    let c = Cluster::new("op-rbac").await;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&c.kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client);
+    let can = |group: &str, resource: &str, verb: &str, sub: &str| {
+        let review: SelfSubjectAccessReview = serde_json::from_value(json!({
+            "spec": {"resourceAttributes": {"namespace": c.ns, "group": group,
+                     "resource": resource, "verb": verb, "subresource": sub}}
+        }))
+        .unwrap();
+        let reviews = reviews.clone();
+        async move {
+            reviews
+                .create(&PostParams::default(), &review)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .allowed
+        }
+    };
+    // What it needs.
+    assert!(can("mailvault.io", "mailboxarchives", "watch", "").await);
+    assert!(can("mailvault.io", "mailboxarchives", "patch", "status").await);
+    assert!(can("", "secrets", "get", "").await);
+    assert!(can("events.k8s.io", "events", "create", "").await);
+    assert!(can("coordination.k8s.io", "leases", "patch", "").await);
+    // What it must not do.
+    for (group, resource, verb, sub) in [
+        ("mailvault.io", "mailboxarchives", "delete", ""),
+        ("mailvault.io", "mailboxarchives", "patch", ""),
+        ("mailvault.io", "retentionpolicies", "update", ""),
+        ("", "secrets", "list", ""),
+        ("", "secrets", "delete", ""),
+        ("", "secrets", "update", ""),
+        ("", "pods", "create", ""),
+        ("rbac.authorization.k8s.io", "clusterroles", "create", ""),
+    ] {
+        assert!(
+            !can(group, resource, verb, sub).await,
+            "may {verb} {group}/{resource}"
+        );
+    }
+}
