@@ -79,6 +79,62 @@ async fn assert_rejected(api: &Api<DynamicObject>, case: &str, obj: &Value, word
 }
 
 #[tokio::test]
+async fn the_example_resources_pass_admission() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let env = TestEnv::load();
+    let client = env.kube_admin().await;
+    apply_crds(&client).await;
+    // The examples live in namespace `records`; a server-side dry run checks them against the
+    // schema and CEL rules without keeping anything.
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "records"}})).unwrap();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    if namespaces.get_opt("records").await.unwrap().is_none() {
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+    }
+    let dir = mailvault_tests::repo_root().join("examples/resources");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let obj: DynamicObject = serde::Deserialize::deserialize(doc).unwrap();
+            let types = obj.types.clone().unwrap();
+            let (group, version) = types
+                .api_version
+                .split_once('/')
+                .unwrap_or(("", &types.api_version));
+            let plural = match types.kind.as_str() {
+                "MailboxArchive" => "mailboxarchives",
+                "RetentionPolicy" => "retentionpolicies",
+                "LegalHold" => "legalholds",
+                "Secret" => "secrets",
+                other => panic!("{}: unexpected kind {other}", path.display()),
+            };
+            let resource = ApiResource::from_gvk_with_plural(
+                &kube::core::GroupVersionKind::gvk(group, version, &types.kind),
+                plural,
+            );
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), "records", &resource);
+            api.create(
+                &PostParams {
+                    dry_run: true,
+                    ..Default::default()
+                },
+                &obj,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{}: {} refused: {e}", path.display(), types.kind));
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5, "two Secrets, an archive, a policy and a hold");
+}
+
+#[tokio::test]
 async fn crds_are_structural_established_and_enforce_admission_rules() {
     let env = TestEnv::load();
     let client = env.kube_admin().await;

@@ -719,3 +719,187 @@ async fn the_operator_identity_cannot_do_more_than_the_chart_grants() {
         );
     }
 }
+
+#[tokio::test]
+async fn suspend_policy_edits_and_legal_holds_reach_the_archives_they_touch() {
+    use mailvault::crd::LegalHold;
+    let c = Cluster::new("op-links").await;
+    c.seed("INBOX", 1, "m");
+    let op = c.operator("solo");
+    let holds: Api<LegalHold> = Api::namespaced(c.admin.clone(), &c.ns);
+
+    // Suspended: no run starts.
+    c.create_archive("chief", &json!({"suspend": true})).await;
+    let a = wait_for(
+        &c,
+        &[&op],
+        "chief",
+        Duration::from_secs(30),
+        "Suspended",
+        |a| condition(a, "Suspended").is_some_and(|c| c.status == "True"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let a = c.archives().get("chief").await.map_or(a, |x| x);
+    let status = a.status.unwrap();
+    assert!(
+        status.last_sync.is_none() && status.next_sync.is_none(),
+        "{status:?}"
+    );
+
+    // The policy lists the archives that use it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = c.policies().get("city").await.unwrap();
+        let s = p.status.unwrap_or_default();
+        if s.archives == ["chief"]
+            && s.rule_count == 1
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "policy status: {s:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // Resume: it runs.
+    c.archives()
+        .patch(
+            "chief",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &c,
+        &[&op],
+        "chief",
+        Duration::from_secs(30),
+        "Ready after resuming",
+        |a| ready(a) && records(a) == 1,
+    )
+    .await;
+
+    // A policy edit reaches the archive at once (a watch, not the one-minute retry): a regex
+    // the schema lets through but that does not compile makes the policy invalid...
+    c.policies()
+        .patch(
+            "city",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rules": [{"name": "broken", "recordSeries": "X",
+                "retain": "P1Y", "disposition": "Destroy", "match": {"subjectRegex": "(unclosed"}}]}})),
+        )
+        .await
+        .unwrap();
+    let a = wait_for(
+        &c,
+        &[&op],
+        "chief",
+        Duration::from_secs(15),
+        "RetentionPolicyInvalid",
+        |a| condition(a, "Ready").is_some_and(|c| c.reason == "RetentionPolicyInvalid"),
+    )
+    .await;
+    assert!(
+        condition(&a, "Ready")
+            .unwrap()
+            .message
+            .contains("subjectRegex")
+    );
+    // ...and fixing it makes the archive Ready again, as quickly.
+    c.policies()
+        .patch(
+            "city",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"rules": [{"name": "fixed", "recordSeries": "X",
+                "retain": "P1Y", "disposition": "Destroy", "match": {"subjectRegex": "closed"}}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &c,
+        &[&op],
+        "chief",
+        Duration::from_secs(15),
+        "Ready after the policy fix",
+        ready,
+    )
+    .await;
+
+    // A hold naming an archive that does not exist says so; naming only real ones, it is placed.
+    let hold: LegalHold = serde_json::from_value(json!({
+        "apiVersion": "mailvault.io/v1alpha1", "kind": "LegalHold",
+        "metadata": {"name": "prr"},
+        "spec": {"reason": "records request", "caseReference": "PRR-1",
+                 "archives": {"names": ["chief", "ghost"]}}
+    }))
+    .unwrap();
+    holds.create(&PostParams::default(), &hold).await.unwrap();
+    let hold_ready = |reason: &'static str| {
+        let holds = holds.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let h = holds.get("prr").await.unwrap();
+                let s = h.status.clone().unwrap_or_default();
+                if let Some(cond) = s
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Ready" && c.reason == reason)
+                {
+                    return (cond.clone(), s.archives);
+                }
+                assert!(Instant::now() < deadline, "hold status: {s:?}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    let (cond, _) = hold_ready("ArchiveNotFound").await;
+    assert!(
+        cond.status == "False" && cond.message.contains("ghost"),
+        "{cond:?}"
+    );
+    // Creating the missing archive resolves the hold (the hold watches archives).
+    c.create_archive("ghost", &json!({"suspend": true})).await;
+    let (cond, archives) = hold_ready("Placed").await;
+    assert_eq!(cond.status, "True");
+    assert_eq!(archives, ["chief", "ghost"]);
+
+    // By selector.
+    c.archives()
+        .patch(
+            "chief",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"unit": "ia"}}})),
+        )
+        .await
+        .unwrap();
+    holds
+        .patch("prr", &PatchParams::default(), &Patch::Merge(json!({"spec": {"archives": {"names": null, "selector": {"matchLabels": {"unit": "ia"}}}}})))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = holds.get("prr").await.unwrap().status.unwrap_or_default();
+        if s.archives == ["chief"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hold status: {s:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // The operator logs JSON lines (--log-format json), one object each.
+    let log = op.log_text();
+    assert!(!log.is_empty());
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            serde_json::from_str::<Value>(line).is_ok(),
+            "not a JSON log line: {line}"
+        );
+    }
+}

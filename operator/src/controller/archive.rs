@@ -114,28 +114,7 @@ pub async fn reconcile(archive: Arc<MailboxArchive>, ctx: Arc<Context>) -> Resul
     match schedule.decide(history(&status), now) {
         Decision::Wait { until } => {
             status.next_sync = Some(until.to_string());
-            if status.last_sync.is_none() {
-                set_condition(
-                    &mut status.conditions,
-                    "Ready",
-                    false,
-                    "NotYetSynced",
-                    "waiting for the first run",
-                    generation,
-                );
-            } else if old.observed_generation != generation
-                && status.last_sync.as_ref().map(|s| s.result) == Some(RunResult::Succeeded)
-            {
-                // A spec that was refused is valid again: Ready reflects the last run.
-                set_condition(
-                    &mut status.conditions,
-                    "Ready",
-                    true,
-                    "Synced",
-                    "the last run succeeded",
-                    generation,
-                );
-            }
+            conditions_from_last_run(&mut status, generation);
             write_if_changed(&api, &archive, &old, &status).await?;
             Ok(Action::requeue(until_from(now, until)))
         }
@@ -193,6 +172,50 @@ async fn run_and_record(
     match result {
         Ok(outcome) => succeeded(ctx, archive, status, &outcome, start, end).await,
         Err(e) => failed(ctx, archive, status, &e, start, end).await,
+    }
+}
+
+/// Between runs, Ready and Degraded describe the last run, so a refusal that has been fixed
+/// (a spec, a policy) no longer shows. A condition that already says so keeps its message.
+fn conditions_from_last_run(status: &mut MailboxArchiveStatus, generation: Option<i64>) {
+    let (ready, reason, message) = match &status.last_sync {
+        None => (
+            false,
+            "NotYetSynced".to_owned(),
+            "waiting for the first run".to_owned(),
+        ),
+        Some(last) if last.result == RunResult::Succeeded => (
+            true,
+            "Synced".to_owned(),
+            format!("the last run succeeded at {}", last.end),
+        ),
+        Some(last) => (
+            false,
+            last.reason.clone().unwrap_or_else(|| "RunFailed".into()),
+            format!(
+                "run failed: {}",
+                last.message.as_deref().unwrap_or("no reason recorded")
+            ),
+        ),
+    };
+    let status_word = if ready { "True" } else { "False" };
+    for (type_, want) in [
+        ("Ready", status_word),
+        ("Degraded", if ready { "False" } else { "True" }),
+    ] {
+        match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) if c.status == want && (c.reason == reason || type_ == "Degraded" && ready) => {
+                c.observed_generation = generation;
+            }
+            _ => set_condition(
+                &mut status.conditions,
+                type_,
+                want == "True",
+                &reason,
+                &message,
+                generation,
+            ),
+        }
     }
 }
 
@@ -433,6 +456,7 @@ async fn succeeded(
         bytes: s.original_bytes,
         capture_gaps: gaps,
         result: RunResult::Succeeded,
+        reason: None,
         message: None,
     });
     status.consecutive_failures = 0;
@@ -523,6 +547,7 @@ async fn failed(
         bytes: 0,
         capture_gaps: 0,
         result: RunResult::Failed,
+        reason: Some(reason.to_owned()),
         message: Some(error.to_string()),
     });
     status.consecutive_failures = status.consecutive_failures.saturating_add(1);
@@ -587,6 +612,7 @@ mod tests {
                 bytes: 1,
                 capture_gaps: 0,
                 result: RunResult::Failed,
+                reason: Some("AuthenticationFailed".into()),
                 message: None,
             }),
             consecutive_failures: 2,

@@ -230,6 +230,9 @@ pub struct LastSync {
     pub capture_gaps: u64,
     /// Outcome.
     pub result: RunResult,
+    /// Why it failed: the condition reason (`AuthenticationFailed`, `StoreError`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Why it failed, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -132,3 +132,24 @@ fn policy_validation_names_the_rule() {
     );
     assert_eq!(spec.rules[0].outcome.from, RetentionStart::ArchivedAt);
 }
+
+#[test]
+fn the_example_resources_parse_and_validate() {
+    let policy: RetentionPolicy = serde_norway::from_str(include_str!(
+        "../../../examples/resources/retentionpolicy-missouri.yaml"
+    ))
+    .unwrap();
+    assert_eq!(policy.spec.validate(), Ok(()));
+    let archive: MailboxArchive = serde_norway::from_str(include_str!(
+        "../../../examples/resources/mailboxarchive.yaml"
+    ))
+    .unwrap();
+    assert_eq!(archive.spec.validate(), Ok(()));
+    assert_eq!(
+        archive.spec.retention_policy_ref.name,
+        policy.metadata.name.unwrap()
+    );
+    let hold: LegalHold =
+        serde_norway::from_str(include_str!("../../../examples/resources/legalhold.yaml")).unwrap();
+    assert_eq!(hold.spec.validate(), Ok(()));
+}
