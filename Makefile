@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint fmt-check clippy core-deps unit integration env-up env-down env-purge tools bench bench-log bench-archive
+.PHONY: demo test lint fmt-check clippy core-deps unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-operator
 
 ## test: everything CI runs — formatting, clippy, unit tests, then the integration tests against
 ## the real local components (started here and stopped afterwards, also when a test fails).
@@ -55,7 +55,7 @@ tools:
 
 ## bench: benchmarks that print figures (not tests): the record log, then the archive job
 ## against mbsync. BENCH=mixed or BENCH=small runs one mailbox of the archive benchmark.
-bench: bench-log bench-archive
+bench: bench-log bench-archive bench-operator
 
 ## bench-log: build and verify a log of 1,000,000 entries (set N=... for another size).
 bench-log:
@@ -71,4 +71,12 @@ bench-archive:
 	@# objects behind.
 	export MAILVAULT_ENV_DIR=$${TMPDIR:-/tmp}/mailvault-bench-env; rc=0; \
 	  tests/env/up && $${CARGO_TARGET_DIR:-target}/release/archive-bench $(BENCH) || rc=$$?; \
+	  tests/env/down --purge; exit $$rc
+
+## bench-operator: one operator and ARCHIVES MailboxArchives (default 500): creation to Ready,
+## apiserver requests/s at steady state, operator memory (docs/benchmarks.md).
+bench-operator:
+	$(CARGO) build --release -p mailvault -p mailvault-tests --bins --locked
+	export MAILVAULT_ENV_DIR=$${TMPDIR:-/tmp}/mailvault-bench-env; rc=0; \
+	  tests/env/up && $${CARGO_TARGET_DIR:-target}/release/operator-scale $(or $(ARCHIVES),500) || rc=$$?; \
 	  tests/env/down --purge; exit $$rc

@@ -30,13 +30,7 @@ impl Case {
         let env = TestEnv::load();
         let user = env.new_mail_user(name);
         let bucket = unique_name(name);
-        env.s3_client(flavour)
-            .create_bucket()
-            .bucket(&bucket)
-            .object_lock_enabled_for_bucket(true)
-            .send()
-            .await
-            .expect("creating a bucket with Object Lock");
+        env.create_bucket(flavour, &bucket, true).await;
         let dir = std::env::temp_dir().join(unique_name(&format!("mv-{name}")));
         std::fs::create_dir_all(&dir).unwrap();
         let case = Self {
@@ -406,12 +400,8 @@ async fn wrong_password_and_a_bucket_without_object_lock_are_refused_clearly() {
     case.user.password = real;
     let plain = unique_name("nolock");
     case.env
-        .s3_client(S3Flavour::Versitygw)
-        .create_bucket()
-        .bucket(&plain)
-        .send()
-        .await
-        .unwrap();
+        .create_bucket(S3Flavour::Versitygw, &plain, false)
+        .await;
     case.bucket = plain;
     let o = case.archive();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

@@ -4,7 +4,7 @@
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
 use mailvault::crd::{LegalHold, MailboxArchive, RetentionPolicy};
-use mailvault_tests::{TestEnv, apply_crds, new_namespace};
+use mailvault_tests::{TestEnv, apply_crds, json_merge, new_namespace};
 use serde_json::{Value, json};
 
 fn archive(name: &str, spec_patch: &Value) -> Value {
@@ -16,7 +16,7 @@ fn archive(name: &str, spec_patch: &Value) -> Value {
         "schedule": "*/15 * * * *",
         "retentionPolicyRef": {"name": "city"}
     });
-    merge(&mut spec, spec_patch);
+    json_merge(&mut spec, spec_patch);
     json!({"apiVersion": "mailvault.io/v1alpha1", "kind": "MailboxArchive",
            "metadata": {"name": name}, "spec": spec})
 }
@@ -27,7 +27,7 @@ fn policy(name: &str, spec_patch: &Value) -> Value {
                    "disposition": "Destroy", "match": {"from": ["chief@city.gov"]}}],
         "defaultRule": {"recordSeries": "GS 1-01", "retain": "P3Y", "disposition": "Destroy"}
     });
-    merge(&mut spec, spec_patch);
+    json_merge(&mut spec, spec_patch);
     json!({"apiVersion": "mailvault.io/v1alpha1", "kind": "RetentionPolicy",
            "metadata": {"name": name}, "spec": spec})
 }
@@ -37,24 +37,9 @@ fn hold(name: &str, spec_patch: &Value) -> Value {
         "reason": "public records request 2026-114", "caseReference": "PRR-2026-114",
         "archives": {"names": ["chief"]}
     });
-    merge(&mut spec, spec_patch);
+    json_merge(&mut spec, spec_patch);
     json!({"apiVersion": "mailvault.io/v1alpha1", "kind": "LegalHold",
            "metadata": {"name": name}, "spec": spec})
-}
-
-/// JSON merge patch semantics (RFC 7386): null deletes.
-fn merge(target: &mut Value, patch: &Value) {
-    if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else if v.is_object() && t.get(k).is_some_and(Value::is_object) {
-                merge(t.get_mut(k).unwrap(), v);
-            } else {
-                t.insert(k.clone(), v.clone());
-            }
-        }
-    }
 }
 
 async fn create(api: &Api<DynamicObject>, obj: &Value) -> Result<DynamicObject, kube::Error> {

@@ -7,7 +7,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use mailvault::crd::{MailboxArchive, RetentionPolicy};
 use mailvault_tests::operator::{OperatorProcess, install_chart_rbac};
-use mailvault_tests::{MailUser, S3Flavour, TestEnv, apply_crds, new_namespace, unique_name};
+use mailvault_tests::{
+    MailUser, S3Flavour, TestEnv, apply_crds, json_merge, new_namespace, unique_name,
+};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,7 +37,7 @@ impl Cluster {
         let kubeconfig = install_chart_rbac(&env, &admin, &ns, &unique_name("mv"), &dir).await;
         let user = env.new_mail_user(name);
         let bucket = unique_name(name);
-        create_bucket(&env, &bucket, true).await;
+        env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
         let c = Self {
             env,
             admin,
@@ -114,7 +116,7 @@ impl Cluster {
             "schedule": "* * * * *",
             "retentionPolicyRef": {"name": "city"}
         });
-        merge(&mut spec, patch);
+        json_merge(&mut spec, patch);
         serde_json::from_value(json!({
             "apiVersion": "mailvault.io/v1alpha1", "kind": "MailboxArchive",
             "metadata": {"name": name}, "spec": spec
@@ -185,31 +187,6 @@ impl Cluster {
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
             .collect()
-    }
-}
-
-async fn create_bucket(env: &TestEnv, bucket: &str, object_lock: bool) {
-    env.s3_client(S3Flavour::Versitygw)
-        .create_bucket()
-        .bucket(bucket)
-        .object_lock_enabled_for_bucket(object_lock)
-        .send()
-        .await
-        .expect("creating a bucket");
-}
-
-/// JSON merge patch semantics (RFC 7386).
-fn merge(target: &mut Value, patch: &Value) {
-    if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else if v.is_object() && t.get(k).is_some_and(Value::is_object) {
-                merge(t.get_mut(k).unwrap(), v);
-            } else {
-                t.insert(k.clone(), v.clone());
-            }
-        }
     }
 }
 
@@ -542,7 +519,9 @@ async fn bad_specs_missing_secrets_and_wrong_passwords_are_reported_and_recover_
 
     // A bucket without Object Lock is refused before anything is written.
     let unlocked = unique_name("nolock");
-    create_bucket(&c.env, &unlocked, false).await;
+    c.env
+        .create_bucket(S3Flavour::Versitygw, &unlocked, false)
+        .await;
     c.create_archive("nolock", &json!({"storage": {"bucket": unlocked}}))
         .await;
     let a = wait_for(

@@ -254,13 +254,7 @@ async fn bench(env: &TestEnv, kind: &str) {
     let dir = std::env::temp_dir().join(unique_name(&format!("mailvault-bench-{kind}")));
     std::fs::create_dir_all(&dir).unwrap();
     let bucket = unique_name(&format!("bench-{kind}"));
-    env.s3_client(S3Flavour::Versitygw)
-        .create_bucket()
-        .bucket(&bucket)
-        .object_lock_enabled_for_bucket(true)
-        .send()
-        .await
-        .unwrap();
+    env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
     let key = dir.join("key");
     let bin = mailvault_binary();
     let k = Command::new(&bin)

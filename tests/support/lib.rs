@@ -223,6 +223,18 @@ impl TestEnv {
         aws_sdk_s3::Client::from_conf(config)
     }
 
+    /// Creates a bucket, with versioning and Object Lock when `object_lock` (as a records bucket
+    /// must have), or a plain one (to test that mailvault refuses it).
+    pub async fn create_bucket(&self, flavour: S3Flavour, bucket: &str, object_lock: bool) {
+        self.s3_client(flavour)
+            .create_bucket()
+            .bucket(bucket)
+            .object_lock_enabled_for_bucket(object_lock)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("creating bucket {bucket}: {e}"));
+    }
+
     // ---- IMAP ---------------------------------------------------------------------------
 
     /// Host of the local Dovecot.
@@ -417,6 +429,23 @@ pub async fn apply_crds(client: &kube::Client) {
         .await
         .unwrap_or_else(|_| panic!("CRD {name} not Established within 60 s"))
         .expect("waiting for the CRD");
+    }
+}
+
+/// Applies a JSON merge patch (RFC 7386: `null` deletes) to `target`.
+pub fn json_merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    if let (Some(t), Some(p)) = (target.as_object_mut(), patch.as_object()) {
+        for (k, v) in p {
+            match t.get_mut(k) {
+                _ if v.is_null() => {
+                    t.remove(k);
+                }
+                Some(existing) if existing.is_object() && v.is_object() => json_merge(existing, v),
+                _ => {
+                    t.insert(k.clone(), v.clone());
+                }
+            }
+        }
     }
 }
 

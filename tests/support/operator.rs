@@ -193,6 +193,11 @@ impl OperatorProcess {
         self.metric("mailvault_leader").await == Some(1.0)
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

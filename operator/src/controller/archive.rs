@@ -111,7 +111,25 @@ pub async fn reconcile(archive: Arc<MailboxArchive>, ctx: Arc<Context>) -> Resul
     );
 
     let now = Timestamp::now();
-    match schedule.decide(history(&status), now) {
+    let mut decision = schedule.decide(history(&status), now);
+    if matches!(decision, Decision::Run { .. }) {
+        // The object handed in comes from the watch cache, which may not have seen the status
+        // the previous run wrote yet (another watch, e.g. a policy edit, can trigger this
+        // reconcile first). Decide a run on what the apiserver holds, never on a stale copy:
+        // otherwise one slot could run twice.
+        let fresh = api.get(&archive.name_any()).await?;
+        if fresh.metadata.uid != archive.metadata.uid {
+            return Ok(Action::await_change());
+        }
+        if let Some(fresh_status) = fresh.status {
+            status = MailboxArchiveStatus {
+                observed_generation: generation,
+                ..fresh_status
+            };
+            decision = schedule.decide(history(&status), now);
+        }
+    }
+    match decision {
         Decision::Wait { until } => {
             status.next_sync = Some(until.to_string());
             conditions_from_last_run(&mut status, generation);
@@ -523,7 +541,7 @@ async fn succeeded(
         .inc();
     ctx.metrics.records.inc_by(s.archived + s.adopted);
     ctx.metrics.bytes.inc_by(s.original_bytes);
-    tracing::info!(archive = %archive.name_any(), namespace = ?archive.namespace(),
+    tracing::info!(archive = %archive.name_any(), namespace = %archive.namespace().unwrap_or_default(),
         archived = s.archived + s.adopted, bytes = s.original_bytes, records = outcome.log.records,
         "run succeeded");
     publish(ctx, archive, EventType::Normal, "Synced", &message).await;
@@ -582,7 +600,7 @@ async fn failed(
         })
         .inc();
     ctx.metrics.error(reason);
-    tracing::warn!(archive = %archive.name_any(), namespace = ?archive.namespace(), reason,
+    tracing::warn!(archive = %archive.name_any(), namespace = %archive.namespace().unwrap_or_default(), reason,
         error = %error, "run failed");
     publish(ctx, archive, EventType::Warning, reason, &message).await;
 }

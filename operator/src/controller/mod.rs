@@ -99,7 +99,7 @@ where
     K: Resource<DynamicType = ()>,
 {
     ctx.metrics.error(error.reason());
-    tracing::warn!(kind = %K::kind(&()), name = %obj.name_any(), namespace = ?obj.namespace(),
+    tracing::warn!(kind = %K::kind(&()), name = %obj.name_any(), namespace = %obj.namespace().unwrap_or_default(),
         reason = error.reason(), error = %error, "reconcile failed; retrying in 30 s");
     Action::requeue(Duration::from_secs(30))
 }
