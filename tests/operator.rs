@@ -583,6 +583,13 @@ async fn two_replicas_one_writer_and_failover_within_the_lease_time() {
     )
     .await;
     assert!(!standby.is_leader().await);
+    // The standby never held the lease, not even for a moment (its log says when it does).
+    assert!(
+        !standby.log_text().contains("lease acquired"),
+        "{}",
+        standby.log_text()
+    );
+    assert_eq!(leader.log_text().matches("lease acquired").count(), 1);
     // Only the leader ran anything.
     assert_eq!(
         standby
@@ -881,4 +888,40 @@ async fn suspend_policy_edits_and_legal_holds_reach_the_archives_they_touch() {
             "not a JSON log line: {line}"
         );
     }
+}
+
+#[tokio::test]
+async fn replicas_racing_for_a_free_lease_elect_exactly_one() {
+    let c = Cluster::new("op-race").await;
+    // Four replicas start together against a Lease nobody holds yet: the moment where two
+    // could both believe they won.
+    let replicas: Vec<OperatorProcess> =
+        (0..4).map(|i| c.operator(&format!("racer-{i}"))).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut leaders = 0;
+        for r in &replicas {
+            leaders += usize::from(r.is_leader().await);
+        }
+        if leaders == 1 {
+            break;
+        }
+        assert!(
+            leaders == 0 && Instant::now() < deadline,
+            "{leaders} leaders"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let every replica go through a few renewal rounds, then count who ever held it.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let acquired: Vec<&str> = replicas
+        .iter()
+        .filter(|r| r.log_text().contains("lease acquired"))
+        .map(|r| r.identity.as_str())
+        .collect();
+    assert_eq!(
+        acquired.len(),
+        1,
+        "more than one replica held the lease: {acquired:?}"
+    );
 }

@@ -52,7 +52,14 @@ pub async fn run(config: OperatorConfig) -> Result<()> {
         .with_identity(&config.settings.instance)
         .with_duration(config.lease_duration)
         .with_grace(config.lease_duration.div_ceil(3).max(1))
-        .with_field_manager(controller::FIELD_MANAGER)
+        // One field manager per replica: server-side apply then refuses a second replica's
+        // claim on a held lease as a conflict. A shared manager would let both "win" (the
+        // failover test caught exactly that).
+        .with_field_manager(format!(
+            "{}-{}",
+            controller::FIELD_MANAGER,
+            config.settings.instance
+        ))
         .build()
         .await
         .map_err(|e| Error::Usage(format!("leader election: {e}")))?;

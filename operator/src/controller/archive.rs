@@ -189,7 +189,7 @@ async fn run_and_record(
     let end = Timestamp::now();
     match result {
         Ok(outcome) => succeeded(ctx, archive, status, &outcome, start, end).await,
-        Err(e) => failed(ctx, archive, status, &e, start, end).await,
+        Err(failure) => failed(ctx, archive, status, &failure, start, end).await,
     }
 }
 
@@ -349,13 +349,28 @@ async fn check_policy(
     }
 }
 
+/// A failed run, with what it archived before it failed (kept, logged and checkpointed).
+struct RunFailure {
+    error: Error,
+    partial: RunSummary,
+}
+
+impl From<Error> for RunFailure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            partial: RunSummary::default(),
+        }
+    }
+}
+
 /// One run: read the Secrets, connect, archive every new message, checkpoint.
 async fn run_once(
     ctx: &Context,
     namespace: &str,
     archive: &MailboxArchive,
     policy: &RetentionPolicy,
-) -> Result<RunOutcome> {
+) -> std::result::Result<RunOutcome, RunFailure> {
     let spec = &archive.spec;
     let name = archive.name_any();
     let secrets = Secrets::new(ctx.client.clone(), namespace);
@@ -419,24 +434,32 @@ async fn run_once(
     // The store first: a bucket without Object Lock is refused before the mailbox is touched.
     let mut archiver =
         Archiver::open(&store, &origin, signer, retention, crate::unix_now()).await?;
-    let mut source = ImapSource::connect(&config).await?;
     let filter = FolderFilter {
         include: spec.imap.include.clone(),
         exclude: spec.imap.exclude.clone(),
     };
-    let synced = sync_mailbox(
-        &mut source,
-        &mut archiver,
-        &store,
-        &filter,
-        crate::unix_now,
-        &mut |_, _, _| {},
-    )
-    .await;
-    // Whatever was stored before a failure is logged and checkpointed now, not adopted later.
+    let synced = match ImapSource::connect(&config).await {
+        Ok(mut source) => sync_mailbox(
+            &mut source,
+            &mut archiver,
+            &store,
+            &filter,
+            crate::unix_now,
+            &mut |_, _, _| {},
+        )
+        .await
+        .map(|reports| (source, reports)),
+        Err(e) => Err(e),
+    };
+    // Whatever was stored before a failure is logged and checkpointed now (not adopted by a
+    // later run), and the run marker says the run ended.
     let finished = archiver.finish().await;
-    let reports = synced?;
-    finished?;
+    let partial = archiver.summary().clone();
+    let (source, reports) = synced.map_err(|error| RunFailure {
+        error,
+        partial: partial.clone(),
+    })?;
+    finished.map_err(|error| RunFailure { error, partial })?;
     // The run is complete; a failed LOGOUT changes nothing in the archive.
     if let Err(e) = source.logout().await {
         tracing::debug!(archive = %name, error = %e, "IMAP logout failed after a complete run");
@@ -551,18 +574,29 @@ async fn failed(
     ctx: &Context,
     archive: &MailboxArchive,
     status: &mut MailboxArchiveStatus,
-    error: &Error,
+    failure: &RunFailure,
     start: Timestamp,
     end: Timestamp,
 ) {
     let generation = archive.metadata.generation;
+    let error = &failure.error;
     let reason = error.reason();
-    let message = format!("run failed: {error}");
+    let saved = &failure.partial;
+    let mut message = format!("run failed: {error}");
+    if saved.archived + saved.adopted > 0 {
+        let _ = write!(
+            message,
+            " ({} messages archived before the failure are kept and logged)",
+            saved.archived + saved.adopted
+        );
+    }
+    ctx.metrics.records.inc_by(saved.archived + saved.adopted);
+    ctx.metrics.bytes.inc_by(saved.original_bytes);
     status.last_sync = Some(LastSync {
         start: start.to_string(),
         end: end.to_string(),
-        messages: 0,
-        bytes: 0,
+        messages: saved.archived + saved.adopted,
+        bytes: saved.original_bytes,
         capture_gaps: 0,
         result: RunResult::Failed,
         reason: Some(reason.to_owned()),
