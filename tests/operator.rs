@@ -925,3 +925,62 @@ async fn replicas_racing_for_a_free_lease_elect_exactly_one() {
         "more than one replica held the lease: {acquired:?}"
     );
 }
+
+#[tokio::test]
+async fn sigterm_during_a_run_abandons_it_safely_and_the_next_leader_completes_it() {
+    let c = Cluster::new("op-sigterm").await;
+    // Enough mail that the first run takes a few seconds.
+    let filler = "x".repeat(4000);
+    for i in 0..3000 {
+        let msg = format!("From: a@city.gov\r\nSubject: bulk {i}\r\n\r\n{i} {filler}\r\n");
+        c.env.seed_message(&c.user, "INBOX", msg.as_bytes(), "");
+    }
+    let mut first = OperatorProcess::start_with_grace(
+        &c.kubeconfig,
+        &c.ns,
+        "mailvault-operator",
+        "short-grace",
+        &c.dir,
+        0,
+    );
+    c.create_archive("chief", &json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first.metric("mailvault_runs_in_progress").await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "no run started: {}",
+            first.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // With no grace, the run in flight is abandoned: the process still exits cleanly.
+    assert_eq!(
+        first.terminate(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        first.log_text()
+    );
+    assert!(
+        first.log_text().contains("abandoned"),
+        "the run ended before the signal; make the mailbox larger: {}",
+        first.log_text()
+    );
+    // The next operator resumes from the bucket: every message once, the log verifies.
+    let second = c.operator("successor");
+    let a = wait_for(
+        &c,
+        &[&second],
+        "chief",
+        Duration::from_secs(120),
+        "Ready with 3000 records",
+        |a| ready(a) && records(a) == 3000,
+    )
+    .await;
+    let (code, report) = c.verify(
+        "chief",
+        a.status.as_ref().unwrap().public_key.as_deref().unwrap(),
+    );
+    assert_eq!(code, Some(0), "{report}");
+    assert!(present(&report, 3000), "{report}");
+}

@@ -139,6 +139,18 @@ impl OperatorProcess {
         identity: &str,
         dir: &Path,
     ) -> Self {
+        Self::start_with_grace(kubeconfig, namespace, lease, identity, dir, 20)
+    }
+
+    /// Like [`Self::start`], with `--shutdown-grace` seconds.
+    pub fn start_with_grace(
+        kubeconfig: &Path,
+        namespace: &str,
+        lease: &str,
+        identity: &str,
+        dir: &Path,
+        shutdown_grace: u64,
+    ) -> Self {
         let port = free_port();
         let log = dir.join(format!("operator-{identity}.log"));
         let file = std::fs::File::create(&log).expect("operator log file");
@@ -146,7 +158,8 @@ impl OperatorProcess {
             .args(["operator", "--namespace", namespace, "--lease-name", lease])
             .args(["--identity", identity, "--lease-duration", "10"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--log-format", "json", "--shutdown-grace", "20"])
+            .args(["--log-format", "json"])
+            .args(["--shutdown-grace", &shutdown_grace.to_string()])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,mailvault=debug,kube=warn")
             .env_remove("AWS_ACCESS_KEY_ID")
