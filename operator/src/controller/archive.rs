@@ -80,7 +80,7 @@ pub async fn reconcile(archive: Arc<MailboxArchive>, ctx: Arc<Context>) -> Resul
             return refuse(&ctx, &api, &archive, status, "InvalidSpec", &problem, None).await;
         }
     };
-    let policy = match check_policy(&ctx, &namespace, &archive).await {
+    let policy = match check_policy(&ctx, &namespace, &archive).await? {
         Ok(p) => p,
         Err((reason, message)) => {
             let retry = Some(Duration::from_mins(1));
@@ -317,16 +317,18 @@ async fn write_if_changed(
     Ok(())
 }
 
-/// The policy the archive names, if it exists and is valid.
+/// The policy the archive names: `Ok(Ok(policy))` if it exists and is valid, `Ok(Err((reason,
+/// message)))` if the user has something to fix, `Err` if the apiserver could not be asked (a
+/// transient failure: retried by the error policy, never shown as a problem with the spec).
 async fn check_policy(
     ctx: &Context,
     namespace: &str,
     archive: &MailboxArchive,
-) -> std::result::Result<RetentionPolicy, (&'static str, String)> {
+) -> Result<std::result::Result<RetentionPolicy, (&'static str, String)>> {
     let name = &archive.spec.retention_policy_ref.name;
     let policies: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), namespace);
-    match policies.get_opt(name).await {
-        Ok(Some(p)) => match p.spec.validate() {
+    Ok(match policies.get_opt(name).await? {
+        Some(p) => match p.spec.validate() {
             Ok(()) => Ok(p),
             Err(problems) => Err((
                 "RetentionPolicyInvalid",
@@ -336,17 +338,13 @@ async fn check_policy(
                 ),
             )),
         },
-        Ok(None) => Err((
+        None => Err((
             "RetentionPolicyNotFound",
             format!(
                 "RetentionPolicy {namespace}/{name} does not exist: no record can be archived without a retention schedule"
             ),
         )),
-        Err(e) => Err((
-            "KubernetesApiError",
-            format!("reading RetentionPolicy {namespace}/{name}: {e}"),
-        )),
-    }
+    })
 }
 
 /// A failed run, with what it archived before it failed (kept, logged and checkpointed).
