@@ -759,7 +759,7 @@ async fn suspend_policy_edits_and_legal_holds_reach_the_archives_they_touch() {
         )
         .await
         .unwrap();
-    wait_for(
+    let a = wait_for(
         &c,
         &[&op],
         "chief",
@@ -768,6 +768,11 @@ async fn suspend_policy_edits_and_legal_holds_reach_the_archives_they_touch() {
         |a| ready(a) && records(a) == 1,
     )
     .await;
+    assert!(
+        condition(&a, "Suspended").is_some_and(|c| c.status == "False"),
+        "{:?}",
+        a.status
+    );
 
     // A policy edit reaches the archive at once (a watch, not the one-minute retry): a regex
     // the schema lets through but that does not compile makes the policy invalid...

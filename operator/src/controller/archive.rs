@@ -101,18 +101,8 @@ pub async fn reconcile(archive: Arc<MailboxArchive>, ctx: Arc<Context>) -> Resul
         write_if_changed(&api, &archive, &old, &status).await?;
         return Ok(Action::await_change());
     }
-    set_condition(
-        &mut status.conditions,
-        "Suspended",
-        false,
-        "Scheduled",
-        "runs on its schedule",
-        generation,
-    );
-
     let now = Timestamp::now();
-    let mut decision = schedule.decide(history(&status), now);
-    if matches!(decision, Decision::Run { .. }) {
+    if matches!(schedule.decide(history(&status), now), Decision::Run { .. }) {
         // The object handed in comes from the watch cache, which may not have seen the status
         // the previous run wrote yet (another watch, e.g. a policy edit, can trigger this
         // reconcile first). Decide a run on what the apiserver holds, never on a stale copy:
@@ -126,9 +116,17 @@ pub async fn reconcile(archive: Arc<MailboxArchive>, ctx: Arc<Context>) -> Resul
                 observed_generation: generation,
                 ..fresh_status
             };
-            decision = schedule.decide(history(&status), now);
         }
     }
+    set_condition(
+        &mut status.conditions,
+        "Suspended",
+        false,
+        "Scheduled",
+        "runs on its schedule",
+        generation,
+    );
+    let decision = schedule.decide(history(&status), now);
     match decision {
         Decision::Wait { until } => {
             status.next_sync = Some(until.to_string());

@@ -94,7 +94,7 @@ impl Schedule {
             // A schedule with no future slot (e.g. a date that never comes): nothing to do.
             (None, None) => {
                 return Decision::Wait {
-                    until: far_future(),
+                    until: Timestamp::MAX,
                 };
             }
         };
@@ -108,10 +108,6 @@ impl Schedule {
         };
         Decision::Run { slot }
     }
-}
-
-fn far_future() -> Timestamp {
-    Timestamp::MAX
 }
 
 #[cfg(test)]
