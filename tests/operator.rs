@@ -251,6 +251,20 @@ async fn wait_for(
     );
 }
 
+/// `mailvault verify` of `archive` with the key its status publishes passes with `n` records
+/// PRESENT_OK.
+fn assert_verifies(c: &Cluster, archive: &MailboxArchive, n: u64) {
+    let name = archive.metadata.name.as_deref().unwrap();
+    let key = archive
+        .status
+        .as_ref()
+        .and_then(|s| s.public_key.as_deref())
+        .unwrap();
+    let (code, report) = c.verify(name, key);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(present(&report, n), "{report}");
+}
+
 /// Whether a verify report counts `n` records PRESENT_OK.
 fn present(report: &str, n: u64) -> bool {
     let expected = n.to_string();
@@ -629,12 +643,7 @@ async fn two_replicas_one_writer_and_failover_within_the_lease_time() {
         |a| ready(a) && records(a) == 7,
     )
     .await;
-    let (code, report) = c.verify(
-        "chief",
-        a.status.as_ref().unwrap().public_key.as_deref().unwrap(),
-    );
-    assert_eq!(code, Some(0), "{report}");
-    assert!(present(&report, 7), "{report}");
+    assert_verifies(&c, &a, 7);
 
     // SIGTERM: a clean exit that hands the lease back at once.
     let mut standby = standby;
@@ -982,10 +991,5 @@ async fn sigterm_during_a_run_abandons_it_safely_and_the_next_leader_completes_i
         |a| ready(a) && records(a) == 3000,
     )
     .await;
-    let (code, report) = c.verify(
-        "chief",
-        a.status.as_ref().unwrap().public_key.as_deref().unwrap(),
-    );
-    assert_eq!(code, Some(0), "{report}");
-    assert!(present(&report, 3000), "{report}");
+    assert_verifies(&c, &a, 3000);
 }

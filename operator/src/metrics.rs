@@ -139,6 +139,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a finished run, `succeeded` or `failed`.
+    pub fn run_finished(&self, result: &str) {
+        self.runs
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
     /// Counts a reconciliation of this kind.
     pub fn reconciled(&self, kind: &str) {
         self.reconciliations
@@ -156,11 +165,7 @@ mod tests {
     #[test]
     fn renders_every_metric_with_its_prefix() {
         let m = Metrics::default();
-        m.runs
-            .get_or_create(&ResultLabel {
-                result: "succeeded".into(),
-            })
-            .inc();
+        m.run_finished("succeeded");
         m.error("SecretNotUsable");
         m.records.inc_by(3);
         let text = m.render();

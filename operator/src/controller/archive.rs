@@ -552,12 +552,7 @@ async fn succeeded(
             generation,
         );
     }
-    ctx.metrics
-        .runs
-        .get_or_create(&crate::metrics::ResultLabel {
-            result: "succeeded".into(),
-        })
-        .inc();
+    ctx.metrics.run_finished("succeeded");
     ctx.metrics.records.inc_by(s.archived + s.adopted);
     ctx.metrics.bytes.inc_by(s.original_bytes);
     tracing::info!(archive = %archive.name_any(), namespace = %archive.namespace().unwrap_or_default(),
@@ -623,12 +618,7 @@ async fn failed(
         &message,
         generation,
     );
-    ctx.metrics
-        .runs
-        .get_or_create(&crate::metrics::ResultLabel {
-            result: "failed".into(),
-        })
-        .inc();
+    ctx.metrics.run_finished("failed");
     ctx.metrics.error(reason);
     tracing::warn!(archive = %archive.name_any(), namespace = %archive.namespace().unwrap_or_default(), reason,
         error = %error, "run failed");
