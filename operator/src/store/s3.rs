@@ -104,8 +104,19 @@ impl S3Store {
             None,
             "mailvault",
         );
+        // S3 answers 503 SlowDown (and 500s) under load: retried with exponential backoff and
+        // jitter, six attempts in all, before a run gives up (and retries on its own later).
+        let retry = aws_sdk_s3::config::retry::RetryConfig::standard()
+            .with_max_attempts(6)
+            .with_initial_backoff(std::time::Duration::from_millis(200))
+            .with_max_backoff(std::time::Duration::from_secs(10));
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build();
         let mut builder = aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .retry_config(retry)
+            .timeout_config(timeouts)
             .region(aws_sdk_s3::config::Region::new(config.region.clone()))
             .force_path_style(config.path_style)
             .credentials_provider(credentials);
