@@ -212,6 +212,23 @@ fn records(a: &MailboxArchive) -> u64 {
         .map_or(0, |t| t.records)
 }
 
+/// Waits until archive `name` is `Ready=False` with `reason`; returns it and the condition's
+/// message.
+async fn refused(
+    c: &Cluster,
+    op: &OperatorProcess,
+    name: &str,
+    within: Duration,
+    reason: &'static str,
+) -> (MailboxArchive, String) {
+    let a = wait_for(c, &[op], name, within, reason, |a| {
+        condition(a, "Ready").is_some_and(|c| c.status == "False" && c.reason == reason)
+    })
+    .await;
+    let message = condition(&a, "Ready").unwrap().message.clone();
+    (a, message)
+}
+
 /// Polls archive `name` until `pred` holds; on time-out panics with its status and the logs.
 async fn wait_for(
     c: &Cluster,
@@ -403,25 +420,10 @@ async fn bad_specs_missing_secrets_and_wrong_passwords_are_reported_and_recover_
     let c = Cluster::new("op-faults").await;
     c.seed("INBOX", 2, "m");
     let op = c.operator("solo");
-    let reason_is = |reason: &'static str| {
-        move |a: &MailboxArchive| {
-            condition(a, "Ready").is_some_and(|c| c.status == "False" && c.reason == reason)
-        }
-    };
-
     // A cron the schema lets through (five fields) but that names a 61st minute.
     c.create_archive("badcron", &json!({"schedule": "61 * * * *"}))
         .await;
-    let a = wait_for(
-        &c,
-        &[&op],
-        "badcron",
-        Duration::from_secs(30),
-        "InvalidSpec",
-        reason_is("InvalidSpec"),
-    )
-    .await;
-    let message = condition(&a, "Ready").unwrap().message.clone();
+    let (a, message) = refused(&c, &op, "badcron", Duration::from_secs(30), "InvalidSpec").await;
     assert!(
         message.contains("schedule") && message.contains("61 * * * *"),
         "{message}"
@@ -463,16 +465,15 @@ async fn bad_specs_missing_secrets_and_wrong_passwords_are_reported_and_recover_
         &json!({"retentionPolicyRef": {"name": "later"}}),
     )
     .await;
-    let a = wait_for(
+    let (_, message) = refused(
         &c,
-        &[&op],
+        &op,
         "nopolicy",
         Duration::from_secs(30),
         "RetentionPolicyNotFound",
-        reason_is("RetentionPolicyNotFound"),
     )
     .await;
-    assert!(condition(&a, "Ready").unwrap().message.contains("later"));
+    assert!(message.contains("later"), "{message}");
     c.create_policy("later").await;
     wait_for(
         &c,
@@ -490,32 +491,28 @@ async fn bad_specs_missing_secrets_and_wrong_passwords_are_reported_and_recover_
         &json!({"imap": {"passwordSecretRef": {"name": "imap-later", "key": "password"}}}),
     )
     .await;
-    let a = wait_for(
+    let (_, message) = refused(
         &c,
-        &[&op],
+        &op,
         "nosecret",
         Duration::from_secs(30),
         "SecretNotUsable",
-        reason_is("SecretNotUsable"),
     )
     .await;
-    let message = condition(&a, "Ready").unwrap().message.clone();
     assert!(
         message.contains("imap-later") && message.contains("does not exist"),
         "{message}"
     );
     c.secret("imap-later", &[("password", b"not-the-password")])
         .await;
-    let a = wait_for(
+    let (a, message) = refused(
         &c,
-        &[&op],
+        &op,
         "nosecret",
         Duration::from_secs(60),
         "AuthenticationFailed",
-        reason_is("AuthenticationFailed"),
     )
     .await;
-    let message = condition(&a, "Ready").unwrap().message.clone();
     assert!(!message.contains("not-the-password"), "{message}");
     assert!(a.status.as_ref().unwrap().consecutive_failures >= 2);
     c.secret("imap-later", &[("password", c.user.password.as_bytes())])
@@ -538,16 +535,7 @@ async fn bad_specs_missing_secrets_and_wrong_passwords_are_reported_and_recover_
         .await;
     c.create_archive("nolock", &json!({"storage": {"bucket": unlocked}}))
         .await;
-    let a = wait_for(
-        &c,
-        &[&op],
-        "nolock",
-        Duration::from_secs(30),
-        "StoreError",
-        reason_is("StoreError"),
-    )
-    .await;
-    let message = condition(&a, "Ready").unwrap().message.clone();
+    let (_, message) = refused(&c, &op, "nolock", Duration::from_secs(30), "StoreError").await;
     assert!(message.contains("Object Lock"), "{message}");
     let events = c.events_of("nolock").await;
     assert!(

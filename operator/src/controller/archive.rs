@@ -278,22 +278,7 @@ async fn refuse(
 ) -> Result<Action> {
     let old = archive.status.clone().unwrap_or_default();
     let generation = archive.metadata.generation;
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        reason,
-        message,
-        generation,
-    );
-    set_condition(
-        &mut status.conditions,
-        "Degraded",
-        true,
-        reason,
-        message,
-        generation,
-    );
+    needs_a_person(&mut status, reason, message, generation);
     status.next_sync = None;
     ctx.metrics.error(reason);
     if old.conditions != status.conditions || old.observed_generation != generation {
@@ -301,6 +286,25 @@ async fn refuse(
     }
     write_if_changed(api, archive, &old, &status).await?;
     Ok(retry.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// `Ready=False` and `Degraded=True`, both saying why.
+fn needs_a_person(
+    status: &mut MailboxArchiveStatus,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    for (type_, value) in [("Ready", false), ("Degraded", true)] {
+        set_condition(
+            &mut status.conditions,
+            type_,
+            value,
+            reason,
+            message,
+            generation,
+        );
+    }
 }
 
 async fn write_if_changed(
@@ -594,26 +598,11 @@ async fn failed(
         message: Some(error.to_string()),
     });
     status.consecutive_failures = status.consecutive_failures.saturating_add(1);
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        reason,
-        &message,
-        generation,
-    );
+    needs_a_person(status, reason, &message, generation);
     set_condition(
         &mut status.conditions,
         "Synced",
         false,
-        reason,
-        &message,
-        generation,
-    );
-    set_condition(
-        &mut status.conditions,
-        "Degraded",
-        true,
         reason,
         &message,
         generation,
