@@ -156,27 +156,32 @@ fn seed_mailbox(case: &Case, large_bytes: usize) -> Vec<Vec<u8>> {
         ("Trash", b"From: a@city.example\r\nSubject: deleted but still a record\r\n\r\nbin\r\n".to_vec(), "S"),
     ];
     if large_bytes > 0 {
-        let mut big = b"From: scanner@city.example\r\nSubject: large scan\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
-        let mut x: u32 = 12345;
-        while big.len() < large_bytes {
-            let line: String = (0..76)
-                .map(|_| {
-                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                    char::from(
-                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-                            [(x >> 16) as usize % 64],
-                    )
-                })
-                .collect();
-            big.extend_from_slice(line.as_bytes());
-            big.extend_from_slice(b"\r\n");
-        }
-        msgs.push(("INBOX", big, ""));
+        msgs.push(("INBOX", large_message(large_bytes, 12345), ""));
     }
     for (folder, bytes, flags) in &msgs {
         case.env.seed_message(&case.user, folder, bytes, flags);
     }
     msgs.into_iter().map(|(_, b, _)| b).collect()
+}
+
+/// A scanned document of exactly `len` bytes: headers, then pseudo-random base64 lines
+/// (incompressible past base64's own redundancy), different for each `seed`.
+fn large_message(len: usize, seed: u32) -> Vec<u8> {
+    let mut big = format!(
+        "From: scanner@city.example\r\nSubject: large scan {seed}\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    )
+    .into_bytes();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x: u32 = seed;
+    while big.len() < len {
+        for _ in 0..76 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            big.push(alphabet[(x >> 16) as usize % 64]);
+        }
+        big.extend_from_slice(b"\r\n");
+    }
+    big.truncate(len);
+    big
 }
 
 /// Flags of every message in every folder, as the server reports them (read-only look).
@@ -284,6 +289,69 @@ async fn archive_a_mailbox_byte_for_byte_incrementally_and_read_only() {
     assert_eq!(
         report["records"].as_array().unwrap().len(),
         seeded.len() + 1
+    );
+}
+
+/// Messages around the 4 MiB piece size, then one of 64 MiB: every byte comes back, and the
+/// run that archives the large one peaks below its size (it is fetched in pieces with
+/// `BODY.PEEK[]<offset.length>`, compressed file to file and uploaded from the file).
+#[tokio::test(flavor = "multi_thread")]
+async fn large_messages_are_archived_in_pieces_within_bounded_memory() {
+    const PIECE: usize = 4 * 1024 * 1024;
+    const LARGEST: usize = 64 * 1024 * 1024;
+    let case = Case::new("imap-large", S3Flavour::Versitygw).await;
+    let spool = case.dir.join("spool");
+    let archive = |expected: usize| {
+        let mut args = case.archive_args();
+        args.extend(["--spool-dir".into(), spool.display().to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = case.mailvault(&args);
+        assert!(run.status.success(), "{}", text(&run));
+        let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(
+            stdout.contains(&format!("archived {expected} new records")),
+            "{}",
+            text(&run)
+        );
+        assert_eq!(
+            std::fs::read_dir(&spool).map_or(0, Iterator::count),
+            0,
+            "spool files left behind"
+        );
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("peak memory (RSS): "))
+            .and_then(|l| l.trim_end_matches(" MiB").parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no peak memory line: {}", text(&run)))
+    };
+
+    let mut seeded = Vec::new();
+    for (seed, len) in [PIECE - 1, PIECE, PIECE + 1, 2 * PIECE]
+        .into_iter()
+        .enumerate()
+    {
+        let message = large_message(len, u32::try_from(seed).unwrap() + 1);
+        case.env.seed_message(&case.user, "INBOX", &message, "");
+        seeded.push(message);
+    }
+    archive(seeded.len());
+
+    let largest = large_message(LARGEST, 99);
+    case.env.seed_message(&case.user, "INBOX", &largest, "");
+    seeded.push(largest);
+    let peak_mib = archive(1);
+    assert!(
+        peak_mib * 1024 * 1024 < LARGEST,
+        "the run held a whole {} MiB message in memory: peak {peak_mib} MiB",
+        LARGEST / 1024 / 1024
+    );
+
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(
+        sorted(case.export_all(&report).into_values().collect()),
+        sorted(seeded),
+        "export is not byte for byte"
     );
 }
 

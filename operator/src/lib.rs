@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod operator;
 pub mod pipeline;
 pub mod source;
+pub mod spool;
 pub mod store;
 pub mod store_url;
 pub mod sync;
@@ -26,6 +27,20 @@ pub fn unix_now() -> mailvault_core::UnixTime {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     mailvault_core::UnixTime(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// This process's peak resident memory (`VmHWM`), where the system reports it (Linux).
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Call once at start-up:

@@ -13,7 +13,8 @@ use mailvault::core::retention::Period;
 use mailvault::core::verify::Trust;
 use mailvault::pipeline::{Archiver, RetentionChoice};
 use mailvault::source::imap::{CaBundle, Credentials, ImapConfig, ImapSource, TlsMode};
-use mailvault::source::local;
+use mailvault::source::local::{self, LocalSource};
+use mailvault::spool::Spool;
 use mailvault::store_url::{AnyStore, S3Options, open_store};
 use mailvault::sync::{FolderFilter, sync_mailbox};
 use mailvault::{Error, Result};
@@ -91,6 +92,10 @@ struct OperatorArgs {
     /// Watch only this namespace (default: every namespace).
     #[arg(long, env = "MAILVAULT_NAMESPACE")]
     namespace: Option<String>,
+    /// Directory where messages larger than 4 MiB are spooled during a run (default: the
+    /// system's temporary directory; in a pod, an emptyDir).
+    #[arg(long, env = "MAILVAULT_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
     /// Archive runs at once; further due runs wait (mailvault_runs_waiting).
     #[arg(long, default_value_t = 4)]
     concurrent_runs: usize,
@@ -154,6 +159,10 @@ enum Command {
         /// Retention period, ISO 8601 (P3Y, P18M, P30D) or Permanent, counted from archiving.
         #[arg(long, default_value = "Permanent")]
         retain: String,
+        /// Directory where messages larger than 4 MiB are spooled while they are fetched and
+        /// compressed (default: the system's temporary directory).
+        #[arg(long, env = "MAILVAULT_SPOOL_DIR")]
+        spool_dir: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
@@ -251,20 +260,6 @@ fn now() -> UnixTime {
     mailvault::unix_now()
 }
 
-fn read_source(from: &str) -> Result<Vec<mailvault::source::SourceMessage>> {
-    if let Some(p) = from.strip_prefix("mbox:") {
-        local::read_mbox(Path::new(p))
-    } else if let Some(p) = from.strip_prefix("maildir:") {
-        local::read_maildir(Path::new(p))
-    } else if let Some(p) = from.strip_prefix("eml:") {
-        local::read_eml_dir(Path::new(p))
-    } else {
-        Err(Error::Usage(format!(
-            "{from:?} is not a source: use mbox:FILE, maildir:DIR or eml:DIR"
-        )))
-    }
-}
-
 /// Opens the log of the archive signed by `key` (its name is the origin).
 async fn open_log(store: &AnyStore, key: &NoteVerifier) -> Result<ArchiveLog> {
     ArchiveLog::load(store, key.name(), key, true).await
@@ -284,9 +279,14 @@ async fn run(command: Command) -> Result<ExitCode> {
             key,
             series,
             retain,
+            spool_dir,
             store,
             imap,
-        } => archive_command(&from, &store.open(&to)?, &key, series, &retain, &imap).await,
+        } => {
+            let spool = Spool::new(spool_dir.unwrap_or_else(std::env::temp_dir));
+            let store = store.open(&to)?;
+            archive_command(&from, &store, &key, series, &retain, &imap, spool).await
+        }
         Command::Verify {
             store_location,
             public_key,
@@ -386,6 +386,7 @@ async fn operator_command(args: OperatorArgs) -> Result<()> {
             namespace: args.namespace,
             concurrent_runs: args.concurrent_runs,
             instance,
+            spool_dir: args.spool_dir.unwrap_or_else(std::env::temp_dir),
         },
         lease_name: args.lease_name,
         lease_namespace,
@@ -410,6 +411,7 @@ async fn archive_command(
     series: String,
     retain: &str,
     imap: &ImapArgs,
+    spool: Spool,
 ) -> Result<ExitCode> {
     let period: Period = retain
         .parse()
@@ -420,7 +422,9 @@ async fn archive_command(
     if let Some(rest) = from.strip_prefix("imap://") {
         let config = imap_config(rest, imap)?;
         let mut source = ImapSource::connect(&config).await?;
-        let mut archiver = Archiver::open(store, &origin, signer, retention, now()).await?;
+        let mut archiver = Archiver::open(store, &origin, signer, retention, now())
+            .await?
+            .with_spool(spool);
         eprintln!(
             "archiving {}@{} into {}",
             config.username,
@@ -476,19 +480,49 @@ async fn archive_command(
         print_summary(archiver.summary());
         return Ok(ExitCode::SUCCESS);
     }
-    let messages = read_source(from)?;
-    let mut archiver = Archiver::open(store, &origin, signer, retention, now()).await?;
+    archive_local(from, store, &origin, signer, retention, spool).await
+}
+
+/// Archives a local source (mbox, Maildir, .eml directory), one message at a time.
+async fn archive_local(
+    from: &str,
+    store: &AnyStore,
+    origin: &str,
+    signer: mailvault::core::note::NoteSigner,
+    retention: RetentionChoice,
+    spool: Spool,
+) -> Result<ExitCode> {
+    let LocalSource {
+        mut messages,
+        total,
+    } = local::open(from, &spool)?;
+    let mut archiver = Archiver::open(store, origin, signer, retention, now())
+        .await?
+        .with_spool(spool);
     eprintln!(
-        "archiving {} messages into {}",
-        messages.len(),
+        "archiving {} into {}",
+        total.map_or_else(|| from.to_owned(), |n| format!("{n} messages")),
         archiver.store_info().description
     );
     let progress = std::io::stderr().is_terminal();
-    let total = messages.len();
-    for (n, msg) in messages.into_iter().enumerate() {
-        archiver.archive(msg, now()).await?;
-        if progress && (n % 50 == 0 || n + 1 == total) {
-            eprint!("\r{}/{total}", n + 1);
+    let mut n = 0usize;
+    loop {
+        // Reading a message is blocking file I/O.
+        let (rest, next) = tokio::task::spawn_blocking(move || {
+            let next = messages.next();
+            (messages, next)
+        })
+        .await
+        .map_err(|e| Error::Source(format!("reading {from}: {e}")))?;
+        messages = rest;
+        let Some(msg) = next else { break };
+        archiver.archive(msg?, now()).await?;
+        n += 1;
+        if progress && (n % 50 == 1 || Some(n) == total) {
+            match total {
+                Some(total) => eprint!("\r{n}/{total}"),
+                None => eprint!("\r{n}"),
+            }
             let _ = std::io::stderr().flush();
         }
     }
@@ -505,6 +539,10 @@ fn print_summary(s: &mailvault::pipeline::RunSummary) {
         "archived {} new records ({} already archived, {} recovered from an interrupted run); {} bytes of mail stored as {} bytes",
         s.archived, s.skipped, s.adopted, s.original_bytes, s.stored_bytes
     );
+    // For sizing a pod's memory: what this run needed at its peak.
+    if let Some(peak) = mailvault::peak_memory_bytes() {
+        println!("peak memory (RSS): {} MiB", peak.div_ceil(1024 * 1024));
+    }
 }
 
 /// `USER@HOST:PORT` and the IMAP flags as a connection configuration.

@@ -9,6 +9,7 @@
 //! run instead of being stored again.
 
 use crate::archive::{ArchiveLog, Sidecar as SidecarFields};
+use crate::spool::{Body, Spool};
 use crate::store::{RecordPut, Store, StoreInfo};
 use crate::{Error, Result};
 use futures::StreamExt as _;
@@ -56,7 +57,8 @@ pub enum Outcome {
 /// Stores in flight at once. Small messages are dominated by per-request latency: 32 measured
 /// 15% faster than 8 on 50,000 short messages (docs/benchmarks.md); bytes are capped below.
 const MAX_IN_FLIGHT: usize = 32;
-/// Original bytes in flight at once, so a run of large messages stays within bounded memory.
+/// Message bytes held in memory by the stores in flight, so a run of large messages stays
+/// within bounded memory (a spooled message counts only its buffers, see [`Body::memory_cost`]).
 const MAX_IN_FLIGHT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A record whose PUT succeeded, waiting to be logged.
@@ -64,6 +66,7 @@ struct Stored {
     id: RecordId,
     logged_at: UnixTime,
     original_size: u64,
+    memory_cost: u64,
     body: EntryBody,
 }
 
@@ -74,6 +77,19 @@ thread_local! {
     /// profiles.
     static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
         const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses a message body: in memory with a reused context, or file to file in blocks.
+/// Returns the stored body and its SHA-256.
+fn compress_body(spool: &Spool, body: &Body, content_sha256: &Hash) -> Result<(Body, Hash)> {
+    match body {
+        Body::Memory(bytes) => {
+            let stored = compress(bytes)?;
+            let sha256 = Hash::of(&stored);
+            Ok((Body::Memory(stored), sha256))
+        }
+        Body::File(file) => crate::spool::compress_file(spool, file, content_sha256, ZSTD_LEVEL),
+    }
 }
 
 fn compress(bytes: &[u8]) -> Result<Vec<u8>> {
@@ -143,6 +159,7 @@ pub struct Archiver<'s, S: Store> {
     summary: RunSummary,
     in_flight: futures::stream::FuturesOrdered<StoreJob<'s>>,
     in_flight_bytes: u64,
+    spool: Spool,
 }
 
 impl<'s, S: Store> Archiver<'s, S> {
@@ -170,6 +187,7 @@ impl<'s, S: Store> Archiver<'s, S> {
             summary: RunSummary::default(),
             in_flight: futures::stream::FuturesOrdered::new(),
             in_flight_bytes: 0,
+            spool: Spool::default(),
         };
         // Records can be stored but unlogged only if the last run did not finish; looking for
         // them means listing every record, so it is done only then.
@@ -201,6 +219,19 @@ impl<'s, S: Store> Archiver<'s, S> {
             .put_mutable(RUN_MARKER_KEY, br#"{"in_progress":false}"#.to_vec())
             .await?;
         Ok(signed)
+    }
+
+    /// Where large messages are compressed (file to file); the system's temporary directory
+    /// unless set.
+    #[must_use]
+    pub fn with_spool(mut self, spool: Spool) -> Self {
+        self.spool = spool;
+        self
+    }
+
+    /// Where large messages go while they are fetched and compressed.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
     }
 
     /// What the store guarantees.
@@ -292,29 +323,29 @@ impl<'s, S: Store> Archiver<'s, S> {
                 RetainUntil::Permanent => now,
             },
         };
-        let original_size = msg.bytes.len() as u64;
+        let original_size = msg.body.len();
+        let memory_cost = msg.body.memory_cost();
         let series = self.retention.series.clone();
         let store = self.store;
+        let spool = self.spool.clone();
         let job = async move {
             let SourceMessage {
                 folder,
                 identity,
-                bytes,
+                body,
                 content_sha256,
                 internal_date,
                 flags,
                 location,
             } = msg;
             let original_commitment = commitment_from_digest(&salt, &content_sha256);
-            // Compression and the stored hash are CPU work: off the async threads.
-            let (stored, stored_sha256) = tokio::task::spawn_blocking(move || {
-                compress(&bytes).map(|stored| {
-                    let sha = Hash::of(&stored);
-                    (stored, sha)
-                })
-            })
-            .await
-            .map_err(|e| Error::Store(format!("compression task failed: {e}")))??;
+            // Compression and the stored hash are CPU work (and file I/O for a spooled
+            // message): off the async threads. The original body is dropped (a spool file
+            // deleted) as soon as it is compressed.
+            let (stored, stored_sha256) =
+                tokio::task::spawn_blocking(move || compress_body(&spool, &body, &content_sha256))
+                    .await
+                    .map_err(|e| Error::Store(format!("compression task failed: {e}")))??;
             let sidecar = SidecarFields {
                 series: series.clone(),
                 retain_until,
@@ -328,12 +359,12 @@ impl<'s, S: Store> Archiver<'s, S> {
                 original_size,
             }
             .to_map();
-            let stored_size = stored.len() as u64;
+            let stored_size = stored.len();
             let object_key = format!("records/{id}");
             let object_version = store
                 .put_record(RecordPut {
                     key: &object_key,
-                    bytes: stored,
+                    body: stored,
                     sha256: stored_sha256,
                     retain_until: lock_until,
                     sidecar: &sidecar,
@@ -343,6 +374,7 @@ impl<'s, S: Store> Archiver<'s, S> {
                 id,
                 logged_at: now,
                 original_size,
+                memory_cost,
                 body: EntryBody::Ingest {
                     series,
                     retain_until,
@@ -355,7 +387,7 @@ impl<'s, S: Store> Archiver<'s, S> {
                 },
             })
         };
-        self.in_flight_bytes += original_size;
+        self.in_flight_bytes += memory_cost;
         self.in_flight.push_back(Box::pin(job));
         while self.in_flight.len() >= MAX_IN_FLIGHT || self.in_flight_bytes > MAX_IN_FLIGHT_BYTES {
             self.log_next_stored().await?;
@@ -372,7 +404,7 @@ impl<'s, S: Store> Archiver<'s, S> {
             return Ok(());
         };
         let mut stored = done?;
-        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(stored.original_size);
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(stored.memory_cost);
         if let EntryBody::Ingest {
             lock_mode,
             stored_size,
@@ -439,7 +471,7 @@ mod tests {
         SourceMessage {
             folder: "INBOX".into(),
             identity: content_identity("INBOX", &content_sha256),
-            bytes,
+            body: Body::Memory(bytes),
             content_sha256,
             internal_date: None,
             flags: vec![],
@@ -472,15 +504,15 @@ mod tests {
             location: msg.location.clone(),
             internal_date: None,
             flags: vec![],
-            original_size: msg.bytes.len() as u64,
+            original_size: msg.body.len(),
         }
         .to_map();
-        let stored = compress(&msg.bytes).unwrap();
+        let stored = compress(&msg.body.to_vec().unwrap()).unwrap();
         store
             .put_record(RecordPut {
                 key: &format!("records/{id}"),
                 sha256: Hash::of(&stored),
-                bytes: stored,
+                body: Body::Memory(stored),
                 retain_until: UnixTime(NOW.0 + 86_400),
                 sidecar: &sidecar,
             })

@@ -9,7 +9,8 @@
 //! anything twice.
 
 use crate::pipeline::Archiver;
-use crate::source::imap::{FolderState, ImapSource};
+use crate::source::imap::{Fetched, FolderState, ImapSource};
+use crate::spool::{BodyWriter, Spool};
 use crate::store::Store;
 use crate::{Error, Result};
 use futures::StreamExt as _;
@@ -166,9 +167,13 @@ async fn sync_folder<S: Store>(
     };
     let mut seen_below_next = 0u64;
     let mut next = from;
+    let spool = archiver.spool().clone();
+    let piece = spool.memory_limit();
+    // Large messages: their first piece, spooled to a file, while the folder's FETCH runs on.
+    let mut large = Vec::new();
     if state.exists > 0 {
         let t = imap.timeout();
-        let stream = imap.fetch_from(state, from).await?;
+        let stream = imap.fetch_from(state, from, piece).await?;
         let mut stream = std::pin::pin!(stream);
         loop {
             let item = tokio::time::timeout(t, stream.next()).await.map_err(|_| {
@@ -179,11 +184,31 @@ async fn sync_folder<S: Store>(
                 ))
             })?;
             let Some(item) = item else { break };
-            let (uid, msg) = item?;
+            match item? {
+                Fetched::Whole(uid, msg) => {
+                    if uid < state.uid_next {
+                        seen_below_next += 1;
+                    }
+                    next = next.max(uid.saturating_add(1));
+                    archiver.archive(msg, now()).await?;
+                    report.fetched += 1;
+                    progress(&state.name, report.fetched, state.exists);
+                }
+                Fetched::Partial(meta, first) => {
+                    next = next.max(meta.uid.saturating_add(1));
+                    large.push((meta, spill(&spool, first).await?));
+                }
+            }
+        }
+    }
+    // Order within a folder does not matter: the cursor moves only after the whole folder.
+    for (meta, writer) in large {
+        let uid = meta.uid;
+        // None: expunged between its first piece and the rest, a capture gap (counted below).
+        if let Some(msg) = imap.fetch_rest(state, meta, writer, piece).await? {
             if uid < state.uid_next {
                 seen_below_next += 1;
             }
-            next = next.max(uid.saturating_add(1));
             archiver.archive(msg, now()).await?;
             report.fetched += 1;
             progress(&state.name, report.fetched, state.exists);
@@ -194,4 +219,16 @@ async fn sync_folder<S: Store>(
             u64::from(state.uid_next.saturating_sub(from)).saturating_sub(seen_below_next);
     }
     Ok((report, next))
+}
+
+/// Starts a large message's body in a spool file (file I/O: off the async threads).
+async fn spill(spool: &Spool, first: Vec<u8>) -> Result<BodyWriter> {
+    let mut writer = spool.writer();
+    tokio::task::spawn_blocking(move || {
+        writer.write(&first)?;
+        writer.spill()?;
+        Ok(writer)
+    })
+    .await
+    .map_err(|e| Error::Source(format!("spool task failed: {e}")))?
 }

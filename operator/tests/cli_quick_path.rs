@@ -294,3 +294,108 @@ fn bad_input_is_a_usage_error() {
     let v = mailvault(&["verify", &store, "--public-key", &w.p("other.pub")]);
     assert_eq!(v.status.code(), Some(1), "{}", text(&v));
 }
+
+/// A scanned document of exactly `len` bytes with LF line ends, as an mbox holds it.
+fn large_message(len: usize) -> Vec<u8> {
+    let mut m = b"From: scanner@city.example\nSubject: large scan\n\n".to_vec();
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x: u32 = 7;
+    while m.len() < len {
+        for _ in 0..76 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            m.push(alphabet[(x >> 16) as usize % 64]);
+        }
+        m.push(b'\n');
+    }
+    m.truncate(len);
+    m.push(b'\n');
+    m
+}
+
+fn peak_mib(run: &Output) -> usize {
+    String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("peak memory (RSS): "))
+        .and_then(|l| l.trim_end_matches(" MiB").parse().ok())
+        .unwrap_or_else(|| panic!("no peak memory line: {}", text(run)))
+}
+
+/// A 48 MiB message in an mbox (spooled while it is split out) and as an .eml file (read in
+/// place): archived below its own size in memory, exported byte for byte, no spool file left.
+#[test]
+fn large_local_messages_are_archived_within_bounded_memory() {
+    const LARGE: usize = 48 * 1024 * 1024;
+    let w = Workdir::new("large");
+    let key = w.p("key");
+    let keygen = mailvault(&["keygen", "--name", "mailvault.io/test/large", "--out", &key]);
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    let public = w.p("key.pub");
+    std::fs::write(&public, &keygen.stdout).unwrap();
+    let large = large_message(LARGE);
+    let small = b"From: a@city.example\nSubject: small\n\nhello\n".to_vec();
+    let mut mbox = Vec::new();
+    for m in [&small, &large, &small] {
+        mbox.extend_from_slice(b"From a@city.example Sat Nov 28 03:00:00 2026\n");
+        mbox.extend_from_slice(m);
+        mbox.push(b'\n');
+    }
+    std::fs::write(w.p("box.mbox"), &mbox).unwrap();
+    std::fs::create_dir_all(w.p("eml")).unwrap();
+    std::fs::write(w.p("eml/scan.eml"), &large).unwrap();
+    let spool = w.p("spool");
+
+    for (source, records) in [
+        (format!("mbox:{}", w.p("box.mbox")), 2),
+        (format!("eml:{}", w.p("eml")), 1),
+    ] {
+        let store = format!("file:{}", w.p(&format!("store-{records}")));
+        let run = mailvault(&[
+            "archive",
+            "--from",
+            &source,
+            "--to",
+            &store,
+            "--key",
+            &key,
+            "--spool-dir",
+            &spool,
+        ]);
+        assert!(run.status.success(), "{}", text(&run));
+        assert!(
+            String::from_utf8_lossy(&run.stdout)
+                .contains(&format!("archived {records} new records")),
+            "the same small message twice in an mbox is one record: {}",
+            text(&run)
+        );
+        let peak = peak_mib(&run);
+        assert!(peak * 1024 * 1024 < LARGE, "{source}: peak {peak} MiB");
+        assert_eq!(std::fs::read_dir(&spool).map_or(0, Iterator::count), 0);
+
+        let ls = mailvault(&["ls", &store, "--public-key", &public]);
+        let mut exported = Vec::new();
+        for id in String::from_utf8_lossy(&ls.stdout)
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+        {
+            let out = w.p(&format!("{id}.eml"));
+            let e = mailvault(&[
+                "export",
+                &store,
+                "--record",
+                id,
+                "--public-key",
+                &public,
+                "--out",
+                &out,
+            ]);
+            assert!(e.status.success(), "{}", text(&e));
+            exported.push(std::fs::read(&out).unwrap());
+        }
+        assert!(
+            exported.contains(&large),
+            "{source}: the large message is not byte for byte"
+        );
+    }
+    assert!(std::path::Path::new(&w.p("eml/scan.eml")).exists());
+}

@@ -432,8 +432,9 @@ async fn run_once(
         timeout: ctx.imap_timeout,
     };
     // The store first: a bucket without Object Lock is refused before the mailbox is touched.
-    let mut archiver =
-        Archiver::open(&store, &origin, signer, retention, crate::unix_now()).await?;
+    let mut archiver = Archiver::open(&store, &origin, signer, retention, crate::unix_now())
+        .await?
+        .with_spool(ctx.spool.clone());
     let filter = FolderFilter {
         include: spec.imap.include.clone(),
         exclude: spec.imap.exclude.clone(),

@@ -15,6 +15,7 @@ mod status;
 use crate::Error;
 use crate::crd::{LegalHold, MailboxArchive, RetentionPolicy};
 use crate::metrics::Metrics;
+use crate::spool::Spool;
 use futures::StreamExt as _;
 use kube::api::Api;
 use kube::core::SelectorExt as _;
@@ -42,6 +43,8 @@ pub struct Context {
     pub run_slots: Semaphore,
     /// Network time-out for each IMAP step.
     pub imap_timeout: Duration,
+    /// Where messages above the memory limit are spooled during a run.
+    pub spool: Spool,
 }
 
 /// How the controllers run.
@@ -53,6 +56,8 @@ pub struct Settings {
     pub concurrent_runs: usize,
     /// This replica's name, in Events (`reportingInstance`).
     pub instance: String,
+    /// Directory for spooling large messages (an emptyDir in a pod).
+    pub spool_dir: std::path::PathBuf,
 }
 
 impl Context {
@@ -68,6 +73,7 @@ impl Context {
             metrics,
             run_slots: Semaphore::new(settings.concurrent_runs.max(1)),
             imap_timeout: Duration::from_mins(1),
+            spool: Spool::new(&settings.spool_dir),
         }
     }
 }

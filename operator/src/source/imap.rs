@@ -4,6 +4,7 @@
 //! `connect (TLS or STARTTLS) -> login -> LIST -> per folder: EXAMINE -> UID FETCH new UIDs`
 
 use super::SourceMessage;
+use crate::spool::{Body, BodyWriter};
 use crate::{Error, Result};
 use futures::TryStreamExt as _;
 use mailvault_core::UnixTime;
@@ -101,6 +102,49 @@ pub struct FolderState {
     pub exists: u32,
     /// HIGHESTMODSEQ when the server has CONDSTORE.
     pub highest_modseq: Option<u64>,
+}
+
+/// What a folder's UID FETCH delivers.
+#[derive(Debug)]
+pub enum Fetched {
+    /// A whole message.
+    Whole(u32, SourceMessage),
+    /// The first piece of a message larger than the piece size: continue with
+    /// [`ImapSource::fetch_rest`].
+    Partial(MessageMeta, Vec<u8>),
+}
+
+/// A message's UID and what the server said about it besides its bytes.
+#[derive(Debug, Clone)]
+pub struct MessageMeta {
+    /// UID.
+    pub uid: u32,
+    /// INTERNALDATE.
+    pub internal_date: Option<UnixTime>,
+    /// FLAGS at capture.
+    pub flags: Vec<String>,
+}
+
+impl MessageMeta {
+    fn into_message(
+        self,
+        folder: &FolderState,
+        body: Body,
+        content_sha256: mailvault_core::Hash,
+    ) -> SourceMessage {
+        SourceMessage {
+            folder: folder.name.clone(),
+            identity: super::content_identity(&folder.name, &content_sha256),
+            body,
+            content_sha256,
+            internal_date: self.internal_date,
+            flags: self.flags,
+            location: format!(
+                "imap:{};UIDVALIDITY={};UID={}",
+                folder.name, folder.uid_validity, self.uid
+            ),
+        }
+    }
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
@@ -288,20 +332,23 @@ impl ImapSource {
     }
 
     /// Fetches every message of the examined folder with a UID of at least `from_uid`, as a
-    /// stream that yields one message at a time (bounded memory). Uses BODY.PEEK, which never
-    /// sets `\Seen`. Wrap each `next()` in [`Self::timeout`].
+    /// stream that yields one message at a time. A message up to `piece` bytes comes whole; of
+    /// a larger one only the first `piece` bytes come, and [`Self::fetch_rest`] fetches the rest
+    /// piece by piece, so no response holds more than `piece` bytes of a message. Uses
+    /// BODY.PEEK, which never sets `\Seen`. Wrap each `next()` in [`Self::timeout`].
     pub async fn fetch_from<'a>(
         &'a mut self,
         folder: &'a FolderState,
         from_uid: u32,
-    ) -> Result<impl futures::Stream<Item = Result<(u32, SourceMessage)>> + 'a> {
+        piece: usize,
+    ) -> Result<impl futures::Stream<Item = Result<Fetched>> + 'a> {
         let from_uid = from_uid.max(1);
         let stream = timed(
             "UID FETCH",
             self.timeout,
             self.session.uid_fetch(
                 format!("{from_uid}:*"),
-                "(UID FLAGS INTERNALDATE BODY.PEEK[])",
+                format!("(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{piece}>)"),
             ),
         )
         .await?;
@@ -321,23 +368,76 @@ impl ImapSource {
                         folder.name
                     )));
                 };
-                let content_sha256 = mailvault_core::Hash::of(body);
-                Ok(Some((
+                let meta = MessageMeta {
                     uid,
-                    SourceMessage {
-                        folder: folder.name.clone(),
-                        identity: super::content_identity(&folder.name, &content_sha256),
-                        bytes: body.to_vec(),
-                        content_sha256,
-                        internal_date: fetch.internal_date().map(|d| UnixTime(d.timestamp())),
-                        flags: fetch.flags().map(|f| flag_name(&f)).collect(),
-                        location: format!(
-                            "imap:{};UIDVALIDITY={};UID={uid}",
-                            folder.name, folder.uid_validity
-                        ),
-                    },
+                    internal_date: fetch.internal_date().map(|d| UnixTime(d.timestamp())),
+                    flags: fetch.flags().map(|f| flag_name(&f)).collect(),
+                };
+                // RFC822.SIZE is only a hint (some servers get it wrong): a piece shorter than
+                // asked for is the whole message; a full piece may have more behind it.
+                let complete =
+                    body.len() < piece || fetch.size.is_some_and(|s| s as usize <= piece);
+                if !complete {
+                    return Ok(Some(Fetched::Partial(meta, body.to_vec())));
+                }
+                let bytes = body.to_vec();
+                let content_sha256 = mailvault_core::Hash::of(&bytes);
+                Ok(Some(Fetched::Whole(
+                    uid,
+                    meta.into_message(folder, Body::Memory(bytes), content_sha256),
                 )))
             }))
+    }
+
+    /// Fetches the rest of a large message after the bytes `writer` already holds, `piece`
+    /// bytes at a time (`BODY.PEEK[]<offset.piece>`), into the writer. Returns `None` if the
+    /// message was expunged meanwhile (nothing of it is kept).
+    pub async fn fetch_rest(
+        &mut self,
+        folder: &FolderState,
+        meta: MessageMeta,
+        mut writer: BodyWriter,
+        piece: usize,
+    ) -> Result<Option<SourceMessage>> {
+        let uid = meta.uid;
+        loop {
+            let offset = writer.len();
+            let step = format!("UID FETCH {uid} in {} at byte {offset}", folder.name);
+            let fetches = timed(&step, self.timeout, async {
+                self.session
+                    .uid_fetch(
+                        uid.to_string(),
+                        format!("(UID BODY.PEEK[]<{offset}.{piece}>)"),
+                    )
+                    .await?
+                    .try_collect::<Vec<_>>()
+                    .await
+            })
+            .await?;
+            let Some(data) = fetches
+                .iter()
+                .filter(|f| f.uid == Some(uid))
+                .find_map(|f| f.body())
+            else {
+                return Ok(None);
+            };
+            let data = data.to_vec();
+            drop(fetches);
+            let last = data.len() < piece;
+            // File I/O: off the async threads.
+            writer = tokio::task::spawn_blocking(move || writer.write(&data).map(|()| writer))
+                .await
+                .map_err(|e| Error::Source(format!("IMAP {step}: spool task failed: {e}")))??;
+            if last {
+                break;
+            }
+        }
+        let (body, content_sha256) = tokio::task::spawn_blocking(move || writer.finish())
+            .await
+            .map_err(|e| {
+                Error::Source(format!("IMAP UID FETCH {uid}: spool task failed: {e}"))
+            })??;
+        Ok(Some(meta.into_message(folder, body, content_sha256)))
     }
 
     /// UIDs present in the examined folder at or above `from_uid` (no bodies are fetched).

@@ -1,6 +1,7 @@
 //! Local sources: `mbox:FILE`, `maildir:DIR` and `eml:DIR`.
 
 use super::{SourceMessage, content_identity};
+use crate::spool::{Body, BodyFile, Spool};
 use crate::{Error, Result};
 use mailvault_core::{Hash, UnixTime};
 use std::path::{Path, PathBuf};
@@ -21,18 +22,52 @@ fn mtime(path: &Path) -> Option<UnixTime> {
     i64::try_from(secs).ok().map(UnixTime)
 }
 
+/// A local source opened for reading, one message at a time.
+pub struct LocalSource {
+    /// The messages, read lazily (each `next` reads one message: blocking file I/O).
+    pub messages: Box<dyn Iterator<Item = Result<SourceMessage>> + Send>,
+    /// How many there are, when known without reading them (not for an mbox).
+    pub total: Option<usize>,
+}
+
+/// Opens `mbox:FILE`, `maildir:DIR` or `eml:DIR`. Messages larger than the spool's limit are
+/// not held in memory: a Maildir or .eml file is read in place, an mbox message is spooled.
+pub fn open(from: &str, spool: &Spool) -> Result<LocalSource> {
+    if let Some(p) = from.strip_prefix("mbox:") {
+        Ok(LocalSource {
+            messages: Box::new(read_mbox(Path::new(p), spool)?),
+            total: None,
+        })
+    } else if let Some(p) = from.strip_prefix("maildir:") {
+        let files = read_maildir(Path::new(p), spool)?;
+        Ok(LocalSource {
+            total: Some(files.len()),
+            messages: Box::new(files),
+        })
+    } else if let Some(p) = from.strip_prefix("eml:") {
+        let files = read_eml_dir(Path::new(p), spool)?;
+        Ok(LocalSource {
+            total: Some(files.len()),
+            messages: Box::new(files),
+        })
+    } else {
+        Err(Error::Usage(format!(
+            "{from:?} is not a source: use imap://USER@HOST:PORT, mbox:FILE, maildir:DIR or eml:DIR"
+        )))
+    }
+}
+
 fn local_message(
     folder: &str,
     location: String,
-    bytes: Vec<u8>,
+    (body, content_sha256): (Body, Hash),
     internal_date: Option<UnixTime>,
     flags: Vec<String>,
 ) -> SourceMessage {
-    let content_sha256 = Hash::of(&bytes);
     SourceMessage {
         folder: folder.to_owned(),
         identity: content_identity(folder, &content_sha256),
-        bytes,
+        body,
         content_sha256,
         internal_date,
         flags,
@@ -40,60 +75,167 @@ fn local_message(
     }
 }
 
-/// Reads an mbox file (mboxrd: `>From ` quoting is undone). Messages are separated by lines
-/// starting with `From ` that follow an empty line (or start the file).
-pub fn read_mbox(path: &Path) -> Result<Vec<SourceMessage>> {
-    let data = std::fs::read(path).map_err(|e| io(path, e))?;
-    if !data.is_empty() && !data.starts_with(b"From ") {
+/// The messages of an mbox file (mboxrd: `>From ` quoting is undone), read one at a time.
+/// Messages are separated by lines starting with `From ` that follow an empty line (or start
+/// the file); the empty line before a separator (and at the end of the file) belongs to the
+/// mbox, not the message.
+pub struct MboxMessages {
+    path: PathBuf,
+    reader: std::io::BufReader<std::fs::File>,
+    spool: Spool,
+    line: Vec<u8>,
+    number: usize,
+    at_end: bool,
+}
+
+/// Opens an mbox file; refuses a file that does not start with a `From ` line.
+pub fn read_mbox(path: &Path, spool: &Spool) -> Result<MboxMessages> {
+    let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+    let mut messages = MboxMessages {
+        path: path.to_path_buf(),
+        reader: std::io::BufReader::with_capacity(256 * 1024, file),
+        spool: spool.clone(),
+        line: Vec::new(),
+        number: 0,
+        at_end: false,
+    };
+    // The first separator.
+    if messages.read_line()? == 0 {
+        messages.at_end = true;
+    } else if !messages.line.starts_with(b"From ") {
         return Err(Error::Source(format!(
             "{}: not an mbox file (it does not start with a \"From \" line)",
             path.display()
         )));
     }
-    let mut messages = Vec::new();
-    let mut current: Option<Vec<u8>> = None;
-    let mut previous_blank = true;
-    for line in data.split_inclusive(|&b| b == b'\n') {
-        if previous_blank && line.starts_with(b"From ") {
-            if let Some(mut m) = current.take() {
-                // The empty line before a separator belongs to the mbox, not the message.
-                if m.ends_with(b"\r\n\r\n") {
-                    m.truncate(m.len() - 2);
-                } else if m.ends_with(b"\n\n") {
-                    m.truncate(m.len() - 1);
-                }
-                messages.push(m);
+    Ok(messages)
+}
+
+impl MboxMessages {
+    fn read_line(&mut self) -> Result<usize> {
+        use std::io::BufRead as _;
+        self.line.clear();
+        self.reader
+            .read_until(b'\n', &mut self.line)
+            .map_err(|e| io(&self.path, e))
+    }
+
+    /// Reads the message after the separator just read, up to and including the next
+    /// separator (or the end of the file).
+    fn read_message(&mut self) -> Result<SourceMessage> {
+        let mut writer = self.spool.writer();
+        // A blank line is written only once the next line shows it is not the mbox's own.
+        let mut held_blank: Option<Vec<u8>> = None;
+        loop {
+            if self.read_line()? == 0 {
+                // A blank line held at the end is the one every mbox writer adds after each
+                // message, the last one too.
+                self.at_end = true;
+                break;
             }
-            current = Some(Vec::new());
-            previous_blank = false;
-            continue;
-        }
-        previous_blank = line == b"\n" || line == b"\r\n";
-        if let Some(m) = current.as_mut() {
+            if held_blank.is_some() && self.line.starts_with(b"From ") {
+                break;
+            }
+            if let Some(blank) = held_blank.take() {
+                writer.write(&blank)?;
+            }
+            if self.line == b"\n" || self.line == b"\r\n" {
+                held_blank = Some(self.line.clone());
+                continue;
+            }
             // mboxrd: a line of one or more '>' then "From " lost one '>' when it was written.
-            let quoted = line
+            let quoted = self
+                .line
                 .iter()
                 .position(|&b| b != b'>')
-                .is_some_and(|i| i > 0 && line[i..].starts_with(b"From "));
-            m.extend_from_slice(if quoted { &line[1..] } else { line });
+                .is_some_and(|i| i > 0 && self.line[i..].starts_with(b"From "));
+            writer.write(if quoted { &self.line[1..] } else { &self.line })?;
         }
+        self.number += 1;
+        Ok(local_message(
+            "INBOX",
+            format!("mbox:{}#{}", self.path.display(), self.number),
+            writer.finish()?,
+            None,
+            Vec::new(),
+        ))
     }
-    if let Some(m) = current {
-        messages.push(m);
+}
+
+impl Iterator for MboxMessages {
+    type Item = Result<SourceMessage>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at_end {
+            return None;
+        }
+        let message = self.read_message();
+        if message.is_err() {
+            self.at_end = true;
+        }
+        Some(message)
     }
-    Ok(messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            local_message(
-                "INBOX",
-                format!("mbox:{}#{}", path.display(), i + 1),
-                m,
-                None,
-                Vec::new(),
+}
+
+/// One message file of a Maildir or an .eml directory, not read yet.
+struct MessageFile {
+    folder: String,
+    path: PathBuf,
+    location: String,
+    flags: Vec<String>,
+}
+
+/// The message files of a Maildir or an .eml directory (listed up front, read one at a time).
+pub struct FileMessages {
+    files: std::vec::IntoIter<MessageFile>,
+    spool: Spool,
+}
+
+impl FileMessages {
+    /// Messages not read yet.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether every message was read.
+    pub fn is_empty(&self) -> bool {
+        self.files.len() == 0
+    }
+
+    fn read(&self, file: MessageFile) -> Result<SourceMessage> {
+        let len = std::fs::metadata(&file.path)
+            .map_err(|e| io(&file.path, e))?
+            .len();
+        let body = if usize::try_from(len).is_ok_and(|l| l <= self.spool.memory_limit()) {
+            let bytes = std::fs::read(&file.path).map_err(|e| io(&file.path, e))?;
+            let sha256 = Hash::of(&bytes);
+            (Body::Memory(bytes), sha256)
+        } else {
+            // Read in place: hashed now, compressed later from the same file (which checks
+            // that it did not change in between).
+            let (len, sha256) = crate::spool::hash_file(&file.path)?;
+            (
+                Body::File(BodyFile::borrowed(file.path.clone(), len)),
+                sha256,
             )
-        })
-        .collect())
+        };
+        Ok(local_message(
+            &file.folder,
+            file.location,
+            body,
+            mtime(&file.path),
+            file.flags,
+        ))
+    }
+}
+
+impl Iterator for FileMessages {
+    type Item = Result<SourceMessage>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let file = self.files.next()?;
+        Some(self.read(file))
+    }
 }
 
 /// Maildir info flags (`:2,FRS`) as IMAP flag names.
@@ -132,9 +274,9 @@ fn files_in(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// Reads a Maildir++ tree: the top is `INBOX`, each `.Name` subdirectory a folder (`.A.B` is
+/// Lists a Maildir++ tree: the top is `INBOX`, each `.Name` subdirectory a folder (`.A.B` is
 /// `A/B`). Messages in `cur/` and `new/`; `tmp/` is a delivery in progress and is skipped.
-pub fn read_maildir(root: &Path) -> Result<Vec<SourceMessage>> {
+pub fn read_maildir(root: &Path, spool: &Spool) -> Result<FileMessages> {
     if !root.join("cur").is_dir() && !root.join("new").is_dir() {
         return Err(Error::Source(format!(
             "{}: not a Maildir (no cur/ or new/ directory)",
@@ -153,32 +295,33 @@ pub fn read_maildir(root: &Path) -> Result<Vec<SourceMessage>> {
         }
     }
     folders.sort();
-    let mut out = Vec::new();
+    let mut files = Vec::new();
     for (folder, dir) in folders {
         for sub in ["cur", "new"] {
-            for file in files_in(&dir.join(sub))? {
-                let bytes = std::fs::read(&file).map_err(|e| io(&file, e))?;
-                let name = file
+            for path in files_in(&dir.join(sub))? {
+                let name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let location = format!("maildir:{}", file.display());
-                out.push(local_message(
-                    &folder,
-                    location,
-                    bytes,
-                    mtime(&file),
-                    maildir_flags(&name),
-                ));
+                files.push(MessageFile {
+                    folder: folder.clone(),
+                    location: format!("maildir:{}", path.display()),
+                    flags: maildir_flags(&name),
+                    path,
+                });
             }
         }
     }
-    Ok(out)
+    Ok(FileMessages {
+        files: files.into_iter(),
+        spool: spool.clone(),
+    })
 }
 
-/// Reads every `*.eml` file under a directory; the subdirectory is the folder (`INBOX` at the top).
-pub fn read_eml_dir(root: &Path) -> Result<Vec<SourceMessage>> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<SourceMessage>) -> Result<()> {
+/// Lists every `*.eml` file under a directory; the subdirectory is the folder (`INBOX` at the
+/// top).
+pub fn read_eml_dir(root: &Path, spool: &Spool) -> Result<FileMessages> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<MessageFile>) -> Result<()> {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| io(dir, e))?
             .map(|e| e.map(|e| e.path()).map_err(|e| io(dir, e)))
@@ -199,21 +342,22 @@ pub fn read_eml_dir(root: &Path) -> Result<Vec<SourceMessage>> {
                     })
                     .filter(|f| !f.is_empty())
                     .unwrap_or_else(|| "INBOX".to_owned());
-                let bytes = std::fs::read(&p).map_err(|e| io(&p, e))?;
-                out.push(local_message(
-                    &folder,
-                    format!("eml:{}", p.display()),
-                    bytes,
-                    mtime(&p),
-                    Vec::new(),
-                ));
+                out.push(MessageFile {
+                    folder,
+                    location: format!("eml:{}", p.display()),
+                    flags: Vec::new(),
+                    path: p,
+                });
             }
         }
         Ok(())
     }
-    let mut out = Vec::new();
-    walk(root, root, &mut out)?;
-    Ok(out)
+    let mut files = Vec::new();
+    walk(root, root, &mut files)?;
+    Ok(FileMessages {
+        files: files.into_iter(),
+        spool: spool.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -227,24 +371,42 @@ mod tests {
         d
     }
 
+    fn bodies(messages: impl Iterator<Item = Result<SourceMessage>>) -> Vec<Vec<u8>> {
+        messages
+            .map(|m| {
+                let m = m.unwrap();
+                let bytes = m.body.to_vec().unwrap();
+                assert_eq!(m.content_sha256, Hash::of(&bytes));
+                bytes
+            })
+            .collect()
+    }
+
     #[test]
     fn mbox_split_and_unquote() {
         let d = tmp("mbox");
         let f = d.join("box");
         std::fs::write(
             &f,
-            b"From a@b Sat Nov 28 03:00:00 2026\nSubject: one\n\n>From the start\n>>From deeper\n\nFrom b@c Sat Nov 28 03:01:00 2026\nSubject: two\n\nbody\n",
+            b"From a@b Sat Nov 28 03:00:00 2026\nSubject: one\n\n>From the start\n>>From deeper\n\nFrom b@c Sat Nov 28 03:01:00 2026\nSubject: two\n\nbody\n\n",
         )
         .unwrap();
-        let m = read_mbox(&f).unwrap();
-        assert_eq!(m.len(), 2);
-        assert_eq!(
-            m[0].bytes,
-            b"Subject: one\n\nFrom the start\n>From deeper\n"
-        );
-        assert_eq!(m[1].bytes, b"Subject: two\n\nbody\n");
+        // The same messages whether they stay in memory or spill to spool files on the way.
+        for limit in [usize::MAX, 8] {
+            let spool = Spool::new(d.join("spool")).with_memory_limit(limit);
+            let m = bodies(read_mbox(&f, &spool).unwrap());
+            assert_eq!(
+                m,
+                [
+                    &b"Subject: one\n\nFrom the start\n>From deeper\n"[..],
+                    b"Subject: two\n\nbody\n"
+                ]
+            );
+        }
         std::fs::write(&f, b"Subject: not mbox\n").unwrap();
-        assert!(read_mbox(&f).is_err());
+        assert!(read_mbox(&f, &Spool::default()).is_err());
+        std::fs::write(&f, b"").unwrap();
+        assert_eq!(read_mbox(&f, &Spool::default()).unwrap().count(), 0);
     }
 
     #[test]
@@ -258,7 +420,10 @@ mod tests {
         std::fs::write(d.join("tmp/3.c"), b"half").unwrap();
         std::fs::write(d.join(".Sent/cur/4.d:2,S"), b"Subject: d\r\n\r\n").unwrap();
         std::fs::write(d.join(".Archive.2026/new/5.e"), b"Subject: e\r\n\r\n").unwrap();
-        let m = read_maildir(&d).unwrap();
+        let m: Vec<SourceMessage> = read_maildir(&d, &Spool::default())
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
         let got: Vec<(&str, Vec<String>)> = m
             .iter()
             .map(|m| (m.folder.as_str(), m.flags.clone()))
@@ -272,7 +437,7 @@ mod tests {
                 ("Sent", vec!["\\Seen".to_owned()]),
             ]
         );
-        assert!(read_maildir(&d.join("cur")).is_err());
+        assert!(read_maildir(&d.join("cur"), &Spool::default()).is_err());
     }
 
     #[test]
@@ -282,8 +447,27 @@ mod tests {
         std::fs::write(d.join("a.eml"), b"Subject: a\r\n\r\n").unwrap();
         std::fs::write(d.join("Sent/b.EML"), b"Subject: b\r\n\r\n").unwrap();
         std::fs::write(d.join("notes.txt"), b"ignored").unwrap();
-        let m = read_eml_dir(&d).unwrap();
+        let m: Vec<SourceMessage> = read_eml_dir(&d, &Spool::default())
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
         let folders: Vec<&str> = m.iter().map(|m| m.folder.as_str()).collect();
         assert_eq!(folders, ["Sent", "INBOX"]);
+        assert!(m.iter().all(|m| matches!(m.body, Body::Memory(_))));
+
+        // Above the memory limit a file is read in place: never copied, never deleted.
+        let spool = Spool::new(d.join("spool")).with_memory_limit(4);
+        let large: Vec<SourceMessage> = read_eml_dir(&d, &spool)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert!(large.iter().all(|m| matches!(
+            &m.body,
+            Body::File(f) if !f.is_temporary() && f.path().starts_with(&d)
+        )));
+        assert_eq!(large[1].body.to_vec().unwrap(), b"Subject: a\r\n\r\n");
+        assert_eq!(large[1].content_sha256, m[1].content_sha256);
+        drop(large);
+        assert!(d.join("a.eml").exists());
     }
 }

@@ -10,6 +10,7 @@
 //! record shows up as tampered (its hash changed), not as a new version.
 
 use super::{RecordPut, Sidecar, Store, StoreInfo, StoredObject};
+use crate::spool::Body;
 use crate::{Error, Result};
 use mailvault_core::Hash;
 use mailvault_core::entry::LockMode;
@@ -58,6 +59,18 @@ impl FsStore {
         tokio::fs::write(&tmp, bytes)
             .await
             .map_err(|e| io(&tmp, e))?;
+        tokio::fs::rename(&tmp, path).await.map_err(|e| io(path, e))
+    }
+
+    /// Like [`Self::write`], from a file.
+    async fn copy(from: &Path, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| io(dir, e))?;
+        }
+        let tmp = path.with_extension("mailvault-tmp");
+        tokio::fs::copy(from, &tmp).await.map_err(|e| io(from, e))?;
         tokio::fs::rename(&tmp, path).await.map_err(|e| io(path, e))
     }
 
@@ -118,7 +131,10 @@ impl Store for FsStore {
             &sidecar,
         )
         .await?;
-        Self::write(&path, &put.bytes).await?;
+        match &put.body {
+            Body::Memory(bytes) => Self::write(&path, bytes).await?,
+            Body::File(file) => Self::copy(file.path(), &path).await?,
+        }
         Ok(VERSION.to_owned())
     }
 

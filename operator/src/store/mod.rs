@@ -9,6 +9,7 @@ pub mod fs;
 pub mod s3;
 
 use crate::Result;
+use crate::spool::Body;
 use mailvault_core::Hash;
 use mailvault_core::UnixTime;
 use mailvault_core::entry::LockMode;
@@ -23,9 +24,9 @@ pub type Sidecar = BTreeMap<String, String>;
 pub struct RecordPut<'a> {
     /// Object key relative to the archive root.
     pub key: &'a str,
-    /// The stored (compressed) bytes.
-    pub bytes: Vec<u8>,
-    /// SHA-256 of `bytes`, sent as the request checksum and checked by the server.
+    /// The stored (compressed) bytes, in memory or in a spool file.
+    pub body: Body,
+    /// SHA-256 of the body, sent as the request checksum and checked by the server.
     pub sha256: Hash,
     /// Lock to place at write time.
     pub retain_until: UnixTime,

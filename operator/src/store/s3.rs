@@ -5,6 +5,7 @@
 //! metadata: region and credentials are static or come from the environment variables.
 
 use super::{RecordPut, Sidecar, Store, StoreInfo, StoredObject};
+use crate::spool::Body;
 use crate::{Error, Result};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
@@ -150,7 +151,7 @@ impl S3Store {
     fn checked_put(
         &self,
         full: &str,
-        bytes: Vec<u8>,
+        body: ByteStream,
         sha256: &Hash,
     ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
         self.client
@@ -159,13 +160,13 @@ impl S3Store {
             .key(full)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(checksum_header(sha256))
-            .body(ByteStream::from(bytes))
+            .body(body)
     }
 
     async fn put_plain(&self, key: &str, bytes: Vec<u8>, if_absent: bool) -> Result<bool> {
         let full = self.full_key(key);
         let sha256 = Hash::of(&bytes);
-        let mut req = self.checked_put(&full, bytes, &sha256);
+        let mut req = self.checked_put(&full, ByteStream::from(bytes), &sha256);
         if if_absent {
             req = req.if_none_match("*");
         }
@@ -222,8 +223,24 @@ impl Store for S3Store {
 
     async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
         let full = self.full_key(put.key);
+        // A spool file is deleted when its body drops: `_spooled` keeps it until the request
+        // (and any retry) is done.
+        let (body, _spooled) = match put.body {
+            Body::Memory(bytes) => (ByteStream::from(bytes), None),
+            // Streamed from the file (and opened again if a retry needs it), so a large record
+            // is never held in memory.
+            Body::File(file) => (
+                ByteStream::from_path(file.path()).await.map_err(|e| {
+                    Error::Store(format!(
+                        "S3 PutObject {full}: cannot read {}: {e}",
+                        file.path().display()
+                    ))
+                })?,
+                Some(file),
+            ),
+        };
         let mut req = self
-            .checked_put(&full, put.bytes, &put.sha256)
+            .checked_put(&full, body, &put.sha256)
             .object_lock_mode(ObjectLockMode::Compliance)
             .object_lock_retain_until_date(to_datetime(put.retain_until))
             .content_type("application/zstd");
