@@ -72,42 +72,66 @@ struct Stored {
 
 type StoreJob<'s> = std::pin::Pin<Box<dyn Future<Output = Result<Stored>> + Send + 's>>;
 
-thread_local! {
-    /// One zstd context per blocking thread, reused: creating one per message showed up in
-    /// profiles.
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
+/// Compression work for the pipeline's blocking threads, at most one job per core at once.
+///
+/// Contexts are pooled, not per thread: tokio may run blocking work on many threads, and a
+/// level-3 context holds several MiB of tables and window, so one per thread cost 100+ MiB on
+/// a 32-in-flight run for no speed (two cores compress two messages at a time either way).
+#[derive(Clone)]
+struct Compression {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    contexts: std::sync::Arc<std::sync::Mutex<Vec<zstd::bulk::Compressor<'static>>>>,
 }
 
-/// Compresses a message body: in memory with a reused context, or file to file in blocks.
-/// Returns the stored body and its SHA-256.
-fn compress_body(spool: &Spool, body: &Body, content_sha256: &Hash) -> Result<(Body, Hash)> {
-    match body {
-        Body::Memory(bytes) => {
-            let stored = compress(bytes)?;
-            let sha256 = Hash::of(&stored);
-            Ok((Body::Memory(stored), sha256))
+impl Compression {
+    fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(cores)),
+            contexts: std::sync::Arc::default(),
         }
-        Body::File(file) => crate::spool::compress_file(spool, file, content_sha256, ZSTD_LEVEL),
     }
-}
 
-fn compress(bytes: &[u8]) -> Result<Vec<u8>> {
-    COMPRESSOR.with(|c| {
-        let mut slot = c.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(
-                zstd::bulk::Compressor::new(ZSTD_LEVEL)
-                    .map_err(|e| Error::Store(format!("zstd: {e}")))?,
-            );
+    /// Compresses a message body on a blocking thread once a core is free: in memory with a
+    /// pooled context, or file to file in blocks. Returns the stored body and its SHA-256.
+    async fn run(&self, spool: Spool, body: Body, content_sha256: Hash) -> Result<(Body, Hash)> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|e| Error::Store(format!("compression: {e}")))?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || match &body {
+            Body::Memory(bytes) => {
+                let stored = this.compress(bytes)?;
+                let sha256 = Hash::of(&stored);
+                Ok((Body::Memory(stored), sha256))
+            }
+            Body::File(file) => {
+                crate::spool::compress_file(&spool, file, &content_sha256, ZSTD_LEVEL)
+            }
+        })
+        .await
+        .map_err(|e| Error::Store(format!("compression task failed: {e}")))?
+    }
+
+    fn compress(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+        let zstd_error = |e: std::io::Error| Error::Store(format!("zstd: {e}"));
+        let pooled = self
+            .contexts
+            .lock()
+            .map_err(|_| Error::Store("zstd: context pool poisoned".into()))?
+            .pop();
+        let mut context = match pooled {
+            Some(c) => c,
+            None => zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(zstd_error)?,
+        };
+        let stored = context.compress(bytes).map_err(zstd_error)?;
+        if let Ok(mut pool) = self.contexts.lock() {
+            pool.push(context);
         }
-        match slot.as_mut() {
-            Some(z) => z
-                .compress(bytes)
-                .map_err(|e| Error::Store(format!("zstd: {e}"))),
-            None => Err(Error::Store("zstd: no compressor".into())),
-        }
-    })
+        Ok(stored)
+    }
 }
 
 /// Totals of a run.
@@ -160,6 +184,7 @@ pub struct Archiver<'s, S: Store> {
     in_flight: futures::stream::FuturesOrdered<StoreJob<'s>>,
     in_flight_bytes: u64,
     spool: Spool,
+    compression: Compression,
 }
 
 impl<'s, S: Store> Archiver<'s, S> {
@@ -188,6 +213,7 @@ impl<'s, S: Store> Archiver<'s, S> {
             in_flight: futures::stream::FuturesOrdered::new(),
             in_flight_bytes: 0,
             spool: Spool::default(),
+            compression: Compression::new(),
         };
         // Records can be stored but unlogged only if the last run did not finish; looking for
         // them means listing every record, so it is done only then.
@@ -328,6 +354,7 @@ impl<'s, S: Store> Archiver<'s, S> {
         let series = self.retention.series.clone();
         let store = self.store;
         let spool = self.spool.clone();
+        let compression = self.compression.clone();
         let job = async move {
             let SourceMessage {
                 folder,
@@ -342,10 +369,7 @@ impl<'s, S: Store> Archiver<'s, S> {
             // Compression and the stored hash are CPU work (and file I/O for a spooled
             // message): off the async threads. The original body is dropped (a spool file
             // deleted) as soon as it is compressed.
-            let (stored, stored_sha256) =
-                tokio::task::spawn_blocking(move || compress_body(&spool, &body, &content_sha256))
-                    .await
-                    .map_err(|e| Error::Store(format!("compression task failed: {e}")))??;
+            let (stored, stored_sha256) = compression.run(spool, body, content_sha256).await?;
             let sidecar = SidecarFields {
                 series: series.clone(),
                 retain_until,
@@ -507,7 +531,9 @@ mod tests {
             original_size: msg.body.len(),
         }
         .to_map();
-        let stored = compress(&msg.body.to_vec().unwrap()).unwrap();
+        let stored = Compression::new()
+            .compress(&msg.body.to_vec().unwrap())
+            .unwrap();
         store
             .put_record(RecordPut {
                 key: &format!("records/{id}"),

@@ -273,8 +273,9 @@ async fn bench(env: &TestEnv, kind: &str) {
     );
     let ca = env.ca_path().display().to_string();
     let key_path = key.display().to_string();
-    let archive_to = |to: String| {
-        let mut c = env.mailvault_s3(
+    let archive_with = |binary: &std::path::Path, to: String| {
+        let mut c = env.mailvault_s3_with(
+            binary,
             S3Flavour::Versitygw,
             &[
                 "archive",
@@ -294,6 +295,7 @@ async fn bench(env: &TestEnv, kind: &str) {
         "running mailvault and mbsync on {n} messages ({:.0} MB) ...",
         bytes as f64 / 1e6
     );
+    let archive_to = |to: String| archive_with(&bin, to);
     let archive = || archive_to(format!("s3://{bucket}/bench"));
     let full = timed(archive());
     let rerun = timed(archive());
@@ -307,7 +309,12 @@ async fn bench(env: &TestEnv, kind: &str) {
     let verified = timed(verify);
     // The same job into a local directory: what mailvault costs without an S3 server beside it.
     let to_dir = timed(archive_to(format!("file:{}", dir.join("store").display())));
-    let summary = full.stdout.lines().last().unwrap_or_default().to_owned();
+    let summary = full
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("archived ") || l.starts_with("peak memory"))
+        .collect::<Vec<_>>()
+        .join("; ");
     let fs_dir = dir.join("fsync");
     let conf = mbsync_config(env, &user, &fs_dir, true);
     let mb_full = timed(mbsync(&conf));
@@ -345,6 +352,25 @@ async fn bench(env: &TestEnv, kind: &str) {
     row("mbsync (no change)", &mb_rerun, n, bytes);
     row("mbsync → Maildir, FSync no (full)", &mb_nofs, n, bytes);
     println!("\nmailvault: {summary}");
+
+    // A/B against another build, on this same mailbox, alternating so that drift in the
+    // machine's speed hits both alike: BENCH_BASELINE_BIN=/path/to/older/mailvault.
+    if let Ok(baseline) = std::env::var("BENCH_BASELINE_BIN") {
+        let baseline = std::path::PathBuf::from(baseline);
+        println!("\n| full archive → versitygw, alternating | wall s | CPU s | peak RSS MB |");
+        println!("|---|---:|---:|---:|");
+        for round in 1..=2 {
+            for (name, binary) in [("this build", &bin), ("baseline", &baseline)] {
+                let fresh = unique_name(&format!("bench-ab-{kind}"));
+                env.create_bucket(S3Flavour::Versitygw, &fresh, true).await;
+                let t = timed(archive_with(binary, format!("s3://{fresh}/bench")));
+                println!(
+                    "| {name}, round {round} | {:.1} | {:.1} | {:.0} |",
+                    t.wall, t.cpu, t.rss_mb
+                );
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -175,8 +175,18 @@ impl TestEnv {
     /// region flags (for commands that take a store) and the flavour's credentials in the
     /// environment, never as flags.
     pub fn mailvault_s3(&self, flavour: S3Flavour, args: &[&str]) -> std::process::Command {
+        self.mailvault_s3_with(&mailvault_binary(), flavour, args)
+    }
+
+    /// [`Self::mailvault_s3`] with another build of the binary (a benchmark's baseline).
+    pub fn mailvault_s3_with(
+        &self,
+        binary: &Path,
+        flavour: S3Flavour,
+        args: &[&str],
+    ) -> std::process::Command {
         let p = flavour.prefix();
-        let mut c = std::process::Command::new(mailvault_binary());
+        let mut c = std::process::Command::new(binary);
         c.args(args);
         if !matches!(args.first(), Some(&"keygen" | &"verify-proof")) {
             c.args([
