@@ -702,3 +702,193 @@ async fn s3_slowdowns_are_retried_with_backoff_and_nothing_is_lost() {
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["records"].as_array().unwrap().len(), seeded.len());
 }
+
+/// A plaintext IMAP proxy on loopback that hides `AUTH=PLAIN` from every capability list the
+/// server sends, and records what the client sends.
+async fn capability_hiding_proxy(
+    upstream: String,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let (mut client_read, mut client_write) = inbound.into_split();
+            let (server_read, mut server_write) = outbound.into_split();
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = client_read.read(&mut chunk).await {
+                    if n == 0 || server_write.write_all(&chunk[..n]).await.is_err() {
+                        break;
+                    }
+                    record.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            });
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(server_read);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match lines.read_until(b'\n', &mut line).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let text = String::from_utf8_lossy(&line);
+                    let out = if text.contains("CAPABILITY") {
+                        text.replace(" AUTH=PLAIN", "").into_bytes()
+                    } else {
+                        line.clone()
+                    };
+                    if client_write.write_all(&out).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, sent)
+}
+
+/// A server that does not list AUTHENTICATE PLAIN gets the IMAP LOGIN command (real Dovecot
+/// behind a proxy that hides `AUTH=PLAIN`).
+#[tokio::test(flavor = "multi_thread")]
+async fn login_is_used_when_the_server_does_not_offer_authenticate_plain() {
+    let case = Case::new("imap-login", S3Flavour::Versitygw).await;
+    let seeded = seed_mailbox(&case, 0);
+    let upstream = format!("{}:{}", case.env.imap_host(), case.env.imap_starttls_port());
+    let (port, sent) = capability_hiding_proxy(upstream).await;
+    let mut args = case.archive_args();
+    args[2] = format!("imap://{}@127.0.0.1:{port}", case.user.name);
+    args[4] = "disabled".into(); // --imap-tls: plaintext, allowed to loopback
+    let out = tokio::task::spawn_blocking({
+        let mut command = case.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        move || command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("archived {} new records", seeded.len())),
+        "{}",
+        text(&out)
+    );
+    let sent = String::from_utf8_lossy(&sent.lock().unwrap()).into_owned();
+    let commands: Vec<&str> = sent
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert!(commands.contains(&"LOGIN"), "{commands:?}");
+    assert!(!commands.contains(&"AUTHENTICATE"), "{commands:?}");
+}
+
+/// An HTTP proxy to `upstream` that moves the `Date` of the first answer on each connection
+/// by `shift_secs`: an S3 server whose clock differs from this machine's.
+async fn clock_shifting_proxy(upstream: &str, shift_secs: i64) -> String {
+    use aws_sdk_s3::primitives::{DateTime, DateTimeFormat};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = inbound.split();
+                let (mut server_read, mut server_write) = outbound.split();
+                let requests = tokio::io::copy(&mut client_read, &mut server_write);
+                let answers = async {
+                    // The first answer's header block, with its Date moved.
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if server_read.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head)
+                        .split_inclusive("\r\n")
+                        .map(|line| {
+                            let Some(value) = line
+                                .strip_prefix("Date: ")
+                                .or_else(|| line.strip_prefix("date: "))
+                            else {
+                                return line.to_owned();
+                            };
+                            let shifted =
+                                DateTime::from_str(value.trim(), DateTimeFormat::HttpDate)
+                                    .map(|d| DateTime::from_secs(d.secs() + shift_secs))
+                                    .and_then(|d| {
+                                        d.fmt(DateTimeFormat::HttpDate).map_err(|e| panic!("{e}"))
+                                    })
+                                    .unwrap();
+                            format!("Date: {shifted}\r\n")
+                        })
+                        .collect::<String>();
+                    if client_write.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                };
+                let _ = tokio::join!(requests, answers);
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A machine whose clock is two hours behind the S3 server's is refused before anything is
+/// stored (aws-sdk-s3 would quietly correct its signatures; the records would be misdated),
+/// with a ClockSkew error that says by how much.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clock_two_hours_off_the_s3_servers_is_refused_before_anything_is_stored() {
+    let case = Case::new("imap-clock", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0);
+    let proxy = clock_shifting_proxy(case.env.s3_endpoint(S3Flavour::Versitygw), 2 * 3600).await;
+    let args = case.archive_args();
+    let out = tokio::task::spawn_blocking({
+        let env = case.env.clone();
+        let password = case.user.password.clone();
+        move || {
+            Command::new(mailvault_tests::mailvault_binary())
+                .args(&args)
+                .args(["--s3-endpoint", &proxy, "--s3-path-style"])
+                .args(["--s3-region", env.var("S3_REGION")])
+                .env("AWS_ACCESS_KEY_ID", env.var("VERSITYGW_ACCESS_KEY"))
+                .env("AWS_SECRET_ACCESS_KEY", env.var("VERSITYGW_SECRET_KEY"))
+                .env("MAILVAULT_IMAP_PASSWORD", password)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("clock is 2 h 0 min behind the S3 server's") && err.contains("NTP"),
+        "{err}"
+    );
+    let listed = case
+        .env
+        .s3_client(S3Flavour::Versitygw)
+        .list_objects_v2()
+        .bucket(&case.bucket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.key_count(), Some(0), "something was stored");
+
+    // Straight to the server, same clocks: the run goes through.
+    let ok = case.archive();
+    assert!(ok.status.success(), "{}", text(&ok));
+}

@@ -78,6 +78,10 @@ pub enum Error {
     /// The store refused or failed an operation.
     #[error("store: {0}")]
     Store(String),
+    /// This machine's clock disagrees with the S3 server's by more than is safe: retention
+    /// dates and log times come from it.
+    #[error("{0}")]
+    ClockSkew(String),
     /// What is in the store contradicts what mailvault expects (damage, tampering, a foreign
     /// object); nothing was written on top of it.
     #[error("{0}")]
@@ -113,6 +117,7 @@ impl Error {
             Self::Auth(_) => "AuthenticationFailed",
             Self::Source(_) => "MailServerError",
             Self::Store(_) => "StoreError",
+            Self::ClockSkew(_) => "ClockSkew",
             Self::Conflict(_) => "StoreConflict",
             Self::Log(_) => "LogError",
             Self::Checkpoint(_) => "CheckpointError",

@@ -254,7 +254,8 @@ impl ImapSource {
         if config.tls != TlsMode::StartTls {
             read_greeting(&mut client, t).await?;
         }
-        let mut session = login(client, config).await?;
+        let before_login = capabilities_before_login(&mut client, t).await?;
+        let mut session = login(client, config, &before_login).await?;
         let caps = timed("CAPABILITY", t, session.capabilities()).await?;
         let condstore = caps.has_str("CONDSTORE");
         if condstore {
@@ -348,7 +349,7 @@ impl ImapSource {
             self.timeout,
             self.session.uid_fetch(
                 format!("{from_uid}:*"),
-                format!("(UID FLAGS INTERNALDATE RFC822.SIZE BODY.PEEK[]<0.{piece}>)"),
+                format!("(UID FLAGS INTERNALDATE BODY.PEEK[]<0.{piece}>)"),
             ),
         )
         .await?;
@@ -373,11 +374,9 @@ impl ImapSource {
                     internal_date: fetch.internal_date().map(|d| UnixTime(d.timestamp())),
                     flags: fetch.flags().map(|f| flag_name(&f)).collect(),
                 };
-                // RFC822.SIZE is only a hint (some servers get it wrong): a piece shorter than
-                // asked for is the whole message; a full piece may have more behind it.
-                let complete =
-                    body.len() < piece || fetch.size.is_some_and(|s| s as usize <= piece);
-                if !complete {
+                // Only a piece shorter than asked for is known to be the whole message (RFC822.SIZE
+                // is not asked: some servers get it wrong, and trusting it could cut a message).
+                if body.len() >= piece {
                     return Ok(Some(Fetched::Partial(meta, body.to_vec())));
                 }
                 let bytes = body.to_vec();
@@ -414,14 +413,12 @@ impl ImapSource {
                     .await
             })
             .await?;
-            let Some(data) = fetches
-                .iter()
-                .filter(|f| f.uid == Some(uid))
-                .find_map(|f| f.body())
-            else {
+            // No FETCH for the UID: expunged meanwhile. A FETCH without data: past the end
+            // (RFC 3501 answers an empty string there; NIL is taken the same way).
+            let Some(answer) = fetches.iter().find(|f| f.uid == Some(uid)) else {
                 return Ok(None);
             };
-            let data = data.to_vec();
+            let data = answer.body().unwrap_or_default().to_vec();
             drop(fetches);
             let last = data.len() < piece;
             // File I/O: off the async threads.
@@ -497,10 +494,61 @@ async fn open_stream(config: &ImapConfig) -> Result<Box<dyn Stream>> {
     Ok(Box::new(tls))
 }
 
-/// AUTHENTICATE PLAIN (falling back to LOGIN if the server refuses the mechanism) or XOAUTH2.
+/// What the server offers before login, upper-cased (`AUTH=PLAIN`, `LOGINDISABLED`, ...).
+/// Asked with CAPABILITY rather than taken from the greeting: after STARTTLS the greeting's
+/// list is void (RFC 3501 6.2.1).
+async fn capabilities_before_login(
+    client: &mut async_imap::Client<Box<dyn Stream>>,
+    t: Duration,
+) -> Result<Vec<String>> {
+    use async_imap::imap_proto::{Capability, Response};
+    let (sender, receiver) = async_channel::unbounded();
+    timed(
+        "CAPABILITY",
+        t,
+        client.run_command_and_check_ok("CAPABILITY", Some(sender)),
+    )
+    .await?;
+    let mut out = Vec::new();
+    while let Ok(response) = receiver.try_recv() {
+        let async_imap::types::UnsolicitedResponse::Other(data) = response else {
+            continue;
+        };
+        if let Response::Capabilities(list) = data.parsed() {
+            out.extend(list.iter().map(|c| match c {
+                Capability::Imap4rev1 => "IMAP4REV1".to_owned(),
+                Capability::Auth(mechanism) => format!("AUTH={}", mechanism.to_ascii_uppercase()),
+                Capability::Atom(atom) => atom.to_ascii_uppercase(),
+            }));
+        }
+    }
+    Ok(out)
+}
+
+/// How a password is sent, from what the server offers: AUTHENTICATE PLAIN when it lists
+/// `AUTH=PLAIN`, else LOGIN unless it says `LOGINDISABLED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PasswordMethod {
+    AuthenticatePlain,
+    Login,
+}
+
+fn password_method(capabilities: &[String]) -> Option<PasswordMethod> {
+    let has = |c: &str| capabilities.iter().any(|x| x == c);
+    if has("AUTH=PLAIN") {
+        Some(PasswordMethod::AuthenticatePlain)
+    } else if has("LOGINDISABLED") {
+        None
+    } else {
+        Some(PasswordMethod::Login)
+    }
+}
+
+/// Logs in with a password (AUTHENTICATE PLAIN or LOGIN, see [`password_method`]) or XOAUTH2.
 async fn login(
     client: async_imap::Client<Box<dyn Stream>>,
     config: &ImapConfig,
+    capabilities: &[String],
 ) -> Result<async_imap::Session<Box<dyn Stream>>> {
     let t = config.timeout;
     let user = config.username.as_str();
@@ -518,23 +566,41 @@ async fn login(
         ))
     };
     match &config.credentials {
-        Credentials::Password(password) => {
-            match tokio::time::timeout(t, client.authenticate("PLAIN", Plain { user, password }))
+        Credentials::Password(password) => match password_method(capabilities) {
+            None => Err(Error::Auth(format!(
+                "IMAP login as {user} at {}: the server offers neither AUTHENTICATE PLAIN nor \
+                 LOGIN on this connection (LOGINDISABLED); use TLS or STARTTLS, or XOAUTH2",
+                config.host
+            ))),
+            Some(PasswordMethod::AuthenticatePlain) => {
+                match tokio::time::timeout(
+                    t,
+                    client.authenticate("PLAIN", Plain { user, password }),
+                )
                 .await
-            {
-                Err(_) => Err(no_answer()),
-                Ok(Ok(session)) => Ok(session),
-                // BAD: the server does not know AUTHENTICATE PLAIN; LOGIN is the other standard way.
-                Ok(Err((async_imap::error::Error::Bad(_), client))) => {
-                    match tokio::time::timeout(t, client.login(user, password)).await {
-                        Err(_) => Err(no_answer()),
-                        Ok(Ok(session)) => Ok(session),
-                        Ok(Err((e, _))) => Err(refused(&e)),
+                {
+                    Err(_) => Err(no_answer()),
+                    Ok(Ok(session)) => Ok(session),
+                    // BAD: it listed PLAIN but does not take it after all; LOGIN is the other
+                    // standard way.
+                    Ok(Err((async_imap::error::Error::Bad(_), client))) => {
+                        match tokio::time::timeout(t, client.login(user, password)).await {
+                            Err(_) => Err(no_answer()),
+                            Ok(Ok(session)) => Ok(session),
+                            Ok(Err((e, _))) => Err(refused(&e)),
+                        }
                     }
+                    Ok(Err((e, _))) => Err(refused(&e)),
                 }
-                Ok(Err((e, _))) => Err(refused(&e)),
             }
-        }
+            Some(PasswordMethod::Login) => {
+                match tokio::time::timeout(t, client.login(user, password)).await {
+                    Err(_) => Err(no_answer()),
+                    Ok(Ok(session)) => Ok(session),
+                    Ok(Err((e, _))) => Err(refused(&e)),
+                }
+            }
+        },
         Credentials::OAuth2Token(token) => {
             match tokio::time::timeout(t, client.authenticate("XOAUTH2", XOAuth2 { user, token }))
                 .await
@@ -575,5 +641,34 @@ fn flag_name(f: &async_imap::types::Flag<'_>) -> String {
         Flag::Recent => "\\Recent".into(),
         Flag::MayCreate => "\\*".into(),
         Flag::Custom(c) => c.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_password_goes_the_way_the_server_offers() {
+        assert_eq!(
+            password_method(&caps(&["IMAP4REV1", "AUTH=PLAIN", "AUTH=LOGIN"])),
+            Some(PasswordMethod::AuthenticatePlain)
+        );
+        assert_eq!(
+            password_method(&caps(&["IMAP4REV1", "AUTH=CRAM-MD5"])),
+            Some(PasswordMethod::Login)
+        );
+        assert_eq!(
+            password_method(&caps(&["IMAP4REV1"])),
+            Some(PasswordMethod::Login)
+        );
+        assert_eq!(
+            password_method(&caps(&["IMAP4REV1", "STARTTLS", "LOGINDISABLED"])),
+            None
+        );
     }
 }

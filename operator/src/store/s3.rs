@@ -58,6 +58,8 @@ pub struct S3Store {
     client: aws_sdk_s3::Client,
     bucket: String,
     prefix: String,
+    /// The server, as people would name it (for messages).
+    server: String,
 }
 
 /// An S3 error in words: the operation, the key, the service's code and message.
@@ -128,6 +130,10 @@ impl S3Store {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             bucket: config.bucket.clone(),
             prefix: config.prefix.trim_matches('/').to_owned(),
+            server: config
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| format!("AWS S3 {}", config.region)),
         }
     }
 
@@ -178,17 +184,90 @@ impl S3Store {
     }
 }
 
+/// The largest difference between this machine's clock and the S3 server's that a run accepts.
+/// Retain-until dates and log times come from this machine's clock; the server keeps its own
+/// for Object Lock. Five minutes is far below retention's granularity (days) and far above
+/// what NTP leaves.
+pub const MAX_CLOCK_SKEW_SECS: i64 = 5 * 60;
+
+/// Reads the S3 server's clock from the `Date` of its answer, as seconds ahead of this
+/// machine's (negative: behind). aws-sdk-s3 corrects its request signatures for clock skew on
+/// its own, so a skewed clock would otherwise go unnoticed while it dates every record.
+#[derive(Debug, Clone, Default)]
+struct ServerClock(std::sync::Arc<std::sync::Mutex<Option<i64>>>);
+
+impl ServerClock {
+    fn skew_secs(&self) -> Option<i64> {
+        self.0.lock().ok().and_then(|s| *s)
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for ServerClock {
+    fn name(&self) -> &'static str {
+        "mailvault::ServerClock"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        let here = crate::unix_now().0;
+        let server = context.response().headers().get("date").and_then(|d| {
+            DateTime::from_str(d, aws_sdk_s3::primitives::DateTimeFormat::HttpDate).ok()
+        });
+        if let (Some(server), Ok(mut skew)) = (server, self.0.lock()) {
+            *skew = Some(server.secs() - here);
+        }
+        Ok(())
+    }
+}
+
+/// The refusal for a clock `skew_secs` off the server's, if that is too far.
+fn clock_skew_error(endpoint: &str, skew_secs: i64) -> Option<Error> {
+    if skew_secs.abs() <= MAX_CLOCK_SKEW_SECS {
+        return None;
+    }
+    let off = skew_secs.unsigned_abs();
+    // Whole minutes past an hour (a Date header has one-second resolution).
+    let minutes = (off + 30) / 60;
+    let amount = if off < 3600 {
+        format!("{} min {} s", off / 60, off % 60)
+    } else {
+        format!("{} h {} min", minutes / 60, minutes % 60)
+    };
+    let direction = if skew_secs > 0 { "behind" } else { "ahead of" };
+    Some(Error::ClockSkew(format!(
+        "this machine's clock is {amount} {direction} the S3 server's ({endpoint}); \
+         retain-until dates and log times are taken from this clock and would be off by as \
+         much, so nothing was archived. Fix the clock (NTP) and run again (at most {} min \
+         apart is accepted)",
+        MAX_CLOCK_SKEW_SECS / 60
+    )))
+}
+
 impl Store for S3Store {
     async fn preflight(&self) -> Result<StoreInfo> {
         // GetObjectLockConfiguration answers both questions: Object Lock can only be enabled
         // on a versioned bucket. (GetBucketVersioning is not used: moto's answer to it cannot
-        // be decoded by aws-sdk-s3, see docs/s3-servers.md.)
+        // be decoded by aws-sdk-s3, see docs/s3-servers.md.) Its answer's Date also tells
+        // the server's clock.
+        let clock = ServerClock::default();
         let lock = self
             .client
             .get_object_lock_configuration()
             .bucket(&self.bucket)
+            .customize()
+            .interceptor(clock.clone())
             .send()
             .await;
+        if let Some(e) = clock
+            .skew_secs()
+            .and_then(|skew| clock_skew_error(&self.server, skew))
+        {
+            return Err(e);
+        }
         let enabled = match &lock {
             Ok(out) => {
                 out.object_lock_configuration()
@@ -407,5 +486,37 @@ impl Store for S3Store {
             .try_collect()
             .await?;
         Ok(versions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clock_more_than_five_minutes_off_the_servers_is_refused_saying_by_how_much() {
+        assert!(clock_skew_error("http://s3", 0).is_none());
+        assert!(clock_skew_error("http://s3", MAX_CLOCK_SKEW_SECS).is_none());
+        assert!(clock_skew_error("http://s3", -MAX_CLOCK_SKEW_SECS).is_none());
+        let behind = clock_skew_error("http://s3", 2 * 3600 + 5 * 60)
+            .unwrap()
+            .to_string();
+        assert!(
+            behind.contains("2 h 5 min behind the S3 server's (http://s3)"),
+            "{behind}"
+        );
+        let ahead = clock_skew_error("http://s3", -(6 * 60 + 7))
+            .unwrap()
+            .to_string();
+        assert!(ahead.contains("6 min 7 s ahead of"), "{ahead}");
+        // A second short of two hours (Date headers have one-second resolution) is two hours.
+        let rounded = clock_skew_error("http://s3", 2 * 3600 - 1)
+            .unwrap()
+            .to_string();
+        assert!(rounded.contains("2 h 0 min behind"), "{rounded}");
+        assert!(matches!(
+            clock_skew_error("http://s3", 301),
+            Some(Error::ClockSkew(_))
+        ));
     }
 }
