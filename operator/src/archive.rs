@@ -3,6 +3,7 @@
 //!
 //! `store -> bundles -> RecordLog (+ newest checkpoint) -> ids, entries, proofs`
 
+use crate::spool::{Body, Spool};
 use crate::store::{Sidecar as SidecarMap, Store};
 use crate::{Error, Result};
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -12,7 +13,7 @@ use mailvault_core::entry::{Entry, EntryBody, RecordId, RetainUntil};
 use mailvault_core::log::RecordLog;
 use mailvault_core::note::NoteVerifier;
 use mailvault_core::proof::ProofBundle;
-use mailvault_core::record::{SALT_LEN, commitment};
+use mailvault_core::record::{SALT_LEN, commitment_from_digest};
 use mailvault_core::verify::{LogListing, RecordVerdict, Report, StoredVersion, Trust, Verifier};
 use mailvault_core::{Hash, UnixTime};
 use std::collections::{BTreeMap, HashSet};
@@ -261,14 +262,22 @@ impl Sidecar {
 /// A record read back: its original bytes, checked against the log.
 #[derive(Debug)]
 pub struct ExportedRecord {
-    /// The original RFC 5322 bytes.
-    pub original: Vec<u8>,
+    /// The original RFC 5322 bytes, in memory or (a large record) in a spool file.
+    pub original: Body,
     /// Its sidecar.
     pub sidecar: Sidecar,
 }
 
-/// Reads a record's logged version, checks its stored hash and commitment, and decompresses it.
-pub async fn export<S: Store>(store: &S, log: &ArchiveLog, id: &str) -> Result<ExportedRecord> {
+/// Reads a record's logged version, checks its stored hash and commitment, and decompresses
+/// it. Streamed: the object is read in pieces into `spool` and decompressed in blocks, so a
+/// record of any size costs its spool files, not its size in memory; nothing is returned
+/// unless both checks pass.
+pub async fn export<S: Store>(
+    store: &S,
+    log: &ArchiveLog,
+    id: &str,
+    spool: &Spool,
+) -> Result<ExportedRecord> {
     let entry = log
         .ingest_of(id)
         .ok_or_else(|| Error::Usage(format!("no record {id:?} in this archive's log")))?;
@@ -287,24 +296,33 @@ pub async fn export<S: Store>(store: &S, log: &ArchiveLog, id: &str) -> Result<E
     if let Some(EntryBody::Destroyed { .. }) = log.latest_of(id).map(|e| &e.body) {
         return Err(Error::Usage(format!("record {id} was destroyed")));
     }
-    let object = store
-        .get(object_key, Some(object_version))
+    // Pieces go to a spool writer (a file past its memory limit; short blocking writes).
+    let mut stored = spool.writer();
+    let digest = store
+        .read_streaming(object_key, Some(object_version), &mut |piece| {
+            stored.write(piece)
+        })
         .await?
         .ok_or_else(|| {
             Error::Conflict(format!(
                 "record {id}: version {object_version} of {object_key} is missing from the store"
             ))
         })?;
-    if Hash::of(&object.bytes) != *stored_sha256 {
+    if digest.sha256 != *stored_sha256 {
         return Err(Error::Conflict(format!(
             "record {id}: the stored bytes do not match the log (tampered)"
         )));
     }
-    let original = zstd::stream::decode_all(object.bytes.as_slice())
-        .map_err(|e| Error::Conflict(format!("record {id}: cannot decompress: {e}")))?;
-    let sidecar = Sidecar::from_map(&object.sidecar)
+    let sidecar = Sidecar::from_map(&digest.sidecar)
         .map_err(|e| Error::Conflict(format!("record {id}: sidecar: {e}")))?;
-    if commitment(&sidecar.salt, &original) != *original_commitment {
+    let (stored, _) = stored.finish()?;
+    let spool = spool.clone();
+    let record = id.to_owned();
+    let (original, original_sha256) =
+        tokio::task::spawn_blocking(move || decompress(&spool, &stored, &record))
+            .await
+            .map_err(|e| Error::Store(format!("record {id}: decompression task failed: {e}")))??;
+    if commitment_from_digest(&sidecar.salt, &original_sha256) != *original_commitment {
         return Err(Error::Conflict(format!(
             "record {id}: the message does not match the log's commitment"
         )));
@@ -312,8 +330,41 @@ pub async fn export<S: Store>(store: &S, log: &ArchiveLog, id: &str) -> Result<E
     Ok(ExportedRecord { original, sidecar })
 }
 
+/// Decompresses a stored body in blocks into a new body, hashing the output.
+fn decompress(spool: &Spool, stored: &Body, id: &str) -> Result<(Body, Hash)> {
+    use std::io::Read as _;
+    let bad = |e: std::io::Error| Error::Conflict(format!("record {id}: cannot decompress: {e}"));
+    let input: Box<dyn std::io::Read> = match stored {
+        Body::Memory(bytes) => Box::new(bytes.as_slice()),
+        Body::File(file) => {
+            Box::new(
+                std::fs::File::open(file.path()).map_err(|source| Error::Io {
+                    path: file.path().display().to_string(),
+                    source,
+                })?,
+            )
+        }
+    };
+    let mut decoder = zstd::stream::read::Decoder::new(input).map_err(bad)?;
+    let mut original = spool.writer();
+    let mut block = vec![0u8; 256 * 1024];
+    loop {
+        let n = decoder.read(&mut block).map_err(bad)?;
+        if n == 0 {
+            break;
+        }
+        original.write(&block[..n])?;
+    }
+    original.finish()
+}
+
 /// A self-contained proof bundle for a record, with its message and salt (a disclosure).
-pub async fn prove<S: Store>(store: &S, log: &ArchiveLog, id: &str) -> Result<ProofBundle> {
+pub async fn prove<S: Store>(
+    store: &S,
+    log: &ArchiveLog,
+    id: &str,
+    spool: &Spool,
+) -> Result<ProofBundle> {
     let entry = log
         .ingest_of(id)
         .ok_or_else(|| Error::Usage(format!("no record {id:?} in this archive's log")))?;
@@ -328,14 +379,16 @@ pub async fn prove<S: Store>(store: &S, log: &ArchiveLog, id: &str) -> Result<Pr
         )));
     }
     let proof = log.log.tree().inclusion_proof(entry.index, head.size)?;
-    let exported = export(store, log, id).await?;
+    // A proof bundle carries the message itself (base64 in JSON), so it is in memory here.
+    let exported = export(store, log, id, spool).await?;
+    let original = exported.original.to_vec()?;
     Ok(ProofBundle::new(
         &entry.encode(),
         entry.index,
         head.size,
         &proof,
         note,
-        Some((&exported.original, &exported.sidecar.salt)),
+        Some((&original, &exported.sidecar.salt)),
     ))
 }
 
@@ -369,14 +422,17 @@ pub async fn verify<S: Store>(
             partials.iter().map(|(w, b)| (*w, b.as_slice())).collect();
         v.add_bundle(*index, full.as_deref(), &partial_refs);
     }
-    // Every version is read back and hashed, several at a time; the listing keeps key order.
+    // Every version is read back and hashed, several at a time and each in pieces (memory does
+    // not grow with record size); the listing keeps key order.
     let hashed: Vec<(String, StoredVersion)> =
         futures::stream::iter(store.list_versions("records/").await?)
             .map(|(key, mut version)| async move {
                 if !version.delete_marker
-                    && let Some(object) = store.get(&key, Some(&version.version_id)).await?
+                    && let Some(digest) = store
+                        .read_streaming(&key, Some(&version.version_id), &mut |_| Ok(()))
+                        .await?
                 {
-                    version.sha256 = Some(Hash::of(&object.bytes));
+                    version.sha256 = Some(digest.sha256);
                 }
                 Ok::<_, Error>((key, version))
             })

@@ -307,7 +307,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             let key = read_public_key(&public_key)?;
             let store = store.open(&store_location)?;
             let log = open_log(&store, &key).await?;
-            let bundle = archive::prove(&store, &log, &record).await?;
+            let bundle = archive::prove(&store, &log, &record, &Spool::from_env()).await?;
             write_file(&out, bundle.to_json().as_bytes())?;
             println!("proof for record {record} written to {}", out.display());
             Ok(ExitCode::SUCCESS)
@@ -331,16 +331,20 @@ async fn run(command: Command) -> Result<ExitCode> {
             let key = read_public_key(&public_key)?;
             let store = store.open(&store_location)?;
             let log = open_log(&store, &key).await?;
-            let exported = archive::export(&store, &log, &record).await?;
-            match out {
-                Some(path) => write_file(&path, &exported.original)?,
-                None => std::io::stdout()
-                    .write_all(&exported.original)
-                    .map_err(|source| Error::Io {
-                        path: "standard output".into(),
-                        source,
-                    })?,
-            }
+            // Written only once the record has passed both checks, in blocks.
+            let exported = archive::export(&store, &log, &record, &Spool::from_env()).await?;
+            let written = match &out {
+                Some(path) => std::fs::File::create(path)
+                    .and_then(|mut f| exported.original.copy_to(&mut f).and_then(|_| f.sync_all())),
+                None => exported
+                    .original
+                    .copy_to(&mut std::io::stdout().lock())
+                    .map(|_| ()),
+            };
+            written.map_err(|source| Error::Io {
+                path: out.map_or_else(|| "standard output".into(), |p| p.display().to_string()),
+                source,
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls {

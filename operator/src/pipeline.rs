@@ -612,4 +612,43 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[tokio::test]
+    async fn export_streams_through_spool_files_and_refuses_a_tampered_record() {
+        let dir = std::env::temp_dir().join(format!("mailvault-export-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = FsStore::new(dir.join("store"));
+        let mut archiver = Archiver::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        let big = message(7);
+        let big_bytes = big.body.to_vec().unwrap();
+        archiver.archive(big, NOW).await.unwrap();
+        archiver.finish().await.unwrap();
+        let verifier = NoteVerifier::parse(&key().verifier_key()).unwrap();
+        let log = archive::ArchiveLog::load(&store, ORIGIN, &verifier, true)
+            .await
+            .unwrap();
+        let id = record_id(ORIGIN, &message(7).identity).to_string();
+        // A limit of 4 bytes: the stored and the original bytes both go through files.
+        let spool = Spool::new(dir.join("spool")).with_memory_limit(4);
+        let exported = archive::export(&store, &log, &id, &spool).await.unwrap();
+        assert!(matches!(exported.original, Body::File(_)));
+        assert_eq!(exported.original.to_vec().unwrap(), big_bytes);
+        drop(exported);
+        assert_eq!(std::fs::read_dir(spool.dir()).unwrap().count(), 0);
+
+        // Another message's bytes under this record's key: refused, nothing handed out.
+        let object = dir.join("store/objects/records").join(&id);
+        let other = Compression::new()
+            .compress(b"Subject: forged\r\n\r\n")
+            .unwrap();
+        std::fs::write(&object, other).unwrap();
+        let err = archive::export(&store, &log, &id, &spool)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("do not match the log"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

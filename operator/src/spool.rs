@@ -44,6 +44,13 @@ impl Spool {
         }
     }
 
+    /// The spool in `$MAILVAULT_SPOOL_DIR`, else the system's temporary directory.
+    pub fn from_env() -> Self {
+        Self::new(
+            std::env::var_os("MAILVAULT_SPOOL_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
+        )
+    }
+
     /// The same spool with another memory limit (tests use a small one to cross it often).
     #[must_use]
     pub fn with_memory_limit(mut self, bytes: usize) -> Self {
@@ -150,6 +157,14 @@ impl Body {
         match self {
             Self::Memory(b) => b.len() as u64,
             Self::File(_) => FILE_BLOCK as u64 * 2,
+        }
+    }
+
+    /// Writes the body to `out`, a file body in blocks.
+    pub fn copy_to(&self, out: &mut dyn Write) -> std::io::Result<u64> {
+        match self {
+            Self::Memory(b) => out.write_all(b).map(|()| b.len() as u64),
+            Self::File(f) => std::io::copy(&mut std::fs::File::open(&f.path)?, out),
         }
     }
 

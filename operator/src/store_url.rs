@@ -2,7 +2,7 @@
 
 use crate::store::fs::FsStore;
 use crate::store::s3::{S3Config, S3Store};
-use crate::store::{RecordPut, Store, StoreInfo, StoredObject};
+use crate::store::{ObjectDigest, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
 use crate::{Error, Result};
 use mailvault_core::verify::StoredVersion;
 
@@ -97,6 +97,14 @@ impl Store for AnyStore {
     }
     async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
         each!(self, s => s.get(key, version).await)
+    }
+    async fn read_streaming(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        sink: PieceSink<'_>,
+    ) -> Result<Option<ObjectDigest>> {
+        each!(self, s => s.read_streaming(key, version, sink).await)
     }
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
         each!(self, s => s.list_keys(prefix).await)

@@ -9,7 +9,7 @@
 //! A directory keeps one version of each object; its version id is always `0`, so a replaced
 //! record shows up as tampered (its hash changed), not as a new version.
 
-use super::{RecordPut, Sidecar, Store, StoreInfo, StoredObject};
+use super::{ObjectDigest, PieceSink, RecordPut, Sidecar, Store, StoreInfo, StoredObject};
 use crate::spool::Body;
 use crate::{Error, Result};
 use mailvault_core::Hash;
@@ -72,6 +72,14 @@ impl FsStore {
         let tmp = path.with_extension("mailvault-tmp");
         tokio::fs::copy(from, &tmp).await.map_err(|e| io(from, e))?;
         tokio::fs::rename(&tmp, path).await.map_err(|e| io(path, e))
+    }
+
+    async fn sidecar(&self, key: &str) -> Result<Sidecar> {
+        match Self::read(&self.path("sidecars", &format!("{key}.json"))?).await? {
+            Some(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::Conflict(format!("sidecar of {key} is corrupt: {e}"))),
+            None => Ok(Sidecar::new()),
+        }
     }
 
     async fn read(path: &Path) -> Result<Option<Vec<u8>>> {
@@ -160,15 +168,46 @@ impl Store for FsStore {
         if version.is_some_and(|v| v != VERSION) {
             return Ok(None);
         }
-        let sidecar: Sidecar =
-            match Self::read(&self.path("sidecars", &format!("{key}.json"))?).await? {
-                Some(b) => serde_json::from_slice(&b)
-                    .map_err(|e| Error::Conflict(format!("sidecar of {key} is corrupt: {e}")))?,
-                None => Sidecar::new(),
-            };
         Ok(Some(StoredObject {
             bytes,
-            sidecar,
+            sidecar: self.sidecar(key).await?,
+            version_id: VERSION.to_owned(),
+        }))
+    }
+
+    async fn read_streaming(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        sink: PieceSink<'_>,
+    ) -> Result<Option<ObjectDigest>> {
+        use sha2::Digest as _;
+        use tokio::io::AsyncReadExt as _;
+        if version.is_some_and(|v| v != VERSION) {
+            return Ok(None);
+        }
+        let path = self.path("objects", key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&path, e)),
+        };
+        let mut sha256 = sha2::Sha256::new();
+        let mut len = 0u64;
+        let mut piece = vec![0u8; 256 * 1024];
+        loop {
+            let n = file.read(&mut piece).await.map_err(|e| io(&path, e))?;
+            if n == 0 {
+                break;
+            }
+            sha256.update(&piece[..n]);
+            len += n as u64;
+            sink(&piece[..n])?;
+        }
+        Ok(Some(ObjectDigest {
+            sha256: Hash(sha256.finalize().into()),
+            len,
+            sidecar: self.sidecar(key).await?,
             version_id: VERSION.to_owned(),
         }))
     }
@@ -184,20 +223,19 @@ impl Store for FsStore {
 
     async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
         let mut out = Vec::new();
+        // One version per key; hashes are not read here (verify reads them in pieces).
         for key in self.list_keys(prefix).await? {
-            if let Some(bytes) = Self::read(&self.path("objects", &key)?).await? {
-                out.push((
-                    key,
-                    StoredVersion {
-                        version_id: VERSION.to_owned(),
-                        delete_marker: false,
-                        sha256: Some(Hash::of(&bytes)),
-                        lock_mode: None,
-                        retain_until: None,
-                        legal_hold: false,
-                    },
-                ));
-            }
+            out.push((
+                key,
+                StoredVersion {
+                    version_id: VERSION.to_owned(),
+                    delete_marker: false,
+                    sha256: None,
+                    lock_mode: None,
+                    retain_until: None,
+                    legal_hold: false,
+                },
+            ));
         }
         Ok(out)
     }

@@ -45,6 +45,22 @@ pub struct StoredObject {
     pub version_id: String,
 }
 
+/// An object read in pieces: what was seen of it besides its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectDigest {
+    /// SHA-256 of its bytes.
+    pub sha256: Hash,
+    /// Its length.
+    pub len: u64,
+    /// Its sidecar metadata (empty for log objects).
+    pub sidecar: Sidecar,
+    /// Version id.
+    pub version_id: String,
+}
+
+/// Where the pieces of an object read with [`Store::read_streaming`] go.
+pub type PieceSink<'a> = &'a mut (dyn FnMut(&[u8]) -> Result<()> + Send);
+
 /// What a store guarantees, found by its preflight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreInfo {
@@ -76,6 +92,16 @@ pub trait Store: Send + Sync {
         key: &str,
         version: Option<&str>,
     ) -> impl Future<Output = Result<Option<StoredObject>>> + Send;
+
+    /// Reads an object (its current version, or the given one) piece by piece, handing each
+    /// piece to `sink` and hashing it on the way, so an object of any size costs a buffer, not
+    /// its size; `None` if absent.
+    fn read_streaming(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        sink: PieceSink<'_>,
+    ) -> impl Future<Output = Result<Option<ObjectDigest>>> + Send;
 
     /// Keys under a prefix (current objects only), sorted.
     fn list_keys(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>>> + Send;

@@ -4,7 +4,7 @@
 //! (the server verifies the bytes it stores against it). The client never looks for instance
 //! metadata: region and credentials are static or come from the environment variables.
 
-use super::{RecordPut, Sidecar, Store, StoreInfo, StoredObject};
+use super::{ObjectDigest, PieceSink, RecordPut, Sidecar, Store, StoreInfo, StoredObject};
 use crate::spool::Body;
 use crate::{Error, Result};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -151,6 +151,39 @@ impl S3Store {
         } else {
             full.strip_prefix(&self.prefix)?.strip_prefix('/')
         }
+    }
+
+    /// `GetObject` with its sidecar and version id; `None` if the key or version is absent.
+    async fn get_object(
+        &self,
+        full: &str,
+        version: Option<&str>,
+    ) -> Result<
+        Option<(
+            aws_sdk_s3::operation::get_object::GetObjectOutput,
+            Sidecar,
+            String,
+        )>,
+    > {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .set_version_id(version.map(str::to_owned))
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) if matches!(code(&e), Some("NoSuchKey" | "NoSuchVersion")) => return Ok(None),
+            Err(e) => return Err(s3_error("GetObject", full, &e)),
+        };
+        let sidecar: Sidecar = out
+            .metadata()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let version_id = out.version_id().unwrap_or_default().to_owned();
+        Ok(Some((out, sidecar, version_id)))
     }
 
     /// A PUT of `bytes` to `full` carrying their SHA-256 as the checksum the server verifies.
@@ -359,24 +392,9 @@ impl Store for S3Store {
 
     async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
         let full = self.full_key(key);
-        let out = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .set_version_id(version.map(str::to_owned))
-            .send()
-            .await
-        {
-            Ok(out) => out,
-            Err(e) if matches!(code(&e), Some("NoSuchKey" | "NoSuchVersion")) => return Ok(None),
-            Err(e) => return Err(s3_error("GetObject", &full, &e)),
+        let Some((out, sidecar, version_id)) = self.get_object(&full, version).await? else {
+            return Ok(None);
         };
-        let sidecar: Sidecar = out
-            .metadata()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default();
-        let version_id = out.version_id().unwrap_or_default().to_owned();
         let bytes = out
             .body
             .collect()
@@ -386,6 +404,37 @@ impl Store for S3Store {
             .to_vec();
         Ok(Some(StoredObject {
             bytes,
+            sidecar,
+            version_id,
+        }))
+    }
+
+    async fn read_streaming(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        sink: PieceSink<'_>,
+    ) -> Result<Option<ObjectDigest>> {
+        use sha2::Digest as _;
+        let full = self.full_key(key);
+        let Some((mut out, sidecar, version_id)) = self.get_object(&full, version).await? else {
+            return Ok(None);
+        };
+        let mut sha256 = sha2::Sha256::new();
+        let mut len = 0u64;
+        while let Some(piece) = out
+            .body
+            .try_next()
+            .await
+            .map_err(|e| Error::Store(format!("S3 GetObject {full}: reading the body: {e}")))?
+        {
+            sha256.update(&piece);
+            len += piece.len() as u64;
+            sink(&piece)?;
+        }
+        Ok(Some(ObjectDigest {
+            sha256: Hash(sha256.finalize().into()),
+            len,
             sidecar,
             version_id,
         }))
