@@ -24,7 +24,11 @@ fn text(o: &Output) -> String {
 }
 
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mail")
+    // This checkout's directory (set by cargo when it runs the test), not the one the binary
+    // was built in: the build cache is shared between checkouts.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("../examples/mail")
 }
 
 struct Workdir(PathBuf);

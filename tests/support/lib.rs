@@ -400,7 +400,10 @@ impl TestEnv {
 
 /// The repository root (CRDs, charts and examples are read from it).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    // At run time cargo sets this checkout's directory; the compile-time value is where the
+    // binary was built, which differs when checkouts share a build cache (CI's does).
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("tests/ has a parent")
         .to_path_buf()

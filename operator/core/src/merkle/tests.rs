@@ -7,7 +7,12 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/merkle")
+    // Cargo sets the variable when it runs a test too; that value is this checkout's, while the
+    // compile-time one is wherever the binary was built (the build cache is shared between
+    // checkouts, so a fresh binary may come from another path).
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("testdata/merkle")
 }
 
 fn json_files(dir: &Path) -> Vec<PathBuf> {
