@@ -70,7 +70,29 @@ struct Stored {
     body: EntryBody,
 }
 
-type StoreJob<'s> = std::pin::Pin<Box<dyn Future<Output = Result<Stored>> + Send + 's>>;
+/// One record's compression and PUT, running as its own task so that stores proceed on every
+/// worker thread while the caller reads the source; aborted when dropped, so an abandoned run
+/// stops storing (what it stored unlogged is adopted by the next run).
+struct StoreTask(tokio::task::JoinHandle<Result<Stored>>);
+
+impl Future for StoreTask {
+    type Output = Result<Stored>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|joined| joined.map_err(|e| Error::Store(format!("store task failed: {e}")))?)
+    }
+}
+
+impl Drop for StoreTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Compression work for the pipeline's blocking threads, at most one job per core at once.
 ///
@@ -181,7 +203,7 @@ pub struct Archiver<'s, S: Store> {
     retention: RetentionChoice,
     since_checkpoint: usize,
     summary: RunSummary,
-    in_flight: futures::stream::FuturesOrdered<StoreJob<'s>>,
+    in_flight: futures::stream::FuturesOrdered<StoreTask>,
     in_flight_bytes: u64,
     spool: Spool,
     compression: Compression,
@@ -352,7 +374,7 @@ impl<'s, S: Store> Archiver<'s, S> {
         let original_size = msg.body.len();
         let memory_cost = msg.body.memory_cost();
         let series = self.retention.series.clone();
-        let store = self.store;
+        let store = self.store.clone();
         let spool = self.spool.clone();
         let compression = self.compression.clone();
         let job = async move {
@@ -412,7 +434,7 @@ impl<'s, S: Store> Archiver<'s, S> {
             })
         };
         self.in_flight_bytes += memory_cost;
-        self.in_flight.push_back(Box::pin(job));
+        self.in_flight.push_back(StoreTask(tokio::spawn(job)));
         while self.in_flight.len() >= MAX_IN_FLIGHT || self.in_flight_bytes > MAX_IN_FLIGHT_BYTES {
             self.log_next_stored().await?;
         }

@@ -70,8 +70,9 @@ pub struct StoreInfo {
     pub description: String,
 }
 
-/// The operations the pipeline, the verifier and the CLI need from a store.
-pub trait Store: Send + Sync {
+/// The operations the pipeline, the verifier and the CLI need from a store. A store is a
+/// cheap handle (clients share their connections), cloned into each record's store task.
+pub trait Store: Send + Sync + Clone + 'static {
     /// Checks that the store can hold records as promised; refuses (with the reason) a bucket
     /// without versioning or Object Lock.
     fn preflight(&self) -> impl Future<Output = Result<StoreInfo>> + Send;
