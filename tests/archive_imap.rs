@@ -95,6 +95,27 @@ impl Case {
         ]
     }
 
+    /// Archives with S3 requests sent to `endpoint` (a fault-injecting proxy in front of
+    /// versitygw), on a blocking thread so that a proxy on this runtime keeps running.
+    async fn archive_through(&self, endpoint: String) -> Output {
+        let args = self.archive_args();
+        let env = self.env.clone();
+        let password = self.user.password.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(mailvault_tests::mailvault_binary())
+                .args(&args)
+                .args(["--s3-endpoint", &endpoint, "--s3-path-style"])
+                .args(["--s3-region", env.var("S3_REGION")])
+                .env("AWS_ACCESS_KEY_ID", env.var("VERSITYGW_ACCESS_KEY"))
+                .env("AWS_SECRET_ACCESS_KEY", env.var("VERSITYGW_SECRET_KEY"))
+                .env("MAILVAULT_IMAP_PASSWORD", password)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    }
+
     fn archive(&self) -> Output {
         let args = self.archive_args();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -672,24 +693,7 @@ async fn s3_slowdowns_are_retried_with_backoff_and_nothing_is_lost() {
     let case = Case::new("imap-slowdown", S3Flavour::Versitygw).await;
     let seeded = seed_mailbox(&case, 0);
     let (proxy, injected) = slowdown_proxy(case.env.s3_endpoint(S3Flavour::Versitygw), 5).await;
-    let args = case.archive_args();
-    let out = tokio::task::spawn_blocking({
-        let env = case.env.clone();
-        let password = case.user.password.clone();
-        move || {
-            Command::new(mailvault_tests::mailvault_binary())
-                .args(&args)
-                .args(["--s3-endpoint", &proxy, "--s3-path-style"])
-                .args(["--s3-region", env.var("S3_REGION")])
-                .env("AWS_ACCESS_KEY_ID", env.var("VERSITYGW_ACCESS_KEY"))
-                .env("AWS_SECRET_ACCESS_KEY", env.var("VERSITYGW_SECRET_KEY"))
-                .env("MAILVAULT_IMAP_PASSWORD", password)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = case.archive_through(proxy).await;
     assert!(out.status.success(), "{}", text(&out));
     let sent = injected.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
@@ -854,24 +858,7 @@ async fn a_clock_two_hours_off_the_s3_servers_is_refused_before_anything_is_stor
     let case = Case::new("imap-clock", S3Flavour::Versitygw).await;
     seed_mailbox(&case, 0);
     let proxy = clock_shifting_proxy(case.env.s3_endpoint(S3Flavour::Versitygw), 2 * 3600).await;
-    let args = case.archive_args();
-    let out = tokio::task::spawn_blocking({
-        let env = case.env.clone();
-        let password = case.user.password.clone();
-        move || {
-            Command::new(mailvault_tests::mailvault_binary())
-                .args(&args)
-                .args(["--s3-endpoint", &proxy, "--s3-path-style"])
-                .args(["--s3-region", env.var("S3_REGION")])
-                .env("AWS_ACCESS_KEY_ID", env.var("VERSITYGW_ACCESS_KEY"))
-                .env("AWS_SECRET_ACCESS_KEY", env.var("VERSITYGW_SECRET_KEY"))
-                .env("MAILVAULT_IMAP_PASSWORD", password)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = case.archive_through(proxy).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -79,14 +79,40 @@ fn archived(w: &Workdir) -> (String, String, Vec<String>) {
         "{}",
         text(&run)
     );
-    let ls = mailvault(&["ls", &store, "--public-key", &public]);
+    let ids = record_ids(&store, &public);
+    (store, public, ids)
+}
+
+/// The record ids of an archive, as `ls` lists them.
+fn record_ids(store: &str, public: &str) -> Vec<String> {
+    let ls = mailvault(&["ls", store, "--public-key", public]);
     assert!(ls.status.success(), "{}", text(&ls));
-    let ids = String::from_utf8_lossy(&ls.stdout)
+    String::from_utf8_lossy(&ls.stdout)
         .lines()
         .skip(1)
-        .map(|l| l.split_whitespace().next().unwrap().to_owned())
-        .collect();
-    (store, public, ids)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Exports each record to a file in `w`; returns their bytes.
+fn export_each(w: &Workdir, store: &str, public: &str, ids: &[String]) -> Vec<Vec<u8>> {
+    ids.iter()
+        .map(|id| {
+            let out = w.p(&format!("{id}.eml"));
+            let e = mailvault(&[
+                "export",
+                store,
+                "--record",
+                id,
+                "--public-key",
+                public,
+                "--out",
+                &out,
+            ]);
+            assert!(e.status.success(), "{}", text(&e));
+            std::fs::read(&out).unwrap()
+        })
+        .collect()
 }
 
 #[test]
@@ -122,22 +148,7 @@ fn archive_again_verify_export_prove() {
 
     // Every example comes back byte for byte.
     let mut originals: Vec<Vec<u8>> = walk(&examples());
-    let mut exported = Vec::new();
-    for id in &ids {
-        let out = w.p(&format!("{id}.eml"));
-        let e = mailvault(&[
-            "export",
-            &store,
-            "--record",
-            id,
-            "--public-key",
-            &public,
-            "--out",
-            &out,
-        ]);
-        assert!(e.status.success(), "{}", text(&e));
-        exported.push(std::fs::read(&out).unwrap());
-    }
+    let mut exported = export_each(&w, &store, &public, &ids);
     originals.sort();
     exported.sort();
     assert_eq!(originals, exported);
@@ -375,27 +386,7 @@ fn large_local_messages_are_archived_within_bounded_memory() {
         assert!(peak * 1024 * 1024 < LARGE, "{source}: peak {peak} MiB");
         assert_eq!(std::fs::read_dir(&spool).map_or(0, Iterator::count), 0);
 
-        let ls = mailvault(&["ls", &store, "--public-key", &public]);
-        let mut exported = Vec::new();
-        for id in String::from_utf8_lossy(&ls.stdout)
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next())
-        {
-            let out = w.p(&format!("{id}.eml"));
-            let e = mailvault(&[
-                "export",
-                &store,
-                "--record",
-                id,
-                "--public-key",
-                &public,
-                "--out",
-                &out,
-            ]);
-            assert!(e.status.success(), "{}", text(&e));
-            exported.push(std::fs::read(&out).unwrap());
-        }
+        let exported = export_each(&w, &store, &public, &record_ids(&store, &public));
         assert!(
             exported.contains(&large),
             "{source}: the large message is not byte for byte"
