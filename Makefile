@@ -62,7 +62,8 @@ bench-log:
 	$(CARGO) bench -p mailvault-core --bench record_log --locked -- $(N)
 
 ## bench-archive: mailvault vs mbsync on seeded mailboxes (needs the environment; installs isync
-## and GNU time from Debian when missing).
+## and GNU time from Debian when missing). BENCH_BASELINE_BIN=/path/to/other/mailvault adds
+## full runs alternating this build and that one on the same mailbox (docs/benchmarks.md).
 bench-archive:
 	@command -v mbsync >/dev/null && [ -x /usr/bin/time ] || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends isync time >/dev/null)

@@ -25,7 +25,8 @@ const FILE_BLOCK: usize = 256 * 1024;
 /// Where and above which size message bytes go to disk.
 #[derive(Debug, Clone)]
 pub struct Spool {
-    dir: PathBuf,
+    /// Shared: a spool is cloned into every record's store task.
+    dir: std::sync::Arc<Path>,
     memory_limit: usize,
 }
 
@@ -39,7 +40,7 @@ impl Spool {
     /// A spool in `dir` with the standard [`MEMORY_LIMIT`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
-            dir: dir.into(),
+            dir: dir.into().into(),
             memory_limit: MEMORY_LIMIT,
         }
     }
