@@ -23,6 +23,10 @@ use std::fmt;
 
 /// Most faults of one kind listed individually; the rest are counted.
 const MAX_FAULTS_PER_KIND: usize = 50;
+/// How far `logged-at` may go back from an earlier entry, or lie ahead of the audit time,
+/// before it is a fault: the writer refuses to run on a clock more than 5 minutes off its S3
+/// server's, and the auditor's clock may be off too.
+pub const LOGGED_AT_TOLERANCE_SECS: i64 = 600;
 
 /// What is wrong with the log itself (as opposed to a record).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -58,9 +62,22 @@ pub enum LogFaultKind {
     TrustedCheckpointInconsistent,
     /// The log has entries but no valid signed checkpoint.
     NoCheckpoint,
-    /// Entries after the newest checkpoint (a crash between append and checkpoint leaves these;
-    /// they are not yet vouched for by a signature). A warning, not a failure.
+    /// Entries after the newest signed checkpoint. A crash between writing bundles and signing
+    /// leaves these, but so does anyone with write access to the bucket who appends a forged
+    /// tail with a valid chain: nothing vouches for them, so they fail verification (the next
+    /// run of the writer signs its own tail, or refuses a tail it did not write).
     UncheckpointedEntries,
+    /// A `retention-extended` entry shortens a record's retention (an earlier date, or a dated
+    /// retention after `permanent`). Retention may only be extended; the shorter value is
+    /// ignored when judging the record.
+    RetentionShortened,
+    /// An entry's `logged-at` is earlier than an entry before it by more than the tolerance.
+    LoggedAtBackwards,
+    /// An entry's `logged-at` is after the time of the audit by more than the tolerance.
+    LoggedAtInFuture,
+    /// A delete marker is the current version of a log object: plain reads and listings no
+    /// longer see it (the locked version is still there and was read).
+    HiddenLogObject,
     /// A record was ingested twice.
     DuplicateIngest,
     /// An entry about a record that was never ingested.
@@ -70,9 +87,10 @@ pub enum LogFaultKind {
 }
 
 impl LogFaultKind {
-    /// Whether the fault fails verification (all but the uncheckpointed-entries warning).
+    /// Whether the fault fails verification. Every kind does: there are no warnings that an
+    /// auditor could skim past.
     pub fn is_failure(self) -> bool {
-        self != Self::UncheckpointedEntries
+        true
     }
 }
 
@@ -109,6 +127,11 @@ pub enum RecordStatus {
     LockWeakened,
     /// An object or version in the records area that no log entry names.
     UnloggedObject,
+    /// Present as logged, but only entries after the newest signed checkpoint speak for it:
+    /// nothing vouches for its entry yet.
+    Unsigned,
+    /// The logged version is present, but a delete marker hides it from plain reads.
+    Hidden,
 }
 
 impl RecordStatus {
@@ -121,13 +144,15 @@ impl RecordStatus {
     fn severity(self) -> u8 {
         match self {
             Self::PresentOk | Self::DestroyedOk => 0,
-            Self::UnloggedObject => 1,
-            Self::LockWeakened => 2,
-            Self::DestructionIncomplete => 3,
-            Self::Missing => 4,
-            Self::PrematureDestruction => 5,
-            Self::Tampered => 6,
-            Self::HeldButDestroyed => 7,
+            Self::Unsigned => 1,
+            Self::Hidden => 2,
+            Self::UnloggedObject => 3,
+            Self::LockWeakened => 4,
+            Self::DestructionIncomplete => 5,
+            Self::Missing => 6,
+            Self::PrematureDestruction => 7,
+            Self::Tampered => 8,
+            Self::HeldButDestroyed => 9,
         }
     }
 
@@ -143,6 +168,8 @@ impl RecordStatus {
             Self::HeldButDestroyed => "HELD_BUT_DESTROYED",
             Self::LockWeakened => "LOCK_WEAKENED",
             Self::UnloggedObject => "UNLOGGED_OBJECT",
+            Self::Unsigned => "UNSIGNED",
+            Self::Hidden => "HIDDEN",
         }
     }
 }
@@ -227,6 +254,13 @@ impl Report {
             && self.problems.is_empty()
     }
 
+    /// Entries after the newest valid signed checkpoint, if any: the archive is verified only
+    /// up to that checkpoint.
+    pub fn unsigned_entries(&self) -> Option<u64> {
+        let signed = self.checkpoint.as_ref().map_or(0, |(size, _)| *size);
+        (self.log_size > signed).then(|| self.log_size - signed)
+    }
+
     /// The report as text for a person: summary first, then every problem.
     pub fn to_text(&self) -> String {
         use fmt::Write as _;
@@ -269,6 +303,13 @@ impl Report {
                 let _ = writeln!(s, "  {} {}: {}", r.status, r.record, r.findings.join("; "));
             }
         }
+        if let Some(unsigned) = self.unsigned_entries() {
+            let signed = self.log_size - unsigned;
+            let _ = writeln!(
+                s,
+                "only the first {signed} entries are vouched for by a signed checkpoint; the {unsigned} after them are not"
+            );
+        }
         let _ = writeln!(
             s,
             "result: {}",
@@ -309,6 +350,8 @@ pub struct Verifier {
     wanted_roots: BTreeMap<u64, Option<Hash>>,
     checkpoints: Vec<Checkpoint>,
     trusted: Option<Checkpoint>,
+    /// The latest `logged-at` seen so far.
+    latest_logged_at: Option<UnixTime>,
     records: RecordTable,
     faults: Vec<LogFault>,
     omitted: BTreeMap<LogFaultKind, u64>,
@@ -328,6 +371,7 @@ impl Verifier {
             wanted_roots: BTreeMap::new(),
             checkpoints: Vec::new(),
             trusted: None,
+            latest_logged_at: None,
             records: RecordTable::default(),
             faults: Vec::new(),
             omitted: BTreeMap::new(),
@@ -508,7 +552,33 @@ impl Verifier {
                 format!("entry at position {position}: prev does not name the entry before it"),
             );
         }
+        self.check_logged_at(position, entry.logged_at);
         self.replay(entry);
+    }
+
+    /// Entries are appended in time order: `logged-at` may not go back (beyond the tolerance)
+    /// and may not lie after the audit.
+    fn check_logged_at(&mut self, position: u64, at: UnixTime) {
+        if let Some(latest) = self.latest_logged_at
+            && at.0 < latest.0.saturating_sub(LOGGED_AT_TOLERANCE_SECS)
+        {
+            self.fault(
+                LogFaultKind::LoggedAtBackwards,
+                format!("entry {position} is logged at {at}, before an earlier entry's {latest}"),
+            );
+        }
+        if at.0 > self.trust.now.0.saturating_add(LOGGED_AT_TOLERANCE_SECS) {
+            self.fault(
+                LogFaultKind::LoggedAtInFuture,
+                format!(
+                    "entry {position} is logged at {at}, after the time of this audit ({})",
+                    self.trust.now
+                ),
+            );
+        }
+        if self.latest_logged_at.is_none_or(|l| at > l) {
+            self.latest_logged_at = Some(at);
+        }
     }
 
     fn replay(&mut self, entry: Entry) {
@@ -540,6 +610,7 @@ impl Verifier {
                 self.ingest(&record, &object_key, &object_version, |id, v, k| {
                     RecordState {
                         id,
+                        ingest_index: index,
                         object_version: v,
                         unusual_key: k,
                         stored_sha256,
@@ -577,7 +648,24 @@ impl Verifier {
             EntryBody::HoldReleased { hold } => {
                 state.extra_mut().holds.remove(&hold);
             }
-            EntryBody::RetentionExtended { retain_until } => state.retain_until = retain_until,
+            EntryBody::RetentionExtended { retain_until } => {
+                let extends = match (state.retain_until, retain_until) {
+                    (_, RetainUntil::Permanent) => true,
+                    (RetainUntil::Permanent, RetainUntil::Until(_)) => false,
+                    (RetainUntil::Until(old), RetainUntil::Until(new)) => new >= old,
+                };
+                if extends {
+                    state.retain_until = retain_until;
+                } else {
+                    let old = state.retain_until;
+                    self.fault(
+                        LogFaultKind::RetentionShortened,
+                        format!(
+                            "entry {index} sets record {record}'s retention to {retain_until}, shorter than {old}"
+                        ),
+                    );
+                }
+            }
             EntryBody::DestroyAuthorized { .. } => state.authorized = true,
             EntryBody::Destroyed { .. } => {
                 let authorized = state.authorized;
@@ -635,7 +723,10 @@ impl Verifier {
         sink: &mut dyn FnMut(&RecordVerdict),
     ) -> Report {
         let log_size = self.range.size();
-        self.check_checkpoints(log_size);
+        let judge = Judge {
+            now: self.trust.now,
+            signed_size: self.check_checkpoints(log_size).unwrap_or(0),
+        };
         let mut tally = Tally::default();
         let table = std::mem::take(&mut self.records);
         let mut table = table;
@@ -647,7 +738,7 @@ impl Verifier {
                 table.get(table.states[i].object_version).to_owned()
             });
             if let Some(i) = logged {
-                tally.add(&classify(&table, i, versions), sink);
+                tally.add(&judge.classify(&table, i, versions), sink);
             }
             let unlogged: Vec<&str> = versions
                 .iter()
@@ -686,7 +777,7 @@ impl Verifier {
                 .cmp(table.get(table.states[b].id))
         });
         for i in unlisted {
-            tally.add(&classify(&table, i, &[]), sink);
+            tally.add(&judge.classify(&table, i, &[]), sink);
         }
         drop(table);
         tally
@@ -714,7 +805,8 @@ impl Verifier {
         }
     }
 
-    fn check_checkpoints(&mut self, log_size: u64) {
+    /// Checks every checkpoint against the log; returns the size of the newest good one.
+    fn check_checkpoints(&mut self, log_size: u64) -> Option<u64> {
         let mut checkpoints = std::mem::take(&mut self.checkpoints);
         checkpoints.sort_by_key(|c| c.size);
         let mut good_max = None;
@@ -762,6 +854,7 @@ impl Verifier {
             _ => {}
         }
         self.checkpoints = checkpoints;
+        good_max
     }
 }
 
@@ -782,106 +875,150 @@ impl Tally {
     }
 }
 
-fn classify(table: &RecordTable, i: usize, versions: &[StoredVersion]) -> RecordVerdict {
-    let state = &table.states[i];
-    let id = table.get(state.id);
-    let logged_version = table.get(state.object_version);
-    let mut findings: Vec<(RecordStatus, String)> = Vec::new();
-    if let Some(t) = state.tombstone() {
-        if !t.holds_at_destruction.is_empty() {
+/// What a record is judged against besides its own history.
+struct Judge {
+    /// The time of the audit.
+    now: UnixTime,
+    /// Entries below this position are covered by a valid signed checkpoint.
+    signed_size: u64,
+}
+
+impl Judge {
+    fn classify(&self, table: &RecordTable, i: usize, versions: &[StoredVersion]) -> RecordVerdict {
+        let state = &table.states[i];
+        let id = table.get(state.id);
+        let logged_version = table.get(state.object_version);
+        let mut findings: Vec<(RecordStatus, String)> = Vec::new();
+        if state.ingest_index >= self.signed_size {
             findings.push((
-                RecordStatus::HeldButDestroyed,
+                RecordStatus::Unsigned,
                 format!(
-                    "destroyed at {} under legal hold {}",
-                    t.at,
-                    t.holds_at_destruction.join(", ")
+                    "ingested at entry {}, after the newest signed checkpoint (size {})",
+                    state.ingest_index, self.signed_size
                 ),
             ));
         }
-        let r = t.retain_until_at_destruction;
-        if !r.has_ended(t.at) {
-            findings.push((
-                RecordStatus::PrematureDestruction,
-                format!("destroyed at {} but retained until {r}", t.at),
-            ));
+        if let Some(t) = state.tombstone() {
+            if !t.holds_at_destruction.is_empty() {
+                findings.push((
+                    RecordStatus::HeldButDestroyed,
+                    format!(
+                        "destroyed at {} under legal hold {}",
+                        t.at,
+                        t.holds_at_destruction.join(", ")
+                    ),
+                ));
+            }
+            let r = t.retain_until_at_destruction;
+            if !r.has_ended(t.at) {
+                findings.push((
+                    RecordStatus::PrematureDestruction,
+                    format!("destroyed at {} but retained until {r}", t.at),
+                ));
+            }
+            if !versions.is_empty() {
+                let ids: Vec<&str> = versions.iter().map(|v| v.version_id.as_str()).collect();
+                findings.push((
+                    RecordStatus::DestructionIncomplete,
+                    format!("tombstone logged but versions remain: {}", ids.join(", ")),
+                ));
+            }
+            return verdict(id, RecordStatus::DestroyedOk, findings);
         }
-        if !versions.is_empty() {
-            let ids: Vec<&str> = versions.iter().map(|v| v.version_id.as_str()).collect();
-            findings.push((
-                RecordStatus::DestructionIncomplete,
-                format!("tombstone logged but versions remain: {}", ids.join(", ")),
-            ));
-        }
-        return verdict(id, RecordStatus::DestroyedOk, findings);
-    }
-    let logged = versions
-        .iter()
-        .find(|v| !v.delete_marker && v.version_id == logged_version);
-    let Some(v) = logged else {
-        if state.authorized {
-            findings.push((
-                RecordStatus::DestructionIncomplete,
-                "destruction authorized and the data is gone, but no tombstone was logged".into(),
-            ));
-        } else {
-            findings.push((
+        let logged = versions
+            .iter()
+            .find(|v| !v.delete_marker && v.version_id == logged_version);
+        let Some(v) = logged else {
+            if state.authorized {
+                findings.push((
+                    RecordStatus::DestructionIncomplete,
+                    "destruction authorized and the data is gone, but no tombstone was logged"
+                        .into(),
+                ));
+            } else {
+                findings.push((
                 RecordStatus::Missing,
                 format!(
                     "version {logged_version} of {} is not in the store and no destruction is logged",
                     table.object_key(i)
                 ),
             ));
+            }
+            return verdict(id, RecordStatus::PresentOk, findings);
+        };
+        if let Some(sha) = v.sha256
+            && sha != state.stored_sha256
+        {
+            findings.push((
+                RecordStatus::Tampered,
+                format!(
+                    "stored bytes hash to {sha}, the log says {}",
+                    state.stored_sha256
+                ),
+            ));
         }
-        return verdict(id, RecordStatus::PresentOk, findings);
-    };
-    if let Some(sha) = v.sha256
-        && sha != state.stored_sha256
-    {
-        findings.push((
-            RecordStatus::Tampered,
-            format!(
-                "stored bytes hash to {sha}, the log says {}",
-                state.stored_sha256
-            ),
-        ));
+        let stored_strength = v.lock_mode.map_or(0, LockMode::strength);
+        if stored_strength < state.lock_mode.strength() {
+            findings.push((
+                RecordStatus::LockWeakened,
+                format!(
+                    "stored under lock mode {}, logged {}",
+                    v.lock_mode.map_or("none", LockMode::as_str),
+                    state.lock_mode.as_str()
+                ),
+            ));
+        }
+        if state.lock_mode != LockMode::None
+            && let RetainUntil::Until(logged_until) = state.retain_until
+            && v.retain_until.is_none_or(|t| t < logged_until)
+        {
+            findings.push((
+                RecordStatus::LockWeakened,
+                format!(
+                    "locked until {}, the log says {logged_until}",
+                    v.retain_until
+                        .map_or_else(|| "never".to_owned(), |t| t.to_string())
+                ),
+            ));
+        }
+        if state.lock_mode != LockMode::None
+            && state.retain_until == RetainUntil::Permanent
+            && v.retain_until.is_none_or(|t| t <= self.now)
+        {
+            findings.push((
+                RecordStatus::LockWeakened,
+                format!(
+                    "a permanent record whose lock {}",
+                    v.retain_until.map_or_else(
+                        || "is gone".to_owned(),
+                        |t| format!("ended at {t}: it can be deleted")
+                    )
+                ),
+            ));
+        }
+        if let Some(holds) = state.holds()
+            && !v.legal_hold
+            && state.lock_mode != LockMode::None
+        {
+            findings.push((
+                RecordStatus::LockWeakened,
+                format!(
+                    "under legal hold {} but the store's legal-hold flag is off",
+                    holds.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        if let Some(marker) = versions.iter().find(|v| v.delete_marker) {
+            findings.push((
+                RecordStatus::Hidden,
+                format!(
+                    "delete marker {} hides the logged version from plain reads",
+                    marker.version_id
+                ),
+            ));
+        }
+        verdict(id, RecordStatus::PresentOk, findings)
     }
-    let stored_strength = v.lock_mode.map_or(0, LockMode::strength);
-    if stored_strength < state.lock_mode.strength() {
-        findings.push((
-            RecordStatus::LockWeakened,
-            format!(
-                "stored under lock mode {}, logged {}",
-                v.lock_mode.map_or("none", LockMode::as_str),
-                state.lock_mode.as_str()
-            ),
-        ));
-    }
-    if state.lock_mode != LockMode::None
-        && let RetainUntil::Until(logged_until) = state.retain_until
-        && v.retain_until.is_none_or(|t| t < logged_until)
-    {
-        findings.push((
-            RecordStatus::LockWeakened,
-            format!(
-                "locked until {}, the log says {logged_until}",
-                v.retain_until
-                    .map_or_else(|| "never".to_owned(), |t| t.to_string())
-            ),
-        ));
-    }
-    if let Some(holds) = state.holds()
-        && !v.legal_hold
-        && state.lock_mode != LockMode::None
-    {
-        findings.push((
-            RecordStatus::LockWeakened,
-            format!(
-                "under legal hold {} but the store's legal-hold flag is off",
-                holds.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        ));
-    }
-    verdict(id, RecordStatus::PresentOk, findings)
 }
 
 fn verdict(id: &str, ok: RecordStatus, findings: Vec<(RecordStatus, String)>) -> RecordVerdict {

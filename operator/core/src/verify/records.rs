@@ -27,6 +27,8 @@ pub(super) struct ArenaFull;
 #[derive(Debug)]
 pub(super) struct RecordState {
     pub id: StrRef,
+    /// Position of the record's ingest entry.
+    pub ingest_index: u64,
     pub object_version: StrRef,
     /// The object key when it is not `records/<id>`.
     pub unusual_key: Option<StrRef>,

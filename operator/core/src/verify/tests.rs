@@ -452,8 +452,10 @@ fn no_checkpoint_at_all() {
     assert!(!r.verified());
 }
 
+/// A forged tail with a valid chain (what someone with bucket write access but no key can add)
+/// looks exactly like a crash between bundles and checkpoint: either way nothing vouches for it.
 #[test]
-fn uncheckpointed_entries_are_a_warning_only() {
+fn uncheckpointed_entries_fail_and_their_records_are_unsigned() {
     let mut f = good();
     f.ingest("late", RetainUntil::Until(UnixTime(T0 + YEAR)));
     for b in f.log.take_bundles() {
@@ -461,7 +463,138 @@ fn uncheckpointed_entries_are_a_warning_only() {
     }
     let r = f.verify();
     assert_eq!(faults(&r), vec![LogFaultKind::UncheckpointedEntries]);
+    assert!(!r.verified(), "{}", r.to_text());
+    assert_eq!(status(&r, "late"), RecordStatus::Unsigned);
+    assert_eq!(status(&r, "r0"), RecordStatus::PresentOk);
+    assert_eq!(r.unsigned_entries(), Some(1));
+    assert!(
+        r.to_text()
+            .contains("only the first 12 entries are vouched for by a signed checkpoint"),
+        "{}",
+        r.to_text()
+    );
+}
+
+#[test]
+fn retention_may_only_be_extended() {
+    for (from, to) in [
+        (
+            RetainUntil::Until(UnixTime(T0 + 3 * YEAR)),
+            RetainUntil::Until(UnixTime(T0 + YEAR)),
+        ),
+        (
+            RetainUntil::Permanent,
+            RetainUntil::Until(UnixTime(T0 + 50 * YEAR)),
+        ),
+    ] {
+        let mut f = good();
+        f.ingest("x", from);
+        f.append("x", EntryBody::RetentionExtended { retain_until: to });
+        f.checkpoint();
+        let r = f.verify();
+        assert_eq!(
+            faults(&r),
+            vec![LogFaultKind::RetentionShortened],
+            "{}",
+            r.to_text()
+        );
+        assert!(!r.verified());
+    }
+    // Extending is fine, and so is dated -> permanent.
+    for to in [
+        RetainUntil::Until(UnixTime(T0 + 9 * YEAR)),
+        RetainUntil::Permanent,
+    ] {
+        let mut f = good();
+        f.ingest("x", RetainUntil::Until(UnixTime(T0 + 3 * YEAR)));
+        f.append("x", EntryBody::RetentionExtended { retain_until: to });
+        // ... with the lock extended to match, as the writer does.
+        f.inventory.get_mut("records/x").unwrap()[0].retain_until = Some(UnixTime(T0 + 100 * YEAR));
+        f.checkpoint();
+        let r = f.verify();
+        assert!(r.verified(), "{}", r.to_text());
+    }
+}
+
+#[test]
+fn a_shortened_retention_does_not_excuse_an_early_destruction() {
+    let mut f = good();
+    f.ingest("x", RetainUntil::Until(UnixTime(T0 + 3 * YEAR)));
+    f.append(
+        "x",
+        EntryBody::RetentionExtended {
+            retain_until: RetainUntil::Until(UnixTime(T0)),
+        },
+    );
+    f.destroy("x");
+    f.checkpoint();
+    let r = f.verify();
+    assert_eq!(status(&r, "x"), RecordStatus::PrematureDestruction);
+}
+
+#[test]
+fn logged_at_may_not_go_backwards_or_lie_in_the_future() {
+    // The audit happens now; the writer's clock jumps back before its next entry.
+    let back = |by: i64| {
+        let mut f = good();
+        let mut trust = f.trust();
+        trust.now = UnixTime(f.clock);
+        f.clock -= by;
+        f.ingest("back", RetainUntil::Until(UnixTime(T0 + YEAR)));
+        f.checkpoint();
+        run(trust, &f.objects, &f.inventory)
+    };
+    let r = back(LOGGED_AT_TOLERANCE_SECS + 3600);
+    assert_eq!(
+        faults(&r),
+        vec![LogFaultKind::LoggedAtBackwards],
+        "{}",
+        r.to_text()
+    );
+    // Within the tolerance: fine (two writers' clocks a few minutes apart).
+    let r = back(LOGGED_AT_TOLERANCE_SECS - 120);
     assert!(r.verified(), "{}", r.to_text());
+
+    let f = good();
+    let mut trust = f.trust();
+    trust.now = UnixTime(T0 - 2 * LOGGED_AT_TOLERANCE_SECS);
+    let r = run(trust, &f.objects, &f.inventory);
+    assert!(
+        faults(&r).contains(&LogFaultKind::LoggedAtInFuture),
+        "{}",
+        r.to_text()
+    );
+}
+
+#[test]
+fn a_permanent_records_lock_must_not_lapse() {
+    let mut f = good();
+    f.inventory.get_mut("records/perm").unwrap()[0].retain_until = Some(UnixTime(T0 + 60));
+    let r = f.verify();
+    assert_eq!(
+        status(&r, "perm"),
+        RecordStatus::LockWeakened,
+        "{}",
+        r.to_text()
+    );
+    f.inventory.get_mut("records/perm").unwrap()[0].retain_until = None;
+    assert_eq!(status(&f.verify(), "perm"), RecordStatus::LockWeakened);
+}
+
+#[test]
+fn a_delete_marker_over_a_logged_record_is_reported() {
+    let mut f = good();
+    f.inventory
+        .get_mut("records/r4")
+        .unwrap()
+        .push(StoredVersion {
+            version_id: "marker-1".into(),
+            delete_marker: true,
+            ..StoredVersion::default()
+        });
+    let r = f.verify();
+    assert_eq!(status(&r, "r4"), RecordStatus::Hidden, "{}", r.to_text());
+    assert!(!r.verified());
 }
 
 #[test]
@@ -758,6 +891,35 @@ mod properties {
             let at = (flip as usize / 7) % obj.len();
             obj[at] ^= 0x20;
             prop_assert!(!f.verify().verified());
+        }
+
+        /// Retention changes: the archive verifies exactly when no change shortens; a tail after
+        /// the newest checkpoint never verifies and each record only it speaks for is UNSIGNED.
+        #[test]
+        fn retention_changes_and_unsigned_tails(changes in prop::collection::vec(-3i64..6, 0..8), tail in 0usize..20) {
+            let mut f = Fixture::new();
+            let mut until = T0 + 3 * YEAR;
+            f.ingest("x", RetainUntil::Until(UnixTime(until)));
+            let mut shortened = false;
+            for years in &changes {
+                let next = until + years * YEAR;
+                shortened |= next < until;
+                f.append("x", EntryBody::RetentionExtended { retain_until: RetainUntil::Until(UnixTime(next)) });
+                until = until.max(next);
+            }
+            f.inventory.get_mut("records/x").unwrap()[0].retain_until = Some(UnixTime(until));
+            f.checkpoint();
+            for i in 0..tail {
+                f.ingest(&format!("t{i}"), RetainUntil::Until(UnixTime(T0 + YEAR)));
+            }
+            for b in f.log.take_bundles() {
+                f.objects.insert(b.key, b.bytes);
+            }
+            let audit = f.verify();
+            prop_assert_eq!(audit.verified(), !shortened && tail == 0, "{}", audit.to_text());
+            prop_assert_eq!(faults(&audit).contains(&LogFaultKind::RetentionShortened), shortened);
+            prop_assert_eq!(audit.counts.get(&RecordStatus::Unsigned).copied().unwrap_or(0), tail as u64);
+            prop_assert_eq!(status(&audit, "x"), RecordStatus::PresentOk);
         }
     }
 }
