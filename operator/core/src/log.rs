@@ -9,7 +9,7 @@
 use crate::bundle::{BUNDLE_WIDTH, BundleError, bundle_key, decode_bundle, encode_bundle};
 use crate::entry::{Entry, EntryBody, EntryError, RecordId};
 use crate::hash::Hash;
-use crate::merkle::{MerkleTree, ProofError, leaf_hash};
+use crate::merkle::{CompactRange, MerkleTree, ProofError, leaf_hash};
 use crate::time::UnixTime;
 
 /// Why the log could not be appended to or rebuilt.
@@ -72,7 +72,32 @@ impl RecordLog {
     /// Rebuilds the writer from stored bundles, in order from bundle 0 (each the full bundle or
     /// the widest partial). Checks indices and the chain; signatures are the verifier's job.
     pub fn resume<'a>(bundles: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, LogError> {
-        let mut log = Self::new();
+        Self::resume_from_edge(&CompactRange::new(), bundles)
+    }
+
+    /// Rebuilds the writer from the tree's right edge at a bundle boundary and the bundles
+    /// from there on: memory and reads O(log n + one bundle), whatever the log's length.
+    ///
+    /// The first entry's `prev` names an entry that is not read, so it cannot be checked
+    /// here: the caller must compare [`Self::root_at`] with a signed checkpoint's root, which
+    /// covers every byte of every entry, `prev` included.
+    pub fn resume_from_edge<'a>(
+        edge: &CompactRange,
+        bundles: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Self, LogError> {
+        let start = edge.size();
+        if !start.is_multiple_of(BUNDLE_WIDTH) {
+            return Err(LogError::Chain {
+                index: start,
+                reason: "an edge to resume from must be at a bundle boundary".into(),
+            });
+        }
+        let mut log = Self {
+            tree: MerkleTree::from_edge(edge),
+            open_start: start,
+            taken: start,
+            ..Self::default()
+        };
         for bundle in bundles {
             let entries = decode_bundle(bundle)?;
             if !log.tree.size().is_multiple_of(BUNDLE_WIDTH) {
@@ -85,7 +110,8 @@ impl RecordLog {
                 let index = log.tree.size();
                 let entry =
                     Entry::decode(bytes).map_err(|source| LogError::Entry { index, source })?;
-                log.check_link(&entry)?;
+                let first_after_edge = index == start && start > 0;
+                log.check_link(&entry, !first_after_edge)?;
                 log.push_bytes(bytes.to_vec());
             }
         }
@@ -94,7 +120,7 @@ impl RecordLog {
         Ok(log)
     }
 
-    fn check_link(&self, entry: &Entry) -> Result<(), LogError> {
+    fn check_link(&self, entry: &Entry, check_prev: bool) -> Result<(), LogError> {
         let index = self.tree.size();
         if entry.index != index {
             return Err(LogError::Chain {
@@ -102,7 +128,7 @@ impl RecordLog {
                 reason: format!("says it is entry {}", entry.index),
             });
         }
-        if entry.prev != self.head {
+        if check_prev && entry.prev != self.head {
             return Err(LogError::Chain {
                 index,
                 reason: "prev does not name the previous entry".into(),
@@ -158,6 +184,20 @@ impl RecordLog {
     /// The tree, for proofs.
     pub fn tree(&self) -> &MerkleTree {
         &self.tree
+    }
+
+    /// Merkle root of the first `size` entries, if this log holds what it takes (a log resumed
+    /// from an edge holds roots from the edge on).
+    pub fn root_at(&self, size: u64) -> Option<Hash> {
+        self.tree.root_at(size)
+    }
+
+    /// The right edge at the start of the bundle holding the newest entry, which with that
+    /// bundle is all [`Self::resume_from_edge`] needs. `None` for an empty log.
+    pub fn resume_edge(&self) -> Option<CompactRange> {
+        let size = self.tree.size();
+        let boundary = size.checked_sub(1)? / BUNDLE_WIDTH * BUNDLE_WIDTH;
+        self.tree.edge_at(boundary)
     }
 
     /// The bundle objects covering every entry appended since the last call, oldest first.
@@ -290,5 +330,39 @@ mod tests {
             RecordLog::resume([swapped.as_slice()]),
             Err(LogError::Chain { index: 1, .. })
         ));
+    }
+
+    /// A writer resumed from its right edge and the bundle holding its newest entry appends
+    /// exactly what a writer that read the whole log appends.
+    #[test]
+    fn resume_from_the_edge_continues_like_a_full_resume() {
+        for n in [1u64, 255, 256, 257, 600, 768] {
+            let mut log = RecordLog::new();
+            append_n(&mut log, n);
+            let mut latest = std::collections::BTreeMap::new();
+            for b in log.take_bundles() {
+                let (idx, _) = parse_bundle_key(&b.key).unwrap();
+                latest.insert(idx, b.bytes);
+            }
+            let edge = log.resume_edge().unwrap();
+            assert_eq!(edge.size() % BUNDLE_WIDTH, 0);
+            assert!(edge.size() < n && n - edge.size() <= BUNDLE_WIDTH, "{n}");
+            let last = latest[&(edge.size() / BUNDLE_WIDTH)].clone();
+            let mut resumed = RecordLog::resume_from_edge(&edge, [last.as_slice()]).unwrap();
+            assert_eq!(resumed.size(), n);
+            assert_eq!(resumed.root_at(n), Some(log.root()));
+            append_n(&mut log, 300);
+            append_n(&mut resumed, 300);
+            assert_eq!(resumed.root(), log.root());
+            assert_eq!(resumed.take_bundles(), log.take_bundles());
+            // The resumed tree can prove its own growth to a signer.
+            assert_eq!(
+                resumed.tree().consistency_proof(n, n + 300).unwrap(),
+                log.tree().consistency_proof(n, n + 300).unwrap()
+            );
+        }
+        let mut off = CompactRange::new();
+        off.push(Hash::of(b"x"));
+        assert!(RecordLog::resume_from_edge(&off, []).is_err());
     }
 }

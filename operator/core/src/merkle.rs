@@ -47,6 +47,19 @@ pub enum ProofError {
     /// A hash in the proof, or a root, is not 32 bytes.
     #[error("{0} is not a 32-byte SHA-256 hash")]
     BadHash(&'static str),
+    /// The proof needs a node of the part of the tree that a tree resumed from its right edge
+    /// does not hold (leaves before the edge).
+    #[error(
+        "the proof needs the subtree {lo}..{hi}, which this tree (resumed from its right edge at size {edge}) does not hold"
+    )]
+    Pruned {
+        /// First leaf of the subtree.
+        lo: u64,
+        /// One past its last leaf.
+        hi: u64,
+        /// Size of the edge the tree was resumed from.
+        edge: u64,
+    },
 }
 
 /// Hash of a leaf: `SHA-256(0x00 || data)`.
@@ -114,6 +127,25 @@ impl CompactRange {
         self.size += 1;
     }
 
+    /// The peaks' hashes, largest (leftmost) subtree first: with [`Self::size`], everything
+    /// needed to resume appending ([`Self::from_peaks`]).
+    pub fn peaks(&self) -> impl Iterator<Item = Hash> + '_ {
+        self.peaks.iter().map(|&(_, h)| h)
+    }
+
+    /// The right edge of a tree of `size` leaves from its peaks' hashes (as [`Self::peaks`]
+    /// gives them); `None` if their number is not the number of one bits in `size`.
+    pub fn from_peaks(size: u64, hashes: &[Hash]) -> Option<Self> {
+        if hashes.len() != size.count_ones() as usize {
+            return None;
+        }
+        let heights = (0..u64::BITS).rev().filter(|h| size & (1 << h) != 0);
+        Some(Self {
+            size,
+            peaks: heights.zip(hashes.iter().copied()).collect(),
+        })
+    }
+
     /// Root of the tree of the leaves appended so far.
     pub fn root(&self) -> Hash {
         let mut peaks = self.peaks.iter().rev();
@@ -127,11 +159,19 @@ impl CompactRange {
 /// A Merkle tree that keeps every level, for building proofs.
 ///
 /// Memory is about 64 bytes per leaf (the leaf hash plus the interior levels above it).
+/// A tree resumed from a right edge ([`Self::from_edge`]) holds only the edge's peaks and
+/// what was appended since: memory O(log n + appended), and roots and consistency proofs from
+/// the edge's size onwards, which is all a writer needs.
 #[derive(Debug, Clone, Default)]
 pub struct MerkleTree {
     /// `levels[h][i]` is the root of the perfect subtree of height `h` covering leaves
-    /// `i * 2^h .. (i + 1) * 2^h`; only complete subtrees are stored.
+    /// `(offsets[h] + i) * 2^h .. (offsets[h] + i + 1) * 2^h`; only complete subtrees are
+    /// stored.
     levels: Vec<Vec<Hash>>,
+    /// Index of each level's first stored node (all zero unless resumed from an edge).
+    offsets: Vec<u64>,
+    /// Size of the edge the tree was resumed from (0 for a whole tree).
+    edge: u64,
 }
 
 impl MerkleTree {
@@ -140,23 +180,49 @@ impl MerkleTree {
         Self::default()
     }
 
+    /// A tree that continues from a right edge: the peaks of the first `edge.size()` leaves.
+    pub fn from_edge(edge: &CompactRange) -> Self {
+        let size = edge.size();
+        let height = u64::BITS - size.leading_zeros();
+        let mut tree = Self {
+            levels: vec![Vec::new(); height.max(1) as usize],
+            // Level h holds size >> h complete nodes; a peak is the last of them.
+            offsets: (0..height.max(1)).map(|h| size >> h).collect(),
+            edge: size,
+        };
+        for &(h, hash) in &edge.peaks {
+            let h = h as usize;
+            tree.offsets[h] -= 1;
+            tree.levels[h].push(hash);
+        }
+        tree
+    }
+
     /// Number of leaves.
     pub fn size(&self) -> u64 {
-        self.levels.first().map_or(0, |l| l.len() as u64)
+        self.level_count(0)
+    }
+
+    /// Nodes at level `h`, those before the stored ones included.
+    fn level_count(&self, h: usize) -> u64 {
+        self.offsets.get(h).copied().unwrap_or(0) + self.levels.get(h).map_or(0, |l| l.len() as u64)
     }
 
     /// Appends a leaf hash (not the leaf data: callers hash with [`leaf_hash`]).
     pub fn push(&mut self, leaf: Hash) {
         if self.levels.is_empty() {
             self.levels.push(Vec::new());
+            self.offsets.push(0);
         }
         self.levels[0].push(leaf);
         let mut height = 0;
-        // A new perfect subtree completes whenever the level below gains an even count.
-        while self.levels[height].len().is_multiple_of(2) {
+        // A new perfect subtree completes whenever the level below gains an even count. Its
+        // left sibling is always stored: an edge's peak at a level is a left child.
+        while self.level_count(height).is_multiple_of(2) {
             let len = self.levels[height].len();
             let parent = node_hash(&self.levels[height][len - 2], &self.levels[height][len - 1]);
             if self.levels.len() == height + 1 {
+                self.offsets.push(self.level_count(height) / 2 - 1);
                 self.levels.push(Vec::new());
             }
             self.levels[height + 1].push(parent);
@@ -164,10 +230,30 @@ impl MerkleTree {
         }
     }
 
-    /// Leaf hash at `index`, if present.
+    /// The right edge of the first `size` leaves (`None` if beyond the tree, or before the
+    /// edge a resumed tree started from, unless it is that edge).
+    pub fn edge_at(&self, size: u64) -> Option<CompactRange> {
+        if size > self.size() {
+            return None;
+        }
+        let mut peaks = Vec::new();
+        let mut lo = 0;
+        for h in (0..u64::BITS).rev().filter(|h| size & (1 << h) != 0) {
+            peaks.push((h, self.node(h as usize, lo >> h)?));
+            lo += 1 << h;
+        }
+        Some(CompactRange { size, peaks })
+    }
+
+    /// Leaf hash at `index`, if present (and held).
     pub fn leaf(&self, index: u64) -> Option<Hash> {
-        let index = usize::try_from(index).ok()?;
-        self.levels.first()?.get(index).copied()
+        self.node(0, index)
+    }
+
+    /// The stored node `index` of level `height`, if held.
+    fn node(&self, height: usize, index: u64) -> Option<Hash> {
+        let at = usize::try_from(index.checked_sub(*self.offsets.get(height)?)?).ok()?;
+        self.levels.get(height)?.get(at).copied()
     }
 
     /// Root of the whole tree.
@@ -175,7 +261,8 @@ impl MerkleTree {
         self.root_at(self.size()).unwrap_or_else(empty_root)
     }
 
-    /// Root of the tree of the first `size` leaves; `None` if `size` exceeds the tree.
+    /// Root of the tree of the first `size` leaves; `None` if `size` exceeds the tree (or, for
+    /// a tree resumed from an edge, precedes the edge).
     pub fn root_at(&self, size: u64) -> Option<Hash> {
         if size > self.size() {
             return None;
@@ -183,21 +270,26 @@ impl MerkleTree {
         if size == 0 {
             return Some(empty_root());
         }
-        Some(self.subtree(0, size))
+        self.subtree(0, size).ok()
     }
 
     /// `MTH(D[lo:hi])` for `lo < hi <= size`, where `lo` is aligned as RFC 6962's recursion
     /// guarantees (a multiple of the largest power of two not above `hi - lo`).
-    fn subtree(&self, lo: u64, hi: u64) -> Hash {
+    fn subtree(&self, lo: u64, hi: u64) -> Result<Hash, ProofError> {
         let n = hi - lo;
         if n.is_power_of_two() {
             let height = n.trailing_zeros() as usize;
-            // Aligned perfect subtree: stored. Indices fit: size() came from a Vec length.
-            #[allow(clippy::cast_possible_truncation)]
-            return self.levels[height][(lo >> height) as usize];
+            return self.node(height, lo >> height).ok_or(ProofError::Pruned {
+                lo,
+                hi,
+                edge: self.edge,
+            });
         }
         let k = split_point(n);
-        node_hash(&self.subtree(lo, lo + k), &self.subtree(lo + k, hi))
+        Ok(node_hash(
+            &self.subtree(lo, lo + k)?,
+            &self.subtree(lo + k, hi)?,
+        ))
     }
 
     /// Inclusion proof (RFC 6962 `PATH`) for leaf `index` in the tree of the first `size` leaves.
@@ -206,23 +298,24 @@ impl MerkleTree {
             return Err(ProofError::IndexOutOfRange { index, size });
         }
         let mut proof = Vec::new();
-        self.path(index, 0, size, &mut proof);
+        self.path(index, 0, size, &mut proof)?;
         Ok(proof)
     }
 
-    fn path(&self, m: u64, lo: u64, hi: u64, out: &mut Vec<Hash>) {
+    fn path(&self, m: u64, lo: u64, hi: u64, out: &mut Vec<Hash>) -> Result<(), ProofError> {
         let n = hi - lo;
         if n <= 1 {
-            return;
+            return Ok(());
         }
         let k = split_point(n);
         if m < k {
-            self.path(m, lo, lo + k, out);
-            out.push(self.subtree(lo + k, hi));
+            self.path(m, lo, lo + k, out)?;
+            out.push(self.subtree(lo + k, hi)?);
         } else {
-            self.path(m - k, lo + k, hi, out);
-            out.push(self.subtree(lo, lo + k));
+            self.path(m - k, lo + k, hi, out)?;
+            out.push(self.subtree(lo, lo + k)?);
         }
+        Ok(())
     }
 
     /// Consistency proof (RFC 6962 `PROOF`) between the trees of sizes `size1 <= size2`.
@@ -238,27 +331,35 @@ impl MerkleTree {
         }
         let mut proof = Vec::new();
         if size1 > 0 && size1 < size2 {
-            self.subproof(size1, 0, size2, true, &mut proof);
+            self.subproof(size1, 0, size2, true, &mut proof)?;
         }
         Ok(proof)
     }
 
-    fn subproof(&self, m: u64, lo: u64, hi: u64, whole: bool, out: &mut Vec<Hash>) {
+    fn subproof(
+        &self,
+        m: u64,
+        lo: u64,
+        hi: u64,
+        whole: bool,
+        out: &mut Vec<Hash>,
+    ) -> Result<(), ProofError> {
         let n = hi - lo;
         if m == n {
             if !whole {
-                out.push(self.subtree(lo, hi));
+                out.push(self.subtree(lo, hi)?);
             }
-            return;
+            return Ok(());
         }
         let k = split_point(n);
         if m <= k {
-            self.subproof(m, lo, lo + k, whole, out);
-            out.push(self.subtree(lo + k, hi));
+            self.subproof(m, lo, lo + k, whole, out)?;
+            out.push(self.subtree(lo + k, hi)?);
         } else {
-            self.subproof(m - k, lo + k, hi, false, out);
-            out.push(self.subtree(lo, lo + k));
+            self.subproof(m - k, lo + k, hi, false, out)?;
+            out.push(self.subtree(lo, lo + k)?);
         }
+        Ok(())
     }
 }
 

@@ -649,15 +649,7 @@ impl Verifier {
                 state.extra_mut().holds.remove(&hold);
             }
             EntryBody::RetentionExtended { retain_until } => {
-                let extends = match (state.retain_until, retain_until) {
-                    (_, RetainUntil::Permanent) => true,
-                    (RetainUntil::Permanent, RetainUntil::Until(_)) => false,
-                    (RetainUntil::Until(old), RetainUntil::Until(new)) => new >= old,
-                };
-                if extends {
-                    state.retain_until = retain_until;
-                } else {
-                    let old = state.retain_until;
+                if let Err(old) = state.extend_retention(retain_until) {
                     self.fault(
                         LogFaultKind::RetentionShortened,
                         format!(
@@ -957,6 +949,26 @@ impl Judge {
                 ),
             ));
         }
+        self.judge_lock(state, v, &mut findings);
+        if let Some(marker) = versions.iter().find(|v| v.delete_marker) {
+            findings.push((
+                RecordStatus::Hidden,
+                format!(
+                    "delete marker {} hides the logged version from plain reads",
+                    marker.version_id
+                ),
+            ));
+        }
+        verdict(id, RecordStatus::PresentOk, findings)
+    }
+
+    /// The stored version's lock against what the log says it must be.
+    fn judge_lock(
+        &self,
+        state: &RecordState,
+        v: &StoredVersion,
+        findings: &mut Vec<(RecordStatus, String)>,
+    ) {
         let stored_strength = v.lock_mode.map_or(0, LockMode::strength);
         if stored_strength < state.lock_mode.strength() {
             findings.push((
@@ -1008,16 +1020,6 @@ impl Judge {
                 ),
             ));
         }
-        if let Some(marker) = versions.iter().find(|v| v.delete_marker) {
-            findings.push((
-                RecordStatus::Hidden,
-                format!(
-                    "delete marker {} hides the logged version from plain reads",
-                    marker.version_id
-                ),
-            ));
-        }
-        verdict(id, RecordStatus::PresentOk, findings)
     }
 }
 

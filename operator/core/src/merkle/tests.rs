@@ -225,4 +225,43 @@ proptest! {
         prop_assert_eq!(range.root(), tree.root());
         prop_assert_eq!(range.size(), n);
     }
+
+    /// A tree resumed from the right edge at `m` gives the same roots and consistency proofs
+    /// as the whole tree from `m` on, and says so when asked for what it does not hold.
+    #[test]
+    fn a_tree_resumed_from_its_edge_matches_the_whole_tree(n in 0u64..600, m_seed in any::<u64>(), k_seed in any::<u64>()) {
+        let whole = tree_of(n);
+        let m = m_seed % (n + 1);
+        let mut edge = CompactRange::new();
+        for i in 0..m {
+            edge.push(whole.leaf(i).unwrap());
+        }
+        let edge = CompactRange::from_peaks(m, &edge.peaks().collect::<Vec<_>>()).unwrap();
+        let mut resumed = MerkleTree::from_edge(&edge);
+        prop_assert_eq!(resumed.size(), m);
+        prop_assert_eq!(resumed.root(), edge.root());
+        for i in m..n {
+            resumed.push(whole.leaf(i).unwrap());
+        }
+        prop_assert_eq!(resumed.size(), n);
+        prop_assert_eq!(resumed.root(), whole.root());
+        let k = m + k_seed % (n - m + 1);
+        prop_assert_eq!(resumed.root_at(k), whole.root_at(k));
+        if k > 0 {
+            prop_assert_eq!(resumed.consistency_proof(k, n).unwrap(), whole.consistency_proof(k, n).unwrap());
+        }
+        // Leaves before the edge are not held: a proof that needs them is refused, no panic.
+        if m >= 2 {
+            prop_assert!(
+                matches!(resumed.inclusion_proof(0, n), Err(ProofError::Pruned { .. })),
+                "{:?}", resumed.inclusion_proof(0, n)
+            );
+        }
+        // The number of peaks must fit the size.
+        let peaks: Vec<Hash> = edge.peaks().collect();
+        prop_assert_eq!(
+            CompactRange::from_peaks(m + 1, &peaks).is_some(),
+            (m + 1).count_ones() == m.count_ones()
+        );
+    }
 }

@@ -68,6 +68,22 @@ impl RecordState {
             .filter(|h| !h.is_empty())
     }
 
+    /// Applies a `retention-extended` entry: retention may only grow (a later date, or
+    /// permanent). A shortening is refused, with the retention that stays.
+    pub fn extend_retention(&mut self, to: RetainUntil) -> Result<(), RetainUntil> {
+        let extends = match (self.retain_until, to) {
+            (_, RetainUntil::Permanent) => true,
+            (RetainUntil::Permanent, RetainUntil::Until(_)) => false,
+            (RetainUntil::Until(old), RetainUntil::Until(new)) => new >= old,
+        };
+        if extends {
+            self.retain_until = to;
+            Ok(())
+        } else {
+            Err(self.retain_until)
+        }
+    }
+
     pub fn tombstone(&self) -> Option<&Tombstone> {
         self.extra.as_ref().and_then(|e| e.destroyed.as_ref())
     }
