@@ -14,6 +14,7 @@ pub mod entry;
 pub mod glob;
 pub mod hash;
 pub mod log;
+pub mod mac;
 pub mod merkle;
 pub mod note;
 pub mod proof;

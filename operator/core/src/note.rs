@@ -128,6 +128,13 @@ impl NoteSigner {
         &self.name
     }
 
+    /// The key that authenticates the writer's own objects, derived from this signing key
+    /// (see [`crate::mac`]): whoever can sign checkpoints can also vouch for what the writer
+    /// left in the store, and nobody else can.
+    pub fn mac_key(&self) -> crate::mac::MacKey {
+        crate::mac::MacKey::derive(self.key.as_bytes())
+    }
+
     /// The public verifier key, `name+keyid+base64(0x01 || public key)`.
     pub fn verifier_key(&self) -> String {
         let mut k = vec![ALG_ED25519];
