@@ -707,10 +707,11 @@ async fn s3_slowdowns_are_retried_with_backoff_and_nothing_is_lost() {
     assert_eq!(report["records"].as_array().unwrap().len(), seeded.len());
 }
 
-/// A plaintext IMAP proxy on loopback that hides `AUTH=PLAIN` from every capability list the
-/// server sends, and records what the client sends.
-async fn capability_hiding_proxy(
+/// A plaintext IMAP proxy on loopback that records what the client sends and, with
+/// `hide_auth_plain`, hides `AUTH=PLAIN` from every capability list the server sends.
+async fn recording_proxy(
     upstream: String,
+    hide_auth_plain: bool,
 ) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -744,7 +745,7 @@ async fn capability_hiding_proxy(
                         Ok(_) => {}
                     }
                     let text = String::from_utf8_lossy(&line);
-                    let out = if text.contains("CAPABILITY") {
+                    let out = if hide_auth_plain && text.contains("CAPABILITY") {
                         text.replace(" AUTH=PLAIN", "").into_bytes()
                     } else {
                         line.clone()
@@ -766,7 +767,7 @@ async fn login_is_used_when_the_server_does_not_offer_authenticate_plain() {
     let case = Case::new("imap-login", S3Flavour::Versitygw).await;
     let seeded = seed_mailbox(&case, 0);
     let upstream = format!("{}:{}", case.env.imap_host(), case.env.imap_starttls_port());
-    let (port, sent) = capability_hiding_proxy(upstream).await;
+    let (port, sent) = recording_proxy(upstream, true).await;
     let mut args = case.archive_args();
     args[2] = format!("imap://{}@127.0.0.1:{port}", case.user.name);
     args[4] = "disabled".into(); // --imap-tls: plaintext, allowed to loopback
@@ -878,4 +879,79 @@ async fn a_clock_two_hours_off_the_s3_servers_is_refused_before_anything_is_stor
     // Straight to the server, same clocks: the run goes through.
     let ok = case.archive();
     assert!(ok.status.success(), "{}", text(&ok));
+}
+
+/// The IMAP commands a client sent (their names), from what a recording proxy saw.
+fn commands_sent(sent: &std::sync::Mutex<Vec<u8>>) -> Vec<String> {
+    String::from_utf8_lossy(&sent.lock().unwrap())
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// A run that finds nothing new sends no FETCH at all, also after flags changed in a folder
+/// (HIGHESTMODSEQ moved, UIDNEXT did not): `UID FETCH <uidnext>:*` would return the folder's
+/// last message by IMAP's rules and move its bytes for nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_new_mail_means_no_fetch_even_after_flag_changes() {
+    let case = Case::new("imap-nofetch", S3Flavour::Versitygw).await;
+    let seeded = seed_mailbox(&case, 0);
+    let first = case.archive();
+    assert!(first.status.success(), "{}", text(&first));
+    let upstream = format!("{}:{}", case.env.imap_host(), case.env.imap_starttls_port());
+    let run_through_proxy = || async {
+        let (port, sent) = recording_proxy(upstream.clone(), false).await;
+        let mut args = case.archive_args();
+        args[2] = format!("imap://{}@127.0.0.1:{port}", case.user.name);
+        args[4] = "disabled".into(); // --imap-tls: plaintext, allowed to loopback
+        let out = tokio::task::spawn_blocking({
+            let mut command = case.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            move || command.output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("archived 0 new records"),
+            "{}",
+            text(&out)
+        );
+        commands_sent(&sent)
+    };
+
+    let unchanged = run_through_proxy().await;
+    assert!(unchanged.iter().any(|c| c == "EXAMINE"), "{unchanged:?}");
+    assert!(
+        !unchanged.iter().any(|c| c == "FETCH" || c == "UID"),
+        "{unchanged:?}"
+    );
+
+    // Flag a message in INBOX: its folder's HIGHESTMODSEQ moves, UIDNEXT does not.
+    let mut session = case.env.imap_login(&case.user).await;
+    session.select("INBOX").await.unwrap();
+    {
+        use futures::TryStreamExt as _;
+        let _: Vec<_> = session
+            .uid_store("1", "+FLAGS (\\Flagged)")
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+    }
+    session.logout().await.unwrap();
+    let flags = all_flags(&case.env, &case.user).await;
+    assert!(
+        flags[&("INBOX".to_owned(), 1)]
+            .iter()
+            .any(|f| f.contains("Flagged")),
+        "the test did not change a flag: {flags:?}"
+    );
+    let after_flags = run_through_proxy().await;
+    assert!(
+        !after_flags.iter().any(|c| c == "FETCH" || c == "UID"),
+        "{after_flags:?}"
+    );
+    assert!(!seeded.is_empty());
 }

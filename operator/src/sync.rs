@@ -149,11 +149,10 @@ async fn sync_folder<S: Store>(
     };
     let from = match previous {
         Some(p) if p.uid_validity == state.uid_validity => {
-            let modseq_same = match (p.highest_modseq, state.highest_modseq) {
-                (Some(a), Some(b)) => a == b,
-                _ => true,
-            };
-            if p.uid_next == state.uid_next && modseq_same {
+            // No new UID since the last run: nothing to archive, whatever HIGHESTMODSEQ says
+            // (flag changes do not make new records). No FETCH either: `UID FETCH n:*` with
+            // n past the last UID would return the folder's last message.
+            if p.uid_next == state.uid_next {
                 report.unchanged = true;
                 return Ok((report, state.uid_next));
             }
