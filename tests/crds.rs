@@ -47,7 +47,7 @@ fn review(name: &str, spec_patch: &Value) -> Value {
         "archive": "chief", "policy": "city", "rule": "investigations",
         "recordSeries": "GS 2-03", "count": 2,
         "earliestRetainUntil": "2026-11-25T03:22:00Z",
-        "latestRetainUntil": "2026-11-27T03:22:00Z",
+        "latestRetainUntil": "2026-11-27T03:22:00Z", "logSize": 41,
         "recordsDigest": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
     });
     json_merge(&mut spec, spec_patch);

@@ -33,12 +33,15 @@ pub enum RuleDisposition {
 }
 
 /// A records officer's approval of one due batch (an approved `DispositionReview`): the
-/// records of `series` whose retain-until lies in `earliest..=latest`.
+/// records of `series` whose retain-until lies in `earliest..=latest` and that were ingested
+/// before the log had `ingested_before` entries.
 ///
-/// A batch is the records that were due for review when the review was created; records fall
-/// due in retain-until order, so those that fall due later have a later retain-until and are
-/// not covered. [`records_digest`] of the batch's ids is written into the review when it is
-/// created; the executor recomputes it before relying on an approval (see [`ReviewBatch`]).
+/// A batch is the records that were due for review when the review was created, held ones
+/// included. Records fall due in retain-until order, so those that fall due later have a later
+/// retain-until and are not covered; a record ingested later with an earlier retain-until (old
+/// mail archived late) is not covered either, by `ingested_before`. [`records_digest`] of the
+/// batch's ids is written into the review; the executor recomputes it before relying on an
+/// approval (see [`ReviewBatch`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Approval {
     /// `namespace/name` of the review.
@@ -53,12 +56,16 @@ pub struct Approval {
     pub earliest: UnixTime,
     /// Latest retain-until in the batch.
     pub latest: UnixTime,
+    /// The log's size when the batch was computed: records ingested at this position or
+    /// later were not in it.
+    pub ingested_before: u64,
 }
 
 impl Approval {
     /// Whether this approval covers the record.
     pub fn covers(&self, history: &RecordHistory<'_>) -> bool {
         history.series == self.series
+            && history.ingest_index < self.ingested_before
             && matches!(history.retain_until, RetainUntil::Until(t) if self.earliest <= t && t <= self.latest)
     }
 }
@@ -425,8 +432,9 @@ pub const MAX_RECORDS_PER_RUN: usize = 100_000;
 pub struct DestructionPlan {
     /// Records to destroy, by series (series in byte order, records by id).
     pub destroy: Vec<SeriesBatch>,
-    /// Records due but waiting for review, by series (for `DispositionReview`s). They are also
-    /// counted in `blocked`.
+    /// Records due (retention ended) whose rule says `Review` and that no approval covers, held
+    /// ones included, by series: the batches for `DispositionReview`s. They are also counted in
+    /// `blocked` (as `AwaitingReview`, or `Held`).
     pub review: Vec<ReviewBatch>,
     /// Records not destroyed, by reason.
     pub blocked: BTreeMap<Blocked, u64>,
@@ -494,6 +502,19 @@ impl DestructionPlan {
                 other => {
                     if let Some(b) = other.blocked() {
                         *plan.blocked.entry(b).or_default() += 1;
+                    }
+                    // A held record is reviewed with its batch, so that an approval never
+                    // covers a record the officer did not see once the hold is released.
+                    if let (Eligibility::Held(_), RuleDisposition::Review, RetainUntil::Until(t)) =
+                        (&other, rule, h.retain_until)
+                        && t <= now
+                        && !approvals.iter().any(|a| a.covers(&h))
+                    {
+                        review.entry(h.series.to_owned()).or_default().push(planned(
+                            t,
+                            Disposition::ReviewApproved,
+                            None,
+                        ));
                     }
                 }
             }

@@ -4,7 +4,7 @@
 //! `[ RetentionPolicy rule: Review ] --due batch--> [ DispositionReview ] --Approved--> destruction`
 //!
 //! The operator writes the batch (archive, policy, rule, series, count, retain-until range,
-//! records digest) when it creates the review; those fields are immutable. A records officer
+//! log size, records digest) when it creates the review; those fields are immutable. A records officer
 //! writes the decision: `Approved` (with who and a reference), or `Extended` (with who and a
 //! new date). A decided review is final; a new batch gets a new review.
 
@@ -71,6 +71,10 @@ pub struct DispositionReviewSpec {
     #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("recordsDigest is set by the operator and cannot change"))]
     pub records_digest: String,
+    /// The log's size (entries) when the batch was computed: records ingested later are not in
+    /// it, whatever their retain-until. Set by the operator.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("logSize is set by the operator and cannot change"))]
+    pub log_size: u64,
     /// The records officer's decision.
     #[serde(default)]
     pub decision: ReviewDecision,

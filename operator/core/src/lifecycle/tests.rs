@@ -81,6 +81,7 @@ fn approval(series: &str, earliest: i64, latest: i64) -> Approval {
         series: series.into(),
         earliest: t(earliest),
         latest: t(latest),
+        ingested_before: u64::MAX,
     }
 }
 
@@ -265,6 +266,15 @@ fn review_needs_a_covering_approval() {
         }
     );
     assert!(e.to_string().contains("approved by J. Smith"));
+    // A record ingested after the batch was computed is not in it, whatever its date.
+    let late = Approval {
+        ingested_before: h.ingest_index,
+        ..approval("GS 1-01", -DAY, 0)
+    };
+    assert_eq!(
+        destruction_eligibility(&h, t(DAY), RuleDisposition::Review, &[late]),
+        Eligibility::AwaitingReview
+    );
     // An approval does not shorten retention.
     assert_eq!(
         destruction_eligibility(
@@ -316,6 +326,13 @@ fn mixed_log() -> Log {
     );
     log.ingest("inv-1", "GS 2-03", RetainUntil::Until(t(-3 * DAY)));
     log.ingest("inv-2", "GS 2-03", RetainUntil::Until(t(-DAY)));
+    log.ingest("inv-held", "GS 2-03", RetainUntil::Until(t(-DAY)));
+    log.append(
+        "inv-held",
+        EntryBody::HoldPlaced {
+            hold: "police/prr-115".into(),
+        },
+    );
     log.ingest("ab", "AA 0-00", RetainUntil::Until(t(-5 * DAY)));
     log
 }
@@ -347,13 +364,16 @@ fn the_plan_groups_by_series_and_counts_what_is_blocked() {
         BTreeMap::from([
             (Blocked::Retained, 1),
             (Blocked::Permanent, 1),
-            (Blocked::Held, 1),
+            (Blocked::Held, 2),
             (Blocked::AwaitingReview, 2),
         ])
     );
     assert_eq!(plan.review.len(), 1);
     assert_eq!(plan.review[0].series, "GS 2-03");
-    assert_eq!(plan.review[0].digest(), records_digest(["inv-2", "inv-1"]));
+    assert_eq!(
+        plan.review[0].digest(),
+        records_digest(["inv-2", "inv-1", "inv-held"])
+    );
     assert_eq!(
         (plan.review[0].earliest, plan.review[0].latest),
         (t(-3 * DAY), t(-DAY))
@@ -385,6 +405,7 @@ fn the_plan_groups_by_series_and_counts_what_is_blocked() {
         series: b.series.clone(),
         earliest: b.earliest,
         latest: b.latest,
+        ingested_before: r.size(),
     };
     let approved = DestructionPlan::new(r.histories(), &rule_of, &[a], now);
     assert_eq!(approved.count(), 5);
@@ -621,7 +642,7 @@ fn a_crash_at_any_step_completes_on_the_next_run_and_logs_each_tombstone_once() 
             assert_eq!(listed, 1, "{id} certified once, crash at {crash_at}");
         }
         // Nothing else was touched.
-        for id in ["gc-late", "chief", "held", "inv-1", "inv-2"] {
+        for id in ["gc-late", "chief", "held", "inv-1", "inv-2", "inv-held"] {
             assert!(w.store.contains_key(&format!("records/{id}")), "{id}");
         }
         // Every tombstone names the logged version.
