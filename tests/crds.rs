@@ -3,7 +3,7 @@
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::ApiResource;
-use mailvault::crd::{LegalHold, MailboxArchive, RetentionPolicy};
+use mailvault::crd::{DispositionReview, LegalHold, MailboxArchive, RetentionPolicy};
 use mailvault_tests::{TestEnv, apply_crds, json_merge, new_namespace};
 use serde_json::{Value, json};
 
@@ -39,6 +39,19 @@ fn hold(name: &str, spec_patch: &Value) -> Value {
     });
     json_merge(&mut spec, spec_patch);
     json!({"apiVersion": "mailvault.io/v1alpha1", "kind": "LegalHold",
+           "metadata": {"name": name}, "spec": spec})
+}
+
+fn review(name: &str, spec_patch: &Value) -> Value {
+    let mut spec = json!({
+        "archive": "chief", "policy": "city", "rule": "investigations",
+        "recordSeries": "GS 2-03", "count": 2,
+        "earliestRetainUntil": "2026-11-25T03:22:00Z",
+        "latestRetainUntil": "2026-11-27T03:22:00Z", "logSize": 41,
+        "recordsDigest": "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    });
+    json_merge(&mut spec, spec_patch);
+    json!({"apiVersion": "mailvault.io/v1alpha1", "kind": "DispositionReview",
            "metadata": {"name": name}, "spec": spec})
 }
 
@@ -132,6 +145,7 @@ async fn crds_are_structural_established_and_enforce_admission_rules() {
         "mailboxarchives.mailvault.io",
         "retentionpolicies.mailvault.io",
         "legalholds.mailvault.io",
+        "dispositionreviews.mailvault.io",
     ] {
         let crd = crds.get(name).await.unwrap();
         let conditions = crd.status.unwrap().conditions.unwrap_or_default();
@@ -326,6 +340,104 @@ async fn crds_are_structural_established_and_enforce_admission_rules() {
         .unwrap_err();
     assert!(
         matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains("a released hold stays released")),
+        "{err}"
+    );
+
+    // DispositionReview.
+    let reviews: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::erase::<DispositionReview>(&()),
+    );
+    let created = create(&reviews, &review("gs-2-03", &json!({})))
+        .await
+        .unwrap();
+    assert_eq!(created.data["spec"]["decision"], "Pending");
+    for (case, patch, words) in [
+        (
+            "approved without a reference",
+            json!({"decision": "Approved", "decidedBy": "J. Smith"}),
+            "decision: Approved requires decidedBy and reference",
+        ),
+        (
+            "approved by nobody",
+            json!({"decision": "Approved", "reference": "OD-2026-17"}),
+            "decision: Approved requires decidedBy and reference",
+        ),
+        (
+            "extended without a date",
+            json!({"decision": "Extended", "decidedBy": "J. Smith"}),
+            "decision: Extended requires decidedBy and extendUntil",
+        ),
+        (
+            "extended to before the batch is due",
+            json!({"decision": "Extended", "decidedBy": "J. Smith",
+                   "extendUntil": "2026-01-01T00:00:00Z"}),
+            "extendUntil must be after latestRetainUntil",
+        ),
+        (
+            "unknown decision",
+            json!({"decision": "Shred"}),
+            "spec.decision",
+        ),
+        (
+            "digest not hex",
+            json!({"recordsDigest": "not-a-digest"}),
+            "spec.recordsDigest",
+        ),
+        ("empty batch", json!({"count": 0}), "spec.count"),
+        (
+            "retain-until not in the log's spelling",
+            json!({"latestRetainUntil": "2026-11-27"}),
+            "spec.latestRetainUntil",
+        ),
+    ] {
+        assert_rejected(&reviews, case, &review("bad", &patch), words).await;
+    }
+    // What the operator wrote cannot change; a records officer only decides.
+    for (field, value, words) in [
+        ("archive", json!("other"), "archive is set by the operator"),
+        ("count", json!(3), "count is set by the operator"),
+        (
+            "recordsDigest",
+            json!("1123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"),
+            "recordsDigest is set by the operator",
+        ),
+    ] {
+        let err = reviews
+            .patch(
+                "gs-2-03",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {field: value}})),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains(words)),
+            "{field}: {err}"
+        );
+    }
+    let approved = reviews
+        .patch(
+            "gs-2-03",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"decision": "Approved",
+                "decidedBy": "J. Smith, Custodian of Records", "reference": "MO-OD-2026-17"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.data["spec"]["decision"], "Approved");
+    // A decided review is final.
+    let err = reviews
+        .patch(
+            "gs-2-03",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"decision": "Pending"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains("a decided review is final")),
         "{err}"
     );
 }

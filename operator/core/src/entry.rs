@@ -462,7 +462,7 @@ impl<'a> Fields<'a> {
 }
 
 /// Free text: printable ASCII, no leading or trailing space, `1..=MAX_VALUE_LEN` bytes.
-fn check_text(s: &str) -> Result<(), EntryError> {
+pub(crate) fn check_text(s: &str) -> Result<(), EntryError> {
     if s.is_empty() || s.len() > MAX_VALUE_LEN {
         return malformed(format!("a value must be 1-{MAX_VALUE_LEN} bytes"));
     }
@@ -480,7 +480,7 @@ fn text_value(s: &str) -> Result<String, EntryError> {
     Ok(s.to_owned())
 }
 
-fn parse_u64(s: &str) -> Result<u64, EntryError> {
+pub(crate) fn parse_u64(s: &str) -> Result<u64, EntryError> {
     let canonical = s == "0" || (!s.starts_with('0') && !s.is_empty() && s.len() <= 20);
     match s.parse::<u64>() {
         Ok(n) if canonical && s.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
@@ -491,11 +491,11 @@ fn parse_u64(s: &str) -> Result<u64, EntryError> {
     }
 }
 
-fn parse_hash(s: &str) -> Result<Hash, EntryError> {
+pub(crate) fn parse_hash(s: &str) -> Result<Hash, EntryError> {
     Hash::from_hex(s).map_err(|e| EntryError::Malformed(e.to_string()))
 }
 
-fn parse_time(s: &str) -> Result<UnixTime, EntryError> {
+pub(crate) fn parse_time(s: &str) -> Result<UnixTime, EntryError> {
     UnixTime::parse(s).map_err(|e| EntryError::Malformed(e.to_string()))
 }
 

@@ -1,4 +1,4 @@
-//! mailvault's pure core: the record log and its verification.
+//! mailvault's pure core: the record log, its verification, and the records lifecycle.
 //!
 //! `[ entry ] -chain-> [ entry ] ... -> Merkle tree -> signed checkpoint`
 //!
@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod entry;
 pub mod glob;
 pub mod hash;
+pub mod lifecycle;
 pub mod log;
 pub mod mac;
 pub mod merkle;

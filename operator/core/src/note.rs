@@ -248,10 +248,18 @@ fn check_text(text: &str) -> Result<(), NoteError> {
 /// Splits a note into text and signature lines, checks form, and verifies the signatures of
 /// trusted keys. Succeeds only if at least one trusted key signed and none failed.
 pub fn open(note: &[u8], trusted: &[NoteVerifier]) -> Result<VerifiedNote, NoteError> {
-    if note.len() > MAX_NOTE_LEN {
-        return Err(NoteError::Malformed(format!(
-            "longer than {MAX_NOTE_LEN} bytes"
-        )));
+    open_with_limit(note, trusted, MAX_NOTE_LEN)
+}
+
+/// [`open`] for notes that may be longer than [`MAX_NOTE_LEN`] (a destruction certificate
+/// lists every record it covers), up to `max_len` bytes.
+pub fn open_with_limit(
+    note: &[u8],
+    trusted: &[NoteVerifier],
+    max_len: usize,
+) -> Result<VerifiedNote, NoteError> {
+    if note.len() > max_len {
+        return Err(NoteError::Malformed(format!("longer than {max_len} bytes")));
     }
     let note = std::str::from_utf8(note).map_err(|_| NoteError::Malformed("not UTF-8".into()))?;
     let split = note

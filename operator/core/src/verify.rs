@@ -13,10 +13,14 @@ use crate::bundle::{
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::entry::{Entry, EntryBody, LockMode, RecordId, RetainUntil};
 use crate::hash::Hash;
+use crate::lifecycle::certificate::{
+    CERTIFICATES_PREFIX, Certificate, CertificateError, CertifiedAuthorization,
+    parse_certificate_key,
+};
+use crate::lifecycle::table::{Anomaly, RecordState, RecordTable};
 use crate::merkle::{CompactRange, empty_root, leaf_hash};
 use crate::note::{NoteError, NoteVerifier};
 use crate::time::UnixTime;
-use records::{ArenaFull, RecordState, RecordTable, StrRef, Tombstone};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -84,6 +88,25 @@ pub enum LogFaultKind {
     UnknownRecord,
     /// A tombstone without a preceding destroy-authorized entry.
     DestroyedWithoutAuthorization,
+    /// A destruction certificate is not a certificate, is for another log, or is stored under
+    /// a key that is not its run.
+    MalformedCertificate,
+    /// A destruction certificate carries no signature by the trusted key.
+    UnsignedCertificate,
+    /// A destruction certificate's covering checkpoint is beyond the log's end.
+    CertificateBeyondLog,
+    /// A destruction certificate's covering root is not the log's root at that size.
+    ForkedCertificate,
+    /// A certificate lists a record that has no tombstone before its covering checkpoint.
+    CertifiedButNotDestroyed,
+    /// What a certificate says of a record disagrees with the log: its series, the range of
+    /// retain-until, an authorization of the wrong kind, or the record listed twice.
+    CertificateMismatch,
+    /// A tombstone before the covering checkpoint of a later certificate that no certificate
+    /// lists: a destruction run left it out. (Tombstones after the newest certificate's
+    /// checkpoint are not yet certified, which is what a crash before the certificate leaves;
+    /// the next run certifies them.)
+    UncertifiedDestruction,
 }
 
 impl LogFaultKind {
@@ -236,6 +259,8 @@ pub struct Report {
     pub checkpoint: Option<(u64, String)>,
     /// Valid signed checkpoints found.
     pub checkpoints_verified: u64,
+    /// Destruction certificates that are signed and whose covering checkpoint is the log's.
+    pub certificates_verified: u64,
     /// Faults of the log.
     pub log_faults: Vec<LogFault>,
     /// Faults not listed because there were too many of their kind.
@@ -284,6 +309,11 @@ impl Report {
             }
             None => s.push_str("newest signed checkpoint: none\n"),
         }
+        let _ = writeln!(
+            s,
+            "destruction certificates verified: {}",
+            self.certificates_verified
+        );
         let _ = writeln!(s, "records:");
         for (status, n) in &self.counts {
             let _ = writeln!(s, "  {status:<24} {n}");
@@ -349,6 +379,8 @@ pub struct Verifier {
     /// Checkpoint sizes whose roots we want, and the roots once known.
     wanted_roots: BTreeMap<u64, Option<Hash>>,
     checkpoints: Vec<Checkpoint>,
+    /// Certificates that opened, by key.
+    certificates: Vec<(String, Certificate)>,
     trusted: Option<Checkpoint>,
     /// The latest `logged-at` seen so far.
     latest_logged_at: Option<UnixTime>,
@@ -359,8 +391,9 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// A verifier for one log. Give it every checkpoint object first ([`Self::add_checkpoint`]),
-    /// then the bundles in order ([`Self::add_bundle`]), then the inventory ([`Self::finish`]).
+    /// A verifier for one log. Give it every checkpoint and certificate object first
+    /// ([`Self::add_checkpoint`], [`Self::add_certificate`]), then the bundles in order
+    /// ([`Self::add_bundle`]), then the inventory ([`Self::finish`]).
     pub fn new(trust: Trust) -> Self {
         let mut v = Self {
             trust,
@@ -370,6 +403,7 @@ impl Verifier {
             ended_partial: false,
             wanted_roots: BTreeMap::new(),
             checkpoints: Vec::new(),
+            certificates: Vec::new(),
             trusted: None,
             latest_logged_at: None,
             records: RecordTable::default(),
@@ -440,6 +474,34 @@ impl Verifier {
                 format!("{key}: no signature by the trusted key (signed by: {who})"),
             ),
             Err(e) => self.fault(LogFaultKind::MalformedCheckpoint, format!("{key}: {e}")),
+        }
+    }
+
+    /// Adds a destruction certificate object (`certificates/<run>`). Call before the bundles,
+    /// so that the root at its covering checkpoint is taken while streaming.
+    pub fn add_certificate(&mut self, key: &str, bytes: &[u8]) {
+        let Some(run) = parse_certificate_key(key) else {
+            self.add_unknown_log_object(key);
+            return;
+        };
+        match Certificate::open(bytes, &self.trust.keys, self.trust.origin.as_deref()) {
+            Ok(c) if c.run != run => self.fault(
+                LogFaultKind::MalformedCertificate,
+                format!("{key}: the certificate is for run {}", c.run),
+            ),
+            Ok(c) => {
+                self.want_root(c.checkpoint_size);
+                self.certificates.push((key.to_owned(), c));
+            }
+            Err(CertificateError::Note(NoteError::BadSignature(name))) => self.fault(
+                LogFaultKind::BadSignature,
+                format!("{key}: the signature by {name:?} does not verify"),
+            ),
+            Err(CertificateError::Note(NoteError::NoTrustedSignature(who))) => self.fault(
+                LogFaultKind::UnsignedCertificate,
+                format!("{key}: no signature by the trusted key (signed by: {who})"),
+            ),
+            Err(e) => self.fault(LogFaultKind::MalformedCertificate, format!("{key}: {e}")),
         }
     }
 
@@ -582,119 +644,41 @@ impl Verifier {
     }
 
     fn replay(&mut self, entry: Entry) {
-        let Entry {
-            index,
-            logged_at,
-            record,
-            body,
-            ..
-        } = entry;
-        let found = self.records.find(record.as_str());
-        if let EntryBody::Ingest {
-            retain_until,
-            lock_mode,
-            object_key,
-            object_version,
-            stored_sha256,
-            ..
-        } = body
-        {
-            if found.is_some() {
-                self.fault(
-                    LogFaultKind::DuplicateIngest,
-                    format!("record {record} ingested again at entry {index}"),
-                );
-                return;
-            }
-            if let Err(ArenaFull) =
-                self.ingest(&record, &object_key, &object_version, |id, v, k| {
-                    RecordState {
-                        id,
-                        ingest_index: index,
-                        object_version: v,
-                        unusual_key: k,
-                        stored_sha256,
-                        retain_until,
-                        lock_mode,
-                        authorized: false,
-                        listed: false,
-                        extra: None,
-                    }
-                })
-            {
-                self.fault(
-                    LogFaultKind::MalformedEntry,
-                    format!("entry {index}: the verifier ran out of room for record ids"),
-                );
-            }
+        let (index, kind) = (entry.index, entry.body.kind());
+        let record: RecordId = entry.record.clone();
+        let new_retention = match &entry.body {
+            EntryBody::RetentionExtended { retain_until } => Some(*retain_until),
+            _ => None,
+        };
+        let Err(anomaly) = self.records.apply(entry) else {
             return;
-        }
-        let Some(i) = found else {
-            self.fault(
+        };
+        let (fault, detail) = match anomaly {
+            Anomaly::DuplicateIngest => (
+                LogFaultKind::DuplicateIngest,
+                format!("record {record} ingested again at entry {index}"),
+            ),
+            Anomaly::ArenaFull => (
+                LogFaultKind::MalformedEntry,
+                format!("entry {index}: the verifier ran out of room for record ids"),
+            ),
+            Anomaly::UnknownRecord => (
                 LogFaultKind::UnknownRecord,
+                format!("entry {index} ({kind}) names record {record}, which was never ingested"),
+            ),
+            Anomaly::RetentionShortened { kept } => (
+                LogFaultKind::RetentionShortened,
                 format!(
-                    "entry {index} ({}) names record {record}, which was never ingested",
-                    body.kind()
+                    "entry {index} sets record {record}'s retention to {}, shorter than {kept}",
+                    new_retention.map_or_else(String::new, |r| r.to_string())
                 ),
-            );
-            return;
+            ),
+            Anomaly::DestroyedWithoutAuthorization => (
+                LogFaultKind::DestroyedWithoutAuthorization,
+                format!("record {record} destroyed at entry {index} without destroy-authorized"),
+            ),
         };
-        let state = &mut self.records.states[i];
-        match body {
-            EntryBody::Ingest { .. } => {}
-            EntryBody::HoldPlaced { hold } => {
-                state.extra_mut().holds.insert(hold);
-            }
-            EntryBody::HoldReleased { hold } => {
-                state.extra_mut().holds.remove(&hold);
-            }
-            EntryBody::RetentionExtended { retain_until } => {
-                if let Err(old) = state.extend_retention(retain_until) {
-                    self.fault(
-                        LogFaultKind::RetentionShortened,
-                        format!(
-                            "entry {index} sets record {record}'s retention to {retain_until}, shorter than {old}"
-                        ),
-                    );
-                }
-            }
-            EntryBody::DestroyAuthorized { .. } => state.authorized = true,
-            EntryBody::Destroyed { .. } => {
-                let authorized = state.authorized;
-                let retain_until = state.retain_until;
-                let extra = state.extra_mut();
-                extra.destroyed = Some(Tombstone {
-                    at: logged_at,
-                    holds_at_destruction: extra.holds.iter().cloned().collect(),
-                    retain_until_at_destruction: retain_until,
-                });
-                if !authorized {
-                    self.fault(
-                        LogFaultKind::DestroyedWithoutAuthorization,
-                        format!(
-                            "record {record} destroyed at entry {index} without destroy-authorized"
-                        ),
-                    );
-                }
-            }
-        }
-    }
-
-    fn ingest(
-        &mut self,
-        record: &RecordId,
-        object_key: &str,
-        object_version: &str,
-        make: impl FnOnce(StrRef, StrRef, Option<StrRef>) -> RecordState,
-    ) -> Result<(), ArenaFull> {
-        let id = self.records.intern(record.as_str())?;
-        let version = self.records.intern(object_version)?;
-        let unusual = if RecordTable::is_usual_key(object_key, record.as_str()) {
-            None
-        } else {
-            Some(self.records.intern(object_key)?)
-        };
-        self.records.insert(make(id, version, unusual), object_key)
+        self.fault(fault, detail);
     }
 
     /// Compares the log with the checkpoints and the records with an in-memory inventory.
@@ -719,6 +703,7 @@ impl Verifier {
             now: self.trust.now,
             signed_size: self.check_checkpoints(log_size).unwrap_or(0),
         };
+        let certificates_verified = self.check_certificates(log_size);
         let mut tally = Tally::default();
         let table = std::mem::take(&mut self.records);
         let mut table = table;
@@ -790,10 +775,162 @@ impl Verifier {
             log_root: self.range.root().to_hex(),
             checkpoint: newest.map(|c| (c.size, c.root.to_hex())),
             checkpoints_verified: self.checkpoints.len() as u64,
+            certificates_verified,
             log_faults: self.faults,
             log_faults_omitted: self.omitted,
             counts: tally.counts,
             problems: tally.problems,
+        }
+    }
+
+    /// Checks every certificate against the log and the replayed records; returns how many
+    /// certificates cover a checkpoint the log has.
+    fn check_certificates(&mut self, log_size: u64) -> u64 {
+        let mut certificates = std::mem::take(&mut self.certificates);
+        certificates.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut good = 0;
+        let mut covered = 0;
+        for (key, c) in &certificates {
+            let size = c.checkpoint_size;
+            if size > log_size {
+                self.fault(
+                    LogFaultKind::CertificateBeyondLog,
+                    format!("{key}: covers {size} entries but the log holds {log_size}"),
+                );
+                continue;
+            }
+            if self.wanted_roots.get(&size).copied().flatten() != Some(c.checkpoint_root) {
+                self.fault(
+                    LogFaultKind::ForkedCertificate,
+                    format!(
+                        "{key}: covering root {} is not the log's root at size {size}",
+                        c.checkpoint_root
+                    ),
+                );
+                continue;
+            }
+            good += 1;
+            covered = covered.max(size);
+            for section in &c.series {
+                self.check_section(key, size, section);
+            }
+        }
+        // Tombstones a later certificate's run should have certified.
+        let mut uncertified: Vec<(u64, String)> = Vec::new();
+        for (i, state) in self.records.states.iter().enumerate() {
+            if let Some(extra) = &state.extra
+                && let Some(t) = &extra.destroyed
+                && t.index < covered
+                && !extra.certified
+            {
+                uncertified.push((
+                    t.index,
+                    self.records.get(self.records.states[i].id).to_owned(),
+                ));
+            }
+        }
+        uncertified.sort();
+        for (index, id) in uncertified {
+            self.fault(
+                LogFaultKind::UncertifiedDestruction,
+                format!(
+                    "record {id} destroyed at entry {index}, before the newest certificate's checkpoint (size {covered}), is listed by no certificate"
+                ),
+            );
+        }
+        self.certificates = certificates;
+        good
+    }
+
+    /// Checks one series of a certificate covering `size` entries against the log.
+    fn check_section(
+        &mut self,
+        key: &str,
+        size: u64,
+        section: &crate::lifecycle::certificate::SeriesSection,
+    ) {
+        let mut earliest: Option<RetainUntil> = None;
+        let mut latest: Option<RetainUntil> = None;
+        // The stated range is compared only when every record was found destroyed: a missing
+        // one is its own fault, and would only make the range disagree as well.
+        let mut complete = true;
+        for id in &section.records {
+            let Some(i) = self.records.find(id.as_str()) else {
+                complete = false;
+                self.fault(
+                    LogFaultKind::CertifiedButNotDestroyed,
+                    format!("{key}: lists record {id}, which was never ingested"),
+                );
+                continue;
+            };
+            let series_ok = self.records.series(i) == section.series;
+            let state = &mut self.records.states[i];
+            let authorization = state.authorization().map(|a| a.disposition);
+            let extra = state.extra_mut();
+            let already = std::mem::replace(&mut extra.certified, true);
+            let Some(t) = extra.destroyed.as_ref().filter(|t| t.index < size) else {
+                complete = false;
+                self.fault(
+                    LogFaultKind::CertifiedButNotDestroyed,
+                    format!("{key}: lists record {id}, which has no tombstone among the first {size} entries"),
+                );
+                continue;
+            };
+            let r = t.retain_until_at_destruction;
+            // Permanent sorts after every date.
+            let order = |x: RetainUntil| match x {
+                RetainUntil::Until(t) => (false, t),
+                RetainUntil::Permanent => (true, UnixTime(0)),
+            };
+            earliest = Some(earliest.map_or(r, |e| if order(r) < order(e) { r } else { e }));
+            latest = Some(latest.map_or(r, |l| if order(l) < order(r) { r } else { l }));
+            let mut wrong = Vec::new();
+            if already {
+                wrong.push("it is listed by another certificate too".to_owned());
+            }
+            if !series_ok {
+                wrong.push(format!(
+                    "the log files it under another series than {:?}",
+                    section.series
+                ));
+            }
+            let kind_ok = match authorization {
+                Some(crate::entry::Disposition::Destroy) => section
+                    .authorizations
+                    .iter()
+                    .any(|a| matches!(a, CertifiedAuthorization::Rule { .. })),
+                Some(crate::entry::Disposition::ReviewApproved) => section
+                    .authorizations
+                    .iter()
+                    .any(|a| matches!(a, CertifiedAuthorization::Review { .. })),
+                None => true, // DESTROYED_WITHOUT_AUTHORIZATION says it already
+            };
+            if !kind_ok {
+                wrong.push("its destroy-authorized disposition has no authorization of that kind in the certificate".to_owned());
+            }
+            if !wrong.is_empty() {
+                self.fault(
+                    LogFaultKind::CertificateMismatch,
+                    format!("{key}: record {id}: {}", wrong.join("; ")),
+                );
+            }
+        }
+        let stated = (
+            Some(RetainUntil::Until(section.earliest_retain_until)),
+            Some(RetainUntil::Until(section.latest_retain_until)),
+        );
+        if complete && (earliest, latest) != stated {
+            self.fault(
+                LogFaultKind::CertificateMismatch,
+                format!(
+                    "{key}: series {:?} states retain-until {}..{}, the log says {}..{}",
+                    section.series,
+                    section.earliest_retain_until,
+                    section.latest_retain_until,
+                    earliest.map_or_else(String::new, |e| e.to_string()),
+                    latest.map_or_else(String::new, |e| e.to_string()),
+                ),
+            );
         }
     }
 
@@ -1055,13 +1192,15 @@ pub struct LogListing {
     pub bundles: BTreeMap<u64, BundleKeys>,
     /// Checkpoint keys.
     pub checkpoints: Vec<String>,
+    /// Destruction certificate keys.
+    pub certificates: Vec<String>,
     /// Keys under the log or checkpoint prefixes that name nothing we write.
     pub unknown: Vec<String>,
 }
 
 impl LogListing {
-    /// Sorts keys (relative to the archive root) into bundles, checkpoints and unknown objects;
-    /// keys outside `log/` and `checkpoints/` are ignored.
+    /// Sorts keys (relative to the archive root) into bundles, checkpoints, certificates and
+    /// unknown objects; keys outside `log/`, `checkpoints/` and `certificates/` are ignored.
     pub fn from_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
         let mut listing = Self::default();
         for key in keys {
@@ -1074,7 +1213,12 @@ impl LogListing {
                 }
             } else if parse_checkpoint_key(key).is_some() {
                 listing.checkpoints.push(key.to_owned());
-            } else if key.starts_with("log/") || key.starts_with(CHECKPOINTS_PREFIX) {
+            } else if parse_certificate_key(key).is_some() {
+                listing.certificates.push(key.to_owned());
+            } else if key.starts_with("log/")
+                || key.starts_with(CHECKPOINTS_PREFIX)
+                || key.starts_with(CERTIFICATES_PREFIX)
+            {
                 listing.unknown.push(key.to_owned());
             }
         }
@@ -1082,6 +1226,7 @@ impl LogListing {
             group.partials.sort();
         }
         listing.checkpoints.sort();
+        listing.certificates.sort();
         listing.unknown.sort();
         listing
     }
@@ -1113,6 +1258,9 @@ pub fn verify_objects_with(
     for key in &listing.checkpoints {
         v.add_checkpoint(key, get(key));
     }
+    for key in &listing.certificates {
+        v.add_certificate(key, get(key));
+    }
     for (index, keys) in &listing.bundles {
         let partials: Vec<(u64, &[u8])> = keys.partials.iter().map(|(w, k)| (*w, get(k))).collect();
         v.add_bundle(*index, keys.full.as_deref().map(get), &partials);
@@ -1123,6 +1271,5 @@ pub fn verify_objects_with(
     )
 }
 
-mod records;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! The custom resources (group `mailvault.io`, version `v1alpha1`, namespaced).
 //!
-//! `[ RetentionPolicy ] <- retentionPolicyRef - [ MailboxArchive ] <- archives - [ LegalHold ]`
+//! `[ RetentionPolicy ] <- retentionPolicyRef - [ MailboxArchive ] <- archives - [ LegalHold ]`,
+//! and `[ DispositionReview ] -> archive, policy, rule` for a due batch awaiting a decision.
 //!
 //! The apiserver rejects at admission what a schema can say (patterns, ranges, enums, CEL rules
 //! for fields that depend on each other); what it cannot say (a cron expression that names a
@@ -11,11 +12,15 @@
 // not rustdoc markup.
 #![allow(clippy::doc_markdown)]
 
+mod disposition_review;
 mod legal_hold;
 mod mailbox_archive;
 mod matcher;
 mod retention_policy;
 
+pub use disposition_review::{
+    DispositionReview, DispositionReviewSpec, DispositionReviewStatus, ReviewDecision,
+};
 pub use legal_hold::{ArchiveSelector, DateRange, LegalHold, LegalHoldSpec, LegalHoldStatus};
 pub use mailbox_archive::{
     FolderStatus, ImapSpec, ImapTls, LastSync, LogStatus, MailboxArchive, MailboxArchiveSpec,
@@ -41,6 +46,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         MailboxArchive::crd(),
         RetentionPolicy::crd(),
         LegalHold::crd(),
+        DispositionReview::crd(),
     ]
 }
 

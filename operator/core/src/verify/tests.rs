@@ -848,6 +848,257 @@ fn destroyed_without_authorization_and_unknown_records() {
     assert!(k.contains(&LogFaultKind::UnknownRecord), "{k:?}");
 }
 
+// ---- destruction certificates --------------------------------------------------------------
+
+mod certificates {
+    use super::*;
+    use crate::lifecycle::Replay;
+    use crate::lifecycle::certificate::{
+        Certificate, CertifiedAuthorization, CertifiedRecord, METHOD_S3_COMPLIANCE, certificate_key,
+    };
+
+    /// The certificate a run would write for `ids`, covering the log as it is now.
+    fn certificate(f: &Fixture, run: &str, ids: &[&str]) -> Certificate {
+        let mut replay = Replay::new();
+        for bytes in f.entries() {
+            let _ = replay.apply(Entry::decode(&bytes).unwrap());
+        }
+        let records = ids
+            .iter()
+            .map(|id| {
+                let h = replay.get(id).unwrap();
+                CertifiedRecord {
+                    record: RecordId::new(*id).unwrap(),
+                    series: h.series.to_owned(),
+                    retain_until: match h.retain_until {
+                        RetainUntil::Until(t) => t,
+                        RetainUntil::Permanent => UnixTime(0),
+                    },
+                    authorization: CertifiedAuthorization::Rule {
+                        name: "default".into(),
+                    },
+                }
+            })
+            .collect();
+        Certificate::new(
+            ORIGIN,
+            run,
+            UnixTime(f.clock),
+            (f.log.size(), f.log.root()),
+            METHOD_S3_COMPLIANCE,
+            records,
+            &|s| s.to_owned(),
+        )
+        .unwrap()
+    }
+
+    fn store(f: &mut Fixture, c: &Certificate) {
+        let signer = NoteSigner::new(ORIGIN, &[42; 32]).unwrap();
+        f.objects.insert(
+            certificate_key(&c.run),
+            c.sign(&signer).unwrap().into_bytes(),
+        );
+    }
+
+    /// `good()` with its destroyed record certified.
+    fn certified() -> Fixture {
+        let mut f = good();
+        let c = certificate(&f, "run-1", &["short"]);
+        store(&mut f, &c);
+        f
+    }
+
+    #[test]
+    fn a_certified_destruction_verifies() {
+        let r = certified().verify();
+        assert!(r.verified(), "{}", r.to_text());
+        assert_eq!(r.certificates_verified, 1);
+        assert!(r.to_text().contains("destruction certificates verified: 1"));
+    }
+
+    #[test]
+    fn certificate_with_a_bad_signature() {
+        let mut f = certified();
+        let key = certificate_key("run-1");
+        let text = String::from_utf8(f.objects[&key].clone()).unwrap();
+        f.objects
+            .insert(key, text.replace("quantity 1", "quantity 1 ").into_bytes());
+        let r = f.verify();
+        assert_eq!(
+            faults(&r),
+            vec![LogFaultKind::BadSignature],
+            "{}",
+            r.to_text()
+        );
+        assert_eq!(r.certificates_verified, 0);
+    }
+
+    #[test]
+    fn certificate_signed_by_another_key() {
+        let mut f = good();
+        let c = certificate(&f, "run-1", &["short"]);
+        let stranger = NoteSigner::new("someone-else", &[7; 32]).unwrap();
+        f.objects.insert(
+            certificate_key("run-1"),
+            c.sign(&stranger).unwrap().into_bytes(),
+        );
+        assert_eq!(faults(&f.verify()), vec![LogFaultKind::UnsignedCertificate]);
+    }
+
+    #[test]
+    fn certificate_listing_a_record_not_destroyed() {
+        let mut f = good();
+        let mut c = certificate(&f, "run-1", &["short", "r0"]);
+        store(&mut f, &c);
+        let r = f.verify();
+        assert_eq!(
+            faults(&r),
+            vec![LogFaultKind::CertifiedButNotDestroyed],
+            "{}",
+            r.to_text()
+        );
+        // A record destroyed only after the covering checkpoint is not destroyed "by" it.
+        let mut g = good();
+        g.clock = T0 + 4 * YEAR;
+        c = certificate(&g, "run-1", &["short", "r0"]);
+        g.destroy("r0");
+        g.checkpoint();
+        store(&mut g, &c);
+        assert!(
+            faults(&g.verify()).contains(&LogFaultKind::CertifiedButNotDestroyed),
+            "{}",
+            g.verify().to_text()
+        );
+    }
+
+    #[test]
+    fn certificate_beyond_the_log_or_off_it() {
+        let mut f = good();
+        let mut c = certificate(&f, "run-1", &["short"]);
+        c.checkpoint_size += 5;
+        store(&mut f, &c);
+        assert_eq!(
+            faults(&f.verify()),
+            vec![LogFaultKind::CertificateBeyondLog]
+        );
+
+        let mut g = good();
+        let mut c = certificate(&g, "run-1", &["short"]);
+        c.checkpoint_root = Hash::of(b"another history");
+        store(&mut g, &c);
+        assert_eq!(faults(&g.verify()), vec![LogFaultKind::ForkedCertificate]);
+    }
+
+    #[test]
+    fn a_tombstone_a_later_run_left_uncertified() {
+        let mut f = good();
+        f.clock = T0 + 4 * YEAR;
+        f.destroy("r0");
+        f.checkpoint();
+        // The next run certifies only its own record; "short" and r0 were left out.
+        f.destroy("r2");
+        f.checkpoint();
+        let c = certificate(&f, "run-2", &["r2"]);
+        store(&mut f, &c);
+        let r = f.verify();
+        let uncertified: Vec<&LogFault> = r
+            .log_faults
+            .iter()
+            .filter(|x| x.kind == LogFaultKind::UncertifiedDestruction)
+            .collect();
+        assert_eq!(uncertified.len(), 2, "{}", r.to_text());
+        assert!(uncertified[0].detail.starts_with("record short "));
+        assert!(uncertified[1].detail.starts_with("record r0 "));
+
+        // Tombstones after the newest certificate's checkpoint are simply not certified yet
+        // (a run that crashed before writing its certificate): not a fault.
+        let mut g = certified();
+        g.clock = T0 + 4 * YEAR;
+        g.destroy("r0");
+        g.checkpoint();
+        let r = g.verify();
+        assert!(r.verified(), "{}", r.to_text());
+    }
+
+    #[test]
+    fn certificate_that_disagrees_with_the_log() {
+        let mut f = good();
+        let mut c = certificate(&f, "run-1", &["short"]);
+        c.series[0].series = "MO-GS-999".into();
+        store(&mut f, &c);
+        assert_eq!(faults(&f.verify()), vec![LogFaultKind::CertificateMismatch]);
+
+        let mut g = good();
+        let mut c = certificate(&g, "run-1", &["short"]);
+        c.series[0].earliest_retain_until = UnixTime(T0);
+        store(&mut g, &c);
+        assert_eq!(faults(&g.verify()), vec![LogFaultKind::CertificateMismatch]);
+
+        // The same record in two certificates.
+        let mut twice = certified();
+        let again = certificate(&twice, "run-2", &["short"]);
+        store(&mut twice, &again);
+        assert_eq!(
+            faults(&twice.verify()),
+            vec![LogFaultKind::CertificateMismatch]
+        );
+
+        // A review-approved destruction certified as a rule's.
+        let mut review = good();
+        review.clock = T0 + 4 * YEAR;
+        review.append(
+            "r0",
+            EntryBody::DestroyAuthorized {
+                retain_until: RetainUntil::Until(UnixTime(T0 + 3 * YEAR)),
+                disposition: Disposition::ReviewApproved,
+            },
+        );
+        let versions = review.inventory.remove("records/r0").unwrap();
+        review.append(
+            "r0",
+            EntryBody::Destroyed {
+                object_key: key_of("r0"),
+                object_versions: versions.into_iter().map(|v| v.version_id).collect(),
+            },
+        );
+        review.checkpoint();
+        let c = certificate(&review, "run-1", &["short", "r0"]);
+        store(&mut review, &c);
+        let r = review.verify();
+        assert_eq!(
+            faults(&r),
+            vec![LogFaultKind::CertificateMismatch],
+            "{}",
+            r.to_text()
+        );
+    }
+
+    #[test]
+    fn malformed_certificates_and_keys() {
+        let mut f = good();
+        let c = certificate(&f, "run-1", &["short"]);
+        let signer = NoteSigner::new(ORIGIN, &[42; 32]).unwrap();
+        // Stored under another run's key.
+        f.objects.insert(
+            certificate_key("run-9"),
+            c.sign(&signer).unwrap().into_bytes(),
+        );
+        f.objects
+            .insert("certificates/not/a/run".into(), b"x".to_vec());
+        f.objects
+            .insert(certificate_key("run-3"), b"not a note".to_vec());
+        let k = faults(&f.verify());
+        assert_eq!(
+            k.iter()
+                .filter(|x| **x == LogFaultKind::MalformedCertificate)
+                .count(),
+            2,
+            "{k:?}"
+        );
+        assert!(k.contains(&LogFaultKind::UnknownLogObject), "{k:?}");
+    }
+}
+
 mod properties {
     use super::*;
     use crate::merkle::verify_inclusion;
