@@ -7,12 +7,11 @@
 //! Bundles are fed one bundle index at a time, in order, so memory grows with the number of
 //! records (their replayed state), not with the size of the log's bytes.
 
-use crate::bundle::{
-    BUNDLE_WIDTH, CHECKPOINTS_PREFIX, decode_bundle, parse_bundle_key, parse_checkpoint_key,
-};
+use crate::bundle::{BUNDLE_WIDTH, decode_bundle};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::entry::{Entry, EntryBody, LockMode, RecordId, RetainUntil};
 use crate::hash::Hash;
+use crate::layout::{CHECKPOINTS_PREFIX, LOG_PREFIX, parse_bundle_key, parse_checkpoint_key};
 use crate::merkle::{CompactRange, empty_root, leaf_hash};
 use crate::note::{NoteError, NoteVerifier};
 use crate::time::UnixTime;
@@ -935,7 +934,7 @@ impl LogListing {
                 }
             } else if parse_checkpoint_key(key).is_some() {
                 listing.checkpoints.push(key.to_owned());
-            } else if key.starts_with("log/") || key.starts_with(CHECKPOINTS_PREFIX) {
+            } else if key.starts_with(LOG_PREFIX) || key.starts_with(CHECKPOINTS_PREFIX) {
                 listing.unknown.push(key.to_owned());
             }
         }
