@@ -1,5 +1,6 @@
 //! Prometheus metrics of the operator, served on `/metrics`.
 
+use crate::Reason;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -14,7 +15,7 @@ pub struct ResultLabel {
     pub result: String,
 }
 
-/// A label set with one `reason` label (an [`crate::Error::reason`]).
+/// A label set with one `reason` label (a [`Reason`]: the word conditions and Events use).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     /// The error's reason.
@@ -44,6 +45,9 @@ pub struct Metrics {
     pub errors: Family<ReasonLabel, Counter>,
     /// Reconciliations by kind.
     pub reconciliations: Family<KindLabel, Counter>,
+    /// How long reconciliations take, by kind (an archive run is not part of it: it runs in
+    /// its own task).
+    pub reconcile_duration: Family<KindLabel, Histogram>,
     /// Runs due and waiting for a run slot (the queue depth).
     pub runs_waiting: Gauge,
     /// Runs in progress.
@@ -88,6 +92,14 @@ impl Default for Metrics {
             "Reconciliations, by resource kind",
             reconciliations.clone(),
         );
+        let reconcile_duration =
+            Family::<KindLabel, Histogram>::new_with_constructor(reconcile_buckets as fn() -> _);
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Duration of reconciliations, by resource kind",
+            prometheus_client::registry::Unit::Seconds,
+            reconcile_duration.clone(),
+        );
         let runs_waiting = Gauge::default();
         registry.register(
             "runs_waiting",
@@ -114,11 +126,19 @@ impl Default for Metrics {
             bytes,
             errors,
             reconciliations,
+            reconcile_duration,
             runs_waiting,
             runs_in_progress,
             leader,
         }
     }
+}
+
+/// 1 ms .. ~1 min: a reconcile is a few apiserver calls.
+fn reconcile_buckets() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 3.0, 11,
+    ))
 }
 
 impl Metrics {
@@ -131,10 +151,10 @@ impl Metrics {
     }
 
     /// Counts a failure of this reason.
-    pub fn error(&self, reason: &str) {
+    pub fn error(&self, reason: Reason) {
         self.errors
             .get_or_create(&ReasonLabel {
-                reason: reason.to_owned(),
+                reason: reason.as_str().to_owned(),
             })
             .inc();
     }
@@ -148,13 +168,15 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a reconciliation of this kind.
-    pub fn reconciled(&self, kind: &str) {
-        self.reconciliations
-            .get_or_create(&KindLabel {
-                kind: kind.to_owned(),
-            })
-            .inc();
+    /// Counts a reconciliation of this kind and records how long it took.
+    pub fn reconciled(&self, kind: &str, took: std::time::Duration) {
+        let label = KindLabel {
+            kind: kind.to_owned(),
+        };
+        self.reconciliations.get_or_create(&label).inc();
+        self.reconcile_duration
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
     }
 }
 
@@ -166,7 +188,8 @@ mod tests {
     fn renders_every_metric_with_its_prefix() {
         let m = Metrics::default();
         m.run_finished("succeeded");
-        m.error("SecretNotUsable");
+        m.error(Reason::SecretNotUsable);
+        m.reconciled("MailboxArchive", std::time::Duration::from_millis(3));
         m.records.inc_by(3);
         let text = m.render();
         for needle in [
@@ -176,6 +199,8 @@ mod tests {
             "mailvault_run_duration_seconds_bucket",
             "mailvault_runs_waiting 0",
             "mailvault_leader 0",
+            "mailvault_reconciliations_total{kind=\"MailboxArchive\"} 1",
+            "mailvault_reconcile_duration_seconds_count{kind=\"MailboxArchive\"} 1",
             "mailvault_archived_bytes_total 0",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");

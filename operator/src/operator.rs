@@ -1,12 +1,12 @@
 //! `mailvault operator`: leader election, the controllers, and the HTTP endpoints.
 //!
-//! `[ Lease ] --leader--> controllers --> pipeline runs`; `/metrics /healthz /readyz` always.
+//! `[ Lease ] --leader--> controllers --> run tasks`; `/metrics /healthz /readyz` always.
 //!
 //! Every replica serves the endpoints and competes for the Lease; only the holder runs the
 //! controllers, so only the holder writes records, logs and status. A replica that loses the
 //! lease drops its controllers at once (a run cut short resumes from the bucket, like a crash).
 
-use crate::controller::{self, Context, Settings};
+use crate::controller::{self, Settings};
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 use kube_lease_manager::LeaseManagerBuilder;
@@ -62,7 +62,10 @@ pub async fn run(config: OperatorConfig) -> Result<()> {
         ))
         .build()
         .await
-        .map_err(|e| Error::Usage(format!("leader election: {e}")))?;
+        .map_err(|e| Error::LeaderElection {
+            message: "cannot start".into(),
+            source: Some(Box::new(e)),
+        })?;
     let (mut leader, lease_task) = manager.watch().await;
     ready.store(true, Ordering::Release);
     tracing::info!(identity = %config.settings.instance, lease = %config.lease_name,
@@ -74,21 +77,20 @@ pub async fn run(config: OperatorConfig) -> Result<()> {
             () = &mut shutdown => break,
             held = leader.wait_for(|held| *held) => {
                 if held.is_err() {
-                    return Err(Error::Usage("leader election stopped".into()));
+                    return Err(Error::LeaderElection {
+                        message: "stopped".into(),
+                        source: None,
+                    });
                 }
             }
         }
         tracing::info!(identity = %config.settings.instance, "lease acquired: running the controllers");
         metrics.leader.set(1);
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            &config.settings,
-            metrics.clone(),
-        ));
         let settings = config.settings.clone();
-        let mut controllers = std::pin::pin!(async move {
-            controller::run(ctx, &settings, stopped).await;
+        let (client, metrics_for_run) = (client.clone(), metrics.clone());
+        let mut controllers = Box::pin(async move {
+            controller::run(client, metrics_for_run, &settings, stopped).await;
         });
         let shutting_down = tokio::select! {
             () = &mut controllers => false,

@@ -316,7 +316,7 @@ pub fn compress_file(
         sha256: sha2::Sha256::new(),
         len: 0,
     };
-    let zstd_error = |e: std::io::Error| Error::Store(format!("zstd: {e}"));
+    let zstd_error = |e: std::io::Error| Error::store(format!("zstd: {e}"));
     let mut encoder = zstd::stream::Encoder::new(out, level).map_err(zstd_error)?;
     // The frame header then says the original size, as bulk compression's does.
     encoder

@@ -12,9 +12,9 @@
     clippy::cast_precision_loss
 )]
 
-use mailvault_core::bundle::checkpoint_key;
 use mailvault_core::checkpoint::CheckpointSigner;
 use mailvault_core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
+use mailvault_core::layout::checkpoint_key;
 use mailvault_core::log::RecordLog;
 use mailvault_core::merkle::verify_inclusion;
 use mailvault_core::note::{NoteSigner, NoteVerifier};

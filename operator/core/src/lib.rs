@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod entry;
 pub mod glob;
 pub mod hash;
+pub mod layout;
 pub mod lifecycle;
 pub mod log;
 pub mod mac;

@@ -6,9 +6,10 @@
 //! checkpoint. Writing bundles before the checkpoint that covers them means a crash leaves at
 //! worst entries beyond the newest checkpoint, never a checkpoint without its entries.
 
-use crate::bundle::{BUNDLE_WIDTH, BundleError, bundle_key, decode_bundle, encode_bundle};
+use crate::bundle::{BUNDLE_WIDTH, BundleError, decode_bundle, encode_bundle};
 use crate::entry::{Entry, EntryBody, EntryError, RecordId};
 use crate::hash::Hash;
+use crate::layout::bundle_key;
 use crate::merkle::{CompactRange, MerkleTree, ProofError, leaf_hash};
 use crate::time::UnixTime;
 
@@ -241,7 +242,7 @@ impl RecordLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::parse_bundle_key;
+    use crate::layout::parse_bundle_key;
 
     fn append_n(log: &mut RecordLog, n: u64) {
         for i in 0..n {

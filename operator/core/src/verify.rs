@@ -7,12 +7,11 @@
 //! Bundles are fed one bundle index at a time, in order, so memory grows with the number of
 //! records (their replayed state), not with the size of the log's bytes.
 
-use crate::bundle::{
-    BUNDLE_WIDTH, CHECKPOINTS_PREFIX, decode_bundle, parse_bundle_key, parse_checkpoint_key,
-};
+use crate::bundle::{BUNDLE_WIDTH, decode_bundle};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::entry::{Entry, EntryBody, LockMode, RecordId, RetainUntil};
 use crate::hash::Hash;
+use crate::layout::{CHECKPOINTS_PREFIX, LOG_PREFIX, parse_bundle_key, parse_checkpoint_key};
 use crate::lifecycle::certificate::{
     CERTIFICATES_PREFIX, Certificate, CertificateError, CertifiedAuthorization,
     parse_certificate_key,
@@ -1215,7 +1214,7 @@ impl LogListing {
                 listing.checkpoints.push(key.to_owned());
             } else if parse_certificate_key(key).is_some() {
                 listing.certificates.push(key.to_owned());
-            } else if key.starts_with("log/")
+            } else if key.starts_with(LOG_PREFIX)
                 || key.starts_with(CHECKPOINTS_PREFIX)
                 || key.starts_with(CERTIFICATES_PREFIX)
             {

@@ -68,7 +68,7 @@ impl Secrets {
         if let Some(origin) = generate_as
             && self.api.get_opt(name).await?.is_none()
         {
-            let signer = crate::keys::generate(origin)?;
+            let signer = crate::signing_key::generate(origin)?;
             let secret = Secret {
                 metadata: kube::api::ObjectMeta {
                     name: Some(name.to_owned()),

@@ -1,7 +1,7 @@
 //! Conditions and status writes (server-side apply, one field manager).
 
 use super::FIELD_MANAGER;
-use crate::Result;
+use crate::{Reason, Result};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt as _};
@@ -13,10 +13,11 @@ pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
 ) {
+    let reason = reason.as_str();
     let status = if status { "True" } else { "False" };
     let now = Time(jiff::Timestamp::now());
     match conditions.iter_mut().find(|c| c.type_ == type_) {
@@ -72,7 +73,7 @@ mod tests {
             &mut c,
             "Ready",
             false,
-            "SecretNotUsable",
+            Reason::SecretNotUsable,
             "missing",
             Some(1),
         );
@@ -82,14 +83,14 @@ mod tests {
             &mut c,
             "Ready",
             false,
-            "SecretNotUsable",
+            Reason::SecretNotUsable,
             "still missing",
             Some(2),
         );
         assert_eq!(c[0].last_transition_time, first);
         assert_eq!(c[0].message, "still missing");
         assert_eq!(c[0].observed_generation, Some(2));
-        set_condition(&mut c, "Ready", true, "Synced", "ok", Some(2));
+        set_condition(&mut c, "Ready", true, Reason::Synced, "ok", Some(2));
         assert_ne!(c[0].last_transition_time, first);
         assert_eq!(c[0].status, "True");
         assert_eq!(c.len(), 1);

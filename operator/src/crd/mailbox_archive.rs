@@ -1,6 +1,7 @@
 //! MailboxArchive: one mailbox (account) archived into one bucket prefix on a schedule.
 
 use super::{CRON_PATTERN, LocalRef, SecretKeyRef};
+use crate::source::imap::TlsMode;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -53,19 +54,6 @@ fn default_time_zone() -> String {
     "UTC".to_owned()
 }
 
-/// How an IMAP connection is protected.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema, Default)]
-pub enum ImapTls {
-    /// TLS from the first byte (IMAPS, usually port 993).
-    #[default]
-    Required,
-    /// Plain connection upgraded with STARTTLS before login (usually port 143).
-    #[serde(rename = "StartTLS")]
-    StartTls,
-    /// No TLS: only to a loopback host, or with `insecurePlaintext`.
-    Disabled,
-}
-
 /// The IMAP account to archive.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -80,7 +68,7 @@ pub struct ImapSpec {
     pub port: Option<u16>,
     /// Required, StartTLS or Disabled.
     #[serde(default)]
-    pub tls: ImapTls,
+    pub tls: TlsMode,
     /// Allow `tls: Disabled` to a host that is not loopback.
     #[serde(default)]
     pub insecure_plaintext: bool,
@@ -106,10 +94,7 @@ pub struct ImapSpec {
 impl ImapSpec {
     /// The port to connect to.
     pub fn effective_port(&self) -> u16 {
-        self.port.unwrap_or(match self.tls {
-            ImapTls::Required => 993,
-            ImapTls::StartTls | ImapTls::Disabled => 143,
-        })
+        self.port.unwrap_or(self.tls.default_port())
     }
 }
 
@@ -233,7 +218,8 @@ pub struct LastSync {
     /// Why it failed: the condition reason (`AuthenticationFailed`, `StoreError`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// Why it failed, in words.
+    /// Why it failed, in words; for a run that succeeded, its warnings (an include glob that
+    /// matched no folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

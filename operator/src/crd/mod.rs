@@ -18,12 +18,13 @@ mod mailbox_archive;
 mod matcher;
 mod retention_policy;
 
+pub use crate::source::imap::TlsMode;
 pub use disposition_review::{
     DispositionReview, DispositionReviewSpec, DispositionReviewStatus, ReviewDecision,
 };
 pub use legal_hold::{ArchiveSelector, DateRange, LegalHold, LegalHoldSpec, LegalHoldStatus};
 pub use mailbox_archive::{
-    FolderStatus, ImapSpec, ImapTls, LastSync, LogStatus, MailboxArchive, MailboxArchiveSpec,
+    FolderStatus, ImapSpec, LastSync, LogStatus, MailboxArchive, MailboxArchiveSpec,
     MailboxArchiveStatus, RunResult, StorageSpec, Totals,
 };
 pub use matcher::{HeaderEquals, RecordMatch};
@@ -56,8 +57,7 @@ pub fn all_yaml() -> crate::Result<String> {
     for crd in all() {
         out.push_str("---\n");
         out.push_str(
-            &serde_norway::to_string(&crd)
-                .map_err(|e| crate::Error::Usage(format!("CRD to YAML: {e}")))?,
+            &serde_norway::to_string(&crd).map_err(|e| crate::Error::encoding("CRD to YAML", e))?,
         );
     }
     Ok(out)

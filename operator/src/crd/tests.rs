@@ -94,7 +94,7 @@ fn archive_spec(schedule: &str, time_zone: &str) -> MailboxArchiveSpec {
 #[test]
 fn archive_spec_defaults_and_validation() {
     let spec = archive_spec("*/15 * * * *", "America/Chicago");
-    assert_eq!(spec.imap.tls, ImapTls::Required);
+    assert_eq!(spec.imap.tls, TlsMode::Required);
     assert_eq!(spec.imap.effective_port(), 993);
     assert_eq!(
         spec.storage.credentials_secret_ref.access_key_id_key,

@@ -9,7 +9,7 @@
 //! A directory keeps one version of each object; its version id is always `0`, so a replaced
 //! record shows up as tampered (its hash changed), not as a new version.
 
-use super::{ObjectDigest, PieceSink, RecordPut, Sidecar, Store, StoreInfo, StoredObject};
+use super::{ObjectDigest, ObjectMetadata, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
 use crate::spool::Body;
 use crate::{Error, Result};
 use mailvault_core::Hash;
@@ -74,11 +74,11 @@ impl FsStore {
         tokio::fs::rename(&tmp, path).await.map_err(|e| io(path, e))
     }
 
-    async fn sidecar(&self, key: &str) -> Result<Sidecar> {
+    async fn sidecar(&self, key: &str) -> Result<ObjectMetadata> {
         match Self::read(&self.path("sidecars", &format!("{key}.json"))?).await? {
             Some(b) => serde_json::from_slice(&b)
                 .map_err(|e| Error::Conflict(format!("sidecar of {key} is corrupt: {e}"))),
-            None => Ok(Sidecar::new()),
+            None => Ok(ObjectMetadata::new()),
         }
     }
 
@@ -132,8 +132,8 @@ impl Store for FsStore {
 
     async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
         let path = self.path("objects", put.key)?;
-        let sidecar = serde_json::to_vec_pretty(put.sidecar)
-            .map_err(|e| Error::Usage(format!("sidecar: {e}")))?;
+        let sidecar =
+            serde_json::to_vec_pretty(put.sidecar).map_err(|e| Error::encoding("sidecar", e))?;
         Self::write(
             &self.path("sidecars", &format!("{}.json", put.key))?,
             &sidecar,

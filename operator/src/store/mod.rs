@@ -1,12 +1,18 @@
 //! Where records and the log live: one small trait, two implementations.
 //!
-//! `pipeline -> Store -> { s3 (Object Lock, WORM), fs (a local directory, not WORM) }`
+//! `writer -> Store -> { s3 (Object Lock, WORM), fs (a local directory, not WORM) }`;
+//! `location` turns `file:DIR` / `s3://bucket/prefix` into an [`AnyStore`].
 //!
-//! Keys are relative to the archive's root (`records/<id>`, `log/...`, `checkpoints/<size>`,
-//! `state/cursor`); each store maps them under its own root.
+//! Keys are relative to the archive's root and spelled only in [`mailvault_core::layout`];
+//! each store maps them under its own root.
 
+mod any;
 pub mod fs;
+pub mod location;
 pub mod s3;
+
+pub use any::AnyStore;
+pub use location::{S3Options, open_store};
 
 use crate::Result;
 use crate::spool::Body;
@@ -16,8 +22,9 @@ use mailvault_core::entry::LockMode;
 use mailvault_core::verify::StoredVersion;
 use std::collections::BTreeMap;
 
-/// Metadata that travels with a record's object version and dies with it (the sidecar).
-pub type Sidecar = BTreeMap<String, String>;
+/// The user metadata of an object version: a record's [`crate::sidecar::Sidecar`] as the
+/// store carries it (S3 user metadata, or a JSON file), dying with the version.
+pub type ObjectMetadata = BTreeMap<String, String>;
 
 /// A record to store.
 #[derive(Debug)]
@@ -31,7 +38,7 @@ pub struct RecordPut<'a> {
     /// Lock to place at write time.
     pub retain_until: UnixTime,
     /// The sidecar.
-    pub sidecar: &'a Sidecar,
+    pub sidecar: &'a ObjectMetadata,
 }
 
 /// An object read back.
@@ -40,7 +47,7 @@ pub struct StoredObject {
     /// Its bytes.
     pub bytes: Vec<u8>,
     /// Its sidecar metadata (empty for log objects).
-    pub sidecar: Sidecar,
+    pub sidecar: ObjectMetadata,
     /// Version id.
     pub version_id: String,
 }
@@ -53,7 +60,7 @@ pub struct ObjectDigest {
     /// Its length.
     pub len: u64,
     /// Its sidecar metadata (empty for log objects).
-    pub sidecar: Sidecar,
+    pub sidecar: ObjectMetadata,
     /// Version id.
     pub version_id: String,
 }

@@ -4,9 +4,9 @@
 //! (the server verifies the bytes it stores against it). The client never looks for instance
 //! metadata: region and credentials are static or come from the environment variables.
 
-use super::{ObjectDigest, PieceSink, RecordPut, Sidecar, Store, StoreInfo, StoredObject};
+use super::{ObjectDigest, ObjectMetadata, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
 use crate::spool::Body;
-use crate::{Error, Result};
+use crate::{Error, Result, Retry};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
@@ -63,8 +63,26 @@ pub struct S3Store {
 }
 
 /// An S3 error in words: the operation, the key, the service's code and message.
-fn s3_error<E: ProvideErrorMetadata + fmt::Debug>(op: &str, key: &str, e: &SdkError<E>) -> Error {
-    let detail = match e {
+/// An S3 call failed. Throttling, 5xx answers, time-outs and failures to reach the endpoint
+/// may pass with a retry; any other answer is given again. The SDK's error is kept as the source.
+fn s3_error<E>(op: &str, key: &str, e: SdkError<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let retry = match &e {
+        SdkError::ServiceError(s)
+            if s.raw().status().is_server_error()
+                || matches!(
+                    s.err().code(),
+                    Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
+                ) =>
+        {
+            Retry::Transient
+        }
+        SdkError::ServiceError(_) | SdkError::ConstructionFailure(_) => Retry::Permanent,
+        _ => Retry::Transient,
+    };
+    let detail = match &e {
         SdkError::ServiceError(s) => format!(
             "{}: {}",
             s.err().code().unwrap_or("error"),
@@ -74,7 +92,11 @@ fn s3_error<E: ProvideErrorMetadata + fmt::Debug>(op: &str, key: &str, e: &SdkEr
         SdkError::TimeoutError(_) => "timed out".to_owned(),
         other => format!("{other:?}"),
     };
-    Error::Store(format!("S3 {op} {key}: {detail}"))
+    Error::Store {
+        message: format!("S3 {op} {key}: {detail}"),
+        retry,
+        source: Some(Box::new(e)),
+    }
 }
 
 fn code<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Option<&str> {
@@ -161,7 +183,7 @@ impl S3Store {
     ) -> Result<
         Option<(
             aws_sdk_s3::operation::get_object::GetObjectOutput,
-            Sidecar,
+            ObjectMetadata,
             String,
         )>,
     > {
@@ -176,9 +198,9 @@ impl S3Store {
         {
             Ok(out) => out,
             Err(e) if matches!(code(&e), Some("NoSuchKey" | "NoSuchVersion")) => return Ok(None),
-            Err(e) => return Err(s3_error("GetObject", full, &e)),
+            Err(e) => return Err(s3_error("GetObject", full, e)),
         };
-        let sidecar: Sidecar = out
+        let sidecar: ObjectMetadata = out
             .metadata()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
@@ -212,7 +234,7 @@ impl S3Store {
         match req.send().await {
             Ok(_) => Ok(true),
             Err(e) if if_absent && matches!(code(&e), Some("PreconditionFailed")) => Ok(false),
-            Err(e) => Err(s3_error("PutObject", &full, &e)),
+            Err(e) => Err(s3_error("PutObject", &full, e)),
         }
     }
 }
@@ -301,15 +323,15 @@ impl Store for S3Store {
         {
             return Err(e);
         }
-        let enabled = match &lock {
+        let enabled = match lock {
             Ok(out) => {
                 out.object_lock_configuration()
                     .and_then(|c| c.object_lock_enabled())
                     == Some(&ObjectLockEnabled::Enabled)
             }
-            Err(e) if code(e) == Some("ObjectLockConfigurationNotFoundError") => false,
-            Err(e) if code(e) == Some("NoSuchBucket") => {
-                return Err(Error::Store(format!(
+            Err(e) if code(&e) == Some("ObjectLockConfigurationNotFoundError") => false,
+            Err(e) if code(&e) == Some("NoSuchBucket") => {
+                return Err(Error::store(format!(
                     "bucket {:?} does not exist: create it with Object Lock enabled",
                     self.bucket
                 )));
@@ -317,7 +339,7 @@ impl Store for S3Store {
             Err(e) => return Err(s3_error("GetObjectLockConfiguration", &self.bucket, e)),
         };
         if !enabled {
-            return Err(Error::Store(format!(
+            return Err(Error::store(format!(
                 "bucket {:?} does not have Object Lock enabled, so records could be deleted or \
                  overwritten; mailvault refuses to archive into it. Create a bucket with Object \
                  Lock enabled (which also enables versioning) and point the archive at it",
@@ -343,7 +365,7 @@ impl Store for S3Store {
             // is never held in memory.
             Body::File(file) => (
                 ByteStream::from_path(file.path()).await.map_err(|e| {
-                    Error::Store(format!(
+                    Error::store(format!(
                         "S3 PutObject {full}: cannot read {}: {e}",
                         file.path().display()
                     ))
@@ -366,9 +388,9 @@ impl Store for S3Store {
             .disable_payload_signing()
             .send()
             .await
-            .map_err(|e| s3_error("PutObject", &full, &e))?;
+            .map_err(|e| s3_error("PutObject", &full, e))?;
         out.version_id().map(str::to_owned).ok_or_else(|| {
-            Error::Store(format!(
+            Error::store(format!(
                 "S3 PutObject {full}: no version id in the answer (is versioning on?)"
             ))
         })
@@ -399,7 +421,11 @@ impl Store for S3Store {
             .body
             .collect()
             .await
-            .map_err(|e| Error::Store(format!("S3 GetObject {full}: reading the body: {e}")))?
+            .map_err(|e| Error::Store {
+                message: format!("S3 GetObject {full}: reading the body: {e}"),
+                retry: Retry::Transient,
+                source: Some(Box::new(e)),
+            })?
             .into_bytes()
             .to_vec();
         Ok(Some(StoredObject {
@@ -422,12 +448,11 @@ impl Store for S3Store {
         };
         let mut sha256 = sha2::Sha256::new();
         let mut len = 0u64;
-        while let Some(piece) = out
-            .body
-            .try_next()
-            .await
-            .map_err(|e| Error::Store(format!("S3 GetObject {full}: reading the body: {e}")))?
-        {
+        while let Some(piece) = out.body.try_next().await.map_err(|e| Error::Store {
+            message: format!("S3 GetObject {full}: reading the body: {e}"),
+            retry: Retry::Transient,
+            source: Some(Box::new(e)),
+        })? {
             sha256.update(&piece);
             len += piece.len() as u64;
             sink(&piece)?;
@@ -451,7 +476,7 @@ impl Store for S3Store {
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| s3_error("ListObjectsV2", &full, &e))?;
+            let page = page.map_err(|e| s3_error("ListObjectsV2", &full, e))?;
             for o in page.contents() {
                 if let Some(k) = o.key().and_then(|k| self.relative(k)) {
                     keys.push(k.to_owned());
@@ -476,7 +501,7 @@ impl Store for S3Store {
                 .set_version_id_marker(version_marker.take())
                 .send()
                 .await
-                .map_err(|e| s3_error("ListObjectVersions", &full, &e))?;
+                .map_err(|e| s3_error("ListObjectVersions", &full, e))?;
             for v in page.versions() {
                 if let (Some(k), Some(id)) =
                     (v.key().and_then(|k| self.relative(k)), v.version_id())
@@ -519,7 +544,7 @@ impl Store for S3Store {
                         .version_id(&sv.version_id)
                         .send()
                         .await
-                        .map_err(|e| s3_error("HeadObject", &fk, &e))?;
+                        .map_err(|e| s3_error("HeadObject", &fk, e))?;
                     sv.lock_mode = head.object_lock_mode().and_then(|m| match m {
                         ObjectLockMode::Compliance => Some(LockMode::Compliance),
                         ObjectLockMode::Governance => Some(LockMode::Governance),

@@ -18,9 +18,7 @@ use std::fmt::{self, Write as _};
 
 /// First line of every certificate: the format and its version.
 pub const CERTIFICATE_MAGIC: &str = "mailvault-destruction-certificate/1";
-/// Object-key prefix of certificates, relative to the archive root.
-// The reshape's layout module should own this key; until then it lives here.
-pub const CERTIFICATES_PREFIX: &str = "certificates/";
+pub use crate::layout::{CERTIFICATES_PREFIX, certificate_key, parse_certificate_key};
 /// Longest signed certificate accepted (a run takes at most
 /// [`super::MAX_RECORDS_PER_RUN`] records of at most 128 bytes each).
 pub const MAX_CERTIFICATE_LEN: usize = 16 * 1024 * 1024;
@@ -130,17 +128,6 @@ pub struct Certificate {
 pub fn run_id(start: UnixTime) -> String {
     let (y, mo, d, h, mi, s) = start.to_civil();
     format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
-}
-
-/// Key of a run's certificate.
-pub fn certificate_key(run: &str) -> String {
-    format!("{CERTIFICATES_PREFIX}{run}")
-}
-
-/// The run id of a certificate key; `None` if it is not one we write.
-pub fn parse_certificate_key(key: &str) -> Option<&str> {
-    let run = key.strip_prefix(CERTIFICATES_PREFIX)?;
-    RecordId::new(run).is_ok().then_some(run)
 }
 
 fn line(out: &mut String, key: &str, value: impl fmt::Display) {

@@ -12,10 +12,6 @@ use crate::time::UnixTime;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash as _, Hasher as _};
 
-/// Where the pipeline puts a record's object: `records/<id>`. Records logged under another key
-/// are looked up through a side table.
-pub(crate) const RECORDS_PREFIX: &str = "records/";
-
 /// A string in the arena.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StrRef {
@@ -341,7 +337,7 @@ impl RecordTable {
 
     /// Whether `object_key` is the usual key for record `id`.
     pub fn is_usual_key(object_key: &str, id: &str) -> bool {
-        object_key.strip_prefix(RECORDS_PREFIX) == Some(id)
+        crate::layout::record_id_of(object_key) == Some(id)
     }
 
     /// The record whose object is at `key`.
@@ -349,7 +345,7 @@ impl RecordTable {
         if let Some(&i) = self.unusual_keys.get(key) {
             return Some(i as usize);
         }
-        let i = self.find(key.strip_prefix(RECORDS_PREFIX)?)?;
+        let i = self.find(crate::layout::record_id_of(key)?)?;
         self.states[i].unusual_key.is_none().then_some(i)
     }
 
@@ -357,7 +353,7 @@ impl RecordTable {
     pub fn object_key(&self, i: usize) -> String {
         let s = &self.states[i];
         s.unusual_key.map_or_else(
-            || format!("{RECORDS_PREFIX}{}", self.get(s.id)),
+            || crate::layout::record_key(self.get(s.id)),
             |k| self.get(k).to_owned(),
         )
     }

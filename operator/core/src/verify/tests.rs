@@ -8,9 +8,10 @@
 )]
 
 use super::*;
-use crate::bundle::{checkpoint_key, encode_bundle};
+use crate::bundle::encode_bundle;
 use crate::checkpoint::CheckpointSigner;
 use crate::entry::Disposition;
+use crate::layout::checkpoint_key;
 use crate::log::RecordLog;
 use crate::note::NoteSigner;
 
@@ -184,7 +185,7 @@ impl Fixture {
     fn restore_entries(&mut self, entries: &[Vec<u8>]) {
         self.objects.retain(|k, _| !k.starts_with("log/"));
         for (i, chunk) in entries.chunks(256).enumerate() {
-            let key = crate::bundle::bundle_key(i as u64, chunk.len() as u64);
+            let key = crate::layout::bundle_key(i as u64, chunk.len() as u64);
             self.objects
                 .insert(key, encode_bundle(chunk.iter().map(Vec::as_slice)));
         }
@@ -623,7 +624,7 @@ fn trusted_checkpoint_from_an_earlier_audit() {
 #[test]
 fn rewritten_partial_bundle() {
     let mut f = good();
-    let key = crate::bundle::bundle_key(0, 8);
+    let key = crate::layout::bundle_key(0, 8);
     let mut entries: Vec<Vec<u8>> = decode_bundle(&f.objects[&key])
         .unwrap()
         .into_iter()

@@ -1,4 +1,4 @@
-//! One incremental archive run from an IMAP mailbox.
+//! One incremental sync of an IMAP mailbox into a record writer.
 //!
 //! `cursor (in the store) -> per folder: EXAMINE -> unchanged? skip : UID FETCH new -> pipeline
 //!  -> checkpoint -> cursor`
@@ -8,19 +8,17 @@
 //! content-based, so a lost cursor or a UIDVALIDITY reset re-reads a folder without storing
 //! anything twice.
 
-use crate::pipeline::Archiver;
-use crate::source::imap::{Fetched, FolderState, ImapSource};
+use super::{Fetched, FolderState, ImapSource};
 use crate::spool::{BodyWriter, Spool};
 use crate::store::Store;
-use crate::{Error, Result};
+use crate::writer::RecordWriter;
+use crate::{Error, Result, Retry};
 use futures::StreamExt as _;
 use mailvault_core::UnixTime;
 use mailvault_core::glob;
+use mailvault_core::layout::CURSOR_KEY;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-/// Key of the cursor object, relative to the archive root.
-pub const CURSOR_KEY: &str = "state/cursor.json";
 
 /// Where each folder was left.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +53,7 @@ impl Cursor {
 
     /// Writes the cursor.
     pub async fn save<S: Store>(&self, store: &S) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Usage(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::encoding(CURSOR_KEY, e))?;
         store.put_mutable(CURSOR_KEY, bytes).await
     }
 }
@@ -72,7 +70,7 @@ pub struct FolderFilter {
 /// What one folder's run found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FolderReport {
-    /// Folder.
+    /// Folder, by its display name (decoded, `/` between levels).
     pub folder: String,
     /// Message bodies fetched.
     pub fetched: u64,
@@ -89,52 +87,82 @@ pub struct FolderReport {
 /// folder holds.
 pub type Progress<'a> = &'a mut (dyn FnMut(&str, u64, u32) + Send);
 
-/// Archives every selected folder of an IMAP session.
+/// What a sync of a mailbox found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// One report per folder synced.
+    pub folders: Vec<FolderReport>,
+    /// Include globs that matched no folder of the mailbox (a typo, or a folder that is gone):
+    /// a warning in the run summary, the Event and the status.
+    pub unmatched_includes: Vec<String>,
+}
+
+/// Archives every selected folder of an IMAP session. Folders are selected by their display
+/// names (decoded, `/` between levels); the raw name stays their identity in the cursor.
 pub async fn sync_mailbox<S: Store>(
     imap: &mut ImapSource,
-    archiver: &mut Archiver<'_, S>,
+    writer: &mut RecordWriter<'_, S>,
     store: &S,
     filter: &FolderFilter,
     now: impl Fn() -> UnixTime,
     progress: Progress<'_>,
-) -> Result<Vec<FolderReport>> {
+) -> Result<SyncReport> {
     let mut cursor = Cursor::load(store).await?;
-    let mut reports = Vec::new();
-    for folder in imap.folders().await? {
-        if !glob::selected(&filter.include, &filter.exclude, &folder) {
+    let listed = imap.folders().await?;
+    // Folders that no longer exist leave the cursor (it would only grow otherwise).
+    let before = cursor.folders.len();
+    cursor
+        .folders
+        .retain(|name, _| listed.iter().any(|f| &f.name == name));
+    if cursor.folders.len() != before {
+        cursor.save(store).await?;
+    }
+    let displayed: Vec<String> = listed.iter().map(|f| f.display.clone()).collect();
+    let mut report = SyncReport {
+        folders: Vec::new(),
+        unmatched_includes: glob::unmatched(&filter.include, &displayed)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+    };
+    for listed in listed {
+        if !glob::selected(&filter.include, &filter.exclude, &listed.display) {
             continue;
         }
+        let folder = listed.name;
         let state = imap.examine(&folder).await?;
         let previous = cursor.folders.get(&folder).cloned();
-        let report = sync_folder(
+        let folder_report = sync_folder(
             imap,
-            archiver,
+            writer,
             &state,
             previous.as_ref(),
             &now,
             &mut *progress,
         )
         .await?;
-        archiver.checkpoint().await?;
+        writer.checkpoint().await?;
         cursor.folders.insert(
             folder.clone(),
             FolderCursor {
                 uid_validity: state.uid_validity,
-                uid_next: report.1.max(state.uid_next),
+                uid_next: folder_report.1.max(state.uid_next),
                 highest_modseq: state.highest_modseq,
             },
         );
         // After the checkpoint, so the cursor never runs ahead of the log.
         cursor.save(store).await?;
-        reports.push(report.0);
+        let mut folder_report = folder_report.0;
+        folder_report.folder = listed.display;
+        report.folders.push(folder_report);
     }
-    Ok(reports)
+    Ok(report)
 }
 
 /// Returns the report and the UID after the highest one fetched.
 async fn sync_folder<S: Store>(
     imap: &mut ImapSource,
-    archiver: &mut Archiver<'_, S>,
+    writer: &mut RecordWriter<'_, S>,
     state: &FolderState,
     previous: Option<&FolderCursor>,
     now: &impl Fn() -> UnixTime,
@@ -166,7 +194,7 @@ async fn sync_folder<S: Store>(
     };
     let mut seen_below_next = 0u64;
     let mut next = from;
-    let spool = archiver.spool().clone();
+    let spool = writer.spool().clone();
     let piece = spool.memory_limit();
     // Large messages: their first piece, spooled to a file, while the folder's FETCH runs on.
     let mut large = Vec::new();
@@ -176,11 +204,14 @@ async fn sync_folder<S: Store>(
         let mut stream = std::pin::pin!(stream);
         loop {
             let item = tokio::time::timeout(t, stream.next()).await.map_err(|_| {
-                Error::Source(format!(
-                    "IMAP UID FETCH in {}: no data within {}s",
-                    state.name,
-                    t.as_secs()
-                ))
+                Error::imap(
+                    format!(
+                        "IMAP UID FETCH in {}: no data within {}s",
+                        state.name,
+                        t.as_secs()
+                    ),
+                    Retry::Transient,
+                )
             })?;
             let Some(item) = item else { break };
             match item? {
@@ -189,7 +220,7 @@ async fn sync_folder<S: Store>(
                         seen_below_next += 1;
                     }
                     next = next.max(uid.saturating_add(1));
-                    archiver.archive(msg, now()).await?;
+                    writer.write(msg, now()).await?;
                     report.fetched += 1;
                     progress(&state.name, report.fetched, state.exists);
                 }
@@ -201,14 +232,14 @@ async fn sync_folder<S: Store>(
         }
     }
     // Order within a folder does not matter: the cursor moves only after the whole folder.
-    for (meta, writer) in large {
+    for (meta, body) in large {
         let uid = meta.uid;
         // None: expunged between its first piece and the rest, a capture gap (counted below).
-        if let Some(msg) = imap.fetch_rest(state, meta, writer, piece).await? {
+        if let Some(msg) = imap.fetch_rest(state, meta, body, piece).await? {
             if uid < state.uid_next {
                 seen_below_next += 1;
             }
-            archiver.archive(msg, now()).await?;
+            writer.write(msg, now()).await?;
             report.fetched += 1;
             progress(&state.name, report.fetched, state.exists);
         }
@@ -229,5 +260,5 @@ async fn spill(spool: &Spool, first: Vec<u8>) -> Result<BodyWriter> {
         Ok(writer)
     })
     .await
-    .map_err(|e| Error::Source(format!("spool task failed: {e}")))?
+    .map_err(|e| Error::task("spool task", e))?
 }

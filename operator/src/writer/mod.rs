@@ -1,4 +1,4 @@
-//! The archive pipeline: `source -> record -> store -> log -> checkpoint`.
+//! The record writer: `source message -> record -> store -> log -> checkpoint`.
 //!
 //! For each message: a record id from the message's stable identity, a random salt and the
 //! salted commitment, zstd, a locked PUT, and only then an `ingest` entry. After every batch the
@@ -8,14 +8,17 @@
 //! that was PUT but not logged (a crash between the two) is adopted from its sidecar on the next
 //! run instead of being stored again.
 
-use crate::archive::{ArchiveLog, Sidecar as SidecarFields};
+use crate::reader::StoredLog;
+use crate::sidecar::Sidecar;
 use crate::spool::{Body, Spool};
 use crate::store::{RecordPut, Store, StoreInfo};
 use crate::{Error, Result};
 use futures::StreamExt as _;
-use mailvault_core::bundle::checkpoint_key;
 use mailvault_core::checkpoint::CheckpointSigner;
 use mailvault_core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
+use mailvault_core::layout::{
+    RECORDS_PREFIX, RUN_MARKER_KEY, checkpoint_key, record_id_of, record_key,
+};
 use mailvault_core::note::NoteSigner;
 use mailvault_core::record::{SALT_LEN, commitment_from_digest};
 use mailvault_core::retention::Period;
@@ -36,9 +39,29 @@ pub struct RetentionChoice {
 
 /// zstd level: 3 is zstd's default, a good speed/ratio balance for mail.
 const ZSTD_LEVEL: i32 = 3;
-/// Key of the run marker: `{"in_progress": true}` while a run may have stored records it has
-/// not logged yet.
-pub const RUN_MARKER_KEY: &str = "state/run.json";
+/// The run marker (`state/run.json`): whether a run may have stored records it has not logged
+/// yet. Written `in_progress: true` when a writer opens, `false` when it finishes; a marker
+/// that is missing or unreadable counts as a run that did not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunMarker {
+    /// A run started and has not finished.
+    pub in_progress: bool,
+}
+
+impl RunMarker {
+    async fn read<S: Store>(store: &S) -> Result<Option<Self>> {
+        Ok(store
+            .get(RUN_MARKER_KEY, None)
+            .await?
+            .and_then(|m| serde_json::from_slice(&m.bytes).ok()))
+    }
+
+    async fn write<S: Store>(self, store: &S) -> Result<()> {
+        let bytes = serde_json::to_vec(&self).map_err(|e| Error::encoding(RUN_MARKER_KEY, e))?;
+        store.put_mutable(RUN_MARKER_KEY, bytes).await
+    }
+}
+
 /// Records between checkpoints.
 pub const CHECKPOINT_EVERY: usize = 500;
 /// Object Lock needs a date; a permanent record is locked this many years ahead (and extended
@@ -84,7 +107,7 @@ impl Future for StoreTask {
     ) -> std::task::Poll<Self::Output> {
         std::pin::Pin::new(&mut self.0)
             .poll(cx)
-            .map(|joined| joined.map_err(|e| Error::Store(format!("store task failed: {e}")))?)
+            .map(|joined| joined.map_err(|e| Error::task("store task", e))?)
     }
 }
 
@@ -121,7 +144,7 @@ impl Compression {
             .slots
             .acquire()
             .await
-            .map_err(|e| Error::Store(format!("compression: {e}")))?;
+            .map_err(|e| Error::store(format!("compression: {e}")))?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || match &body {
             Body::Memory(bytes) => {
@@ -134,15 +157,15 @@ impl Compression {
             }
         })
         .await
-        .map_err(|e| Error::Store(format!("compression task failed: {e}")))?
+        .map_err(|e| Error::task("compression task", e))?
     }
 
     fn compress(&self, bytes: &[u8]) -> Result<Vec<u8>> {
-        let zstd_error = |e: std::io::Error| Error::Store(format!("zstd: {e}"));
+        let zstd_error = |e: std::io::Error| Error::store(format!("zstd: {e}"));
         let pooled = self
             .contexts
             .lock()
-            .map_err(|_| Error::Store("zstd: context pool poisoned".into()))?
+            .map_err(|_| Error::store("zstd: context pool poisoned"))?
             .pop();
         let mut context = match pooled {
             Some(c) => c,
@@ -194,10 +217,10 @@ pub fn record_id(origin: &str, identity: &str) -> RecordId {
 }
 
 /// Writes records and the log for one archive.
-pub struct Archiver<'s, S: Store> {
+pub struct RecordWriter<'s, S: Store> {
     store: &'s S,
     info: StoreInfo,
-    log: ArchiveLog,
+    log: StoredLog,
     signer: CheckpointSigner,
     archived: HashSet<RecordId>,
     retention: RetentionChoice,
@@ -209,7 +232,7 @@ pub struct Archiver<'s, S: Store> {
     compression: Compression,
 }
 
-impl<'s, S: Store> Archiver<'s, S> {
+impl<'s, S: Store> RecordWriter<'s, S> {
     /// Opens an archive: preflight, read the log back, restore the signer from the newest
     /// checkpoint, and adopt records left unlogged by an interrupted run.
     pub async fn open(
@@ -221,9 +244,9 @@ impl<'s, S: Store> Archiver<'s, S> {
     ) -> Result<Self> {
         let info = store.preflight().await?;
         let verifier = mailvault_core::note::NoteVerifier::parse(&key.verifier_key())?;
-        let mut log = ArchiveLog::load(store, origin, &verifier, false).await?;
+        let mut log = StoredLog::load(store, origin, &verifier, false).await?;
         let signer = CheckpointSigner::new(origin, key, log.head);
-        let mut archiver = Self {
+        let mut writer = Self {
             store,
             info,
             archived: std::mem::take(&mut log.ingested),
@@ -240,32 +263,20 @@ impl<'s, S: Store> Archiver<'s, S> {
         // Records can be stored but unlogged only if the last run did not finish; looking for
         // them means listing every record, so it is done only then.
         if !Self::last_run_finished(store).await? {
-            archiver.adopt_unlogged(now).await?;
+            writer.adopt_unlogged(now).await?;
         }
-        store
-            .put_mutable(RUN_MARKER_KEY, br#"{"in_progress":true}"#.to_vec())
-            .await?;
-        Ok(archiver)
+        RunMarker { in_progress: true }.write(store).await?;
+        Ok(writer)
     }
 
     async fn last_run_finished(store: &S) -> Result<bool> {
-        Ok(match store.get(RUN_MARKER_KEY, None).await? {
-            Some(marker) => {
-                serde_json::from_slice::<serde_json::Value>(&marker.bytes)
-                    .ok()
-                    .and_then(|v| v.get("in_progress").and_then(serde_json::Value::as_bool))
-                    == Some(false)
-            }
-            None => false,
-        })
+        Ok(RunMarker::read(store).await? == Some(RunMarker { in_progress: false }))
     }
 
     /// Ends a run: waits for every store in flight, checkpoints, and marks the run finished.
     pub async fn finish(&mut self) -> Result<Option<u64>> {
         let signed = self.checkpoint().await?;
-        self.store
-            .put_mutable(RUN_MARKER_KEY, br#"{"in_progress":false}"#.to_vec())
-            .await?;
+        RunMarker { in_progress: false }.write(self.store).await?;
         Ok(signed)
     }
 
@@ -303,8 +314,8 @@ impl<'s, S: Store> Archiver<'s, S> {
     }
 
     async fn adopt_unlogged(&mut self, now: UnixTime) -> Result<()> {
-        for key in self.store.list_keys("records/").await? {
-            let Some(id) = key.strip_prefix("records/") else {
+        for key in self.store.list_keys(RECORDS_PREFIX).await? {
+            let Some(id) = record_id_of(&key) else {
                 continue;
             };
             let Ok(id) = RecordId::new(id) else { continue };
@@ -314,13 +325,13 @@ impl<'s, S: Store> Archiver<'s, S> {
             let Some(object) = self.store.get(&key, None).await? else {
                 continue;
             };
-            let fields = SidecarFields::from_map(&object.sidecar).map_err(|e| {
+            let fields = Sidecar::from_map(&object.sidecar).map_err(|e| {
                 Error::Conflict(format!(
                     "{key} is in the store but not in the log, and its sidecar cannot be read ({e}); \
                      it was not written by mailvault: remove it or investigate"
                 ))
             })?;
-            self.log.log.append(
+            self.log.records.append(
                 now,
                 id.clone(),
                 EntryBody::Ingest {
@@ -347,7 +358,7 @@ impl<'s, S: Store> Archiver<'s, S> {
     /// Archives one message: it is compressed and stored concurrently with the next ones (a
     /// bounded number at a time), and logged once its PUT has succeeded. Call
     /// [`Self::checkpoint`] at the end, which waits for every store in flight.
-    pub async fn archive(&mut self, msg: SourceMessage, now: UnixTime) -> Result<Outcome> {
+    pub async fn write(&mut self, msg: SourceMessage, now: UnixTime) -> Result<Outcome> {
         let id = record_id(self.log.origin(), &msg.identity);
         if self.archived.contains(&id) {
             self.summary.skipped += 1;
@@ -356,7 +367,7 @@ impl<'s, S: Store> Archiver<'s, S> {
         // Marked at once, so the same message twice in one run is stored once.
         self.archived.insert(id.clone());
         let mut salt = [0u8; SALT_LEN];
-        getrandom::fill(&mut salt).map_err(|e| Error::Random(e.to_string()))?;
+        getrandom::fill(&mut salt).map_err(Error::Random)?;
         let retain_until = self.retention.period.retain_until(now);
         let lock_until = match retain_until {
             RetainUntil::Until(t) => t,
@@ -392,7 +403,7 @@ impl<'s, S: Store> Archiver<'s, S> {
             // message): off the async threads. The original body is dropped (a spool file
             // deleted) as soon as it is compressed.
             let (stored, stored_sha256) = compression.run(spool, body, content_sha256).await?;
-            let sidecar = SidecarFields {
+            let sidecar = Sidecar {
                 series: series.clone(),
                 retain_until,
                 commitment: original_commitment,
@@ -406,7 +417,7 @@ impl<'s, S: Store> Archiver<'s, S> {
             }
             .to_map();
             let stored_size = stored.len();
-            let object_key = format!("records/{id}");
+            let object_key = record_key(id.as_str());
             let object_version = store
                 .put_record(RecordPut {
                     key: &object_key,
@@ -462,7 +473,7 @@ impl<'s, S: Store> Archiver<'s, S> {
         }
         // Logged only now that the PUT succeeded.
         self.log
-            .log
+            .records
             .append(stored.logged_at, stored.id, stored.body)?;
         self.summary.archived += 1;
         self.summary.original_bytes += stored.original_size;
@@ -476,9 +487,9 @@ impl<'s, S: Store> Archiver<'s, S> {
         while !self.in_flight.is_empty() {
             self.log_next_stored().await?;
         }
-        let size = self.log.log.size();
+        let size = self.log.records.size();
         let last = self.signer.last_signed().map_or(0, |h| h.size);
-        for bundle in self.log.log.take_bundles() {
+        for bundle in self.log.records.take_bundles() {
             self.store.put_immutable(&bundle.key, bundle.bytes).await?;
         }
         self.since_checkpoint = 0;
@@ -488,9 +499,9 @@ impl<'s, S: Store> Archiver<'s, S> {
         let proof = if last == 0 {
             Vec::new()
         } else {
-            self.log.log.tree().consistency_proof(last, size)?
+            self.log.records.tree().consistency_proof(last, size)?
         };
-        let note = self.signer.sign(size, self.log.log.root(), &proof)?;
+        let note = self.signer.sign(size, self.log.records.root(), &proof)?;
         self.store
             .put_immutable(&checkpoint_key(size), note.clone().into_bytes())
             .await?;
@@ -502,7 +513,8 @@ impl<'s, S: Store> Archiver<'s, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::{self, Sidecar as SidecarFields};
+    use crate::reader;
+    use crate::sidecar::Sidecar;
     use crate::source::content_identity;
     use crate::store::fs::FsStore;
     use mailvault_core::note::NoteVerifier;
@@ -540,7 +552,7 @@ mod tests {
     async fn plant_unlogged(store: &FsStore, msg: &SourceMessage) -> RecordId {
         let id = record_id(ORIGIN, &msg.identity);
         let salt = [9u8; SALT_LEN];
-        let sidecar = SidecarFields {
+        let sidecar = Sidecar {
             series: "MO-GS-003".into(),
             retain_until: RetainUntil::Until(UnixTime(NOW.0 + 86_400)),
             commitment: commitment_from_digest(&salt, &msg.content_sha256),
@@ -558,7 +570,7 @@ mod tests {
             .unwrap();
         store
             .put_record(RecordPut {
-                key: &format!("records/{id}"),
+                key: &record_key(id.as_str()),
                 sha256: Hash::of(&stored),
                 body: Body::Memory(stored),
                 retain_until: UnixTime(NOW.0 + 86_400),
@@ -576,7 +588,7 @@ mod tests {
             trusted_checkpoint: None,
             now: NOW,
         };
-        archive::verify(store, trust, &mut |_| {}).await.unwrap()
+        reader::verify(store, trust, &mut |_| {}).await.unwrap()
     }
 
     #[tokio::test]
@@ -586,11 +598,11 @@ mod tests {
         let store = FsStore::new(&dir);
 
         // A run that stored and checkpointed three records but never finished...
-        let mut first = Archiver::open(&store, ORIGIN, key(), retention(), NOW)
+        let mut first = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
             .await
             .unwrap();
         for n in 0..3 {
-            first.archive(message(n), NOW).await.unwrap();
+            first.write(message(n), NOW).await.unwrap();
         }
         first.checkpoint().await.unwrap();
         drop(first);
@@ -600,17 +612,17 @@ mod tests {
         assert_eq!(before.counts.get(&RecordStatus::UnloggedObject), Some(&1));
 
         // The next run finds the mark of the unfinished run, adopts the orphan, stores nothing again.
-        let mut second = Archiver::open(&store, ORIGIN, key(), retention(), NOW)
+        let mut second = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
             .await
             .unwrap();
         assert_eq!(second.summary().adopted, 1);
         for n in 0..4 {
             assert!(matches!(
-                second.archive(message(n), NOW).await.unwrap(),
+                second.write(message(n), NOW).await.unwrap(),
                 Outcome::AlreadyArchived(_)
             ));
         }
-        second.archive(message(4), NOW).await.unwrap();
+        second.write(message(4), NOW).await.unwrap();
         second.finish().await.unwrap();
         let after = verify(&store).await;
         assert!(after.verified(), "{}", after.to_text());
@@ -621,7 +633,7 @@ mod tests {
         // auditor as unlogged instead of being silently adopted.
         let late = plant_unlogged(&store, &message(9)).await;
         assert_ne!(late, orphan);
-        let third = Archiver::open(&store, ORIGIN, key(), retention(), NOW)
+        let third = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
             .await
             .unwrap();
         assert_eq!(third.summary().adopted, 0);
@@ -640,21 +652,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mailvault-export-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = FsStore::new(dir.join("store"));
-        let mut archiver = Archiver::open(&store, ORIGIN, key(), retention(), NOW)
+        let mut writer = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
             .await
             .unwrap();
         let big = message(7);
         let big_bytes = big.body.to_vec().unwrap();
-        archiver.archive(big, NOW).await.unwrap();
-        archiver.finish().await.unwrap();
+        writer.write(big, NOW).await.unwrap();
+        writer.finish().await.unwrap();
         let verifier = NoteVerifier::parse(&key().verifier_key()).unwrap();
-        let log = archive::ArchiveLog::load(&store, ORIGIN, &verifier, true)
+        let log = reader::StoredLog::load(&store, ORIGIN, &verifier, true)
             .await
             .unwrap();
         let id = record_id(ORIGIN, &message(7).identity).to_string();
         // A limit of 4 bytes: the stored and the original bytes both go through files.
         let spool = Spool::new(dir.join("spool")).with_memory_limit(4);
-        let exported = archive::export(&store, &log, &id, &spool).await.unwrap();
+        let exported = reader::export(&store, &log, &id, &spool).await.unwrap();
         assert!(matches!(exported.original, Body::File(_)));
         assert_eq!(exported.original.to_vec().unwrap(), big_bytes);
         drop(exported);
@@ -666,7 +678,7 @@ mod tests {
             .compress(b"Subject: forged\r\n\r\n")
             .unwrap();
         std::fs::write(&object, other).unwrap();
-        let err = archive::export(&store, &log, &id, &spool)
+        let err = reader::export(&store, &log, &id, &spool)
             .await
             .unwrap_err()
             .to_string();

@@ -1,10 +1,9 @@
 //! Store locations as users write them: `file:DIR` or `s3://bucket/prefix`.
 
-use crate::store::fs::FsStore;
-use crate::store::s3::{S3Config, S3Store};
-use crate::store::{ObjectDigest, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
+use super::AnyStore;
+use super::fs::FsStore;
+use super::s3::{S3Config, S3Store};
 use crate::{Error, Result};
-use mailvault_core::verify::StoredVersion;
 
 /// S3 connection settings that do not fit in the URL.
 #[derive(Debug, Clone, Default)]
@@ -15,15 +14,6 @@ pub struct S3Options {
     pub region: Option<String>,
     /// Path-style addressing.
     pub path_style: bool,
-}
-
-/// Either store, chosen at run time.
-#[derive(Debug, Clone)]
-pub enum AnyStore {
-    /// A local directory.
-    Fs(FsStore),
-    /// An S3 bucket.
-    S3(S3Store),
 }
 
 /// Parses a store location. S3 credentials come from `AWS_ACCESS_KEY_ID` and
@@ -71,45 +61,4 @@ pub fn open_store(location: &str, s3: &S3Options) -> Result<AnyStore> {
     Err(Error::Usage(format!(
         "{location:?} is not a store: use file:DIR or s3://bucket/prefix"
     )))
-}
-
-macro_rules! each {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            AnyStore::Fs($s) => $e,
-            AnyStore::S3($s) => $e,
-        }
-    };
-}
-
-impl Store for AnyStore {
-    async fn preflight(&self) -> Result<StoreInfo> {
-        each!(self, s => s.preflight().await)
-    }
-    async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
-        each!(self, s => s.put_record(put).await)
-    }
-    async fn put_immutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        each!(self, s => s.put_immutable(key, bytes).await)
-    }
-    async fn put_mutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        each!(self, s => s.put_mutable(key, bytes).await)
-    }
-    async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
-        each!(self, s => s.get(key, version).await)
-    }
-    async fn read_streaming(
-        &self,
-        key: &str,
-        version: Option<&str>,
-        sink: PieceSink<'_>,
-    ) -> Result<Option<ObjectDigest>> {
-        each!(self, s => s.read_streaming(key, version, sink).await)
-    }
-    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
-        each!(self, s => s.list_keys(prefix).await)
-    }
-    async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
-        each!(self, s => s.list_versions(prefix).await)
-    }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 /// Generates a new Ed25519 checkpoint signing key named `name` (the log's origin).
 pub fn generate(name: &str) -> Result<NoteSigner> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| Error::Random(e.to_string()))?;
+    getrandom::fill(&mut seed).map_err(Error::Random)?;
     Ok(NoteSigner::new(name, &seed)?)
 }
 

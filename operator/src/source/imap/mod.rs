@@ -3,11 +3,14 @@
 //!
 //! `connect (TLS or STARTTLS) -> login -> LIST -> per folder: EXAMINE -> UID FETCH new UIDs`
 
+pub mod sync;
+
 use super::SourceMessage;
 use crate::spool::{Body, BodyWriter};
-use crate::{Error, Result};
+use crate::{Error, Result, Retry};
 use futures::TryStreamExt as _;
 use mailvault_core::UnixTime;
+use mailvault_core::glob;
 use rustls_pki_types::ServerName;
 use std::fmt;
 use std::sync::Arc;
@@ -15,15 +18,43 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-/// How the connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How an IMAP connection is protected: the one TLS-mode type of the CLI (`--imap-tls`), the
+/// `MailboxArchive` CRD (`spec.imap.tls`) and the connection itself.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
 pub enum TlsMode {
     /// TLS from the first byte (IMAPS, usually port 993).
+    #[default]
+    #[value(name = "required")]
     Required,
     /// Plain connection upgraded with STARTTLS before login (usually port 143).
+    #[serde(rename = "StartTLS")]
+    #[value(name = "starttls")]
     StartTls,
-    /// No TLS at all: only to a loopback address, or with an explicit insecure flag.
+    /// No TLS: only to a loopback host, or with `insecurePlaintext`.
+    #[value(name = "disabled")]
     Disabled,
+}
+
+impl TlsMode {
+    /// The port used when none is given: 993 (IMAPS) for `Required`, 143 otherwise. The one
+    /// rule for the CLI and the CRD alike.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Required => 993,
+            Self::StartTls | Self::Disabled => 143,
+        }
+    }
 }
 
 /// How to log in.
@@ -87,6 +118,15 @@ impl CaBundle {
             pem,
         })
     }
+}
+
+/// A folder as LIST names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedFolder {
+    /// The raw name (modified UTF-7, the server's delimiter): the folder's identity.
+    pub name: String,
+    /// The name for matching and display: decoded, `/` between levels.
+    pub display: String,
 }
 
 /// A folder as the server lists it.
@@ -157,16 +197,31 @@ pub struct ImapSource {
     condstore: bool,
 }
 
-fn imap_error(step: &str, e: &async_imap::error::Error) -> Error {
+/// What an IMAP client error means, in words.
+fn describe(e: &async_imap::error::Error) -> String {
     use async_imap::error::Error as E;
-    let detail = match e {
+    match e {
         E::No(m) => format!("the server said NO: {m}"),
         E::Bad(m) => format!("the server said BAD: {m}"),
         E::ConnectionLost => "the server closed the connection".to_owned(),
         E::Io(io) => format!("network error: {io}"),
         other => other.to_string(),
+    }
+}
+
+/// An IMAP step failed: a lost connection or a network error may pass; a NO, a BAD or an
+/// unparsable answer will be given again.
+fn imap_error(step: &str, e: async_imap::error::Error) -> Error {
+    use async_imap::error::Error as E;
+    let retry = match &e {
+        E::ConnectionLost | E::Io(_) => Retry::Transient,
+        _ => Retry::Permanent,
     };
-    Error::Source(format!("IMAP {step}: {detail}"))
+    Error::Imap {
+        message: format!("IMAP {step}: {}", describe(&e)),
+        retry,
+        source: Some(e),
+    }
 }
 
 async fn timed<T>(
@@ -175,11 +230,11 @@ async fn timed<T>(
     fut: impl Future<Output = std::result::Result<T, async_imap::error::Error>>,
 ) -> Result<T> {
     match tokio::time::timeout(limit, fut).await {
-        Ok(r) => r.map_err(|e| imap_error(step, &e)),
-        Err(_) => Err(Error::Source(format!(
-            "IMAP {step}: no answer within {}s",
-            limit.as_secs()
-        ))),
+        Ok(r) => r.map_err(|e| imap_error(step, e)),
+        Err(_) => Err(Error::imap(
+            format!("IMAP {step}: no answer within {}s", limit.as_secs()),
+            Retry::Transient,
+        )),
     }
 }
 
@@ -188,7 +243,9 @@ fn tls_connector(ca: Option<&CaBundle>) -> Result<tokio_rustls::TlsConnector> {
     let mut roots = rustls::RootCertStore::empty();
     match ca {
         Some(ca) => {
-            let bad = |e: &dyn std::fmt::Display| Error::Source(format!("{}: {e}", ca.origin));
+            let bad = |e: &dyn std::fmt::Display| {
+                Error::imap(format!("{}: {e}", ca.origin), Retry::Permanent)
+            };
             for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca.pem) {
                 roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
             }
@@ -280,7 +337,7 @@ impl ImapSource {
     }
 
     /// Every selectable folder, sorted.
-    pub async fn folders(&mut self) -> Result<Vec<String>> {
+    pub async fn folders(&mut self) -> Result<Vec<ListedFolder>> {
         let t = self.timeout;
         let names = timed("LIST", t, async {
             self.session
@@ -290,7 +347,7 @@ impl ImapSource {
                 .await
         })
         .await?;
-        let mut out: Vec<String> = names
+        let mut out: Vec<ListedFolder> = names
             .iter()
             .filter(|n| {
                 // \NoSelect (RFC 3501) and \NonExistent (RFC 5258, a parent that only holds
@@ -304,9 +361,12 @@ impl ImapSource {
                     }
                 })
             })
-            .map(|n| n.name().to_owned())
+            .map(|n| ListedFolder {
+                name: n.name().to_owned(),
+                display: glob::display_name(n.name(), n.delimiter().and_then(|d| d.chars().next())),
+            })
             .collect();
-        out.sort();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
@@ -354,7 +414,7 @@ impl ImapSource {
         )
         .await?;
         Ok(stream
-            .map_err(move |e| imap_error(&format!("UID FETCH in {}", folder.name), &e))
+            .map_err(move |e| imap_error(&format!("UID FETCH in {}", folder.name), e))
             .try_filter_map(move |fetch| async move {
                 let Some(uid) = fetch.uid else {
                     return Ok(None);
@@ -364,15 +424,18 @@ impl ImapSource {
                     return Ok(None);
                 }
                 let Some(body) = fetch.body() else {
-                    return Err(Error::Source(format!(
-                        "IMAP UID FETCH in {}: the server sent no body for UID {uid}",
-                        folder.name
-                    )));
+                    return Err(Error::imap(
+                        format!(
+                            "IMAP UID FETCH in {}: the server sent no body for UID {uid}",
+                            folder.name
+                        ),
+                        Retry::Transient,
+                    ));
                 };
                 let meta = MessageMeta {
                     uid,
                     internal_date: fetch.internal_date().map(|d| UnixTime(d.timestamp())),
-                    flags: fetch.flags().map(|f| flag_name(&f)).collect(),
+                    flags: fetch.flags().filter_map(|f| flag_name(&f)).collect(),
                 };
                 // Only a piece shorter than asked for is known to be the whole message (RFC822.SIZE
                 // is not asked: some servers get it wrong, and trusting it could cut a message).
@@ -424,16 +487,14 @@ impl ImapSource {
             // File I/O: off the async threads.
             writer = tokio::task::spawn_blocking(move || writer.write(&data).map(|()| writer))
                 .await
-                .map_err(|e| Error::Source(format!("IMAP {step}: spool task failed: {e}")))??;
+                .map_err(|e| Error::task(format!("IMAP {step}: spool task"), e))??;
             if last {
                 break;
             }
         }
         let (body, content_sha256) = tokio::task::spawn_blocking(move || writer.finish())
             .await
-            .map_err(|e| {
-                Error::Source(format!("IMAP UID FETCH {uid}: spool task failed: {e}"))
-            })??;
+            .map_err(|e| Error::task(format!("IMAP UID FETCH {uid}: spool task"), e))??;
         Ok(Some(meta.into_message(folder, body, content_sha256)))
     }
 
@@ -465,12 +526,12 @@ async fn open_stream(config: &ImapConfig) -> Result<Box<dyn Stream>> {
     let at = format!("{}:{}", config.host, config.port);
     let tcp = tokio::time::timeout(t, TcpStream::connect((config.host.as_str(), config.port)))
         .await
-        .map_err(|_| Error::Source(format!("IMAP connect to {at}: timed out")))?
-        .map_err(|e| Error::Source(format!("IMAP connect to {at}: {e}")))?;
+        .map_err(|_| Error::imap(format!("IMAP connect to {at}: timed out"), Retry::Transient))?
+        .map_err(|e| Error::imap_io(format!("IMAP connect to {at}: {e}"), e))?;
     // Commands are small writes answered by the server: with Nagle's algorithm on, each one can
     // wait for a delayed ACK (about 40 ms a command measured against Cyrus).
     tcp.set_nodelay(true)
-        .map_err(|e| Error::Source(format!("IMAP connect to {at}: TCP_NODELAY: {e}")))?;
+        .map_err(|e| Error::imap_io(format!("IMAP connect to {at}: TCP_NODELAY"), e))?;
     let server_name = ServerName::try_from(config.host.clone())
         .map_err(|e| Error::Usage(format!("IMAP host {:?}: {e}", config.host)))?;
     let tcp = match config.tls {
@@ -493,8 +554,14 @@ async fn open_stream(config: &ImapConfig) -> Result<Box<dyn Stream>> {
         tls_connector(config.ca.as_ref())?.connect(server_name, tcp),
     )
     .await
-    .map_err(|_| Error::Source(format!("IMAP TLS handshake with {at}: timed out")))?
-    .map_err(|e| Error::Source(format!("IMAP TLS handshake with {at}: {e}")))?;
+    .map_err(|_| {
+        Error::imap(
+            format!("IMAP TLS handshake with {at}: timed out"),
+            Retry::Transient,
+        )
+    })?
+    // A certificate the CA does not vouch for is given again; a reset connection may pass.
+    .map_err(|e| Error::imap_io(format!("IMAP TLS handshake with {at}: {e}"), e))?;
     Ok(Box::new(tls))
 }
 
@@ -560,14 +627,14 @@ async fn login(
         Error::Auth(format!(
             "IMAP login as {user} at {} was refused: {}",
             config.host,
-            imap_error("login", e)
+            describe(e)
         ))
     };
     let no_answer = || {
-        Error::Source(format!(
-            "IMAP login as {user}: no answer within {}s",
-            t.as_secs()
-        ))
+        Error::imap(
+            format!("IMAP login as {user}: no answer within {}s", t.as_secs()),
+            Retry::Transient,
+        )
     };
     match &config.credentials {
         Credentials::Password(password) => match password_method(capabilities) {
@@ -623,34 +690,48 @@ async fn read_greeting<T: AsyncRead + AsyncWrite + Unpin + fmt::Debug + Send>(
 ) -> Result<()> {
     match tokio::time::timeout(t, client.read_response()).await {
         Ok(Ok(Some(_))) => Ok(()),
-        Ok(Ok(None)) => Err(Error::Source(
-            "IMAP: the server closed the connection before greeting".into(),
+        Ok(Ok(None)) => Err(Error::imap(
+            "IMAP: the server closed the connection before greeting",
+            Retry::Transient,
         )),
-        Ok(Err(e)) => Err(Error::Source(format!("IMAP greeting: {e}"))),
-        Err(_) => Err(Error::Source(format!(
-            "IMAP: no greeting within {}s",
-            t.as_secs()
-        ))),
+        Ok(Err(e)) => Err(Error::imap_io(format!("IMAP greeting: {e}"), e)),
+        Err(_) => Err(Error::imap(
+            format!("IMAP: no greeting within {}s", t.as_secs()),
+            Retry::Transient,
+        )),
     }
 }
 
-fn flag_name(f: &async_imap::types::Flag<'_>) -> String {
+/// A flag as stored with the record; `None` for `\Recent`, which says only that this session
+/// is the first to see the message (RFC 3501), not something about the record.
+fn flag_name(f: &async_imap::types::Flag<'_>) -> Option<String> {
     use async_imap::types::Flag;
-    match f {
+    Some(match f {
         Flag::Seen => "\\Seen".into(),
         Flag::Answered => "\\Answered".into(),
         Flag::Flagged => "\\Flagged".into(),
         Flag::Deleted => "\\Deleted".into(),
         Flag::Draft => "\\Draft".into(),
-        Flag::Recent => "\\Recent".into(),
+        Flag::Recent => return None,
         Flag::MayCreate => "\\*".into(),
         Flag::Custom(c) => c.to_string(),
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_is_not_a_flag_of_the_record() {
+        use async_imap::types::Flag;
+        assert_eq!(flag_name(&Flag::Recent), None);
+        assert_eq!(flag_name(&Flag::Seen).as_deref(), Some("\\Seen"));
+        assert_eq!(
+            flag_name(&Flag::Custom("$Label1".into())).as_deref(),
+            Some("$Label1")
+        );
+    }
 
     fn caps(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_owned()).collect()

@@ -1,35 +1,42 @@
-//! The `MailboxArchive` reconciler: where a custom resource turns into a pipeline run.
+//! The `MailboxArchive` reconciler: where a custom resource turns into a run.
 //!
-//! `[ MailboxArchive ] -> Secrets + RetentionPolicy -> ImapSource -> Archiver -> status + Event`
+//! `[ MailboxArchive ] -> plan (pure, plan.rs) -> status + Event | start a run task (runs.rs)`
+//! `run task: Secrets + RetentionPolicy -> run::archive_mailbox -> status + Event -> re-trigger`
 //!
-//! Resume state lives in the bucket (cursor, log), never only in status: deleting and
-//! re-creating the resource resumes from the bucket.
+//! The reconcile itself is short: it reads the policy, asks [`plan`] what to do and does it. A
+//! due run is started as a task in the [`super::runs::RunRegistry`] (never twice for one
+//! archive) and the reconcile returns; the task writes the run's status and its end triggers
+//! the next reconcile. Resume state lives in the bucket (cursor, log), never only in status:
+//! deleting and re-creating the resource resumes from the bucket.
 
-use super::schedule::{Decision, History, Schedule};
+use super::plan::{Plan, PolicyState, history, plan, until_from};
+use super::schedule::{Decision, Schedule};
 use super::secrets::{SIGNING_KEY_KEY, Secrets};
 use super::status::{apply_status, set_condition};
 use super::{Context, publish};
 use crate::crd::{
-    FolderStatus, ImapTls, LastSync, LogStatus, MailboxArchive, MailboxArchiveStatus,
-    RetentionPolicy, RunResult, Totals,
+    FolderStatus, LastSync, LogStatus, MailboxArchive, MailboxArchiveStatus, RetentionPolicy,
+    RunResult, Totals,
 };
-use crate::pipeline::{Archiver, LogHead, RetentionChoice, RunSummary};
-use crate::source::imap::{CaBundle, Credentials, ImapConfig, ImapSource, TlsMode};
+use crate::run::{ImapServer, MailboxRun, RunFailure, RunOutcome, archive_mailbox};
+use crate::source::imap::sync::FolderFilter;
+use crate::source::imap::{CaBundle, Credentials};
 use crate::store::s3::{S3Config, S3Store};
-use crate::sync::{Cursor, FolderFilter, FolderReport, sync_mailbox};
-use crate::{Error, Result};
+use crate::writer::RetentionChoice;
+use crate::{Error, Reason, Result};
 use jiff::Timestamp;
 use kube::ResourceExt as _;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The longest a reconciler sleeps before it looks again (schedules are recomputed on wake-up,
-/// so a far slot costs nothing but this).
-const MAX_REQUEUE: Duration = Duration::from_hours(1);
+/// While a run is in flight the reconcile waits for its end (which re-triggers it); this is
+/// only the safety net.
+const WHILE_RUNNING: Duration = Duration::from_mins(5);
 
 /// The log origin (and signing key name) of an archive whose key mailvault generates.
 pub fn origin(namespace: &str, name: &str) -> String {
@@ -46,63 +53,27 @@ pub fn store_prefix(prefix: &str, namespace: &str, name: &str) -> String {
     }
 }
 
-/// What a finished run found.
-struct RunOutcome {
-    summary: RunSummary,
-    reports: Vec<FolderReport>,
-    cursor: Cursor,
-    log: LogHead,
-    public_key: String,
-}
-
-/// Reconciles one `MailboxArchive`.
+/// Reconciles one `MailboxArchive`: gathers what [`plan`] needs, then carries the plan out.
 #[allow(clippy::needless_pass_by_value)] // kube-runtime hands reconcilers owned Arcs
 pub async fn reconcile(archive: Arc<MailboxArchive>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics.reconciled("MailboxArchive");
     let namespace = archive
         .namespace()
         .ok_or_else(|| Error::Spec("MailboxArchive without a namespace".into()))?;
     let api: Api<MailboxArchive> = Api::namespaced(ctx.client.clone(), &namespace);
-    let generation = archive.metadata.generation;
+    let uid = archive.metadata.uid.clone().unwrap_or_default();
+    let policies: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A failure to ask is transient (the error policy retries it), never a problem with the
+    // spec.
+    let policy = policies
+        .get_opt(&archive.spec.retention_policy_ref.name)
+        .await?;
+    let policy_state = PolicyState::of(policy.as_ref());
     let old = archive.status.clone().unwrap_or_default();
-    let mut status = old.clone();
-    status.observed_generation = generation;
-
-    // What the schema could not check.
-    let schedule = match archive
-        .spec
-        .validate()
-        .map_err(|p| p.join("; "))
-        .and_then(|()| Schedule::parse(&archive.spec.schedule, &archive.spec.time_zone))
-    {
-        Ok(s) => s,
-        Err(problem) => {
-            return refuse(&ctx, &api, &archive, status, "InvalidSpec", &problem, None).await;
-        }
-    };
-    let policy = match check_policy(&ctx, &namespace, &archive).await? {
-        Ok(p) => p,
-        Err((reason, message)) => {
-            let retry = Some(Duration::from_mins(1));
-            return refuse(&ctx, &api, &archive, status, reason, &message, retry).await;
-        }
-    };
-
-    if archive.spec.suspend {
-        set_condition(
-            &mut status.conditions,
-            "Suspended",
-            true,
-            "Suspended",
-            "spec.suspend is true: no run starts until it is false",
-            generation,
-        );
-        status.next_sync = None;
-        write_if_changed(&api, &archive, &old, &status).await?;
-        return Ok(Action::await_change());
-    }
     let now = Timestamp::now();
-    if matches!(schedule.decide(history(&status), now), Decision::Run { .. }) {
+    let running = ctx.runs.is_running(&uid);
+    let mut decided = plan(&archive.spec, &old, &policy_state, running, now);
+    let mut status = old.clone();
+    if let Plan::Run { .. } = decided {
         // The object handed in comes from the watch cache, which may not have seen the status
         // the previous run wrote yet (another watch, e.g. a policy edit, can trigger this
         // reconcile first). Decide a run on what the apiserver holds, never on a stale copy:
@@ -112,59 +83,113 @@ pub async fn reconcile(archive: Arc<MailboxArchive>, ctx: Arc<Context>) -> Resul
             return Ok(Action::await_change());
         }
         if let Some(fresh_status) = fresh.status {
-            status = MailboxArchiveStatus {
-                observed_generation: generation,
-                ..fresh_status
-            };
+            status = fresh_status;
+            decided = plan(&archive.spec, &status, &policy_state, running, now);
         }
     }
-    set_condition(
-        &mut status.conditions,
-        "Suspended",
-        false,
-        "Scheduled",
-        "runs on its schedule",
-        generation,
-    );
-    let decision = schedule.decide(history(&status), now);
-    match decision {
-        Decision::Wait { until } => {
+    execute(&ctx, &api, &archive, policy, decided, status, now).await
+}
+
+/// Carries out a plan.
+async fn execute(
+    ctx: &Arc<Context>,
+    api: &Api<MailboxArchive>,
+    archive: &Arc<MailboxArchive>,
+    policy: Option<RetentionPolicy>,
+    decided: Plan,
+    mut status: MailboxArchiveStatus,
+    now: Timestamp,
+) -> Result<Action> {
+    let generation = archive.metadata.generation;
+    let old = archive.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    match decided {
+        Plan::Refuse {
+            reason,
+            message,
+            retry,
+        } => refuse(ctx, api, archive, status, reason, &message, retry).await,
+        Plan::Suspended => {
+            set_condition(
+                &mut status.conditions,
+                "Suspended",
+                true,
+                Reason::Suspended,
+                "spec.suspend is true: no run starts until it is false",
+                generation,
+            );
+            status.next_sync = None;
+            write_if_changed(api, archive, &old, &status).await?;
+            Ok(Action::await_change())
+        }
+        Plan::Running => Ok(Action::requeue(WHILE_RUNNING)),
+        Plan::Wait { until } => {
+            scheduled(&mut status, generation);
             status.next_sync = Some(until.to_string());
             conditions_from_last_run(&mut status, generation);
-            write_if_changed(&api, &archive, &old, &status).await?;
+            write_if_changed(api, archive, &old, &status).await?;
             Ok(Action::requeue(until_from(now, until)))
         }
-        Decision::Run { slot } => {
-            status.last_schedule_time = Some(slot.to_string());
-            run_and_record(&ctx, &namespace, &archive, &policy, &mut status).await;
-            let wake = match schedule.decide(history(&status), Timestamp::now()) {
-                Decision::Wait { until } => {
-                    status.next_sync = Some(until.to_string());
-                    until_from(Timestamp::now(), until)
-                }
-                Decision::Run { .. } => Duration::from_secs(1),
+        Plan::Run { slot } => {
+            let Some(policy) = policy else {
+                // plan() refuses a missing policy; nothing to run with.
+                return Ok(Action::requeue(Duration::from_secs(1)));
             };
-            apply_status(&api, &*archive, &status).await?;
-            Ok(Action::requeue(wake))
+            scheduled(&mut status, generation);
+            status.last_schedule_time = Some(slot.to_string());
+            let uid = archive.metadata.uid.clone().unwrap_or_default();
+            let task_ctx = ctx.clone();
+            let task_api = api.clone();
+            let task_archive = archive.clone();
+            let run = async move {
+                Box::pin(run_and_record(
+                    &task_ctx,
+                    &task_api,
+                    &task_archive,
+                    &policy,
+                    status,
+                ))
+                .await;
+            };
+            ctx.runs.start(
+                &uid,
+                ObjectRef::from_obj(&**archive),
+                ctx.run_ended.clone(),
+                run,
+            );
+            Ok(Action::requeue(WHILE_RUNNING))
         }
     }
 }
 
-/// Runs the pipeline once (waiting for a run slot first) and records the outcome in `status`,
-/// metrics and an Event.
+/// `Suspended=False`: the archive runs on its schedule.
+fn scheduled(status: &mut MailboxArchiveStatus, generation: Option<i64>) {
+    set_condition(
+        &mut status.conditions,
+        "Suspended",
+        false,
+        Reason::Scheduled,
+        "runs on its schedule",
+        generation,
+    );
+}
+
+/// The body of a run task: waits for a run slot, runs, and records the outcome in the status
+/// (with the next sync), metrics and an Event.
 async fn run_and_record(
     ctx: &Context,
-    namespace: &str,
+    api: &Api<MailboxArchive>,
     archive: &MailboxArchive,
     policy: &RetentionPolicy,
-    status: &mut MailboxArchiveStatus,
+    mut status: MailboxArchiveStatus,
 ) {
+    let namespace = archive.namespace().unwrap_or_default();
     let start = Timestamp::now();
     publish(
         ctx,
         archive,
         EventType::Normal,
-        "SyncStarted",
+        Reason::SyncStarted,
         &format!(
             "archiving {} into {}",
             archive.spec.imap.username,
@@ -178,7 +203,7 @@ async fn run_and_record(
     ctx.metrics.runs_waiting.dec();
     ctx.metrics.runs_in_progress.inc();
     let clock = Instant::now();
-    let result = run_once(ctx, namespace, archive, policy).await;
+    let result = run_once(ctx, &namespace, archive, policy).await;
     drop(permit);
     ctx.metrics.runs_in_progress.dec();
     ctx.metrics
@@ -186,8 +211,22 @@ async fn run_and_record(
         .observe(clock.elapsed().as_secs_f64());
     let end = Timestamp::now();
     match result {
-        Ok(outcome) => succeeded(ctx, archive, status, &outcome, start, end).await,
-        Err(failure) => failed(ctx, archive, status, &failure, start, end).await,
+        Ok((outcome, public_key)) => {
+            succeeded(ctx, archive, &mut status, &outcome, &public_key, start, end).await;
+        }
+        Err(failure) => failed(ctx, archive, &mut status, &failure, start, end).await,
+    }
+    if let Ok(schedule) = Schedule::parse(&archive.spec.schedule, &archive.spec.time_zone)
+        && let Decision::Wait { until } = schedule.decide(history(&status), Timestamp::now())
+    {
+        status.next_sync = Some(until.to_string());
+    }
+    // The run's end triggers the next reconcile (runs.rs); a status that cannot be written
+    // now is written by it, from a run that is then due again (the slot is not recorded).
+    if let Err(e) = apply_status(api, archive, &status).await {
+        tracing::warn!(archive = %archive.name_any(), namespace = %namespace, error = %e,
+            "cannot write the status of a finished run");
+        ctx.metrics.error(e.reason());
     }
 }
 
@@ -197,17 +236,20 @@ fn conditions_from_last_run(status: &mut MailboxArchiveStatus, generation: Optio
     let (ready, reason, message) = match &status.last_sync {
         None => (
             false,
-            "NotYetSynced".to_owned(),
+            Reason::NotYetSynced,
             "waiting for the first run".to_owned(),
         ),
         Some(last) if last.result == RunResult::Succeeded => (
             true,
-            "Synced".to_owned(),
+            Reason::Synced,
             format!("the last run succeeded at {}", last.end),
         ),
         Some(last) => (
             false,
-            last.reason.clone().unwrap_or_else(|| "RunFailed".into()),
+            last.reason
+                .as_deref()
+                .and_then(Reason::parse)
+                .unwrap_or(Reason::RunFailed),
             format!(
                 "run failed: {}",
                 last.message.as_deref().unwrap_or("no reason recorded")
@@ -220,35 +262,21 @@ fn conditions_from_last_run(status: &mut MailboxArchiveStatus, generation: Optio
         ("Degraded", if ready { "False" } else { "True" }),
     ] {
         match status.conditions.iter_mut().find(|c| c.type_ == type_) {
-            Some(c) if c.status == want && (c.reason == reason || type_ == "Degraded" && ready) => {
+            Some(c)
+                if c.status == want
+                    && (c.reason == reason.as_str() || type_ == "Degraded" && ready) =>
+            {
                 c.observed_generation = generation;
             }
             _ => set_condition(
                 &mut status.conditions,
                 type_,
                 want == "True",
-                &reason,
+                reason,
                 &message,
                 generation,
             ),
         }
-    }
-}
-
-fn until_from(now: Timestamp, until: Timestamp) -> Duration {
-    let d = until.duration_since(now);
-    Duration::try_from(d)
-        .unwrap_or(Duration::ZERO)
-        .saturating_add(Duration::from_secs(1))
-        .min(MAX_REQUEUE)
-}
-
-fn history(status: &MailboxArchiveStatus) -> History {
-    let parse = |s: &Option<String>| s.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
-    History {
-        last_slot: parse(&status.last_schedule_time),
-        last_end: parse(&status.last_sync.as_ref().map(|s| s.end.clone())),
-        failures: status.consecutive_failures,
     }
 }
 
@@ -272,7 +300,7 @@ async fn refuse(
     api: &Api<MailboxArchive>,
     archive: &MailboxArchive,
     mut status: MailboxArchiveStatus,
-    reason: &str,
+    reason: Reason,
     message: &str,
     retry: Option<Duration>,
 ) -> Result<Action> {
@@ -291,7 +319,7 @@ async fn refuse(
 /// `Ready=False` and `Degraded=True`, both saying why.
 fn needs_a_person(
     status: &mut MailboxArchiveStatus,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
 ) {
@@ -319,58 +347,14 @@ async fn write_if_changed(
     Ok(())
 }
 
-/// The policy the archive names: `Ok(Ok(policy))` if it exists and is valid, `Ok(Err((reason,
-/// message)))` if the user has something to fix, `Err` if the apiserver could not be asked (a
-/// transient failure: retried by the error policy, never shown as a problem with the spec).
-async fn check_policy(
-    ctx: &Context,
-    namespace: &str,
-    archive: &MailboxArchive,
-) -> Result<std::result::Result<RetentionPolicy, (&'static str, String)>> {
-    let name = &archive.spec.retention_policy_ref.name;
-    let policies: Api<RetentionPolicy> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(match policies.get_opt(name).await? {
-        Some(p) => match p.spec.validate() {
-            Ok(()) => Ok(p),
-            Err(problems) => Err((
-                "RetentionPolicyInvalid",
-                format!(
-                    "RetentionPolicy {namespace}/{name} is invalid: {}",
-                    problems.join("; ")
-                ),
-            )),
-        },
-        None => Err((
-            "RetentionPolicyNotFound",
-            format!(
-                "RetentionPolicy {namespace}/{name} does not exist: no record can be archived without a retention schedule"
-            ),
-        )),
-    })
-}
-
-/// A failed run, with what it archived before it failed (kept, logged and checkpointed).
-struct RunFailure {
-    error: Error,
-    partial: RunSummary,
-}
-
-impl From<Error> for RunFailure {
-    fn from(error: Error) -> Self {
-        Self {
-            error,
-            partial: RunSummary::default(),
-        }
-    }
-}
-
 /// One run: read the Secrets, connect, archive every new message, checkpoint.
+/// Returns the outcome and the archive's public verifier key.
 async fn run_once(
     ctx: &Context,
     namespace: &str,
     archive: &MailboxArchive,
     policy: &RetentionPolicy,
-) -> std::result::Result<RunOutcome, RunFailure> {
+) -> std::result::Result<(RunOutcome, String), RunFailure> {
     let spec = &archive.spec;
     let name = archive.name_any();
     let secrets = Secrets::new(ctx.client.clone(), namespace);
@@ -402,7 +386,6 @@ async fn run_once(
             .await?
     };
     let public_key = signer.verifier_key();
-    let origin = signer.name().to_owned();
     let default = &policy.spec.default_rule;
     let retention = RetentionChoice {
         series: default.record_series.clone(),
@@ -417,61 +400,25 @@ async fn run_once(
         access_key_id,
         secret_access_key,
     });
-    let config = ImapConfig {
-        host: spec.imap.host.clone(),
-        port: spec.imap.effective_port(),
-        tls: match spec.imap.tls {
-            ImapTls::Required => TlsMode::Required,
-            ImapTls::StartTls => TlsMode::StartTls,
-            ImapTls::Disabled => TlsMode::Disabled,
-        },
+    let imap = ImapServer::new(spec.imap.host.clone(), spec.imap.port, spec.imap.tls).config(
+        spec.imap.username.clone(),
+        Credentials::Password(password),
         ca,
-        insecure_plaintext: spec.imap.insecure_plaintext,
-        username: spec.imap.username.clone(),
-        credentials: Credentials::Password(password),
-        timeout: ctx.imap_timeout,
+        spec.imap.insecure_plaintext,
+        ctx.imap_timeout,
+    );
+    let run = MailboxRun {
+        imap,
+        folders: FolderFilter {
+            include: spec.imap.include.clone(),
+            exclude: spec.imap.exclude.clone(),
+        },
+        signer,
+        retention,
+        spool: ctx.spool.clone(),
     };
-    // The store first: a bucket without Object Lock is refused before the mailbox is touched.
-    let mut archiver = Archiver::open(&store, &origin, signer, retention, crate::unix_now())
-        .await?
-        .with_spool(ctx.spool.clone());
-    let filter = FolderFilter {
-        include: spec.imap.include.clone(),
-        exclude: spec.imap.exclude.clone(),
-    };
-    let synced = match ImapSource::connect(&config).await {
-        Ok(mut source) => sync_mailbox(
-            &mut source,
-            &mut archiver,
-            &store,
-            &filter,
-            crate::unix_now,
-            &mut |_, _, _| {},
-        )
-        .await
-        .map(|reports| (source, reports)),
-        Err(e) => Err(e),
-    };
-    // Whatever was stored before a failure is logged and checkpointed now (not adopted by a
-    // later run), and the run marker says the run ended.
-    let finished = archiver.finish().await;
-    let partial = archiver.summary().clone();
-    let (source, reports) = synced.map_err(|error| RunFailure {
-        error,
-        partial: partial.clone(),
-    })?;
-    finished.map_err(|error| RunFailure { error, partial })?;
-    // The run is complete; a failed LOGOUT changes nothing in the archive.
-    if let Err(e) = source.logout().await {
-        tracing::debug!(archive = %name, error = %e, "IMAP logout failed after a complete run");
-    }
-    Ok(RunOutcome {
-        summary: archiver.summary().clone(),
-        reports,
-        cursor: Cursor::load(&store).await?,
-        log: archiver.log_head(),
-        public_key,
-    })
+    let outcome = archive_mailbox(&store, run, &mut |_| {}).await?;
+    Ok((outcome, public_key))
 }
 
 async fn succeeded(
@@ -479,6 +426,7 @@ async fn succeeded(
     archive: &MailboxArchive,
     status: &mut MailboxArchiveStatus,
     outcome: &RunOutcome,
+    public_key: &str,
     start: Timestamp,
     end: Timestamp,
 ) {
@@ -491,6 +439,7 @@ async fn succeeded(
         .filter(|r| r.uid_validity_reset)
         .map(|r| r.folder.as_str())
         .collect();
+    let warning = glob_warning(&outcome.unmatched_includes);
     status.last_sync = Some(LastSync {
         start: start.to_string(),
         end: end.to_string(),
@@ -499,7 +448,7 @@ async fn succeeded(
         capture_gaps: gaps,
         result: RunResult::Succeeded,
         reason: None,
-        message: None,
+        message: warning.as_ref().map(|w| format!("warning: {w}")),
     });
     status.consecutive_failures = 0;
     status.totals = Some(Totals {
@@ -521,7 +470,7 @@ async fn succeeded(
         root_hash: outcome.log.root_hash.clone(),
         checkpoint: outcome.log.checkpoint.clone(),
     });
-    status.public_key = Some(outcome.public_key.clone());
+    status.public_key = Some(public_key.to_owned());
     let mut message = format!(
         "archived {} new messages ({} bytes) in {} folders; the archive holds {} records, log size {}",
         s.archived + s.adopted,
@@ -543,10 +492,13 @@ async fn succeeded(
             resets.join(", ")
         );
     }
+    if let Some(w) = &warning {
+        let _ = write!(message, "; warning: {w}");
+    }
     for (type_, value, reason) in [
-        ("Ready", true, "Synced"),
-        ("Synced", true, "RunSucceeded"),
-        ("Degraded", false, "RunSucceeded"),
+        ("Ready", true, Reason::Synced),
+        ("Synced", true, Reason::RunSucceeded),
+        ("Degraded", false, Reason::RunSucceeded),
     ] {
         set_condition(
             &mut status.conditions,
@@ -563,7 +515,28 @@ async fn succeeded(
     tracing::info!(archive = %archive.name_any(), namespace = %archive.namespace().unwrap_or_default(),
         archived = s.archived + s.adopted, bytes = s.original_bytes, records = outcome.log.records,
         "run succeeded");
-    publish(ctx, archive, EventType::Normal, "Synced", &message).await;
+    publish(ctx, archive, EventType::Normal, Reason::Synced, &message).await;
+    if let Some(w) = &warning {
+        publish(
+            ctx,
+            archive,
+            EventType::Warning,
+            Reason::FolderGlobMatchedNothing,
+            w,
+        )
+        .await;
+    }
+}
+
+/// The warning for include globs that matched no folder, if any did not.
+fn glob_warning(unmatched: &[String]) -> Option<String> {
+    (!unmatched.is_empty()).then(|| {
+        let globs: Vec<String> = unmatched.iter().map(|g| format!("{g:?}")).collect();
+        format!(
+            "spec.imap.include {} matched no folder of the mailbox",
+            globs.join(", ")
+        )
+    })
 }
 
 async fn failed(
@@ -595,7 +568,7 @@ async fn failed(
         bytes: saved.original_bytes,
         capture_gaps: 0,
         result: RunResult::Failed,
-        reason: Some(reason.to_owned()),
+        reason: Some(reason.as_str().to_owned()),
         message: Some(error.to_string()),
     });
     status.consecutive_failures = status.consecutive_failures.saturating_add(1);
@@ -610,7 +583,7 @@ async fn failed(
     );
     ctx.metrics.run_finished("failed");
     ctx.metrics.error(reason);
-    tracing::warn!(archive = %archive.name_any(), namespace = %archive.namespace().unwrap_or_default(), reason,
+    tracing::warn!(archive = %archive.name_any(), namespace = %archive.namespace().unwrap_or_default(), reason = %reason,
         error = %error, "run failed");
     publish(ctx, archive, EventType::Warning, reason, &message).await;
 }
@@ -627,35 +600,5 @@ mod tests {
             "records/police/chief"
         );
         assert_eq!(origin("police", "chief"), "mailvault.io/police/chief");
-    }
-
-    #[test]
-    fn history_reads_the_status() {
-        let status = MailboxArchiveStatus {
-            last_schedule_time: Some("2026-11-28T02:00:00Z".into()),
-            last_sync: Some(LastSync {
-                start: "2026-11-28T02:00:00Z".into(),
-                end: "2026-11-28T02:03:00Z".into(),
-                messages: 1,
-                bytes: 1,
-                capture_gaps: 0,
-                result: RunResult::Failed,
-                reason: Some("AuthenticationFailed".into()),
-                message: None,
-            }),
-            consecutive_failures: 2,
-            ..Default::default()
-        };
-        let h = history(&status);
-        assert_eq!(h.failures, 2);
-        assert_eq!(h.last_end, Some("2026-11-28T02:03:00Z".parse().unwrap()));
-    }
-
-    #[test]
-    fn requeue_is_capped() {
-        let now: Timestamp = "2026-11-28T00:00:00Z".parse().unwrap();
-        let far: Timestamp = "2027-11-28T00:00:00Z".parse().unwrap();
-        assert_eq!(until_from(now, far), MAX_REQUEUE);
-        assert_eq!(until_from(far, now), Duration::from_secs(1));
     }
 }

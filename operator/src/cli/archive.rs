@@ -1,0 +1,254 @@
+//! `mailvault archive`: flags in, [`mailvault::run`] called, a summary printed.
+
+use super::StoreArgs;
+use clap::Args;
+use mailvault::core::note::NoteSigner;
+use mailvault::core::retention::Period;
+use mailvault::run::{
+    ImapLocation, ImapServer, MailboxRun, RunEvent, RunFailure, archive_local, archive_mailbox,
+};
+use mailvault::source::imap::sync::FolderFilter;
+use mailvault::source::imap::{CaBundle, Credentials, ImapConfig, TlsMode};
+use mailvault::spool::Spool;
+use mailvault::store::AnyStore;
+use mailvault::writer::{RetentionChoice, RunSummary};
+use mailvault::{Error, Result};
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Flags of `mailvault archive`.
+#[derive(Args)]
+pub struct ArchiveArgs {
+    /// Source: imap://USER@HOST[:PORT], mbox:FILE, maildir:DIR or eml:DIR.
+    #[arg(long)]
+    from: String,
+    /// Store: file:DIR or s3://bucket/prefix.
+    #[arg(long)]
+    to: String,
+    /// Signing key written by `mailvault keygen`; its name is the log's origin.
+    #[arg(long)]
+    key: PathBuf,
+    /// Record series of the archived messages (a citation of the retention schedule item).
+    #[arg(long, default_value = "unclassified")]
+    series: String,
+    /// Retention period, ISO 8601 (P3Y, P18M, P30D) or Permanent, counted from archiving.
+    #[arg(long, default_value = "Permanent")]
+    retain: String,
+    /// Directory where messages larger than 4 MiB are spooled while they are fetched and
+    /// compressed (default: the system's temporary directory).
+    #[arg(long, env = "MAILVAULT_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    imap: ImapArgs,
+}
+
+/// How to read an IMAP source.
+#[derive(Args, Clone, Default)]
+pub struct ImapArgs {
+    /// IMAP: file holding the password (default: $MAILVAULT_IMAP_PASSWORD). Never a flag
+    /// value, which would show in `ps`.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// IMAP: file holding an OAuth2 bearer token, for AUTHENTICATE XOAUTH2.
+    #[arg(long)]
+    oauth2_token_file: Option<PathBuf>,
+    /// IMAP: CA bundle (PEM) to trust instead of the public web roots.
+    #[arg(long)]
+    imap_ca: Option<PathBuf>,
+    /// IMAP: TLS from the first byte (default; port 993 unless the URL names one), STARTTLS,
+    /// or none (loopback only, unless --insecure-plaintext; port 143 unless named). The same
+    /// rule as a MailboxArchive's spec.imap.tls and port.
+    #[arg(long, value_enum)]
+    imap_tls: Option<TlsMode>,
+    /// IMAP: allow a connection without TLS to a host that is not loopback.
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// Folders to archive (globs, repeatable; default: every folder, Trash and Junk too).
+    #[arg(long)]
+    include: Vec<String>,
+    /// Folders to leave out (globs, repeatable).
+    #[arg(long)]
+    exclude: Vec<String>,
+}
+
+/// Runs `mailvault archive`.
+pub async fn run(args: ArchiveArgs) -> Result<ExitCode> {
+    let spool = Spool::new(args.spool_dir.clone().unwrap_or_else(std::env::temp_dir));
+    let store = args.store.open(&args.to)?;
+    let period: Period = args
+        .retain
+        .parse()
+        .map_err(|e: mailvault::core::retention::PeriodParseError| Error::Usage(e.to_string()))?;
+    let signer = mailvault::signing_key::read_signer_key(&args.key)?;
+    let retention = RetentionChoice {
+        series: args.series.clone(),
+        period,
+    };
+    let terminal = std::io::stderr().is_terminal();
+    if args.from.starts_with("imap://") {
+        return Box::pin(archive_imap(&args, &store, signer, retention, spool)).await;
+    }
+    let from = args.from.clone();
+    let mut events = |event: RunEvent<'_>| {
+        if let RunEvent::Opened { store } = event {
+            eprintln!("archiving {from} into {}", store.description);
+        }
+    };
+    let mut progress = |n: usize, total: Option<usize>| {
+        if terminal && (n % 50 == 1 || Some(n) == total) {
+            match total {
+                Some(total) => eprint!("\r{n}/{total}"),
+                None => eprint!("\r{n}"),
+            }
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let summary = archive_local(
+        &store,
+        &args.from,
+        signer,
+        retention,
+        spool,
+        &mut events,
+        &mut progress,
+    )
+    .await?;
+    if terminal {
+        eprintln!();
+    }
+    print_summary(&summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mailvault archive --from imap://…`: one run of [`archive_mailbox`], its folders and summary
+/// printed.
+async fn archive_imap(
+    args: &ArchiveArgs,
+    store: &AnyStore,
+    signer: NoteSigner,
+    retention: RetentionChoice,
+    spool: Spool,
+) -> Result<ExitCode> {
+    let terminal = std::io::stderr().is_terminal();
+    let imap = imap_config(&args.from, &args.imap)?;
+    let who = format!("{}@{}", imap.username, imap.host);
+    let run = MailboxRun {
+        imap,
+        folders: FolderFilter {
+            include: args.imap.include.clone(),
+            exclude: args.imap.exclude.clone(),
+        },
+        signer,
+        retention,
+        spool,
+    };
+    let mut events = |event: RunEvent<'_>| match event {
+        RunEvent::Opened { store } => {
+            eprintln!("archiving {who} into {}", store.description);
+        }
+        RunEvent::Fetched {
+            folder,
+            fetched,
+            exists,
+        } => {
+            if terminal && (fetched.is_multiple_of(50) || fetched == u64::from(exists)) {
+                eprint!("\r{folder}: {fetched}/{exists}   ");
+                let _ = std::io::stderr().flush();
+            }
+        }
+    };
+    let outcome = archive_mailbox(store, run, &mut events).await;
+    if terminal {
+        eprintln!();
+    }
+    let outcome = outcome.map_err(|RunFailure { error, partial }| {
+        if partial.archived + partial.adopted > 0 {
+            eprintln!(
+                "mailvault: {} records archived before the failure are kept and logged",
+                partial.archived + partial.adopted
+            );
+        }
+        error
+    })?;
+    for r in &outcome.reports {
+        let mut notes = Vec::new();
+        if r.unchanged {
+            notes.push("unchanged".to_owned());
+        }
+        if r.uid_validity_reset {
+            notes.push("UIDVALIDITY changed: re-read in full".to_owned());
+        }
+        if r.capture_gaps > 0 {
+            notes.push(format!(
+                "{} message(s) expunged before they could be captured",
+                r.capture_gaps
+            ));
+        }
+        println!(
+            "  {:<30} {:>7} fetched  {}",
+            r.folder,
+            r.fetched,
+            notes.join("; ")
+        );
+    }
+    print_summary(&outcome.summary);
+    for glob in &outcome.unmatched_includes {
+        println!("warning: --include {glob:?} matched no folder of the mailbox");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(s: &RunSummary) {
+    println!(
+        "archived {} new records ({} already archived, {} recovered from an interrupted run); {} bytes of mail stored as {} bytes",
+        s.archived, s.skipped, s.adopted, s.original_bytes, s.stored_bytes
+    );
+    // For sizing a pod's memory: what this run needed at its peak.
+    if let Some(peak) = mailvault::peak_memory_bytes() {
+        println!("peak memory (RSS): {} MiB", peak.div_ceil(1024 * 1024));
+    }
+}
+
+/// An `imap://` location and the IMAP flags as a connection configuration.
+fn imap_config(location: &str, args: &ImapArgs) -> Result<ImapConfig> {
+    let location = ImapLocation::parse(location)?;
+    let read_secret = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+            .map_err(|source| Error::Io {
+                path: p.display().to_string(),
+                source,
+            })
+    };
+    let credentials = match (&args.oauth2_token_file, &args.password_file) {
+        (Some(t), _) => Credentials::OAuth2Token(read_secret(t)?),
+        (None, Some(p)) => Credentials::Password(read_secret(p)?),
+        (None, None) => {
+            Credentials::Password(std::env::var("MAILVAULT_IMAP_PASSWORD").map_err(|_| {
+                Error::Usage(
+                    "IMAP password: pass --password-file or set MAILVAULT_IMAP_PASSWORD".into(),
+                )
+            })?)
+        }
+    };
+    let ca = args
+        .imap_ca
+        .as_deref()
+        .map(CaBundle::from_file)
+        .transpose()?;
+    Ok(ImapServer::new(
+        location.host,
+        location.port,
+        args.imap_tls.unwrap_or_default(),
+    )
+    .config(
+        location.username,
+        credentials,
+        ca,
+        args.insecure_plaintext,
+        std::time::Duration::from_mins(1),
+    ))
+}

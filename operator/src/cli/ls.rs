@@ -1,0 +1,36 @@
+//! `mailvault ls`: the records of an archive, from its log.
+
+use super::{StoreArgs, open_log, read_public_key};
+use clap::Args;
+use mailvault::reader::write_listing;
+use mailvault::{Error, Result};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Flags of `mailvault ls`.
+#[derive(Args)]
+pub struct LsArgs {
+    /// Store: file:DIR or s3://bucket/prefix.
+    store_location: String,
+    /// The archive's public verifier key.
+    #[arg(long)]
+    public_key: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Runs `mailvault ls`. A reader that stops early (`| head`) ends the listing quietly.
+pub async fn run(args: LsArgs) -> Result<ExitCode> {
+    let key = read_public_key(&args.public_key)?;
+    let log = open_log(&args.store.open(&args.store_location)?, &key).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match write_listing(&log, &mut out).and_then(|()| out.flush()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(source) => Err(Error::Io {
+            path: "standard output".into(),
+            source,
+        }),
+    }
+}

@@ -1,0 +1,86 @@
+//! `mailvault operator`: logging set up, identity and lease chosen, then
+//! [`mailvault::operator::run`].
+
+use clap::Args;
+use mailvault::Result;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+
+/// Flags of `mailvault operator`.
+#[derive(Args)]
+pub struct OperatorArgs {
+    /// Watch only this namespace (default: every namespace).
+    #[arg(long, env = "MAILVAULT_NAMESPACE")]
+    namespace: Option<String>,
+    /// Directory where messages larger than 4 MiB are spooled during a run (default: the
+    /// system's temporary directory; in a pod, an emptyDir).
+    #[arg(long, env = "MAILVAULT_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Archive runs at once; further due runs wait (mailvault_runs_waiting).
+    #[arg(long, default_value_t = 4)]
+    concurrent_runs: usize,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
+    /// Name of the coordination Lease replicas compete for.
+    #[arg(long, default_value = "mailvault-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (default: --namespace, else $POD_NAMESPACE, else default).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// Seconds a lease lasts without renewal: a killed leader is replaced after at most this.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// This replica's identity in the Lease and in Events (default: $POD_NAME, else
+    /// hostname-pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a shutdown waits for runs in flight before abandoning them.
+    #[arg(long, default_value_t = 25)]
+    shutdown_grace: u64,
+}
+
+/// Runs `mailvault operator` until SIGTERM or SIGINT.
+pub async fn run(args: OperatorArgs) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,aws=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let installed = if args.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    if let Err(e) = installed {
+        eprintln!("mailvault: logging not set up: {e}");
+    }
+    let instance = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "mailvault".into(), |h| h.trim().to_owned());
+        format!("{host}-{}", std::process::id())
+    });
+    let lease_namespace = args
+        .lease_namespace
+        .or_else(|| args.namespace.clone())
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+    mailvault::operator::run(mailvault::operator::OperatorConfig {
+        settings: mailvault::controller::Settings {
+            namespace: args.namespace,
+            concurrent_runs: args.concurrent_runs,
+            instance,
+            spool_dir: args.spool_dir.unwrap_or_else(std::env::temp_dir),
+        },
+        lease_name: args.lease_name,
+        lease_namespace,
+        lease_duration: args.lease_duration.max(3),
+        listen: args.listen,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
+    })
+    .await
+}

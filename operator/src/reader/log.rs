@@ -1,0 +1,195 @@
+//! The log of one archive, read back from its store and checked against its newest signed
+//! checkpoint.
+//!
+//! `log/ bundles -> RecordLog (chain re-checked) + checkpoints/<newest> -> StoredLog`
+
+use crate::store::Store;
+use crate::{Error, Result};
+use futures::{StreamExt as _, TryStreamExt as _};
+use mailvault_core::checkpoint::{Checkpoint, SignedHead};
+use mailvault_core::entry::{Entry, EntryBody, RecordId};
+use mailvault_core::layout::{
+    CHECKPOINTS_PREFIX, LOG_PREFIX, checkpoint_key, parse_checkpoint_key,
+};
+use mailvault_core::log::RecordLog;
+use mailvault_core::note::NoteVerifier;
+use mailvault_core::verify::LogListing;
+use std::collections::{HashMap, HashSet};
+
+/// The log of an archive as read from its store.
+#[derive(Debug)]
+pub struct StoredLog {
+    origin: String,
+    /// The record log, rebuilt and chain-checked (the writer appends to it).
+    pub records: RecordLog,
+    /// The newest checkpoint signed by the archive's key and consistent with the log.
+    pub head: Option<SignedHead>,
+    /// The note of that checkpoint.
+    pub head_note: Option<String>,
+    /// Ids of every ingested record.
+    pub ingested: HashSet<RecordId>,
+    /// Decoded entries, in order (empty unless loaded with `keep_entries`).
+    pub entries: Vec<Entry>,
+    /// Per record: the positions in `entries` of its ingest entry and of its newest entry, so
+    /// a lookup costs the same for the millionth record as for the first.
+    positions: HashMap<String, Positions>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Positions {
+    ingest: Option<usize>,
+    latest: usize,
+}
+
+/// Reads an object that a listing named.
+pub(crate) async fn fetch<S: Store>(store: &S, key: &str) -> Result<Vec<u8>> {
+    store
+        .get(key, None)
+        .await?
+        .map(|o| o.bytes)
+        .ok_or_else(|| Error::Store {
+            message: format!("{key} was listed but cannot be read"),
+            // A listing can run ahead of a read on an eventually consistent server.
+            retry: crate::Retry::Transient,
+            source: None,
+        })
+}
+
+impl StoredLog {
+    /// Reads the log of the archive `origin` from `store`, checking it against checkpoints
+    /// signed by `key`. Refuses a log that does not match its newest checkpoint: writing on
+    /// top of it would hide the damage (run `mailvault verify` to see what is wrong).
+    /// `keep_entries: false` keeps only the ids of ingested records (what a writer needs),
+    /// not every decoded entry (what prove, export and ls need).
+    pub async fn load<S: Store>(
+        store: &S,
+        origin: &str,
+        key: &NoteVerifier,
+        keep_entries: bool,
+    ) -> Result<Self> {
+        let mut keys = store.list_keys(LOG_PREFIX).await?;
+        keys.extend(store.list_keys(CHECKPOINTS_PREFIX).await?);
+        let listing = LogListing::from_keys(keys.iter().map(String::as_str));
+        // Owned keys: a stream of futures borrowing `&String` is not provably `Send` (the
+        // operator runs this on a multi-threaded runtime).
+        let keys: Vec<String> = listing
+            .bundles
+            .values()
+            .filter_map(|g| g.full.as_ref().or(g.partials.last().map(|(_, k)| k)))
+            .cloned()
+            .collect();
+        // Several reads at once: a large log is hundreds of bundles.
+        let bundles: Vec<Vec<u8>> = futures::stream::iter(keys)
+            .map(|k| async move { fetch(store, &k).await })
+            .buffered(8)
+            .try_collect()
+            .await?;
+        let mut log = Self::from_bundles(origin, &bundles, keep_entries)?;
+        let newest = listing
+            .checkpoints
+            .iter()
+            .filter_map(|k| parse_checkpoint_key(k))
+            .max();
+        let (head, head_note) = match newest {
+            None => (None, None),
+            Some(size) => {
+                let note = fetch(store, &checkpoint_key(size)).await?;
+                let cp = Checkpoint::open(&note, std::slice::from_ref(key), Some(origin))
+                    .map_err(|e| damaged(&e))?;
+                if log.records.tree().root_at(cp.size) != Some(cp.root) {
+                    return Err(damaged(&format!(
+                        "checkpoint {} does not match the stored entries",
+                        cp.size
+                    )));
+                }
+                (
+                    Some(SignedHead {
+                        size: cp.size,
+                        root: cp.root,
+                    }),
+                    Some(String::from_utf8_lossy(&note).into_owned()),
+                )
+            }
+        };
+        log.head = head;
+        log.head_note = head_note;
+        Ok(log)
+    }
+
+    /// The log held in `bundles` (in index order), chain-checked, without a checkpoint.
+    pub fn from_bundles(origin: &str, bundles: &[Vec<u8>], keep_entries: bool) -> Result<Self> {
+        let records =
+            RecordLog::resume(bundles.iter().map(Vec::as_slice)).map_err(|e| damaged(&e))?;
+        let mut entries = Vec::new();
+        let mut ingested = HashSet::new();
+        for b in bundles {
+            for bytes in mailvault_core::bundle::decode_bundle(b).map_err(|e| damaged(&e))? {
+                let entry = Entry::decode(bytes).map_err(|e| damaged(&e))?;
+                if matches!(entry.body, EntryBody::Ingest { .. }) {
+                    ingested.insert(entry.record.clone());
+                }
+                if keep_entries {
+                    entries.push(entry);
+                }
+            }
+        }
+        Ok(Self::indexed(origin, records, ingested, entries))
+    }
+
+    /// A log of decoded `entries`, without their chain (for tests of what reads entries).
+    #[cfg(test)]
+    pub(crate) fn from_entries(origin: &str, entries: Vec<Entry>) -> Self {
+        Self::indexed(origin, RecordLog::new(), HashSet::new(), entries)
+    }
+
+    fn indexed(
+        origin: &str,
+        records: RecordLog,
+        ingested: HashSet<RecordId>,
+        entries: Vec<Entry>,
+    ) -> Self {
+        let mut positions: HashMap<String, Positions> = HashMap::new();
+        for (at, entry) in entries.iter().enumerate() {
+            let p = positions
+                .entry(entry.record.as_str().to_owned())
+                .or_insert(Positions {
+                    ingest: None,
+                    latest: at,
+                });
+            p.latest = at;
+            if p.ingest.is_none() && matches!(entry.body, EntryBody::Ingest { .. }) {
+                p.ingest = Some(at);
+            }
+        }
+        Self {
+            origin: origin.to_owned(),
+            records,
+            head: None,
+            head_note: None,
+            ingested,
+            entries,
+            positions,
+        }
+    }
+
+    /// The log's origin.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The ingest entry of a record.
+    pub fn ingest_of(&self, id: &str) -> Option<&Entry> {
+        self.entries.get(self.positions.get(id)?.ingest?)
+    }
+
+    /// The newest entry of a record (its tombstone, if destroyed).
+    pub fn latest_of(&self, id: &str) -> Option<&Entry> {
+        self.entries.get(self.positions.get(id)?.latest)
+    }
+}
+
+fn damaged(e: &dyn std::fmt::Display) -> Error {
+    Error::Conflict(format!(
+        "the log in the store is damaged ({e}); run `mailvault verify` for a full report"
+    ))
+}
