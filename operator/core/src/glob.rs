@@ -1,10 +1,13 @@
 //! Folder-name globs: `*` matches any run of characters (including the hierarchy separator),
-//! `?` one character; everything else matches itself. Case-sensitive, except that `INBOX` is
+//! `?` one character (a Unicode scalar value, so `Entw?rfe` matches `Entwürfe`); everything
+//! else matches itself. Case-sensitive, except that `INBOX` is
 //! matched case-insensitively as IMAP defines it.
 
 /// Whether `name` matches `pattern`.
 pub fn matches(pattern: &str, name: &str) -> bool {
-    wild(canonical(pattern).as_bytes(), canonical(name).as_bytes())
+    let p: Vec<char> = canonical(pattern).chars().collect();
+    let n: Vec<char> = canonical(name).chars().collect();
+    wild(&p, &n)
 }
 
 fn canonical(s: &str) -> &str {
@@ -17,16 +20,16 @@ fn canonical(s: &str) -> &str {
 
 /// Iterative wildcard match with single-star backtracking: O(len(p) * len(n)) at worst, no
 /// recursion, so a hostile pattern cannot blow the stack.
-fn wild(p: &[u8], n: &[u8]) -> bool {
+fn wild(p: &[char], n: &[char]) -> bool {
     let (mut pi, mut ni) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ni < n.len() {
         match p.get(pi) {
-            Some(b'*') => {
+            Some('*') => {
                 star = Some((pi, ni));
                 pi += 1;
             }
-            Some(&c) if c == b'?' || c == n[ni] => {
+            Some(&c) if c == '?' || c == n[ni] => {
                 pi += 1;
                 ni += 1;
             }
@@ -40,7 +43,7 @@ fn wild(p: &[u8], n: &[u8]) -> bool {
             },
         }
     }
-    p[pi..].iter().all(|&c| c == b'*')
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// Whether a folder is selected: it matches an include pattern (or there are none) and no
@@ -65,6 +68,8 @@ mod tests {
         assert!(matches("*a*b*c", "xxaxxbxxc"));
         assert!(!matches("*a*b*c", "xxaxxbxx"));
         assert!(matches("", ""));
+        assert!(matches("Entw?rfe", "Entwürfe"));
+        assert!(!matches("Entw??rfe", "Entwürfe"));
         assert!(!matches("", "x"));
     }
 

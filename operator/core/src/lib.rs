@@ -1,4 +1,4 @@
-//! mailvault's pure core: the record log and its verification.
+//! mailvault's pure core: the record log, its verification, and the retention rules.
 //!
 //! `[ entry ] -chain-> [ entry ] ... -> Merkle tree -> signed checkpoint`
 //!
@@ -19,6 +19,7 @@ pub mod note;
 pub mod proof;
 pub mod record;
 pub mod retention;
+pub mod rules;
 pub mod time;
 pub mod verify;
 
