@@ -10,6 +10,7 @@ pub mod archive;
 pub mod controller;
 pub mod crd;
 pub mod keys;
+pub mod lifecycle;
 pub mod metrics;
 pub mod operator;
 pub mod pipeline;

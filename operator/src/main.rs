@@ -10,8 +10,9 @@ use mailvault::core::entry::EntryBody;
 use mailvault::core::note::NoteVerifier;
 use mailvault::core::proof::ProofBundle;
 use mailvault::core::retention::Period;
+use mailvault::core::rules::RetentionSchedule;
 use mailvault::core::verify::Trust;
-use mailvault::pipeline::{Archiver, RetentionChoice};
+use mailvault::pipeline::Archiver;
 use mailvault::source::imap::{CaBundle, Credentials, ImapConfig, ImapSource, TlsMode};
 use mailvault::source::local::{self, LocalSource};
 use mailvault::spool::Spool;
@@ -153,12 +154,18 @@ enum Command {
         /// Signing key written by `mailvault keygen`; its name is the log's origin.
         #[arg(long)]
         key: PathBuf,
-        /// Record series of the archived messages (a citation of the retention schedule item).
+        /// Record series of the archived messages (a citation of the retention schedule item),
+        /// when there is no --policy.
         #[arg(long, default_value = "unclassified")]
         series: String,
-        /// Retention period, ISO 8601 (P3Y, P18M, P30D) or Permanent, counted from archiving.
+        /// Retention period, ISO 8601 (P3Y, P18M, P30D) or Permanent, counted from archiving,
+        /// when there is no --policy.
         #[arg(long, default_value = "Permanent")]
         retain: String,
+        /// A RetentionPolicy YAML document (the resource the operator reads): each message
+        /// takes the first rule that matches it, else the default rule.
+        #[arg(long, conflicts_with_all = ["series", "retain"])]
+        policy: Option<PathBuf>,
         /// Directory where messages larger than 4 MiB are spooled while they are fetched and
         /// compressed (default: the system's temporary directory).
         #[arg(long, env = "MAILVAULT_SPOOL_DIR")]
@@ -279,13 +286,15 @@ async fn run(command: Command) -> Result<ExitCode> {
             key,
             series,
             retain,
+            policy,
             spool_dir,
             store,
             imap,
         } => {
+            let retention = retention_schedule(policy.as_deref(), series, &retain)?;
             let spool = Spool::new(spool_dir.unwrap_or_else(std::env::temp_dir));
             let store = store.open(&to)?;
-            archive_command(&from, &store, &key, series, &retain, &imap, spool).await
+            archive_command(&from, &store, &key, retention, &imap, spool).await
         }
         Command::Verify {
             store_location,
@@ -408,21 +417,36 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// The schedule of an archive run: a RetentionPolicy file, or one rule made of
+/// `--series/--retain` counted from archiving.
+fn retention_schedule(
+    policy: Option<&Path>,
+    series: String,
+    retain: &str,
+) -> Result<RetentionSchedule> {
+    if let Some(path) = policy {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        return mailvault::lifecycle::policy_from_yaml(&text);
+    }
+    let period: Period = retain
+        .parse()
+        .map_err(|e: mailvault::core::retention::PeriodParseError| Error::Usage(e.to_string()))?;
+    RetentionSchedule::single(series, period).map_err(|e| Error::Usage(format!("--series: {e}")))
+}
+
 async fn archive_command(
     from: &str,
     store: &AnyStore,
     key: &Path,
-    series: String,
-    retain: &str,
+    retention: RetentionSchedule,
     imap: &ImapArgs,
     spool: Spool,
 ) -> Result<ExitCode> {
-    let period: Period = retain
-        .parse()
-        .map_err(|e: mailvault::core::retention::PeriodParseError| Error::Usage(e.to_string()))?;
     let signer = mailvault::keys::read_signer_key(key)?;
     let origin = signer.name().to_owned();
-    let retention = RetentionChoice { series, period };
     if let Some(rest) = from.strip_prefix("imap://") {
         let config = imap_config(rest, imap)?;
         let mut source = ImapSource::connect(&config).await?;
@@ -493,7 +517,7 @@ async fn archive_local(
     store: &AnyStore,
     origin: &str,
     signer: mailvault::core::note::NoteSigner,
-    retention: RetentionChoice,
+    retention: RetentionSchedule,
     spool: Spool,
 ) -> Result<ExitCode> {
     let LocalSource {
@@ -542,6 +566,10 @@ fn print_summary(s: &mailvault::pipeline::RunSummary) {
     println!(
         "archived {} new records ({} already archived, {} recovered from an interrupted run); {} bytes of mail stored as {} bytes",
         s.archived, s.skipped, s.adopted, s.original_bytes, s.stored_bytes
+    );
+    println!(
+        "{} archived with unparseable headers (stored byte for byte under the default rule)",
+        s.unparseable
     );
     // For sizing a pod's memory: what this run needed at its peak.
     if let Some(peak) = mailvault::peak_memory_bytes() {

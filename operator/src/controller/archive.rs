@@ -13,7 +13,7 @@ use crate::crd::{
     FolderStatus, ImapTls, LastSync, LogStatus, MailboxArchive, MailboxArchiveStatus,
     RetentionPolicy, RunResult, Totals,
 };
-use crate::pipeline::{Archiver, LogHead, RetentionChoice, RunSummary};
+use crate::pipeline::{Archiver, LogHead, RunSummary};
 use crate::source::imap::{CaBundle, Credentials, ImapConfig, ImapSource, TlsMode};
 use crate::store::s3::{S3Config, S3Store};
 use crate::sync::{Cursor, FolderFilter, FolderReport, sync_mailbox};
@@ -403,11 +403,10 @@ async fn run_once(
     };
     let public_key = signer.verifier_key();
     let origin = signer.name().to_owned();
-    let default = &policy.spec.default_rule;
-    let retention = RetentionChoice {
-        series: default.record_series.clone(),
-        period: crate::crd::parse_retain(&default.retain).map_err(Error::Spec)?,
-    };
+    let retention = policy
+        .spec
+        .schedule()
+        .map_err(|problems| Error::Spec(problems.join("; ")))?;
     let store = S3Store::new(&S3Config {
         bucket: spec.storage.bucket.clone(),
         prefix: store_prefix(&spec.storage.prefix, namespace, &name),
@@ -534,6 +533,13 @@ async fn succeeded(
         let _ = write!(
             message,
             "; {gaps} messages were expunged before they could be captured"
+        );
+    }
+    if s.unparseable > 0 {
+        let _ = write!(
+            message,
+            "; {} had unparseable headers and took the default rule",
+            s.unparseable
         );
     }
     if !resets.is_empty() {
