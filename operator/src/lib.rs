@@ -12,6 +12,7 @@
 pub mod controller;
 pub mod crd;
 mod error;
+pub mod lifecycle;
 pub mod metrics;
 pub mod operator;
 pub mod reader;

@@ -12,9 +12,10 @@ use crate::source::imap::{CaBundle, Credentials, ImapConfig, ImapSource, TlsMode
 use crate::source::local::{self, LocalSource};
 use crate::spool::Spool;
 use crate::store::{Store, StoreInfo};
-use crate::writer::{LogHead, RecordWriter, RetentionChoice, RunSummary};
+use crate::writer::{LogHead, RecordWriter, RunSummary};
 use crate::{Error, Result};
 use mailvault_core::note::NoteSigner;
+use mailvault_core::rules::RetentionSchedule;
 use std::time::Duration;
 
 /// A mailbox location as users write it: `imap://USER@HOST[:PORT]`. Parsed with the `url`
@@ -124,8 +125,8 @@ pub struct MailboxRun {
     pub folders: FolderFilter,
     /// The checkpoint signing key; its name is the log's origin.
     pub signer: NoteSigner,
-    /// Record series and retention period of every record of the run.
-    pub retention: RetentionChoice,
+    /// The retention rules each record of the run is classified by.
+    pub retention: RetentionSchedule,
     /// Where large messages go while they are fetched and compressed.
     pub spool: Spool,
 }
@@ -248,7 +249,7 @@ pub async fn archive_mailbox<S: Store>(
 async fn open_writer<'s, S: Store>(
     store: &'s S,
     signer: NoteSigner,
-    retention: RetentionChoice,
+    retention: RetentionSchedule,
     spool: Spool,
     events: RunEvents<'_>,
 ) -> Result<RecordWriter<'s, S>> {
@@ -268,7 +269,7 @@ pub async fn archive_local<S: Store>(
     store: &S,
     from: &str,
     signer: NoteSigner,
-    retention: RetentionChoice,
+    retention: RetentionSchedule,
     spool: Spool,
     events: RunEvents<'_>,
     progress: &mut (dyn FnMut(usize, Option<usize>) + Send),

@@ -1,4 +1,5 @@
-//! mailvault's pure core: the record log, its verification, and the records lifecycle.
+//! mailvault's pure core: the record log, its verification, the retention rules and the records
+//! lifecycle.
 //!
 //! `[ entry ] -chain-> [ entry ] ... -> Merkle tree -> signed checkpoint`
 //!
@@ -22,6 +23,7 @@ pub mod note;
 pub mod proof;
 pub mod record;
 pub mod retention;
+pub mod rules;
 pub mod time;
 pub mod verify;
 

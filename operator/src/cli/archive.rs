@@ -4,6 +4,7 @@ use super::StoreArgs;
 use clap::Args;
 use mailvault::core::note::NoteSigner;
 use mailvault::core::retention::Period;
+use mailvault::core::rules::RetentionSchedule;
 use mailvault::run::{
     ImapLocation, ImapServer, MailboxRun, RunEvent, RunFailure, archive_local, archive_mailbox,
 };
@@ -11,7 +12,7 @@ use mailvault::source::imap::sync::FolderFilter;
 use mailvault::source::imap::{CaBundle, Credentials, ImapConfig, TlsMode};
 use mailvault::spool::Spool;
 use mailvault::store::AnyStore;
-use mailvault::writer::{RetentionChoice, RunSummary};
+use mailvault::writer::RunSummary;
 use mailvault::{Error, Result};
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -29,12 +30,18 @@ pub struct ArchiveArgs {
     /// Signing key written by `mailvault keygen`; its name is the log's origin.
     #[arg(long)]
     key: PathBuf,
-    /// Record series of the archived messages (a citation of the retention schedule item).
+    /// Record series of the archived messages (a citation of the retention schedule item),
+    /// when there is no --policy.
     #[arg(long, default_value = "unclassified")]
     series: String,
-    /// Retention period, ISO 8601 (P3Y, P18M, P30D) or Permanent, counted from archiving.
+    /// Retention period, ISO 8601 (P3Y, P18M, P30D) or Permanent, counted from archiving,
+    /// when there is no --policy.
     #[arg(long, default_value = "Permanent")]
     retain: String,
+    /// A RetentionPolicy YAML document (the resource the operator reads): each message
+    /// takes the first rule that matches it, else the default rule.
+    #[arg(long, conflicts_with_all = ["series", "retain"])]
+    policy: Option<PathBuf>,
     /// Directory where messages larger than 4 MiB are spooled while they are fetched and
     /// compressed (default: the system's temporary directory).
     #[arg(long, env = "MAILVAULT_SPOOL_DIR")]
@@ -74,19 +81,33 @@ pub struct ImapArgs {
     exclude: Vec<String>,
 }
 
+/// The schedule of an archive run: a RetentionPolicy file, or one rule made of
+/// `--series/--retain` counted from archiving.
+fn retention_schedule(
+    policy: Option<&Path>,
+    series: &str,
+    retain: &str,
+) -> Result<RetentionSchedule> {
+    if let Some(path) = policy {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        return mailvault::lifecycle::policy_from_yaml(&text);
+    }
+    let period: Period = retain
+        .parse()
+        .map_err(|e: mailvault::core::retention::PeriodParseError| Error::Usage(e.to_string()))?;
+    RetentionSchedule::single(series.to_owned(), period)
+        .map_err(|e| Error::Usage(format!("--series: {e}")))
+}
+
 /// Runs `mailvault archive`.
 pub async fn run(args: ArchiveArgs) -> Result<ExitCode> {
     let spool = Spool::new(args.spool_dir.clone().unwrap_or_else(std::env::temp_dir));
     let store = args.store.open(&args.to)?;
-    let period: Period = args
-        .retain
-        .parse()
-        .map_err(|e: mailvault::core::retention::PeriodParseError| Error::Usage(e.to_string()))?;
+    let retention = retention_schedule(args.policy.as_deref(), &args.series, &args.retain)?;
     let signer = mailvault::signing_key::read_signer_key(&args.key)?;
-    let retention = RetentionChoice {
-        series: args.series.clone(),
-        period,
-    };
     let terminal = std::io::stderr().is_terminal();
     if args.from.starts_with("imap://") {
         return Box::pin(archive_imap(&args, &store, signer, retention, spool)).await;
@@ -129,7 +150,7 @@ async fn archive_imap(
     args: &ArchiveArgs,
     store: &AnyStore,
     signer: NoteSigner,
-    retention: RetentionChoice,
+    retention: RetentionSchedule,
     spool: Spool,
 ) -> Result<ExitCode> {
     let terminal = std::io::stderr().is_terminal();
@@ -205,6 +226,10 @@ fn print_summary(s: &RunSummary) {
     println!(
         "archived {} new records ({} already archived, {} recovered from an interrupted run); {} bytes of mail stored as {} bytes",
         s.archived, s.skipped, s.adopted, s.original_bytes, s.stored_bytes
+    );
+    println!(
+        "{} archived with unparseable headers (stored byte for byte under the default rule)",
+        s.unparseable
     );
     // For sizing a pod's memory: what this run needed at its peak.
     if let Some(peak) = mailvault::peak_memory_bytes() {

@@ -22,7 +22,6 @@ use crate::run::{ImapServer, MailboxRun, RunFailure, RunOutcome, archive_mailbox
 use crate::source::imap::sync::FolderFilter;
 use crate::source::imap::{CaBundle, Credentials};
 use crate::store::s3::{S3Config, S3Store};
-use crate::writer::RetentionChoice;
 use crate::{Error, Reason, Result};
 use jiff::Timestamp;
 use kube::ResourceExt as _;
@@ -386,11 +385,10 @@ async fn run_once(
             .await?
     };
     let public_key = signer.verifier_key();
-    let default = &policy.spec.default_rule;
-    let retention = RetentionChoice {
-        series: default.record_series.clone(),
-        period: crate::crd::parse_retain(&default.retain).map_err(Error::Spec)?,
-    };
+    let retention = policy
+        .spec
+        .schedule()
+        .map_err(|problems| Error::Spec(problems.join("; ")))?;
     let store = S3Store::new(&S3Config {
         bucket: spec.storage.bucket.clone(),
         prefix: store_prefix(&spec.storage.prefix, namespace, &name),
@@ -419,6 +417,48 @@ async fn run_once(
     };
     let outcome = archive_mailbox(&store, run, &mut |_| {}).await?;
     Ok((outcome, public_key))
+}
+
+/// The words a successful run reports in its condition and Event.
+fn success_message(
+    outcome: &RunOutcome,
+    gaps: u64,
+    resets: &[&str],
+    warning: Option<&str>,
+) -> String {
+    let s = &outcome.summary;
+    let mut message = format!(
+        "archived {} new messages ({} bytes) in {} folders; the archive holds {} records, log size {}",
+        s.archived + s.adopted,
+        s.original_bytes,
+        outcome.reports.len(),
+        outcome.log.records,
+        outcome.log.size
+    );
+    if gaps > 0 {
+        let _ = write!(
+            message,
+            "; {gaps} messages were expunged before they could be captured"
+        );
+    }
+    if s.unparseable > 0 {
+        let _ = write!(
+            message,
+            "; {} had unparseable headers and took the default rule",
+            s.unparseable
+        );
+    }
+    if !resets.is_empty() {
+        let _ = write!(
+            message,
+            "; UIDVALIDITY changed in {}: re-read in full, duplicates skipped by content",
+            resets.join(", ")
+        );
+    }
+    if let Some(w) = warning {
+        let _ = write!(message, "; warning: {w}");
+    }
+    message
 }
 
 async fn succeeded(
@@ -471,30 +511,7 @@ async fn succeeded(
         checkpoint: outcome.log.checkpoint.clone(),
     });
     status.public_key = Some(public_key.to_owned());
-    let mut message = format!(
-        "archived {} new messages ({} bytes) in {} folders; the archive holds {} records, log size {}",
-        s.archived + s.adopted,
-        s.original_bytes,
-        outcome.reports.len(),
-        outcome.log.records,
-        outcome.log.size
-    );
-    if gaps > 0 {
-        let _ = write!(
-            message,
-            "; {gaps} messages were expunged before they could be captured"
-        );
-    }
-    if !resets.is_empty() {
-        let _ = write!(
-            message,
-            "; UIDVALIDITY changed in {}: re-read in full, duplicates skipped by content",
-            resets.join(", ")
-        );
-    }
-    if let Some(w) = &warning {
-        let _ = write!(message, "; warning: {w}");
-    }
+    let message = success_message(outcome, gaps, &resets, warning.as_deref());
     for (type_, value, reason) in [
         ("Ready", true, Reason::Synced),
         ("Synced", true, Reason::RunSucceeded),

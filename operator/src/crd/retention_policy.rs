@@ -5,6 +5,7 @@ use super::matcher::RecordMatch;
 use super::{CRON_PATTERN, RETAIN_PATTERN};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
+use mailvault_core::rules::{self, RetentionSchedule};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -137,21 +138,14 @@ pub struct RetentionPolicyStatus {
 }
 
 impl RetentionPolicySpec {
-    /// What the schema cannot check: regexes compile, periods parse, the destruction schedule
-    /// and its time zone are real. Every problem, one line each.
+    /// What the schema cannot check: the policy converts to a schedule ([`Self::schedule`]:
+    /// regexes compile, periods parse, addresses are addresses), the destruction schedule and
+    /// its time zone are real. Every problem, one line each.
     pub fn validate(&self) -> Result<(), Vec<String>> {
-        let mut problems = Vec::new();
-        for rule in &self.rules {
-            if let Err(e) = rule.matcher.validate() {
-                problems.push(format!("rule {}: {e}", rule.name));
-            }
-            if let Err(e) = super::parse_retain(&rule.outcome.retain) {
-                problems.push(format!("rule {}: {e}", rule.name));
-            }
-        }
-        if let Err(e) = super::parse_retain(&self.default_rule.retain) {
-            problems.push(format!("defaultRule: {e}"));
-        }
+        let mut problems = match self.schedule() {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems,
+        };
         if let Some(d) = &self.destruction {
             if let Err(e) = super::parse_cron(&d.schedule) {
                 problems.push(format!("destruction.schedule: {e}"));
@@ -165,5 +159,79 @@ impl RetentionPolicySpec {
         } else {
             Err(problems)
         }
+    }
+}
+
+/// Rule names as the schema spells them (checked here too, for a policy read from a file).
+fn rule_name_ok(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.first() != Some(&b'-')
+        && b.last() != Some(&b'-')
+}
+
+impl RuleOutcome {
+    /// The core's outcome for this one.
+    pub fn to_outcome(&self) -> Result<rules::Outcome, String> {
+        let series = &self.record_series;
+        if series.is_empty()
+            || series.len() > 200
+            || !series.bytes().all(|b| (b' '..=b'~').contains(&b))
+        {
+            return Err(format!(
+                "recordSeries {:?} is not 1-200 printable ASCII characters",
+                series.chars().take(220).collect::<String>()
+            ));
+        }
+        let period = super::parse_retain(&self.retain)?;
+        let from = match self.from {
+            RetentionStart::MessageDate => rules::RetentionStart::MessageDate,
+            RetentionStart::ArchivedAt => rules::RetentionStart::ArchivedAt,
+            RetentionStart::EndOfCalendarYear => rules::RetentionStart::EndOfCalendarYear,
+        };
+        let disposition = match self.disposition {
+            Disposition::Destroy => rules::Disposition::Destroy,
+            Disposition::Review => rules::Disposition::Review,
+            Disposition::Permanent => rules::Disposition::Permanent,
+        };
+        rules::Outcome::new(series.clone(), period, from, disposition).map_err(|e| e.to_string())
+    }
+}
+
+impl RetentionPolicySpec {
+    /// The core's schedule: rules in order, then the default. Every problem, one line each.
+    pub fn schedule(&self) -> Result<RetentionSchedule, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut rules = Vec::new();
+        for rule in &self.rules {
+            if !rule_name_ok(&rule.name) {
+                problems.push(format!(
+                    "rule {:?}: a name is 1-63 lowercase letters, digits and '-', not starting or ending with '-'",
+                    rule.name.chars().take(80).collect::<String>()
+                ));
+                continue;
+            }
+            let built = rule
+                .matcher
+                .to_matcher()
+                .and_then(|m| Ok((m, rule.outcome.to_outcome()?)))
+                .and_then(|(m, o)| {
+                    rules::Rule::new(rule.name.clone(), m, o).map_err(|e| e.to_string())
+                });
+            match built {
+                Ok(r) => rules.push(r),
+                Err(e) => problems.push(format!("rule {}: {e}", rule.name)),
+            }
+        }
+        let default = self
+            .default_rule
+            .to_outcome()
+            .map_err(|e| problems.push(format!("defaultRule: {e}")));
+        if let (true, Ok(default)) = (problems.is_empty(), default) {
+            return RetentionSchedule::new(rules, default).map_err(|e| vec![e.to_string()]);
+        }
+        Err(problems)
     }
 }

@@ -22,20 +22,12 @@ use mailvault_core::layout::{
 use mailvault_core::note::NoteSigner;
 use mailvault_core::record::{SALT_LEN, commitment_from_digest};
 use mailvault_core::retention::Period;
+use mailvault_core::rules::RetentionSchedule;
 use mailvault_core::{Hash, UnixTime};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::source::SourceMessage;
-
-/// How long records are kept, until retention policies land: one series and one period for
-/// every record of a run, counted from the time of archiving.
-#[derive(Debug, Clone)]
-pub struct RetentionChoice {
-    /// Record series (citation of the schedule item).
-    pub series: String,
-    /// Retention period.
-    pub period: Period,
-}
 
 /// zstd level: 3 is zstd's default, a good speed/ratio balance for mail.
 const ZSTD_LEVEL: i32 = 3;
@@ -67,6 +59,28 @@ pub const CHECKPOINT_EVERY: usize = 500;
 /// Object Lock needs a date; a permanent record is locked this many years ahead (and extended
 /// by later runs before it lapses).
 const PERMANENT_LOCK_YEARS: u32 = 100;
+/// A record whose retention had already ended when it was archived (an old message under a
+/// `MessageDate` rule) is logged with its true retain-until, but S3 refuses a lock date in the
+/// past: it is locked this long (beyond any clock skew the store accepts).
+const MIN_LOCK_AHEAD_SECS: i64 = 3600;
+
+/// The Object Lock date of a record kept until `retain_until`, archived at `now`.
+fn lock_until(retain_until: RetainUntil, now: UnixTime) -> UnixTime {
+    let until = match retain_until {
+        RetainUntil::Until(t) => t,
+        RetainUntil::Permanent => match (Period::Span {
+            years: PERMANENT_LOCK_YEARS,
+            months: 0,
+            days: 0,
+        })
+        .retain_until(now)
+        {
+            RetainUntil::Until(t) => t,
+            RetainUntil::Permanent => now,
+        },
+    };
+    until.max(UnixTime(now.0 + MIN_LOCK_AHEAD_SECS))
+}
 
 /// The outcome of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +105,8 @@ struct Stored {
     original_size: u64,
     memory_cost: u64,
     body: EntryBody,
+    /// Its headers could not be parsed (it took the default rule).
+    unparseable: bool,
 }
 
 /// One record's compression and PUT, running as its own task so that stores proceed on every
@@ -192,6 +208,9 @@ pub struct RunSummary {
     pub original_bytes: u64,
     /// Stored (compressed) bytes.
     pub stored_bytes: u64,
+    /// Archived messages whose headers could not be parsed: stored byte for byte under the
+    /// policy's default rule.
+    pub unparseable: u64,
 }
 
 /// The signed head of an archive's log.
@@ -223,7 +242,7 @@ pub struct RecordWriter<'s, S: Store> {
     log: StoredLog,
     signer: CheckpointSigner,
     archived: HashSet<RecordId>,
-    retention: RetentionChoice,
+    retention: Arc<RetentionSchedule>,
     since_checkpoint: usize,
     summary: RunSummary,
     in_flight: futures::stream::FuturesOrdered<StoreTask>,
@@ -239,7 +258,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         store: &'s S,
         origin: &str,
         key: NoteSigner,
-        retention: RetentionChoice,
+        retention: RetentionSchedule,
         now: UnixTime,
     ) -> Result<Self> {
         let info = store.preflight().await?;
@@ -252,7 +271,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             archived: std::mem::take(&mut log.ingested),
             log,
             signer,
-            retention,
+            retention: Arc::new(retention),
             since_checkpoint: 0,
             summary: RunSummary::default(),
             in_flight: futures::stream::FuturesOrdered::new(),
@@ -368,23 +387,9 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         self.archived.insert(id.clone());
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).map_err(Error::Random)?;
-        let retain_until = self.retention.period.retain_until(now);
-        let lock_until = match retain_until {
-            RetainUntil::Until(t) => t,
-            RetainUntil::Permanent => match (Period::Span {
-                years: PERMANENT_LOCK_YEARS,
-                months: 0,
-                days: 0,
-            })
-            .retain_until(now)
-            {
-                RetainUntil::Until(t) => t,
-                RetainUntil::Permanent => now,
-            },
-        };
         let original_size = msg.body.len();
         let memory_cost = msg.body.memory_cost();
-        let series = self.retention.series.clone();
+        let schedule = self.retention.clone();
         let store = self.store.clone();
         let spool = self.spool.clone();
         let compression = self.compression.clone();
@@ -398,12 +403,21 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                 flags,
                 location,
             } = msg;
+            // The record's rule, series and retain-until, from its headers (a bounded prefix).
+            let crate::lifecycle::Classified {
+                classification,
+                unparseable,
+            } = crate::lifecycle::classify_body(schedule, &body, &folder, internal_date, now)
+                .await?;
+            let retain_until = classification.retain_until;
+            let lock_until = lock_until(retain_until, now);
+            let series = classification.series.clone();
             let original_commitment = commitment_from_digest(&salt, &content_sha256);
             // Compression and the stored hash are CPU work (and file I/O for a spooled
             // message): off the async threads. The original body is dropped (a spool file
             // deleted) as soon as it is compressed.
             let (stored, stored_sha256) = compression.run(spool, body, content_sha256).await?;
-            let sidecar = Sidecar {
+            let mut sidecar = Sidecar {
                 series: series.clone(),
                 retain_until,
                 commitment: original_commitment,
@@ -416,6 +430,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                 original_size,
             }
             .to_map();
+            sidecar.extend(crate::lifecycle::sidecar_fields(&classification));
             let stored_size = stored.len();
             let object_key = record_key(id.as_str());
             let object_version = store
@@ -442,6 +457,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     stored_size,
                     original_commitment,
                 },
+                unparseable,
             })
         };
         self.in_flight_bytes += memory_cost;
@@ -476,6 +492,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             .records
             .append(stored.logged_at, stored.id, stored.body)?;
         self.summary.archived += 1;
+        self.summary.unparseable += u64::from(stored.unparseable);
         self.summary.original_bytes += stored.original_size;
         self.since_checkpoint += 1;
         Ok(())
@@ -541,11 +558,8 @@ mod tests {
         NoteSigner::new(ORIGIN, &[4; 32]).unwrap()
     }
 
-    fn retention() -> RetentionChoice {
-        RetentionChoice {
-            series: "MO-GS-003".into(),
-            period: "P1Y".parse().unwrap(),
-        }
+    fn retention() -> RetentionSchedule {
+        RetentionSchedule::single("MO-GS-003", "P1Y".parse().unwrap()).unwrap()
     }
 
     /// Stores a record the way an interrupted run leaves it: PUT, never logged.
