@@ -1,7 +1,7 @@
 //! Store locations as users write them: `file:DIR` or `s3://bucket/prefix`.
 
 use crate::store::fs::FsStore;
-use crate::store::s3::{S3Config, S3Store};
+use crate::store::s3::{S3Config, S3Credentials, S3Store};
 use crate::store::{ObjectDigest, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
 use crate::{Error, Result};
 use mailvault_core::verify::StoredVersion;
@@ -64,9 +64,12 @@ pub fn open_store(location: &str, s3: &S3Options) -> Result<AnyStore> {
             region,
             endpoint: s3.endpoint.clone(),
             path_style: s3.path_style,
-            access_key_id,
-            secret_access_key,
-        })));
+            credentials: S3Credentials::Static {
+                access_key_id,
+                secret_access_key,
+            },
+            insecure_http: false,
+        })?));
     }
     Err(Error::Usage(format!(
         "{location:?} is not a store: use file:DIR or s3://bucket/prefix"
