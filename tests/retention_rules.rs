@@ -525,8 +525,9 @@ async fn from_the_operator_the_same_records_land_identically() {
         ),
     ] {
         use base64::Engine as _;
+        // Each Secret opts in for the archive that uses it (docs/guide-platform.md).
         let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": name},
+            "metadata": {"name": name, "annotations": {"mailvault.io/allowed-archives": "clerk"}},
             "data": data.iter().map(|(k, v)| ((*k).to_owned(),
                 serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(v))))
                 .collect::<serde_json::Map<_, _>>()
