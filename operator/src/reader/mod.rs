@@ -331,13 +331,20 @@ async fn open_version<S: Store>(
         }
         Err(e) => return Err(e),
     };
-    if let Some(digest) = digest {
-        version.sha256 = Some(digest.sha256);
-        version.opened = Some(Box::new(Opened {
-            sidecar: sidecar_fields(&digest.sidecar),
-            original_sha256: original.finish(),
-        }));
-    }
+    version.opened = Some(Box::new(match digest {
+        Some(digest) => {
+            version.sha256 = Some(digest.sha256);
+            Opened {
+                sidecar: sidecar_fields(&digest.sidecar),
+                original_sha256: original.finish(),
+            }
+        }
+        // Listed but not readable: nothing can be exported from it, whatever the reason.
+        None => Opened {
+            sidecar: Err("the version was listed but cannot be read".into()),
+            original_sha256: Err("not read".into()),
+        },
+    }));
     Ok((key, version))
 }
 

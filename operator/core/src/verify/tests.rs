@@ -1249,7 +1249,7 @@ fn sidecar_mut<'a>(f: &'a mut Fixture, id: &str) -> &'a mut SidecarFields {
 }
 
 /// Applies `change` to record `a`'s store view and checks that exactly `a` turns UNPROVABLE
-/// (with a finding containing `says`) and the other stays PRESENT_OK.
+/// (with a finding containing `says`) and the other stays `PRESENT_OK`.
 fn unprovable_after(change: impl FnOnce(&mut Fixture, &str), says: &str) {
     let (mut f, a, b) = provable();
     change(&mut f, &a);
