@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint fmt-check clippy core-deps unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-operator
+.PHONY: image demo test lint fmt-check clippy core-deps unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-operator
 
 ## test: everything CI runs — formatting, clippy, unit tests, then the integration tests against
 ## the real local components (started here and stopped afterwards, also when a test fails).
@@ -48,6 +48,13 @@ env-down:
 
 env-purge:
 	tests/env/down --purge
+
+## image: the container image (Dockerfile; distroless, non-root). IMAGE defaults to the chart's
+## default image reference (charts/mailvault: image.repository and appVersion).
+IMAGE ?= ghcr.io/mailvault/mailvault:$(shell awk '$$1=="appVersion:" {gsub(/"/,"",$$2); print $$2}' charts/mailvault/Chart.yaml)
+CONTAINER_ENGINE ?= docker
+image:
+	$(CONTAINER_ENGINE) build -t $(IMAGE) .
 
 ## tools: build (once, cached in ~/.cache/mailvault) etcd, kube-apiserver, versitygw and helm.
 tools:

@@ -117,12 +117,13 @@ async fn the_example_resources_pass_admission() {
             );
             let api: Api<DynamicObject> =
                 Api::namespaced_with(client.clone(), "records", &resource);
-            api.create(
-                &PostParams {
-                    dry_run: true,
-                    ..Default::default()
-                },
-                &obj,
+            // Server-side apply, so the dry run passes whether or not the object exists (the
+            // README's commands, run by tests/docs.rs, apply these examples for real).
+            let name = obj.metadata.name.clone().unwrap();
+            api.patch(
+                &name,
+                &PatchParams::apply("mailvault-tests").dry_run(),
+                &Patch::Apply(&obj),
             )
             .await
             .unwrap_or_else(|e| panic!("{}: {} refused: {e}", path.display(), types.kind));
@@ -246,8 +247,48 @@ async fn crds_are_structural_established_and_enforce_admission_rules() {
             json!({"timeZone": "Central Time"}),
             "spec.timeZone",
         ),
+        (
+            "plain-http S3 endpoint to a remote host",
+            json!({"storage": {"endpoint": "http://s3.city.gov:9000"}}),
+            "a plain-http endpoint sends records and the log unprotected",
+        ),
+        (
+            "no S3 credentials at all",
+            json!({"storage": {"credentialsSecretRef": null}}),
+            "exactly one of credentialsSecretRef",
+        ),
+        (
+            "both S3 credentials",
+            json!({"storage": {"webIdentity": {"roleArn": "arn:aws:iam::123456789012:role/records"}}}),
+            "exactly one of credentialsSecretRef",
+        ),
+        (
+            "a role ARN that is not one",
+            json!({"storage": {"credentialsSecretRef": null, "webIdentity": {"roleArn": "records"}}}),
+            "spec.storage.webIdentity.roleArn",
+        ),
     ] {
         assert_rejected(&archives, case, &archive("bad", &patch), words).await;
+    }
+    // Plain http is fine to loopback, or when asked for; a role instead of keys is fine.
+    for (name, patch) in [
+        (
+            "loopback-http",
+            json!({"storage": {"endpoint": "http://127.0.0.1:27070"}}),
+        ),
+        (
+            "asked-http",
+            json!({"storage": {"endpoint": "http://s3.city.gov", "insecureHttp": true}}),
+        ),
+        (
+            "by-role",
+            json!({"storage": {"credentialsSecretRef": null,
+            "webIdentity": {"roleArn": "arn:aws:iam::123456789012:role/records-police"}}}),
+        ),
+    ] {
+        create(&archives, &archive(name, &patch))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 
     // RetentionPolicy.

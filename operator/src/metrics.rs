@@ -29,6 +29,16 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// A label set naming one `MailboxArchive` (`archive_namespace`, not `namespace`, which scrape
+/// configurations set to the operator pod's).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ArchiveLabel {
+    /// The archive's namespace.
+    pub archive_namespace: String,
+    /// The archive's name.
+    pub archive: String,
+}
+
 /// Every metric the operator records.
 #[derive(Debug)]
 pub struct Metrics {
@@ -54,6 +64,10 @@ pub struct Metrics {
     pub runs_in_progress: Gauge,
     /// 1 while this replica holds the lease and runs the controllers.
     pub leader: Gauge,
+    /// When each archive's last successful run ended (Unix seconds), for "not syncing" alerts.
+    pub last_success: Family<ArchiveLabel, Gauge>,
+    /// Messages expunged before they could be captured, by archive.
+    pub capture_gaps: Family<ArchiveLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,6 +132,19 @@ impl Default for Metrics {
             "1 while this replica holds the lease and writes",
             leader.clone(),
         );
+        let last_success = Family::<ArchiveLabel, Gauge>::default();
+        registry.register_with_unit(
+            "archive_last_success_timestamp",
+            "When the archive's last successful run ended (Unix time)",
+            prometheus_client::registry::Unit::Seconds,
+            last_success.clone(),
+        );
+        let capture_gaps = Family::<ArchiveLabel, Counter>::default();
+        registry.register(
+            "capture_gaps",
+            "Messages expunged from the mailbox before they could be captured",
+            capture_gaps.clone(),
+        );
         Self {
             registry,
             runs,
@@ -130,6 +157,8 @@ impl Default for Metrics {
             runs_waiting,
             runs_in_progress,
             leader,
+            last_success,
+            capture_gaps,
         }
     }
 }
@@ -168,6 +197,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Records a successful run of an archive: when it ended and the capture gaps it found.
+    pub fn archive_synced(&self, namespace: &str, archive: &str, ended_unix: i64, gaps: u64) {
+        let label = ArchiveLabel {
+            archive_namespace: namespace.to_owned(),
+            archive: archive.to_owned(),
+        };
+        self.last_success.get_or_create(&label).set(ended_unix);
+        self.capture_gaps.get_or_create(&label).inc_by(gaps);
+    }
+
     /// Counts a reconciliation of this kind and records how long it took.
     pub fn reconciled(&self, kind: &str, took: std::time::Duration) {
         let label = KindLabel {
@@ -191,6 +230,7 @@ mod tests {
         m.error(Reason::SecretNotUsable);
         m.reconciled("MailboxArchive", std::time::Duration::from_millis(3));
         m.records.inc_by(3);
+        m.archive_synced("police", "chief", 1_790_000_000, 2);
         let text = m.render();
         for needle in [
             "mailvault_runs_total{result=\"succeeded\"} 1",
@@ -202,6 +242,8 @@ mod tests {
             "mailvault_reconciliations_total{kind=\"MailboxArchive\"} 1",
             "mailvault_reconcile_duration_seconds_count{kind=\"MailboxArchive\"} 1",
             "mailvault_archived_bytes_total 0",
+            "mailvault_archive_last_success_timestamp_seconds{archive_namespace=\"police\",archive=\"chief\"} 1790000000",
+            "mailvault_capture_gaps_total{archive_namespace=\"police\",archive=\"chief\"} 2",
         ] {
             assert!(text.contains(needle), "{needle} missing from\n{text}");
         }

@@ -95,7 +95,7 @@ async fn main() {
             json!({"ca.crt": std::fs::read_to_string(env.ca_path()).expect("CA")}),
         ),
     ] {
-        let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+        let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "annotations": {"mailvault.io/allowed-archives": "*"}},
                        "stringData": data});
         secrets
             .patch(name, &apply, &Patch::Apply(&s))

@@ -19,30 +19,59 @@ pub async fn install_chart_rbac(
     release: &str,
     dir: &Path,
 ) -> PathBuf {
-    let out = Command::new(env.var("HELM"))
-        .args(["template", release])
+    install_chart_rbac_with(env, admin, namespace, release, dir, &[]).await
+}
+
+/// `helm template` of the chart for `release` in `namespace` with `--set` values `sets`: the
+/// rendered documents, parsed.
+pub fn render_chart(
+    env: &TestEnv,
+    namespace: &str,
+    release: &str,
+    sets: &[&str],
+) -> Vec<serde_json::Value> {
+    let mut cmd = Command::new(env.var("HELM"));
+    cmd.args(["template", release])
         .arg(repo_root().join("charts/mailvault"))
-        .args(["--namespace", namespace])
-        .output()
-        .expect("running helm template");
+        .args(["--namespace", namespace]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("running helm template");
     assert!(
         out.status.success(),
-        "helm template: {}",
+        "helm template {sets:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("helm output");
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("a YAML document"))
+        .filter(|v: &serde_json::Value| !v.is_null())
+        .collect()
+}
+
+/// [`install_chart_rbac`] with `--set` values (e.g. `rbac.watchNamespaces={a,b}`). Only the
+/// ServiceAccount and the RBAC objects are applied (the operator runs here, not in a pod).
+pub async fn install_chart_rbac_with(
+    env: &TestEnv,
+    admin: &kube::Client,
+    namespace: &str,
+    release: &str,
+    dir: &Path,
+    sets: &[&str],
+) -> PathBuf {
     let apply = PatchParams::apply("mailvault-tests").force();
     let mut service_account = None;
-    for doc in serde_norway::Deserializer::from_str(&text) {
-        let value: serde_json::Value =
-            serde::Deserialize::deserialize(doc).expect("a YAML document");
-        if value.is_null() {
-            continue;
-        }
+    for value in render_chart(env, namespace, release, sets) {
         let name = value["metadata"]["name"].as_str().expect("name").to_owned();
+        // A Role may live in a watched namespace other than the release's.
+        let ns = value["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(namespace)
+            .to_owned();
         match value["kind"].as_str() {
             Some("ServiceAccount") => {
-                Api::<ServiceAccount>::namespaced(admin.clone(), namespace)
+                Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
                     .patch(&name, &apply, &Patch::Apply(&value))
                     .await
                     .expect("applying the ServiceAccount");
@@ -61,17 +90,19 @@ pub async fn install_chart_rbac(
                     .expect("applying the ClusterRoleBinding");
             }
             Some("Role") => {
-                Api::<Role>::namespaced(admin.clone(), namespace)
+                Api::<Role>::namespaced(admin.clone(), &ns)
                     .patch(&name, &apply, &Patch::Apply(&value))
                     .await
                     .expect("applying the Role");
             }
             Some("RoleBinding") => {
-                Api::<RoleBinding>::namespaced(admin.clone(), namespace)
+                Api::<RoleBinding>::namespaced(admin.clone(), &ns)
                     .patch(&name, &apply, &Patch::Apply(&value))
                     .await
                     .expect("applying the RoleBinding");
             }
+            // What runs the operator in a cluster; here it runs as a local process.
+            Some("Deployment" | "Service" | "PodDisruptionBudget") => {}
             other => panic!("the chart renders an unexpected kind {other:?}"),
         }
     }
@@ -151,6 +182,30 @@ impl OperatorProcess {
         dir: &Path,
         shutdown_grace: u64,
     ) -> Self {
+        Self::start_with(
+            kubeconfig,
+            namespace,
+            lease,
+            identity,
+            dir,
+            shutdown_grace,
+            &[],
+            &[],
+        )
+    }
+
+    /// Like [`Self::start_with_grace`], with extra arguments and environment variables.
+    #[allow(clippy::too_many_arguments)] // each is a distinct knob of one process
+    pub fn start_with(
+        kubeconfig: &Path,
+        namespace: &str,
+        lease: &str,
+        identity: &str,
+        dir: &Path,
+        shutdown_grace: u64,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let log = dir.join(format!("operator-{identity}.log"));
         let file = std::fs::File::create(&log).expect("operator log file");
@@ -160,10 +215,12 @@ impl OperatorProcess {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--log-format", "json"])
             .args(["--shutdown-grace", &shutdown_grace.to_string()])
+            .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,mailvault=debug,kube=warn")
             .env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY")
+            .envs(extra_env.iter().copied())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file)
             .stdin(Stdio::null())

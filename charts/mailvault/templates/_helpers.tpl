@@ -1,8 +1,53 @@
 {{- define "mailvault.serviceAccountName" -}}
 {{- default (printf "%s-operator" .Release.Name) .Values.serviceAccount.name -}}
 {{- end -}}
+{{- define "mailvault.fullname" -}}
+{{- printf "%s-operator" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- define "mailvault.labels" -}}
 app.kubernetes.io/name: mailvault
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+{{- define "mailvault.selectorLabels" -}}
+app.kubernetes.io/name: mailvault
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+{{- define "mailvault.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end -}}
+{{- end -}}
+{{/* The spool emptyDir's size: largest message x 2 (message and compressed copy) x runs. */}}
+{{- define "mailvault.spoolSizeMiB" -}}
+{{- mul .Values.spool.largestMessageMiB 2 .Values.operator.concurrentRuns -}}
+{{- end -}}
+{{/* What the operator may do in a namespace it archives in: the rules of templates/rbac.yaml. */}}
+{{- define "mailvault.archiveRules" -}}
+# Read the resources it reconciles.
+- apiGroups: ["mailvault.io"]
+  resources: ["mailboxarchives", "retentionpolicies", "legalholds"]
+  verbs: ["get", "list", "watch"]
+# Write their status (server-side apply is a PATCH); never their spec.
+- apiGroups: ["mailvault.io"]
+  resources: ["mailboxarchives/status", "retentionpolicies/status", "legalholds/status"]
+  verbs: ["patch"]
+{{ include "mailvault.secretAndEventRules" . }}
+{{- end -}}
+{{- define "mailvault.secretAndEventRules" -}}
+# Read the IMAP password, S3 credentials, CA bundle and signing key a MailboxArchive names
+# (used only if the Secret opted in for that archive: mailvault.io/allowed-archives); create
+# the signing-key Secret when the archive names none. No list, watch, update or delete.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
+# Events for every run and every failure (events.k8s.io/v1; a repeat is a PATCH of the series).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
 {{- end -}}

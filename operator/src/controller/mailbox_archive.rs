@@ -356,7 +356,7 @@ async fn run_once(
 ) -> std::result::Result<(RunOutcome, String), RunFailure> {
     let spec = &archive.spec;
     let name = archive.name_any();
-    let secrets = Secrets::new(ctx.client.clone(), namespace);
+    let secrets = Secrets::new(ctx.client.clone(), namespace, &name);
     let password = secrets
         .text(
             &spec.imap.password_secret_ref.name,
@@ -370,11 +370,7 @@ async fn run_once(
         }),
         None => None,
     };
-    let creds = &spec.storage.credentials_secret_ref;
-    let access_key_id = secrets.text(&creds.name, &creds.access_key_id_key).await?;
-    let secret_access_key = secrets
-        .text(&creds.name, &creds.secret_access_key_key)
-        .await?;
+    let credentials = secrets.s3_credentials(&spec.storage).await?;
     let signer = if let Some(r) = &spec.signing_key_secret_ref {
         secrets.signing_key(&r.name, &r.key, None).await?
     } else {
@@ -395,9 +391,9 @@ async fn run_once(
         region: spec.storage.region.clone(),
         endpoint: spec.storage.endpoint.clone(),
         path_style: spec.storage.path_style,
-        access_key_id,
-        secret_access_key,
-    });
+        credentials,
+        insecure_http: spec.storage.insecure_http,
+    })?;
     let imap = ImapServer::new(spec.imap.host.clone(), spec.imap.port, spec.imap.tls).config(
         spec.imap.username.clone(),
         Credentials::Password(password),
@@ -527,6 +523,12 @@ async fn succeeded(
         );
     }
     ctx.metrics.run_finished("succeeded");
+    ctx.metrics.archive_synced(
+        &archive.namespace().unwrap_or_default(),
+        &archive.name_any(),
+        end.as_second(),
+        gaps,
+    );
     ctx.metrics.records.inc_by(s.archived + s.adopted);
     ctx.metrics.bytes.inc_by(s.original_bytes);
     tracing::info!(archive = %archive.name_any(), namespace = %archive.namespace().unwrap_or_default(),

@@ -101,6 +101,8 @@ impl ImapSpec {
 /// The S3 bucket (with versioning and Object Lock) the archive is written to.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.credentialsSecretRef) != has(self.webIdentity)").message("give exactly one of credentialsSecretRef (static keys in a Secret) and webIdentity (a role assumed with the operator's web identity token)").reason(Reason::FieldValueInvalid))]
+#[x_kube(validation = Rule::new("!has(self.endpoint) || !self.endpoint.startsWith('http://') || self.insecureHttp || self.endpoint.startsWith('http://[::1]') || self.endpoint.matches('^http://(localhost|127[.][0-9]+[.][0-9]+[.][0-9]+)(:[0-9]+)?(/.*)?$')").message("a plain-http endpoint sends records and the log unprotected; it is allowed only for a loopback host or with insecureHttp: true").reason(Reason::FieldValueForbidden).field_path(".endpoint"))]
 pub struct StorageSpec {
     /// Bucket name (it must have versioning and Object Lock enabled; the operator refuses to
     /// write otherwise).
@@ -115,13 +117,34 @@ pub struct StorageSpec {
     pub region: String,
     /// Endpoint URL for S3 servers other than AWS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://[^\s/]+(/.*)?$"))]
+    #[schemars(regex(pattern = r"^https?://[^\s/]+(/.*)?$"), length(max = 2048))]
     pub endpoint: Option<String>,
     /// Path-style addressing (most non-AWS servers need it).
     #[serde(default)]
     pub path_style: bool,
-    /// Secret with the access key id and secret access key.
-    pub credentials_secret_ref: S3CredentialsRef,
+    /// Allow an `http://` endpoint that is not loopback (records and the log would travel
+    /// unprotected).
+    #[serde(default)]
+    pub insecure_http: bool,
+    /// Secret with the access key id and secret access key (it must opt in for this archive:
+    /// annotation `mailvault.io/allowed-archives`). Exactly one of this and `webIdentity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<S3CredentialsRef>,
+    /// Temporary credentials for an IAM role, assumed with the operator's web identity token
+    /// (IRSA or a projected ServiceAccount token; AssumeRoleWithWebIdentity). The session name
+    /// is `<namespace>.<archive>`, so the role's trust policy can restrict which namespaces may
+    /// use it (`sts:RoleSessionName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_identity: Option<WebIdentity>,
+}
+
+/// An IAM role assumed by web identity.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebIdentity {
+    /// The role's ARN.
+    #[schemars(regex(pattern = r"^arn:aws[a-z\-]*:iam::[0-9]{12}:role/[\w+=,.@\-/]{1,512}$"))]
+    pub role_arn: String,
 }
 
 /// Where the S3 credentials are.

@@ -25,7 +25,7 @@ pub use disposition_review::{
 pub use legal_hold::{ArchiveSelector, DateRange, LegalHold, LegalHoldSpec, LegalHoldStatus};
 pub use mailbox_archive::{
     FolderStatus, ImapSpec, LastSync, LogStatus, MailboxArchive, MailboxArchiveSpec,
-    MailboxArchiveStatus, RunResult, StorageSpec, Totals,
+    MailboxArchiveStatus, RunResult, S3CredentialsRef, StorageSpec, Totals, WebIdentity,
 };
 pub use matcher::{HeaderEquals, RecordMatch};
 pub use retention_policy::{

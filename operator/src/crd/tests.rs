@@ -97,7 +97,11 @@ fn archive_spec_defaults_and_validation() {
     assert_eq!(spec.imap.tls, TlsMode::Required);
     assert_eq!(spec.imap.effective_port(), 993);
     assert_eq!(
-        spec.storage.credentials_secret_ref.access_key_id_key,
+        spec.storage
+            .credentials_secret_ref
+            .as_ref()
+            .unwrap()
+            .access_key_id_key,
         "AWS_ACCESS_KEY_ID"
     );
     assert!(!spec.suspend);

@@ -2,7 +2,7 @@
 
 use super::AnyStore;
 use super::fs::FsStore;
-use super::s3::{S3Config, S3Store};
+use super::s3::{S3Config, S3Credentials, S3Store};
 use crate::{Error, Result};
 
 /// S3 connection settings that do not fit in the URL.
@@ -54,9 +54,12 @@ pub fn open_store(location: &str, s3: &S3Options) -> Result<AnyStore> {
             region,
             endpoint: s3.endpoint.clone(),
             path_style: s3.path_style,
-            access_key_id,
-            secret_access_key,
-        })));
+            credentials: S3Credentials::Static {
+                access_key_id,
+                secret_access_key,
+            },
+            insecure_http: false,
+        })?));
     }
     Err(Error::Usage(format!(
         "{location:?} is not a store: use file:DIR or s3://bucket/prefix"

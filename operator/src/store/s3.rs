@@ -2,7 +2,9 @@
 //!
 //! Every record PUT carries the lock mode, its retain-until and an explicit SHA-256 checksum
 //! (the server verifies the bytes it stores against it). The client never looks for instance
-//! metadata: region and credentials are static or come from the environment variables.
+//! metadata: region and credentials are static, or credentials come from a web identity token
+//! (`AssumeRoleWithWebIdentity`). A plain-http endpoint is refused unless it is loopback or
+//! explicitly allowed: `SigV4` protects the keys but not the records or the log in transit.
 
 use super::{ObjectDigest, ObjectMetadata, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
 use crate::spool::Body;
@@ -32,14 +34,59 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), which most non-AWS servers need.
     pub path_style: bool,
-    /// Access key id.
-    pub access_key_id: String,
-    /// Secret access key.
-    pub secret_access_key: String,
+    /// How requests are signed.
+    pub credentials: S3Credentials,
+    /// Allow a plain-http endpoint that is not loopback.
+    pub insecure_http: bool,
+}
+
+/// Where the store's credentials come from.
+#[derive(Clone)]
+pub enum S3Credentials {
+    /// Static keys (a Secret, or the environment of the CLI).
+    Static {
+        /// Access key id.
+        access_key_id: String,
+        /// Secret access key.
+        secret_access_key: String,
+    },
+    /// Temporary keys for `role_arn`, obtained with the OIDC token in `token_file`
+    /// (`AssumeRoleWithWebIdentity`: IRSA, a projected `ServiceAccount` token) and renewed before
+    /// they expire. STS is reached in the store's region (or at `$AWS_ENDPOINT_URL_STS`).
+    WebIdentity {
+        /// The IAM role to assume.
+        role_arn: String,
+        /// The role session name, which the role's trust policy can restrict
+        /// (`sts:RoleSessionName`).
+        session_name: String,
+        /// The token file.
+        token_file: std::path::PathBuf,
+    },
+}
+
+impl fmt::Debug for S3Credentials {
+    // The secret never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Static { access_key_id, .. } => f
+                .debug_struct("Static")
+                .field("access_key_id", access_key_id)
+                .finish_non_exhaustive(),
+            Self::WebIdentity {
+                role_arn,
+                session_name,
+                token_file,
+            } => f
+                .debug_struct("WebIdentity")
+                .field("role_arn", role_arn)
+                .field("session_name", session_name)
+                .field("token_file", token_file)
+                .finish(),
+        }
+    }
 }
 
 impl fmt::Debug for S3Config {
-    // The secret never reaches a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("S3Config")
             .field("bucket", &self.bucket)
@@ -47,9 +94,34 @@ impl fmt::Debug for S3Config {
             .field("region", &self.region)
             .field("endpoint", &self.endpoint)
             .field("path_style", &self.path_style)
-            .field("access_key_id", &self.access_key_id)
-            .finish_non_exhaustive()
+            .field("credentials", &self.credentials)
+            .field("insecure_http", &self.insecure_http)
+            .finish()
     }
+}
+
+/// Refuses an `http://` endpoint unless its host is loopback or `insecure_http` allows it.
+pub fn check_endpoint(endpoint: Option<&str>, insecure_http: bool) -> Result<()> {
+    let Some(rest) = endpoint.and_then(|e| e.strip_prefix("http://")) else {
+        return Ok(());
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or(v6)
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback || insecure_http {
+        return Ok(());
+    }
+    Err(Error::store(format!(
+        "S3 endpoint {} is plain http to a host that is not loopback: records, log and checkpoints would travel unprotected; use https, or allow it explicitly (storage.insecureHttp: true)",
+        endpoint.unwrap_or_default()
+    )))
 }
 
 /// A bucket store.
@@ -120,15 +192,48 @@ fn from_datetime(d: &DateTime) -> UnixTime {
 }
 
 impl S3Store {
-    /// A store for `config`.
-    pub fn new(config: &S3Config) -> Self {
-        let credentials = aws_sdk_s3::config::Credentials::new(
-            config.access_key_id.clone(),
-            config.secret_access_key.clone(),
-            None,
-            None,
-            "mailvault",
-        );
+    /// A store for `config`; refuses a plain-http endpoint that is neither loopback nor
+    /// allowed.
+    pub fn new(config: &S3Config) -> Result<Self> {
+        check_endpoint(config.endpoint.as_deref(), config.insecure_http)?;
+        let region = aws_sdk_s3::config::Region::new(config.region.clone());
+        let credentials = match &config.credentials {
+            S3Credentials::Static {
+                access_key_id,
+                secret_access_key,
+            } => aws_sdk_s3::config::SharedCredentialsProvider::new(
+                aws_sdk_s3::config::Credentials::new(
+                    access_key_id.clone(),
+                    secret_access_key.clone(),
+                    None,
+                    None,
+                    "mailvault",
+                ),
+            ),
+            S3Credentials::WebIdentity {
+                role_arn,
+                session_name,
+                token_file,
+            } => {
+                use aws_config::web_identity_token::{
+                    StaticConfiguration, WebIdentityTokenCredentialsProvider,
+                };
+                // A static configuration: no profile files, no instance metadata; the region
+                // is the store's.
+                let provider_config = aws_config::provider_config::ProviderConfig::without_region()
+                    .with_region(Some(region.clone()));
+                aws_sdk_s3::config::SharedCredentialsProvider::new(
+                    WebIdentityTokenCredentialsProvider::builder()
+                        .configure(&provider_config)
+                        .static_configuration(StaticConfiguration {
+                            web_identity_token_file: token_file.clone(),
+                            role_arn: role_arn.clone(),
+                            session_name: session_name.clone(),
+                        })
+                        .build(),
+                )
+            }
+        };
         // S3 answers 503 SlowDown (and 500s) under load: retried with exponential backoff and
         // jitter, six attempts in all, before a run gives up (and retries on its own later).
         let retry = aws_sdk_s3::config::retry::RetryConfig::standard()
@@ -142,13 +247,13 @@ impl S3Store {
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .retry_config(retry)
             .timeout_config(timeouts)
-            .region(aws_sdk_s3::config::Region::new(config.region.clone()))
+            .region(region)
             .force_path_style(config.path_style)
             .credentials_provider(credentials);
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        Self {
+        Ok(Self {
             client: aws_sdk_s3::Client::from_conf(builder.build()),
             bucket: config.bucket.clone(),
             prefix: config.prefix.trim_matches('/').to_owned(),
@@ -156,7 +261,7 @@ impl S3Store {
                 .endpoint
                 .clone()
                 .unwrap_or_else(|| format!("AWS S3 {}", config.region)),
-        }
+        })
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -566,6 +671,32 @@ impl Store for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_is_refused_unless_loopback_or_allowed() {
+        for ok in [
+            None,
+            Some("https://s3.example.com"),
+            Some("http://127.0.0.1:27070"),
+            Some("http://127.8.0.1"),
+            Some("http://localhost:9000/base"),
+            Some("http://[::1]:9000"),
+        ] {
+            assert!(check_endpoint(ok, false).is_ok(), "{ok:?}");
+        }
+        for refused in [
+            "http://s3.example.com",
+            "http://10.0.0.5:9000",
+            "http://localhost.example.com",
+            "http://[2001:db8::1]:9000",
+        ] {
+            let e = check_endpoint(Some(refused), false)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(refused) && e.contains("insecureHttp"), "{e}");
+            assert!(check_endpoint(Some(refused), true).is_ok());
+        }
+    }
 
     #[test]
     fn a_clock_more_than_five_minutes_off_the_servers_is_refused_saying_by_how_much() {
