@@ -955,3 +955,104 @@ async fn no_new_mail_means_no_fetch_even_after_flag_changes() {
     );
     assert!(!seeded.is_empty());
 }
+
+/// What someone with the bucket's write credentials and no key can still do to locked objects:
+/// put delete markers over them (a plain GET or LIST no longer sees them) and put new versions
+/// on top of log objects. The verifier reads by version: the record under a delete marker is
+/// HIDDEN, a delete marker over a checkpoint is HIDDEN_LOG_OBJECT (and the checkpoint is still
+/// read, so nothing is rewound), a second data version of a bundle is FOREIGN_LOG_VERSION.
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_markers_and_extra_versions_in_the_bucket_fail_verification() {
+    let case = Case::new("imap-markers", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0);
+    assert!(case.archive().status.success());
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    let records = report["records"].as_array().unwrap();
+    let victim = records[0]["record"].as_str().unwrap().to_owned();
+    let s3 = case.env.s3_client(S3Flavour::Versitygw);
+    let list = |prefix: &'static str| {
+        let s3 = s3.clone();
+        let bucket = case.bucket.clone();
+        async move {
+            s3.list_objects_v2()
+                .bucket(&bucket)
+                .prefix(format!("police/chief/{prefix}"))
+                .send()
+                .await
+                .unwrap()
+                .contents()
+                .iter()
+                .filter_map(|o| o.key().map(str::to_owned))
+                .collect::<Vec<_>>()
+        }
+    };
+    let checkpoints = list("checkpoints/").await;
+    let newest = checkpoints
+        .iter()
+        .max_by_key(|k| k.rsplit('/').next().unwrap().parse::<u64>().unwrap())
+        .unwrap()
+        .clone();
+    let bundle = list("log/").await.into_iter().next().unwrap();
+    for key in [format!("police/chief/records/{victim}"), newest.clone()] {
+        // No version id: S3 adds a delete marker, which Object Lock allows.
+        s3.delete_object()
+            .bucket(&case.bucket)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(list("checkpoints/").await.len() < checkpoints.len());
+
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(1), "{report:#}");
+    let faults = report["log_faults"].as_array().unwrap();
+    let has = |kind: &str, key: &str| {
+        faults
+            .iter()
+            .any(|f| f["kind"] == kind && f["detail"].as_str().is_some_and(|d| d.contains(key)))
+    };
+    let short = |k: &str| k.strip_prefix("police/chief/").unwrap().to_owned();
+    assert!(has("HIDDEN_LOG_OBJECT", &short(&newest)), "{report:#}");
+    // The hidden checkpoint was still read: the log is vouched for up to it.
+    assert!(!has("UNCHECKPOINTED_ENTRIES", ""), "{report:#}");
+    assert!(!has("NO_CHECKPOINT", ""), "{report:#}");
+    let problems = report["problems"].as_array().unwrap();
+    // The victim is HIDDEN (versitygw's HeadObject of a version under a delete marker also
+    // omits its lock, which reads as LOCK_WEAKENED, a more severe status: either fails).
+    assert!(
+        problems.iter().any(|p| p["record"] == victim.as_str()
+            && p["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f.as_str().unwrap().starts_with("HIDDEN: delete marker"))),
+        "{report:#}"
+    );
+    assert_eq!(problems.len(), 1, "{report:#}");
+
+    // A second data version of a log bundle (Object Lock does not stop new versions).
+    s3.put_object()
+        .bucket(&case.bucket)
+        .key(&bundle)
+        .body(aws_sdk_s3::primitives::ByteStream::from_static(
+            b"\x00\x01x",
+        ))
+        .send()
+        .await
+        .unwrap();
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(1), "{report:#}");
+    assert!(
+        report["log_faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == "FOREIGN_LOG_VERSION"
+                && f["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains(&short(&bundle)))),
+        "{report:#}"
+    );
+}

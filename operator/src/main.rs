@@ -22,8 +22,8 @@ struct Cli {
 enum Command {
     /// Generate an Ed25519 checkpoint signing key.
     ///
-    /// Writes the secret key to --out (mode 0600, never overwritten) and prints the public
-    /// verifier key that auditors use.
+    /// Writes the secret key to --out (mode 0600, never overwritten), prints the public
+    /// verifier key that auditors use on stdout and its fingerprint on stderr.
     Keygen {
         /// Key name: the origin of the log it signs, e.g. mailvault.io/<namespace>/<archive>.
         #[arg(long)]
@@ -68,7 +68,13 @@ async fn run(command: Command) -> mailvault::Result<ExitCode> {
         Command::Keygen { name, out } => {
             let signer = mailvault::signing_key::generate(&name)?;
             mailvault::signing_key::write_signer_key(&out, &signer)?;
-            println!("{}", signer.verifier_key());
+            let public = signer.verifier_key();
+            println!("{public}");
+            // stdout is the public key file; the fingerprint, to pin and compare, goes to stderr.
+            eprintln!(
+                "fingerprint: {}",
+                mailvault::core::verify::key_fingerprint(&public)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Archive(args) => cli::archive::run(args).await,

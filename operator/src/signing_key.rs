@@ -49,6 +49,16 @@ mod tests {
         let b = generate("mailvault.io/t").unwrap();
         assert_ne!(a.verifier_key(), b.verifier_key());
         write_signer_key(&path, &a).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "the secret key must be readable by its owner only"
+            );
+        }
         assert!(
             write_signer_key(&path, &b).is_err(),
             "must not overwrite a key"

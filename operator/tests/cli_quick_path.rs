@@ -394,3 +394,175 @@ fn large_local_messages_are_archived_within_bounded_memory() {
     }
     assert!(std::path::Path::new(&w.p("eml/scan.eml")).exists());
 }
+
+/// VERIFIED means every present record can be exported and proven: a corrupted salt, a
+/// deleted sidecar and an unreadable sidecar each make their record UNPROVABLE (exit 1), and
+/// `export` of those records fails too. The report stays deterministic.
+#[test]
+fn a_corrupted_salt_or_a_lost_sidecar_is_unprovable() {
+    let w = Workdir::new("sidecar");
+    let (store, public, ids) = archived(&w);
+    let sidecars = Path::new(store.strip_prefix("file:").unwrap()).join("sidecars/records");
+    // One hex digit of the salt changed (the sidecar is still well-formed).
+    let path = sidecars.join(format!("{}.json", ids[0]));
+    let mut sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let salt = sidecar["mailvault-salt"].as_str().unwrap().to_owned();
+    let flipped = if salt.starts_with('0') { "1" } else { "0" };
+    sidecar["mailvault-salt"] = serde_json::Value::String(format!("{flipped}{}", &salt[1..]));
+    std::fs::write(&path, serde_json::to_vec(&sidecar).unwrap()).unwrap();
+    // One sidecar deleted, one that is not JSON.
+    std::fs::remove_file(sidecars.join(format!("{}.json", ids[1]))).unwrap();
+    std::fs::write(sidecars.join(format!("{}.json", ids[2])), b"{not json").unwrap();
+
+    let v = mailvault(&["verify", &store, "--public-key", &public]);
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    let out = String::from_utf8_lossy(&v.stdout);
+    for id in &ids[..3] {
+        assert!(out.contains(&format!("UNPROVABLE {id}")), "{out}");
+    }
+    assert!(out.contains("do not open the logged commitment"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("PRESENT_OK") && l.ends_with(" 1")),
+        "{out}"
+    );
+    assert!(out.contains("result: VERIFICATION FAILED"), "{out}");
+    for id in &ids[..3] {
+        let e = mailvault(&[
+            "export",
+            &store,
+            "--record",
+            id,
+            "--public-key",
+            &public,
+            "--out",
+            &w.p("out.eml"),
+        ]);
+        assert_ne!(e.status.code(), Some(0), "{}", text(&e));
+    }
+
+    let a = mailvault(&["verify", &store, "--public-key", &public, "--json"]);
+    let b = mailvault(&["verify", &store, "--public-key", &public, "--json"]);
+    assert_eq!(a.status.code(), Some(1));
+    assert_eq!(a.stdout, b.stdout, "verify --json must be deterministic");
+    let report: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(report["verified"], false);
+    assert_eq!(report["counts"]["UNPROVABLE"], 3);
+}
+
+/// `keygen` prints the key's fingerprint, `verify` prints the fingerprint of the key it audits
+/// against: the auditor compares the two (docs/guide-auditor.md).
+#[test]
+fn keygen_and_verify_print_the_same_fingerprint() {
+    let w = Workdir::new("fingerprint");
+    let key = w.p("key");
+    let keygen = mailvault(&["keygen", "--name", "mailvault.io/test/fp", "--out", &key]);
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    let stderr = String::from_utf8_lossy(&keygen.stderr);
+    let fingerprint = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap_or_else(|| panic!("{}", text(&keygen)))
+        .to_owned();
+    assert!(
+        fingerprint.starts_with("mailvault.io/test/fp+") && fingerprint.contains(" sha256:"),
+        "{fingerprint}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let public = w.p("key.pub");
+    std::fs::write(&public, &keygen.stdout).unwrap();
+    let store = format!("file:{}", w.p("store"));
+    let v = mailvault(&["verify", &store, "--public-key", &public]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    assert!(
+        String::from_utf8_lossy(&v.stdout).starts_with(&format!("public key: {fingerprint}\n")),
+        "{}",
+        text(&v)
+    );
+    let json = mailvault(&["verify", &store, "--public-key", &public, "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["public_key_fingerprint"], fingerprint.as_str());
+}
+
+/// `--trusted-checkpoint`: a checkpoint saved from one audit is accepted by the next audit of
+/// the same log grown further, and refuses a log rewritten from scratch with the same key
+/// (which, without it, verifies: only a checkpoint kept outside the system catches a fork by
+/// someone holding the key).
+#[test]
+fn a_trusted_checkpoint_catches_a_rewritten_log() {
+    let w = Workdir::new("trusted");
+    let key = w.p("key");
+    let keygen = mailvault(&[
+        "keygen",
+        "--name",
+        "mailvault.io/test/trusted",
+        "--out",
+        &key,
+    ]);
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    let public = w.p("key.pub");
+    std::fs::write(&public, &keygen.stdout).unwrap();
+    let store_dir = w.p("store");
+    let store = format!("file:{store_dir}");
+    let archive = |from: &str| {
+        let run = mailvault(&[
+            "archive",
+            "--from",
+            &format!("eml:{}", examples().join(from).display()),
+            "--to",
+            &store,
+            "--key",
+            &key,
+            "--series",
+            "MO-GS-003",
+            "--retain",
+            "P3Y",
+        ]);
+        assert!(run.status.success(), "{}", text(&run));
+    };
+    archive("INBOX");
+    let v = mailvault(&["verify", &store, "--public-key", &public]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+    // The auditor keeps the newest checkpoint, outside the audited system.
+    let trusted = w.p("trusted-checkpoint");
+    std::fs::copy(format!("{store_dir}/objects/checkpoints/3"), &trusted).unwrap();
+
+    // Happy path: more mail archived since; the log extends the trusted checkpoint.
+    archive("Sent");
+    let v = mailvault(&[
+        "verify",
+        &store,
+        "--public-key",
+        &public,
+        "--trusted-checkpoint",
+        &trusted,
+    ]);
+    assert_eq!(v.status.code(), Some(0), "{}", text(&v));
+
+    // The whole archive replaced by a new history signed with the same key: Sent first.
+    std::fs::remove_dir_all(&store_dir).unwrap();
+    archive("Sent");
+    archive("INBOX");
+    let plain = mailvault(&["verify", &store, "--public-key", &public]);
+    assert_eq!(plain.status.code(), Some(0), "{}", text(&plain));
+    let v = mailvault(&[
+        "verify",
+        &store,
+        "--public-key",
+        &public,
+        "--trusted-checkpoint",
+        &trusted,
+    ]);
+    assert_eq!(v.status.code(), Some(1), "{}", text(&v));
+    assert!(
+        String::from_utf8_lossy(&v.stdout).contains("TRUSTED_CHECKPOINT_INCONSISTENT"),
+        "{}",
+        text(&v)
+    );
+}

@@ -166,6 +166,7 @@ fn verify(dir: &Path, n: u64) {
                 lock_mode: Some(LockMode::Compliance),
                 retain_until: Some(UnixTime(T0 + 3 * 365 * 86_400)),
                 legal_hold: false,
+                opened: None,
             }],
         )
     });

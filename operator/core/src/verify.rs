@@ -19,6 +19,7 @@ use crate::lifecycle::certificate::{
 use crate::lifecycle::table::{Anomaly, RecordState, RecordTable};
 use crate::merkle::{CompactRange, empty_root, leaf_hash};
 use crate::note::{NoteError, NoteVerifier};
+use crate::record::{SALT_LEN, commitment_from_digest, record_id};
 use crate::time::UnixTime;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -81,6 +82,9 @@ pub enum LogFaultKind {
     /// A delete marker is the current version of a log object: plain reads and listings no
     /// longer see it (the locked version is still there and was read).
     HiddenLogObject,
+    /// A log object (bundle, checkpoint, certificate) has more than one data version: the
+    /// writer writes each log object once, so the others were put there by someone else.
+    ForeignLogVersion,
     /// A record was ingested twice.
     DuplicateIngest,
     /// An entry about a record that was never ingested.
@@ -154,6 +158,11 @@ pub enum RecordStatus {
     Unsigned,
     /// The logged version is present, but a delete marker hides it from plain reads.
     Hidden,
+    /// The logged version's bytes are the logged bytes, but the record cannot be exported and
+    /// proven: its sidecar is missing or unreadable or disagrees with its ingest entry, its
+    /// salt does not open the logged commitment, the stored bytes do not decompress, or its
+    /// record id does not recompute from its identity.
+    Unprovable,
 }
 
 impl RecordStatus {
@@ -169,12 +178,13 @@ impl RecordStatus {
             Self::Unsigned => 1,
             Self::Hidden => 2,
             Self::UnloggedObject => 3,
-            Self::LockWeakened => 4,
-            Self::DestructionIncomplete => 5,
-            Self::Missing => 6,
-            Self::PrematureDestruction => 7,
-            Self::Tampered => 8,
-            Self::HeldButDestroyed => 9,
+            Self::Unprovable => 4,
+            Self::LockWeakened => 5,
+            Self::DestructionIncomplete => 6,
+            Self::Missing => 7,
+            Self::PrematureDestruction => 8,
+            Self::Tampered => 9,
+            Self::HeldButDestroyed => 10,
         }
     }
 
@@ -192,6 +202,7 @@ impl RecordStatus {
             Self::UnloggedObject => "UNLOGGED_OBJECT",
             Self::Unsigned => "UNSIGNED",
             Self::Hidden => "HIDDEN",
+            Self::Unprovable => "UNPROVABLE",
         }
     }
 }
@@ -228,6 +239,38 @@ pub struct StoredVersion {
     pub retain_until: Option<UnixTime>,
     /// Whether the S3 legal-hold flag is on.
     pub legal_hold: bool,
+    /// What opening the version as an exporter would found: its sidecar and the SHA-256 of
+    /// its decompressed bytes (`None`: not opened, not checked).
+    pub opened: Option<Box<Opened>>,
+}
+
+/// A record version opened as `export` and `prove` open it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The sidecar's fields, or why there are none (missing, unparseable).
+    pub sidecar: Result<SidecarFields, String>,
+    /// SHA-256 of the decompressed (original) bytes, or why they could not be decompressed.
+    pub original_sha256: Result<Hash, String>,
+}
+
+/// The fields of a record's sidecar that the verifier checks against the log
+/// (docs/log-format.md, "Sidecars").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SidecarFields {
+    /// `mailvault-series`, decoded.
+    pub series: String,
+    /// `mailvault-retain-until`.
+    pub retain_until: RetainUntil,
+    /// `mailvault-commitment`.
+    pub commitment: Hash,
+    /// `mailvault-salt`.
+    pub salt: [u8; SALT_LEN],
+    /// `mailvault-identity`, decoded.
+    pub identity: String,
+    /// `mailvault-stored-sha256`, when the sidecar has it.
+    pub stored_sha256: Option<Hash>,
+    /// `mailvault-stored-size`, when the sidecar has it.
+    pub stored_size: Option<u64>,
 }
 
 /// What the store holds in the records area: object key (relative to the archive root) to
@@ -352,6 +395,21 @@ impl Report {
     }
 }
 
+/// The fingerprint of a verifier key (docs/log-format.md, "Key fingerprints"):
+/// `<name>+<key id> sha256:<hex SHA-256 of the key string>`, the key string taken without
+/// surrounding whitespace. `mailvault keygen` and `mailvault verify` print it, so an auditor
+/// can compare the key they pinned with the key they audit against.
+pub fn key_fingerprint(vkey: &str) -> Result<String, NoteError> {
+    let vkey = vkey.trim();
+    let parsed = NoteVerifier::parse(vkey)?;
+    let id = vkey.split('+').nth(1).unwrap_or_default();
+    Ok(format!(
+        "{}+{id} sha256:{}",
+        parsed.name(),
+        Hash::of(vkey.as_bytes())
+    ))
+}
+
 /// What the verifier is told to trust.
 #[derive(Clone, Debug)]
 pub struct Trust {
@@ -439,6 +497,29 @@ impl Verifier {
         } else {
             self.faults.push(LogFault { kind, detail });
         }
+    }
+
+    /// Reports delete markers (their version ids) over a log object: the object is hidden
+    /// from plain reads. The caller still reads its data version and feeds it.
+    pub fn add_hidden_log_object(&mut self, key: &str, markers: &[&str]) {
+        self.fault(
+            LogFaultKind::HiddenLogObject,
+            format!(
+                "{key}: delete marker {} hides it from plain reads (its locked version was read)",
+                markers.join(", ")
+            ),
+        );
+    }
+
+    /// Reports data versions of a log object beyond the one the caller feeds.
+    pub fn add_foreign_log_versions(&mut self, key: &str, kept: &str, extra: &[&str]) {
+        self.fault(
+            LogFaultKind::ForeignLogVersion,
+            format!(
+                "{key}: versions {} besides version {kept}; mailvault writes a log object once",
+                extra.join(", ")
+            ),
+        );
     }
 
     /// Reports an object in the log area that is neither a bundle nor a checkpoint.
@@ -698,9 +779,15 @@ impl Verifier {
         sink: &mut dyn FnMut(&RecordVerdict),
     ) -> Report {
         let log_size = self.range.size();
+        let origin = self
+            .trust
+            .origin
+            .clone()
+            .or_else(|| self.checkpoints.first().map(|c| c.origin.clone()));
         let judge = Judge {
             now: self.trust.now,
             signed_size: self.check_checkpoints(log_size).unwrap_or(0),
+            origin: origin.clone(),
         };
         let certificates_verified = self.check_certificates(log_size);
         let mut tally = Tally::default();
@@ -765,11 +852,7 @@ impl Verifier {
             .filter(|c| self.wanted_roots.get(&c.size).copied().flatten() == Some(c.root))
             .max_by_key(|c| c.size);
         Report {
-            origin: self
-                .trust
-                .origin
-                .clone()
-                .or_else(|| self.checkpoints.first().map(|c| c.origin.clone())),
+            origin,
             log_size,
             log_root: self.range.root().to_hex(),
             checkpoint: newest.map(|c| (c.size, c.root.to_hex())),
@@ -1009,6 +1092,8 @@ struct Judge {
     now: UnixTime,
     /// Entries below this position are covered by a valid signed checkpoint.
     signed_size: u64,
+    /// The log's origin (record ids are recomputed under it), when known.
+    origin: Option<String>,
 }
 
 impl Judge {
@@ -1085,6 +1170,9 @@ impl Judge {
                 ),
             ));
         }
+        if let Some(opened) = &v.opened {
+            self.judge_provable(table, i, opened, &mut findings);
+        }
         self.judge_lock(state, v, &mut findings);
         if let Some(marker) = versions.iter().find(|v| v.delete_marker) {
             findings.push((
@@ -1096,6 +1184,82 @@ impl Judge {
             ));
         }
         verdict(id, RecordStatus::PresentOk, findings)
+    }
+
+    /// Whether the record can be exported and proven: its sidecar agrees with its ingest
+    /// entry, its salt opens the logged commitment, its id recomputes.
+    fn judge_provable(
+        &self,
+        table: &RecordTable,
+        i: usize,
+        opened: &Opened,
+        findings: &mut Vec<(RecordStatus, String)>,
+    ) {
+        let state = &table.states[i];
+        let mut say = |f: String| findings.push((RecordStatus::Unprovable, f));
+        let sidecar = match &opened.sidecar {
+            Ok(s) => s,
+            Err(e) => {
+                say(format!("its sidecar cannot be read: {e}"));
+                return;
+            }
+        };
+        if sidecar.series != table.series(i) {
+            say(format!(
+                "its sidecar names series {:?}, the log {:?}",
+                sidecar.series,
+                table.series(i)
+            ));
+        }
+        let ingest_retain_until = state.ingest_retain_until();
+        if sidecar.retain_until != ingest_retain_until {
+            say(format!(
+                "its sidecar says retain-until {}, the ingest entry {ingest_retain_until}",
+                sidecar.retain_until
+            ));
+        }
+        if sidecar.commitment != state.commitment {
+            say(format!(
+                "its sidecar's commitment {} is not the logged commitment {}",
+                sidecar.commitment, state.commitment
+            ));
+        }
+        if sidecar
+            .stored_sha256
+            .is_some_and(|h| h != state.stored_sha256)
+        {
+            say("its sidecar's stored-sha256 is not the logged stored-sha256".to_owned());
+        }
+        if sidecar.stored_size.is_some_and(|n| n != state.stored_size) {
+            say(format!(
+                "its sidecar's stored-size is not the logged stored-size {}",
+                state.stored_size
+            ));
+        }
+        match &opened.original_sha256 {
+            Ok(digest) => {
+                if commitment_from_digest(&sidecar.salt, digest) != state.commitment {
+                    say(
+                        "its salt and message do not open the logged commitment: the record \
+                         cannot be proven"
+                            .to_owned(),
+                    );
+                }
+            }
+            Err(e) => say(format!("its stored bytes do not decompress: {e}")),
+        }
+        let id = table.get(state.id);
+        match &self.origin {
+            Some(origin) => {
+                let recomputed = record_id(origin, &sidecar.identity);
+                if recomputed.as_str() != id {
+                    say(format!(
+                        "its identity gives record id {recomputed} under origin {origin}, not {id}"
+                    ));
+                }
+            }
+            None => say("the log's origin is unknown: its record id cannot be recomputed".into()),
+        }
     }
 
     /// The stored version's lock against what the log says it must be.

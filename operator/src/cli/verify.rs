@@ -4,7 +4,7 @@
 use super::{StoreArgs, read_file, read_public_key};
 use clap::Args;
 use mailvault::core::proof::ProofBundle;
-use mailvault::core::verify::Trust;
+use mailvault::core::verify::{Trust, key_fingerprint};
 use mailvault::{Error, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,10 +27,20 @@ pub struct VerifyArgs {
     store: StoreArgs,
 }
 
+fn read_file_text(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// Runs `mailvault verify`: 0 verified, 1 verification failed (errors are 2, in `main`).
 pub async fn run(args: VerifyArgs) -> Result<ExitCode> {
     let store = args.store.open(&args.store_location)?;
     let key = read_public_key(&args.public_key)?;
+    // Printed first, so the auditor compares it with the fingerprint they pinned
+    // (docs/guide-auditor.md) before reading any verdict.
+    let fingerprint = key_fingerprint(&read_file_text(&args.public_key)?)?;
     let trusted = args
         .trusted_checkpoint
         .as_deref()
@@ -54,9 +64,11 @@ pub async fn run(args: VerifyArgs) -> Result<ExitCode> {
         let to_json = |e: serde_json::Error| Error::encoding("report as JSON", e);
         let mut value = serde_json::to_value(&report).map_err(to_json)?;
         value["verified"] = serde_json::Value::Bool(report.verified());
+        value["public_key_fingerprint"] = serde_json::Value::String(fingerprint);
         value["records"] = serde_json::to_value(&verdicts).map_err(to_json)?;
         println!("{}", serde_json::to_string_pretty(&value).map_err(to_json)?);
     } else {
+        println!("public key: {fingerprint}");
         print!("{}", report.to_text());
     }
     Ok(if report.verified() {

@@ -16,10 +16,15 @@ use crate::{Error, Result};
 use futures::{StreamExt as _, TryStreamExt as _};
 use mailvault_core::Hash;
 use mailvault_core::entry::EntryBody;
-use mailvault_core::layout::{CHECKPOINTS_PREFIX, LOG_PREFIX, RECORDS_PREFIX};
+use mailvault_core::layout::{
+    CERTIFICATES_PREFIX, CHECKPOINTS_PREFIX, LOG_PREFIX, RECORDS_PREFIX, parse_certificate_key,
+    parse_checkpoint_key,
+};
 use mailvault_core::proof::ProofBundle;
 use mailvault_core::record::commitment_from_digest;
-use mailvault_core::verify::{LogListing, RecordVerdict, Report, StoredVersion, Trust, Verifier};
+use mailvault_core::verify::{
+    LogListing, Opened, RecordVerdict, Report, SidecarFields, StoredVersion, Trust, Verifier,
+};
 use std::collections::BTreeMap;
 
 /// Writes the records of an archive, one line each (record, retain-until, state, series), in
@@ -188,58 +193,246 @@ pub async fn prove<S: Store>(
     ))
 }
 
-/// Runs the auditor's verification over a store: streams the log's bundles, reads and hashes
-/// every record version, and classifies every record. `sink` sees every verdict.
+/// Runs the auditor's verification over a store: reads every version of every log object
+/// (a delete marker hides nothing from it), streams the log's bundles, reads every record
+/// version, hashing its stored bytes and, decompressed on the way, its original bytes, and
+/// classifies every record. `sink` sees every verdict.
 pub async fn verify<S: Store>(
     store: &S,
     trust: Trust,
     sink: &mut dyn FnMut(&RecordVerdict),
 ) -> Result<Report> {
-    let mut keys = store.list_keys(LOG_PREFIX).await?;
-    keys.extend(store.list_keys(CHECKPOINTS_PREFIX).await?);
-    let listing = LogListing::from_keys(keys.iter().map(String::as_str));
+    let mut log_versions = store.list_versions(LOG_PREFIX).await?;
+    log_versions.extend(store.list_versions(CHECKPOINTS_PREFIX).await?);
+    log_versions.extend(store.list_versions(CERTIFICATES_PREFIX).await?);
+    let mut by_key: BTreeMap<String, Vec<StoredVersion>> = BTreeMap::new();
+    for (key, version) in log_versions {
+        by_key.entry(key).or_default().push(version);
+    }
     let mut v = Verifier::new(trust);
+    // The data versions read for each log key: the first for a bundle, every one for a
+    // checkpoint or certificate (each is judged on its own signature).
+    let mut chosen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, versions) in &by_key {
+        let markers: Vec<&str> = versions
+            .iter()
+            .filter(|x| x.delete_marker)
+            .map(|x| x.version_id.as_str())
+            .collect();
+        let data: Vec<&str> = versions
+            .iter()
+            .filter(|x| !x.delete_marker)
+            .map(|x| x.version_id.as_str())
+            .collect();
+        if !markers.is_empty() {
+            v.add_hidden_log_object(key, &markers);
+        }
+        let Some((first, extra)) = data.split_first() else {
+            continue;
+        };
+        if !extra.is_empty() {
+            v.add_foreign_log_versions(key, first, extra);
+        }
+        let read_all = parse_checkpoint_key(key).is_some() || parse_certificate_key(key).is_some();
+        let ids = if read_all { data.clone() } else { vec![*first] };
+        chosen.insert(key.clone(), ids.into_iter().map(str::to_owned).collect());
+    }
+    let listing = LogListing::from_keys(chosen.keys().map(String::as_str));
+    let first_version = |k: &str| {
+        chosen
+            .get(k)
+            .and_then(|ids| ids.first())
+            .cloned()
+            .unwrap_or_default()
+    };
     for k in &listing.unknown {
         v.add_unknown_log_object(k);
     }
     for k in &listing.checkpoints {
-        v.add_checkpoint(k, &log::fetch(store, k).await?);
+        for id in chosen.get(k).into_iter().flatten() {
+            v.add_checkpoint(k, &fetch_version(store, k, id).await?);
+        }
+    }
+    for k in &listing.certificates {
+        for id in chosen.get(k).into_iter().flatten() {
+            v.add_certificate(k, &fetch_version(store, k, id).await?);
+        }
     }
     for (index, group) in &listing.bundles {
         let full = match &group.full {
-            Some(k) => Some(log::fetch(store, k).await?),
+            Some(k) => Some(fetch_version(store, k, &first_version(k)).await?),
             None => None,
         };
         let mut partials = Vec::new();
         for (w, k) in &group.partials {
-            partials.push((*w, log::fetch(store, k).await?));
+            partials.push((*w, fetch_version(store, k, &first_version(k)).await?));
         }
         let partial_refs: Vec<(u64, &[u8])> =
             partials.iter().map(|(w, b)| (*w, b.as_slice())).collect();
         v.add_bundle(*index, full.as_deref(), &partial_refs);
     }
-    // Every version is read back and hashed, several at a time and each in pieces (memory does
-    // not grow with record size); the listing keeps key order.
-    let hashed: Vec<(String, StoredVersion)> =
+    // Every version is read back, several at a time and each in pieces (memory does not grow
+    // with record size): its stored bytes hashed, decompressed on the way and the original
+    // hashed, its sidecar parsed. The listing keeps key order.
+    let opened: Vec<(String, StoredVersion)> =
         futures::stream::iter(store.list_versions(RECORDS_PREFIX).await?)
-            .map(|(key, mut version)| async move {
-                if !version.delete_marker
-                    && let Some(digest) = store
-                        .read_streaming(&key, Some(&version.version_id), &mut |_| Ok(()))
-                        .await?
-                {
-                    version.sha256 = Some(digest.sha256);
-                }
-                Ok::<_, Error>((key, version))
-            })
+            .map(|(key, version)| open_version(store, key, version))
             .buffered(16)
             .try_collect()
             .await?;
     let mut by_key: BTreeMap<String, Vec<StoredVersion>> = BTreeMap::new();
-    for (key, version) in hashed {
+    for (key, version) in opened {
         by_key.entry(key).or_default().push(version);
     }
     Ok(v.finish_streaming(by_key, sink))
+}
+
+/// Reads one version of a log object.
+async fn fetch_version<S: Store>(store: &S, key: &str, version: &str) -> Result<Vec<u8>> {
+    store
+        .get(key, Some(version))
+        .await?
+        .map(|o| o.bytes)
+        .ok_or_else(|| Error::Store {
+            message: format!("version {version} of {key} was listed but cannot be read"),
+            // A listing can run ahead of a read on an eventually consistent server.
+            retry: crate::Retry::Transient,
+            source: None,
+        })
+}
+
+/// Opens a record version as `export` does: hashes its stored bytes, decompresses them on the
+/// way and hashes the original, and parses its sidecar.
+async fn open_version<S: Store>(
+    store: &S,
+    key: String,
+    mut version: StoredVersion,
+) -> Result<(String, StoredVersion)> {
+    if version.delete_marker {
+        return Ok((key, version));
+    }
+    let mut original = OriginalHasher::new();
+    let read = store
+        .read_streaming(&key, Some(&version.version_id), &mut |piece| {
+            original.write(piece);
+            Ok(())
+        })
+        .await;
+    let digest = match read {
+        Ok(d) => d,
+        // A sidecar the store cannot parse (the `file:` store's JSON file) makes the record
+        // unprovable; it does not stop the audit.
+        Err(Error::Conflict(e)) => {
+            version.opened = Some(Box::new(Opened {
+                sidecar: Err(e),
+                original_sha256: Err("not read".into()),
+            }));
+            return Ok((key, version));
+        }
+        Err(e) => return Err(e),
+    };
+    version.opened = Some(Box::new(match digest {
+        Some(digest) => {
+            version.sha256 = Some(digest.sha256);
+            Opened {
+                sidecar: sidecar_fields(&digest.sidecar),
+                original_sha256: original.finish(),
+            }
+        }
+        // Listed but not readable: nothing can be exported from it, whatever the reason.
+        None => Opened {
+            sidecar: Err("the version was listed but cannot be read".into()),
+            original_sha256: Err("not read".into()),
+        },
+    }));
+    Ok((key, version))
+}
+
+/// Sidecar field: SHA-256 of the stored bytes (hex), written by newer writers.
+const STORED_SHA256: &str = "mailvault-stored-sha256";
+/// Sidecar field: length of the stored bytes (decimal), written by newer writers.
+const STORED_SIZE: &str = "mailvault-stored-size";
+
+/// The fields the verifier checks, from a record's sidecar metadata (empty: no sidecar).
+fn sidecar_fields(
+    map: &crate::store::ObjectMetadata,
+) -> std::result::Result<SidecarFields, String> {
+    if map.is_empty() {
+        return Err("the record has no sidecar".into());
+    }
+    let sidecar = Sidecar::from_map(map)?;
+    let stored_sha256 = map
+        .get(STORED_SHA256)
+        .map(|h| Hash::from_hex(h).map_err(|e| format!("bad {STORED_SHA256}: {e}")))
+        .transpose()?;
+    let stored_size = map
+        .get(STORED_SIZE)
+        .map(|n| n.parse::<u64>().map_err(|_| format!("bad {STORED_SIZE}")))
+        .transpose()?;
+    Ok(SidecarFields {
+        series: sidecar.series,
+        retain_until: sidecar.retain_until,
+        commitment: sidecar.commitment,
+        salt: sidecar.salt,
+        identity: sidecar.identity,
+        stored_sha256,
+        stored_size,
+    })
+}
+
+/// A `Write` that only hashes.
+struct Sha256Writer(sha2::Sha256);
+
+impl std::io::Write for Sha256Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.0, buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decompresses zstd pieces as they arrive and hashes the output; keeps the first error.
+struct OriginalHasher {
+    decoder: Option<zstd::stream::write::Decoder<'static, Sha256Writer>>,
+    error: Option<String>,
+}
+
+impl OriginalHasher {
+    fn new() -> Self {
+        match zstd::stream::write::Decoder::new(Sha256Writer(sha2::Digest::new())) {
+            Ok(d) => Self {
+                decoder: Some(d),
+                error: None,
+            },
+            Err(e) => Self {
+                decoder: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    fn write(&mut self, piece: &[u8]) {
+        use std::io::Write as _;
+        if let Some(d) = &mut self.decoder
+            && let Err(e) = d.write_all(piece)
+        {
+            self.error = Some(e.to_string());
+            self.decoder = None;
+        }
+    }
+
+    fn finish(self) -> std::result::Result<Hash, String> {
+        use std::io::Write as _;
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let mut d = self.decoder.ok_or_else(|| "no decoder".to_owned())?;
+        d.flush().map_err(|e| e.to_string())?;
+        Ok(Hash(sha2::Digest::finalize(d.into_inner().0).into()))
+    }
 }
 
 #[cfg(test)]

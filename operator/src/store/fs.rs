@@ -234,6 +234,7 @@ impl Store for FsStore {
                     lock_mode: None,
                     retain_until: None,
                     legal_hold: false,
+                    opened: None,
                 },
             ));
         }

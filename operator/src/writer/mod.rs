@@ -226,14 +226,7 @@ pub struct LogHead {
     pub checkpoint: Option<String>,
 }
 
-/// The record id of a message: 32 hex digits of `SHA-256(origin || 0 || identity)`, stable
-/// across runs so that a message archived once is recognised.
-pub fn record_id(origin: &str, identity: &str) -> RecordId {
-    let mut bytes = origin.as_bytes().to_vec();
-    bytes.push(0);
-    bytes.extend_from_slice(identity.as_bytes());
-    RecordId::from_hash(&Hash::of(&bytes))
-}
+pub use mailvault_core::record::record_id;
 
 /// Writes records and the log for one archive.
 pub struct RecordWriter<'s, S: Store> {

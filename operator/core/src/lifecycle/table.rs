@@ -34,6 +34,8 @@ pub(crate) struct RecordState {
     pub unusual_key: Option<StrRef>,
     pub stored_sha256: Hash,
     pub stored_size: u64,
+    /// The ingest entry's `original-commitment` (the verifier opens it with the sidecar's salt).
+    pub commitment: Hash,
     /// Index into the table's series names.
     pub series: u32,
     pub retain_until: RetainUntil,
@@ -53,6 +55,9 @@ pub(crate) struct Extra {
     pub destroyed: Option<Tombstone>,
     /// Set by the verifier once a destruction certificate lists the record.
     pub certified: bool,
+    /// The ingest entry's retain-until, kept once a `retention-extended` entry changed it
+    /// (the sidecar keeps the ingest value).
+    pub ingest_retain_until: Option<RetainUntil>,
 }
 
 /// A logged `destroy-authorized`.
@@ -90,11 +95,23 @@ impl RecordState {
     /// permanent). A shortening is refused, with the retention that stays.
     pub fn extend_retention(&mut self, to: RetainUntil) -> Result<(), RetainUntil> {
         if extends(self.retain_until, to) {
+            if to != self.retain_until {
+                let ingested = self.retain_until;
+                self.extra_mut().ingest_retain_until.get_or_insert(ingested);
+            }
             self.retain_until = to;
             Ok(())
         } else {
             Err(self.retain_until)
         }
+    }
+
+    /// The retain-until of the record's ingest entry.
+    pub fn ingest_retain_until(&self) -> RetainUntil {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.ingest_retain_until)
+            .unwrap_or(self.retain_until)
     }
 
     pub fn authorization(&self) -> Option<&Authorized> {
@@ -175,7 +192,7 @@ impl RecordTable {
             object_version,
             stored_sha256,
             stored_size,
-            ..
+            original_commitment,
         } = body
         {
             if found.is_some() {
@@ -194,6 +211,7 @@ impl RecordTable {
                         unusual_key: k,
                         stored_sha256,
                         stored_size,
+                        commitment: original_commitment,
                         series: s,
                         retain_until,
                         lock_mode,

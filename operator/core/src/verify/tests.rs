@@ -87,6 +87,7 @@ impl Fixture {
                 lock_mode: Some(LockMode::Compliance),
                 retain_until: Some(lock_until),
                 legal_hold: false,
+                opened: None,
             }],
         );
     }
@@ -1109,6 +1110,35 @@ mod properties {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
+        /// VERIFIED means provable: with every record's sidecar and bytes as written, the
+        /// archive verifies; one change to one record's sidecar, salt, identity or decompressed
+        /// bytes makes exactly that record UNPROVABLE.
+        #[test]
+        fn one_sidecar_change_makes_exactly_that_record_unprovable(n in 1usize..12, pick in any::<usize>(), what in 0u8..7) {
+            let mut f = Fixture::new();
+            let ids: Vec<String> = (0..n)
+                .map(|i| ingest_provable(&mut f, "INBOX", format!("Subject: {i}\r\n\r\n").as_bytes(), i as u8))
+                .collect();
+            f.checkpoint();
+            prop_assert!(f.verify().verified());
+            let victim = &ids[pick % n];
+            match what {
+                0 => sidecar_mut(&mut f, victim).salt[pick % SALT_LEN] ^= 0x80,
+                1 => sidecar_mut(&mut f, victim).series.push('x'),
+                2 => sidecar_mut(&mut f, victim).identity.insert(0, 'x'),
+                3 => sidecar_mut(&mut f, victim).commitment = Hash::of(b"x"),
+                4 => sidecar_mut(&mut f, victim).retain_until = RetainUntil::Until(UnixTime(T0)),
+                5 => opened_mut(&mut f, victim).sidecar = Err("gone".into()),
+                _ => opened_mut(&mut f, victim).original_sha256 = Ok(Hash::of(b"other")),
+            }
+            let audit = f.verify();
+            prop_assert!(!audit.verified());
+            for id in &ids {
+                let want = if id == victim { RecordStatus::Unprovable } else { RecordStatus::PresentOk };
+                prop_assert_eq!(status(&audit, id), want);
+            }
+        }
+
         /// Any sequence of batches appended and checkpointed verifies; any entry's proof bundle
         /// verifies offline against the newest checkpoint; one flipped byte in any bundle fails.
         #[test]
@@ -1175,3 +1205,311 @@ mod properties {
         }
     }
 }
+
+// ---- VERIFIED means exportable and provable (sidecar, salt, record id) ----
+
+/// Ingests a record the way the writer does (id from the origin and the identity, a salted
+/// commitment), stores it, and opens it as the reader does. Returns its id.
+fn ingest_provable(f: &mut Fixture, folder: &str, message: &[u8], salt: u8) -> String {
+    let digest = Hash::of(message);
+    let identity = format!("{folder}\u{0}{}", digest.to_hex());
+    let id = record_id(ORIGIN, &identity).to_string();
+    let salt = [salt; SALT_LEN];
+    let commitment = commitment_from_digest(&salt, &digest);
+    let retain_until = RetainUntil::Until(UnixTime(T0 + 3 * YEAR));
+    let stored = format!("stored bytes of {id}");
+    let stored_sha256 = Hash::of(stored.as_bytes());
+    f.append(
+        &id,
+        EntryBody::Ingest {
+            series: "MO-GS-003".into(),
+            retain_until,
+            lock_mode: LockMode::Compliance,
+            object_key: key_of(&id),
+            object_version: "v1".into(),
+            stored_sha256,
+            stored_size: stored.len() as u64,
+            original_commitment: commitment,
+        },
+    );
+    f.inventory.insert(
+        key_of(&id),
+        vec![StoredVersion {
+            version_id: "v1".into(),
+            sha256: Some(stored_sha256),
+            lock_mode: Some(LockMode::Compliance),
+            retain_until: Some(UnixTime(T0 + 3 * YEAR)),
+            opened: Some(Box::new(Opened {
+                sidecar: Ok(SidecarFields {
+                    series: "MO-GS-003".into(),
+                    retain_until,
+                    commitment,
+                    salt,
+                    identity,
+                    stored_sha256: Some(stored_sha256),
+                    stored_size: Some(stored.len() as u64),
+                }),
+                original_sha256: Ok(digest),
+            })),
+            ..StoredVersion::default()
+        }],
+    );
+    id
+}
+
+/// Two provable records, checkpointed.
+fn provable() -> (Fixture, String, String) {
+    let mut f = Fixture::new();
+    let a = ingest_provable(&mut f, "INBOX", b"Subject: a\r\n\r\na\r\n", 1);
+    let b = ingest_provable(&mut f, "Sent", b"Subject: b\r\n\r\nb\r\n", 2);
+    f.checkpoint();
+    (f, a, b)
+}
+
+fn opened_mut<'a>(f: &'a mut Fixture, id: &str) -> &'a mut Opened {
+    f.inventory.get_mut(&key_of(id)).unwrap()[0]
+        .opened
+        .as_mut()
+        .unwrap()
+}
+
+fn sidecar_mut<'a>(f: &'a mut Fixture, id: &str) -> &'a mut SidecarFields {
+    opened_mut(f, id).sidecar.as_mut().unwrap()
+}
+
+/// Applies `change` to record `a`'s store view and checks that exactly `a` turns UNPROVABLE
+/// (with a finding containing `says`) and the other stays `PRESENT_OK`.
+fn unprovable_after(change: impl FnOnce(&mut Fixture, &str), says: &str) {
+    let (mut f, a, b) = provable();
+    change(&mut f, &a);
+    let audit = f.verify();
+    assert!(!audit.verified(), "{}", audit.to_text());
+    assert_eq!(status(&audit, &a), RecordStatus::Unprovable);
+    assert_eq!(status(&audit, &b), RecordStatus::PresentOk);
+    let finding = audit.problems.iter().find(|p| p.record == a).unwrap();
+    assert!(
+        finding.findings.iter().any(|x| x.contains(says)),
+        "{finding:?} should say {says:?}"
+    );
+    assert!(audit.to_text().contains("UNPROVABLE"));
+}
+
+#[test]
+fn provable_records_verify() {
+    let (f, a, b) = provable();
+    let audit = f.verify();
+    assert!(audit.verified(), "{}", audit.to_text());
+    assert_eq!(status(&audit, &a), RecordStatus::PresentOk);
+    assert_eq!(status(&audit, &b), RecordStatus::PresentOk);
+}
+
+#[test]
+fn a_missing_sidecar_is_unprovable() {
+    unprovable_after(
+        |f, a| opened_mut(f, a).sidecar = Err("no sidecar".into()),
+        "no sidecar",
+    );
+}
+
+#[test]
+fn a_corrupted_salt_is_unprovable() {
+    unprovable_after(|f, a| sidecar_mut(f, a).salt[0] ^= 1, "do not open");
+}
+
+#[test]
+fn a_sidecar_disagreeing_with_its_entry_is_unprovable() {
+    unprovable_after(|f, a| sidecar_mut(f, a).series = "other".into(), "series");
+    unprovable_after(
+        |f, a| sidecar_mut(f, a).retain_until = RetainUntil::Permanent,
+        "retain-until",
+    );
+    unprovable_after(
+        |f, a| sidecar_mut(f, a).commitment = Hash::of(b"x"),
+        "commitment",
+    );
+    unprovable_after(
+        |f, a| sidecar_mut(f, a).stored_sha256 = Some(Hash::of(b"x")),
+        "stored-sha256",
+    );
+    unprovable_after(
+        |f, a| sidecar_mut(f, a).stored_size = Some(1),
+        "stored-size",
+    );
+}
+
+#[test]
+fn a_record_id_that_does_not_recompute_is_unprovable() {
+    unprovable_after(
+        |f, a| sidecar_mut(f, a).identity.push('x'),
+        "gives record id",
+    );
+}
+
+#[test]
+fn bytes_that_do_not_decompress_are_unprovable() {
+    unprovable_after(
+        |f, a| opened_mut(f, a).original_sha256 = Err("unknown frame descriptor".into()),
+        "do not decompress",
+    );
+    // Decompressing to another message: the commitment does not open.
+    unprovable_after(
+        |f, a| opened_mut(f, a).original_sha256 = Ok(Hash::of(b"another message")),
+        "do not open",
+    );
+}
+
+#[test]
+fn tampered_bytes_stay_tampered() {
+    let (mut f, a, _) = provable();
+    let v = &mut f.inventory.get_mut(&key_of(&a)).unwrap()[0];
+    v.sha256 = Some(Hash::of(b"other bytes"));
+    v.opened.as_mut().unwrap().original_sha256 = Ok(Hash::of(b"other message"));
+    let audit = f.verify();
+    assert_eq!(status(&audit, &a), RecordStatus::Tampered);
+}
+
+#[test]
+fn an_extended_retention_keeps_the_sidecars_ingest_value() {
+    let (mut f, a, _) = provable();
+    f.append(
+        &a,
+        EntryBody::RetentionExtended {
+            retain_until: RetainUntil::Until(UnixTime(T0 + 5 * YEAR)),
+        },
+    );
+    f.inventory.get_mut(&key_of(&a)).unwrap()[0].retain_until = Some(UnixTime(T0 + 5 * YEAR));
+    f.checkpoint();
+    let audit = f.verify();
+    assert!(audit.verified(), "{}", audit.to_text());
+    // A sidecar rewritten to the extended value is not the one written at ingest.
+    sidecar_mut(&mut f, &a).retain_until = RetainUntil::Until(UnixTime(T0 + 5 * YEAR));
+    assert_eq!(status(&f.verify(), &a), RecordStatus::Unprovable);
+}
+
+#[test]
+fn without_an_origin_no_record_id_recomputes() {
+    let (f, a, _) = provable();
+    let mut trust = f.trust();
+    trust.origin = None;
+    trust.keys = vec![];
+    let audit = run(trust, &f.objects, &f.inventory);
+    assert!(!audit.verified());
+    assert_eq!(status(&audit, &a), RecordStatus::Unprovable);
+}
+
+#[test]
+fn hidden_and_foreign_log_versions_fail() {
+    let f = good();
+    let mut v = Verifier::new(f.trust());
+    v.add_hidden_log_object("checkpoints/8", &["dm1"]);
+    v.add_foreign_log_versions("log/tile/entries/000.p/8", "v1", &["v2"]);
+    let listing = LogListing::from_keys(f.objects.keys().map(String::as_str));
+    for k in &listing.checkpoints {
+        v.add_checkpoint(k, &f.objects[k]);
+    }
+    for (index, keys) in &listing.bundles {
+        let partials: Vec<(u64, &[u8])> = keys
+            .partials
+            .iter()
+            .map(|(w, k)| (*w, f.objects[k].as_slice()))
+            .collect();
+        v.add_bundle(
+            *index,
+            keys.full.as_deref().map(|k| f.objects[k].as_slice()),
+            &partials,
+        );
+    }
+    let report = v.finish(&f.inventory);
+    assert!(!report.verified());
+    assert_eq!(
+        faults(&report),
+        vec![
+            LogFaultKind::HiddenLogObject,
+            LogFaultKind::ForeignLogVersion
+        ]
+    );
+    assert!(report.to_text().contains("HIDDEN_LOG_OBJECT checkpoints/8"));
+    assert!(report.to_text().contains("FOREIGN_LOG_VERSION"));
+}
+
+/// The worked example of docs/log-format.md ("Key fingerprints").
+#[test]
+fn key_fingerprint_worked_example() {
+    let signer = NoteSigner::new("mailvault.io/acme/mail", &[7; 32]).unwrap();
+    let vkey = signer.verifier_key();
+    let fp = key_fingerprint(&format!("{vkey}\n")).unwrap();
+    println!("verifier key = {vkey}\nfingerprint = {fp}");
+    assert_eq!(
+        fp,
+        format!(
+            "{} sha256:{}",
+            vkey.rsplit_once('+').unwrap().0,
+            Hash::of(vkey.as_bytes())
+        )
+    );
+    assert_eq!(vkey, VKEY_EXAMPLE);
+    assert_eq!(fp, FINGERPRINT_EXAMPLE);
+    assert!(key_fingerprint("not a key").is_err());
+}
+const VKEY_EXAMPLE: &str =
+    "mailvault.io/acme/mail+b8e1e6eb+AepKbGPinFIKvvVQexMuxfmVR3auvr57kkIe6mkURtIs";
+const FINGERPRINT_EXAMPLE: &str = "mailvault.io/acme/mail+b8e1e6eb sha256:237852a6c3447b13cb54e67d2f53d1dca2ba911487b2e1ac524a9311f25f84ca";
+
+/// The worked example of docs/log-format.md ("Entries", "Bundles"): an ingest entry's exact
+/// bytes, its entry hash (the next entry's `prev`) and its Merkle leaf hash.
+#[test]
+fn entry_worked_example() {
+    let entry = Entry {
+        index: 0,
+        prev: Hash::default(),
+        logged_at: UnixTime(T0),
+        record: RecordId::new("6e786c8035bc0eff441c9b7fae6bc340").unwrap(),
+        body: EntryBody::Ingest {
+            series: "MO-GS-003".into(),
+            retain_until: RetainUntil::Until(UnixTime(T0 + 3 * YEAR)),
+            lock_mode: LockMode::Compliance,
+            object_key: "records/6e786c8035bc0eff441c9b7fae6bc340".into(),
+            object_version: "0".into(),
+            stored_sha256: Hash::of(b"stored"),
+            stored_size: 33,
+            original_commitment: Hash::from_hex(
+                "86d3129d8a855b9c29fdecd75676524b32408a5731cf271b963fbbb25fad0e49",
+            )
+            .unwrap(),
+        },
+    };
+    let bytes = entry.encode();
+    println!("entry bytes:\n{}", String::from_utf8_lossy(&bytes));
+    println!("entry hash = {}", Hash::of(&bytes));
+    println!("leaf hash = {}", leaf_hash(&bytes));
+    let bundle = encode_bundle([bytes.as_slice()]);
+    println!("bundle hex = {}", hex::encode(&bundle));
+    assert_eq!(String::from_utf8(bytes.clone()).unwrap(), ENTRY_EXAMPLE);
+    assert_eq!(leaf_hash(&bytes).to_hex(), LEAF_EXAMPLE);
+    assert_eq!(
+        Hash::of(&bytes).to_hex(),
+        "74f1edab183d100c8d1732f85b717e1294419ee857d3de3de5b7e2213416c903"
+    );
+    assert_eq!(
+        &bundle[..3],
+        &[0x01, 0xf7, b'm'][..],
+        "bundle: 2-byte big-endian length"
+    );
+    assert_eq!(Entry::decode(&bytes).unwrap(), entry);
+}
+const ENTRY_EXAMPLE: &str = "mailvault-log-entry/1\n\
+index 0\n\
+prev 0000000000000000000000000000000000000000000000000000000000000000\n\
+logged-at 2026-11-28T03:22:00Z\n\
+type ingest\n\
+record 6e786c8035bc0eff441c9b7fae6bc340\n\
+series MO-GS-003\n\
+retain-until 2029-11-27T03:22:00Z\n\
+lock-mode COMPLIANCE\n\
+object-key records/6e786c8035bc0eff441c9b7fae6bc340\n\
+object-version 0\n\
+stored-sha256 87b04e58961f9a99d853d4046a0b5b793e7c3e4bbd21f5aca8fb17c20cdb1d8b\n\
+stored-size 33\n\
+original-commitment 86d3129d8a855b9c29fdecd75676524b32408a5731cf271b963fbbb25fad0e49\n\
+";
+const LEAF_EXAMPLE: &str = "23ff84e0fb09201be3fed85b88f53b0f0f4f4498471c8c8bd271aec61842b8d6";
