@@ -2,8 +2,9 @@
 
 use super::fs::FsStore;
 use super::s3::S3Store;
-use super::{ObjectDigest, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
+use super::{ObjectDigest, ObjectMetadata, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
 use crate::Result;
+use mailvault_core::UnixTime;
 use mailvault_core::verify::StoredVersion;
 
 /// Either store, chosen at run time.
@@ -31,11 +32,22 @@ impl Store for AnyStore {
     async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
         each!(self, s => s.put_record(put).await)
     }
-    async fn put_immutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        each!(self, s => s.put_immutable(key, bytes).await)
+    async fn put_immutable(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &ObjectMetadata,
+        lock_until: UnixTime,
+    ) -> Result<()> {
+        each!(self, s => s.put_immutable(key, bytes, metadata, lock_until).await)
     }
-    async fn put_mutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        each!(self, s => s.put_mutable(key, bytes).await)
+    async fn put_mutable(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &ObjectMetadata,
+    ) -> Result<()> {
+        each!(self, s => s.put_mutable(key, bytes, metadata).await)
     }
     async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
         each!(self, s => s.get(key, version).await)

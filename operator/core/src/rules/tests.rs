@@ -94,7 +94,10 @@ fn folders_are_globs_on_the_decoded_name() {
     assert!(matches(m(&["inbox"]), &f), "INBOX in any case");
     f.folder = "Newsletters/2026/May".into();
     assert!(matches(m(&["Newsletters/**"]), &f));
-    assert!(!matches(m(&["Junk", "Newsletters/*"]), &f), "* stays within a level");
+    assert!(
+        !matches(m(&["Junk", "Newsletters/*"]), &f),
+        "* stays within a level"
+    );
     assert!(!matches(m(&["Junk"]), &f));
     f.folder = "Newsletters/2026".into();
     assert!(matches(m(&["Junk", "Newsletters/*"]), &f));
