@@ -202,7 +202,8 @@ async fn run_and_record(
     ctx.metrics.runs_waiting.dec();
     ctx.metrics.runs_in_progress.inc();
     let clock = Instant::now();
-    let result = run_once(ctx, &namespace, archive, policy).await;
+    // Boxed: a run's future is large (the writer's open and sync state machines).
+    let result = Box::pin(run_once(ctx, &namespace, archive, policy)).await;
     drop(permit);
     ctx.metrics.runs_in_progress.dec();
     ctx.metrics

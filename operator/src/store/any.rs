@@ -63,6 +63,10 @@ impl Store for AnyStore {
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
         each!(self, s => s.list_keys(prefix).await)
     }
+    async fn list_version_ids(&self, prefix: &str) -> Result<Vec<(String, String, bool)>> {
+        each!(self, s => s.list_version_ids(prefix).await)
+    }
+
     async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
         each!(self, s => s.list_versions(prefix).await)
     }

@@ -251,6 +251,15 @@ impl Store for FsStore {
         Ok(keys)
     }
 
+    async fn list_version_ids(&self, prefix: &str) -> Result<Vec<(String, String, bool)>> {
+        Ok(self
+            .list_keys(prefix)
+            .await?
+            .into_iter()
+            .map(|k| (k, VERSION.to_owned(), false))
+            .collect())
+    }
+
     async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
         let mut out = Vec::new();
         // One version per key; hashes are not read here (verify reads them in pieces).

@@ -128,6 +128,13 @@ pub trait Store: Send + Sync + Clone + 'static {
     /// Keys under a prefix (current objects only), sorted.
     fn list_keys(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
 
+    /// Every version and delete marker under a prefix, sorted by key, without lock state
+    /// (one LIST per 1000 versions, no HEAD): `(key, version id, is a delete marker)`.
+    fn list_version_ids(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String, bool)>>> + Send;
+
     /// Every version and delete marker under a prefix, sorted by key, with lock state (hashes
     /// are not read: `sha256` is `None`).
     fn list_versions(

@@ -517,7 +517,7 @@ impl Store for S3Store {
         Ok(keys)
     }
 
-    async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
+    async fn list_version_ids(&self, prefix: &str) -> Result<Vec<(String, String, bool)>> {
         let full = self.full_key(prefix);
         let mut out: Vec<(String, String, bool)> = Vec::new();
         let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
@@ -556,6 +556,11 @@ impl Store for S3Store {
             }
         }
         out.sort();
+        Ok(out)
+    }
+
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
+        let out = self.list_version_ids(prefix).await?;
         // Lock state is per version: ask for it (listings do not carry it), several at a time.
         let versions: Vec<(String, StoredVersion)> = futures::stream::iter(out)
             .map(|(key, version_id, delete_marker)| async move {

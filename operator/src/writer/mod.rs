@@ -388,17 +388,17 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         use mailvault_core::checkpoint::{Checkpoint, SignedHead};
         let listed = log.head.map_or(0, |h| h.size);
         let mut candidates = Vec::new();
-        for (key, version) in store.list_versions(CHECKPOINTS_PREFIX).await? {
+        for (key, version, delete_marker) in store.list_version_ids(CHECKPOINTS_PREFIX).await? {
             let Some(size) = parse_checkpoint_key(&key) else {
                 continue;
             };
-            if version.delete_marker {
+            if delete_marker {
                 summary.report_unauthenticated(&format!("{key} (delete marker)"));
             } else if size >= listed {
-                candidates.push((size, key, version.version_id));
+                candidates.push((size, key, version));
             }
         }
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         let mut best: Option<(SignedHead, String)> = None;
         for (size, key, version) in candidates {
             if best.as_ref().is_some_and(|(h, _)| size < h.size) {
