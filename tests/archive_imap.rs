@@ -1056,3 +1056,382 @@ async fn delete_markers_and_extra_versions_in_the_bucket_fail_verification() {
         "{report:#}"
     );
 }
+
+// ---- Writer trust (issue 11): an attacker with the bucket's write credentials but no key. ----
+
+/// Current keys under the archive's `under` (relative to the archive root), relative keys.
+async fn current_keys(case: &Case, under: &str) -> Vec<String> {
+    let out = case
+        .env
+        .s3_client(case.flavour)
+        .list_objects_v2()
+        .bucket(&case.bucket)
+        .prefix(format!("police/chief/{under}"))
+        .send()
+        .await
+        .unwrap();
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key()?.strip_prefix("police/chief/").map(str::to_owned))
+        .collect()
+}
+
+async fn put_plain(
+    case: &Case,
+    key: &str,
+    bytes: Vec<u8>,
+    metadata: Option<&std::collections::HashMap<String, String>>,
+) {
+    case.env
+        .s3_client(case.flavour)
+        .put_object()
+        .bucket(&case.bucket)
+        .key(format!("police/chief/{key}"))
+        .set_metadata(metadata.cloned())
+        .body(aws_sdk_s3::primitives::ByteStream::from(bytes))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn get_plain(case: &Case, key: &str) -> (Vec<u8>, std::collections::HashMap<String, String>) {
+    let out = case
+        .env
+        .s3_client(case.flavour)
+        .get_object()
+        .bucket(&case.bucket)
+        .key(format!("police/chief/{key}"))
+        .send()
+        .await
+        .unwrap();
+    let metadata = out.metadata().cloned().unwrap_or_default();
+    (
+        out.body.collect().await.unwrap().into_bytes().to_vec(),
+        metadata,
+    )
+}
+
+fn newest_checkpoint(keys: &[String]) -> u64 {
+    keys.iter()
+        .filter_map(|k| k.strip_prefix("checkpoints/")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_objects_are_locked_and_s3_refuses_to_delete_their_versions() {
+    let case = Case::new("imap-locked-log", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0);
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    let s3 = case.env.s3_client(case.flavour);
+    let listed = s3
+        .list_object_versions()
+        .bucket(&case.bucket)
+        .prefix("police/chief/")
+        .send()
+        .await
+        .unwrap();
+    let horizon = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+        + 99 * 365 * 86_400;
+    let mut log_objects = 0;
+    for v in listed.versions() {
+        let key = v.key().unwrap();
+        if !(key.contains("/log/") || key.contains("/checkpoints/")) {
+            continue;
+        }
+        log_objects += 1;
+        let version = v.version_id().unwrap();
+        let head = s3
+            .head_object()
+            .bucket(&case.bucket)
+            .key(key)
+            .version_id(version)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.object_lock_mode(),
+            Some(&aws_sdk_s3::types::ObjectLockMode::Compliance),
+            "{key}"
+        );
+        assert!(
+            head.object_lock_retain_until_date().unwrap().secs() > horizon,
+            "{key}: {:?}",
+            head.object_lock_retain_until_date()
+        );
+        if key.contains("/log/") {
+            assert!(
+                head.metadata()
+                    .is_some_and(|m| m.contains_key("mailvault-mac")),
+                "{key}: {:?}",
+                head.metadata()
+            );
+        }
+        let deleted = s3
+            .delete_object()
+            .bucket(&case.bucket)
+            .key(key)
+            .version_id(version)
+            .send()
+            .await;
+        assert!(
+            deleted.is_err(),
+            "S3 deleted the locked version {version} of {key}"
+        );
+    }
+    assert!(log_objects >= 2, "{listed:?}");
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hiding_the_newest_checkpoint_and_its_entries_does_not_rewind_the_writer() {
+    let case = Case::new("imap-hidden-head", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0);
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    let keys = current_keys(&case, "").await;
+    let newest = newest_checkpoint(&keys);
+    assert_eq!(newest, 7);
+    let s3 = case.env.s3_client(case.flavour);
+    // Delete markers (plain DELETEs are allowed) over the newest checkpoint and over the
+    // bundle object that holds its last entries: a listing now shows an older, consistent log.
+    for key in [
+        format!("checkpoints/{newest}"),
+        format!("log/tile/entries/000.p/{newest}"),
+    ] {
+        assert!(keys.contains(&key), "{key}: {keys:?}");
+        s3.delete_object()
+            .bucket(&case.bucket)
+            .key(format!("police/chief/{key}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let hidden = current_keys(&case, "checkpoints/").await;
+    assert!(newest_checkpoint(&hidden) < newest, "{hidden:?}");
+    case.env.seed_message(
+        &case.user,
+        "INBOX",
+        b"Subject: after the attack\r\n\r\nx\r\n",
+        "",
+    );
+    let o = case.archive();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("checkpoint 7 is hidden") && stderr.contains("nothing was signed"),
+        "{}",
+        text(&o)
+    );
+    // Nothing was signed over the shorter log.
+    let after = current_keys(&case, "checkpoints/").await;
+    assert_eq!(after, hidden);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_marker_over_the_newest_checkpoint_is_reported_and_not_a_rewind() {
+    let case = Case::new("imap-hidden-cp", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0);
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    let newest = newest_checkpoint(&current_keys(&case, "checkpoints/").await);
+    let (note, _) = get_plain(&case, &format!("checkpoints/{newest}")).await;
+    let s3 = case.env.s3_client(case.flavour);
+    s3.delete_object()
+        .bucket(&case.bucket)
+        .key(format!("police/chief/checkpoints/{newest}"))
+        .send()
+        .await
+        .unwrap();
+    case.env.seed_message(
+        &case.user,
+        "INBOX",
+        b"Subject: after the marker\r\n\r\ny\r\n",
+        "",
+    );
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(&format!("checkpoints/{newest} (delete marker)")),
+        "{}",
+        text(&o)
+    );
+    // Every checkpoint version: one root per size, and the hidden one is still what it was.
+    let versions = s3
+        .list_object_versions()
+        .bucket(&case.bucket)
+        .prefix("police/chief/checkpoints/")
+        .send()
+        .await
+        .unwrap();
+    let mut roots: BTreeMap<String, String> = BTreeMap::new();
+    for v in versions.versions() {
+        let body = s3
+            .get_object()
+            .bucket(&case.bucket)
+            .key(v.key().unwrap())
+            .version_id(v.version_id().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .body
+            .collect()
+            .await
+            .unwrap()
+            .into_bytes();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let mut lines = text.lines().skip(1);
+        let (size, root) = (
+            lines.next().unwrap().to_owned(),
+            lines.next().unwrap().to_owned(),
+        );
+        if let Some(seen) = roots.insert(size.clone(), root.clone()) {
+            assert_eq!(seen, root, "two roots for size {size}");
+        }
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&note)
+            .lines()
+            .nth(2)
+            .map(str::to_owned),
+        roots.get(&newest.to_string()).cloned()
+    );
+    assert_eq!(
+        newest_checkpoint(&current_keys(&case, "checkpoints/").await),
+        newest + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_orphan_and_an_edited_run_marker_are_reported_not_adopted() {
+    let case = Case::new("imap-forged-orphan", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0);
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    // A real record's bytes and sidecar (MAC included) copied under a new id, and a run
+    // marker saying a run was interrupted.
+    let records = current_keys(&case, "records/").await;
+    let (bytes, metadata) = get_plain(&case, &records[0]).await;
+    assert!(metadata.contains_key("mailvault-mac"), "{metadata:?}");
+    let forged = "records/0123456789abcdef0123456789abcdef";
+    put_plain(&case, forged, bytes, Some(&metadata)).await;
+    put_plain(
+        &case,
+        "state/run.json",
+        br#"{"in_progress":true}"#.to_vec(),
+        None,
+    )
+    .await;
+    case.env
+        .seed_message(&case.user, "INBOX", b"Subject: new\r\n\r\nz\r\n", "");
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("warning: unauthenticated objects in the archive")
+            && stdout.contains(forged)
+            && stdout.contains("state/run.json")
+            && stdout.contains("archived 1 new records (0 already archived, 0 recovered"),
+        "{}",
+        text(&o)
+    );
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(1), "{report:#}");
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{report:#}");
+    assert_eq!(problems[0]["record"], forged, "{report:#}");
+    assert_eq!(problems[0]["status"], "UNLOGGED_OBJECT", "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edited_cursor_is_not_trusted_and_nothing_is_missed() {
+    let case = Case::new("imap-edited-cursor", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0);
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    // Moved far ahead (its old MAC kept), so that the next message would be skipped.
+    let (cursor, metadata) = get_plain(&case, "state/cursor.json").await;
+    let mut edited: serde_json::Value = serde_json::from_slice(&cursor).unwrap();
+    for folder in edited["folders"].as_object_mut().unwrap().values_mut() {
+        folder["uid_next"] = serde_json::json!(100_000);
+    }
+    put_plain(
+        &case,
+        "state/cursor.json",
+        serde_json::to_vec_pretty(&edited).unwrap(),
+        Some(&metadata),
+    )
+    .await;
+    case.env.seed_message(
+        &case.user,
+        "INBOX",
+        b"Subject: hidden by the cursor\r\n\r\nw\r\n",
+        "",
+    );
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("state/cursor.json")
+            && stdout.contains("archived 1 new records (7 already archived"),
+        "{}",
+        text(&o)
+    );
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["log_size"], 8, "one ingest per record: {report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_tail_entry_is_refused_and_nothing_is_signed() {
+    use mailvault::core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
+    let case = Case::new("imap-forged-tail", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0);
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    let (bundle, _) = get_plain(&case, "log/tile/entries/000.p/7").await;
+    let mut log = mailvault::core::log::RecordLog::resume([bundle.as_slice()]).unwrap();
+    let _ = log.take_bundles();
+    let id = RecordId::new("0123456789abcdef0123456789abcdef").unwrap();
+    log.append(
+        mailvault::core::UnixTime(1_800_000_000),
+        id.clone(),
+        EntryBody::Ingest {
+            series: "MO-GS-003".into(),
+            retain_until: RetainUntil::Permanent,
+            lock_mode: LockMode::Compliance,
+            object_key: format!("records/{id}"),
+            object_version: "forged".into(),
+            stored_sha256: mailvault::core::Hash::of(b"x"),
+            stored_size: 1,
+            original_commitment: mailvault::core::Hash::of(b"y"),
+        },
+    )
+    .unwrap();
+    let forged = log.take_bundles().pop().unwrap();
+    assert_eq!(forged.key, "log/tile/entries/000.p/8");
+    put_plain(&case, &forged.key, forged.bytes, None).await;
+    case.env
+        .seed_message(&case.user, "INBOX", b"Subject: new\r\n\r\nv\r\n", "");
+    let o = case.archive();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&forged.key) && stderr.contains("nothing was signed"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        newest_checkpoint(&current_keys(&case, "checkpoints/").await),
+        7
+    );
+}

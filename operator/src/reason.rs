@@ -101,6 +101,10 @@ reasons! {
     Released,
     /// A folder include glob matched no folder of the mailbox.
     FolderGlobMatchedNothing,
+    /// The writer found objects in the archive that look like its own but do not carry its
+    /// MAC (a planted record, an edited run marker or cursor, a delete marker over a
+    /// checkpoint): not adopted, not trusted, not signed.
+    UnauthenticatedObject,
 }
 
 impl fmt::Display for Reason {

@@ -239,7 +239,7 @@ pub async fn archive_mailbox<S: Store>(
         summary: writer.summary().clone(),
         reports: synced.folders,
         unmatched_includes: synced.unmatched_includes,
-        cursor: Cursor::load(store).await?,
+        cursor: Cursor::load(store, writer.mac()).await?.0,
         log: writer.log_head(),
     })
 }

@@ -231,6 +231,9 @@ fn print_summary(s: &RunSummary) {
         "{} archived with unparseable headers (stored byte for byte under the default rule)",
         s.unparseable
     );
+    if let Some(warning) = s.unauthenticated_warning() {
+        println!("warning: {warning}");
+    }
     // For sizing a pod's memory: what this run needed at its peak.
     if let Some(peak) = mailvault::peak_memory_bytes() {
         println!("peak memory (RSS): {} MiB", peak.div_ceil(1024 * 1024));

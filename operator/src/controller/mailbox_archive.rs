@@ -202,7 +202,8 @@ async fn run_and_record(
     ctx.metrics.runs_waiting.dec();
     ctx.metrics.runs_in_progress.inc();
     let clock = Instant::now();
-    let result = run_once(ctx, &namespace, archive, policy).await;
+    // Boxed: a run's future is large (the writer's open and sync state machines).
+    let result = Box::pin(run_once(ctx, &namespace, archive, policy)).await;
     drop(permit);
     ctx.metrics.runs_in_progress.dec();
     ctx.metrics
@@ -508,17 +509,23 @@ async fn succeeded(
     });
     status.public_key = Some(public_key.to_owned());
     let message = success_message(outcome, gaps, &resets, warning.as_deref());
-    for (type_, value, reason) in [
-        ("Ready", true, Reason::Synced),
-        ("Synced", true, Reason::RunSucceeded),
-        ("Degraded", false, Reason::RunSucceeded),
+    // Objects the writer could not authenticate: the run succeeded, but the archive needs an
+    // audit (`mailvault verify`).
+    let unauthenticated = s.unauthenticated_warning();
+    for (type_, value, reason, text) in [
+        ("Ready", true, Reason::Synced, &message),
+        ("Synced", true, Reason::RunSucceeded, &message),
+        match &unauthenticated {
+            Some(w) => ("Degraded", true, Reason::UnauthenticatedObject, w),
+            None => ("Degraded", false, Reason::RunSucceeded, &message),
+        },
     ] {
         set_condition(
             &mut status.conditions,
             type_,
             value,
             reason,
-            &message,
+            text,
             generation,
         );
     }
@@ -541,6 +548,16 @@ async fn succeeded(
             archive,
             EventType::Warning,
             Reason::FolderGlobMatchedNothing,
+            w,
+        )
+        .await;
+    }
+    if let Some(w) = &unauthenticated {
+        publish(
+            ctx,
+            archive,
+            EventType::Warning,
+            Reason::UnauthenticatedObject,
             w,
         )
         .await;

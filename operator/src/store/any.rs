@@ -2,8 +2,9 @@
 
 use super::fs::FsStore;
 use super::s3::S3Store;
-use super::{ObjectDigest, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
+use super::{ObjectDigest, ObjectMetadata, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
 use crate::Result;
+use mailvault_core::UnixTime;
 use mailvault_core::verify::StoredVersion;
 
 /// Either store, chosen at run time.
@@ -31,11 +32,22 @@ impl Store for AnyStore {
     async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
         each!(self, s => s.put_record(put).await)
     }
-    async fn put_immutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        each!(self, s => s.put_immutable(key, bytes).await)
+    async fn put_immutable(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &ObjectMetadata,
+        lock_until: UnixTime,
+    ) -> Result<()> {
+        each!(self, s => s.put_immutable(key, bytes, metadata, lock_until).await)
     }
-    async fn put_mutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        each!(self, s => s.put_mutable(key, bytes).await)
+    async fn put_mutable(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &ObjectMetadata,
+    ) -> Result<()> {
+        each!(self, s => s.put_mutable(key, bytes, metadata).await)
     }
     async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
         each!(self, s => s.get(key, version).await)
@@ -51,6 +63,10 @@ impl Store for AnyStore {
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
         each!(self, s => s.list_keys(prefix).await)
     }
+    async fn list_version_ids(&self, prefix: &str) -> Result<Vec<(String, String, bool)>> {
+        each!(self, s => s.list_version_ids(prefix).await)
+    }
+
     async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
         each!(self, s => s.list_versions(prefix).await)
     }

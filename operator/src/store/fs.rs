@@ -5,16 +5,17 @@
 //! still detects a changed or missing record (by hash), but nothing prevents it. Use S3 with
 //! Object Lock for records that must be kept.
 //!
-//! Layout under DIR: `objects/<key>` holds bytes, `sidecars/<key>.json` a record's sidecar.
+//! Layout under DIR: `objects/<key>` holds bytes, `sidecars/<key>.json` an object's metadata
+//! (a record's sidecar, the writer's MAC of a log bundle or a state object).
 //! A directory keeps one version of each object; its version id is always `0`, so a replaced
 //! record shows up as tampered (its hash changed), not as a new version.
 
 use super::{ObjectDigest, ObjectMetadata, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
 use crate::spool::Body;
 use crate::{Error, Result};
-use mailvault_core::Hash;
 use mailvault_core::entry::LockMode;
 use mailvault_core::verify::StoredVersion;
+use mailvault_core::{Hash, UnixTime};
 use std::path::{Component, Path, PathBuf};
 
 /// A directory store.
@@ -82,6 +83,20 @@ impl FsStore {
         }
     }
 
+    /// Writes an object's metadata beside it (`sidecars/<key>.json`, as for records); an empty
+    /// map removes a stale one.
+    async fn write_metadata(&self, key: &str, metadata: &ObjectMetadata) -> Result<()> {
+        let path = self.path("sidecars", &format!("{key}.json"))?;
+        if metadata.is_empty() {
+            return match tokio::fs::remove_file(&path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path, e)),
+                _ => Ok(()),
+            };
+        }
+        let json = serde_json::to_vec_pretty(metadata).map_err(|e| Error::encoding(key, e))?;
+        Self::write(&path, &json).await
+    }
+
     async fn read(path: &Path) -> Result<Option<Vec<u8>>> {
         match tokio::fs::read(path).await {
             Ok(b) => Ok(Some(b)),
@@ -146,18 +161,33 @@ impl Store for FsStore {
         Ok(VERSION.to_owned())
     }
 
-    async fn put_immutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+    async fn put_immutable(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &ObjectMetadata,
+        _lock_until: UnixTime,
+    ) -> Result<()> {
         let path = self.path("objects", key)?;
         match Self::read(&path).await? {
             Some(existing) if existing == bytes => Ok(()),
             Some(_) => Err(Error::Conflict(format!(
                 "{key} already exists with different content; log objects are never rewritten"
             ))),
-            None => Self::write(&path, &bytes).await,
+            None => {
+                self.write_metadata(key, metadata).await?;
+                Self::write(&path, &bytes).await
+            }
         }
     }
 
-    async fn put_mutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+    async fn put_mutable(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &ObjectMetadata,
+    ) -> Result<()> {
+        self.write_metadata(key, metadata).await?;
         Self::write(&self.path("objects", key)?, &bytes).await
     }
 
@@ -219,6 +249,15 @@ impl Store for FsStore {
         keys.retain(|k| k.starts_with(prefix));
         keys.sort();
         Ok(keys)
+    }
+
+    async fn list_version_ids(&self, prefix: &str) -> Result<Vec<(String, String, bool)>> {
+        Ok(self
+            .list_keys(prefix)
+            .await?
+            .into_iter()
+            .map(|k| (k, VERSION.to_owned(), false))
+            .collect())
     }
 
     async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {

@@ -87,12 +87,26 @@ pub trait Store: Send + Sync + Clone + 'static {
     /// Stores a record under lock; returns the version id.
     fn put_record(&self, put: RecordPut<'_>) -> impl Future<Output = Result<String>> + Send;
 
-    /// Writes an object that must never change (log bundles, checkpoints): succeeds if it is
-    /// absent or already holds exactly these bytes; fails if it holds other bytes.
-    fn put_immutable(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<()>> + Send;
+    /// Writes an object that must never change (log bundles, checkpoints) with its user
+    /// `metadata` (the writer's MAC): succeeds if it is absent or already holds exactly these
+    /// bytes; fails if it holds other bytes. On S3 the object is also put under a COMPLIANCE
+    /// lock until `lock_until` (the writer's log horizon), so that nobody can
+    /// delete a log object the signer relies on.
+    fn put_immutable(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &ObjectMetadata,
+        lock_until: UnixTime,
+    ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Writes a small mutable object (the resume cursor).
-    fn put_mutable(&self, key: &str, bytes: Vec<u8>) -> impl Future<Output = Result<()>> + Send;
+    /// Writes a small mutable object (run marker, cursor, head) with its user `metadata`.
+    fn put_mutable(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &ObjectMetadata,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Reads an object (its current version, or the given one); `None` if absent.
     fn get(
@@ -113,6 +127,13 @@ pub trait Store: Send + Sync + Clone + 'static {
 
     /// Keys under a prefix (current objects only), sorted.
     fn list_keys(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Every version and delete marker under a prefix, sorted by key, without lock state
+    /// (one LIST per 1000 versions, no HEAD): `(key, version id, is a delete marker)`.
+    fn list_version_ids(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String, bool)>>> + Send;
 
     /// Every version and delete marker under a prefix, sorted by key, with lock state (hashes
     /// are not read: `sha256` is `None`).

@@ -329,16 +329,32 @@ impl S3Store {
             .body(body)
     }
 
-    async fn put_plain(&self, key: &str, bytes: Vec<u8>, if_absent: bool) -> Result<bool> {
+    /// A plain PUT with user `metadata`; `lock_until`: If-None-Match and a COMPLIANCE lock
+    /// (log objects). Returns false if the key already existed (only with `lock_until`).
+    async fn put_plain(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &ObjectMetadata,
+        lock_until: Option<UnixTime>,
+    ) -> Result<bool> {
         let full = self.full_key(key);
         let sha256 = Hash::of(&bytes);
         let mut req = self.checked_put(&full, ByteStream::from(bytes), &sha256);
-        if if_absent {
-            req = req.if_none_match("*");
+        if let Some(until) = lock_until {
+            req = req
+                .if_none_match("*")
+                .object_lock_mode(ObjectLockMode::Compliance)
+                .object_lock_retain_until_date(to_datetime(until));
+        }
+        for (k, v) in metadata {
+            req = req.metadata(k, v);
         }
         match req.send().await {
             Ok(_) => Ok(true),
-            Err(e) if if_absent && matches!(code(&e), Some("PreconditionFailed")) => Ok(false),
+            Err(e) if lock_until.is_some() && matches!(code(&e), Some("PreconditionFailed")) => {
+                Ok(false)
+            }
             Err(e) => Err(s3_error("PutObject", &full, e)),
         }
     }
@@ -501,8 +517,17 @@ impl Store for S3Store {
         })
     }
 
-    async fn put_immutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        if self.put_plain(key, bytes.clone(), true).await? {
+    async fn put_immutable(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &ObjectMetadata,
+        lock_until: UnixTime,
+    ) -> Result<()> {
+        if self
+            .put_plain(key, bytes.clone(), metadata, Some(lock_until))
+            .await?
+        {
             return Ok(());
         }
         match self.get(key, None).await? {
@@ -513,8 +538,13 @@ impl Store for S3Store {
         }
     }
 
-    async fn put_mutable(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
-        self.put_plain(key, bytes, false).await.map(|_| ())
+    async fn put_mutable(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        metadata: &ObjectMetadata,
+    ) -> Result<()> {
+        self.put_plain(key, bytes, metadata, None).await.map(|_| ())
     }
 
     async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
@@ -592,7 +622,7 @@ impl Store for S3Store {
         Ok(keys)
     }
 
-    async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
+    async fn list_version_ids(&self, prefix: &str) -> Result<Vec<(String, String, bool)>> {
         let full = self.full_key(prefix);
         let mut out: Vec<(String, String, bool)> = Vec::new();
         let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
@@ -631,6 +661,11 @@ impl Store for S3Store {
             }
         }
         out.sort();
+        Ok(out)
+    }
+
+    async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
+        let out = self.list_version_ids(prefix).await?;
         // Lock state is per version: ask for it (listings do not carry it), several at a time.
         let versions: Vec<(String, StoredVersion)> = futures::stream::iter(out)
             .map(|(key, version_id, delete_marker)| async move {

@@ -7,6 +7,14 @@
 //! Everything needed to resume lives in the store: the log says what was archived, and a record
 //! that was PUT but not logged (a crash between the two) is adopted from its sidecar on the next
 //! run instead of being stored again.
+//!
+//! The writer signs only what it can authenticate as its own ([`trust`]): log entries after the
+//! newest checkpoint must sit in bundles carrying its MAC (else it refuses to run), a record is
+//! adopted only if its sidecar's MAC is valid and its bytes are the ones the sidecar names, and a
+//! run marker or cursor without a valid MAC counts as absent. What fails is reported
+//! ([`RunSummary::unauthenticated`]), never signed.
+
+pub mod trust;
 
 use crate::reader::StoredLog;
 use crate::sidecar::Sidecar;
@@ -17,8 +25,10 @@ use futures::StreamExt as _;
 use mailvault_core::checkpoint::CheckpointSigner;
 use mailvault_core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
 use mailvault_core::layout::{
-    RECORDS_PREFIX, RUN_MARKER_KEY, checkpoint_key, record_id_of, record_key,
+    CHECKPOINTS_PREFIX, LOG_PREFIX, RECORDS_PREFIX, RUN_MARKER_KEY, checkpoint_key,
+    parse_checkpoint_key, record_id_of, record_key,
 };
+use mailvault_core::mac::{MacKey, MacKind};
 use mailvault_core::note::NoteSigner;
 use mailvault_core::record::{SALT_LEN, commitment_from_digest};
 use mailvault_core::retention::Period;
@@ -40,17 +50,33 @@ pub struct RunMarker {
     pub in_progress: bool,
 }
 
+/// A run marker as found in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FoundMarker {
+    /// None there.
+    Missing,
+    /// One the writer wrote (its MAC is valid).
+    Authentic(RunMarker),
+    /// One without a valid MAC, or unreadable: not the writer's.
+    Unauthenticated,
+}
+
 impl RunMarker {
-    async fn read<S: Store>(store: &S) -> Result<Option<Self>> {
-        Ok(store
-            .get(RUN_MARKER_KEY, None)
-            .await?
-            .and_then(|m| serde_json::from_slice(&m.bytes).ok()))
+    async fn read<S: Store>(store: &S, mac: &MacKey) -> Result<FoundMarker> {
+        let Some(object) = store.get(RUN_MARKER_KEY, None).await? else {
+            return Ok(FoundMarker::Missing);
+        };
+        if !trust::authentic(mac, MacKind::State, RUN_MARKER_KEY, &object) {
+            return Ok(FoundMarker::Unauthenticated);
+        }
+        Ok(serde_json::from_slice(&object.bytes)
+            .map_or(FoundMarker::Unauthenticated, FoundMarker::Authentic))
     }
 
-    async fn write<S: Store>(self, store: &S) -> Result<()> {
+    async fn write<S: Store>(self, store: &S, mac: &MacKey) -> Result<()> {
         let bytes = serde_json::to_vec(&self).map_err(|e| Error::encoding(RUN_MARKER_KEY, e))?;
-        store.put_mutable(RUN_MARKER_KEY, bytes).await
+        let metadata = trust::tagged(mac, MacKind::State, RUN_MARKER_KEY, &bytes);
+        store.put_mutable(RUN_MARKER_KEY, bytes, &metadata).await
     }
 }
 
@@ -59,6 +85,13 @@ pub const CHECKPOINT_EVERY: usize = 500;
 /// Object Lock needs a date; a permanent record is locked this many years ahead (and extended
 /// by later runs before it lapses).
 const PERMANENT_LOCK_YEARS: u32 = 100;
+/// Log bundles and checkpoints are locked (COMPLIANCE, on S3) until this far ahead of their
+/// writing: the same horizon as a permanent record's lock. Renewing these locks (needed only
+/// once a record's lock is extended past them, about a century out) is not implemented.
+fn log_lock_until(now: UnixTime) -> UnixTime {
+    lock_until(RetainUntil::Permanent, now)
+}
+
 /// A record whose retention had already ended when it was archived (an old message under a
 /// `MessageDate` rule) is logged with its true retain-until, but S3 refuses a lock date in the
 /// past: it is locked this long (beyond any clock skew the store accepts).
@@ -211,6 +244,40 @@ pub struct RunSummary {
     /// Archived messages whose headers could not be parsed: stored byte for byte under the
     /// policy's default rule.
     pub unparseable: u64,
+    /// Objects found in the store that look like the writer's but do not carry its MAC (a
+    /// record with a forged or missing sidecar MAC, an edited run marker or cursor): neither
+    /// adopted nor trusted. At most [`trust::REPORTED_KEYS`] keys; the count is in
+    /// [`Self::unauthenticated_total`].
+    pub unauthenticated: Vec<String>,
+    /// How many unauthenticated objects were found.
+    pub unauthenticated_total: u64,
+}
+
+impl RunSummary {
+    /// Notes an unauthenticated object.
+    pub fn report_unauthenticated(&mut self, key: &str) {
+        tracing::warn!(
+            key,
+            "unauthenticated object in the archive: not written by this archive's key; not trusted, run `mailvault verify`"
+        );
+        self.unauthenticated_total += 1;
+        if self.unauthenticated.len() < trust::REPORTED_KEYS {
+            self.unauthenticated.push(key.to_owned());
+        }
+    }
+
+    /// A one-line warning naming the unauthenticated objects, if any were found.
+    pub fn unauthenticated_warning(&self) -> Option<String> {
+        (self.unauthenticated_total > 0).then(|| {
+            let more = self.unauthenticated_total - self.unauthenticated.len() as u64;
+            format!(
+                "unauthenticated object{} in the archive (not written under this archive's key; not adopted, not signed): {}{}; run `mailvault verify`",
+                if self.unauthenticated_total == 1 { "" } else { "s" },
+                self.unauthenticated.join(", "),
+                if more > 0 { format!(" and {more} more") } else { String::new() },
+            )
+        })
+    }
 }
 
 /// The signed head of an archive's log.
@@ -234,6 +301,7 @@ pub struct RecordWriter<'s, S: Store> {
     info: StoreInfo,
     log: StoredLog,
     signer: CheckpointSigner,
+    mac: MacKey,
     archived: HashSet<RecordId>,
     retention: Arc<RetentionSchedule>,
     since_checkpoint: usize,
@@ -256,40 +324,188 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     ) -> Result<Self> {
         let info = store.preflight().await?;
         let verifier = mailvault_core::note::NoteVerifier::parse(&key.verifier_key())?;
+        let mac = key.mac_key();
         let mut log = StoredLog::load(store, origin, &verifier, false).await?;
+        let mut summary = RunSummary::default();
+        Self::newest_from_versions(store, &mut log, &verifier, &mut summary).await?;
+        Self::check_unsigned_tail(store, &log, &mac).await?;
         let signer = CheckpointSigner::new(origin, key, log.head);
         let mut writer = Self {
             store,
             info,
+            mac,
             archived: std::mem::take(&mut log.ingested),
             log,
             signer,
             retention: Arc::new(retention),
             since_checkpoint: 0,
-            summary: RunSummary::default(),
+            summary,
             in_flight: futures::stream::FuturesOrdered::new(),
             in_flight_bytes: 0,
             spool: Spool::default(),
             compression: Compression::new(),
         };
         // Records can be stored but unlogged only if the last run did not finish; looking for
-        // them means listing every record, so it is done only then.
-        if !Self::last_run_finished(store).await? {
+        // them means listing every record, so it is done only then. A marker without the
+        // writer's MAC says nothing: the records are looked for (and adopted only if they are
+        // the writer's own).
+        let finished = match RunMarker::read(store, &writer.mac).await? {
+            FoundMarker::Authentic(marker) => !marker.in_progress,
+            FoundMarker::Missing => false,
+            FoundMarker::Unauthenticated => {
+                writer.summary.report_unauthenticated(RUN_MARKER_KEY);
+                false
+            }
+        };
+        if !finished {
             writer.adopt_unlogged(now).await?;
         }
-        RunMarker { in_progress: true }.write(store).await?;
+        RunMarker { in_progress: true }
+            .write(store, &writer.mac)
+            .await?;
         Ok(writer)
     }
 
-    async fn last_run_finished(store: &S) -> Result<bool> {
-        Ok(RunMarker::read(store).await? == Some(RunMarker { in_progress: false }))
+    /// Finds the newest checkpoint from the versions of `checkpoints/`, not the current listing,
+    /// so that a delete marker cannot rewind the signer: every data version at least as large
+    /// as the listed head is opened with the key; the largest valid one is the head. Refuses
+    /// two valid checkpoints of one size with different roots (a fork), and a head the stored
+    /// log does not reach or does not match (log objects hidden). Delete markers over
+    /// checkpoints and versions that do not open are reported, never trusted.
+    async fn newest_from_versions(
+        store: &S,
+        log: &mut StoredLog,
+        verifier: &mailvault_core::note::NoteVerifier,
+        summary: &mut RunSummary,
+    ) -> Result<()> {
+        use mailvault_core::checkpoint::{Checkpoint, SignedHead};
+        let listed = log.head.map_or(0, |h| h.size);
+        let mut candidates = Vec::new();
+        for (key, version, delete_marker) in store.list_version_ids(CHECKPOINTS_PREFIX).await? {
+            let Some(size) = parse_checkpoint_key(&key) else {
+                continue;
+            };
+            if delete_marker {
+                summary.report_unauthenticated(&format!("{key} (delete marker)"));
+            } else if size >= listed {
+                candidates.push((size, key, version));
+            }
+        }
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let mut best: Option<(SignedHead, String)> = None;
+        for (size, key, version) in candidates {
+            if best.as_ref().is_some_and(|(h, _)| size < h.size) {
+                break;
+            }
+            let Some(object) = store.get(&key, Some(&version)).await? else {
+                continue;
+            };
+            let Ok(cp) = Checkpoint::open(
+                &object.bytes,
+                std::slice::from_ref(verifier),
+                Some(log.origin()),
+            ) else {
+                summary.report_unauthenticated(&format!(
+                    "{key} (version {version}: not signed by this archive's key)"
+                ));
+                continue;
+            };
+            if cp.size != size {
+                summary.report_unauthenticated(&format!(
+                    "{key} (version {version}: signs size {})",
+                    cp.size
+                ));
+                continue;
+            }
+            match &best {
+                Some((head, _)) if head.root != cp.root => {
+                    return Err(Error::Conflict(format!(
+                        "two checkpoints of size {size} with different roots are signed by this archive's key (a fork); nothing was signed; run `mailvault verify`"
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    best = Some((
+                        SignedHead {
+                            size: cp.size,
+                            root: cp.root,
+                        },
+                        String::from_utf8_lossy(&object.bytes).into_owned(),
+                    ));
+                }
+            }
+        }
+        let Some((head, note)) = best else {
+            return Ok(());
+        };
+        if head.size > listed {
+            if log.records.root_at(head.size) != Some(head.root) {
+                return Err(Error::Conflict(format!(
+                    "checkpoint {} is hidden from the listing and the log in the store does not reach or match it (log objects hidden or replaced); nothing was signed; run `mailvault verify`",
+                    head.size
+                )));
+            }
+            log.head = Some(head);
+            log.head_note = Some(note);
+        }
+        Ok(())
+    }
+
+    /// Refuses a log whose entries after the newest signed checkpoint (or all of them, if none
+    /// is signed) are not the writer's own: every bundle object holding such an entry must
+    /// carry the writer's bundle MAC. Signing them would vouch for whoever wrote them.
+    async fn check_unsigned_tail(store: &S, log: &StoredLog, mac: &MacKey) -> Result<()> {
+        let signed = log.head.map_or(0, |h| h.size);
+        if log.records.size() <= signed {
+            return Ok(());
+        }
+        let keys = store.list_keys(LOG_PREFIX).await?;
+        let listing =
+            mailvault_core::verify::LogListing::from_keys(keys.iter().map(String::as_str));
+        for (index, group) in &listing.bundles {
+            // The object the log was read from: the full bundle, else the widest partial.
+            let Some(key) = group
+                .full
+                .as_ref()
+                .or(group.partials.last().map(|(_, k)| k))
+            else {
+                continue;
+            };
+            let Some((_, width)) = mailvault_core::layout::parse_bundle_key(key) else {
+                continue;
+            };
+            let end = index * mailvault_core::bundle::BUNDLE_WIDTH + width;
+            if end <= signed {
+                continue;
+            }
+            let object = store.get(key, None).await?;
+            if !object.is_some_and(|o| trust::authentic(mac, MacKind::Bundle, key, &o)) {
+                return Err(Error::Conflict(format!(
+                    "{key} holds log entries after the newest signed checkpoint (size {signed}) that \
+                     this writer did not write (no valid MAC); nothing was signed; run `mailvault verify`"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Ends a run: waits for every store in flight, checkpoints, and marks the run finished.
     pub async fn finish(&mut self) -> Result<Option<u64>> {
         let signed = self.checkpoint().await?;
-        RunMarker { in_progress: false }.write(self.store).await?;
+        RunMarker { in_progress: false }
+            .write(self.store, &self.mac)
+            .await?;
         Ok(signed)
+    }
+
+    /// The key that authenticates the writer's own objects (for the cursor).
+    pub fn mac(&self) -> &MacKey {
+        &self.mac
+    }
+
+    /// Notes an object found in the store that does not carry the writer's MAC.
+    pub fn report_unauthenticated(&mut self, key: &str) {
+        self.summary.report_unauthenticated(key);
     }
 
     /// Where large messages are compressed (file to file); the system's temporary directory
@@ -337,12 +553,16 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             let Some(object) = self.store.get(&key, None).await? else {
                 continue;
             };
-            let fields = Sidecar::from_map(&object.sidecar).map_err(|e| {
-                Error::Conflict(format!(
-                    "{key} is in the store but not in the log, and its sidecar cannot be read ({e}); \
-                     it was not written by mailvault: remove it or investigate"
-                ))
-            })?;
+            // Adopted only if the writer stored it: its sidecar's MAC is valid and its bytes
+            // are the ones the sidecar names. Anything else is reported, never signed.
+            if !trust::authentic_record(&self.mac, &key, &object) {
+                self.summary.report_unauthenticated(&key);
+                continue;
+            }
+            let Ok(fields) = Sidecar::from_map(&object.sidecar) else {
+                self.summary.report_unauthenticated(&key);
+                continue;
+            };
             self.log.records.append(
                 now,
                 id.clone(),
@@ -386,6 +606,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let store = self.store.clone();
         let spool = self.spool.clone();
         let compression = self.compression.clone();
+        let mac = self.mac.clone();
         let job = async move {
             let SourceMessage {
                 folder,
@@ -426,6 +647,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             sidecar.extend(crate::lifecycle::sidecar_fields(&classification));
             let stored_size = stored.len();
             let object_key = record_key(id.as_str());
+            trust::seal_sidecar(&mac, &object_key, &mut sidecar, &stored_sha256, stored_size);
             let object_version = store
                 .put_record(RecordPut {
                     key: &object_key,
@@ -499,8 +721,12 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         }
         let size = self.log.records.size();
         let last = self.signer.last_signed().map_or(0, |h| h.size);
+        let lock_until = log_lock_until(crate::unix_now());
         for bundle in self.log.records.take_bundles() {
-            self.store.put_immutable(&bundle.key, bundle.bytes).await?;
+            let metadata = trust::tagged(&self.mac, MacKind::Bundle, &bundle.key, &bundle.bytes);
+            self.store
+                .put_immutable(&bundle.key, bundle.bytes, &metadata, lock_until)
+                .await?;
         }
         self.since_checkpoint = 0;
         if size == last && last > 0 {
@@ -512,8 +738,14 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             self.log.records.tree().consistency_proof(last, size)?
         };
         let note = self.signer.sign(size, self.log.records.root(), &proof)?;
+        // A checkpoint needs no MAC: it is signed.
         self.store
-            .put_immutable(&checkpoint_key(size), note.clone().into_bytes())
+            .put_immutable(
+                &checkpoint_key(size),
+                note.clone().into_bytes(),
+                &crate::store::ObjectMetadata::new(),
+                lock_until,
+            )
             .await?;
         self.log.head_note = Some(note);
         Ok(Some(size))
@@ -527,6 +759,7 @@ mod tests {
     use crate::sidecar::Sidecar;
     use crate::source::content_identity;
     use crate::store::fs::FsStore;
+    use mailvault_core::layout::CURSOR_KEY;
     use mailvault_core::note::NoteVerifier;
     use mailvault_core::verify::{RecordStatus, Trust};
 
@@ -556,7 +789,7 @@ mod tests {
     }
 
     /// Stores a record the way an interrupted run leaves it: PUT, never logged.
-    async fn plant_unlogged(store: &FsStore, msg: &SourceMessage) -> RecordId {
+    async fn plant_unlogged(store: &FsStore, msg: &SourceMessage, sealed: bool) -> RecordId {
         let id = record_id(ORIGIN, &msg.identity);
         let salt = [9u8; SALT_LEN];
         let sidecar = Sidecar {
@@ -575,6 +808,16 @@ mod tests {
         let stored = Compression::new()
             .compress(&msg.body.to_vec().unwrap())
             .unwrap();
+        let mut sidecar = sidecar;
+        if sealed {
+            trust::seal_sidecar(
+                &key().mac_key(),
+                &record_key(id.as_str()),
+                &mut sidecar,
+                &Hash::of(&stored),
+                stored.len() as u64,
+            );
+        }
         store
             .put_record(RecordPut {
                 key: &record_key(id.as_str()),
@@ -586,6 +829,182 @@ mod tests {
             .await
             .unwrap();
         id
+    }
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("mailvault-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_forged_orphan_and_an_edited_run_marker_are_reported_not_adopted() {
+        let dir = temp_dir("forged-orphan");
+        let store = FsStore::new(&dir);
+        let mut first = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        first.write(message(0), NOW).await.unwrap();
+        first.finish().await.unwrap();
+        // Someone with write access to the store plants a record with a plausible sidecar but
+        // no MAC, and edits the run marker to say a run was interrupted.
+        let forged = plant_unlogged(&store, &message(1), false).await;
+        // A sealed sidecar copied onto other bytes: its MAC is valid, its bytes are not.
+        let swapped = plant_unlogged(&store, &message(2), true).await;
+        let swapped_key = record_key(swapped.as_str());
+        std::fs::write(
+            dir.join("objects").join(&swapped_key),
+            Compression::new()
+                .compress(b"Subject: other\r\n\r\n")
+                .unwrap(),
+        )
+        .unwrap();
+        store
+            .put_mutable(
+                RUN_MARKER_KEY,
+                br#"{"in_progress":true}"#.to_vec(),
+                &crate::store::ObjectMetadata::new(),
+            )
+            .await
+            .unwrap();
+        let mut second = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        let summary = second.summary().clone();
+        assert_eq!(summary.adopted, 0);
+        assert_eq!(summary.unauthenticated_total, 3, "{summary:?}");
+        for k in [RUN_MARKER_KEY, &record_key(forged.as_str()), &swapped_key] {
+            assert!(
+                summary.unauthenticated.iter().any(|u| u == k),
+                "{k}: {summary:?}"
+            );
+        }
+        let warning = summary.unauthenticated_warning().unwrap();
+        assert!(warning.contains(&record_key(forged.as_str())), "{warning}");
+        // The run otherwise goes on: a new message is archived and signed.
+        second.write(message(3), NOW).await.unwrap();
+        assert_eq!(second.finish().await.unwrap(), Some(2));
+        let report = verify(&store).await;
+        assert_eq!(report.log_size, 2, "nothing forged was logged");
+        assert_eq!(report.counts.get(&RecordStatus::PresentOk), Some(&2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_forged_tail_entry_is_refused_and_nothing_is_signed() {
+        let dir = temp_dir("forged-tail");
+        let store = FsStore::new(&dir);
+        let mut first = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        for n in 0..3 {
+            first.write(message(n), NOW).await.unwrap();
+        }
+        assert_eq!(first.finish().await.unwrap(), Some(3));
+        // A valid chain extended by one entry, in a wider partial bundle, without the MAC.
+        let bundle = store
+            .get(&mailvault_core::layout::bundle_key(0, 3), None)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut log = mailvault_core::log::RecordLog::resume([bundle.bytes.as_slice()]).unwrap();
+        let _ = log.take_bundles();
+        let id = record_id(ORIGIN, "forged");
+        log.append(
+            NOW,
+            id.clone(),
+            EntryBody::Ingest {
+                series: "MO-GS-003".into(),
+                retain_until: RetainUntil::Permanent,
+                lock_mode: LockMode::None,
+                object_key: record_key(id.as_str()),
+                object_version: "0".into(),
+                stored_sha256: Hash::of(b"x"),
+                stored_size: 1,
+                original_commitment: Hash::of(b"y"),
+            },
+        )
+        .unwrap();
+        let forged = log.take_bundles().pop().unwrap();
+        assert_eq!(forged.key, mailvault_core::layout::bundle_key(0, 4));
+        store
+            .put_immutable(
+                &forged.key,
+                forged.bytes,
+                &crate::store::ObjectMetadata::new(),
+                NOW,
+            )
+            .await
+            .unwrap();
+        let err = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains(&forged.key) && err.contains("nothing was signed"),
+            "{err}"
+        );
+        assert!(store.get(&checkpoint_key(4), None).await.unwrap().is_none());
+
+        // The same entry written by the writer itself (a crash after its bundles, before its
+        // checkpoint) is its own, and the next run signs it.
+        let dir2 = temp_dir("own-tail");
+        let own = FsStore::new(&dir2);
+        let mut w = RecordWriter::open(&own, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        w.write(message(0), NOW).await.unwrap();
+        w.finish().await.unwrap();
+        w.write(message(1), NOW).await.unwrap();
+        while !w.in_flight.is_empty() {
+            w.log_next_stored().await.unwrap();
+        }
+        for b in w.log.records.take_bundles() {
+            let metadata = trust::tagged(&w.mac, MacKind::Bundle, &b.key, &b.bytes);
+            own.put_immutable(&b.key, b.bytes, &metadata, NOW)
+                .await
+                .unwrap();
+        }
+        drop(w);
+        let mut resumed = RecordWriter::open(&own, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(resumed.finish().await.unwrap(), Some(2));
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir2).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_edited_cursor_is_not_trusted() {
+        use crate::source::imap::sync::{Cursor, FolderCursor};
+        let dir = temp_dir("cursor");
+        let store = FsStore::new(&dir);
+        let mac = key().mac_key();
+        let mut cursor = Cursor::default();
+        cursor.folders.insert(
+            "INBOX".into(),
+            FolderCursor {
+                uid_validity: 1,
+                uid_next: 5,
+                highest_modseq: None,
+            },
+        );
+        cursor.save(&store, &mac).await.unwrap();
+        assert_eq!(
+            Cursor::load(&store, &mac).await.unwrap(),
+            (cursor.clone(), false)
+        );
+        // Moved ahead to skip messages, by someone without the key.
+        let edited = String::from_utf8(store.get(CURSOR_KEY, None).await.unwrap().unwrap().bytes)
+            .unwrap()
+            .replace("\"uid_next\": 5", "\"uid_next\": 500");
+        std::fs::write(dir.join("objects").join(CURSOR_KEY), edited).unwrap();
+        assert_eq!(
+            Cursor::load(&store, &mac).await.unwrap(),
+            (Cursor::default(), true)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     async fn verify(store: &FsStore) -> mailvault_core::verify::Report {
@@ -614,7 +1033,7 @@ mod tests {
         first.checkpoint().await.unwrap();
         drop(first);
         // ...and had PUT a fourth whose entry never reached the log.
-        let orphan = plant_unlogged(&store, &message(3)).await;
+        let orphan = plant_unlogged(&store, &message(3), true).await;
         let before = verify(&store).await;
         assert_eq!(before.counts.get(&RecordStatus::UnloggedObject), Some(&1));
 
@@ -638,7 +1057,7 @@ mod tests {
 
         // After a finished run nobody looks for orphans: one planted now stays visible to the
         // auditor as unlogged instead of being silently adopted.
-        let late = plant_unlogged(&store, &message(9)).await;
+        let late = plant_unlogged(&store, &message(9), true).await;
         assert_ne!(late, orphan);
         let third = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
             .await

@@ -4,19 +4,21 @@
 //!  -> checkpoint -> cursor`
 //!
 //! The cursor (per folder: UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ) is a small mutable object in
-//! the store, written after each folder's checkpoint. It only saves work: record identities are
+//! the store, written after each folder's checkpoint with the writer's MAC; one without a valid
+//! MAC is not trusted (every folder is re-read) and is reported. It only saves work: record identities are
 //! content-based, so a lost cursor or a UIDVALIDITY reset re-reads a folder without storing
 //! anything twice.
 
 use super::{Fetched, FolderState, ImapSource};
 use crate::spool::{BodyWriter, Spool};
 use crate::store::Store;
-use crate::writer::RecordWriter;
+use crate::writer::{RecordWriter, trust};
 use crate::{Error, Result, Retry};
 use futures::StreamExt as _;
 use mailvault_core::UnixTime;
 use mailvault_core::glob;
 use mailvault_core::layout::CURSOR_KEY;
+use mailvault_core::mac::{MacKey, MacKind};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -39,22 +41,30 @@ pub struct FolderCursor {
 }
 
 impl Cursor {
-    /// Reads the cursor; a missing one is empty (everything is re-read, nothing duplicated).
-    pub async fn load<S: Store>(store: &S) -> Result<Self> {
-        match store.get(CURSOR_KEY, None).await? {
-            None => Ok(Self::default()),
-            Some(o) => serde_json::from_slice(&o.bytes).map_err(|e| {
+    /// Reads the cursor. A missing one is empty (everything is re-read, nothing duplicated);
+    /// so is one without the writer's MAC (an edited cursor could skip messages): the second
+    /// value is then `true`, for the run to report it.
+    pub async fn load<S: Store>(store: &S, mac: &MacKey) -> Result<(Self, bool)> {
+        let Some(object) = store.get(CURSOR_KEY, None).await? else {
+            return Ok((Self::default(), false));
+        };
+        if !trust::authentic(mac, MacKind::State, CURSOR_KEY, &object) {
+            return Ok((Self::default(), true));
+        }
+        serde_json::from_slice(&object.bytes)
+            .map(|c| (c, false))
+            .map_err(|e| {
                 Error::Conflict(format!(
                     "{CURSOR_KEY} is corrupt ({e}); delete it and the next run re-reads every folder without duplicating"
                 ))
-            }),
-        }
+            })
     }
 
-    /// Writes the cursor.
-    pub async fn save<S: Store>(&self, store: &S) -> Result<()> {
+    /// Writes the cursor, with the writer's MAC.
+    pub async fn save<S: Store>(&self, store: &S, mac: &MacKey) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::encoding(CURSOR_KEY, e))?;
-        store.put_mutable(CURSOR_KEY, bytes).await
+        let metadata = trust::tagged(mac, MacKind::State, CURSOR_KEY, &bytes);
+        store.put_mutable(CURSOR_KEY, bytes, &metadata).await
     }
 }
 
@@ -107,7 +117,11 @@ pub async fn sync_mailbox<S: Store>(
     now: impl Fn() -> UnixTime,
     progress: Progress<'_>,
 ) -> Result<SyncReport> {
-    let mut cursor = Cursor::load(store).await?;
+    let mac = writer.mac().clone();
+    let (mut cursor, forged) = Cursor::load(store, &mac).await?;
+    if forged {
+        writer.report_unauthenticated(CURSOR_KEY);
+    }
     let listed = imap.folders().await?;
     // Folders that no longer exist leave the cursor (it would only grow otherwise).
     let before = cursor.folders.len();
@@ -115,7 +129,7 @@ pub async fn sync_mailbox<S: Store>(
         .folders
         .retain(|name, _| listed.iter().any(|f| &f.name == name));
     if cursor.folders.len() != before {
-        cursor.save(store).await?;
+        cursor.save(store, &mac).await?;
     }
     let displayed: Vec<String> = listed.iter().map(|f| f.display.clone()).collect();
     let mut report = SyncReport {
@@ -151,7 +165,7 @@ pub async fn sync_mailbox<S: Store>(
             },
         );
         // After the checkpoint, so the cursor never runs ahead of the log.
-        cursor.save(store).await?;
+        cursor.save(store, &mac).await?;
         let mut folder_report = folder_report.0;
         folder_report.folder = listed.display;
         report.folders.push(folder_report);
