@@ -766,17 +766,7 @@ async fn recording_proxy(
 async fn login_is_used_when_the_server_does_not_offer_authenticate_plain() {
     let case = Case::new("imap-login", S3Flavour::Versitygw).await;
     let seeded = seed_mailbox(&case, 0);
-    let upstream = format!("{}:{}", case.env.imap_host(), case.env.imap_starttls_port());
-    let (port, sent) = recording_proxy(upstream, true).await;
-    let mut args = case.archive_args();
-    args[2] = format!("imap://{}@127.0.0.1:{port}", case.user.name);
-    args[4] = "disabled".into(); // --imap-tls: plaintext, allowed to loopback
-    let out = tokio::task::spawn_blocking({
-        let mut command = case.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        move || command.output().unwrap()
-    })
-    .await
-    .unwrap();
+    let (out, commands) = archive_through_imap_proxy(&case, true).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout)
@@ -784,11 +774,7 @@ async fn login_is_used_when_the_server_does_not_offer_authenticate_plain() {
         "{}",
         text(&out)
     );
-    let sent = String::from_utf8_lossy(&sent.lock().unwrap()).into_owned();
-    let commands: Vec<&str> = sent
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .collect();
+    let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
     assert!(commands.contains(&"LOGIN"), "{commands:?}");
     assert!(!commands.contains(&"AUTHENTICATE"), "{commands:?}");
 }
@@ -890,6 +876,23 @@ fn commands_sent(sent: &std::sync::Mutex<Vec<u8>>) -> Vec<String> {
         .collect()
 }
 
+/// Archives the case's mailbox over plaintext IMAP to loopback, through a [`recording_proxy`] in
+/// front of Dovecot's STARTTLS port; returns the run's output and the commands it sent.
+async fn archive_through_imap_proxy(case: &Case, hide_auth_plain: bool) -> (Output, Vec<String>) {
+    let upstream = format!("{}:{}", case.env.imap_host(), case.env.imap_starttls_port());
+    let (port, sent) = recording_proxy(upstream, hide_auth_plain).await;
+    let mut args = case.archive_args();
+    args[2] = format!("imap://{}@127.0.0.1:{port}", case.user.name);
+    args[4] = "disabled".into(); // --imap-tls: plaintext, allowed to loopback
+    let out = tokio::task::spawn_blocking({
+        let mut command = case.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        move || command.output().unwrap()
+    })
+    .await
+    .unwrap();
+    (out, commands_sent(&sent))
+}
+
 /// A run that finds nothing new sends no FETCH at all, also after flags changed in a folder
 /// (HIGHESTMODSEQ moved, UIDNEXT did not): `UID FETCH <uidnext>:*` would return the folder's
 /// last message by IMAP's rules and move its bytes for nothing.
@@ -899,25 +902,15 @@ async fn no_new_mail_means_no_fetch_even_after_flag_changes() {
     let seeded = seed_mailbox(&case, 0);
     let first = case.archive();
     assert!(first.status.success(), "{}", text(&first));
-    let upstream = format!("{}:{}", case.env.imap_host(), case.env.imap_starttls_port());
     let run_through_proxy = || async {
-        let (port, sent) = recording_proxy(upstream.clone(), false).await;
-        let mut args = case.archive_args();
-        args[2] = format!("imap://{}@127.0.0.1:{port}", case.user.name);
-        args[4] = "disabled".into(); // --imap-tls: plaintext, allowed to loopback
-        let out = tokio::task::spawn_blocking({
-            let mut command = case.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
-            move || command.output().unwrap()
-        })
-        .await
-        .unwrap();
+        let (out, commands) = archive_through_imap_proxy(&case, false).await;
         assert!(out.status.success(), "{}", text(&out));
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("archived 0 new records"),
             "{}",
             text(&out)
         );
-        commands_sent(&sent)
+        commands
     };
 
     let unchanged = run_through_proxy().await;
