@@ -432,6 +432,21 @@ impl Entry {
     }
 }
 
+/// The value of a `key value` line that must be field `key` (one reader for entries and
+/// destruction certificates, which share the line format).
+pub(crate) fn field<'a>(line: Option<&'a str>, key: &str) -> Result<&'a str, EntryError> {
+    match line {
+        Some(l) => match l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')) {
+            Some(v) => Ok(v),
+            None => malformed(format!(
+                "expected field {key:?}, found {:?}",
+                l.chars().take(60).collect::<String>()
+            )),
+        },
+        None => malformed(format!("missing field {key:?}")),
+    }
+}
+
 /// The remaining `key value` lines of an entry being decoded.
 struct Fields<'a> {
     lines: std::str::Split<'a, char>,
@@ -439,16 +454,7 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn take(&mut self, key: &str) -> Result<&'a str, EntryError> {
-        match self.lines.next() {
-            Some(l) => match l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')) {
-                Some(v) => Ok(v),
-                None => malformed(format!(
-                    "expected field {key:?}, found {:?}",
-                    l.chars().take(60).collect::<String>()
-                )),
-            },
-            None => malformed(format!("missing field {key:?}")),
-        }
+        field(self.lines.next(), key)
     }
 
     /// Takes the next line if it is `key`; used for the repeated trailing field.

@@ -9,7 +9,7 @@
 //! the way a `DispositionReview` does ([`super::records_digest`]).
 
 use super::records_digest;
-use crate::entry::{EntryError, RecordId, check_text, parse_hash, parse_time, parse_u64};
+use crate::entry::{EntryError, RecordId, check_text, field, parse_hash, parse_time, parse_u64};
 use crate::hash::Hash;
 use crate::note::{self, NoteError, NoteSigner, NoteVerifier};
 use crate::time::UnixTime;
@@ -259,18 +259,8 @@ impl Certificate {
         if lines.next() != Some(CERTIFICATE_MAGIC) {
             return malformed(format!("first line is not {CERTIFICATE_MAGIC:?}"));
         }
-        let mut take = |key: &str| -> Result<&str, CertificateError> {
-            match lines.next() {
-                Some(l) => match l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')) {
-                    Some(v) => Ok(v),
-                    None => malformed(format!(
-                        "expected field {key:?}, found {:?}",
-                        l.chars().take(60).collect::<String>()
-                    )),
-                },
-                None => malformed(format!("missing field {key:?}")),
-            }
-        };
+        let mut take =
+            |key: &str| -> Result<&str, CertificateError> { Ok(field(lines.next(), key)?) };
         let origin = text_value(take("origin")?)?;
         let run = take("run")?.to_owned();
         RecordId::new(run.as_str())
@@ -357,18 +347,8 @@ fn text_value(s: &str) -> Result<String, CertificateError> {
 fn parse_section<'a>(
     lines: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>,
 ) -> Result<SeriesSection, CertificateError> {
-    let mut next = |key: &str| -> Result<&'a str, CertificateError> {
-        match lines.next() {
-            Some(l) => match l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')) {
-                Some(v) => Ok(v),
-                None => malformed(format!(
-                    "expected field {key:?}, found {:?}",
-                    l.chars().take(60).collect::<String>()
-                )),
-            },
-            None => malformed(format!("missing field {key:?}")),
-        }
-    };
+    let mut next =
+        |key: &str| -> Result<&'a str, CertificateError> { Ok(field(lines.next(), key)?) };
     let series = text_value(next("series")?)?;
     let description = text_value(next("description")?)?;
     let quantity = parse_u64(next("quantity")?)?;
