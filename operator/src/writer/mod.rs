@@ -686,6 +686,33 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         Ok(Outcome::Stored)
     }
 
+    /// Logs an entry that is not an ingest (a hold, a retention extension, a destruction step)
+    /// about a record already in the log, after every store in flight is logged. The caller
+    /// does the S3 side first (the entry says what is already true) and calls
+    /// [`Self::checkpoint`] when its batch is done; every [`CHECKPOINT_EVERY`] entries a
+    /// checkpoint is signed anyway.
+    pub async fn append(
+        &mut self,
+        record: RecordId,
+        body: EntryBody,
+        now: UnixTime,
+    ) -> Result<mailvault_core::entry::Entry> {
+        if matches!(body, EntryBody::Ingest { .. }) {
+            return Err(Error::Usage(
+                "an ingest is logged by RecordWriter::write, never appended directly".into(),
+            ));
+        }
+        while !self.in_flight.is_empty() {
+            self.log_next_stored().await?;
+        }
+        let entry = self.log.records.append(now, record, body)?;
+        self.since_checkpoint += 1;
+        if self.since_checkpoint >= CHECKPOINT_EVERY {
+            self.checkpoint().await?;
+        }
+        Ok(entry)
+    }
+
     /// Waits for the oldest store in flight and logs it (entries keep submission order).
     async fn log_next_stored(&mut self) -> Result<()> {
         let Some(done) = self.in_flight.next().await else {
