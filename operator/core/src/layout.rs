@@ -1,7 +1,7 @@
 //! Every key of an archive's store, in one place: the writer, the reader, the verifier and
 //! (later) destruction all name objects through this module.
 //!
-//! `<archive root>/ records/<id> · log/tile/entries/… · checkpoints/<size> · certificates/<run> · state/{cursor,run}.json`
+//! `<archive root>/ records/<id> · log/tile/entries/… · checkpoints/<size> · certificates/<run> · state/{cursor,run,resume}.json`
 //!
 //! Keys are relative to the archive root (`<prefix>/<namespace>/<name>/` in a bucket, or a
 //! local directory). docs/record-log.md specifies them for auditors; changing one is a format
@@ -25,6 +25,9 @@ pub const CERTIFICATES_PREFIX: &str = "certificates/";
 pub const CURSOR_KEY: &str = "state/cursor.json";
 /// The run marker: says whether a run may have stored records it has not logged yet.
 pub const RUN_MARKER_KEY: &str = "state/run.json";
+/// The writer's resume state (the tree's right edge and a filter over ingested ids, see
+/// [`crate::resume`]), written at the end of each run.
+pub const RESUME_KEY: &str = "state/resume.json";
 
 /// Key of a record's object.
 pub fn record_key(id: &str) -> String {

@@ -22,6 +22,7 @@ pub mod merkle;
 pub mod note;
 pub mod proof;
 pub mod record;
+pub mod resume;
 pub mod retention;
 pub mod rules;
 pub mod time;

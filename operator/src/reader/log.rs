@@ -72,12 +72,7 @@ impl StoredLog {
         let listing = LogListing::from_keys(keys.iter().map(String::as_str));
         // Owned keys: a stream of futures borrowing `&String` is not provably `Send` (the
         // operator runs this on a multi-threaded runtime).
-        let keys: Vec<String> = listing
-            .bundles
-            .values()
-            .filter_map(|g| g.full.as_ref().or(g.partials.last().map(|(_, k)| k)))
-            .cloned()
-            .collect();
+        let keys: Vec<String> = bundle_keys(&listing).map(|(_, k)| k.clone()).collect();
         // Several reads at once: a large log is hundreds of bundles.
         let bundles: Vec<Vec<u8>> = futures::stream::iter(keys)
             .map(|k| async move { fetch(store, &k).await })
@@ -85,35 +80,36 @@ impl StoredLog {
             .try_collect()
             .await?;
         let mut log = Self::from_bundles(origin, &bundles, keep_entries)?;
-        let newest = listing
-            .checkpoints
-            .iter()
-            .filter_map(|k| parse_checkpoint_key(k))
-            .max();
-        let (head, head_note) = match newest {
+        let (head, head_note) = match newest_checkpoint(store, &listing, origin, key).await? {
             None => (None, None),
-            Some(size) => {
-                let note = fetch(store, &checkpoint_key(size)).await?;
-                let cp = Checkpoint::open(&note, std::slice::from_ref(key), Some(origin))
-                    .map_err(|e| damaged(&e))?;
-                if log.records.tree().root_at(cp.size) != Some(cp.root) {
+            Some((head, note)) => {
+                if log.records.root_at(head.size) != Some(head.root) {
                     return Err(damaged(&format!(
                         "checkpoint {} does not match the stored entries",
-                        cp.size
+                        head.size
                     )));
                 }
-                (
-                    Some(SignedHead {
-                        size: cp.size,
-                        root: cp.root,
-                    }),
-                    Some(String::from_utf8_lossy(&note).into_owned()),
-                )
+                (Some(head), Some(note))
             }
         };
         log.head = head;
         log.head_note = head_note;
         Ok(log)
+    }
+
+    /// The log of `origin` made of `records` (resumed by the writer from its edge), with its
+    /// newest checkpoint.
+    pub(crate) fn from_records(
+        origin: &str,
+        records: RecordLog,
+        head: Option<(SignedHead, String)>,
+    ) -> Self {
+        let mut log = Self::indexed(origin, records, HashSet::new(), Vec::new());
+        if let Some((h, note)) = head {
+            log.head = Some(h);
+            log.head_note = Some(note);
+        }
+        log
     }
 
     /// The log held in `bundles` (in index order), chain-checked, without a checkpoint.
@@ -188,7 +184,46 @@ impl StoredLog {
     }
 }
 
-fn damaged(e: &dyn std::fmt::Display) -> Error {
+/// The newest checkpoint the listing names, opened with `key`: its head and its note. A newest
+/// checkpoint that does not open is damage, not a reason to fall back on an older one.
+pub(crate) async fn newest_checkpoint<S: Store>(
+    store: &S,
+    listing: &LogListing,
+    origin: &str,
+    key: &NoteVerifier,
+) -> Result<Option<(SignedHead, String)>> {
+    let newest = listing
+        .checkpoints
+        .iter()
+        .filter_map(|k| parse_checkpoint_key(k))
+        .max();
+    let Some(size) = newest else {
+        return Ok(None);
+    };
+    let note = fetch(store, &checkpoint_key(size)).await?;
+    let cp = Checkpoint::open(&note, std::slice::from_ref(key), Some(origin))
+        .map_err(|e| damaged(&e))?;
+    Ok(Some((
+        SignedHead {
+            size: cp.size,
+            root: cp.root,
+        },
+        String::from_utf8_lossy(&note).into_owned(),
+    )))
+}
+
+/// The key of the object each bundle index is read from: the full bundle, else the widest
+/// partial.
+pub(crate) fn bundle_keys(listing: &LogListing) -> impl Iterator<Item = (u64, &String)> {
+    listing.bundles.iter().filter_map(|(index, g)| {
+        g.full
+            .as_ref()
+            .or(g.partials.last().map(|(_, k)| k))
+            .map(|k| (*index, k))
+    })
+}
+
+pub(crate) fn damaged(e: &dyn std::fmt::Display) -> Error {
     Error::Conflict(format!(
         "the log in the store is damaged ({e}); run `mailvault verify` for a full report"
     ))

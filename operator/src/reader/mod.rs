@@ -5,7 +5,7 @@
 //!
 //! The writer ([`crate::writer`]) reads the log back through [`StoredLog`] too, to resume.
 
-mod log;
+pub(crate) mod log;
 
 pub use log::StoredLog;
 

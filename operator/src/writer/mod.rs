@@ -14,6 +14,7 @@
 //! run marker or cursor without a valid MAC counts as absent. What fails is reported
 //! ([`RunSummary::unauthenticated`]), never signed.
 
+mod resume;
 pub mod trust;
 
 use crate::reader::StoredLog;
@@ -34,7 +35,6 @@ use mailvault_core::record::{SALT_LEN, commitment_from_digest};
 use mailvault_core::retention::Period;
 use mailvault_core::rules::RetentionSchedule;
 use mailvault_core::{Hash, UnixTime};
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::source::SourceMessage;
@@ -302,7 +302,7 @@ pub struct RecordWriter<'s, S: Store> {
     log: StoredLog,
     signer: CheckpointSigner,
     mac: MacKey,
-    archived: HashSet<RecordId>,
+    known: resume::KnownIds,
     retention: Arc<RetentionSchedule>,
     since_checkpoint: usize,
     summary: RunSummary,
@@ -325,8 +325,12 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let info = store.preflight().await?;
         let verifier = mailvault_core::note::NoteVerifier::parse(&key.verifier_key())?;
         let mac = key.mac_key();
-        let mut log = StoredLog::load(store, origin, &verifier, false).await?;
         let mut summary = RunSummary::default();
+        let resume::Opened { mut log, known } =
+            resume::open_log(store, origin, &verifier, &mac, &mut |key| {
+                summary.report_unauthenticated(key);
+            })
+            .await?;
         Self::newest_from_versions(store, &mut log, &verifier, &mut summary).await?;
         Self::check_unsigned_tail(store, &log, &mac).await?;
         let signer = CheckpointSigner::new(origin, key, log.head);
@@ -334,7 +338,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             store,
             info,
             mac,
-            archived: std::mem::take(&mut log.ingested),
+            known,
             log,
             signer,
             retention: Arc::new(retention),
@@ -492,6 +496,8 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     /// Ends a run: waits for every store in flight, checkpoints, and marks the run finished.
     pub async fn finish(&mut self) -> Result<Option<u64>> {
         let signed = self.checkpoint().await?;
+        // Everything is signed now: the next run starts from here.
+        resume::save(self.store, &self.mac, &self.log.records, &mut self.known).await?;
         RunMarker { in_progress: false }
             .write(self.store, &self.mac)
             .await?;
@@ -529,7 +535,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     /// The log as of the latest checkpoint: what a status or an auditor's note records.
     pub fn log_head(&self) -> LogHead {
         LogHead {
-            records: self.archived.len() as u64,
+            records: self.known.count(),
             size: self.signer.last_signed().map_or(0, |h| h.size),
             root_hash: self.signer.last_signed().map(|h| h.root.to_hex()),
             checkpoint: self.log.head_note.clone(),
@@ -542,12 +548,15 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     }
 
     async fn adopt_unlogged(&mut self, now: UnixTime) -> Result<()> {
+        // Which records are logged, exactly: a crash is rare, and listing every record costs
+        // as much as reading every id.
+        self.known.load_all(self.store).await?;
         for key in self.store.list_keys(RECORDS_PREFIX).await? {
             let Some(id) = record_id_of(&key) else {
                 continue;
             };
             let Ok(id) = RecordId::new(id) else { continue };
-            if self.archived.contains(&id) {
+            if self.known.contains(self.store, &id).await? {
                 continue;
             }
             let Some(object) = self.store.get(&key, None).await? else {
@@ -563,7 +572,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                 self.summary.report_unauthenticated(&key);
                 continue;
             };
-            self.log.records.append(
+            let entry = self.log.records.append(
                 now,
                 id.clone(),
                 EntryBody::Ingest {
@@ -577,7 +586,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     original_commitment: fields.commitment,
                 },
             )?;
-            self.archived.insert(id);
+            self.known.logged(entry.index, &id);
             self.summary.adopted += 1;
             self.since_checkpoint += 1;
         }
@@ -592,12 +601,12 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     /// [`Self::checkpoint`] at the end, which waits for every store in flight.
     pub async fn write(&mut self, msg: SourceMessage, now: UnixTime) -> Result<Outcome> {
         let id = record_id(self.log.origin(), &msg.identity);
-        if self.archived.contains(&id) {
+        if self.known.contains(self.store, &id).await? {
             self.summary.skipped += 1;
             return Ok(Outcome::AlreadyArchived(id));
         }
         // Marked at once, so the same message twice in one run is stored once.
-        self.archived.insert(id.clone());
+        self.known.claim(id.clone());
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).map_err(Error::Random)?;
         let original_size = msg.body.len();
@@ -730,9 +739,11 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             self.summary.stored_bytes += *stored_size;
         }
         // Logged only now that the PUT succeeded.
-        self.log
+        let entry = self
+            .log
             .records
             .append(stored.logged_at, stored.id, stored.body)?;
+        self.known.logged(entry.index, &entry.record);
         self.summary.archived += 1;
         self.summary.unparseable += u64::from(stored.unparseable);
         self.summary.original_bytes += stored.original_size;

@@ -1,0 +1,487 @@
+//! How the writer opens an archive without reading its whole log, and how it knows which
+//! records the log already holds.
+//!
+//! `state/resume.json (edge at E, filter over ids < E) + log bundles from E on + newest checkpoint
+//!  -> RecordLog (root checked) + KnownIds`
+//!
+//! A run reads the listing of `log/` and `checkpoints/`, the newest checkpoint, the resume
+//! state and the bundles from its edge on: the bundle holding the newest entry, and any unsigned
+//! tail. Everything before the edge is read only when a message's id is perhaps in it (the
+//! filter says so: a message archived before, or about one in 10,000 new ones), and then once
+//! per run. A missing, unauthenticated or inconsistent state is never trusted: the writer reads
+//! the whole log instead, as it always did.
+
+use super::trust;
+use crate::Result;
+use crate::reader::StoredLog;
+use crate::reader::log::{bundle_keys, damaged, fetch, newest_checkpoint};
+use crate::store::Store;
+use futures::{StreamExt as _, TryStreamExt as _};
+use mailvault_core::bundle::{BUNDLE_WIDTH, decode_bundle};
+use mailvault_core::entry::{Entry, EntryBody, RecordId};
+use mailvault_core::layout::{CHECKPOINTS_PREFIX, LOG_PREFIX, RESUME_KEY};
+use mailvault_core::log::RecordLog;
+use mailvault_core::mac::{MacKey, MacKind};
+use mailvault_core::merkle::CompactRange;
+use mailvault_core::note::NoteVerifier;
+use mailvault_core::resume::{IdFilter, ResumeState};
+use mailvault_core::verify::LogListing;
+use std::collections::HashSet;
+
+/// Bundles read at once.
+const READ_AHEAD: usize = 8;
+
+/// The record ids the log holds, as far as the writer needs to know them.
+#[derive(Debug)]
+pub(crate) struct KnownIds {
+    /// The resume state the run started from: the edge and a filter over the ingests before it.
+    state: ResumeState,
+    /// Ingests logged from the edge on, with their positions.
+    since_edge: Vec<(u64, RecordId)>,
+    /// Ids certainly in the log or being stored by this run: the ingests from the edge on,
+    /// every id stored this run, and every id before the edge once [`Self::load_all`] ran.
+    exact: HashSet<RecordId>,
+    /// Whether `exact` holds every ingest before the edge too.
+    complete: bool,
+}
+
+impl KnownIds {
+    /// Ingests in the log, this run's included.
+    pub(crate) fn count(&self) -> u64 {
+        self.state.ingested + self.since_edge.len() as u64
+    }
+
+    /// Whether the log holds `id` (or this run is storing it). Reads every entry before the
+    /// edge, once, if the filter cannot rule the id out.
+    pub(crate) async fn contains<S: Store>(&mut self, store: &S, id: &RecordId) -> Result<bool> {
+        if self.exact.contains(id) {
+            return Ok(true);
+        }
+        if self.complete || !self.state.filter.may_contain(id.as_str()) {
+            return Ok(false);
+        }
+        self.load_all(store).await?;
+        Ok(self.exact.contains(id))
+    }
+
+    /// Notes an id this run is storing (not logged yet).
+    pub(crate) fn claim(&mut self, id: RecordId) {
+        self.exact.insert(id);
+    }
+
+    /// Notes an ingest logged at `index`.
+    pub(crate) fn logged(&mut self, index: u64, id: &RecordId) {
+        self.since_edge.push((index, id.clone()));
+        self.exact.insert(id.clone());
+    }
+
+    /// Reads the ids of every ingest before the edge (the whole log's bundles up to it).
+    pub(crate) async fn load_all<S: Store>(&mut self, store: &S) -> Result<()> {
+        if self.complete {
+            return Ok(());
+        }
+        let edge = self.state.edge.size();
+        tracing::info!(
+            entries = edge,
+            "reading the log's record ids before the resume edge (a message may be archived already)"
+        );
+        let keys = store.list_keys(LOG_PREFIX).await?;
+        let listing = LogListing::from_keys(keys.iter().map(String::as_str));
+        let keys: Vec<String> = bundle_keys(&listing)
+            .filter(|(index, _)| index * BUNDLE_WIDTH < edge)
+            .map(|(_, k)| k.clone())
+            .collect();
+        let mut bundles = futures::stream::iter(keys)
+            .map(|k| async move { fetch(store, &k).await })
+            .buffered(READ_AHEAD);
+        let mut read = 0u64;
+        while let Some(bundle) = bundles.next().await {
+            let bundle: Vec<u8> = bundle?;
+            for bytes in decode_bundle(&bundle).map_err(|e| damaged(&e))? {
+                if read >= edge {
+                    break;
+                }
+                read += 1;
+                let entry = Entry::decode(bytes).map_err(|e| damaged(&e))?;
+                if matches!(entry.body, EntryBody::Ingest { .. }) {
+                    self.exact.insert(entry.record);
+                }
+            }
+        }
+        if read != edge {
+            return Err(damaged(&format!(
+                "the log holds {read} entries before its resume edge at {edge}"
+            )));
+        }
+        self.complete = true;
+        Ok(())
+    }
+
+    /// The resume state at `edge` (a bundle boundary at or before the log's signed size): the
+    /// old filter plus the ingests logged between the old edge and the new one, in a larger
+    /// filter (built from every id) when the old one is full.
+    pub(crate) async fn state_at<S: Store>(
+        &mut self,
+        store: &S,
+        edge: CompactRange,
+    ) -> Result<ResumeState> {
+        let new: Vec<&RecordId> = self
+            .since_edge
+            .iter()
+            .filter(|(i, _)| *i < edge.size())
+            .map(|(_, id)| id)
+            .collect();
+        let ingested = self.state.ingested + new.len() as u64;
+        let mut filter = self.state.filter.clone();
+        if filter.count() + new.len() as u64 > filter.capacity() {
+            self.load_all(store).await?;
+            // Every known id, those past the new edge included: an id in the filter that the
+            // next run also reads exactly costs nothing but a bit.
+            filter = IdFilter::with_capacity(self.exact.len() as u64 * 2);
+            for id in &self.exact {
+                filter.insert(id.as_str());
+            }
+        } else {
+            for id in new {
+                filter.insert(id.as_str());
+            }
+        }
+        Ok(ResumeState {
+            edge,
+            ingested,
+            filter,
+        })
+    }
+}
+
+/// The log as the writer opens it.
+pub(crate) struct Opened {
+    pub log: StoredLog,
+    pub known: KnownIds,
+}
+
+/// Opens the log of `origin`: from the resume state when it is the writer's own and agrees
+/// with the newest signed checkpoint, else from the first entry. Problems with the state are
+/// reported through `unauthenticated` and cost only the full read.
+pub(crate) async fn open_log<S: Store>(
+    store: &S,
+    origin: &str,
+    key: &NoteVerifier,
+    mac: &MacKey,
+    unauthenticated: &mut (dyn FnMut(&str) + Send),
+) -> Result<Opened> {
+    let mut keys = store.list_keys(LOG_PREFIX).await?;
+    keys.extend(store.list_keys(CHECKPOINTS_PREFIX).await?);
+    let listing = LogListing::from_keys(keys.iter().map(String::as_str));
+    let head = newest_checkpoint(store, &listing, origin, key).await?;
+    let signed = head.as_ref().map_or(0, |(h, _)| h.size);
+    let state = match store.get(RESUME_KEY, None).await? {
+        None => None,
+        Some(object) if !trust::authentic(mac, MacKind::State, RESUME_KEY, &object) => {
+            unauthenticated(RESUME_KEY);
+            None
+        }
+        Some(object) => match ResumeState::decode(&object.bytes) {
+            Ok(s) if s.edge.size() <= signed && s.edge.size().is_multiple_of(BUNDLE_WIDTH) => {
+                Some(s)
+            }
+            Ok(_) | Err(_) => {
+                unauthenticated(&format!("{RESUME_KEY} (inconsistent with the log)"));
+                None
+            }
+        },
+    };
+    if let Some(state) = state {
+        match read_from(store, &listing, origin, head.clone(), state).await {
+            Ok(opened) => return Ok(opened),
+            Err(e) => {
+                tracing::warn!(error = %e, "the resume state does not fit the log; reading the whole log");
+                unauthenticated(&format!("{RESUME_KEY} (does not match the signed log)"));
+            }
+        }
+    }
+    let mut opened = read_from(store, &listing, origin, head, ResumeState::new()).await?;
+    opened.known.complete = true;
+    Ok(opened)
+}
+
+/// Reads the bundles from the state's edge on and checks them, with the edge, against the
+/// newest checkpoint.
+async fn read_from<S: Store>(
+    store: &S,
+    listing: &LogListing,
+    origin: &str,
+    head: Option<(mailvault_core::checkpoint::SignedHead, String)>,
+    state: ResumeState,
+) -> Result<Opened> {
+    let edge = state.edge.size();
+    let keys: Vec<String> = bundle_keys(listing)
+        .filter(|(index, _)| index * BUNDLE_WIDTH >= edge)
+        .map(|(_, k)| k.clone())
+        .collect();
+    if edge > 0
+        && keys
+            .first()
+            .is_none_or(|k| bundle_index(k) != Some(edge / BUNDLE_WIDTH))
+    {
+        return Err(damaged(&format!("no log bundle starts at entry {edge}")));
+    }
+    let bundles: Vec<Vec<u8>> = futures::stream::iter(keys)
+        .map(|k| async move { fetch(store, &k).await })
+        .buffered(READ_AHEAD)
+        .try_collect()
+        .await?;
+    let records = RecordLog::resume_from_edge(&state.edge, bundles.iter().map(Vec::as_slice))
+        .map_err(|e| damaged(&e))?;
+    if let Some((h, _)) = &head
+        && records.root_at(h.size) != Some(h.root)
+    {
+        return Err(damaged(&format!(
+            "checkpoint {} does not match the stored entries",
+            h.size
+        )));
+    }
+    let mut known = KnownIds {
+        state,
+        since_edge: Vec::new(),
+        exact: HashSet::new(),
+        complete: false,
+    };
+    for bundle in &bundles {
+        for bytes in decode_bundle(bundle).map_err(|e| damaged(&e))? {
+            let entry = Entry::decode(bytes).map_err(|e| damaged(&e))?;
+            if matches!(entry.body, EntryBody::Ingest { .. }) {
+                known.logged(entry.index, &entry.record);
+            }
+        }
+    }
+    Ok(Opened {
+        log: StoredLog::from_records(origin, records, head),
+        known,
+    })
+}
+
+fn bundle_index(key: &str) -> Option<u64> {
+    mailvault_core::layout::parse_bundle_key(key).map(|(index, _)| index)
+}
+
+/// Writes the resume state (with the writer's MAC) for the log as it stands, all of it
+/// signed: the edge at the start of the bundle holding the newest entry.
+pub(crate) async fn save<S: Store>(
+    store: &S,
+    mac: &MacKey,
+    records: &RecordLog,
+    known: &mut KnownIds,
+) -> Result<()> {
+    let Some(edge) = records.resume_edge() else {
+        return Ok(());
+    };
+    let state = known.state_at(store, edge).await?;
+    let bytes = state.encode();
+    let metadata = trust::tagged(mac, MacKind::State, RESUME_KEY, &bytes);
+    store.put_mutable(RESUME_KEY, bytes, &metadata).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{SourceMessage, content_identity};
+    use crate::spool::Body;
+    use crate::store::fs::FsStore;
+    use crate::writer::{Outcome, RecordWriter};
+    use mailvault_core::note::NoteSigner;
+    use mailvault_core::rules::RetentionSchedule;
+    use mailvault_core::{Hash, UnixTime};
+
+    const ORIGIN: &str = "mailvault.io/test/resume";
+    const NOW: UnixTime = UnixTime(1_795_836_120);
+
+    fn message(n: u32) -> SourceMessage {
+        let bytes = format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes();
+        let content_sha256 = Hash::of(&bytes);
+        SourceMessage {
+            folder: "INBOX".into(),
+            identity: content_identity("INBOX", &content_sha256),
+            body: Body::Memory(bytes),
+            content_sha256,
+            internal_date: None,
+            flags: vec![],
+            location: format!("test:{n}"),
+        }
+    }
+
+    fn key() -> NoteSigner {
+        NoteSigner::new(ORIGIN, &[5; 32]).unwrap()
+    }
+
+    fn retention() -> RetentionSchedule {
+        RetentionSchedule::single("MO-GS-003", "P1Y".parse().unwrap()).unwrap()
+    }
+
+    async fn run(
+        store: &FsStore,
+        messages: impl IntoIterator<Item = u32>,
+    ) -> RecordWriter<'_, FsStore> {
+        let mut w = RecordWriter::open(store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        for n in messages {
+            w.write(message(n), NOW).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        w
+    }
+
+    /// Moves every log bundle before `edge` out of the store: a run that reads one fails.
+    fn hide_bundles_before(
+        dir: &std::path::Path,
+        edge: u64,
+    ) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+        let mut moved = Vec::new();
+        for index in 0..edge / BUNDLE_WIDTH {
+            let key = mailvault_core::layout::bundle_key(index, BUNDLE_WIDTH);
+            let from = dir.join("objects").join(&key);
+            let to = dir.join(format!("hidden-{index}"));
+            std::fs::rename(&from, &to).unwrap();
+            moved.push((from, to));
+        }
+        moved
+    }
+
+    #[tokio::test]
+    async fn a_resumed_run_reads_only_from_its_edge_unless_a_message_may_be_archived_already() {
+        let dir = std::env::temp_dir().join(format!("mailvault-resume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = FsStore::new(&dir);
+        // 700 records: bundles 0 and 1 are full, 2 holds the newest entries.
+        run(&store, 0..700).await;
+        let hidden = hide_bundles_before(&dir, 512);
+
+        // No new mail: the run opens, signs nothing new and finishes without bundles 0 and 1.
+        let quiet = run(&store, []).await;
+        assert_eq!(quiet.log_head().records, 700);
+        assert_eq!(quiet.log_head().size, 700);
+        assert_eq!(quiet.summary().unauthenticated_total, 0);
+        drop(quiet);
+
+        // New mail: stored and signed without them too.
+        let mut fresh = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(
+            fresh.write(message(5000), NOW).await.unwrap(),
+            Outcome::Stored
+        );
+        assert_eq!(fresh.checkpoint().await.unwrap(), Some(701));
+        // A message of the newest bundle is known without them.
+        assert!(matches!(
+            fresh.write(message(650), NOW).await.unwrap(),
+            Outcome::AlreadyArchived(_)
+        ));
+        // One archived long ago may be in the filter: the run reads the ids before the edge,
+        // and here they are gone.
+        let err = fresh.write(message(3), NOW).await.unwrap_err().to_string();
+        assert!(err.contains("before its resume edge at 512"), "{err}");
+        drop(fresh);
+
+        for (from, to) in hidden {
+            std::fs::rename(to, from).unwrap();
+        }
+        let mut again = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        assert!(matches!(
+            again.write(message(3), NOW).await.unwrap(),
+            Outcome::AlreadyArchived(_)
+        ));
+        assert_eq!(
+            again.write(message(5001), NOW).await.unwrap(),
+            Outcome::Stored
+        );
+        again.finish().await.unwrap();
+        assert_eq!(again.log_head().records, 702);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_resume_state_that_is_not_the_writers_or_does_not_fit_the_log_is_not_used() {
+        let dir = std::env::temp_dir().join(format!("mailvault-resume-bad-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = FsStore::new(&dir);
+        run(&store, 0..300).await;
+        let good = store.get(RESUME_KEY, None).await.unwrap().unwrap();
+        let state = ResumeState::decode(&good.bytes).unwrap();
+        assert_eq!(state.edge.size(), 256);
+        assert_eq!(state.ingested, 256);
+
+        // Without the MAC: reported, and the whole log is read instead.
+        store
+            .put_mutable(
+                RESUME_KEY,
+                good.bytes.clone(),
+                &crate::store::ObjectMetadata::new(),
+            )
+            .await
+            .unwrap();
+        let w = run(&store, []).await;
+        assert_eq!(w.summary().unauthenticated, [RESUME_KEY]);
+        assert_eq!(w.log_head().records, 300);
+        drop(w);
+
+        // With the MAC but wrong peaks (as a writer bug would leave it): the signed root does
+        // not come out, so it is not used either.
+        let mut wrong = state.clone();
+        let mut other = CompactRange::new();
+        for i in 0..256u32 {
+            other.push(Hash::of(&i.to_le_bytes()));
+        }
+        wrong.edge = other;
+        let bytes = wrong.encode();
+        let metadata = trust::tagged(&key().mac_key(), MacKind::State, RESUME_KEY, &bytes);
+        store
+            .put_mutable(RESUME_KEY, bytes, &metadata)
+            .await
+            .unwrap();
+        let mut w = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        assert!(
+            w.summary().unauthenticated[0].contains("does not match the signed log"),
+            "{:?}",
+            w.summary()
+        );
+        assert!(matches!(
+            w.write(message(7), NOW).await.unwrap(),
+            Outcome::AlreadyArchived(_)
+        ));
+        w.finish().await.unwrap();
+        // The run wrote a good state again.
+        let w = run(&store, []).await;
+        assert_eq!(w.summary().unauthenticated_total, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_filter_grows_with_the_archive_and_keeps_every_id() {
+        let dir =
+            std::env::temp_dir().join(format!("mailvault-resume-grow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = FsStore::new(&dir);
+        run(&store, 0..3000).await;
+        run(&store, 3000..6000).await;
+        let state = ResumeState::decode(&store.get(RESUME_KEY, None).await.unwrap().unwrap().bytes)
+            .unwrap();
+        assert_eq!(state.edge.size(), 5888);
+        assert_eq!(state.ingested, 5888);
+        assert!(
+            state.filter.capacity() >= 8192,
+            "{}",
+            state.filter.capacity()
+        );
+        assert!((0..6000).all(|n| {
+            let id = mailvault_core::record::record_id(ORIGIN, &message(n).identity);
+            state.filter.may_contain(id.as_str())
+        }));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
