@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: image demo test lint fmt-check clippy core-deps unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-operator
+.PHONY: image demo test lint fmt-check clippy core-deps unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-operator bench-resume bench-resume
 
 ## test: everything CI runs — formatting, clippy, unit tests, then the integration tests against
 ## the real local components (started here and stopped afterwards, also when a test fails).
@@ -62,11 +62,18 @@ tools:
 
 ## bench: benchmarks that print figures (not tests): the record log, then the archive job
 ## against mbsync. BENCH=mixed or BENCH=small runs one mailbox of the archive benchmark.
-bench: bench-log bench-archive bench-operator
+bench: bench-log bench-resume bench-archive bench-operator
 
 ## bench-log: build and verify a log of 1,000,000 entries (set N=... for another size).
 bench-log:
 	$(CARGO) bench -p mailvault-core --bench record_log --locked -- $(N)
+
+## bench-resume: a run with no new mail on an archive whose log has N entries (default
+## 1,000,000): time and peak RSS without and with the writer's resume state (a file: store).
+bench-resume:
+	@[ -x /usr/bin/time ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null)
+	$(CARGO) build --release -p mailvault -p mailvault-tests --bins --locked
+	$${CARGO_TARGET_DIR:-target}/release/resume-bench $(N)
 
 ## bench-archive: mailvault vs mbsync on seeded mailboxes (needs the environment; installs isync
 ## and GNU time from Debian when missing). BENCH_BASELINE_BIN=/path/to/other/mailvault adds
