@@ -10,9 +10,6 @@
 //! Runs, each timed by GNU time: 1. no resume state yet (the whole log is read, as every run
 //! did before), 2. and 3. from the resume state it left.
 
-use mailvault::store::fs::FsStore;
-use mailvault::store::{ObjectMetadata, Store as _};
-use mailvault::writer::trust;
 use mailvault::core::Hash;
 use mailvault::core::checkpoint::CheckpointSigner;
 use mailvault::core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
@@ -21,6 +18,9 @@ use mailvault::core::log::RecordLog;
 use mailvault::core::mac::MacKind;
 use mailvault::core::note::NoteSigner;
 use mailvault::core::time::UnixTime;
+use mailvault::store::fs::FsStore;
+use mailvault::store::{ObjectMetadata, Store as _};
+use mailvault::writer::trust;
 use mailvault_tests::mailvault_binary;
 use std::path::Path;
 use std::process::Command;
@@ -145,7 +145,10 @@ fn timed_run(store_dir: &Path, key_file: &Path, mbox: &Path) -> (f64, u64) {
     );
     let last = stderr.lines().last().unwrap_or_default();
     let mut fields = last.split_whitespace();
-    let seconds = fields.next().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+    let seconds = fields
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(f64::NAN);
     let kib = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     (seconds, kib)
 }

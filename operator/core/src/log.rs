@@ -86,6 +86,17 @@ impl RecordLog {
         edge: &CompactRange,
         bundles: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Self, LogError> {
+        let mut log = Self::from_edge(edge)?;
+        for bundle in bundles {
+            log.push_bundle(bundle)?;
+        }
+        Ok(log)
+    }
+
+    /// An empty writer continuing from a right edge at a bundle boundary; feed it the bundles
+    /// from there on with [`Self::push_bundle`], in order (what [`Self::resume_from_edge`]
+    /// does, for a caller that reads bundles one at a time).
+    pub fn from_edge(edge: &CompactRange) -> Result<Self, LogError> {
         let start = edge.size();
         if !start.is_multiple_of(BUNDLE_WIDTH) {
             return Err(LogError::Chain {
@@ -93,32 +104,38 @@ impl RecordLog {
                 reason: "an edge to resume from must be at a bundle boundary".into(),
             });
         }
-        let mut log = Self {
+        Ok(Self {
             tree: MerkleTree::from_edge(edge),
             open_start: start,
             taken: start,
             ..Self::default()
-        };
-        for bundle in bundles {
-            let entries = decode_bundle(bundle)?;
-            if !log.tree.size().is_multiple_of(BUNDLE_WIDTH) {
-                return Err(LogError::Chain {
-                    index: log.tree.size(),
-                    reason: "a partial bundle is followed by another bundle".into(),
-                });
-            }
-            for bytes in entries {
-                let index = log.tree.size();
-                let entry =
-                    Entry::decode(bytes).map_err(|source| LogError::Entry { index, source })?;
-                let first_after_edge = index == start && start > 0;
-                log.check_link(&entry, !first_after_edge)?;
-                log.push_bytes(bytes.to_vec());
-            }
+        })
+    }
+
+    /// Appends the entries of the next stored bundle, checking indices and the chain (the
+    /// first entry after an edge cannot have its `prev` checked: see
+    /// [`Self::resume_from_edge`]). Returns the decoded entries.
+    pub fn push_bundle(&mut self, bundle: &[u8]) -> Result<Vec<Entry>, LogError> {
+        let entries = decode_bundle(bundle)?;
+        if !self.tree.size().is_multiple_of(BUNDLE_WIDTH) {
+            return Err(LogError::Chain {
+                index: self.tree.size(),
+                reason: "a partial bundle is followed by another bundle".into(),
+            });
         }
-        log.taken = log.tree.size();
-        log.keep_only_last_bundle();
-        Ok(log)
+        let start = self.tree.edge_size();
+        let mut decoded = Vec::with_capacity(entries.len());
+        for bytes in entries {
+            let index = self.tree.size();
+            let entry = Entry::decode(bytes).map_err(|source| LogError::Entry { index, source })?;
+            let first_after_edge = index == start && start > 0;
+            self.check_link(&entry, !first_after_edge)?;
+            self.push_bytes(bytes.to_vec());
+            decoded.push(entry);
+        }
+        self.taken = self.tree.size();
+        self.keep_only_last_bundle();
+        Ok(decoded)
     }
 
     fn check_link(&self, entry: &Entry, check_prev: bool) -> Result<(), LogError> {

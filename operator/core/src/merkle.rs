@@ -203,6 +203,11 @@ impl MerkleTree {
         self.level_count(0)
     }
 
+    /// Size of the edge the tree was resumed from (0 for a whole tree).
+    pub fn edge_size(&self) -> u64 {
+        self.edge
+    }
+
     /// Nodes at level `h`, those before the stored ones included.
     fn level_count(&self, h: usize) -> u64 {
         self.offsets.get(h).copied().unwrap_or(0) + self.levels.get(h).map_or(0, |l| l.len() as u64)

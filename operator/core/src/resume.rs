@@ -65,23 +65,23 @@ impl IdFilter {
         self.count > self.capacity
     }
 
-    fn positions(&self, id: &str) -> impl Iterator<Item = u64> {
-        // Double hashing over SHA-256 of the id: ids are hashes already, but not all are
-        // mailvault's (any valid id can be logged), so they are hashed again.
-        let h = Hash::of(id.as_bytes());
-        let b = &h.0;
-        let h1 = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-        let h2 = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]) | 1;
+    fn positions(&self, key: IdKey) -> impl Iterator<Item = u64> {
+        let IdKey(h1, h2) = key;
         let m = self.bits.len() as u64 * 8;
         (0..u64::from(HASHES)).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % m.max(1))
     }
 
     /// Adds an id.
     pub fn insert(&mut self, id: &str) {
+        self.insert_key(IdKey::of(id));
+    }
+
+    /// Adds an id by its key.
+    pub fn insert_key(&mut self, key: IdKey) {
         if self.bits.is_empty() {
             return;
         }
-        let positions: Vec<u64> = self.positions(id).collect();
+        let positions: Vec<u64> = self.positions(key).collect();
         for p in positions {
             if let Some(byte) = self
                 .bits
@@ -98,11 +98,27 @@ impl IdFilter {
         if self.bits.is_empty() {
             return true;
         }
-        self.positions(id).all(|p| {
+        self.positions(IdKey::of(id)).all(|p| {
             self.bits
                 .get(usize::try_from(p / 8).unwrap_or(usize::MAX))
                 .is_some_and(|byte| byte & (1 << (p % 8)) != 0)
         })
+    }
+}
+
+/// What the filter keeps of an id (16 bytes, however long the id): two 64-bit hashes for
+/// double hashing, from SHA-256 of the id. Ids are hashes already, but not all are mailvault's
+/// (any valid id can be logged), so they are hashed again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IdKey(u64, u64);
+
+impl IdKey {
+    /// The key of an id.
+    pub fn of(id: &str) -> Self {
+        let b = Hash::of(id.as_bytes()).0;
+        let h1 = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        let h2 = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]) | 1;
+        Self(h1, h2)
     }
 }
 

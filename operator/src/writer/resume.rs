@@ -16,7 +16,7 @@ use crate::Result;
 use crate::reader::StoredLog;
 use crate::reader::log::{bundle_keys, damaged, fetch, newest_checkpoint};
 use crate::store::Store;
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use mailvault_core::bundle::{BUNDLE_WIDTH, decode_bundle};
 use mailvault_core::entry::{Entry, EntryBody, RecordId};
 use mailvault_core::layout::{CHECKPOINTS_PREFIX, LOG_PREFIX, RESUME_KEY};
@@ -24,7 +24,7 @@ use mailvault_core::log::RecordLog;
 use mailvault_core::mac::{MacKey, MacKind};
 use mailvault_core::merkle::CompactRange;
 use mailvault_core::note::NoteVerifier;
-use mailvault_core::resume::{IdFilter, ResumeState};
+use mailvault_core::resume::{IdFilter, IdKey, ResumeState};
 use mailvault_core::verify::LogListing;
 use std::collections::HashSet;
 
@@ -36,8 +36,9 @@ const READ_AHEAD: usize = 8;
 pub(crate) struct KnownIds {
     /// The resume state the run started from: the edge and a filter over the ingests before it.
     state: ResumeState,
-    /// Ingests logged from the edge on, with their positions.
-    since_edge: Vec<(u64, RecordId)>,
+    /// Ingests logged from the edge on: their positions and filter keys (16 bytes each, so a
+    /// whole log read after a crash holds 24 bytes a record here).
+    since_edge: Vec<(u64, IdKey)>,
     /// Ids certainly in the log or being stored by this run: the ingests from the edge on,
     /// every id stored this run, and every id before the edge once [`Self::load_all`] ran.
     exact: HashSet<RecordId>,
@@ -71,7 +72,7 @@ impl KnownIds {
 
     /// Notes an ingest logged at `index`.
     pub(crate) fn logged(&mut self, index: u64, id: &RecordId) {
-        self.since_edge.push((index, id.clone()));
+        self.since_edge.push((index, IdKey::of(id.as_str())));
         self.exact.insert(id.clone());
     }
 
@@ -125,11 +126,11 @@ impl KnownIds {
         store: &S,
         edge: CompactRange,
     ) -> Result<ResumeState> {
-        let new: Vec<&RecordId> = self
+        let new: Vec<IdKey> = self
             .since_edge
             .iter()
             .filter(|(i, _)| *i < edge.size())
-            .map(|(_, id)| id)
+            .map(|&(_, key)| key)
             .collect();
         let ingested = self.state.ingested + new.len() as u64;
         let mut filter = self.state.filter.clone();
@@ -142,8 +143,8 @@ impl KnownIds {
                 filter.insert(id.as_str());
             }
         } else {
-            for id in new {
-                filter.insert(id.as_str());
+            for key in new {
+                filter.insert_key(key);
             }
         }
         Ok(ResumeState {
@@ -226,13 +227,26 @@ async fn read_from<S: Store>(
     {
         return Err(damaged(&format!("no log bundle starts at entry {edge}")));
     }
-    let bundles: Vec<Vec<u8>> = futures::stream::iter(keys)
+    let mut records = RecordLog::from_edge(&state.edge).map_err(|e| damaged(&e))?;
+    let mut known = KnownIds {
+        state,
+        since_edge: Vec::new(),
+        exact: HashSet::new(),
+        complete: false,
+    };
+    // One bundle at a time (a few read ahead): a whole log read this way holds its tree and
+    // its ids, not its bytes.
+    let mut bundles = futures::stream::iter(keys)
         .map(|k| async move { fetch(store, &k).await })
-        .buffered(READ_AHEAD)
-        .try_collect()
-        .await?;
-    let records = RecordLog::resume_from_edge(&state.edge, bundles.iter().map(Vec::as_slice))
-        .map_err(|e| damaged(&e))?;
+        .buffered(READ_AHEAD);
+    while let Some(bundle) = bundles.next().await {
+        let bundle: Vec<u8> = bundle?;
+        for entry in records.push_bundle(&bundle).map_err(|e| damaged(&e))? {
+            if matches!(entry.body, EntryBody::Ingest { .. }) {
+                known.logged(entry.index, &entry.record);
+            }
+        }
+    }
     if let Some((h, _)) = &head
         && records.root_at(h.size) != Some(h.root)
     {
@@ -240,20 +254,6 @@ async fn read_from<S: Store>(
             "checkpoint {} does not match the stored entries",
             h.size
         )));
-    }
-    let mut known = KnownIds {
-        state,
-        since_edge: Vec::new(),
-        exact: HashSet::new(),
-        complete: false,
-    };
-    for bundle in &bundles {
-        for bytes in decode_bundle(bundle).map_err(|e| damaged(&e))? {
-            let entry = Entry::decode(bytes).map_err(|e| damaged(&e))?;
-            if matches!(entry.body, EntryBody::Ingest { .. }) {
-                known.logged(entry.index, &entry.record);
-            }
-        }
     }
     Ok(Opened {
         log: StoredLog::from_records(origin, records, head),
