@@ -25,6 +25,12 @@ pub const CERTIFICATES_PREFIX: &str = "certificates/";
 pub const CURSOR_KEY: &str = "state/cursor.json";
 /// The run marker: says whether a run may have stored records it has not logged yet.
 pub const RUN_MARKER_KEY: &str = "state/run.json";
+/// The legal holds in force and how far each was applied (log position), MAC'd like the
+/// cursor: what a run holds newly archived records by.
+pub const HOLDS_STATE_KEY: &str = "state/holds.json";
+/// The fingerprint of the retention policy last re-applied to every record, MAC'd like the
+/// cursor: a run re-applies its policy only when it differs.
+pub const POLICY_STATE_KEY: &str = "state/policy.json";
 
 /// Key of a record's object.
 pub fn record_key(id: &str) -> String {

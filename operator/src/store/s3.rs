@@ -701,6 +701,65 @@ impl Store for S3Store {
             .await?;
         Ok(versions)
     }
+
+    async fn set_legal_hold(&self, key: &str, version: &str, on: bool) -> Result<()> {
+        use aws_sdk_s3::types::ObjectLockLegalHold;
+        let full = self.full_key(key);
+        let status = if on {
+            ObjectLockLegalHoldStatus::On
+        } else {
+            ObjectLockLegalHoldStatus::Off
+        };
+        self.client
+            .put_object_legal_hold()
+            .bucket(&self.bucket)
+            .key(&full)
+            .version_id(version)
+            .legal_hold(ObjectLockLegalHold::builder().status(status).build())
+            .send()
+            .await
+            .map_err(|e| s3_error("PutObjectLegalHold", &full, e))?;
+        Ok(())
+    }
+
+    async fn extend_retention(&self, key: &str, version: &str, until: UnixTime) -> Result<UnixTime> {
+        use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
+        let full = self.full_key(key);
+        let current = self
+            .client
+            .get_object_retention()
+            .bucket(&self.bucket)
+            .key(&full)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(|e| s3_error("GetObjectRetention", &full, e))?;
+        let now_until = current
+            .retention()
+            .filter(|r| r.mode() == Some(&ObjectLockRetentionMode::Compliance))
+            .and_then(|r| r.retain_until_date())
+            .map(from_datetime);
+        if let Some(t) = now_until
+            && t >= until
+        {
+            return Ok(t);
+        }
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(&full)
+            .version_id(version)
+            .retention(
+                ObjectLockRetention::builder()
+                    .mode(ObjectLockRetentionMode::Compliance)
+                    .retain_until_date(to_datetime(until))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| s3_error("PutObjectRetention", &full, e))?;
+        Ok(until)
+    }
 }
 
 #[cfg(test)]
