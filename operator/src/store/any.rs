@@ -75,7 +75,12 @@ impl Store for AnyStore {
         each!(self, s => s.set_legal_hold(key, version, on).await)
     }
 
-    async fn extend_retention(&self, key: &str, version: &str, until: UnixTime) -> Result<UnixTime> {
+    async fn extend_retention(
+        &self,
+        key: &str,
+        version: &str,
+        until: UnixTime,
+    ) -> Result<UnixTime> {
         each!(self, s => s.extend_retention(key, version, until).await)
     }
 }

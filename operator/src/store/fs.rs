@@ -340,7 +340,12 @@ impl Store for FsStore {
         Ok(())
     }
 
-    async fn extend_retention(&self, key: &str, version: &str, until: UnixTime) -> Result<UnixTime> {
+    async fn extend_retention(
+        &self,
+        key: &str,
+        version: &str,
+        until: UnixTime,
+    ) -> Result<UnixTime> {
         let mut lock = self.lock_of_version(key, version).await?;
         match lock.retain_until {
             // Never shortened, as S3 COMPLIANCE.
@@ -374,12 +379,18 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            store.extend_retention("records/a", "0", UnixTime(2000)).await.unwrap(),
+            store
+                .extend_retention("records/a", "0", UnixTime(2000))
+                .await
+                .unwrap(),
             UnixTime(2000)
         );
         // Shorter: refused by keeping the later lock.
         assert_eq!(
-            store.extend_retention("records/a", "0", UnixTime(1500)).await.unwrap(),
+            store
+                .extend_retention("records/a", "0", UnixTime(1500))
+                .await
+                .unwrap(),
             UnixTime(2000)
         );
         store.set_legal_hold("records/a", "0", true).await.unwrap();
@@ -387,9 +398,18 @@ mod tests {
         assert_eq!(listed[0].1.retain_until, Some(UnixTime(2000)));
         assert!(listed[0].1.legal_hold);
         store.set_legal_hold("records/a", "0", false).await.unwrap();
-        assert!(!store.list_versions("records/").await.unwrap()[0].1.legal_hold);
+        assert!(
+            !store.list_versions("records/").await.unwrap()[0]
+                .1
+                .legal_hold
+        );
         assert!(store.set_legal_hold("records/b", "0", true).await.is_err());
-        assert!(store.extend_retention("records/a", "1", UnixTime(3000)).await.is_err());
+        assert!(
+            store
+                .extend_retention("records/a", "1", UnixTime(3000))
+                .await
+                .is_err()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -722,7 +722,12 @@ impl Store for S3Store {
         Ok(())
     }
 
-    async fn extend_retention(&self, key: &str, version: &str, until: UnixTime) -> Result<UnixTime> {
+    async fn extend_retention(
+        &self,
+        key: &str,
+        version: &str,
+        until: UnixTime,
+    ) -> Result<UnixTime> {
         use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
         let full = self.full_key(key);
         let current = self

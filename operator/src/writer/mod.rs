@@ -97,8 +97,9 @@ fn log_lock_until(now: UnixTime) -> UnixTime {
 /// past: it is locked this long (beyond any clock skew the store accepts).
 const MIN_LOCK_AHEAD_SECS: i64 = 3600;
 
-/// The Object Lock date of a record kept until `retain_until`, archived at `now`.
-fn lock_until(retain_until: RetainUntil, now: UnixTime) -> UnixTime {
+/// The Object Lock date of a record kept until `retain_until`, archived (or extended) at `now`:
+/// a permanent record is locked [`PERMANENT_LOCK_YEARS`] ahead.
+pub fn lock_until(retain_until: RetainUntil, now: UnixTime) -> UnixTime {
     let until = match retain_until {
         RetainUntil::Until(t) => t,
         RetainUntil::Permanent => match (Period::Span {

@@ -397,7 +397,11 @@ mod tests {
         every.from_index = 1;
         let plan = hold_plan(r.histories(), &[every], &HashMap::new());
         let held: Vec<&str> = plan.changes.iter().map(|c| c.record.as_str()).collect();
-        assert_eq!(held, ["new"], "old is before from_index, gone is being destroyed");
+        assert_eq!(
+            held,
+            ["new"],
+            "old is before from_index, gone is being destroyed"
+        );
         assert_eq!(plan.past_holding, 1);
         assert_eq!((plan.placed(), plan.released()), (1, 0));
     }

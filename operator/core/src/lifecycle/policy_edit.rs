@@ -149,10 +149,13 @@ pub fn policy_diff<'a>(
             continue;
         };
         let c = schedule.classify(&f.facts, f.archived_at);
-        let rule = diff.rules.entry(c.rule.clone()).or_insert_with(|| RuleDiff {
-            series: c.series.clone(),
-            ..RuleDiff::default()
-        });
+        let rule = diff
+            .rules
+            .entry(c.rule.clone())
+            .or_insert_with(|| RuleDiff {
+                series: c.series.clone(),
+                ..RuleDiff::default()
+            });
         rule.records += 1;
         rule.series_changed += u64::from(c.series != h.series);
         match retention_change(h.retain_until, c.retain_until) {

@@ -118,16 +118,30 @@ mod tests {
     #[test]
     fn every_field_changes_the_fingerprint_and_nothing_else_does() {
         let a = schedule("GS 1-07", "Permanent", None);
-        assert_eq!(a.fingerprint(), schedule("GS 1-07", "Permanent", None).fingerprint());
-        assert_ne!(a.fingerprint(), schedule("GS 1-08", "Permanent", None).fingerprint());
-        assert_ne!(a.fingerprint(), schedule("GS 1-07", "P5Y", None).fingerprint());
-        assert_ne!(a.fingerprint(), schedule("GS 1-07", "Permanent", Some("x")).fingerprint());
+        assert_eq!(
+            a.fingerprint(),
+            schedule("GS 1-07", "Permanent", None).fingerprint()
+        );
+        assert_ne!(
+            a.fingerprint(),
+            schedule("GS 1-08", "Permanent", None).fingerprint()
+        );
+        assert_ne!(
+            a.fingerprint(),
+            schedule("GS 1-07", "P5Y", None).fingerprint()
+        );
+        assert_ne!(
+            a.fingerprint(),
+            schedule("GS 1-07", "Permanent", Some("x")).fingerprint()
+        );
         // A value cannot pass for two fields: lengths are part of the text.
         assert!(a.canonical_text().contains("series 7:GS 1-07\n"));
         let single = RetentionSchedule::single("S", "P1Y".parse().unwrap()).unwrap();
         assert_ne!(
             single.fingerprint(),
-            RetentionSchedule::single("S", "P2Y".parse().unwrap()).unwrap().fingerprint()
+            RetentionSchedule::single("S", "P2Y".parse().unwrap())
+                .unwrap()
+                .fingerprint()
         );
     }
 }
