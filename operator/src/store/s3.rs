@@ -730,19 +730,20 @@ impl Store for S3Store {
     ) -> Result<UnixTime> {
         use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
         let full = self.full_key(key);
-        let current = self
+        // The lock in force from HEAD, not GetObjectRetention: versitygw answers that one with
+        // a root element aws-sdk-s3 cannot decode (docs/s3-servers.md).
+        let head = self
             .client
-            .get_object_retention()
+            .head_object()
             .bucket(&self.bucket)
             .key(&full)
             .version_id(version)
             .send()
             .await
-            .map_err(|e| s3_error("GetObjectRetention", &full, e))?;
-        let now_until = current
-            .retention()
-            .filter(|r| r.mode() == Some(&ObjectLockRetentionMode::Compliance))
-            .and_then(|r| r.retain_until_date())
+            .map_err(|e| s3_error("HeadObject", &full, e))?;
+        let now_until = head
+            .object_lock_retain_until_date()
+            .filter(|_| head.object_lock_mode() == Some(&ObjectLockMode::Compliance))
             .map(from_datetime);
         if let Some(t) = now_until
             && t >= until
