@@ -487,3 +487,251 @@ async fn from_the_cli_holds_place_release_and_hold_new_records_and_policy_edits_
     a.verify();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The operator: a LegalHold by matcher holds the archive's matching records (the same
+/// messages the CLI's `hold` holds), records archived later are held by the next run, deleting
+/// the unreleased hold is refused by its finalizer, and `released: true` releases the records
+/// and lets the deletion complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn from_the_operator_a_hold_is_placed_kept_on_delete_and_released() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::ResourceExt as _;
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+    use mailvault::crd::{LegalHold, MailboxArchive, RetentionPolicy};
+    use serde_json::json;
+    use std::time::{Duration, Instant};
+
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let admin = env.kube_admin().await;
+    mailvault_tests::apply_crds(&admin).await;
+    let ns = mailvault_tests::new_namespace(&admin, "holds").await;
+    let dir: PathBuf = std::env::temp_dir().join(unique_name("mv-op-holds"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig =
+        mailvault_tests::operator::install_chart_rbac(&env, &admin, &ns, &unique_name("mv"), &dir)
+            .await;
+    let user = env.new_mail_user("op-holds");
+    let bucket = unique_name("op-holds");
+    env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), &ns);
+    let ca = std::fs::read(env.ca_path()).unwrap();
+    for (name, data) in [
+        (
+            "imap",
+            vec![("password", user.password.as_bytes().to_vec())],
+        ),
+        ("imap-ca", vec![("ca.crt", ca)]),
+        (
+            "s3",
+            vec![
+                (
+                    "AWS_ACCESS_KEY_ID",
+                    env.var("VERSITYGW_ACCESS_KEY").as_bytes().to_vec(),
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY",
+                    env.var("VERSITYGW_SECRET_KEY").as_bytes().to_vec(),
+                ),
+            ],
+        ),
+    ] {
+        use base64::Engine as _;
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": {"mailvault.io/allowed-archives": "clerk"}},
+            "data": data.iter().map(|(k, v)| ((*k).to_owned(),
+                serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(v))))
+                .collect::<serde_json::Map<_, _>>()
+        }))
+        .unwrap();
+        secrets
+            .patch(
+                name,
+                &PatchParams::apply("mailvault-tests").force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .unwrap();
+    }
+    let mut policy: RetentionPolicy = serde_norway::from_str(&policy("P1Y")).unwrap();
+    policy.metadata.namespace = Some(ns.clone());
+    Api::<RetentionPolicy>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    for m in [CHIEF, CLERK, RESIDENT] {
+        env.seed_message(&user, "INBOX", m, "S");
+    }
+    let archive: MailboxArchive = serde_json::from_value(json!({
+        "apiVersion": "mailvault.io/v1alpha1", "kind": "MailboxArchive",
+        "metadata": {"name": "clerk"},
+        "spec": {
+            "imap": {"host": env.imap_host(), "port": env.imaps_port(),
+                     "tls": "Required", "username": user.name,
+                     "passwordSecretRef": {"name": "imap", "key": "password"},
+                     "caSecretRef": {"name": "imap-ca", "key": "ca.crt"}},
+            "storage": {"bucket": bucket, "region": env.var("S3_REGION"),
+                        "endpoint": env.s3_endpoint(S3Flavour::Versitygw), "pathStyle": true,
+                        "credentialsSecretRef": {"name": "s3"}},
+            "schedule": "* * * * *",
+            "retentionPolicyRef": {"name": "holds-e2e"}
+        }
+    }))
+    .unwrap();
+    let archives: Api<MailboxArchive> = Api::namespaced(admin.clone(), &ns);
+    let holds: Api<LegalHold> = Api::namespaced(admin.clone(), &ns);
+    let operator = mailvault_tests::operator::OperatorProcess::start(
+        &kubeconfig,
+        &ns,
+        "mailvault-operator",
+        "solo",
+        &dir,
+    );
+    archives
+        .create(&PostParams::default(), &archive)
+        .await
+        .unwrap();
+    let wait = |what: &str| (what.to_owned(), Instant::now() + Duration::from_secs(150));
+    let (what, deadline) = wait("the first run");
+    let public = loop {
+        let status = archives
+            .get("clerk")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if status.totals.as_ref().is_some_and(|t| t.records == 3)
+            && let Some(k) = status.public_key
+        {
+            break k;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {status:#?}\n{}",
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let public_key = dir.join("clerk.pub");
+    std::fs::write(&public_key, format!("{public}\n")).unwrap();
+    let a = Archive {
+        env: &env,
+        bucket: bucket.clone(),
+        prefix: format!("{ns}/clerk"),
+        public_key,
+    };
+
+    // The same document the CLI test gives `mailvault hold`.
+    let mut hold: LegalHold = serde_norway::from_str(&hold_yaml(
+        "by-sender",
+        "  match: {from: [\"chief@city.gov\"]}\n",
+        false,
+    ))
+    .unwrap();
+    hold.metadata.namespace = Some(ns.clone());
+    holds.create(&PostParams::default(), &hold).await.unwrap();
+    let held_in_status = |h: &LegalHold, n: u64| {
+        h.status.as_ref().is_some_and(|s| {
+            s.held.iter().any(|e| {
+                e.archive == "clerk"
+                    && e.records == n
+                    && Some(e.generation) == h.metadata.generation
+            })
+        })
+    };
+    let (what, deadline) = wait("the hold placed");
+    loop {
+        let h = holds.get("by-sender").await.unwrap();
+        if held_in_status(&h, 1) {
+            assert!(
+                h.finalizers()
+                    .contains(&"mailvault.io/legal-hold".to_owned())
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:#?}\n{}",
+            h.status,
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ids = a.ids().await;
+    let chief = ids[&sha(CHIEF)].clone();
+    assert!(a.legal_hold(&chief).await);
+    assert!(!a.legal_hold(&ids[&sha(CLERK)]).await);
+    let hold_id = format!("{ns}/by-sender");
+    assert_eq!(
+        a.hold_entries("hold-placed").await,
+        vec![(chief.clone(), hold_id.clone())]
+    );
+    a.verify();
+
+    // Present and future: the next scheduled run holds a new message from the chief.
+    env.seed_message(&user, "INBOX", CHIEF_LATER, "S");
+    let (what, deadline) = wait("the new record held");
+    loop {
+        let h = holds.get("by-sender").await.unwrap();
+        if held_in_status(&h, 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:#?}\n{}",
+            h.status,
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let later = a.ids().await[&sha(CHIEF_LATER)].clone();
+    assert!(a.legal_hold(&later).await);
+
+    // Deleting it unreleased is refused: it stays, in force, and says what to do.
+    holds
+        .delete("by-sender", &DeleteParams::default())
+        .await
+        .unwrap();
+    let (what, deadline) = wait("the refusal");
+    loop {
+        let h = holds.get("by-sender").await.unwrap();
+        let refused = h.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.reason == "ReleaseRequired" && c.message.contains("released: true"))
+        });
+        if h.metadata.deletion_timestamp.is_some() && refused {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:#?}\n{}",
+            h.status,
+            operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(a.legal_hold(&chief).await && a.legal_hold(&later).await);
+
+    // Released: the records are released (logged), the flag cleared, the deletion completes.
+    holds
+        .patch(
+            "by-sender",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"released": true}})),
+        )
+        .await
+        .unwrap();
+    let (what, deadline) = wait("the release and the deletion");
+    while holds.get_opt("by-sender").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "{what}\n{}", operator.log_text());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(operator);
+    assert!(!a.legal_hold(&chief).await && !a.legal_hold(&later).await);
+    let released = a.hold_entries("hold-released").await;
+    assert_eq!(released.len(), 2, "{released:?}");
+    assert!(released.contains(&(chief, hold_id.clone())));
+    a.verify();
+    let _ = std::fs::remove_dir_all(&dir);
+}
