@@ -99,7 +99,7 @@ reasons! {
     Placed,
     /// A legal hold is released.
     Released,
-    /// A LegalHold that is not released was deleted: it stays in force (and the resource
+    /// A `LegalHold` that is not released was deleted: it stays in force (and the resource
     /// stays, by a finalizer) until `released: true`.
     ReleaseRequired,
     /// A folder include glob matched no folder of the mailbox.

@@ -235,14 +235,15 @@ pub async fn archive_mailbox<S: Store>(
     };
     // Then the records already in the log: an edited policy, legal holds (the new records too).
     let synced = match synced {
-        Ok(done) => crate::lifecycle::apply::apply(
+        // Boxed: the lifecycle's future is large and rare.
+        Ok(done) => Box::pin(crate::lifecycle::apply::apply(
             store,
             &mut writer,
             &verifier,
             Some(&schedule),
             &holds,
             before,
-        )
+        ))
         .await
         .map(|lifecycle| (done, lifecycle)),
         Err(e) => Err(e),

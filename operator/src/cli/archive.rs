@@ -127,7 +127,7 @@ pub async fn run(args: ArchiveArgs) -> Result<ExitCode> {
             let _ = std::io::stderr().flush();
         }
     };
-    let (summary, lifecycle) = archive_local(
+    let (summary, lifecycle) = Box::pin(archive_local(
         &store,
         &args.from,
         signer,
@@ -135,7 +135,7 @@ pub async fn run(args: ArchiveArgs) -> Result<ExitCode> {
         spool,
         &mut events,
         &mut progress,
-    )
+    ))
     .await?;
     if terminal {
         eprintln!();
@@ -186,7 +186,7 @@ async fn archive_imap(
             }
         }
     };
-    let outcome = archive_mailbox(store, run, &mut events).await;
+    let outcome = Box::pin(archive_mailbox(store, run, &mut events)).await;
     if terminal {
         eprintln!();
     }

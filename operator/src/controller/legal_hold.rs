@@ -83,7 +83,7 @@ pub fn finalizer_step(hold: &LegalHold, archives: &[String]) -> FinalizerStep {
         return FinalizerStep::Refuse;
     }
     let generation = hold.metadata.generation.unwrap_or_default();
-    let held = hold
+    let entries = hold
         .status
         .as_ref()
         .map(|s| s.held.as_slice())
@@ -91,7 +91,7 @@ pub fn finalizer_step(hold: &LegalHold, archives: &[String]) -> FinalizerStep {
     let waiting: Vec<String> = archives
         .iter()
         .filter(|a| {
-            !held
+            !entries
                 .iter()
                 .any(|e| &e.archive == *a && e.generation == generation && e.records == 0)
         })
@@ -129,14 +129,14 @@ async fn set_finalizers(
 /// What a hold holds, per archive, in words: `chief: 12 records, clerk: pending`.
 fn held_words(hold: &LegalHold, archives: &[String]) -> String {
     let generation = hold.metadata.generation.unwrap_or_default();
-    let held = hold
+    let entries = hold
         .status
         .as_ref()
         .map(|s| s.held.as_slice())
         .unwrap_or_default();
     archives
         .iter()
-        .map(|a| match held.iter().find(|e| &e.archive == a) {
+        .map(|a| match entries.iter().find(|e| &e.archive == a) {
             Some(e) if e.generation == generation => format!("{a}: {} records", e.records),
             Some(e) => format!("{a}: {} records, this edit pending", e.records),
             None => format!("{a}: pending"),
@@ -193,13 +193,13 @@ pub async fn reconcile(hold: Arc<LegalHold>, ctx: Arc<Context>) -> Result<Action
         (false, Reason::InvalidSpec, problems.join("; "))
     } else {
         status.archives.clone_from(&found);
-        let held = held_words(&hold, &found);
+        let per_archive = held_words(&hold, &found);
         if step == FinalizerStep::Refuse {
             (
                 false,
                 Reason::ReleaseRequired,
                 format!(
-                    "deletion refused: the hold is not released and stays in force ({held}). To end it, set spec.released: true; each archive then releases its records (hold-released logged, the S3 legal hold cleared where no other hold remains) and the deletion completes"
+                    "deletion refused: the hold is not released and stays in force ({per_archive}). To end it, set spec.released: true; each archive then releases its records (hold-released logged, the S3 legal hold cleared where no other hold remains) and the deletion completes"
                 ),
             )
         } else if !missing.is_empty() {
@@ -207,7 +207,7 @@ pub async fn reconcile(hold: Arc<LegalHold>, ctx: Arc<Context>) -> Result<Action
                 false,
                 Reason::ArchiveNotFound,
                 format!(
-                    "no MailboxArchive named {} in {namespace}: records not yet archived cannot be held; held so far: {held}",
+                    "no MailboxArchive named {} in {namespace}: records not yet archived cannot be held; held so far: {per_archive}",
                     missing.join(", ")
                 ),
             )
@@ -219,10 +219,10 @@ pub async fn reconcile(hold: Arc<LegalHold>, ctx: Arc<Context>) -> Result<Action
             (
                 true,
                 Reason::Released,
-                format!("released ({held}){waiting}"),
+                format!("released ({per_archive}){waiting}"),
             )
         } else {
-            (true, Reason::Placed, format!("placed ({held})"))
+            (true, Reason::Placed, format!("placed ({per_archive})"))
         }
     };
     set_condition(
@@ -249,7 +249,12 @@ pub async fn reconcile(hold: Arc<LegalHold>, ctx: Arc<Context>) -> Result<Action
 mod tests {
     use super::*;
 
-    fn hold(released: bool, deleting: bool, finalizer: bool, held: serde_json::Value) -> LegalHold {
+    fn hold(
+        released: bool,
+        deleting: bool,
+        finalizer: bool,
+        held: &serde_json::Value,
+    ) -> LegalHold {
         let mut meta = serde_json::json!({"name": "prr", "namespace": "police", "generation": 2});
         if deleting {
             meta["deletionTimestamp"] = "2026-01-01T00:00:00Z".into();
@@ -272,34 +277,34 @@ mod tests {
         let archives = vec!["chief".to_owned()];
         let none = serde_json::json!([]);
         assert_eq!(
-            finalizer_step(&hold(false, false, false, none.clone()), &archives),
+            finalizer_step(&hold(false, false, false, &none), &archives),
             FinalizerStep::Add
         );
         assert_eq!(
-            finalizer_step(&hold(false, false, true, none.clone()), &archives),
+            finalizer_step(&hold(false, false, true, &none), &archives),
             FinalizerStep::None
         );
         assert_eq!(
-            finalizer_step(&hold(false, true, true, none.clone()), &archives),
+            finalizer_step(&hold(false, true, true, &none), &archives),
             FinalizerStep::Refuse
         );
         assert_eq!(
-            finalizer_step(&hold(true, true, true, none), &archives),
+            finalizer_step(&hold(true, true, true, &none), &archives),
             FinalizerStep::WaitFor(archives.clone())
         );
         let stale = serde_json::json!([{"archive": "chief", "records": 0, "generation": 1, "appliedAt": "t"}]);
         assert_eq!(
-            finalizer_step(&hold(true, true, true, stale), &archives),
+            finalizer_step(&hold(true, true, true, &stale), &archives),
             FinalizerStep::WaitFor(archives.clone())
         );
         let applied = serde_json::json!([{"archive": "chief", "records": 0, "generation": 2, "appliedAt": "t"}]);
         assert_eq!(
-            finalizer_step(&hold(true, true, true, applied), &archives),
+            finalizer_step(&hold(true, true, true, &applied), &archives),
             FinalizerStep::Remove
         );
         // An archive that no longer exists is not waited for.
         assert_eq!(
-            finalizer_step(&hold(true, true, true, serde_json::json!([])), &[]),
+            finalizer_step(&hold(true, true, true, &serde_json::json!([])), &[]),
             FinalizerStep::Remove
         );
     }

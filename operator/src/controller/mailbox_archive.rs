@@ -403,7 +403,7 @@ async fn run_once(
         spool: ctx.spool.clone(),
         holds: holds.iter().map(|h| h.given.clone()).collect(),
     };
-    let outcome = archive_mailbox(&store, run, &mut |_| {}).await?;
+    let outcome = Box::pin(archive_mailbox(&store, run, &mut |_| {})).await?;
     super::holds::report(ctx, archive, &holds, &outcome.lifecycle.holds).await;
     Ok((outcome, public_key))
 }

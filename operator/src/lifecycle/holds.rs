@@ -26,6 +26,7 @@ use mailvault_core::mac::{MacKey, MacKind};
 use mailvault_core::{Hash, UnixTime};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 /// Largest `state/holds.json` read (a hold may list 10,000 record ids).
 const MAX_STATE_BYTES: u64 = 16 * 1024 * 1024;
@@ -197,19 +198,21 @@ impl HoldsOutcome {
             self.held_records, self.placed, self.released
         );
         if self.unreadable > 0 {
-            s.push_str(&format!(
+            let _ = write!(
+                s,
                 "; {} records could not be read to judge them (retried next run)",
                 self.unreadable
-            ));
+            );
         }
         if self.past_holding > 0 {
-            s.push_str(&format!(
+            let _ = write!(
+                s,
                 "; {} matching records were already being destroyed and are not held",
                 self.past_holding
-            ));
+            );
         }
         for i in &self.invalid {
-            s.push_str(&format!("; not applied: {i}"));
+            let _ = write!(s, "; not applied: {i}");
         }
         Some(s)
     }

@@ -49,9 +49,9 @@ pub async fn reapply_policy<S: Store>(
     let fingerprint = schedule.fingerprint().to_hex();
     match read_capped(store, POLICY_STATE_KEY).await? {
         Some(object) if trust::authentic(&mac, MacKind::State, POLICY_STATE_KEY, &object) => {
-            if serde_json::from_slice::<PolicyState>(&object.bytes)
-                .is_ok_and(|s| s.fingerprint == fingerprint)
-            {
+            let same = serde_json::from_slice::<PolicyState>(&object.bytes)
+                .is_ok_and(|s| s.fingerprint == fingerprint);
+            if same {
                 return Ok(None);
             }
         }

@@ -16,7 +16,7 @@ use futures::StreamExt as _;
 use mailvault_core::UnixTime;
 use mailvault_core::lifecycle::RecordHistory;
 use mailvault_core::lifecycle::holds::RecordFacts;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// Records read at once.
 const READS_IN_FLIGHT: usize = 8;
@@ -88,7 +88,7 @@ pub async fn record_facts<S: Store>(
 pub async fn facts_of<S: Store>(
     store: &S,
     records: Vec<(RecordHistory<'_>, UnixTime)>,
-) -> Result<HashMap<String, RecordFacts>> {
+) -> Result<BTreeMap<String, RecordFacts>> {
     let jobs: Vec<(String, String, String, UnixTime)> = records
         .into_iter()
         .map(|(h, at)| {
@@ -107,7 +107,7 @@ pub async fn facts_of<S: Store>(
                 .map(|f| (id, f))
         })
         .buffered(READS_IN_FLIGHT);
-    let mut out = HashMap::new();
+    let mut out = BTreeMap::new();
     while let Some(read) = reads.next().await {
         if let (id, Some(f)) = read? {
             out.insert(id, f);

@@ -17,7 +17,7 @@ use crate::entry::{EntryBody, RecordId};
 use crate::lifecycle::RecordHistory;
 use crate::rules::{Matcher, MessageFacts, message_date};
 use crate::time::UnixTime;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// An inclusive range of message dates; an open end is unbounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -152,7 +152,7 @@ impl HoldPlan {
 pub fn hold_plan<'a>(
     histories: impl IntoIterator<Item = RecordHistory<'a>>,
     holds: &[Hold],
-    facts: &HashMap<String, RecordFacts>,
+    facts: &BTreeMap<String, RecordFacts>,
 ) -> HoldPlan {
     let mut plan = HoldPlan::default();
     for h in holds {
@@ -164,7 +164,13 @@ pub fn hold_plan<'a>(
         let mut entries = Vec::new();
         let mut unreadable = false;
         let mut past = false;
-        if !finished {
+        if finished {
+            past = holds.iter().any(|h| {
+                history.ingest_index >= h.from_index
+                    && !history.holds.contains(&h.id.as_str())
+                    && h.covers(history.record, facts.get(history.record)) == Some(true)
+            });
+        } else {
             for hold in holds {
                 if history.ingest_index < hold.from_index {
                     continue;
@@ -186,12 +192,6 @@ pub fn hold_plan<'a>(
                     });
                 }
             }
-        } else {
-            past = holds.iter().any(|h| {
-                history.ingest_index >= h.from_index
-                    && !history.holds.contains(&h.id.as_str())
-                    && h.covers(history.record, facts.get(history.record)) == Some(true)
-            });
         }
         plan.unreadable += u64::from(unreadable);
         plan.past_holding += u64::from(past);
@@ -299,7 +299,7 @@ mod tests {
     #[test]
     fn a_hold_by_ids_places_and_sets_the_flag_then_holds_nothing_more() {
         let r = replay(&["a", "b"], &[]);
-        let plan = hold_plan(r.histories(), &[by_ids("ns/h", &["a"])], &HashMap::new());
+        let plan = hold_plan(r.histories(), &[by_ids("ns/h", &["a"])], &BTreeMap::new());
         assert_eq!(plan.changes.len(), 1);
         assert_eq!(plan.changes[0].record.as_str(), "a");
         assert_eq!(plan.changes[0].flag, Some(true));
@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(plan.held["ns/h"], 1);
         // Once logged, applying it again changes nothing.
         let r = replay(&["a", "b"], &[("a", placed("ns/h"))]);
-        let plan = hold_plan(r.histories(), &[by_ids("ns/h", &["a"])], &HashMap::new());
+        let plan = hold_plan(r.histories(), &[by_ids("ns/h", &["a"])], &BTreeMap::new());
         assert!(plan.changes.is_empty());
         assert_eq!((plan.held["ns/h"], plan.held_records), (1, 1));
     }
@@ -318,7 +318,7 @@ mod tests {
         let r = replay(&["a"], &[("a", placed("ns/one")), ("a", placed("ns/two"))]);
         let mut one = by_ids("ns/one", &["a"]);
         one.released = true;
-        let plan = hold_plan(r.histories(), std::slice::from_ref(&one), &HashMap::new());
+        let plan = hold_plan(r.histories(), std::slice::from_ref(&one), &BTreeMap::new());
         assert_eq!(plan.changes[0].entries, vec![released("ns/one")]);
         assert_eq!(plan.changes[0].flag, None, "ns/two still holds it");
         assert_eq!(plan.held["ns/one"], 0);
@@ -333,7 +333,7 @@ mod tests {
         );
         let mut two = by_ids("ns/two", &[]);
         two.released = true;
-        let plan = hold_plan(r.histories(), &[one, two], &HashMap::new());
+        let plan = hold_plan(r.histories(), &[one, two], &BTreeMap::new());
         assert_eq!(plan.changes[0].entries, vec![released("ns/two")]);
         assert_eq!(plan.changes[0].flag, Some(false));
         assert_eq!(plan.held_records, 0);
@@ -355,13 +355,13 @@ mod tests {
             ..Hold::default()
         };
         assert!(r.histories().all(|h| hold.wants_facts_of(&h)));
-        let mut known = HashMap::new();
+        let mut known = BTreeMap::new();
         known.insert("a".into(), facts("Chief@City.gov", 150));
         known.insert("b".into(), facts("chief@city.gov", 250)); // outside the range
         known.insert("c".into(), facts("clerk@city.gov", 150));
         let plan = hold_plan(r.histories(), &[hold], &known);
-        let held: Vec<&str> = plan.changes.iter().map(|c| c.record.as_str()).collect();
-        assert_eq!(held, ["a"]);
+        let changed: Vec<&str> = plan.changes.iter().map(|c| c.record.as_str()).collect();
+        assert_eq!(changed, ["a"]);
         assert_eq!(plan.unreadable, 1, "d could not be read");
     }
 
@@ -375,7 +375,7 @@ mod tests {
                 ("b", placed("cli/other")),
             ],
         );
-        let plan = hold_plan(r.histories(), &[by_ids("ns/h", &["a"])], &HashMap::new());
+        let plan = hold_plan(r.histories(), &[by_ids("ns/h", &["a"])], &BTreeMap::new());
         assert_eq!(plan.changes.len(), 1);
         assert_eq!(plan.changes[0].entries, vec![released("ns/h")]);
         assert_eq!(plan.changes[0].flag, None, "cli/other still holds b");
@@ -395,7 +395,7 @@ mod tests {
         );
         let mut every = by_ids("ns/all", &[]);
         every.from_index = 1;
-        let plan = hold_plan(r.histories(), &[every], &HashMap::new());
+        let plan = hold_plan(r.histories(), &[every], &BTreeMap::new());
         let held: Vec<&str> = plan.changes.iter().map(|c| c.record.as_str()).collect();
         assert_eq!(
             held,

@@ -18,7 +18,7 @@ use crate::lifecycle::RecordHistory;
 use crate::lifecycle::holds::RecordFacts;
 use crate::lifecycle::table::extends;
 use crate::rules::RetentionSchedule;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// How a record's retention compares under the edited policy.
@@ -136,7 +136,7 @@ impl fmt::Display for PolicyDiff {
 pub fn policy_diff<'a>(
     histories: impl IntoIterator<Item = RecordHistory<'a>>,
     schedule: &RetentionSchedule,
-    facts: &HashMap<String, RecordFacts>,
+    facts: &BTreeMap<String, RecordFacts>,
 ) -> PolicyDiff {
     let mut diff = PolicyDiff::default();
     for h in histories {
@@ -253,7 +253,7 @@ mod tests {
         ingest(&mut r, 0, "chief", "GS 1-03", three_years);
         ingest(&mut r, 1, "clerk", "GS 1-03", three_years);
         ingest(&mut r, 2, "unread", "GS 1-03", three_years);
-        let mut known = HashMap::new();
+        let mut known = BTreeMap::new();
         known.insert("chief".to_owned(), facts("chief@city.gov"));
         known.insert("clerk".to_owned(), facts("clerk@city.gov"));
         let diff = policy_diff(r.histories(), &schedule("Permanent", "P3Y"), &known);
@@ -281,7 +281,7 @@ mod tests {
         let ten = long.classify(&facts("x@y.z").facts, ARCHIVED).retain_until;
         let mut r = Replay::new();
         ingest(&mut r, 0, "a", "GS 1-03", ten);
-        let mut known = HashMap::new();
+        let mut known = BTreeMap::new();
         known.insert("a".to_owned(), facts("a@city.gov"));
         let diff = policy_diff(r.histories(), &schedule("P1Y", "P1Y"), &known);
         assert!(diff.extensions.is_empty());
