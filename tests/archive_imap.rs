@@ -420,8 +420,8 @@ async fn a_uidvalidity_reset_loses_nothing_and_duplicates_nothing() {
     );
 }
 
-/// The run marker as the store holds it now: its version id and whether it says a run is in
-/// progress (`None` before any run).
+/// The run marker as the store holds it now: the run that wrote it and whether it says a run
+/// is in progress (`None` before any run).
 async fn run_marker(case: &Case) -> Option<(String, bool)> {
     let out = case
         .env
@@ -432,10 +432,12 @@ async fn run_marker(case: &Case) -> Option<(String, bool)> {
         .send()
         .await
         .ok()?;
-    let version = out.version_id().unwrap_or_default().to_owned();
     let bytes = out.body.collect().await.ok()?.into_bytes();
     let marker: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    Some((version, marker["in_progress"].as_bool()?))
+    Some((
+        marker["run"].as_str()?.to_owned(),
+        marker["in_progress"].as_bool()?,
+    ))
 }
 
 /// A small deterministic generator (xorshift64*), so a failing seed can be replayed with
@@ -512,7 +514,7 @@ async fn kill_9_at_seeded_points_mid_run_then_resume_without_loss_or_double_logg
         if !still_running || status.signal() != Some(9) {
             continue; // it had finished: not a kill mid-run
         }
-        // Mid-run: this run wrote its own "in progress" marker (a new version) and died
+        // Mid-run: this run wrote its own "in progress" marker (a new run id) and died
         // before marking itself finished.
         let after = run_marker(&case).await;
         if matches!(&after, Some((v, true)) if before.as_ref().is_none_or(|(b, _)| b != v)) {

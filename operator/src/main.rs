@@ -61,6 +61,13 @@ enum Command {
     Crd,
     /// List the records of an archive, from its log.
     Ls(cli::ls::LsArgs),
+    /// Place a legal hold on an archive's records from a LegalHold YAML document (the
+    /// resource the operator reads), or release it (`released: true`).
+    ///
+    /// The S3 legal hold is set on every matching record and hold-placed logged; records
+    /// archived later that match are held by the next `archive` run. Release clears the flag
+    /// where no other hold remains and logs hold-released.
+    Hold(cli::hold::HoldArgs),
 }
 
 async fn run(command: Command) -> mailvault::Result<ExitCode> {
@@ -91,6 +98,7 @@ async fn run(command: Command) -> mailvault::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls(args) => cli::ls::run(args).await,
+        Command::Hold(args) => cli::hold::run(args).await,
     }
 }
 

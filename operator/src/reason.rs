@@ -99,6 +99,9 @@ reasons! {
     Placed,
     /// A legal hold is released.
     Released,
+    /// A `LegalHold` that is not released was deleted: it stays in force (and the resource
+    /// stays, by a finalizer) until `released: true`.
+    ReleaseRequired,
     /// A folder include glob matched no folder of the mailbox.
     FolderGlobMatchedNothing,
     /// The writer found objects in the archive that look like its own but do not carry its

@@ -7,6 +7,7 @@
 //! refused first. Whatever was stored before a failure is logged and checkpointed by the same
 //! run (the failure carries that partial summary), and the run marker says the run ended.
 
+use crate::lifecycle::apply::LifecycleOutcome;
 use crate::source::imap::sync::{Cursor, FolderFilter, FolderReport, sync_mailbox};
 use crate::source::imap::{CaBundle, Credentials, ImapConfig, ImapSource, TlsMode};
 use crate::source::local::{self, LocalSource};
@@ -129,6 +130,9 @@ pub struct MailboxRun {
     pub retention: RetentionSchedule,
     /// Where large messages go while they are fetched and compressed.
     pub spool: Spool,
+    /// Legal holds in force for the archive besides those in its store (the operator's
+    /// `LegalHold`s); applied after ingest, to the new records and wherever a hold changed.
+    pub holds: Vec<crate::lifecycle::holds::GivenHold>,
 }
 
 /// What a run reports while it goes, for a progress display.
@@ -167,6 +171,8 @@ pub struct RunOutcome {
     pub cursor: Cursor,
     /// The log as of the run's last checkpoint.
     pub log: LogHead,
+    /// An edited policy re-applied to earlier records, and the legal holds applied.
+    pub lifecycle: LifecycleOutcome,
 }
 
 /// A failed run, with what it archived before it failed (kept, logged and checkpointed).
@@ -200,9 +206,14 @@ pub async fn archive_mailbox<S: Store>(
         signer,
         retention,
         spool,
+        holds,
     } = run;
+    let verifier =
+        mailvault_core::note::NoteVerifier::parse(&signer.verifier_key()).map_err(Error::from)?;
+    let schedule = retention.clone();
     // The store first: a bucket without Object Lock is refused before the mailbox is touched.
     let mut writer = open_writer(store, signer, retention, spool, events).await?;
+    let before = writer.log_head().size;
     let synced = match ImapSource::connect(&imap).await {
         Ok(mut source) => sync_mailbox(
             &mut source,
@@ -222,11 +233,26 @@ pub async fn archive_mailbox<S: Store>(
         .map(|reports| (source, reports)),
         Err(e) => Err(e),
     };
+    // Then the records already in the log: an edited policy, legal holds (the new records too).
+    let synced = match synced {
+        // Boxed: the lifecycle's future is large and rare.
+        Ok(done) => Box::pin(crate::lifecycle::apply::apply(
+            store,
+            &mut writer,
+            &verifier,
+            Some(&schedule),
+            &holds,
+            before,
+        ))
+        .await
+        .map(|lifecycle| (done, lifecycle)),
+        Err(e) => Err(e),
+    };
     // Whatever was stored before a failure is logged and checkpointed now (not adopted by a
     // later run), and the run marker says the run ended.
     let finished = writer.finish().await;
     let partial = writer.summary().clone();
-    let (source, synced) = synced.map_err(|error| RunFailure {
+    let ((source, synced), lifecycle) = synced.map_err(|error| RunFailure {
         error,
         partial: partial.clone(),
     })?;
@@ -241,6 +267,7 @@ pub async fn archive_mailbox<S: Store>(
         unmatched_includes: synced.unmatched_includes,
         cursor: Cursor::load(store, writer.mac()).await?.0,
         log: writer.log_head(),
+        lifecycle,
     })
 }
 
@@ -273,12 +300,15 @@ pub async fn archive_local<S: Store>(
     spool: Spool,
     events: RunEvents<'_>,
     progress: &mut (dyn FnMut(usize, Option<usize>) + Send),
-) -> Result<RunSummary> {
+) -> Result<(RunSummary, LifecycleOutcome)> {
+    let verifier = mailvault_core::note::NoteVerifier::parse(&signer.verifier_key())?;
+    let schedule = retention.clone();
     let LocalSource {
         mut messages,
         total,
     } = local::open(from, &spool)?;
     let mut writer = open_writer(store, signer, retention, spool, events).await?;
+    let before = writer.log_head().size;
     let mut n = 0usize;
     loop {
         // Reading a message is blocking file I/O.
@@ -294,8 +324,12 @@ pub async fn archive_local<S: Store>(
         n += 1;
         progress(n, total);
     }
+    // The holds in the store's state hold the new records too; an edited policy is re-applied.
+    let lifecycle =
+        crate::lifecycle::apply::apply(store, &mut writer, &verifier, Some(&schedule), &[], before)
+            .await;
     writer.finish().await?;
-    Ok(writer.summary().clone())
+    Ok((writer.summary().clone(), lifecycle?))
 }
 
 #[cfg(test)]

@@ -113,8 +113,11 @@ async fn generate(n: u64, store_dir: &Path, key_file: &Path) {
         )
         .await
         .expect("checkpoint object");
-    let marker = serde_json::to_vec(&mailvault::writer::RunMarker { in_progress: false })
-        .expect("run marker");
+    let marker = serde_json::to_vec(&mailvault::writer::RunMarker {
+        in_progress: false,
+        run: "bench".into(),
+    })
+    .expect("run marker");
     let metadata = trust::tagged(&mac, MacKind::State, RUN_MARKER_KEY, &marker);
     store
         .put_mutable(RUN_MARKER_KEY, marker, &metadata)

@@ -37,6 +37,11 @@ app.kubernetes.io/component: operator
 - apiGroups: ["mailvault.io"]
   resources: ["mailboxarchives/status", "retentionpolicies/status", "legalholds/status"]
   verbs: ["patch"]
+# Add and remove its finalizer on LegalHolds (a PATCH of metadata.finalizers: an unreleased
+# hold is never deleted; docs/lifecycle.md). It never edits a hold's spec.
+- apiGroups: ["mailvault.io"]
+  resources: ["legalholds"]
+  verbs: ["patch"]
 {{ include "mailvault.secretAndEventRules" . }}
 {{- end -}}
 {{- define "mailvault.secretAndEventRules" -}}

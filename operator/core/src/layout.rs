@@ -28,6 +28,12 @@ pub const RUN_MARKER_KEY: &str = "state/run.json";
 /// The writer's resume state (the tree's right edge and a filter over ingested ids, see
 /// [`crate::resume`]), written at the end of each run.
 pub const RESUME_KEY: &str = "state/resume.json";
+/// The legal holds in force and how far each was applied (log position), MAC'd like the
+/// cursor: what a run holds newly archived records by.
+pub const HOLDS_STATE_KEY: &str = "state/holds.json";
+/// The fingerprint of the retention policy last re-applied to every record, MAC'd like the
+/// cursor: a run re-applies its policy only when it differs.
+pub const POLICY_STATE_KEY: &str = "state/policy.json";
 
 /// Key of a record's object.
 pub fn record_key(id: &str) -> String {

@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 pub mod certificate;
+pub mod holds;
+pub mod policy_edit;
 pub(crate) mod table;
 
 pub use table::Anomaly;

@@ -502,5 +502,7 @@ fn retain_until(
     (outcome.period.retain_until(start), source)
 }
 
+mod fingerprint;
+
 #[cfg(test)]
 mod tests;

@@ -127,7 +127,7 @@ pub async fn run(args: ArchiveArgs) -> Result<ExitCode> {
             let _ = std::io::stderr().flush();
         }
     };
-    let summary = archive_local(
+    let (summary, lifecycle) = Box::pin(archive_local(
         &store,
         &args.from,
         signer,
@@ -135,12 +135,15 @@ pub async fn run(args: ArchiveArgs) -> Result<ExitCode> {
         spool,
         &mut events,
         &mut progress,
-    )
+    ))
     .await?;
     if terminal {
         eprintln!();
     }
     print_summary(&summary);
+    for line in lifecycle.summary() {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -165,6 +168,8 @@ async fn archive_imap(
         signer,
         retention,
         spool,
+        // The holds `mailvault hold` placed are in the store; they hold the new records too.
+        holds: Vec::new(),
     };
     let mut events = |event: RunEvent<'_>| match event {
         RunEvent::Opened { store } => {
@@ -181,7 +186,7 @@ async fn archive_imap(
             }
         }
     };
-    let outcome = archive_mailbox(store, run, &mut events).await;
+    let outcome = Box::pin(archive_mailbox(store, run, &mut events)).await;
     if terminal {
         eprintln!();
     }
@@ -216,6 +221,9 @@ async fn archive_imap(
         );
     }
     print_summary(&outcome.summary);
+    for line in outcome.lifecycle.summary() {
+        println!("{line}");
+    }
     for glob in &outcome.unmatched_includes {
         println!("warning: --include {glob:?} matched no folder of the mailbox");
     }

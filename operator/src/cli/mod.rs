@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod export;
+pub mod hold;
 pub mod ls;
 pub mod operator;
 pub mod prove;

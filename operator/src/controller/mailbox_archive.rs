@@ -86,6 +86,13 @@ pub async fn reconcile(archive: Arc<MailboxArchive>, ctx: Arc<Context>) -> Resul
             decided = plan(&archive.spec, &status, &policy_state, running, now);
         }
     }
+    // A legal hold changed since this archive applied it: a hold run now, whatever the
+    // schedule or suspension (a hold must not wait for the next sync).
+    if matches!(decided, Plan::Wait { .. } | Plan::Suspended)
+        && super::holds::start_if_pending(&ctx, &archive, policy.as_ref()).await?
+    {
+        return Ok(Action::requeue(WHILE_RUNNING));
+    }
     execute(&ctx, &api, &archive, policy, decided, status, now).await
 }
 
@@ -371,30 +378,13 @@ async fn run_once(
         }),
         None => None,
     };
-    let credentials = secrets.s3_credentials(&spec.storage).await?;
-    let signer = if let Some(r) = &spec.signing_key_secret_ref {
-        secrets.signing_key(&r.name, &r.key, None).await?
-    } else {
-        let key_secret = format!("{name}-signing-key");
-        let origin = origin(namespace, &name);
-        secrets
-            .signing_key(&key_secret, SIGNING_KEY_KEY, Some(&origin))
-            .await?
-    };
+    let (store, signer) = archive_store(&secrets, namespace, archive).await?;
+    let holds = super::holds::holds_for(ctx, archive).await?;
     let public_key = signer.verifier_key();
     let retention = policy
         .spec
         .schedule()
         .map_err(|problems| Error::Spec(problems.join("; ")))?;
-    let store = S3Store::new(&S3Config {
-        bucket: spec.storage.bucket.clone(),
-        prefix: store_prefix(&spec.storage.prefix, namespace, &name),
-        region: spec.storage.region.clone(),
-        endpoint: spec.storage.endpoint.clone(),
-        path_style: spec.storage.path_style,
-        credentials,
-        insecure_http: spec.storage.insecure_http,
-    })?;
     let imap = ImapServer::new(spec.imap.host.clone(), spec.imap.port, spec.imap.tls).config(
         spec.imap.username.clone(),
         Credentials::Password(password),
@@ -411,9 +401,42 @@ async fn run_once(
         signer,
         retention,
         spool: ctx.spool.clone(),
+        holds: holds.iter().map(|h| h.given.clone()).collect(),
     };
-    let outcome = archive_mailbox(&store, run, &mut |_| {}).await?;
+    let outcome = Box::pin(archive_mailbox(&store, run, &mut |_| {})).await?;
+    super::holds::report(ctx, archive, &holds, &outcome.lifecycle.holds).await;
     Ok((outcome, public_key))
+}
+
+/// The archive's store and signing key, from its spec and Secrets: what every run that
+/// writes the archive opens (an archive run, a hold run).
+pub(super) async fn archive_store(
+    secrets: &Secrets,
+    namespace: &str,
+    archive: &MailboxArchive,
+) -> Result<(S3Store, mailvault_core::note::NoteSigner)> {
+    let spec = &archive.spec;
+    let name = archive.name_any();
+    let credentials = secrets.s3_credentials(&spec.storage).await?;
+    let signer = if let Some(r) = &spec.signing_key_secret_ref {
+        secrets.signing_key(&r.name, &r.key, None).await?
+    } else {
+        let key_secret = format!("{name}-signing-key");
+        let origin = origin(namespace, &name);
+        secrets
+            .signing_key(&key_secret, SIGNING_KEY_KEY, Some(&origin))
+            .await?
+    };
+    let store = S3Store::new(&S3Config {
+        bucket: spec.storage.bucket.clone(),
+        prefix: store_prefix(&spec.storage.prefix, namespace, &name),
+        region: spec.storage.region.clone(),
+        endpoint: spec.storage.endpoint.clone(),
+        path_style: spec.storage.path_style,
+        credentials,
+        insecure_http: spec.storage.insecure_http,
+    })?;
+    Ok((store, signer))
 }
 
 /// The words a successful run reports in its condition and Event.
@@ -451,6 +474,9 @@ fn success_message(
             "; UIDVALIDITY changed in {}: re-read in full, duplicates skipped by content",
             resets.join(", ")
         );
+    }
+    for line in outcome.lifecycle.summary() {
+        let _ = write!(message, "; {line}");
     }
     if let Some(w) = warning {
         let _ = write!(message, "; warning: {w}");

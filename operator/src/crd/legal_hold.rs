@@ -94,6 +94,25 @@ pub struct LegalHoldStatus {
     /// The MailboxArchives the hold applies to now.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub archives: Vec<String>,
+    /// Per archive: the records the hold holds there, as of the generation applied. Written by
+    /// each archive's run (one entry per archive), not by the hold's reconciler.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["archive"]))]
+    pub held: Vec<ArchiveHeld>,
+}
+
+/// What a hold holds in one archive.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveHeld {
+    /// The MailboxArchive.
+    pub archive: String,
+    /// Records of it the hold holds (S3 legal hold on, hold-placed logged).
+    pub records: u64,
+    /// The hold's generation the archive applied (a later generation is pending there).
+    pub generation: i64,
+    /// When it was applied.
+    pub applied_at: String,
 }
 
 impl LegalHoldSpec {

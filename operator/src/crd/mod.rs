@@ -22,7 +22,9 @@ pub use crate::source::imap::TlsMode;
 pub use disposition_review::{
     DispositionReview, DispositionReviewSpec, DispositionReviewStatus, ReviewDecision,
 };
-pub use legal_hold::{ArchiveSelector, DateRange, LegalHold, LegalHoldSpec, LegalHoldStatus};
+pub use legal_hold::{
+    ArchiveHeld, ArchiveSelector, DateRange, LegalHold, LegalHoldSpec, LegalHoldStatus,
+};
 pub use mailbox_archive::{
     FolderStatus, ImapSpec, LastSync, LogStatus, MailboxArchive, MailboxArchiveSpec,
     MailboxArchiveStatus, RunResult, S3CredentialsRef, StorageSpec, Totals, WebIdentity,

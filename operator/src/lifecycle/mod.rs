@@ -6,7 +6,11 @@
 //! `retentionPolicyRef`) read the same `RetentionPolicy` document and classify through the same
 //! [`classify`], so a record lands under the same rule, series and retain-until either way.
 
+pub mod apply;
 pub mod facts;
+pub mod holds;
+pub mod policy_edit;
+pub mod stored;
 
 use crate::crd::{RetentionPolicy, RetentionPolicySpec};
 use crate::spool::Body;

@@ -27,8 +27,8 @@ use mailvault_core::verify::{
 };
 use std::collections::BTreeMap;
 
-/// Writes the records of an archive, one line each (record, retain-until, state, series), in
-/// log order: what `mailvault ls` prints. Linear in the log's size; an error writing (a closed
+/// Writes the records of an archive, one line each (record, retain-until as extended, state
+/// `kept` / `held` / `destroyed`, series), in ingest order: what `mailvault ls` prints. Linear in the log's size; an error writing (a closed
 /// pipe) is returned, not a panic.
 pub fn write_listing(log: &StoredLog, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     writeln!(
@@ -36,26 +36,26 @@ pub fn write_listing(log: &StoredLog, out: &mut dyn std::io::Write) -> std::io::
         "{:<34} {:<22} {:<12} series",
         "record", "retain-until", "state"
     )?;
+    // The replay gives each record's retain-until as extended, its holds and its tombstone.
+    let mut replay = mailvault_core::lifecycle::Replay::new();
     for e in &log.entries {
-        if let EntryBody::Ingest {
-            series,
-            retain_until,
-            ..
-        } = &e.body
-        {
-            let state = log
-                .latest_of(e.record.as_str())
-                .map_or("", |l| match l.body {
-                    EntryBody::Destroyed { .. } => "destroyed",
-                    _ => "kept",
-                });
-            writeln!(
-                out,
-                "{:<34} {:<22} {state:<12} {series}",
-                e.record,
-                retain_until.to_string()
-            )?;
-        }
+        let _ = replay.apply(e.clone());
+    }
+    for h in replay.histories() {
+        let state = if h.destroyed.is_some() {
+            "destroyed"
+        } else if !h.holds.is_empty() {
+            "held"
+        } else {
+            "kept"
+        };
+        writeln!(
+            out,
+            "{:<34} {:<22} {state:<12} {}",
+            h.record,
+            h.retain_until.to_string(),
+            h.series
+        )?;
     }
     Ok(())
 }

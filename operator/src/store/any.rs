@@ -70,4 +70,17 @@ impl Store for AnyStore {
     async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
         each!(self, s => s.list_versions(prefix).await)
     }
+
+    async fn set_legal_hold(&self, key: &str, version: &str, on: bool) -> Result<()> {
+        each!(self, s => s.set_legal_hold(key, version, on).await)
+    }
+
+    async fn extend_retention(
+        &self,
+        key: &str,
+        version: &str,
+        until: UnixTime,
+    ) -> Result<UnixTime> {
+        each!(self, s => s.extend_retention(key, version, until).await)
+    }
 }

@@ -9,6 +9,11 @@
 //! (a record's sidecar, the writer's MAC of a log bundle or a state object).
 //! A directory keeps one version of each object; its version id is always `0`, so a replaced
 //! record shows up as tampered (its hash changed), not as a new version.
+//!
+//! A record's lock lives in `locks/<key>.json` (`{"retain_until": .., "legal_hold": ..}`),
+//! kept by the same rules as S3's COMPLIANCE mode: retention is only ever extended, and the
+//! legal hold is one flag per record. Nothing stops someone with write access from editing
+//! the file; the store reports it (`mailvault ls` shows held records) but cannot enforce it.
 
 use super::{ObjectDigest, ObjectMetadata, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
 use crate::spool::Body;
@@ -34,7 +39,44 @@ fn io(path: &Path, source: std::io::Error) -> Error {
 /// The one version a directory keeps.
 const VERSION: &str = "0";
 
+/// A record's lock, as the directory store keeps it (`locks/<key>.json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct FsLock {
+    /// Retain-until (seconds since the epoch), as S3 would hold it.
+    retain_until: Option<i64>,
+    /// The legal-hold flag.
+    legal_hold: bool,
+}
+
+/// Largest lock file read (it holds two small fields).
+const MAX_LOCK_FILE: usize = 4096;
+
 impl FsStore {
+    async fn lock(&self, key: &str) -> Result<FsLock> {
+        let path = self.path("locks", &format!("{key}.json"))?;
+        match Self::read(&path).await? {
+            Some(b) if b.len() <= MAX_LOCK_FILE => serde_json::from_slice(&b)
+                .map_err(|e| Error::Conflict(format!("lock of {key} is corrupt: {e}"))),
+            Some(_) => Err(Error::Conflict(format!("lock of {key} is too large"))),
+            None => Ok(FsLock::default()),
+        }
+    }
+
+    async fn write_lock(&self, key: &str, lock: FsLock) -> Result<()> {
+        let json = serde_json::to_vec(&lock).map_err(|e| Error::encoding(key, e))?;
+        Self::write(&self.path("locks", &format!("{key}.json"))?, &json).await
+    }
+
+    /// The lock of a record that exists in version `version`, or a refusal naming it.
+    async fn lock_of_version(&self, key: &str, version: &str) -> Result<FsLock> {
+        if version != VERSION || Self::read(&self.path("objects", key)?).await?.is_none() {
+            return Err(Error::Usage(format!(
+                "no version {version:?} of {key} in this directory store"
+            )));
+        }
+        self.lock(key).await
+    }
+
     /// A store rooted at `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
@@ -158,6 +200,14 @@ impl Store for FsStore {
             Body::Memory(bytes) => Self::write(&path, bytes).await?,
             Body::File(file) => Self::copy(file.path(), &path).await?,
         }
+        self.write_lock(
+            put.key,
+            FsLock {
+                retain_until: Some(put.retain_until.0),
+                legal_hold: false,
+            },
+        )
+        .await?;
         Ok(VERSION.to_owned())
     }
 
@@ -264,6 +314,7 @@ impl Store for FsStore {
         let mut out = Vec::new();
         // One version per key; hashes are not read here (verify reads them in pieces).
         for key in self.list_keys(prefix).await? {
+            let lock = self.lock(&key).await?;
             out.push((
                 key,
                 StoredVersion {
@@ -271,12 +322,94 @@ impl Store for FsStore {
                     delete_marker: false,
                     sha256: None,
                     lock_mode: None,
-                    retain_until: None,
-                    legal_hold: false,
+                    retain_until: lock.retain_until.map(UnixTime),
+                    legal_hold: lock.legal_hold,
                     opened: None,
                 },
             ));
         }
         Ok(out)
+    }
+
+    async fn set_legal_hold(&self, key: &str, version: &str, on: bool) -> Result<()> {
+        let mut lock = self.lock_of_version(key, version).await?;
+        if lock.legal_hold != on {
+            lock.legal_hold = on;
+            self.write_lock(key, lock).await?;
+        }
+        Ok(())
+    }
+
+    async fn extend_retention(
+        &self,
+        key: &str,
+        version: &str,
+        until: UnixTime,
+    ) -> Result<UnixTime> {
+        let mut lock = self.lock_of_version(key, version).await?;
+        match lock.retain_until {
+            // Never shortened, as S3 COMPLIANCE.
+            Some(t) if t >= until.0 => Ok(UnixTime(t)),
+            _ => {
+                lock.retain_until = Some(until.0);
+                self.write_lock(key, lock).await?;
+                Ok(until)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_lock_is_only_extended_and_the_legal_hold_is_one_flag() {
+        let dir = std::env::temp_dir().join(format!("mailvault-fs-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = FsStore::new(&dir);
+        store
+            .put_record(RecordPut {
+                key: "records/a",
+                body: Body::Memory(b"x".to_vec()),
+                sha256: Hash::of(b"x"),
+                retain_until: UnixTime(1000),
+                sidecar: &super::super::ObjectMetadata::new(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .extend_retention("records/a", "0", UnixTime(2000))
+                .await
+                .unwrap(),
+            UnixTime(2000)
+        );
+        // Shorter: refused by keeping the later lock.
+        assert_eq!(
+            store
+                .extend_retention("records/a", "0", UnixTime(1500))
+                .await
+                .unwrap(),
+            UnixTime(2000)
+        );
+        store.set_legal_hold("records/a", "0", true).await.unwrap();
+        let listed = store.list_versions("records/").await.unwrap();
+        assert_eq!(listed[0].1.retain_until, Some(UnixTime(2000)));
+        assert!(listed[0].1.legal_hold);
+        store.set_legal_hold("records/a", "0", false).await.unwrap();
+        assert!(
+            !store.list_versions("records/").await.unwrap()[0]
+                .1
+                .legal_hold
+        );
+        assert!(store.set_legal_hold("records/b", "0", true).await.is_err());
+        assert!(
+            store
+                .extend_retention("records/a", "1", UnixTime(3000))
+                .await
+                .is_err()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -141,4 +141,26 @@ pub trait Store: Send + Sync + Clone + 'static {
         &self,
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<(String, StoredVersion)>>> + Send;
+
+    /// Sets (`on`) or clears the legal hold of one version of a record. S3 keeps one flag per
+    /// version (`PutObjectLegalHold`); several `LegalHold`s may hold one record, so the caller
+    /// (`lifecycle::holds`) clears it only when no hold in the log is in force any more. A
+    /// held version cannot be deleted, whatever its retain-until.
+    fn set_legal_hold(
+        &self,
+        key: &str,
+        version: &str,
+        on: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Extends the COMPLIANCE retain-until of one version of a record to at least `until`
+    /// (`PutObjectRetention`). Never shortens: a lock already at or after `until` is left as it
+    /// is (S3 refuses to shorten a COMPLIANCE lock, and the directory store keeps the same
+    /// rule). Returns the retain-until in force afterwards.
+    fn extend_retention(
+        &self,
+        key: &str,
+        version: &str,
+        until: UnixTime,
+    ) -> impl Future<Output = Result<UnixTime>> + Send;
 }

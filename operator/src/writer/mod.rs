@@ -44,14 +44,18 @@ const ZSTD_LEVEL: i32 = 3;
 /// The run marker (`state/run.json`): whether a run may have stored records it has not logged
 /// yet. Written `in_progress: true` when a writer opens, `false` when it finishes; a marker
 /// that is missing or unreadable counts as a run that did not finish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunMarker {
     /// A run started and has not finished.
     pub in_progress: bool,
+    /// Which run wrote it (random hex, the same in its "in progress" and "finished" markers):
+    /// tells one run's marker from the next, which hold the same flag.
+    #[serde(default)]
+    pub run: String,
 }
 
 /// A run marker as found in the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum FoundMarker {
     /// None there.
     Missing,
@@ -97,8 +101,9 @@ fn log_lock_until(now: UnixTime) -> UnixTime {
 /// past: it is locked this long (beyond any clock skew the store accepts).
 const MIN_LOCK_AHEAD_SECS: i64 = 3600;
 
-/// The Object Lock date of a record kept until `retain_until`, archived at `now`.
-fn lock_until(retain_until: RetainUntil, now: UnixTime) -> UnixTime {
+/// The Object Lock date of a record kept until `retain_until`, archived (or extended) at `now`:
+/// a permanent record is locked [`PERMANENT_LOCK_YEARS`] ahead.
+pub fn lock_until(retain_until: RetainUntil, now: UnixTime) -> UnixTime {
     let until = match retain_until {
         RetainUntil::Until(t) => t,
         RetainUntil::Permanent => match (Period::Span {
@@ -303,6 +308,8 @@ pub struct RecordWriter<'s, S: Store> {
     signer: CheckpointSigner,
     mac: MacKey,
     known: resume::KnownIds,
+    /// This run's id in the run marker.
+    run_id: String,
     retention: Arc<RetentionSchedule>,
     since_checkpoint: usize,
     summary: RunSummary,
@@ -339,6 +346,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             info,
             mac,
             known,
+            run_id: String::new(),
             log,
             signer,
             retention: Arc::new(retention),
@@ -364,9 +372,17 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         if !finished {
             writer.adopt_unlogged(now).await?;
         }
-        RunMarker { in_progress: true }
-            .write(store, &writer.mac)
-            .await?;
+        writer.run_id = {
+            let mut nonce = [0u8; 8];
+            getrandom::fill(&mut nonce).map_err(Error::Random)?;
+            hex::encode(nonce)
+        };
+        RunMarker {
+            in_progress: true,
+            run: writer.run_id.clone(),
+        }
+        .write(store, &writer.mac)
+        .await?;
         Ok(writer)
     }
 
@@ -498,9 +514,12 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let signed = self.checkpoint().await?;
         // Everything is signed now: the next run starts from here.
         resume::save(self.store, &self.mac, &self.log.records, &mut self.known).await?;
-        RunMarker { in_progress: false }
-            .write(self.store, &self.mac)
-            .await?;
+        RunMarker {
+            in_progress: false,
+            run: self.run_id.clone(),
+        }
+        .write(self.store, &self.mac)
+        .await?;
         Ok(signed)
     }
 
