@@ -113,6 +113,7 @@ impl ImapServer {
             username,
             credentials,
             timeout,
+            max_message_bytes: crate::source::imap::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 }

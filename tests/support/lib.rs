@@ -4,6 +4,7 @@
 //! A component that is not there fails the test with its name and how to start it; nothing is
 //! skipped silently.
 
+pub mod imap_script;
 pub mod operator;
 
 use std::collections::HashMap;
@@ -358,6 +359,20 @@ impl TestEnv {
         bytes: &[u8],
         flags: &str,
     ) -> PathBuf {
+        self.seed_message_with(user, folder, flags, |file| {
+            std::io::Write::write_all(file, bytes)
+        })
+    }
+
+    /// [`Self::seed_message`] for a message written by `write` (a large one generated as it
+    /// is written, never held in memory).
+    pub fn seed_message_with(
+        &self,
+        user: &MailUser,
+        folder: &str,
+        flags: &str,
+        write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+    ) -> PathBuf {
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let uid: u32 = self.var("IMAP_MAIL_UID").parse().expect("uid");
         let gid: u32 = self.var("IMAP_MAIL_GID").parse().expect("gid");
@@ -390,7 +405,9 @@ impl TestEnv {
         };
         // Write in tmp/ then rename, as Maildir delivery does, so Dovecot never sees half a file.
         let tmp = dir.join("tmp").join(&name);
-        std::fs::write(&tmp, bytes).expect("writing a message");
+        let mut file = std::fs::File::create(&tmp).expect("creating a message file");
+        write(&mut file).expect("writing a message");
+        drop(file);
         std::os::unix::fs::chown(&tmp, Some(uid), Some(gid)).expect("chown");
         let path = dir.join(sub).join(&name);
         std::fs::rename(&tmp, &path).expect("delivering a message");

@@ -79,6 +79,38 @@ pub struct ImapArgs {
     /// Folders to leave out (globs, repeatable).
     #[arg(long)]
     exclude: Vec<String>,
+    /// IMAP: the largest message archived, in bytes (suffixes KiB, MiB, GiB). A larger one is
+    /// not archived: the run names it by folder and UID and counts it as a capture gap.
+    #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+    max_message_size: u64,
+    /// IMAP: seconds to wait for each network step (connect, login, each answer) before the
+    /// run fails.
+    #[arg(long, default_value_t = 60)]
+    imap_timeout: u64,
+}
+
+/// `1073741824`, `512KiB`, `100MiB`, `1GiB`.
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    let (digits, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |i| text.split_at(i));
+    let factor: u64 = match unit {
+        "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: a size is bytes, or a number with KiB, MiB or GiB"
+            ));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?}: a size is bytes, or a number with KiB, MiB or GiB"))
 }
 
 /// The schedule of an archive run: a RetentionPolicy file, or one rule made of
@@ -207,10 +239,16 @@ async fn archive_imap(
         if r.uid_validity_reset {
             notes.push("UIDVALIDITY changed: re-read in full".to_owned());
         }
-        if r.capture_gaps > 0 {
+        let expunged = r.capture_gaps - r.refused.len() as u64;
+        if expunged > 0 {
             notes.push(format!(
-                "{} message(s) expunged before they could be captured",
-                r.capture_gaps
+                "{expunged} message(s) expunged before they could be captured"
+            ));
+        }
+        if !r.refused.is_empty() {
+            notes.push(format!(
+                "{} message(s) over --max-message-size not archived (capture gaps)",
+                r.refused.len()
             ));
         }
         println!(
@@ -223,6 +261,17 @@ async fn archive_imap(
     print_summary(&outcome.summary);
     for line in outcome.lifecycle.summary() {
         println!("{line}");
+    }
+    for r in &outcome.reports {
+        for (uid, bytes) in &r.refused {
+            println!(
+                "warning: {} UID {uid} not archived: at least {bytes} bytes, over --max-message-size {} (a capture gap; raise the limit and delete state/cursor.json to re-read the folder)",
+                r.folder, args.imap.max_message_size
+            );
+        }
+        for fault in &r.server_faults {
+            println!("warning: IMAP server fault in {}: {fault}", r.folder);
+        }
     }
     for glob in &outcome.unmatched_includes {
         println!("warning: --include {glob:?} matched no folder of the mailbox");
@@ -275,7 +324,7 @@ fn imap_config(location: &str, args: &ImapArgs) -> Result<ImapConfig> {
         .as_deref()
         .map(CaBundle::from_file)
         .transpose()?;
-    Ok(ImapServer::new(
+    let mut config = ImapServer::new(
         location.host,
         location.port,
         args.imap_tls.unwrap_or_default(),
@@ -285,6 +334,8 @@ fn imap_config(location: &str, args: &ImapArgs) -> Result<ImapConfig> {
         credentials,
         ca,
         args.insecure_plaintext,
-        std::time::Duration::from_mins(1),
-    ))
+        std::time::Duration::from_secs(args.imap_timeout.max(1)),
+    );
+    config.max_message_bytes = args.max_message_size;
+    Ok(config)
 }

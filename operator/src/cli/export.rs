@@ -34,7 +34,7 @@ pub async fn run(args: ExportArgs) -> Result<ExitCode> {
     let exported =
         mailvault::reader::export(&store, &log, &args.record, &Spool::from_env()).await?;
     let written = match &args.out {
-        Some(path) => std::fs::File::create(path)
+        Some(path) => super::create_private(path)
             .and_then(|mut f| exported.original.copy_to(&mut f).and_then(|_| f.sync_all())),
         None => exported
             .original

@@ -56,10 +56,28 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 
 /// Writes a file, naming it in the error.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })
+    use std::io::Write as _;
+    create_private(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Creates (or truncates) a file only its owner can read: what the CLI writes holds messages
+/// and their salts (a proof bundle, an exported record). A file that already existed is made
+/// owner-only too before anything is written to it.
+pub fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// Reads an archive's public verifier key (`name+keyid+key`).

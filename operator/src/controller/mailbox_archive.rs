@@ -385,13 +385,16 @@ async fn run_once(
         .spec
         .schedule()
         .map_err(|problems| Error::Spec(problems.join("; ")))?;
-    let imap = ImapServer::new(spec.imap.host.clone(), spec.imap.port, spec.imap.tls).config(
+    let mut imap = ImapServer::new(spec.imap.host.clone(), spec.imap.port, spec.imap.tls).config(
         spec.imap.username.clone(),
         Credentials::Password(password),
         ca,
         spec.imap.insecure_plaintext,
         ctx.imap_timeout,
     );
+    if let Some(max) = spec.imap.max_message_bytes {
+        imap.max_message_bytes = max;
+    }
     let run = MailboxRun {
         imap,
         folders: FolderFilter {
@@ -455,10 +458,12 @@ fn success_message(
         outcome.log.records,
         outcome.log.size
     );
-    if gaps > 0 {
+    let refused: u64 = outcome.reports.iter().map(|r| r.refused.len() as u64).sum();
+    let expunged = gaps.saturating_sub(refused);
+    if expunged > 0 {
         let _ = write!(
             message,
-            "; {gaps} messages were expunged before they could be captured"
+            "; {expunged} messages were expunged before they could be captured"
         );
     }
     if s.unparseable > 0 {
@@ -477,6 +482,20 @@ fn success_message(
     }
     for line in outcome.lifecycle.summary() {
         let _ = write!(message, "; {line}");
+    }
+    for r in &outcome.reports {
+        if !r.refused.is_empty() {
+            let uids: Vec<String> = r.refused.iter().map(|(uid, _)| uid.to_string()).collect();
+            let _ = write!(
+                message,
+                "; {}: UID {} over spec.imap.maxMessageBytes, not archived (capture gaps)",
+                r.folder,
+                uids.join(", ")
+            );
+        }
+        for fault in &r.server_faults {
+            let _ = write!(message, "; IMAP server fault in {}: {fault}", r.folder);
+        }
     }
     if let Some(w) = warning {
         let _ = write!(message, "; warning: {w}");

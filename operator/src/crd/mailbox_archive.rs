@@ -89,6 +89,11 @@ pub struct ImapSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     pub exclude: Vec<String>,
+    /// The largest message archived, in bytes (default 1 GiB). A larger one is not archived:
+    /// the run names it by folder and UID and counts it as a capture gap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_message_bytes: Option<u64>,
 }
 
 impl ImapSpec {

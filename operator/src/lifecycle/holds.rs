@@ -218,9 +218,6 @@ impl HoldsOutcome {
     }
 }
 
-/// Applies the holds in the state and `given` to the archive whose log is `replay` (loaded
-/// after the writer's last checkpoint): flags first, then entries, then a checkpoint, then
-/// the state.
 /// Whether a run has holds to apply: some are given, or the state remembers some (whose
 /// release must be applied), or the state is not the writer's (reported by [`apply_holds`]).
 pub async fn holds_due<S: Store>(store: &S, mac: &MacKey, given: &[GivenHold]) -> Result<bool> {
@@ -231,6 +228,9 @@ pub async fn holds_due<S: Store>(store: &S, mac: &MacKey, given: &[GivenHold]) -
     Ok(forged || !state.holds.is_empty())
 }
 
+/// Applies the holds in the state and `given` to the archive whose log is `replay` (loaded
+/// after the writer's last checkpoint): flags first, then entries, then a checkpoint, then
+/// the state.
 pub async fn apply_holds<S: Store>(
     store: &S,
     writer: &mut RecordWriter<'_, S>,

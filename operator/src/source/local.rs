@@ -75,27 +75,47 @@ fn local_message(
     }
 }
 
+/// The most of one line an mbox reader holds at once: a longer line (a hostile 1 GB header
+/// line, a file with no line ends at all) is read and written on in pieces of this size, so
+/// memory does not grow with line length. Only a line's first piece is looked at (for a
+/// separator, a blank line or `>From ` quoting), so a quoted `From ` behind more than this many
+/// `>` stays quoted.
+pub const MBOX_LINE_PIECE: usize = 64 * 1024;
+
 /// The messages of an mbox file (mboxrd: `>From ` quoting is undone), read one at a time.
 /// Messages are separated by lines starting with `From ` that follow an empty line (or start
 /// the file); the empty line before a separator (and at the end of the file) belongs to the
-/// mbox, not the message.
+/// mbox, not the message. Lines are read in pieces of at most [`MBOX_LINE_PIECE`] bytes.
 pub struct MboxMessages {
     path: PathBuf,
     reader: std::io::BufReader<std::fs::File>,
     spool: Spool,
+    /// The piece of a line just read (a whole line when it is short).
     line: Vec<u8>,
+    /// Whether `line` starts a line (else it continues a long one).
+    line_start: bool,
+    /// Whether the piece before `line` ended its line.
+    next_starts_line: bool,
+    line_piece: usize,
     number: usize,
     at_end: bool,
 }
 
 /// Opens an mbox file; refuses a file that does not start with a `From ` line.
 pub fn read_mbox(path: &Path, spool: &Spool) -> Result<MboxMessages> {
+    read_mbox_in_pieces(path, spool, MBOX_LINE_PIECE)
+}
+
+fn read_mbox_in_pieces(path: &Path, spool: &Spool, line_piece: usize) -> Result<MboxMessages> {
     let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
     let mut messages = MboxMessages {
         path: path.to_path_buf(),
         reader: std::io::BufReader::with_capacity(256 * 1024, file),
         spool: spool.clone(),
         line: Vec::new(),
+        line_start: true,
+        next_starts_line: true,
+        line_piece: line_piece.max(8),
         number: 0,
         at_end: false,
     };
@@ -107,17 +127,48 @@ pub fn read_mbox(path: &Path, spool: &Spool) -> Result<MboxMessages> {
             "{}: not an mbox file (it does not start with a \"From \" line)",
             path.display()
         )));
+    } else {
+        messages.skip_rest_of_line()?;
     }
     Ok(messages)
 }
 
 impl MboxMessages {
+    /// Reads the next piece of a line: up to and including its `\n`, or at most
+    /// `line_piece` bytes. Returns the bytes read (0 at the end of the file).
     fn read_line(&mut self) -> Result<usize> {
         use std::io::BufRead as _;
         self.line.clear();
-        self.reader
-            .read_until(b'\n', &mut self.line)
-            .map_err(|e| io(&self.path, e))
+        self.line_start = self.next_starts_line;
+        loop {
+            let buf = self.reader.fill_buf().map_err(|e| io(&self.path, e))?;
+            if buf.is_empty() {
+                break;
+            }
+            let room = self.line_piece - self.line.len();
+            let window = &buf[..buf.len().min(room)];
+            let (take, line_end) = match window.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (window.len(), false),
+            };
+            self.line.extend_from_slice(&window[..take]);
+            self.reader.consume(take);
+            if line_end || self.line.len() >= self.line_piece {
+                break;
+            }
+        }
+        self.next_starts_line = self.line.is_empty() || self.line.ends_with(b"\n");
+        Ok(self.line.len())
+    }
+
+    /// Reads past the rest of the line whose first piece was just read (a separator line).
+    fn skip_rest_of_line(&mut self) -> Result<()> {
+        while !self.next_starts_line {
+            if self.read_line()? == 0 {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Reads the message after the separator just read, up to and including the next
@@ -133,7 +184,13 @@ impl MboxMessages {
                 self.at_end = true;
                 break;
             }
+            if !self.line_start {
+                // The rest of a long line: written on as it is.
+                writer.write(&self.line)?;
+                continue;
+            }
             if held_blank.is_some() && self.line.starts_with(b"From ") {
+                self.skip_rest_of_line()?;
                 break;
             }
             if let Some(blank) = held_blank.take() {
@@ -256,14 +313,54 @@ fn maildir_flags(name: &str) -> Vec<String> {
         .collect()
 }
 
+/// A symbolic link to a directory inside a source is not followed (it could lead out of the
+/// source, or round in a loop): the run stops and says so, rather than silently leave out
+/// what is behind it.
+fn symlinked_folder(path: &Path) -> Error {
+    Error::Source(format!(
+        "{} is a symbolic link to a directory; mailvault does not follow symbolic links to \
+         folders (one could loop or lead outside the source): archive its target as its own \
+         source, or replace the link with the directory",
+        path.display()
+    ))
+}
+
+/// What a directory entry is, without following a symbolic link to a directory; a symbolic
+/// link to a file counts as a file.
+enum EntryKind {
+    File,
+    Dir,
+    Other,
+}
+
+fn entry_kind(entry: &std::fs::DirEntry) -> Result<EntryKind> {
+    let path = entry.path();
+    let kind = entry.file_type().map_err(|e| io(&path, e))?;
+    if kind.is_dir() {
+        return Ok(EntryKind::Dir);
+    }
+    if kind.is_file() {
+        return Ok(EntryKind::File);
+    }
+    if kind.is_symlink() {
+        // Where it points (a dangling link is neither).
+        return match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Err(symlinked_folder(&path)),
+            Ok(m) if m.is_file() => Ok(EntryKind::File),
+            _ => Ok(EntryKind::Other),
+        };
+    }
+    Ok(EntryKind::Other)
+}
+
 fn files_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     match std::fs::read_dir(dir) {
         Ok(entries) => {
             for e in entries {
-                let p = e.map_err(|e| io(dir, e))?.path();
-                if p.is_file() {
-                    out.push(p);
+                let e = e.map_err(|e| io(dir, e))?;
+                if matches!(entry_kind(&e)?, EntryKind::File) {
+                    out.push(e.path());
                 }
             }
         }
@@ -285,12 +382,13 @@ pub fn read_maildir(root: &Path, spool: &Spool) -> Result<FileMessages> {
     }
     let mut folders = vec![("INBOX".to_owned(), root.to_path_buf())];
     for e in std::fs::read_dir(root).map_err(|e| io(root, e))? {
-        let p = e.map_err(|e| io(root, e))?.path();
+        let e = e.map_err(|e| io(root, e))?;
+        let p = e.path();
         let name = p
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if p.is_dir() && name.len() > 1 && name.starts_with('.') {
+        if name.len() > 1 && name.starts_with('.') && matches!(entry_kind(&e)?, EntryKind::Dir) {
             folders.push((name[1..].replace('.', "/"), p));
         }
     }
@@ -321,16 +419,29 @@ pub fn read_maildir(root: &Path, spool: &Spool) -> Result<FileMessages> {
 /// Lists every `*.eml` file under a directory; the subdirectory is the folder (`INBOX` at the
 /// top).
 pub fn read_eml_dir(root: &Path, spool: &Spool) -> Result<FileMessages> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<MessageFile>) -> Result<()> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| io(dir, e))?
-            .map(|e| e.map(|e| e.path()).map_err(|e| io(dir, e)))
-            .collect::<Result<_>>()?;
-        entries.sort();
-        for p in entries {
-            if p.is_dir() {
-                walk(root, &p, out)?;
-            } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("eml")) {
+    // Depth first, in name order, with a stack of its own (no recursion: a deep tree cannot
+    // exhaust the thread's stack) and no symbolic link to a folder followed.
+    fn sorted_entries(dir: &Path) -> Result<std::vec::IntoIter<(PathBuf, EntryKind)>> {
+        let mut entries = Vec::new();
+        for e in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+            let e = e.map_err(|e| io(dir, e))?;
+            entries.push((e.path(), entry_kind(&e)?));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries.into_iter())
+    }
+    fn walk(root: &Path, out: &mut Vec<MessageFile>) -> Result<()> {
+        let mut stack = vec![sorted_entries(root)?];
+        while let Some(top) = stack.last_mut() {
+            let Some((p, kind)) = top.next() else {
+                stack.pop();
+                continue;
+            };
+            if matches!(kind, EntryKind::Dir) {
+                stack.push(sorted_entries(&p)?);
+            } else if matches!(kind, EntryKind::File)
+                && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("eml"))
+            {
                 let folder = p
                     .parent()
                     .and_then(|d| d.strip_prefix(root).ok())
@@ -353,7 +464,7 @@ pub fn read_eml_dir(root: &Path, spool: &Spool) -> Result<FileMessages> {
         Ok(())
     }
     let mut files = Vec::new();
-    walk(root, root, &mut files)?;
+    walk(root, &mut files)?;
     Ok(FileMessages {
         files: files.into_iter(),
         spool: spool.clone(),
@@ -469,5 +580,86 @@ mod tests {
         assert_eq!(large[1].content_sha256, m[1].content_sha256);
         drop(large);
         assert!(d.join("a.eml").exists());
+    }
+    #[test]
+    fn mbox_lines_longer_than_a_piece_are_read_in_pieces() {
+        let d = tmp("mbox-long");
+        let f = d.join("box");
+        let long_header = format!("Subject: {}\n", "a".repeat(1000));
+        let no_line_end = "z".repeat(500);
+        let mut text = format!("From {} Sat Nov 28 03:00:00 2026\n", "s".repeat(300));
+        text.push_str(&long_header);
+        text.push_str("\n>From quoted\nbody\n\n");
+        text.push_str("From ");
+        text.push_str(&"t".repeat(300));
+        text.push_str(" second\nSubject: two\n\n");
+        text.push_str(&no_line_end);
+        std::fs::write(&f, &text).unwrap();
+        for piece in [8, 16, 100, MBOX_LINE_PIECE] {
+            let m = bodies(read_mbox_in_pieces(&f, &Spool::default(), piece).unwrap());
+            assert_eq!(
+                m,
+                [
+                    format!("{long_header}\nFrom quoted\nbody\n").into_bytes(),
+                    format!("Subject: two\n\n{no_line_end}").into_bytes()
+                ],
+                "piece {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn symlinked_folders_are_refused_not_followed() {
+        let d = tmp("symlinks");
+        // An .eml tree with a loop: a/loop -> the tree's root.
+        let eml = d.join("eml");
+        std::fs::create_dir_all(eml.join("a")).unwrap();
+        std::fs::write(eml.join("a/m.eml"), b"Subject: a\r\n\r\n").unwrap();
+        std::os::unix::fs::symlink(&eml, eml.join("a/loop")).unwrap();
+        let Err(e) = read_eml_dir(&eml, &Spool::default()) else {
+            panic!("a symlink loop was followed")
+        };
+        assert!(
+            e.to_string()
+                .contains("a/loop is a symbolic link to a directory"),
+            "{e}"
+        );
+        // A symlink to a message file is read; a dangling one is not a message.
+        std::fs::remove_file(eml.join("a/loop")).unwrap();
+        std::os::unix::fs::symlink(eml.join("a/m.eml"), eml.join("link.eml")).unwrap();
+        std::os::unix::fs::symlink(d.join("nowhere"), eml.join("dangling.eml")).unwrap();
+        assert_eq!(read_eml_dir(&eml, &Spool::default()).unwrap().len(), 2);
+
+        // A Maildir++ folder that is a symlink (here to the Maildir itself).
+        let md = d.join("maildir");
+        std::fs::create_dir_all(md.join("cur")).unwrap();
+        std::os::unix::fs::symlink(&md, md.join(".Loop")).unwrap();
+        let Err(e) = read_maildir(&md, &Spool::default()) else {
+            panic!("a symlinked Maildir folder was followed")
+        };
+        assert!(e.to_string().contains(".Loop is a symbolic link"), "{e}");
+        std::fs::remove_file(md.join(".Loop")).unwrap();
+        std::os::unix::fs::symlink(d.join("eml/a"), md.join("cur/x")).unwrap();
+        assert!(read_maildir(&md, &Spool::default()).is_err());
+    }
+
+    #[test]
+    fn a_deep_eml_tree_does_not_exhaust_the_stack() {
+        let d = tmp("deep");
+        let mut dir = d.clone();
+        for _ in 0..300 {
+            dir = dir.join("d");
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("m.eml"), b"Subject: deep\r\n\r\n").unwrap();
+        // A thread with a small stack: the walk must not recurse per level.
+        let files = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || read_eml_dir(&d, &Spool::default()).map(|f| f.len()))
+            .unwrap()
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(files, 1);
     }
 }

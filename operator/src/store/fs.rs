@@ -102,6 +102,7 @@ impl FsStore {
         tokio::fs::write(&tmp, bytes)
             .await
             .map_err(|e| io(&tmp, e))?;
+        owner_only(&tmp).await?;
         tokio::fs::rename(&tmp, path).await.map_err(|e| io(path, e))
     }
 
@@ -114,6 +115,7 @@ impl FsStore {
         }
         let tmp = path.with_extension("mailvault-tmp");
         tokio::fs::copy(from, &tmp).await.map_err(|e| io(from, e))?;
+        owner_only(&tmp).await?;
         tokio::fs::rename(&tmp, path).await.map_err(|e| io(path, e))
     }
 
@@ -148,26 +150,48 @@ impl FsStore {
     }
 }
 
-/// Every file under `dir`, as `/`-separated paths relative to `base`.
+/// Objects hold messages and sidecars their salts: readable by the owner only (0600).
+async fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .await
+        .map_err(|e| io(path, e))
+}
+
+/// Every file under `dir`, as `/`-separated paths relative to `base`. Iterative (a deep tree
+/// cannot exhaust the stack), and a symbolic link is never followed: a `file:` store never
+/// holds one, so finding one is an error that names it (a link to a folder could loop, or make
+/// objects from outside the store look like records).
 fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(dir, e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(|e| io(dir, e))?;
-        let path = entry.path();
-        if path.is_dir() {
-            walk(base, &path, out)?;
-        } else if path.extension().is_none_or(|e| e != "mailvault-tmp")
-            && let Ok(rel) = path.strip_prefix(base)
-        {
-            let parts: Vec<String> = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            out.push(parts.join("/"));
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io(&dir, e))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| io(&path, e))?;
+            if kind.is_symlink() {
+                return Err(Error::Conflict(format!(
+                    "{} is a symbolic link; a file: store never holds one and mailvault does \
+                     not follow it: remove it (or replace it with what it points to)",
+                    path.display()
+                )));
+            }
+            if kind.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_none_or(|e| e != "mailvault-tmp")
+                && let Ok(rel) = path.strip_prefix(base)
+            {
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push(parts.join("/"));
+            }
         }
     }
     Ok(())
@@ -411,5 +435,30 @@ mod tests {
                 .is_err()
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_symlink_in_the_store_is_refused_not_followed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root =
+            std::env::temp_dir().join(format!("mailvault-fs-symlink-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let store = FsStore::new(&root);
+        store
+            .put_mutable("records/a", b"x".to_vec(), &ObjectMetadata::new())
+            .await
+            .unwrap();
+        assert_eq!(store.list_keys("records/").await.unwrap(), ["records/a"]);
+        let mode = std::fs::metadata(root.join("objects/records/a"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "an object is readable by others");
+        // A loop: objects/records/loop -> objects.
+        std::os::unix::fs::symlink(root.join("objects"), root.join("objects/records/loop"))
+            .unwrap();
+        let e = store.list_keys("").await.unwrap_err().to_string();
+        assert!(e.contains("records/loop is a symbolic link"), "{e}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

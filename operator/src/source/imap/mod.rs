@@ -95,7 +95,15 @@ pub struct ImapConfig {
     pub credentials: Credentials,
     /// Network time-out for each step (connect, login, each response).
     pub timeout: Duration,
+    /// The largest message archived, in bytes: a larger one is not archived (a capture gap,
+    /// reported by folder and UID) and no more than this much of it is read.
+    pub max_message_bytes: u64,
 }
+
+/// The default of [`ImapConfig::max_message_bytes`]: 1 GiB. No mail system delivers messages
+/// near this size (most refuse more than 25-150 MB); a "message" larger than this is a broken
+/// or hostile server, and one of this size already needs 1 GiB of spool.
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 1 << 30;
 
 /// PEM certificates to trust, and where they came from (for error messages).
 #[derive(Debug, Clone)]
@@ -154,6 +162,17 @@ pub enum Fetched {
     Partial(MessageMeta, Vec<u8>),
 }
 
+/// What [`ImapSource::fetch_rest`] found.
+#[derive(Debug)]
+pub enum Rest {
+    /// The whole message.
+    Whole(SourceMessage),
+    /// The message was expunged between its pieces: nothing of it is kept.
+    Expunged,
+    /// The message grew past the size limit: nothing of it is kept; at least this many bytes.
+    TooLarge(u64),
+}
+
 /// A message's UID and what the server said about it besides its bytes.
 #[derive(Debug, Clone)]
 pub struct MessageMeta {
@@ -195,6 +214,7 @@ pub struct ImapSource {
     session: async_imap::Session<Box<dyn Stream>>,
     timeout: Duration,
     condstore: bool,
+    max_message_bytes: u64,
 }
 
 /// What an IMAP client error means, in words.
@@ -328,6 +348,7 @@ impl ImapSource {
             session,
             timeout: t,
             condstore,
+            max_message_bytes: config.max_message_bytes,
         })
     }
 
@@ -392,6 +413,11 @@ impl ImapSource {
         self.timeout
     }
 
+    /// The largest message archived ([`ImapConfig::max_message_bytes`]).
+    pub fn max_message_bytes(&self) -> u64 {
+        self.max_message_bytes
+    }
+
     /// Fetches every message of the examined folder with a UID of at least `from_uid`, as a
     /// stream that yields one message at a time. A message up to `piece` bytes comes whole; of
     /// a larger one only the first `piece` bytes come, and [`Self::fetch_rest`] fetches the rest
@@ -452,18 +478,24 @@ impl ImapSource {
     }
 
     /// Fetches the rest of a large message after the bytes `writer` already holds, `piece`
-    /// bytes at a time (`BODY.PEEK[]<offset.piece>`), into the writer. Returns `None` if the
-    /// message was expunged meanwhile (nothing of it is kept).
+    /// bytes at a time (`BODY.PEEK[]<offset.piece>`), into the writer, reading no more than
+    /// [`Self::max_message_bytes`] + 1 bytes of it. A server that answers a piece with more
+    /// bytes than asked, or with another message's bytes, is refused: what it says cannot be
+    /// placed in the message.
     pub async fn fetch_rest(
         &mut self,
         folder: &FolderState,
         meta: MessageMeta,
         mut writer: BodyWriter,
         piece: usize,
-    ) -> Result<Option<SourceMessage>> {
+    ) -> Result<Rest> {
         let uid = meta.uid;
         loop {
             let offset = writer.len();
+            if offset > self.max_message_bytes {
+                // Dropping the writer deletes its spool file.
+                return Ok(Rest::TooLarge(offset));
+            }
             let step = format!("UID FETCH {uid} in {} at byte {offset}", folder.name);
             let fetches = timed(&step, self.timeout, async {
                 self.session
@@ -479,10 +511,35 @@ impl ImapSource {
             // No FETCH for the UID: expunged meanwhile. A FETCH without data: past the end
             // (RFC 3501 answers an empty string there; NIL is taken the same way).
             let Some(answer) = fetches.iter().find(|f| f.uid == Some(uid)) else {
-                return Ok(None);
+                if let Some(other) = fetches.iter().find(|f| f.body().is_some()) {
+                    return Err(Error::imap(
+                        format!(
+                            "IMAP {step}: the server answered with the bytes of another message \
+                             ({}) and none for UID {uid}; nothing of UID {uid} is archived from \
+                             this answer (a server fault: report it to the mail server's operators)",
+                            other.uid.map_or_else(
+                                || format!("message number {}", other.message),
+                                |u| format!("UID {u}")
+                            )
+                        ),
+                        Retry::Transient,
+                    ));
+                }
+                return Ok(Rest::Expunged);
             };
             let data = answer.body().unwrap_or_default().to_vec();
             drop(fetches);
+            if data.len() > piece {
+                return Err(Error::imap(
+                    format!(
+                        "IMAP {step}: the server sent {} bytes for a piece of at most {piece}; \
+                         the message cannot be put together from such answers and is not \
+                         archived (a server fault: report it to the mail server's operators)",
+                        data.len()
+                    ),
+                    Retry::Permanent,
+                ));
+            }
             let last = data.len() < piece;
             // File I/O: off the async threads.
             writer = tokio::task::spawn_blocking(move || writer.write(&data).map(|()| writer))
@@ -492,10 +549,13 @@ impl ImapSource {
                 break;
             }
         }
+        if writer.len() > self.max_message_bytes {
+            return Ok(Rest::TooLarge(writer.len()));
+        }
         let (body, content_sha256) = tokio::task::spawn_blocking(move || writer.finish())
             .await
             .map_err(|e| Error::task(format!("IMAP UID FETCH {uid}: spool task"), e))??;
-        Ok(Some(meta.into_message(folder, body, content_sha256)))
+        Ok(Rest::Whole(meta.into_message(folder, body, content_sha256)))
     }
 
     /// UIDs present in the examined folder at or above `from_uid` (no bodies are fetched).

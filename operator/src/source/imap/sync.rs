@@ -9,7 +9,7 @@
 //! content-based, so a lost cursor or a UIDVALIDITY reset re-reads a folder without storing
 //! anything twice.
 
-use super::{Fetched, FolderState, ImapSource};
+use super::{Fetched, FolderState, ImapSource, Rest};
 use crate::spool::{BodyWriter, Spool};
 use crate::store::Store;
 use crate::writer::{RecordWriter, trust};
@@ -91,6 +91,13 @@ pub struct FolderReport {
     pub uid_validity_reset: bool,
     /// Whether the folder was unchanged and skipped without fetching.
     pub unchanged: bool,
+    /// Messages not archived because they are larger than the size limit (UID, at least this
+    /// many bytes); also counted in `capture_gaps`.
+    pub refused: Vec<(u32, u64)>,
+    /// What the server said that cannot be true (UIDNEXT going back, UIDVALIDITY changing
+    /// within the run, one UID for two messages), in words; the run kept every message it was
+    /// sent and claimed nothing it could not prove.
+    pub server_faults: Vec<String>,
 }
 
 /// Progress of a run, for a progress display: folder, messages fetched so far, messages the
@@ -156,14 +163,23 @@ pub async fn sync_mailbox<S: Store>(
         )
         .await?;
         writer.checkpoint().await?;
-        cursor.folders.insert(
-            folder.clone(),
-            FolderCursor {
-                uid_validity: state.uid_validity,
-                uid_next: folder_report.1.max(state.uid_next),
-                highest_modseq: state.highest_modseq,
-            },
-        );
+        match folder_report.1 {
+            Some(uid_next) => {
+                cursor.folders.insert(
+                    folder.clone(),
+                    FolderCursor {
+                        uid_validity: state.uid_validity,
+                        uid_next,
+                        highest_modseq: state.highest_modseq,
+                    },
+                );
+            }
+            // The server's UIDs cannot be trusted for this folder: the next run re-reads it
+            // in full (content identities keep it from storing anything twice).
+            None => {
+                cursor.folders.remove(&folder);
+            }
+        }
         // After the checkpoint, so the cursor never runs ahead of the log.
         cursor.save(store, &mac).await?;
         let mut folder_report = folder_report.0;
@@ -173,7 +189,9 @@ pub async fn sync_mailbox<S: Store>(
     Ok(report)
 }
 
-/// Returns the report and the UID after the highest one fetched.
+/// Returns the report and where the folder's cursor goes: UIDNEXT as EXAMINE announced it
+/// (never past it on the strength of a UID the server sent but did not announce), or `None`
+/// when the server's UIDs for the folder cannot be trusted.
 async fn sync_folder<S: Store>(
     imap: &mut ImapSource,
     writer: &mut RecordWriter<'_, S>,
@@ -181,33 +199,26 @@ async fn sync_folder<S: Store>(
     previous: Option<&FolderCursor>,
     now: &impl Fn() -> UnixTime,
     progress: Progress<'_>,
-) -> Result<(FolderReport, u32)> {
+) -> Result<(FolderReport, Option<u32>)> {
     let mut report = FolderReport {
         folder: state.name.clone(),
         fetched: 0,
         capture_gaps: 0,
         uid_validity_reset: false,
         unchanged: false,
+        refused: Vec::new(),
+        server_faults: Vec::new(),
     };
-    let from = match previous {
-        Some(p) if p.uid_validity == state.uid_validity => {
-            // No new UID since the last run: nothing to archive, whatever HIGHESTMODSEQ says
-            // (flag changes do not make new records). No FETCH either: `UID FETCH n:*` with
-            // n past the last UID would return the folder's last message.
-            if p.uid_next == state.uid_next {
-                report.unchanged = true;
-                return Ok((report, state.uid_next));
-            }
-            p.uid_next
-        }
-        Some(_) => {
-            report.uid_validity_reset = true;
-            1
-        }
-        None => 1,
+    let max_bytes = imap.max_message_bytes();
+    let Some(from) = first_uid(previous, state, &mut report) else {
+        report.unchanged = true;
+        return Ok((report, Some(state.uid_next)));
     };
     let mut seen_below_next = 0u64;
     let mut next = from;
+    // UIDs delivered in this folder's FETCH: a second message under one UID is a server fault.
+    let mut delivered = std::collections::HashSet::new();
+    let mut duplicated = std::collections::BTreeSet::new();
     let spool = writer.spool().clone();
     let piece = spool.memory_limit();
     // Large messages: their first piece, spooled to a file, while the folder's FETCH runs on.
@@ -228,18 +239,34 @@ async fn sync_folder<S: Store>(
                 )
             })?;
             let Some(item) = item else { break };
-            match item? {
+            let item = item?;
+            let uid = match &item {
+                Fetched::Whole(uid, _) => *uid,
+                Fetched::Partial(meta, _) => meta.uid,
+            };
+            // Every message is kept (two messages under one UID are two records, told apart
+            // by content), but the UID is counted once and reported.
+            if !delivered.insert(uid) {
+                duplicated.insert(uid);
+            } else if uid < state.uid_next {
+                seen_below_next += 1;
+            }
+            next = next.max(uid.saturating_add(1));
+            match item {
                 Fetched::Whole(uid, msg) => {
-                    if uid < state.uid_next {
-                        seen_below_next += 1;
+                    if msg.body.len() > max_bytes {
+                        report.refused.push((uid, msg.body.len()));
+                        continue;
                     }
-                    next = next.max(uid.saturating_add(1));
                     writer.write(msg, now()).await?;
                     report.fetched += 1;
                     progress(&state.name, report.fetched, state.exists);
                 }
                 Fetched::Partial(meta, first) => {
-                    next = next.max(meta.uid.saturating_add(1));
+                    if first.len() as u64 > max_bytes {
+                        report.refused.push((meta.uid, first.len() as u64));
+                        continue;
+                    }
                     large.push((meta, spill(&spool, first).await?));
                 }
             }
@@ -248,21 +275,150 @@ async fn sync_folder<S: Store>(
     // Order within a folder does not matter: the cursor moves only after the whole folder.
     for (meta, body) in large {
         let uid = meta.uid;
-        // None: expunged between its first piece and the rest, a capture gap (counted below).
-        if let Some(msg) = imap.fetch_rest(state, meta, body, piece).await? {
-            if uid < state.uid_next {
-                seen_below_next += 1;
+        match imap.fetch_rest(state, meta, body, piece).await? {
+            Rest::Whole(msg) => {
+                writer.write(msg, now()).await?;
+                report.fetched += 1;
+                progress(&state.name, report.fetched, state.exists);
             }
-            writer.write(msg, now()).await?;
-            report.fetched += 1;
-            progress(&state.name, report.fetched, state.exists);
+            Rest::TooLarge(at_least) => report.refused.push((uid, at_least)),
+            // Expunged between its first piece and the rest: a capture gap.
+            Rest::Expunged => {
+                if uid < state.uid_next {
+                    seen_below_next = seen_below_next.saturating_sub(1);
+                }
+            }
         }
     }
-    if previous.is_some() && !report.uid_validity_reset {
-        report.capture_gaps =
-            u64::from(state.uid_next.saturating_sub(from)).saturating_sub(seen_below_next);
+    let counted = Counted {
+        from,
+        next,
+        seen_below_next,
+        duplicated,
+        first_run: previous.is_none(),
+    };
+    close_folder(imap, state, counted, report).await
+}
+
+/// The first UID to fetch in a folder (`None`: nothing new since the last run), noting a
+/// UIDVALIDITY reset or a UIDNEXT that went back in the report.
+fn first_uid(
+    previous: Option<&FolderCursor>,
+    state: &FolderState,
+    report: &mut FolderReport,
+) -> Option<u32> {
+    match previous {
+        Some(p) if p.uid_validity == state.uid_validity => {
+            // No new UID since the last run: nothing to archive, whatever HIGHESTMODSEQ says
+            // (flag changes do not make new records). No FETCH either: `UID FETCH n:*` with
+            // n past the last UID would return the folder's last message.
+            if p.uid_next == state.uid_next {
+                return None;
+            }
+            if state.uid_next < p.uid_next {
+                // UIDs never go back under one UIDVALIDITY (RFC 3501 2.3.1.1): the server is
+                // wrong about one of the two. Re-read the folder in full, as after a reset.
+                report.server_faults.push(format!(
+                    "UIDNEXT went back from {} to {} with UIDVALIDITY unchanged ({}); the \
+                     folder was re-read in full and nothing was stored twice",
+                    p.uid_next, state.uid_next, state.uid_validity
+                ));
+                report.uid_validity_reset = true;
+                Some(1)
+            } else {
+                Some(p.uid_next)
+            }
+        }
+        Some(_) => {
+            report.uid_validity_reset = true;
+            Some(1)
+        }
+        None => Some(1),
     }
-    Ok((report, next))
+}
+
+/// What a folder's FETCH counted, for [`close_folder`].
+struct Counted {
+    /// The first UID asked for.
+    from: u32,
+    /// The UID after the highest one delivered.
+    next: u32,
+    /// Distinct UIDs below the announced UIDNEXT that were delivered and not expunged.
+    seen_below_next: u64,
+    /// UIDs under which more than one message was delivered.
+    duplicated: std::collections::BTreeSet<u32>,
+    /// No cursor for the folder before this run.
+    first_run: bool,
+}
+
+/// A folder's capture gaps and server faults, and where its cursor goes (see
+/// [`sync_folder`]).
+async fn close_folder(
+    imap: &mut ImapSource,
+    state: &FolderState,
+    counted: Counted,
+    mut report: FolderReport,
+) -> Result<(FolderReport, Option<u32>)> {
+    let Counted {
+        from,
+        next,
+        seen_below_next,
+        duplicated,
+        first_run,
+    } = counted;
+    // Refused messages were never kept: capture gaps, wherever their UID is. UIDs announced
+    // since the last run that the FETCH did not deliver (or that were expunged between
+    // pieces) are gaps too: expunged before capture.
+    let refused_below_next = report
+        .refused
+        .iter()
+        .filter(|(uid, _)| *uid < state.uid_next)
+        .count() as u64;
+    report.capture_gaps = report.refused.len() as u64;
+    if !first_run && !report.uid_validity_reset {
+        let archived_below_next = seen_below_next.saturating_sub(refused_below_next);
+        let announced = u64::from(state.uid_next.saturating_sub(from));
+        report.capture_gaps += announced
+            .saturating_sub(archived_below_next)
+            .saturating_sub(refused_below_next);
+    }
+    if !duplicated.is_empty() {
+        report.server_faults.push(format!(
+            "the server sent two or more different messages under UID {}; each was kept as its \
+             own record",
+            duplicated
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    // The folder must still be the one the UIDs were read from.
+    let mut announced_after = None;
+    if report.fetched > 0 || !report.refused.is_empty() {
+        let after = imap.examine(&state.name).await?;
+        if after.uid_validity != state.uid_validity {
+            report.server_faults.push(format!(
+                "UIDVALIDITY changed from {} to {} during the run: every message fetched is \
+                 kept, and the folder is re-read in full next run (nothing is stored twice)",
+                state.uid_validity, after.uid_validity
+            ));
+            return Ok((report, None));
+        }
+        announced_after = Some(after.uid_next);
+    }
+    // The cursor moves past the highest UID fetched, but never past a UIDNEXT the server
+    // announced (at the start, or when examined again after the FETCH): mail that arrived during
+    // the run and was fetched is not fetched again, and a UID the server invented cannot make
+    // the cursor skip UIDs it will really use. A server that announces no UIDNEXT: the UID
+    // after the highest one fetched.
+    let announced = announced_after.unwrap_or(state.uid_next).max(state.uid_next);
+    let uid_next = if announced > 0 {
+        next.clamp(state.uid_next, announced)
+    } else {
+        next
+    };
+    Ok((report, Some(uid_next)))
 }
 
 /// Starts a large message's body in a spool file (file I/O: off the async threads).
