@@ -92,7 +92,7 @@ async fn generate(n: u64, store_dir: &Path, key_file: &Path) {
             },
         )
         .expect("entry");
-        if log.size() % 65_536 == 0 || log.size() == n {
+        if log.size().is_multiple_of(65_536) || log.size() == n {
             for bundle in log.take_bundles() {
                 let metadata = trust::tagged(&mac, MacKind::Bundle, &bundle.key, &bundle.bytes);
                 store

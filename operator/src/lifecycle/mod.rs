@@ -98,10 +98,16 @@ fn read_prefix(path: &std::path::Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Sidecar field: when the record was captured (Unix seconds).
+pub const ARCHIVED_AT_FIELD: &str = "mailvault-archived-at";
+
 /// The sidecar fields that say how a record was classified: `mailvault-rule` (a rule name or
-/// `default`) and `mailvault-date-source` (`date-header`, `internal-date`, `archived-at`).
-pub fn sidecar_fields(c: &Classification) -> [(String, String); 2] {
+/// `default`), `mailvault-date-source` (`date-header`, `internal-date`, `archived-at`) and
+/// `mailvault-archived-at` (when it was captured, Unix seconds: what an `ArchivedAt` rule
+/// counts from when a policy is re-applied, also for a record logged later by adoption).
+pub fn sidecar_fields(c: &Classification, archived_at: UnixTime) -> [(String, String); 3] {
     [
+        (ARCHIVED_AT_FIELD.into(), archived_at.0.to_string()),
         ("mailvault-rule".into(), c.rule.clone()),
         (
             "mailvault-date-source".into(),

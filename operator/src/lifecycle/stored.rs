@@ -68,6 +68,13 @@ pub async fn record_facts<S: Store>(
     let Ok(sidecar) = Sidecar::from_map(&digest.sidecar) else {
         return Ok(None);
     };
+    // When it was captured, as its sidecar says; the log's time is later for a record adopted
+    // after a crash (records written before the field existed have only that).
+    let archived_at = digest
+        .sidecar
+        .get(super::ARCHIVED_AT_FIELD)
+        .and_then(|t| t.parse().ok())
+        .map_or(archived_at, UnixTime);
     let facts = tokio::task::spawn_blocking(move || {
         facts::extract(
             &prefix,

@@ -672,7 +672,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                 original_size,
             }
             .to_map();
-            sidecar.extend(crate::lifecycle::sidecar_fields(&classification));
+            sidecar.extend(crate::lifecycle::sidecar_fields(&classification, now));
             let stored_size = stored.len();
             let object_key = record_key(id.as_str());
             trust::seal_sidecar(&mac, &object_key, &mut sidecar, &stored_sha256, stored_size);

@@ -412,7 +412,9 @@ async fn close_folder(
     // the run and was fetched is not fetched again, and a UID the server invented cannot make
     // the cursor skip UIDs it will really use. A server that announces no UIDNEXT: the UID
     // after the highest one fetched.
-    let announced = announced_after.unwrap_or(state.uid_next).max(state.uid_next);
+    let announced = announced_after
+        .unwrap_or(state.uid_next)
+        .max(state.uid_next);
     let uid_next = if announced > 0 {
         next.clamp(state.uid_next, announced)
     } else {
