@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 pub mod certificate;
+pub mod disposition;
 pub(crate) mod table;
 
 pub use table::Anomaly;

@@ -90,7 +90,8 @@ pub(crate) const CRON_PATTERN: &str =
 
 /// An ISO 8601 period as records schedules write them (`P3Y`, `P18M`, `P2W`, `P30D`, `P1Y6M`),
 /// or `Permanent`.
-pub(crate) const RETAIN_PATTERN: &str = r"^(Permanent|P([0-9]+Y)?([0-9]+M)?([0-9]+W)?([0-9]+D)?)$";
+pub(crate) const RETAIN_PATTERN: &str =
+    r"^(Permanent|P([0-9]+Y)?([0-9]+M)?([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+S)?)?)$";
 
 /// Parses a cron expression of five fields (or a macro) as the controller runs it.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {

@@ -6,6 +6,7 @@
 //! `retentionPolicyRef`) read the same `RetentionPolicy` document and classify through the same
 //! [`classify`], so a record lands under the same rule, series and retain-until either way.
 
+pub mod destroy;
 pub mod facts;
 
 use crate::crd::{RetentionPolicy, RetentionPolicySpec};

@@ -70,4 +70,8 @@ impl Store for AnyStore {
     async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
         each!(self, s => s.list_versions(prefix).await)
     }
+
+    async fn delete_version(&self, key: &str, version_id: &str) -> Result<()> {
+        each!(self, s => s.delete_version(key, version_id).await)
+    }
 }
