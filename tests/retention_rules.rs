@@ -97,7 +97,7 @@ enum Retain {
     /// This period after archiving.
     AfterArchiving(jiff::Span),
     Permanent,
-    /// Already over when archived: logged as is, locked ten seconds (plus the server's clock
+    /// Already over when archived: logged as is, locked two seconds (plus the server's clock
     /// lead) from archiving.
     PastAt(&'static str),
 }
@@ -401,8 +401,8 @@ impl Archived<'_> {
                 Retain::PastAt(t) => {
                     assert_eq!(log_retain, t, "{what}");
                     assert!(
-                        // 10 s ahead, plus the server's clock lead (local: 0 or 1 s).
-                        (before + 10..=after + 12).contains(&lock),
+                        // 2 s ahead, plus the server's clock lead (local: 0 or 1 s).
+                        (before + 2..=after + 4).contains(&lock),
                         "{what}: retention already over, locked seconds ahead"
                     );
                 }

@@ -94,13 +94,13 @@ pub fn log_lock_until(now: UnixTime) -> UnixTime {
 }
 
 /// S3 refuses a lock date in the past. A record whose retention ends before this many seconds
-/// from now by the server's clock (an old message under a `MessageDate` rule, or a test record
-/// kept `PT5S`) is logged with its true retain-until but locked until then: enough for the PUT
-/// to reach the server (the `Date` header it measured skew from has one-second resolution).
-/// Any later retain-until is the lock date itself, so a record kept seconds is destroyable
-/// seconds later. A PUT retried after this lead has passed is refused by the server and
-/// the run fails; the next run stores the record again with a new lead.
-const MIN_LOCK_AHEAD_SECS: i64 = 10;
+/// from now by the server's clock (an old message under a `MessageDate` rule) is logged with
+/// its true retain-until but locked until then: enough for the PUT to reach the server (the
+/// `Date` header the skew was measured from has one-second resolution). Any later retain-until
+/// is the lock date itself, so a record kept `PT5S` is destroyable 5 seconds later, when the
+/// log says so. A PUT retried after this lead has passed is refused by the server and the run
+/// fails; the next run stores the record again with a new lead.
+const MIN_LOCK_AHEAD_SECS: i64 = 2;
 
 /// The Object Lock date of a record kept until `retain_until`, archived at `now` (this
 /// machine's clock), with the server's clock `server_ahead_secs` ahead of it (the preflight's
