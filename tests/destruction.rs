@@ -490,3 +490,228 @@ async fn records_kept_seconds_are_destroyed_on_schedule_and_nothing_else_is() {
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_after_any_step_completes_on_the_next_run_with_each_tombstone_logged_once() {
+    let env = TestEnv::load();
+    let bucket = unique_name("destroy-crash");
+    env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
+    // Two records due, one kept: authorizations (2), their checkpoint, per record a deletion
+    // and a tombstone, the tombstones' checkpoint, the certificate: 9 steps. One archive per
+    // step, archived up front so that they all fall due together.
+    const ARCHIVES: usize = 11;
+    let mut archives = Vec::new();
+    for k in 1..=ARCHIVES {
+        let a = Archive::new(&env, S3Flavour::Versitygw, &bucket, &format!("crash-{k}")).await;
+        a.archive(&["destroy-a", "destroy-b", "keep-a"]);
+        archives.push(a);
+    }
+    archives[ARCHIVES - 1].plan_when("two records due", |p| p["due_now"] == 2);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut incomplete_seen = false;
+    let mut steps = 0;
+    for (i, a) in archives.iter().enumerate() {
+        let step = (i + 1).to_string();
+        let crashed = a.destroy(&["--abort-after-step", &step]);
+        if crashed.status.success() {
+            // The run has fewer steps than this: every step has been crashed after.
+            steps = i;
+            break;
+        }
+        assert_eq!(
+            crashed.status.signal(),
+            Some(6),
+            "step {step}: the run did not die by abort: {}",
+            text(&crashed)
+        );
+        assert!(
+            String::from_utf8_lossy(&crashed.stderr)
+                .contains(&format!("aborting after step {step} ")),
+            "{}",
+            text(&crashed)
+        );
+        // What an auditor sees between the crash and the next run: never a false VERIFIED
+        // about a half-done destruction.
+        let between = String::from_utf8_lossy(&a.verify().stdout).into_owned();
+        if between.contains("DESTRUCTION_INCOMPLETE") {
+            incomplete_seen = true;
+            assert!(!between.contains("result: VERIFIED"), "{between}");
+        }
+        let resumed = a.destroy_json(&[]);
+        assert!(
+            resumed["refused"].as_array().unwrap().is_empty(),
+            "{resumed:#}"
+        );
+        let verify = a.verify();
+        let report = String::from_utf8_lossy(&verify.stdout).into_owned();
+        assert!(verify.status.success(), "step {step}: {}", text(&verify));
+        assert_eq!(count(&report, "DESTROYED_OK"), 2, "step {step}: {report}");
+        assert_eq!(count(&report, "PRESENT_OK"), 1, "step {step}: {report}");
+        for ((record, kind), n) in a.entry_counts().await {
+            assert_eq!(n, 1, "step {step}: record {record} has {n} {kind} entries");
+        }
+        let listed = a.certificates();
+        assert!(listed.status.success(), "step {step}: {}", text(&listed));
+        let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
+        // Every destroyed record is in exactly one certificate (verify says so too: a record
+        // listed twice is CERTIFICATE_MISMATCH).
+        let total: usize = listing
+            .lines()
+            .filter_map(|l| {
+                l.split(" records, covering")
+                    .next()?
+                    .rsplit(' ')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .sum();
+        assert_eq!(total, 2, "step {step}: {listing}");
+        // Nothing left under the destroyed records' keys.
+        let left: Vec<_> = a
+            .versions()
+            .await
+            .into_iter()
+            .filter(|(k, _, _)| k.starts_with("records/"))
+            .collect();
+        assert_eq!(left.len(), 1, "step {step}: {left:?}");
+    }
+    assert!(steps >= 9, "the loop stopped after {steps} steps");
+    assert!(
+        incomplete_seen,
+        "no crash left a deletion without its tombstone"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_is_done_behind_mailvaults_back_is_reported_by_verify() {
+    let env = TestEnv::load();
+    // moto lets COMPLIANCE retention be shortened: the lock weakened, then the record deleted
+    // early (no tombstone: MISSING, which is how a premature deletion by someone without the
+    // key shows).
+    let bucket = unique_name("destroy-moto");
+    env.create_bucket(S3Flavour::Moto, &bucket, true).await;
+    let m = Archive::new(&env, S3Flavour::Moto, &bucket, "behind").await;
+    m.archive(&["keep-a", "keep-b"]);
+    let by_series = m.records_by_series().await;
+    let (weakened, deleted) = (&by_series["T 1-04 Day"][0], &by_series["T 1-04 Day"][1]);
+    let s3 = env.s3_client(S3Flavour::Moto);
+    let version_of = |id: &RecordId, versions: &[(String, String, bool)]| {
+        versions
+            .iter()
+            .find(|(k, _, _)| *k == format!("records/{id}"))
+            .unwrap()
+            .1
+            .clone()
+    };
+    let versions = m.versions().await;
+    let soon = DateTime::from_secs(
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap()
+            + 2,
+    );
+    for id in [weakened, deleted] {
+        let shortened = s3
+            .put_object_retention()
+            .bucket(&bucket)
+            .key(format!("behind/records/{id}"))
+            .version_id(version_of(id, &versions))
+            .retention(
+                ObjectLockRetention::builder()
+                    .mode(ObjectLockRetentionMode::Compliance)
+                    .retain_until_date(soon)
+                    .build(),
+            )
+            .send()
+            .await;
+        assert!(
+            shortened.is_ok(),
+            "moto refused to shorten a COMPLIANCE lock: {shortened:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s3.delete_object()
+        .bucket(&bucket)
+        .key(format!("behind/records/{deleted}"))
+        .version_id(version_of(deleted, &versions))
+        .send()
+        .await
+        .expect("moto deletes a version whose shortened lock ended");
+    let verify = m.verify();
+    let report = String::from_utf8_lossy(&verify.stdout).into_owned();
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+    assert_eq!(count(&report, "LOCK_WEAKENED"), 1, "{report}");
+    assert_eq!(count(&report, "MISSING"), 1, "{report}");
+
+    // A signer gone wrong (someone with the key) destroying a held record, and destroying one
+    // before its retention ended: HELD_BUT_DESTROYED, PREMATURE_DESTRUCTION. Its own
+    // versitygw archive; the deletions are possible because the records' locks have ended.
+    let bucket = unique_name("destroy-rogue");
+    env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
+    let a = Archive::new(&env, S3Flavour::Versitygw, &bucket, "rogue").await;
+    a.archive(&["held-a", "destroy-a"]);
+    a.plan_when("the locks ended", |p| p["due_now"] == 2);
+    std::thread::sleep(Duration::from_secs(1));
+    let by_series = a.records_by_series().await;
+    let held = by_series["T 1-03 Held"][0].clone();
+    let early = by_series["T 1-01 Seconds"][0].clone();
+    a.append(vec![(
+        held.clone(),
+        EntryBody::HoldPlaced {
+            hold: "records/case-9".into(),
+        },
+    )])
+    .await;
+    let versions = a.versions().await;
+    let store = a.store();
+    let mut entries = Vec::new();
+    for (id, retain_until) in [
+        (&held, None),
+        // Logged as if retention ran another year: the tombstone comes before it.
+        (
+            &early,
+            Some(mailvault::core::UnixTime(
+                mailvault::unix_now().0 + 365 * 86_400,
+            )),
+        ),
+    ] {
+        let version = version_of(id, &versions);
+        store
+            .delete_version(&format!("records/{id}"), &version)
+            .await
+            .unwrap();
+        if let Some(t) = retain_until {
+            entries.push((
+                id.clone(),
+                EntryBody::RetentionExtended {
+                    retain_until: mailvault::core::entry::RetainUntil::Until(t),
+                },
+            ));
+        }
+        entries.push((
+            id.clone(),
+            EntryBody::DestroyAuthorized {
+                retain_until: mailvault::core::entry::RetainUntil::Until(mailvault::unix_now()),
+                disposition: mailvault::core::entry::Disposition::Destroy,
+            },
+        ));
+        entries.push((
+            id.clone(),
+            EntryBody::Destroyed {
+                object_key: format!("records/{id}"),
+                object_versions: vec![version],
+            },
+        ));
+    }
+    a.append(entries).await;
+    let verify = a.verify();
+    let report = String::from_utf8_lossy(&verify.stdout).into_owned();
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+    assert_eq!(count(&report, "HELD_BUT_DESTROYED"), 1, "{report}");
+    assert_eq!(count(&report, "PREMATURE_DESTRUCTION"), 1, "{report}");
+}
