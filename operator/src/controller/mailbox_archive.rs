@@ -127,7 +127,18 @@ async fn execute(
             status.next_sync = Some(until.to_string());
             conditions_from_last_run(&mut status, generation);
             write_if_changed(api, archive, &old, &status).await?;
-            Ok(Action::requeue(until_from(now, until)))
+            // Between archive runs, in the same slot: destruction on the policy's schedule
+            // (its task records its own status; decided on what the apiserver holds).
+            match super::destruction::decide_fresh(api, archive, policy.as_ref(), now).await? {
+                (super::destruction::Decision::Run { slot }, Some(policy)) => {
+                    super::destruction::start(ctx, api, archive, policy, slot);
+                    Ok(Action::requeue(WHILE_RUNNING))
+                }
+                (super::destruction::Decision::Wait { until: next }, _) => {
+                    Ok(Action::requeue(until_from(now, until.min(next))))
+                }
+                _ => Ok(Action::requeue(until_from(now, until))),
+            }
         }
         Plan::Run { slot } => {
             let Some(policy) = policy else {
@@ -371,30 +382,12 @@ async fn run_once(
         }),
         None => None,
     };
-    let credentials = secrets.s3_credentials(&spec.storage).await?;
-    let signer = if let Some(r) = &spec.signing_key_secret_ref {
-        secrets.signing_key(&r.name, &r.key, None).await?
-    } else {
-        let key_secret = format!("{name}-signing-key");
-        let origin = origin(namespace, &name);
-        secrets
-            .signing_key(&key_secret, SIGNING_KEY_KEY, Some(&origin))
-            .await?
-    };
+    let (store, signer) = store_and_signer(&secrets, namespace, archive).await?;
     let public_key = signer.verifier_key();
     let retention = policy
         .spec
         .schedule()
         .map_err(|problems| Error::Spec(problems.join("; ")))?;
-    let store = S3Store::new(&S3Config {
-        bucket: spec.storage.bucket.clone(),
-        prefix: store_prefix(&spec.storage.prefix, namespace, &name),
-        region: spec.storage.region.clone(),
-        endpoint: spec.storage.endpoint.clone(),
-        path_style: spec.storage.path_style,
-        credentials,
-        insecure_http: spec.storage.insecure_http,
-    })?;
     let imap = ImapServer::new(spec.imap.host.clone(), spec.imap.port, spec.imap.tls).config(
         spec.imap.username.clone(),
         Credentials::Password(password),
@@ -414,6 +407,37 @@ async fn run_once(
     };
     let outcome = archive_mailbox(&store, run, &mut |_| {}).await?;
     Ok((outcome, public_key))
+}
+
+/// The archive's store and signing key, from the Secrets it names (a key is generated when it
+/// names none): what an archive run and a destruction run both open.
+pub(super) async fn store_and_signer(
+    secrets: &Secrets,
+    namespace: &str,
+    archive: &MailboxArchive,
+) -> Result<(S3Store, mailvault_core::note::NoteSigner)> {
+    let spec = &archive.spec;
+    let name = archive.name_any();
+    let credentials = secrets.s3_credentials(&spec.storage).await?;
+    let signer = if let Some(r) = &spec.signing_key_secret_ref {
+        secrets.signing_key(&r.name, &r.key, None).await?
+    } else {
+        let key_secret = format!("{name}-signing-key");
+        let origin = origin(namespace, &name);
+        secrets
+            .signing_key(&key_secret, SIGNING_KEY_KEY, Some(&origin))
+            .await?
+    };
+    let store = S3Store::new(&S3Config {
+        bucket: spec.storage.bucket.clone(),
+        prefix: store_prefix(&spec.storage.prefix, namespace, &name),
+        region: spec.storage.region.clone(),
+        endpoint: spec.storage.endpoint.clone(),
+        path_style: spec.storage.path_style,
+        credentials,
+        insecure_http: spec.storage.insecure_http,
+    })?;
+    Ok((store, signer))
 }
 
 /// The words a successful run reports in its condition and Event.

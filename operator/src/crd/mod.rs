@@ -12,6 +12,7 @@
 // not rustdoc markup.
 #![allow(clippy::doc_markdown)]
 
+mod destruction;
 mod disposition_review;
 mod legal_hold;
 mod mailbox_archive;
@@ -19,6 +20,7 @@ mod matcher;
 mod retention_policy;
 
 pub use crate::source::imap::TlsMode;
+pub use destruction::{DestructionRunStatus, DestructionStatus, PlanCounts, PolicyDestruction};
 pub use disposition_review::{
     DispositionReview, DispositionReviewSpec, DispositionReviewStatus, ReviewDecision,
 };

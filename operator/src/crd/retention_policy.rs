@@ -135,6 +135,10 @@ pub struct RetentionPolicyStatus {
     /// MailboxArchives (same namespace) that use this policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub archives: Vec<String>,
+    /// Per archive: the destruction plan's numbers as of its last destruction run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["archive"]))]
+    pub destruction: Vec<super::PolicyDestruction>,
 }
 
 impl RetentionPolicySpec {
