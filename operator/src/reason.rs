@@ -111,7 +111,7 @@ reasons! {
     NothingDue,
     /// A destruction run in dry-run mode reported what it would destroy.
     DestructionDryRun,
-    /// Records wait for a records officer's review (a DispositionReview).
+    /// Records wait for a records officer's review (a `DispositionReview`).
     RecordsAwaitReview,
     /// A destruction run failed.
     DestructionFailed,

@@ -62,7 +62,7 @@ impl FromStr for Period {
                 'Y' => years = u32::try_from(n).map_err(|_| err())?,
                 'M' => months = u32::try_from(n).map_err(|_| err())?,
                 'W' => {
-                    days = u32::try_from(n.checked_mul(7).ok_or_else(err)?).map_err(|_| err())?
+                    days = u32::try_from(n.checked_mul(7).ok_or_else(err)?).map_err(|_| err())?;
                 }
                 _ => {
                     days = days

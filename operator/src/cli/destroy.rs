@@ -66,7 +66,8 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     let approvals = read_approvals(args.approvals.as_deref())?;
     let signer = mailvault::signing_key::read_signer_key(&args.key)?;
     let origin = signer.name().to_owned();
-    let report = destroy::run(
+    // Boxed: a destruction run's future holds the writer's state machines.
+    let report = Box::pin(destroy::run(
         &store,
         signer,
         &DestructionRun {
@@ -77,7 +78,7 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
             dry_run: args.dry_run,
             abort_after_step: args.abort_after_step,
         },
-    )
+    ))
     .await?;
     if args.json {
         let text = serde_json::to_string_pretty(&report.to_json())

@@ -1,5 +1,5 @@
-//! Scheduled destruction of an archive's records: the RetentionPolicy's `destruction.schedule`
-//! applied to every MailboxArchive that uses the policy.
+//! Scheduled destruction of an archive's records: the `RetentionPolicy`'s
+//! `destruction.schedule` applied to every `MailboxArchive` that uses the policy.
 //!
 //! `MailboxArchive reconcile (between archive runs) -> decide (pure) -> run task in the
 //! archive's slot -> lifecycle::destroy::run -> DispositionReviews, status, Events`
@@ -30,6 +30,7 @@ use kube::runtime::reflector::ObjectRef;
 use mailvault_core::UnixTime;
 use mailvault_core::lifecycle::SeriesBatch;
 use mailvault_core::lifecycle::disposition::SeriesDispositions;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// Whether a destruction run of an archive is due.
@@ -302,47 +303,47 @@ fn plan_counts(report: &DestructionReport) -> PlanCounts {
     }
 }
 
-/// The body of a destruction task: runs, then records the outcome in the archive's and the
-/// policy's status, with Events a records officer acts on.
-async fn destroy_and_record(
+/// The archive's `DispositionReview`s (none if they cannot be listed: no approval is used).
+async fn reviews_of(
     ctx: &Context,
-    api: &Api<MailboxArchive>,
+    namespace: &str,
     archive: &MailboxArchive,
-    policy: &RetentionPolicy,
-    slot: Timestamp,
+) -> Vec<DispositionReview> {
+    match Api::<DispositionReview>::namespaced(ctx.client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter(|r| r.spec.archive == archive.name_any())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list DispositionReviews; no approval is used");
+            Vec::new()
+        }
+    }
+}
+
+/// A run's outcome as status, plan numbers and the Event that says it.
+fn outcome(
+    result: &Result<DestructionReport>,
+    created: &Result<Vec<(String, u64)>>,
+    start: Timestamp,
+    end: Timestamp,
+) -> (
+    DestructionRunStatus,
+    Option<PlanCounts>,
+    (EventType, Reason, String),
 ) {
-    let namespace = archive.namespace().unwrap_or_default();
-    let start = Timestamp::now();
-    let permit = ctx.run_slots.acquire().await.ok();
-    let reviews: Vec<DispositionReview> =
-        match Api::<DispositionReview>::namespaced(ctx.client.clone(), &namespace)
-            .list(&ListParams::default())
-            .await
-        {
-            Ok(list) => list
-                .items
-                .into_iter()
-                .filter(|r| r.spec.archive == archive.name_any())
-                .collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot list DispositionReviews; no approval is used");
-                Vec::new()
-            }
-        };
-    let result = Box::pin(run_destruction(ctx, &namespace, archive, policy, &reviews)).await;
-    drop(permit);
-    let created = match &result {
-        Ok(report) => create_reviews(ctx, &namespace, archive, policy, report, &reviews).await,
-        Err(_) => Ok(Vec::new()),
-    };
-    let end = Timestamp::now();
-    let (run_status, counts, event) = match (&result, &created) {
+    match (result, created) {
         (Ok(report), Ok(created)) => {
             let mut message = report.summary();
             for (name, count) in created {
-                message.push_str(&format!(
+                let _ = write!(
+                    message,
                     "; {count} records await review: DispositionReview {name}"
-                ));
+                );
             }
             let (result_word, reason) = match report {
                 r if r.dry_run => ("DryRun", Reason::DestructionDryRun),
@@ -381,10 +382,33 @@ async fn destroy_and_record(
                 (EventType::Warning, Reason::DestructionFailed, message),
             )
         }
+    }
+}
+
+/// The body of a destruction task: runs, then records the outcome in the archive's and the
+/// policy's status, with Events a records officer acts on.
+async fn destroy_and_record(
+    ctx: &Context,
+    api: &Api<MailboxArchive>,
+    archive: &MailboxArchive,
+    policy: &RetentionPolicy,
+    slot: Timestamp,
+) {
+    let namespace = archive.namespace().unwrap_or_default();
+    let start = Timestamp::now();
+    let permit = ctx.run_slots.acquire().await.ok();
+    let reviews = reviews_of(ctx, &namespace, archive).await;
+    let result = Box::pin(run_destruction(ctx, &namespace, archive, policy, &reviews)).await;
+    drop(permit);
+    let created = match &result {
+        Ok(report) => create_reviews(ctx, &namespace, archive, policy, report, &reviews).await,
+        Err(_) => Ok(Vec::new()),
     };
+    let end = Timestamp::now();
+    let (run_status, counts, event) = outcome(&result, &created, start, end);
     let failed = run_status.result == "Failed";
     tracing::info!(archive = %archive.name_any(), namespace = %namespace, message = %run_status.message, "destruction run");
-    publish(ctx, archive, event.0.clone(), event.1, &event.2).await;
+    publish(ctx, archive, event.0, event.1, &event.2).await;
     if matches!(
         event.1,
         Reason::RecordsDestroyed | Reason::RecordsAwaitReview
@@ -484,15 +508,17 @@ mod tests {
             Decision::Run { slot: now }
         );
         // Ran for 02:07: the next slot is 02:08.
-        let mut ran = MailboxArchiveStatus::default();
-        ran.destruction = Some(DestructionStatus {
-            last_schedule_time: Some("2026-11-28T02:07:00Z".into()),
-            last_run: Some(DestructionRunStatus {
-                end: "2026-11-28T02:07:10Z".into(),
-                ..DestructionRunStatus::default()
+        let mut ran = MailboxArchiveStatus {
+            destruction: Some(DestructionStatus {
+                last_schedule_time: Some("2026-11-28T02:07:00Z".into()),
+                last_run: Some(DestructionRunStatus {
+                    end: "2026-11-28T02:07:10Z".into(),
+                    ..DestructionRunStatus::default()
+                }),
+                ..DestructionStatus::default()
             }),
-            ..DestructionStatus::default()
-        });
+            ..MailboxArchiveStatus::default()
+        };
         assert_eq!(
             decide(Some(&every_minute), &ran, now),
             Decision::Wait {
@@ -508,7 +534,7 @@ mod tests {
         // A failure is retried 10 s after it ended, before the next slot.
         ran.destruction.as_mut().unwrap().consecutive_failures = 1;
         assert_eq!(
-            decide(Some(&every_minute), &ran, now),
+            decide(Some(&every_minute), &ran, at("2026-11-28T02:07:15Z")),
             Decision::Wait {
                 until: at("2026-11-28T02:07:20Z")
             }

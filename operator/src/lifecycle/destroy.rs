@@ -35,6 +35,7 @@ use mailvault_core::note::{NoteSigner, NoteVerifier};
 use mailvault_core::rules::RetentionSchedule;
 use mailvault_core::{Hash, UnixTime};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 /// The method stated by a certificate of a `file:` store.
 pub const METHOD_LOCAL_DIRECTORY: &str =
@@ -243,7 +244,7 @@ impl DestructionReport {
         } else {
             let mut s = format!("{} records destroyed", self.destroyed);
             if !self.certificates.is_empty() {
-                s.push_str(&format!(", certificate {}", self.certificates.join(", ")));
+                let _ = write!(s, ", certificate {}", self.certificates.join(", "));
             }
             parts.push(s);
         }
@@ -524,62 +525,96 @@ pub async fn run<S: Store>(
     }
 
     // Certify every destroyed record no certificate lists.
-    let head = writer.log_head();
-    let root = head
-        .root_hash
-        .as_deref()
-        .map(Hash::from_hex)
-        .transpose()
-        .map_err(|e| Error::Conflict(format!("the log head's root is not a hash: {e}")))?;
-    let certified = certified_records(store, run.origin, &verifier).await?;
-    let certified_ids: BTreeSet<&str> = certified
-        .iter()
-        .flat_map(|(_, c)| c.records().map(RecordId::as_str))
-        .collect();
-    let to_certify = uncertified(&replay, &certified_ids);
-    if let (Some(root), false) = (root, to_certify.is_empty()) {
+    let certify = Certify {
+        origin: run.origin,
+        now: run.now,
+        signer: &certificate_signer,
+        verifier: &verifier,
+        dispositions: &dispositions,
+        approvals: &approvals,
+    };
+    report.certificates = certify.run(store, &writer, &replay, &mut steps).await?;
+    writer.finish().await?;
+    Ok(report)
+}
+
+/// What a run needs to certify its destroyed records.
+struct Certify<'a> {
+    origin: &'a str,
+    now: UnixTime,
+    signer: &'a NoteSigner,
+    verifier: &'a NoteVerifier,
+    dispositions: &'a SeriesDispositions,
+    approvals: &'a [Approval],
+}
+
+impl Certify<'_> {
+    /// Stores a signed certificate (several past [`MAX_RECORDS_PER_RUN`]) for every destroyed
+    /// record no stored certificate lists, covering the writer's newest checkpoint; returns
+    /// their keys.
+    async fn run<S: Store>(
+        &self,
+        store: &S,
+        writer: &RecordWriter<'_, S>,
+        replay: &Replay,
+        steps: &mut Steps,
+    ) -> Result<Vec<String>> {
+        let head = writer.log_head();
+        let root = head
+            .root_hash
+            .as_deref()
+            .map(Hash::from_hex)
+            .transpose()
+            .map_err(|e| Error::Conflict(format!("the log head's root is not a hash: {e}")))?;
+        let certified = certified_records(store, self.origin, self.verifier).await?;
+        let certified_ids: BTreeSet<&str> = certified
+            .iter()
+            .flat_map(|(_, c)| c.records().map(RecordId::as_str))
+            .collect();
+        let to_certify = uncertified(replay, &certified_ids);
+        let mut keys = Vec::new();
+        let Some(root) = root.filter(|_| !to_certify.is_empty()) else {
+            return Ok(keys);
+        };
         let method = match writer.store_info().lock_mode {
             LockMode::None => METHOD_LOCAL_DIRECTORY,
             _ => METHOD_S3_COMPLIANCE,
         };
         let records: Vec<CertifiedRecord> = to_certify
             .iter()
-            .map(|h| certified_record(h, &dispositions, &approvals))
+            .map(|h| certified_record(h, self.dispositions, self.approvals))
             .collect();
-        let base = run_id(run.now);
+        let base = run_id(self.now);
         for (n, chunk) in records.chunks(MAX_RECORDS_PER_RUN).enumerate() {
             let key = free_certificate_key(store, &base, n).await?;
             let run_name = key
                 .strip_prefix(CERTIFICATES_PREFIX)
                 .unwrap_or(&base)
                 .to_owned();
-            let cert = Certificate::new(
-                run.origin,
+            let note = Certificate::new(
+                self.origin,
                 &run_name,
-                crate::unix_now().max(run.now),
+                crate::unix_now().max(self.now),
                 (head.size, root),
                 method,
                 chunk.to_vec(),
                 &|series: &str| series.to_owned(),
             )
+            .and_then(|cert| cert.sign(self.signer))
             .map_err(|e| Error::Conflict(format!("destruction certificate: {e}")))?;
-            let signed = cert
-                .sign(&certificate_signer)
-                .map_err(|e| Error::Conflict(format!("destruction certificate: {e}")))?;
             store
                 .put_immutable(
                     &key,
-                    signed.into_bytes(),
+                    note.into_bytes(),
                     &ObjectMetadata::new(),
                     crate::writer::log_lock_until(crate::unix_now()),
                 )
                 .await?;
             steps.step("certificate stored");
-            report.certificates.push(key);
+            keys.push(key);
         }
+        Ok(keys)
     }
-    writer.finish().await?;
-    Ok(report)
 }
 
 /// A time for an entry appended now: never before the run's time.

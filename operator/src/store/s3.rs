@@ -171,7 +171,7 @@ where
     }
 }
 
-/// Whether a refused DeleteObject was refused by Object Lock: AWS and versitygw answer
+/// Whether a refused `DeleteObject` was refused by Object Lock: AWS and versitygw answer
 /// `AccessDenied` (403) naming the lock, moto `AccessDenied` too; a plain permission refusal
 /// (credentials without `s3:DeleteObjectVersion`) is `AccessDenied` without it.
 fn is_lock_refusal<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
