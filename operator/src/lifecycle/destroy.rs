@@ -756,3 +756,6 @@ async fn destroy_record<S: Store>(
 pub fn review_batches(report: &DestructionReport) -> &[SeriesBatch] {
     &report.plan.review
 }
+
+#[cfg(test)]
+mod tests;
