@@ -687,11 +687,16 @@ async fn the_operator_identity_cannot_do_more_than_the_chart_grants() {
     assert!(can("", "secrets", "get", "").await);
     assert!(can("events.k8s.io", "events", "create", "").await);
     assert!(can("coordination.k8s.io", "leases", "patch", "").await);
+    assert!(can("mailvault.io", "dispositionreviews", "create", "").await);
+    assert!(can("mailvault.io", "dispositionreviews", "list", "").await);
     // What it must not do.
     for (group, resource, verb, sub) in [
         ("mailvault.io", "mailboxarchives", "delete", ""),
         ("mailvault.io", "mailboxarchives", "patch", ""),
         ("mailvault.io", "retentionpolicies", "update", ""),
+        // A review's decision is the records officer's.
+        ("mailvault.io", "dispositionreviews", "patch", ""),
+        ("mailvault.io", "dispositionreviews", "delete", ""),
         ("", "secrets", "list", ""),
         ("", "secrets", "delete", ""),
         ("", "secrets", "update", ""),
@@ -982,4 +987,145 @@ async fn sigterm_during_a_run_abandons_it_safely_and_the_next_leader_completes_i
     )
     .await;
     assert_verifies(&c, &a, 3000);
+}
+
+/// Destroyed and pending numbers of an archive's last destruction run.
+fn destruction(a: &MailboxArchive) -> Option<&mailvault::crd::DestructionStatus> {
+    a.status.as_ref()?.destruction.as_ref()
+}
+
+#[tokio::test]
+async fn scheduled_destruction_destroys_records_kept_seconds_asks_for_review_and_says_so() {
+    let c = Cluster::new("op-destroy").await;
+    for (name, dry_run) in [("seconds", false), ("seconds-dry", true)] {
+        let policy: RetentionPolicy = serde_json::from_value(json!({
+            "apiVersion": "mailvault.io/v1alpha1", "kind": "RetentionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "rules": [{"name": "reviewed", "recordSeries": "GS 9-01 Reviewed",
+                           "match": {"subjectRegex": "^review"}, "retain": "PT5S",
+                           "disposition": "Review"}],
+                "defaultRule": {"recordSeries": "GS 1-01 Seconds", "retain": "PT5S",
+                                "disposition": "Destroy"},
+                "destruction": {"schedule": "* * * * *", "dryRun": dry_run}
+            }
+        }))
+        .unwrap();
+        c.policies()
+            .create(&PostParams::default(), &policy)
+            .await
+            .unwrap();
+    }
+    c.seed("INBOX", 3, "note");
+    c.seed("INBOX", 1, "review");
+    let op = c.operator("solo");
+    // Archived at once, then not again this year: what changes is destruction alone.
+    c.create_archive(
+        "chief",
+        &json!({"schedule": "0 0 1 1 *", "retentionPolicyRef": {"name": "seconds"}}),
+    )
+    .await;
+    c.create_archive(
+        "clerk",
+        &json!({"schedule": "0 0 1 1 *", "retentionPolicyRef": {"name": "seconds-dry"}}),
+    )
+    .await;
+
+    // Destruction runs every minute; the records fall due 5 s after archiving.
+    let a = wait_for(
+        &c,
+        &[&op],
+        "chief",
+        Duration::from_secs(180),
+        "with 3 records destroyed",
+        |a| {
+            destruction(a)
+                .and_then(|d| d.plan.as_ref())
+                .is_some_and(|p| p.destroyed == 3)
+        },
+    )
+    .await;
+    let d = destruction(&a).unwrap();
+    let plan = d.plan.as_ref().unwrap();
+    assert_eq!(plan.awaiting_review, 1, "{d:?}");
+    assert_eq!(plan.due_now, 0, "{d:?}");
+    assert!(d.next_run.is_some(), "{d:?}");
+    let events = c.events_of("chief").await;
+    let destroyed: Vec<&str> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("RecordsDestroyed"))
+        .filter_map(|e| e.note.as_deref())
+        .collect();
+    assert!(
+        destroyed
+            .iter()
+            .any(|n| n.contains("records destroyed, certificate certificates/")),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("1 records await review: DispositionReview "))),
+        "{events:#?}"
+    );
+    // The review batch, as a records officer finds it.
+    let reviews = Api::<mailvault::crd::DispositionReview>::namespaced(c.admin.clone(), &c.ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let review = reviews
+        .iter()
+        .find(|r| r.spec.archive == "chief")
+        .unwrap_or_else(|| panic!("no review: {reviews:#?}"));
+    assert_eq!(review.spec.record_series, "GS 9-01 Reviewed");
+    assert_eq!(review.spec.count, 1);
+    assert_eq!(review.spec.rule, "reviewed");
+    assert_eq!(review.spec.policy, "seconds");
+    // The policy's status carries the plan's numbers.
+    let policy = c.policies().get("seconds").await.unwrap();
+    let numbers = policy.status.unwrap().destruction;
+    let chief = numbers.iter().find(|n| n.archive == "chief").unwrap();
+    assert_eq!((chief.plan.destroyed, chief.plan.awaiting_review), (3, 1));
+    // The auditor's view.
+    let key = a.status.as_ref().unwrap().public_key.clone().unwrap();
+    let (code, report) = c.verify("chief", &key);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(report.contains("DESTROYED_OK             3"), "{report}");
+    assert!(present(&report, 1), "{report}");
+    assert!(
+        report.contains("destruction certificates verified: "),
+        "{report}"
+    );
+
+    // dryRun: reports, destroys nothing.
+    let clerk = wait_for(
+        &c,
+        &[&op],
+        "clerk",
+        Duration::from_secs(120),
+        "a dry run with 3 records due",
+        |a| {
+            destruction(a).is_some_and(|d| {
+                d.last_run.as_ref().is_some_and(|r| r.result == "DryRun")
+                    && d.plan.as_ref().is_some_and(|p| p.due_now == 3)
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        destruction(&clerk)
+            .unwrap()
+            .last_run
+            .as_ref()
+            .unwrap()
+            .destroyed,
+        0
+    );
+    let key = clerk.status.as_ref().unwrap().public_key.clone().unwrap();
+    let (code, report) = c.verify("clerk", &key);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(present(&report, 4), "{report}");
+    assert!(!report.contains("DESTROYED_OK"), "{report}");
 }

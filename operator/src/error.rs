@@ -117,6 +117,10 @@ pub enum Error {
     /// A resource's spec is invalid in a way the schema could not say.
     #[error("{0}")]
     Spec(String),
+    /// The store refused to delete an object version because Object Lock protects it
+    /// (retention not ended, or a legal hold): the destruction run leaves it for a later run.
+    #[error("store: {0}")]
+    ObjectLocked(String),
 }
 
 impl Error {
@@ -183,7 +187,7 @@ impl Error {
             Self::Usage(_) => Reason::InvalidConfiguration,
             Self::Auth(_) => Reason::AuthenticationFailed,
             Self::Imap { .. } | Self::Source(_) => Reason::MailServerError,
-            Self::Store { .. } => Reason::StoreError,
+            Self::Store { .. } | Self::ObjectLocked(_) => Reason::StoreError,
             Self::ClockSkew(_) => Reason::ClockSkew,
             Self::Conflict(_) => Reason::StoreConflict,
             Self::Log(_) => Reason::LogError,
@@ -218,7 +222,8 @@ impl Error {
             | Self::Proof(_)
             | Self::Encoding { .. }
             | Self::Secret(_)
-            | Self::Spec(_) => Retry::Permanent,
+            | Self::Spec(_)
+            | Self::ObjectLocked(_) => Retry::Permanent,
         }
     }
 

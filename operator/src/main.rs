@@ -68,6 +68,16 @@ enum Command {
     /// archived later that match are held by the next `archive` run. Release clears the flag
     /// where no other hold remains and logs hold-released.
     Hold(cli::hold::HoldArgs),
+    /// Run destruction: destroy every record whose retention ended and whose rule says
+    /// Destroy (or an approved review covers it), unless a legal hold applies.
+    ///
+    /// Logs destroy-authorized, deletes every version, logs tombstones, and stores a signed,
+    /// locked destruction certificate; a crash anywhere completes on the next run.
+    Destroy(cli::destroy::DestroyArgs),
+    /// Show what the next destruction run would do, per record series (changes nothing).
+    Plan(cli::plan::PlanArgs),
+    /// List an archive's destruction certificates, each checked against the log.
+    Certificates(cli::certificates::CertificatesArgs),
 }
 
 async fn run(command: Command) -> mailvault::Result<ExitCode> {
@@ -99,6 +109,9 @@ async fn run(command: Command) -> mailvault::Result<ExitCode> {
         }
         Command::Ls(args) => cli::ls::run(args).await,
         Command::Hold(args) => cli::hold::run(args).await,
+        Command::Destroy(args) => cli::destroy::run(args).await,
+        Command::Plan(args) => cli::plan::run(args).await,
+        Command::Certificates(args) => cli::certificates::run(args).await,
     }
 }
 

@@ -108,6 +108,16 @@ reasons! {
     /// MAC (a planted record, an edited run marker or cursor, a delete marker over a
     /// checkpoint): not adopted, not trusted, not signed.
     UnauthenticatedObject,
+    /// A destruction run destroyed records (and stored their certificate).
+    RecordsDestroyed,
+    /// A destruction run found nothing due.
+    NothingDue,
+    /// A destruction run in dry-run mode reported what it would destroy.
+    DestructionDryRun,
+    /// Records wait for a records officer's review (a `DispositionReview`).
+    RecordsAwaitReview,
+    /// A destruction run failed.
+    DestructionFailed,
 }
 
 impl fmt::Display for Reason {

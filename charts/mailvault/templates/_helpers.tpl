@@ -42,6 +42,11 @@ app.kubernetes.io/component: operator
 - apiGroups: ["mailvault.io"]
   resources: ["legalholds"]
   verbs: ["patch"]
+# Destruction: read the records officers' decisions, create a DispositionReview per due batch
+# (never change or delete one: a decision is the officer's).
+- apiGroups: ["mailvault.io"]
+  resources: ["dispositionreviews"]
+  verbs: ["get", "list", "create"]
 {{ include "mailvault.secretAndEventRules" . }}
 {{- end -}}
 {{- define "mailvault.secretAndEventRules" -}}

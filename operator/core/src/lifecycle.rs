@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 pub mod certificate;
+pub mod disposition;
 pub mod holds;
 pub mod policy_edit;
 pub(crate) mod table;

@@ -185,6 +185,11 @@ impl Outcome {
     pub fn period(&self) -> Period {
         self.period
     }
+
+    /// What happens when retention ends.
+    pub fn disposition(&self) -> Disposition {
+        self.disposition
+    }
 }
 
 /// An address (`chief@city.gov`) or every address of one domain (`@city.gov`: that domain
@@ -383,6 +388,11 @@ impl Rule {
     /// The rule's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What happens to the records it matches.
+    pub fn outcome(&self) -> &Outcome {
+        &self.outcome
     }
 }
 

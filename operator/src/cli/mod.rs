@@ -3,10 +3,13 @@
 //! archive, [`mailvault::reader`] to read back, [`mailvault::operator`] to reconcile.
 
 pub mod archive;
+pub mod certificates;
+pub mod destroy;
 pub mod export;
 pub mod hold;
 pub mod ls;
 pub mod operator;
+pub mod plan;
 pub mod prove;
 pub mod verify;
 

@@ -134,7 +134,18 @@ async fn execute(
             status.next_sync = Some(until.to_string());
             conditions_from_last_run(&mut status, generation);
             write_if_changed(api, archive, &old, &status).await?;
-            Ok(Action::requeue(until_from(now, until)))
+            // Between archive runs, in the same slot: destruction on the policy's schedule
+            // (its task records its own status; decided on what the apiserver holds).
+            match super::destruction::decide_fresh(api, archive, policy.as_ref(), now).await? {
+                (super::destruction::Decision::Run { slot }, Some(policy)) => {
+                    super::destruction::start(ctx, api, archive, policy, slot);
+                    Ok(Action::requeue(WHILE_RUNNING))
+                }
+                (super::destruction::Decision::Wait { until: next }, _) => {
+                    Ok(Action::requeue(until_from(now, until.min(next))))
+                }
+                _ => Ok(Action::requeue(until_from(now, until))),
+            }
         }
         Plan::Run { slot } => {
             let Some(policy) = policy else {
@@ -411,8 +422,9 @@ async fn run_once(
     Ok((outcome, public_key))
 }
 
-/// The archive's store and signing key, from its spec and Secrets: what every run that
-/// writes the archive opens (an archive run, a hold run).
+/// The archive's store and signing key, from its spec and Secrets (a key is generated when it
+/// names none): what every run that writes the archive opens (archive, hold and destruction
+/// runs).
 pub(super) async fn archive_store(
     secrets: &Secrets,
     namespace: &str,

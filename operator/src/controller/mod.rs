@@ -9,6 +9,7 @@
 //! one watch whose events pass only when an archive appears, goes, or changes its spec or
 //! labels: an archive's status write re-queues no policy and no hold.
 
+pub mod destruction;
 pub mod holds;
 pub mod legal_hold;
 pub mod mailbox_archive;

@@ -33,7 +33,15 @@ pub async fn reconcile(policy: Arc<RetentionPolicy>, ctx: Arc<Context>) -> Resul
             .filter(|a| a.spec.retention_policy_ref.name == policy.name_any())
             .map(|a| a.name_any())
             .collect(),
+        // Written by the archives' destruction runs; kept for the archives still using it.
+        destruction: Vec::new(),
     };
+    status.destruction = old
+        .destruction
+        .iter()
+        .filter(|d| status.archives.contains(&d.archive))
+        .cloned()
+        .collect();
     match policy.spec.validate() {
         Ok(()) => set_condition(
             &mut status.conditions,

@@ -210,6 +210,9 @@ pub struct MailboxArchiveStatus {
     /// The checkpoint verifier key auditors use (`name+keyid+key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// Destruction runs (the RetentionPolicy's `destruction.schedule`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destruction: Option<super::DestructionStatus>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference

@@ -12,6 +12,7 @@
 // not rustdoc markup.
 #![allow(clippy::doc_markdown)]
 
+mod destruction;
 mod disposition_review;
 mod legal_hold;
 mod mailbox_archive;
@@ -19,6 +20,7 @@ mod matcher;
 mod retention_policy;
 
 pub use crate::source::imap::TlsMode;
+pub use destruction::{DestructionRunStatus, DestructionStatus, PlanCounts, PolicyDestruction};
 pub use disposition_review::{
     DispositionReview, DispositionReviewSpec, DispositionReviewStatus, ReviewDecision,
 };
@@ -92,7 +94,8 @@ pub(crate) const CRON_PATTERN: &str =
 
 /// An ISO 8601 period as records schedules write them (`P3Y`, `P18M`, `P2W`, `P30D`, `P1Y6M`),
 /// or `Permanent`.
-pub(crate) const RETAIN_PATTERN: &str = r"^(Permanent|P([0-9]+Y)?([0-9]+M)?([0-9]+W)?([0-9]+D)?)$";
+pub(crate) const RETAIN_PATTERN: &str =
+    r"^(Permanent|P([0-9]+Y)?([0-9]+M)?([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+S)?)?)$";
 
 /// Parses a cron expression of five fields (or a macro) as the controller runs it.
 pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {

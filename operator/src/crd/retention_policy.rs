@@ -60,7 +60,7 @@ pub struct RetentionRule {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("(self.retain == 'Permanent') == (self.disposition == 'Permanent')").message("retain: Permanent and disposition: Permanent go together").field_path(".disposition"))]
-#[x_kube(validation = Rule::new("self.retain != 'P'").message("retain needs a period, e.g. P3Y").field_path(".retain"))]
+#[x_kube(validation = Rule::new("self.retain != 'P' && !self.retain.endsWith('T')").message("retain needs a period, e.g. P3Y (and a time after T, e.g. PT5S)").field_path(".retain"))]
 pub struct RuleOutcome {
     /// Record series: the citation of the state schedule item (e.g. `GS 1-07`).
     #[schemars(length(min = 1, max = 200), regex(pattern = r"^[ -~]+$"))]
@@ -135,6 +135,10 @@ pub struct RetentionPolicyStatus {
     /// MailboxArchives (same namespace) that use this policy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub archives: Vec<String>,
+    /// Per archive: the destruction plan's numbers as of its last destruction run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["archive"]))]
+    pub destruction: Vec<super::PolicyDestruction>,
 }
 
 impl RetentionPolicySpec {

@@ -7,6 +7,7 @@
 //! [`classify`], so a record lands under the same rule, series and retain-until either way.
 
 pub mod apply;
+pub mod destroy;
 pub mod facts;
 pub mod holds;
 pub mod policy_edit;

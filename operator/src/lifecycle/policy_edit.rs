@@ -89,7 +89,7 @@ pub(crate) async fn reapply_policy<S: Store>(
             .extend_retention(
                 &e.object_key,
                 &e.object_version,
-                lock_until(e.retain_until, now),
+                lock_until(e.retain_until, now, None),
             )
             .await?;
         writer.append(e.record.clone(), e.entry(), now).await?;

@@ -83,4 +83,8 @@ impl Store for AnyStore {
     ) -> Result<UnixTime> {
         each!(self, s => s.extend_retention(key, version, until).await)
     }
+
+    async fn delete_version(&self, key: &str, version_id: &str) -> Result<()> {
+        each!(self, s => s.delete_version(key, version_id).await)
+    }
 }

@@ -208,6 +208,8 @@ impl Store for FsStore {
                 "file:{} (a local directory: not WORM, nothing stops deletion)",
                 self.root.display()
             ),
+            // The directory store judges locks by this machine's clock: no skew.
+            server_clock_ahead_secs: Some(0),
         })
     }
 
@@ -380,6 +382,33 @@ impl Store for FsStore {
                 Ok(until)
             }
         }
+    }
+
+    async fn delete_version(&self, key: &str, version_id: &str) -> Result<()> {
+        if version_id != VERSION {
+            return Ok(());
+        }
+        // The same refusals as S3 under COMPLIANCE: a legal hold, or a retain-until to come.
+        let lock = self.lock(key).await?;
+        let now = crate::unix_now().0;
+        if lock.legal_hold || lock.retain_until.is_some_and(|t| t > now) {
+            return Err(Error::ObjectLocked(format!(
+                "{key} version {version_id} is protected by its lock in this directory store"
+            )));
+        }
+        // The object first: a crash in between leaves a sidecar without an object, which
+        // lists as nothing and is removed by the next attempt.
+        for path in [
+            self.path("objects", key)?,
+            self.path("sidecars", &format!("{key}.json"))?,
+            self.path("locks", &format!("{key}.json"))?,
+        ] {
+            match tokio::fs::remove_file(&path).await {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path, e)),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 

@@ -75,6 +75,10 @@ pub struct StoreInfo {
     pub lock_mode: LockMode,
     /// A description for people (`s3://bucket/prefix (Object Lock, COMPLIANCE)`).
     pub description: String,
+    /// How far the server's clock is ahead of this machine's, in seconds (negative: behind),
+    /// as the preflight read it; `None` when unknown or when the store places no locks. A lock
+    /// date must lie in the future by the server's clock.
+    pub server_clock_ahead_secs: Option<i64>,
 }
 
 /// The operations the pipeline, the verifier and the CLI need from a store. A store is a
@@ -163,4 +167,14 @@ pub trait Store: Send + Sync + Clone + 'static {
         version: &str,
         until: UnixTime,
     ) -> impl Future<Output = Result<UnixTime>> + Send;
+    /// Deletes one version (or delete marker) of an object, with its sidecar, for the
+    /// destruction run. On S3 a locked version is refused by the server — COMPLIANCE retention
+    /// or a legal hold — and that refusal comes back as [`crate::Error::ObjectLocked`]; nothing
+    /// here ever asks to bypass a lock. Deleting a version that is already gone succeeds (a
+    /// run resumed after a crash deletes again what it may have deleted).
+    fn delete_version(
+        &self,
+        key: &str,
+        version_id: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
 }

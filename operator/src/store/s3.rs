@@ -171,6 +171,20 @@ where
     }
 }
 
+/// Whether a refused `DeleteObject` was refused by Object Lock: AWS and versitygw answer
+/// `AccessDenied` (403) naming the lock, moto `AccessDenied` too; a plain permission refusal
+/// (credentials without `s3:DeleteObjectVersion`) is `AccessDenied` without it.
+fn is_lock_refusal<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    let SdkError::ServiceError(s) = e else {
+        return false;
+    };
+    let message = s.err().message().unwrap_or("").to_ascii_lowercase();
+    matches!(
+        s.err().code(),
+        Some("AccessDenied" | "InvalidRequest" | "ObjectLocked")
+    ) && (message.contains("lock") || message.contains("retention") || message.contains("hold"))
+}
+
 fn code<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Option<&str> {
     match e {
         SdkError::ServiceError(s) => s.err().code(),
@@ -473,6 +487,7 @@ impl Store for S3Store {
                 "s3://{}/{} (Object Lock, COMPLIANCE)",
                 self.bucket, self.prefix
             ),
+            server_clock_ahead_secs: clock.skew_secs(),
         })
     }
 
@@ -765,6 +780,40 @@ impl Store for S3Store {
             .await
             .map_err(|e| s3_error("PutObjectRetention", &full, e))?;
         Ok(until)
+    }
+
+    async fn delete_version(&self, key: &str, version_id: &str) -> Result<()> {
+        let full = self.full_key(key);
+        // Never `x-amz-bypass-governance-retention`: records are COMPLIANCE-locked, and a
+        // destruction run must be refused by the server whenever a lock is still in force.
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .version_id(version_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(code(&e), Some("NoSuchVersion" | "NoSuchKey")) => Ok(()),
+            Err(e) if is_lock_refusal(&e) => {
+                let detail = match &e {
+                    SdkError::ServiceError(s) => format!(
+                        "{}: {}",
+                        s.err().code().unwrap_or("error"),
+                        s.err().message().unwrap_or("(no message)")
+                    ),
+                    other => format!("{other:?}"),
+                };
+                Err(Error::ObjectLocked(format!(
+                    "S3 DeleteObject {full} version {version_id} refused: the version is under \
+                     Object Lock (retention not ended, or a legal hold), so it cannot be \
+                     deleted yet ({detail})"
+                )))
+            }
+            Err(e) => Err(s3_error("DeleteObject", &full, e)),
+        }
     }
 }
 

@@ -92,24 +92,35 @@ const PERMANENT_LOCK_YEARS: u32 = 100;
 /// Log bundles and checkpoints are locked (COMPLIANCE, on S3) until this far ahead of their
 /// writing: the same horizon as a permanent record's lock. Renewing these locks (needed only
 /// once a record's lock is extended past them, about a century out) is not implemented.
-fn log_lock_until(now: UnixTime) -> UnixTime {
-    lock_until(RetainUntil::Permanent, now)
+/// Destruction certificates are locked the same way.
+pub fn log_lock_until(now: UnixTime) -> UnixTime {
+    lock_until(RetainUntil::Permanent, now, None)
 }
 
-/// A record whose retention had already ended when it was archived (an old message under a
-/// `MessageDate` rule) is logged with its true retain-until, but S3 refuses a lock date in the
-/// past: it is locked this long (beyond any clock skew the store accepts).
-const MIN_LOCK_AHEAD_SECS: i64 = 3600;
+/// S3 refuses a lock date in the past. A record whose retention ends before this many seconds
+/// from now by the server's clock (an old message under a `MessageDate` rule) is logged with
+/// its true retain-until but locked until then: enough for the PUT to reach the server (the
+/// `Date` header the skew was measured from has one-second resolution). Any later retain-until
+/// is the lock date itself, so a record kept `PT5S` is destroyable 5 seconds later, when the
+/// log says so. A PUT retried after this lead has passed is refused by the server and the run
+/// fails; the next run stores the record again with a new lead.
+const MIN_LOCK_AHEAD_SECS: i64 = 2;
 
-/// The Object Lock date of a record kept until `retain_until`, archived (or extended) at `now`:
-/// a permanent record is locked [`PERMANENT_LOCK_YEARS`] ahead.
-pub fn lock_until(retain_until: RetainUntil, now: UnixTime) -> UnixTime {
+/// The Object Lock date of a record kept until `retain_until`, archived (or extended) at `now` (this
+/// machine's clock), with the server's clock `server_ahead_secs` ahead of it (the preflight's
+/// measure; unknown counts as the largest skew a store accepts).
+pub fn lock_until(
+    retain_until: RetainUntil,
+    now: UnixTime,
+    server_ahead_secs: Option<i64>,
+) -> UnixTime {
     let until = match retain_until {
         RetainUntil::Until(t) => t,
         RetainUntil::Permanent => match (Period::Span {
             years: PERMANENT_LOCK_YEARS,
             months: 0,
             days: 0,
+            seconds: 0,
         })
         .retain_until(now)
         {
@@ -117,7 +128,10 @@ pub fn lock_until(retain_until: RetainUntil, now: UnixTime) -> UnixTime {
             RetainUntil::Permanent => now,
         },
     };
-    until.max(UnixTime(now.0 + MIN_LOCK_AHEAD_SECS))
+    let ahead = server_ahead_secs
+        .unwrap_or(crate::store::s3::MAX_CLOCK_SKEW_SECS)
+        .max(0);
+    until.max(UnixTime(now.0 + ahead + MIN_LOCK_AHEAD_SECS))
 }
 
 /// The outcome of one message.
@@ -635,6 +649,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let spool = self.spool.clone();
         let compression = self.compression.clone();
         let mac = self.mac.clone();
+        let server_ahead = self.info.server_clock_ahead_secs;
         let job = async move {
             let SourceMessage {
                 folder,
@@ -652,7 +667,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             } = crate::lifecycle::classify_body(schedule, &body, &folder, internal_date, now)
                 .await?;
             let retain_until = classification.retain_until;
-            let lock_until = lock_until(retain_until, now);
+            let lock_until = lock_until(retain_until, now, server_ahead);
             let series = classification.series.clone();
             let original_commitment = commitment_from_digest(&salt, &content_sha256);
             // Compression and the stored hash are CPU work (and file I/O for a spooled

@@ -11,14 +11,15 @@ fn oracle_instant(s: &str) -> UnixTime {
 }
 
 /// jiff's `start + period` in UTC.
-fn oracle_add(start: UnixTime, years: u32, months: u32, days: u32) -> UnixTime {
+fn oracle_add(start: UnixTime, years: u32, months: u32, days: u32, seconds: u64) -> UnixTime {
     let zoned = jiff::Timestamp::from_second(start.0)
         .unwrap()
         .to_zoned(jiff::tz::TimeZone::UTC);
     let span = jiff::Span::new()
         .years(i64::from(years))
         .months(i64::from(months))
-        .days(i64::from(days));
+        .days(i64::from(days))
+        .seconds(i64::try_from(seconds).unwrap());
     UnixTime(zoned.checked_add(span).unwrap().timestamp().as_second())
 }
 
@@ -451,11 +452,16 @@ fn calendar_edges_agree_with_jiff() {
         ("1999-12-31T23:59:59Z", "P1D"),
         ("2099-02-28T00:00:00Z", "P1Y"),
         ("2100-02-28T00:00:00Z", "P1D"),
+        ("2028-02-28T23:59:55Z", "PT5S"),
+        ("2028-02-29T23:59:59Z", "P1YT1S"),
+        ("2026-01-31T23:00:00Z", "P1MT2H"),
+        ("2026-12-31T23:59:59Z", "PT36H"),
     ] {
         let Period::Span {
             years,
             months,
             days,
+            seconds,
         } = period.parse().unwrap()
         else {
             unreachable!()
@@ -463,7 +469,7 @@ fn calendar_edges_agree_with_jiff() {
         let from = t(start);
         assert_eq!(
             period.parse::<Period>().unwrap().retain_until(from),
-            RetainUntil::Until(oracle_add(from, years, months, days)),
+            RetainUntil::Until(oracle_add(from, years, months, days, seconds)),
             "{start} + {period}"
         );
     }
@@ -476,12 +482,13 @@ proptest! {
         years in 0u32..=1000,
         months in 0u32..=12_000,
         days in 0u32..=400_000,
+        seconds in prop_oneof![Just(0u64), 0u64..=200_000, 0u64..=34_560_000_000],
     ) {
-        let period = Period::Span { years, months, days };
+        let period = Period::Span { years, months, days, seconds };
         let from = UnixTime(start);
         prop_assert_eq!(
             period.retain_until(from),
-            RetainUntil::Until(oracle_add(from, years, months, days))
+            RetainUntil::Until(oracle_add(from, years, months, days, seconds))
         );
     }
 

@@ -1,0 +1,761 @@
+//! The destruction run: the executor around the core's lifecycle decisions.
+//!
+//! `log --Replay--> pending? finish them; DestructionPlan --> destroy-authorized, checkpoint,
+//! delete versions, tombstones, checkpoint, certificate (signed, COMPLIANCE-locked)`
+//!
+//! Every decision comes from [`mailvault_core::lifecycle`]: which record may go
+//! (`destruction_eligibility`, through `DestructionPlan`), what is left to do for one whose
+//! destruction is authorized (`next_step`), which destroyed records still need a certificate
+//! (`uncertified`). Here: reading the log, listing and deleting versions, appending through the
+//! [`RecordWriter`], storing the certificate. `mailvault destroy`, `mailvault plan` and the
+//! operator's scheduled run all call [`run`] (or [`preview`]), so a plan printed is the plan
+//! the next run carries out.
+//!
+//! A record maps to its rule disposition by its series under the policy in force
+//! ([`SeriesDispositions`]: several rules of one series give the most conservative; a series the
+//! policy no longer names is `Review`).
+
+use crate::crd::{DispositionReview, ReviewDecision};
+use crate::reader::StoredLog;
+use crate::store::{ObjectMetadata, Store};
+use crate::writer::RecordWriter;
+use crate::{Error, Result};
+use mailvault_core::entry::{LockMode, RecordId, RetainUntil};
+use mailvault_core::layout::{CERTIFICATES_PREFIX, certificate_key, parse_certificate_key};
+use mailvault_core::lifecycle::certificate::{
+    Certificate, CertifiedAuthorization, CertifiedRecord, METHOD_S3_COMPLIANCE, run_id,
+};
+use mailvault_core::lifecycle::disposition::SeriesDispositions;
+use mailvault_core::lifecycle::{
+    Approval, DestructionPlan, Eligibility, HeldVersion, MAX_RECORDS_PER_RUN, NextStep,
+    RecordHistory, Replay, SeriesBatch, destruction_eligibility, next_step, pending,
+    records_digest, uncertified,
+};
+use mailvault_core::note::{NoteSigner, NoteVerifier};
+use mailvault_core::rules::RetentionSchedule;
+use mailvault_core::{Hash, UnixTime};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+/// The method stated by a certificate of a `file:` store.
+pub const METHOD_LOCAL_DIRECTORY: &str =
+    "deleted the record file and its sidecar from a local directory (not WORM)";
+
+/// Rounds of list-then-delete for one record before the run gives up on it (a store that
+/// keeps showing versions it said it deleted).
+const MAX_DELETE_ROUNDS: usize = 4;
+
+/// A records officer's approval as the executor receives it: the core's [`Approval`] and the
+/// digest of the batch the officer saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewApproval {
+    /// What the approval covers.
+    pub approval: Approval,
+    /// `recordsDigest` of the review.
+    pub records_digest: Hash,
+}
+
+impl ReviewApproval {
+    /// The approval a `DispositionReview` carries: `None` unless it is `Approved`. A review
+    /// that says `Approved` without who and a reference, or with dates or a digest that do not
+    /// parse, is refused (admission refuses them too).
+    pub fn from_review(review: &DispositionReview) -> Result<Option<Self>> {
+        let spec = &review.spec;
+        if spec.decision != ReviewDecision::Approved {
+            return Ok(None);
+        }
+        let name = format!(
+            "{}/{}",
+            review.metadata.namespace.as_deref().unwrap_or("default"),
+            review.metadata.name.as_deref().unwrap_or("")
+        );
+        let bad = |what: &str| Error::Usage(format!("DispositionReview {name}: {what}"));
+        let time = |s: &str| UnixTime::parse(s).map_err(|e| bad(&e.to_string()));
+        Ok(Some(Self {
+            approval: Approval {
+                decided_by: spec
+                    .decided_by
+                    .clone()
+                    .ok_or_else(|| bad("Approved without decidedBy"))?,
+                reference: spec
+                    .reference
+                    .clone()
+                    .ok_or_else(|| bad("Approved without reference"))?,
+                series: spec.record_series.clone(),
+                earliest: time(&spec.earliest_retain_until)?,
+                latest: time(&spec.latest_retain_until)?,
+                ingested_before: spec.log_size,
+                review: name.clone(),
+            },
+            records_digest: Hash::from_hex(&spec.records_digest)
+                .map_err(|e| bad(&format!("recordsDigest: {e}")))?,
+        }))
+    }
+}
+
+/// Reads `DispositionReview` documents (YAML, several separated by `---`): what
+/// `mailvault destroy --approvals FILE` takes. Only `Approved` ones are returned.
+pub fn approvals_from_yaml(text: &str) -> Result<Vec<ReviewApproval>> {
+    use serde::Deserialize as _;
+    let mut out = Vec::new();
+    for document in serde_norway::Deserializer::from_str(text) {
+        let value = serde_norway::Value::deserialize(document)
+            .map_err(|e| Error::Usage(format!("approvals: {e}")))?;
+        if value.is_null() {
+            continue;
+        }
+        let review: DispositionReview = serde_norway::from_value(value)
+            .map_err(|e| Error::Usage(format!("approvals: not a DispositionReview: {e}")))?;
+        out.extend(ReviewApproval::from_review(&review)?);
+    }
+    Ok(out)
+}
+
+/// The ids of the records an approval covers in the log, except those destroyed under a
+/// rule: the batch the officer saw, whatever happened to it since (destroyed ones stay in).
+fn covered<'a>(replay: &'a Replay, approval: &Approval) -> impl Iterator<Item = &'a str> {
+    replay
+        .histories()
+        .filter(|h| approval.covers(h))
+        .filter(|h| {
+            h.authorized
+                .is_none_or(|a| a.disposition != mailvault_core::entry::Disposition::Destroy)
+        })
+        .map(|h| h.record)
+}
+
+/// Whether the batch an approval covers is still the one the officer approved: the digest of
+/// the records it covers equals the review's.
+pub fn approval_is_current(replay: &Replay, approval: &ReviewApproval) -> bool {
+    records_digest(covered(replay, &approval.approval)) == approval.records_digest
+}
+
+/// One record series as a records officer previews it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SeriesSummary {
+    /// The record series.
+    pub series: String,
+    /// The rule that answers for it under the policy (empty: the policy no longer names it).
+    pub rule: String,
+    /// Its disposition under the policy (`Destroy`, `Review`, `Permanent`).
+    pub disposition: String,
+    /// Records not destroyed.
+    pub records: u64,
+    /// Their stored bytes.
+    pub bytes: u64,
+    /// Earliest retain-until among them (none: all permanent, or no record).
+    pub earliest_due: Option<String>,
+    /// Latest retain-until among them.
+    pub latest_due: Option<String>,
+    /// Under legal hold.
+    pub held: u64,
+    /// Retention not ended.
+    pub retained: u64,
+    /// Destroyed by the next run.
+    pub due_now: u64,
+    /// Retention ended; waiting for a records officer's approval.
+    pub awaiting_review: u64,
+    /// Kept for ever.
+    pub permanent: u64,
+    /// Authorized and not finished (the next run finishes them first).
+    pub in_progress: u64,
+    /// Already destroyed.
+    pub destroyed: u64,
+}
+
+/// What a destruction run did, or (dry run, `plan`) would do.
+#[derive(Clone, Debug, Default)]
+pub struct DestructionReport {
+    /// The plan: what this run destroys besides what it finishes.
+    pub plan: DestructionPlan,
+    /// The plan per series.
+    pub series: Vec<SeriesSummary>,
+    /// Approvals whose batch changed since the officer saw it (not used: a new review is due).
+    pub stale_approvals: Vec<String>,
+    /// Records whose destruction an earlier run authorized and this run finished.
+    pub finished: u64,
+    /// Tombstones this run logged (finished and new).
+    pub destroyed: u64,
+    /// Records the store refused to delete (their lock is still running): left authorized,
+    /// the next run finishes them.
+    pub refused: Vec<String>,
+    /// Keys of the certificates this run stored.
+    pub certificates: Vec<String>,
+    /// Log size when the plan was made (a `DispositionReview`'s `logSize`).
+    pub log_size: u64,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+impl DestructionReport {
+    /// Records waiting for a records officer's review.
+    pub fn awaiting_review(&self) -> u64 {
+        self.plan.review.iter().map(|b| b.count() as u64).sum()
+    }
+
+    /// The report as JSON (what `--json` prints).
+    pub fn to_json(&self) -> serde_json::Value {
+        let reviews: Vec<serde_json::Value> = self
+            .plan
+            .review
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "series": b.series,
+                    "count": b.count(),
+                    "earliest_retain_until": b.earliest.to_string(),
+                    "latest_retain_until": b.latest.to_string(),
+                    "records_digest": b.digest().to_hex(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "dry_run": self.dry_run,
+            "due_now": self.plan.count(),
+            "in_progress": self.plan.in_progress,
+            "deferred": self.plan.deferred,
+            "already_destroyed": self.plan.destroyed,
+            "blocked": self.plan.blocked.iter().map(|(k, v)| (k.as_str().to_owned(), *v)).collect::<BTreeMap<String, u64>>(),
+            "review_batches": reviews,
+            "finished": self.finished,
+            "destroyed": self.destroyed,
+            "refused": self.refused,
+            "certificates": self.certificates,
+            "stale_approvals": self.stale_approvals,
+            "log_size": self.log_size,
+            "series": self.series,
+        })
+    }
+
+    /// The run in one line, in a records officer's words.
+    pub fn summary(&self) -> String {
+        let awaiting = self.awaiting_review();
+        let mut parts = Vec::new();
+        if self.dry_run {
+            parts.push(format!(
+                "dry run: {} records would be destroyed{}, nothing was changed",
+                self.plan.count() as u64 + self.plan.in_progress,
+                if self.plan.in_progress > 0 {
+                    format!(" ({} of them already authorized)", self.plan.in_progress)
+                } else {
+                    String::new()
+                }
+            ));
+        } else {
+            let mut s = format!("{} records destroyed", self.destroyed);
+            if !self.certificates.is_empty() {
+                let _ = write!(s, ", certificate {}", self.certificates.join(", "));
+            }
+            parts.push(s);
+        }
+        if !self.refused.is_empty() {
+            parts.push(format!(
+                "{} records could not be deleted yet (Object Lock still in force); the next run finishes them",
+                self.refused.len()
+            ));
+        }
+        if awaiting > 0 {
+            parts.push(format!("{awaiting} records await review"));
+        }
+        if self.plan.deferred > 0 {
+            parts.push(format!(
+                "{} more due records are left for the next run",
+                self.plan.deferred
+            ));
+        }
+        for s in &self.stale_approvals {
+            parts.push(format!(
+                "approval {s} no longer matches its batch (its records changed): not used, review again"
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+/// The inputs of a run besides the store and the key.
+#[derive(Debug)]
+pub struct DestructionRun<'a> {
+    /// The archive's origin (the name of its key).
+    pub origin: &'a str,
+    /// The policy in force.
+    pub schedule: &'a RetentionSchedule,
+    /// Approved reviews.
+    pub approvals: &'a [ReviewApproval],
+    /// The run's time.
+    pub now: UnixTime,
+    /// Report only; change nothing.
+    pub dry_run: bool,
+    /// For crash tests only: abort the process (as `kill -9` would end it) right after this
+    /// many steps (each deletion, each entry appended, each checkpoint, the certificate).
+    pub abort_after_step: Option<u64>,
+}
+
+/// Replays a log, refusing one whose entries do not tell the story mailvault writes.
+fn replay_of(log: &mut StoredLog) -> Result<Replay> {
+    let mut replay = Replay::new();
+    for entry in std::mem::take(&mut log.entries) {
+        let index = entry.index;
+        if let Err(anomaly) = replay.apply(entry) {
+            return Err(Error::Conflict(format!(
+                "the log has an entry mailvault never writes (entry {index}: {anomaly:?}); \
+                 nothing is destroyed from a log with an anomaly; run `mailvault verify`"
+            )));
+        }
+    }
+    Ok(replay)
+}
+
+/// The approvals that still match their batch, and the names of those that do not.
+fn current_approvals(
+    replay: &Replay,
+    approvals: &[ReviewApproval],
+) -> (Vec<Approval>, Vec<String>) {
+    let mut ok = Vec::new();
+    let mut stale = Vec::new();
+    for a in approvals {
+        if approval_is_current(replay, a) {
+            ok.push(a.approval.clone());
+        } else {
+            stale.push(a.approval.review.clone());
+        }
+    }
+    (ok, stale)
+}
+
+/// The plan and its per-series view: the one computation `plan`, a dry run and a run share.
+fn plan_of(
+    replay: &Replay,
+    dispositions: &SeriesDispositions,
+    approvals: &[Approval],
+    now: UnixTime,
+) -> (DestructionPlan, Vec<SeriesSummary>) {
+    let rule = |h: &RecordHistory<'_>| dispositions.disposition(h.series);
+    let plan = DestructionPlan::new(replay.histories(), &rule, approvals, now);
+    let mut by_series: BTreeMap<&str, SeriesSummary> = BTreeMap::new();
+    let mut ranges: BTreeMap<&str, (Option<UnixTime>, Option<UnixTime>)> = BTreeMap::new();
+    for h in replay.histories() {
+        let s = by_series.entry(h.series).or_insert_with(|| {
+            let known = dispositions.get(h.series);
+            SeriesSummary {
+                series: h.series.to_owned(),
+                rule: known.map(|r| r.rule.clone()).unwrap_or_default(),
+                disposition: format!("{:?}", dispositions.disposition(h.series)),
+                ..SeriesSummary::default()
+            }
+        });
+        let eligibility = destruction_eligibility(&h, now, rule(&h), approvals);
+        if eligibility == Eligibility::Destroyed {
+            s.destroyed += 1;
+            continue;
+        }
+        s.records += 1;
+        s.bytes += h.stored_size;
+        if let RetainUntil::Until(t) = h.retain_until {
+            let r = ranges.entry(h.series).or_default();
+            r.0 = Some(r.0.map_or(t, |e| e.min(t)));
+            r.1 = Some(r.1.map_or(t, |l| l.max(t)));
+        }
+        match eligibility {
+            Eligibility::InProgress => s.in_progress += 1,
+            Eligibility::Permanent => s.permanent += 1,
+            Eligibility::Held(_) => s.held += 1,
+            Eligibility::Retained(_) => s.retained += 1,
+            Eligibility::AwaitingReview => s.awaiting_review += 1,
+            // Counted from the plan below (it defers past MAX_RECORDS_PER_RUN).
+            Eligibility::Eligible { .. } | Eligibility::Destroyed => {}
+        }
+    }
+    for batch in &plan.destroy {
+        if let Some(s) = by_series.get_mut(batch.series.as_str()) {
+            s.due_now = batch.count() as u64;
+        }
+    }
+    let series = by_series
+        .into_iter()
+        .map(|(name, mut s)| {
+            if let Some((e, l)) = ranges.get(name) {
+                s.earliest_due = e.map(|t| t.to_string());
+                s.latest_due = l.map(|t| t.to_string());
+            }
+            s
+        })
+        .collect();
+    (plan, series)
+}
+
+/// What the next run would do, read-only: `mailvault plan`, and a dry run.
+pub async fn preview<S: Store>(
+    store: &S,
+    verifier: &NoteVerifier,
+    run: &DestructionRun<'_>,
+) -> Result<DestructionReport> {
+    let mut log = StoredLog::load(store, run.origin, verifier, true).await?;
+    let replay = replay_of(&mut log)?;
+    let (approvals, stale_approvals) = current_approvals(&replay, run.approvals);
+    let dispositions = SeriesDispositions::of(run.schedule);
+    let (plan, series) = plan_of(&replay, &dispositions, &approvals, run.now);
+    Ok(DestructionReport {
+        plan,
+        series,
+        stale_approvals,
+        log_size: replay.size(),
+        dry_run: true,
+        ..DestructionReport::default()
+    })
+}
+
+/// Counts the steps of a run, for the crash tests' `abort_after_step`.
+struct Steps {
+    done: u64,
+    abort_after: Option<u64>,
+}
+
+impl Steps {
+    fn step(&mut self, what: &str) {
+        self.done += 1;
+        if self.abort_after == Some(self.done) {
+            eprintln!(
+                "mailvault: aborting after step {} ({what}), as --abort-after-step asked",
+                self.done
+            );
+            std::process::abort();
+        }
+    }
+}
+
+/// The record ids every stored certificate of this archive lists (certificates that do not
+/// open with the archive's key list nothing: they are not ours).
+pub async fn certified_records<S: Store>(
+    store: &S,
+    origin: &str,
+    verifier: &NoteVerifier,
+) -> Result<Vec<(String, Certificate)>> {
+    let mut out = Vec::new();
+    for key in store.list_keys(CERTIFICATES_PREFIX).await? {
+        if parse_certificate_key(&key).is_none() {
+            continue;
+        }
+        let Some(object) = store.get(&key, None).await? else {
+            continue;
+        };
+        if let Ok(cert) =
+            Certificate::open(&object.bytes, std::slice::from_ref(verifier), Some(origin))
+        {
+            out.push((key, cert));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs destruction for one archive: finishes what an earlier run authorized, plans, authorizes
+/// (checkpoint), deletes, logs tombstones (checkpoint), and stores a signed certificate for
+/// every destroyed record no certificate lists yet. `dry_run` only previews.
+pub async fn run<S: Store>(
+    store: &S,
+    signer: NoteSigner,
+    run: &DestructionRun<'_>,
+) -> Result<DestructionReport> {
+    let verifier = NoteVerifier::parse(&signer.verifier_key())?;
+    if run.dry_run {
+        return preview(store, &verifier, run).await;
+    }
+    let certificate_signer = NoteSigner::from_key_string(&signer.to_key_string())?;
+    let mut steps = Steps {
+        done: 0,
+        abort_after: run.abort_after_step,
+    };
+    // The writer first: it signs an unsigned tail it can vouch for and adopts unlogged
+    // records, so the log read next is the one it appends to.
+    let mut writer =
+        RecordWriter::open(store, run.origin, signer, run.schedule.clone(), run.now).await?;
+    let mut log = StoredLog::load(store, run.origin, &verifier, true).await?;
+    let mut replay = replay_of(&mut log)?;
+    drop(log);
+    let (approvals, stale_approvals) = current_approvals(&replay, run.approvals);
+    let dispositions = SeriesDispositions::of(run.schedule);
+    let mut report = DestructionReport {
+        stale_approvals,
+        ..DestructionReport::default()
+    };
+
+    // Phase 2 for whatever an earlier run authorized and did not finish.
+    let unfinished: Vec<String> = pending(&replay).map(|h| h.record.to_owned()).collect();
+    let mut logged = 0;
+    for id in &unfinished {
+        if destroy_record(store, &mut writer, &mut replay, id, &mut steps, &mut report).await? {
+            report.finished += 1;
+            logged += 1;
+        }
+    }
+    if logged > 0 {
+        writer.checkpoint().await?;
+        steps.step("checkpoint of the finished tombstones");
+    }
+
+    // Plan, then phase 1: authorize, checkpoint.
+    let (plan, series) = plan_of(&replay, &dispositions, &approvals, run.now);
+    report.log_size = replay.size();
+    report.series = series;
+    let authorizations = plan.authorizations();
+    let planned: Vec<String> = authorizations
+        .iter()
+        .map(|(r, _)| r.as_str().to_owned())
+        .collect();
+    for (record, body) in authorizations {
+        let entry = writer.append(record, body, now_after(run.now)).await?;
+        apply(&mut replay, entry)?;
+        steps.step("destroy-authorized appended");
+    }
+    if !planned.is_empty() {
+        writer.checkpoint().await?;
+        steps.step("checkpoint of the authorizations");
+    }
+    report.plan = plan;
+
+    // Phase 2: delete, tombstone, checkpoint.
+    let mut logged = 0;
+    for id in &planned {
+        if destroy_record(store, &mut writer, &mut replay, id, &mut steps, &mut report).await? {
+            logged += 1;
+        }
+    }
+    // Always: a tombstone left in an unsigned tail by a crash is signed before it is certified.
+    if writer.checkpoint().await?.is_some() && logged > 0 {
+        steps.step("checkpoint of the tombstones");
+    }
+
+    // Certify every destroyed record no certificate lists.
+    let certify = Certify {
+        origin: run.origin,
+        now: run.now,
+        signer: &certificate_signer,
+        verifier: &verifier,
+        dispositions: &dispositions,
+        approvals: &approvals,
+    };
+    report.certificates = certify.run(store, &writer, &replay, &mut steps).await?;
+    writer.finish().await?;
+    Ok(report)
+}
+
+/// What a run needs to certify its destroyed records.
+struct Certify<'a> {
+    origin: &'a str,
+    now: UnixTime,
+    signer: &'a NoteSigner,
+    verifier: &'a NoteVerifier,
+    dispositions: &'a SeriesDispositions,
+    approvals: &'a [Approval],
+}
+
+impl Certify<'_> {
+    /// Stores a signed certificate (several past [`MAX_RECORDS_PER_RUN`]) for every destroyed
+    /// record no stored certificate lists, covering the writer's newest checkpoint; returns
+    /// their keys.
+    async fn run<S: Store>(
+        &self,
+        store: &S,
+        writer: &RecordWriter<'_, S>,
+        replay: &Replay,
+        steps: &mut Steps,
+    ) -> Result<Vec<String>> {
+        let head = writer.log_head();
+        let root = head
+            .root_hash
+            .as_deref()
+            .map(Hash::from_hex)
+            .transpose()
+            .map_err(|e| Error::Conflict(format!("the log head's root is not a hash: {e}")))?;
+        let certified = certified_records(store, self.origin, self.verifier).await?;
+        let certified_ids: BTreeSet<&str> = certified
+            .iter()
+            .flat_map(|(_, c)| c.records().map(RecordId::as_str))
+            .collect();
+        let to_certify = uncertified(replay, &certified_ids);
+        let mut keys = Vec::new();
+        let Some(root) = root.filter(|_| !to_certify.is_empty()) else {
+            return Ok(keys);
+        };
+        let method = match writer.store_info().lock_mode {
+            LockMode::None => METHOD_LOCAL_DIRECTORY,
+            _ => METHOD_S3_COMPLIANCE,
+        };
+        let records: Vec<CertifiedRecord> = to_certify
+            .iter()
+            .map(|h| certified_record(h, self.dispositions, self.approvals))
+            .collect();
+        let base = run_id(self.now);
+        for (n, chunk) in records.chunks(MAX_RECORDS_PER_RUN).enumerate() {
+            let key = free_certificate_key(store, &base, n).await?;
+            let run_name = key
+                .strip_prefix(CERTIFICATES_PREFIX)
+                .unwrap_or(&base)
+                .to_owned();
+            let note = Certificate::new(
+                self.origin,
+                &run_name,
+                crate::unix_now().max(self.now),
+                (head.size, root),
+                method,
+                chunk.to_vec(),
+                &|series: &str| series.to_owned(),
+            )
+            .and_then(|cert| cert.sign(self.signer))
+            .map_err(|e| Error::Conflict(format!("destruction certificate: {e}")))?;
+            store
+                .put_immutable(
+                    &key,
+                    note.into_bytes(),
+                    &ObjectMetadata::new(),
+                    crate::writer::log_lock_until(crate::unix_now()),
+                )
+                .await?;
+            steps.step("certificate stored");
+            keys.push(key);
+        }
+        Ok(keys)
+    }
+}
+
+/// A time for an entry appended now: never before the run's time.
+fn now_after(now: UnixTime) -> UnixTime {
+    crate::unix_now().max(now)
+}
+
+fn apply(replay: &mut Replay, entry: mailvault_core::entry::Entry) -> Result<()> {
+    let index = entry.index;
+    replay.apply(entry).map_err(|a| {
+        Error::Conflict(format!(
+            "entry {index} this run appended does not fit the log: {a:?}"
+        ))
+    })
+}
+
+/// The first certificate key for run `base` (the `n`th of the run) that no object holds: two
+/// runs in one second, or a run that certifies in several parts, never write over each other.
+async fn free_certificate_key<S: Store>(store: &S, base: &str, n: usize) -> Result<String> {
+    for attempt in 0..1000usize {
+        let suffix = match (n, attempt) {
+            (0, 0) => String::new(),
+            (n, a) => format!("-{}", n * 1000 + a + 1),
+        };
+        let key = certificate_key(&format!("{base}{suffix}"));
+        if store.get(&key, None).await?.is_none() {
+            return Ok(key);
+        }
+    }
+    Err(Error::Conflict(format!(
+        "no free certificate key for run {base}"
+    )))
+}
+
+/// A destroyed record as its certificate lists it: the rule of its series, or the approval
+/// that covers it.
+fn certified_record(
+    h: &RecordHistory<'_>,
+    dispositions: &SeriesDispositions,
+    approvals: &[Approval],
+) -> CertifiedRecord {
+    use mailvault_core::entry::Disposition;
+    let retain_until = match h.retain_until {
+        RetainUntil::Until(t) => t,
+        RetainUntil::Permanent => UnixTime(0),
+    };
+    let authorization = match h.authorized.map(|a| a.disposition) {
+        Some(Disposition::ReviewApproved) => match approvals.iter().find(|a| a.covers(h)) {
+            Some(a) => CertifiedAuthorization::Review {
+                review: a.review.clone(),
+                decided_by: a.decided_by.clone(),
+                reference: a.reference.clone(),
+            },
+            // The approval was withdrawn between the authorization and this run: the log
+            // still says the record was approved, the certificate says who is unknown.
+            None => CertifiedAuthorization::Review {
+                review: "unknown/approval-no-longer-present".into(),
+                decided_by: "unknown".into(),
+                reference: "unknown".into(),
+            },
+        },
+        _ => CertifiedAuthorization::Rule {
+            name: dispositions.get(h.series).map_or_else(
+                || "not-in-the-current-policy".to_owned(),
+                |r| r.rule.clone(),
+            ),
+        },
+    };
+    CertifiedRecord {
+        record: RecordId::new(h.record)
+            .unwrap_or_else(|_| RecordId::from_hash(&Hash::of(h.record.as_bytes()))),
+        series: h.series.to_owned(),
+        retain_until,
+        authorization,
+    }
+}
+
+/// Phase two for one authorized record: list what the store holds under its key, delete it,
+/// list again, and log the tombstone once nothing remains. Returns whether a tombstone was
+/// logged; a deletion refused by Object Lock leaves the record for a later run.
+async fn destroy_record<S: Store>(
+    store: &S,
+    writer: &mut RecordWriter<'_, S>,
+    replay: &mut Replay,
+    id: &str,
+    steps: &mut Steps,
+    report: &mut DestructionReport,
+) -> Result<bool> {
+    let mut deleted: Vec<HeldVersion> = Vec::new();
+    for _ in 0..MAX_DELETE_ROUNDS {
+        let Some(history) = replay.get(id) else {
+            return Ok(false);
+        };
+        let key = history.object_key.clone().into_owned();
+        let held: Vec<HeldVersion> = store
+            .list_version_ids(&key)
+            .await?
+            .into_iter()
+            .filter(|(k, _, _)| *k == key)
+            .map(|(key, version_id, delete_marker)| HeldVersion {
+                key,
+                version_id,
+                delete_marker,
+            })
+            .collect();
+        match next_step(&history, &held, &deleted) {
+            NextStep::Delete(versions) => {
+                drop(history);
+                for v in versions {
+                    match store.delete_version(&v.key, &v.version_id).await {
+                        Ok(()) => {}
+                        Err(Error::ObjectLocked(message)) => {
+                            report.refused.push(format!("record {id}: {message}"));
+                            return Ok(false);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    deleted.push(v);
+                    steps.step("version deleted");
+                }
+            }
+            NextStep::Tombstone(record, body) => {
+                drop(history);
+                let entry = writer.append(record, body, now_after(UnixTime(0))).await?;
+                apply(replay, entry)?;
+                report.destroyed += 1;
+                steps.step("tombstone appended");
+                return Ok(true);
+            }
+            NextStep::Done | NextStep::NotAuthorized => return Ok(false),
+        }
+    }
+    Err(Error::Conflict(format!(
+        "record {id}: the store still lists versions after {MAX_DELETE_ROUNDS} rounds of deleting them"
+    )))
+}
+
+/// Review batches that need a `DispositionReview`: the plan's review batches.
+pub fn review_batches(report: &DestructionReport) -> &[SeriesBatch] {
+    &report.plan.review
+}
+
+#[cfg(test)]
+mod tests;
