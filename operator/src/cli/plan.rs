@@ -27,6 +27,10 @@ pub struct PlanArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
+    /// Leave out the comparison of the policy with the retention each record was logged with
+    /// (it reads every record's headers back from the store).
+    #[arg(long)]
+    no_compare: bool,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -114,5 +118,47 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
     for s in &report.stale_approvals {
         println!("approval {s} no longer matches its batch: not counted; review again");
     }
+    if !args.no_compare {
+        print!("{}", compare(&store, &key, &schedule).await?);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Per rule of `schedule`: the records it takes and how their logged retention compares with
+/// what the policy gives them (what applying it as an edit would do: extensions are carried
+/// out, shortenings only counted).
+async fn compare(
+    store: &mailvault::store::AnyStore,
+    key: &mailvault::core::note::NoteVerifier,
+    schedule: &mailvault::core::rules::RetentionSchedule,
+) -> Result<String> {
+    let log = mailvault::reader::StoredLog::load(store, key.name(), key, true).await?;
+    let mut replay = mailvault::core::lifecycle::Replay::new();
+    for e in &log.entries {
+        // Anomalies are verify's to report; the comparison keeps the story the log tells.
+        let _ = replay.apply(e.clone());
+    }
+    let diff = mailvault::lifecycle::policy_edit::diff_before(
+        store,
+        &log,
+        &replay,
+        schedule,
+        replay.size(),
+    )
+    .await?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\ncompared with the retention each record was logged with:\n{:<24} {:<24} {:>8} {:>8} {:>9} {:>9} {:>14}",
+        "RULE", "SERIES", "RECORDS", "EXTEND", "SHORTEN", "SAME", "SERIES CHANGE"
+    );
+    for (rule, r) in &diff.rules {
+        let _ = writeln!(
+            out,
+            "{:<24} {:<24} {:>8} {:>8} {:>9} {:>9} {:>14}",
+            rule, r.series, r.records, r.extend, r.shorten, r.same, r.series_changed
+        );
+    }
+    let _ = writeln!(out, "as an edit: {diff}");
+    Ok(out)
 }

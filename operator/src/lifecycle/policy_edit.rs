@@ -56,6 +56,32 @@ pub async fn policy_changed<S: Store>(
     }
 }
 
+/// What `schedule` would change for the records ingested before log position `before`
+/// (every record's facts read back from the store): what a re-apply does, and what
+/// `mailvault plan` previews.
+pub async fn diff_before<S: Store>(
+    store: &S,
+    log: &crate::reader::StoredLog,
+    replay: &Replay,
+    schedule: &RetentionSchedule,
+    before: u64,
+) -> Result<PolicyDiff> {
+    let records: Vec<_> = replay
+        .histories()
+        .filter(|h| h.ingest_index < before && h.authorized.is_none() && h.destroyed.is_none())
+        .map(|h| {
+            let at = log.ingest_of(h.record).map_or(UnixTime(0), |e| e.logged_at);
+            (h, at)
+        })
+        .collect();
+    let facts = stored::facts_of(store, records).await?;
+    Ok(policy_diff(
+        replay.histories().filter(|h| h.ingest_index < before),
+        schedule,
+        &facts,
+    ))
+}
+
 /// Re-applies `schedule` to every record ingested before log position `before` (the records
 /// of this run were classified by it already). The caller asks [`policy_changed`] first.
 pub(crate) async fn reapply_policy<S: Store>(
@@ -69,20 +95,7 @@ pub(crate) async fn reapply_policy<S: Store>(
 ) -> Result<Option<PolicyDiff>> {
     let mac = writer.mac().clone();
     let fingerprint = schedule.fingerprint().to_hex();
-    let records: Vec<_> = replay
-        .histories()
-        .filter(|h| h.ingest_index < before && h.authorized.is_none() && h.destroyed.is_none())
-        .map(|h| {
-            let at = log.ingest_of(h.record).map_or(UnixTime(0), |e| e.logged_at);
-            (h, at)
-        })
-        .collect();
-    let facts = stored::facts_of(store, records).await?;
-    let diff = policy_diff(
-        replay.histories().filter(|h| h.ingest_index < before),
-        schedule,
-        &facts,
-    );
+    let diff = diff_before(store, log, replay, schedule, before).await?;
     for e in &diff.extensions {
         // The lock first: the entry says what is already true.
         store
