@@ -487,7 +487,7 @@ async fn kill_9_at_seeded_points_mid_run_then_resume_without_loss_or_double_logg
             seeded.push(body.into_bytes());
         }
     };
-    seed_messages(300, &mut random);
+    seed_messages(150, &mut random);
     let args = case.archive_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (mut landed, mut attempts) = (0usize, 0usize);
@@ -498,7 +498,7 @@ async fn kill_9_at_seeded_points_mid_run_then_resume_without_loss_or_double_logg
             "only {landed} of {attempts} kills landed mid-run (seed {seed})"
         );
         // Mail keeps arriving, so every run has something to store.
-        let arriving = random.between(5, 40) as usize;
+        let arriving = random.between(1, 10) as usize;
         seed_messages(arriving, &mut random);
         let before = run_marker(&case).await;
         let mut child = case
