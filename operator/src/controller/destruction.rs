@@ -179,7 +179,8 @@ async fn run_destruction(
     let origin = signer.name().to_owned();
     let approvals = approvals(reviews);
     let dry_run = policy.spec.destruction.as_ref().is_some_and(|d| d.dry_run);
-    destroy::run(
+    // Boxed: a run's future holds the writer (clippy::large_futures).
+    Box::pin(destroy::run(
         &store,
         signer,
         &DestructionRun {
@@ -190,7 +191,7 @@ async fn run_destruction(
             dry_run,
             abort_after_step: None,
         },
-    )
+    ))
     .await
 }
 

@@ -838,7 +838,8 @@ mod tests {
     const ORIGIN: &str = "mailvault.io/test/pipeline";
     const NOW: UnixTime = UnixTime(1_795_836_120);
 
-    fn message(n: u32) -> SourceMessage {
+    /// A short test message; also used by the other writer tests (resume).
+    pub(super) fn message(n: u32) -> SourceMessage {
         let bytes = format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes();
         let content_sha256 = Hash::of(&bytes);
         SourceMessage {
@@ -856,7 +857,7 @@ mod tests {
         NoteSigner::new(ORIGIN, &[4; 32]).unwrap()
     }
 
-    fn retention() -> RetentionSchedule {
+    pub(super) fn retention() -> RetentionSchedule {
         RetentionSchedule::single("MO-GS-003", "P1Y".parse().unwrap()).unwrap()
     }
 

@@ -285,37 +285,17 @@ pub(crate) async fn save<S: Store>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::{SourceMessage, content_identity};
-    use crate::spool::Body;
     use crate::store::fs::FsStore;
+    use crate::writer::tests::{message, retention};
     use crate::writer::{Outcome, RecordWriter};
     use mailvault_core::note::NoteSigner;
-    use mailvault_core::rules::RetentionSchedule;
     use mailvault_core::{Hash, UnixTime};
 
     const ORIGIN: &str = "mailvault.io/test/resume";
     const NOW: UnixTime = UnixTime(1_795_836_120);
 
-    fn message(n: u32) -> SourceMessage {
-        let bytes = format!("Subject: {n}\r\n\r\nbody {n}\r\n").into_bytes();
-        let content_sha256 = Hash::of(&bytes);
-        SourceMessage {
-            folder: "INBOX".into(),
-            identity: content_identity("INBOX", &content_sha256),
-            body: Body::Memory(bytes),
-            content_sha256,
-            internal_date: None,
-            flags: vec![],
-            location: format!("test:{n}"),
-        }
-    }
-
     fn key() -> NoteSigner {
         NoteSigner::new(ORIGIN, &[5; 32]).unwrap()
-    }
-
-    fn retention() -> RetentionSchedule {
-        RetentionSchedule::single("MO-GS-003", "P1Y".parse().unwrap()).unwrap()
     }
 
     async fn run(
