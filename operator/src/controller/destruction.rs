@@ -20,7 +20,7 @@ use crate::crd::{
     MailboxArchive, MailboxArchiveStatus, PlanCounts, PolicyDestruction, RetentionPolicy,
     ReviewDecision,
 };
-use crate::lifecycle::destroy::{self, DestructionReport, DestructionRun, ReviewApproval};
+use crate::lifecycle::destroy::{self, Decisions, DestructionReport, DestructionRun};
 use crate::{Error, Reason, Result};
 use jiff::Timestamp;
 use kube::ResourceExt as _;
@@ -148,18 +148,19 @@ pub fn start(
     )
 }
 
-/// The approvals among the archive's reviews (a malformed one is skipped, with a warning).
-fn approvals(reviews: &[DispositionReview]) -> Vec<ReviewApproval> {
-    reviews
-        .iter()
-        .filter_map(|r| match ReviewApproval::from_review(r) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(review = %r.name_any(), error = %e, "approval not used");
-                None
+/// The decisions among the archive's reviews (a malformed one is skipped, with a warning).
+fn decisions(reviews: &[DispositionReview]) -> Decisions {
+    let mut out = Decisions::default();
+    for r in reviews {
+        match Decisions::of([r]) {
+            Ok(d) => {
+                out.approvals.extend(d.approvals);
+                out.extensions.extend(d.extensions);
             }
-        })
-        .collect()
+            Err(e) => tracing::warn!(review = %r.name_any(), error = %e, "decision not used"),
+        }
+    }
+    out
 }
 
 /// One destruction run of the archive: its store and key, its approvals, the run.
@@ -177,7 +178,7 @@ async fn run_destruction(
         .schedule()
         .map_err(|problems| Error::Spec(problems.join("; ")))?;
     let origin = signer.name().to_owned();
-    let approvals = approvals(reviews);
+    let decisions = decisions(reviews);
     let dry_run = policy.spec.destruction.as_ref().is_some_and(|d| d.dry_run);
     // Boxed: a run's future holds the writer (clippy::large_futures).
     Box::pin(destroy::run(
@@ -186,7 +187,8 @@ async fn run_destruction(
         &DestructionRun {
             origin: &origin,
             schedule: &schedule,
-            approvals: &approvals,
+            approvals: &decisions.approvals,
+            extensions: &decisions.extensions,
             now: UnixTime(Timestamp::now().as_second()),
             dry_run,
             abort_after_step: None,
