@@ -511,9 +511,7 @@ async fn an_extended_review_extends_each_records_lock_then_logs_it_and_refuses_a
     a.archive(&["review-a", "review-b"]);
     let reviewed = a.records_by_series().await["T 1-02 Reviewed"].clone();
     assert_eq!(reviewed.len(), 2);
-    let plan = a.plan_when("the review batch", |p| {
-        p["review_batches"][0]["count"] == 2
-    });
+    let plan = a.plan_when("the review batch", |p| p["review_batches"][0]["count"] == 2);
     let latest = plan["review_batches"][0]["latest_retain_until"]
         .as_str()
         .unwrap();
@@ -536,7 +534,10 @@ async fn an_extended_review_extends_each_records_lock_then_logs_it_and_refuses_a
     assert_eq!(refused["extended"], 0, "{refused:#}");
     assert_eq!(refused["reviews"][0]["state"], "Refused", "{refused:#}");
     let message = refused["reviews"][0]["message"].as_str().unwrap();
-    assert!(message.contains("is not after the batch's latest"), "{message}");
+    assert!(
+        message.contains("is not after the batch's latest"),
+        "{message}"
+    );
     assert_eq!(a.log().await.records.size(), log_before);
 
     // Extended: each record's lock is extended, then retention-extended is logged.
@@ -552,7 +553,10 @@ async fn an_extended_review_extends_each_records_lock_then_logs_it_and_refuses_a
     let extended = a.destroy_json(&["--approvals", &a.path("extend.yaml")]);
     assert_eq!(extended["extended"], 2, "{extended:#}");
     assert_eq!(extended["destroyed"], 0, "{extended:#}");
-    assert_eq!(extended["reviews"][0]["state"], "CarriedOut", "{extended:#}");
+    assert_eq!(
+        extended["reviews"][0]["state"], "CarriedOut",
+        "{extended:#}"
+    );
     assert_eq!(extended["reviews"][0]["extended"], 2, "{extended:#}");
     let s3 = env.s3_client(S3Flavour::Versitygw);
     let counts = a.entry_counts().await;

@@ -359,10 +359,7 @@ pub fn records_digest<'a>(ids: impl IntoIterator<Item = &'a str>) -> Hash {
 /// it since; records destroyed under an approval stay in). The one check an `Approved` and an
 /// `Extended` review both pass before the executor relies on them: equal to the review's
 /// `recordsDigest`, or the batch changed and a new review is due.
-pub fn batch_digest<'a>(
-    replay: &'a Replay,
-    in_batch: impl Fn(&RecordHistory<'a>) -> bool,
-) -> Hash {
+pub fn batch_digest<'a>(replay: &'a Replay, in_batch: impl Fn(&RecordHistory<'a>) -> bool) -> Hash {
     records_digest(
         replay
             .histories()

@@ -26,13 +26,13 @@ use mailvault_core::lifecycle::certificate::{
     Certificate, CertifiedAuthorization, CertifiedRecord, METHOD_S3_COMPLIANCE, run_id,
 };
 use mailvault_core::lifecycle::disposition::SeriesDispositions;
-use mailvault_core::lifecycle::{
-    Approval, DestructionPlan, Eligibility, HeldVersion, MAX_RECORDS_PER_RUN, NextStep,
-    RecordHistory, Replay, SeriesBatch, batch_digest, destruction_eligibility, next_step,
-    pending, uncertified,
-};
 use mailvault_core::lifecycle::review_extension::{
     ExtensionDecision, ExtensionOrder, extension_decision,
+};
+use mailvault_core::lifecycle::{
+    Approval, DestructionPlan, Eligibility, HeldVersion, MAX_RECORDS_PER_RUN, NextStep,
+    RecordHistory, Replay, SeriesBatch, batch_digest, destruction_eligibility, next_step, pending,
+    uncertified,
 };
 use mailvault_core::note::{NoteSigner, NoteVerifier};
 use mailvault_core::rules::RetentionSchedule;
@@ -66,7 +66,8 @@ impl ReviewApproval {
         if review.spec.decision != ReviewDecision::Approved {
             return Ok(None);
         }
-        let bad = |what: &str| Error::Usage(format!("DispositionReview {}: {what}", review_name(review)));
+        let bad =
+            |what: &str| Error::Usage(format!("DispositionReview {}: {what}", review_name(review)));
         let reference = review
             .spec
             .reference

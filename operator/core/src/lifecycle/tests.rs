@@ -883,7 +883,10 @@ fn an_extended_review_extends_its_current_batch_once_and_refuses_a_shorter_date(
     let digest = records_digest(["a", "b"]);
     let ids = |d: &ExtensionDecision| match d {
         ExtensionDecision::Extend { records, already } => (
-            records.iter().map(|e| e.record.as_str().to_owned()).collect::<Vec<_>>(),
+            records
+                .iter()
+                .map(|e| e.record.as_str().to_owned())
+                .collect::<Vec<_>>(),
             *already,
         ),
         other => panic!("{other:?}"),
