@@ -472,22 +472,21 @@ pub fn review_status(
 ) -> DispositionReviewStatus {
     let mut status = current.cloned().unwrap_or_default();
     status.observed_generation = generation;
-    match outcome.decision {
-        ReviewDecision::Extended => status.extended = Some(outcome.extended),
-        _ => {
-            status.destroyed = Some(outcome.destroyed);
-            for key in &outcome.certificates {
-                if !status.certificates.contains(key) {
-                    status.certificates.push(key.clone());
-                }
+    if outcome.decision == ReviewDecision::Extended {
+        status.extended = Some(outcome.extended);
+    } else {
+        status.destroyed = Some(outcome.destroyed);
+        for key in &outcome.certificates {
+            if !status.certificates.contains(key) {
+                status.certificates.push(key.clone());
             }
-            status.certificates.sort();
-            let excess = status
-                .certificates
-                .len()
-                .saturating_sub(MAX_REVIEW_CERTIFICATES);
-            status.certificates.drain(..excess);
         }
+        status.certificates.sort();
+        let excess = status
+            .certificates
+            .len()
+            .saturating_sub(MAX_REVIEW_CERTIFICATES);
+        status.certificates.drain(..excess);
     }
     let message = outcome.message();
     let (ready, reason) = match outcome.state {
