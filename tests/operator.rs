@@ -689,6 +689,7 @@ async fn the_operator_identity_cannot_do_more_than_the_chart_grants() {
     assert!(can("coordination.k8s.io", "leases", "patch", "").await);
     assert!(can("mailvault.io", "dispositionreviews", "create", "").await);
     assert!(can("mailvault.io", "dispositionreviews", "list", "").await);
+    assert!(can("mailvault.io", "dispositionreviews", "patch", "status").await);
     // What it must not do.
     for (group, resource, verb, sub) in [
         ("mailvault.io", "mailboxarchives", "delete", ""),
