@@ -91,6 +91,53 @@ fn the_charts_crds_are_the_committed_crds() {
 }
 
 #[test]
+fn the_operator_may_write_a_reviews_status_but_never_its_spec() {
+    use k8s_openapi::api::rbac::v1::PolicyRule;
+    use serde::Deserialize as _;
+    let env = TestEnv::load();
+    for sets in [
+        vec![],
+        vec!["rbac.watchNamespaces={police}"],
+        vec!["rbac.watchNamespaces={police,fire}"],
+    ] {
+        let out = helm_template(&env, "mailvault", "mv", &sets);
+        assert!(
+            out.status.success(),
+            "helm template {sets:?}: {}",
+            text(&out)
+        );
+        let mut rules: Vec<PolicyRule> = Vec::new();
+        for document in serde_norway::Deserializer::from_slice(&out.stdout) {
+            let value = Value::deserialize(document).unwrap();
+            let operator_role = matches!(value["kind"].as_str(), Some("ClusterRole" | "Role"))
+                && value["metadata"]["name"] == "mv-operator";
+            if operator_role {
+                rules.extend(
+                    serde_json::from_value::<Vec<PolicyRule>>(value["rules"].clone()).unwrap(),
+                );
+            }
+        }
+        let verbs = |resource: &str| -> Vec<String> {
+            rules
+                .iter()
+                .filter(|r| {
+                    r.resources
+                        .as_ref()
+                        .is_some_and(|rs| rs.iter().any(|x| x == resource))
+                })
+                .flat_map(|r| r.verbs.clone())
+                .collect()
+        };
+        assert_eq!(verbs("dispositionreviews/status"), ["patch"], "{sets:?}");
+        let spec = verbs("dispositionreviews");
+        assert!(!spec.is_empty(), "{sets:?}");
+        for forbidden in ["patch", "update", "delete", "*"] {
+            assert!(!spec.iter().any(|v| v == forbidden), "{sets:?}: {spec:?}");
+        }
+    }
+}
+
+#[test]
 fn helm_lint_passes_and_the_schema_refuses_bad_values() {
     let env = TestEnv::load();
     let chart = chart();

@@ -312,6 +312,21 @@ fn series<'a>(plan: &'a serde_json::Value, name: &str) -> &'a serde_json::Value 
         .unwrap_or_else(|| panic!("series {name} not in {plan:#}"))
 }
 
+/// A `DispositionReview` of the plan's first review batch, as a records officer writes it,
+/// with `decision` (YAML lines under spec, indented by two after the first).
+fn review_yaml(plan: &serde_json::Value, name: &str, decision: &str) -> String {
+    let batch = &plan["review_batches"][0];
+    format!(
+        "apiVersion: mailvault.io/v1alpha1\nkind: DispositionReview\nmetadata:\n  name: {name}\n  namespace: records\nspec:\n  archive: chief\n  policy: destruction-e2e\n  rule: reviewed\n  recordSeries: \"{}\"\n  count: {}\n  earliestRetainUntil: \"{}\"\n  latestRetainUntil: \"{}\"\n  recordsDigest: \"{}\"\n  logSize: {}\n  {decision}\n",
+        batch["series"].as_str().unwrap(),
+        batch["count"],
+        batch["earliest_retain_until"].as_str().unwrap(),
+        batch["latest_retain_until"].as_str().unwrap(),
+        batch["records_digest"].as_str().unwrap(),
+        plan["log_size"],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn records_kept_seconds_are_destroyed_on_schedule_and_nothing_else_is() {
     let env = TestEnv::load();
@@ -453,14 +468,10 @@ async fn records_kept_seconds_are_destroyed_on_schedule_and_nothing_else_is() {
 
     // An approval of the review batch, as a records officer writes it.
     let batch = &plan["review_batches"][0];
-    let review = format!(
-        "apiVersion: mailvault.io/v1alpha1\nkind: DispositionReview\nmetadata:\n  name: t-1-02-batch\n  namespace: records\nspec:\n  archive: chief\n  policy: destruction-e2e\n  rule: reviewed\n  recordSeries: \"{}\"\n  count: {}\n  earliestRetainUntil: \"{}\"\n  latestRetainUntil: \"{}\"\n  recordsDigest: \"{}\"\n  logSize: {}\n  decision: Approved\n  decidedBy: J. Smith, Custodian of Records\n  reference: MO-OD-2026-17\n",
-        batch["series"].as_str().unwrap(),
-        batch["count"],
-        batch["earliest_retain_until"].as_str().unwrap(),
-        batch["latest_retain_until"].as_str().unwrap(),
-        batch["records_digest"].as_str().unwrap(),
-        plan["log_size"],
+    let review = review_yaml(
+        &plan,
+        "t-1-02-batch",
+        "decision: Approved\n  decidedBy: J. Smith, Custodian of Records\n  reference: MO-OD-2026-17",
     );
     std::fs::write(a.dir.join("approvals.yaml"), &review).unwrap();
     // A tampered digest is not an approval of this batch.
@@ -489,6 +500,103 @@ async fn records_kept_seconds_are_destroyed_on_schedule_and_nothing_else_is() {
         report.contains("destruction certificates verified: 2"),
         "{report}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_extended_review_extends_each_records_lock_then_logs_it_and_refuses_a_shorter_date() {
+    let env = TestEnv::load();
+    let bucket = unique_name("extend");
+    env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
+    let a = Archive::new(&env, S3Flavour::Versitygw, &bucket, "police/chief").await;
+    a.archive(&["review-a", "review-b"]);
+    let reviewed = a.records_by_series().await["T 1-02 Reviewed"].clone();
+    assert_eq!(reviewed.len(), 2);
+    let plan = a.plan_when("the review batch", |p| p["review_batches"][0]["count"] == 2);
+    let latest = plan["review_batches"][0]["latest_retain_until"]
+        .as_str()
+        .unwrap();
+    let latest = mailvault::core::UnixTime::parse(latest).unwrap();
+    let until = mailvault::core::UnixTime(latest.0 + 86_400).to_string();
+    let decided = "decision: Extended\n  decidedBy: J. Smith, Custodian of Records";
+
+    // An extendUntil not after the batch's latest retain-until: refused, in words; nothing done.
+    std::fs::write(
+        a.dir.join("short.yaml"),
+        review_yaml(
+            &plan,
+            "t-1-02-short",
+            &format!("{decided}\n  extendUntil: \"{latest}\""),
+        ),
+    )
+    .unwrap();
+    let log_before = a.log().await.records.size();
+    let refused = a.destroy_json(&["--approvals", &a.path("short.yaml")]);
+    assert_eq!(refused["extended"], 0, "{refused:#}");
+    assert_eq!(refused["reviews"][0]["state"], "Refused", "{refused:#}");
+    let message = refused["reviews"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("is not after the batch's latest"),
+        "{message}"
+    );
+    assert_eq!(a.log().await.records.size(), log_before);
+
+    // Extended: each record's lock is extended, then retention-extended is logged.
+    std::fs::write(
+        a.dir.join("extend.yaml"),
+        review_yaml(
+            &plan,
+            "t-1-02-extend",
+            &format!("{decided}\n  extendUntil: \"{until}\""),
+        ),
+    )
+    .unwrap();
+    let extended = a.destroy_json(&["--approvals", &a.path("extend.yaml")]);
+    assert_eq!(extended["extended"], 2, "{extended:#}");
+    assert_eq!(extended["destroyed"], 0, "{extended:#}");
+    assert_eq!(
+        extended["reviews"][0]["state"], "CarriedOut",
+        "{extended:#}"
+    );
+    assert_eq!(extended["reviews"][0]["extended"], 2, "{extended:#}");
+    let s3 = env.s3_client(S3Flavour::Versitygw);
+    let counts = a.entry_counts().await;
+    for id in &reviewed {
+        let head = s3
+            .head_object()
+            .bucket(&bucket)
+            .key(format!("police/chief/records/{id}"))
+            .send()
+            .await
+            .unwrap();
+        let lock = head.object_lock_retain_until_date().unwrap();
+        assert_eq!(
+            lock.secs(),
+            mailvault::core::UnixTime::parse(&until).unwrap().0,
+            "{id}: lock {lock:?}, extendUntil {until}"
+        );
+        assert_eq!(
+            counts.get(&(id.as_str().to_owned(), "retention-extended")),
+            Some(&1),
+            "{counts:?}"
+        );
+    }
+
+    // A second run finds the batch carried out: nothing extended twice.
+    let again = a.destroy_json(&["--approvals", &a.path("extend.yaml")]);
+    assert_eq!(again["extended"], 0, "{again:#}");
+    assert_eq!(again["reviews"][0]["state"], "CarriedOut", "{again:#}");
+    assert_eq!(again["reviews"][0]["extended"], 2, "{again:#}");
+    // The records are retained until then, no longer awaiting review.
+    let plan = a.plan_json(&[]);
+    let s = series(&plan, "T 1-02 Reviewed");
+    assert_eq!(s["retained"], 2, "{plan:#}");
+    assert_eq!(s["awaiting_review"], 0, "{plan:#}");
+    assert_eq!(s["earliest_due"].as_str(), Some(until.as_str()), "{plan:#}");
+
+    let verify = a.verify();
+    let report = String::from_utf8_lossy(&verify.stdout).into_owned();
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(report.contains("result: VERIFIED"), "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

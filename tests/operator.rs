@@ -689,6 +689,7 @@ async fn the_operator_identity_cannot_do_more_than_the_chart_grants() {
     assert!(can("coordination.k8s.io", "leases", "patch", "").await);
     assert!(can("mailvault.io", "dispositionreviews", "create", "").await);
     assert!(can("mailvault.io", "dispositionreviews", "list", "").await);
+    assert!(can("mailvault.io", "dispositionreviews", "patch", "status").await);
     // What it must not do.
     for (group, resource, verb, sub) in [
         ("mailvault.io", "mailboxarchives", "delete", ""),
@@ -1098,6 +1099,62 @@ async fn scheduled_destruction_destroys_records_kept_seconds_asks_for_review_and
         report.contains("destruction certificates verified: "),
         "{report}"
     );
+
+    // A records officer approves the batch; the next run destroys it and says so in the
+    // review's status.
+    let reviews_api = Api::<mailvault::crd::DispositionReview>::namespaced(c.admin.clone(), &c.ns);
+    let review_name = review.metadata.name.clone().unwrap();
+    reviews_api
+        .patch(
+            &review_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"decision": "Approved",
+                "decidedBy": "J. Smith, Custodian of Records", "reference": "MO-OD-2026-17"}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        let r = reviews_api.get(&review_name).await.unwrap();
+        let done = r.status.as_ref().is_some_and(|s| {
+            s.destroyed == Some(1)
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        });
+        if done {
+            break r.status.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the approved review's status never said it was carried out: {r:#?}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    assert_eq!(status.certificates.len(), 1, "{status:#?}");
+    assert!(
+        status.certificates[0].starts_with("certificates/"),
+        "{status:#?}"
+    );
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.reason, "DecisionCarriedOut");
+    assert!(
+        ready
+            .message
+            .contains("1 records of the batch destroyed under this approval"),
+        "{}",
+        ready.message
+    );
+    let stale = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stale")
+        .unwrap();
+    assert_eq!(stale.status, "False");
 
     // dryRun: reports, destroys nothing.
     let clerk = wait_for(

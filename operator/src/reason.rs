@@ -118,6 +118,14 @@ reasons! {
     RecordsAwaitReview,
     /// A destruction run failed.
     DestructionFailed,
+    /// A `DispositionReview`'s decision was carried out (Approved: its records are destroyed
+    /// as their locks end; Extended: their retention is extended).
+    DecisionCarriedOut,
+    /// A `DispositionReview`'s batch changed since it was created: its decision was not used.
+    BatchChanged,
+    /// A `DispositionReview`'s decision cannot be carried out as written (an `extendUntil` not
+    /// after the batch's latest retain-until).
+    DecisionRefused,
 }
 
 impl fmt::Display for Reason {

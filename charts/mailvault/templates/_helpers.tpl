@@ -35,7 +35,8 @@ app.kubernetes.io/component: operator
   verbs: ["get", "list", "watch"]
 # Write their status (server-side apply is a PATCH); never their spec.
 - apiGroups: ["mailvault.io"]
-  resources: ["mailboxarchives/status", "retentionpolicies/status", "legalholds/status"]
+  resources: ["mailboxarchives/status", "retentionpolicies/status", "legalholds/status",
+             "dispositionreviews/status"]
   verbs: ["patch"]
 # Add and remove its finalizer on LegalHolds (a PATCH of metadata.finalizers: an unreleased
 # hold is never deleted; docs/lifecycle.md). It never edits a hold's spec.
@@ -43,7 +44,8 @@ app.kubernetes.io/component: operator
   resources: ["legalholds"]
   verbs: ["patch"]
 # Destruction: read the records officers' decisions, create a DispositionReview per due batch
-# (never change or delete one: a decision is the officer's).
+# (never change or delete one: a decision is the officer's; the operator writes only its
+# status, above).
 - apiGroups: ["mailvault.io"]
   resources: ["dispositionreviews"]
   verbs: ["get", "list", "create"]

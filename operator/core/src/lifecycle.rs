@@ -19,6 +19,7 @@ pub mod certificate;
 pub mod disposition;
 pub mod holds;
 pub mod policy_edit;
+pub mod review_extension;
 pub(crate) mod table;
 
 pub use table::Anomaly;
@@ -351,6 +352,24 @@ pub fn records_digest<'a>(ids: impl IntoIterator<Item = &'a str>) -> Hash {
         text.push('\n');
     }
     Hash::of(text.as_bytes())
+}
+
+/// [`records_digest`] of a review's batch as the log tells it now: the records `in_batch`
+/// picks, except those destroyed under a rule (the batch the officer saw, whatever happened to
+/// it since; records destroyed under an approval stay in). The one check an `Approved` and an
+/// `Extended` review both pass before the executor relies on them: equal to the review's
+/// `recordsDigest`, or the batch changed and a new review is due.
+pub fn batch_digest<'a>(replay: &'a Replay, in_batch: impl Fn(&RecordHistory<'a>) -> bool) -> Hash {
+    records_digest(
+        replay
+            .histories()
+            .filter(|h| in_batch(h))
+            .filter(|h| {
+                h.authorized
+                    .is_none_or(|a| a.disposition != Disposition::Destroy)
+            })
+            .map(|h| h.record),
+    )
 }
 
 /// One record the plan destroys.

@@ -4,7 +4,7 @@
 use super::StoreArgs;
 use clap::Args;
 use mailvault::core::rules::RetentionSchedule;
-use mailvault::lifecycle::destroy::{self, DestructionRun, ReviewApproval};
+use mailvault::lifecycle::destroy::{self, Decisions, DestructionRun};
 use mailvault::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,7 +25,7 @@ pub struct DestroyArgs {
     #[arg(long)]
     dry_run: bool,
     /// DispositionReview YAML documents (separated by ---); the Approved ones authorize
-    /// destroying the Review records they cover.
+    /// destroying the Review records they cover, the Extended ones extend their retention.
     #[arg(long)]
     approvals: Option<PathBuf>,
     /// Print the report as JSON.
@@ -50,11 +50,11 @@ pub fn read_policy(path: &Path) -> Result<RetentionSchedule> {
     mailvault::lifecycle::policy_from_yaml(&read_text(path)?)
 }
 
-/// Reads the approved reviews of an `--approvals` file.
-pub fn read_approvals(path: Option<&Path>) -> Result<Vec<ReviewApproval>> {
+/// Reads the decided (Approved, Extended) reviews of an `--approvals` file.
+pub fn read_approvals(path: Option<&Path>) -> Result<Decisions> {
     path.map_or_else(
-        || Ok(Vec::new()),
-        |p| destroy::approvals_from_yaml(&read_text(p)?),
+        || Ok(Decisions::default()),
+        |p| destroy::decisions_from_yaml(&read_text(p)?),
     )
 }
 
@@ -73,7 +73,8 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
         &DestructionRun {
             origin: &origin,
             schedule: &schedule,
-            approvals: &approvals,
+            approvals: &approvals.approvals,
+            extensions: &approvals.extensions,
             now: mailvault::unix_now(),
             dry_run: args.dry_run,
             abort_after_step: args.abort_after_step,

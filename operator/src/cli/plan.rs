@@ -89,7 +89,8 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
         &DestructionRun {
             origin: key.name(),
             schedule: &schedule,
-            approvals: &approvals,
+            approvals: &approvals.approvals,
+            extensions: &approvals.extensions,
             now: mailvault::unix_now(),
             dry_run: true,
             abort_after_step: None,

@@ -13,14 +13,16 @@
 use super::mailbox_archive::archive_store;
 use super::schedule::{self, History, Schedule};
 use super::secrets::Secrets;
-use super::status::apply_status;
+use super::status::{apply_status, set_condition};
 use super::{Context, publish};
 use crate::crd::{
     DestructionRunStatus, DestructionStatus, DispositionReview, DispositionReviewSpec,
-    MailboxArchive, MailboxArchiveStatus, PlanCounts, PolicyDestruction, RetentionPolicy,
-    ReviewDecision,
+    DispositionReviewStatus, MailboxArchive, MailboxArchiveStatus, PlanCounts, PolicyDestruction,
+    RetentionPolicy, ReviewDecision,
 };
-use crate::lifecycle::destroy::{self, DestructionReport, DestructionRun, ReviewApproval};
+use crate::lifecycle::destroy::{
+    self, Decisions, DestructionReport, DestructionRun, ReviewOutcome, ReviewState,
+};
 use crate::{Error, Reason, Result};
 use jiff::Timestamp;
 use kube::ResourceExt as _;
@@ -148,18 +150,19 @@ pub fn start(
     )
 }
 
-/// The approvals among the archive's reviews (a malformed one is skipped, with a warning).
-fn approvals(reviews: &[DispositionReview]) -> Vec<ReviewApproval> {
-    reviews
-        .iter()
-        .filter_map(|r| match ReviewApproval::from_review(r) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(review = %r.name_any(), error = %e, "approval not used");
-                None
+/// The decisions among the archive's reviews (a malformed one is skipped, with a warning).
+fn decisions(reviews: &[DispositionReview]) -> Decisions {
+    let mut out = Decisions::default();
+    for r in reviews {
+        match Decisions::of([r]) {
+            Ok(d) => {
+                out.approvals.extend(d.approvals);
+                out.extensions.extend(d.extensions);
             }
-        })
-        .collect()
+            Err(e) => tracing::warn!(review = %r.name_any(), error = %e, "decision not used"),
+        }
+    }
+    out
 }
 
 /// One destruction run of the archive: its store and key, its approvals, the run.
@@ -177,7 +180,7 @@ async fn run_destruction(
         .schedule()
         .map_err(|problems| Error::Spec(problems.join("; ")))?;
     let origin = signer.name().to_owned();
-    let approvals = approvals(reviews);
+    let decisions = decisions(reviews);
     let dry_run = policy.spec.destruction.as_ref().is_some_and(|d| d.dry_run);
     // Boxed: a run's future holds the writer (clippy::large_futures).
     Box::pin(destroy::run(
@@ -186,7 +189,8 @@ async fn run_destruction(
         &DestructionRun {
             origin: &origin,
             schedule: &schedule,
-            approvals: &approvals,
+            approvals: &decisions.approvals,
+            extensions: &decisions.extensions,
             now: UnixTime(Timestamp::now().as_second()),
             dry_run,
             abort_after_step: None,
@@ -449,6 +453,89 @@ async fn destroy_and_record(
     if let Some(plan) = counts {
         update_policy(ctx, &namespace, policy, archive, plan, &run_status.message).await;
     }
+    if let Ok(report) = &result
+        && !report.dry_run
+    {
+        update_reviews(ctx, &namespace, &reviews, report).await;
+    }
+}
+
+/// Most certificate keys a review's status lists (the newest kept).
+const MAX_REVIEW_CERTIFICATES: usize = 100;
+
+/// A decided review's status after a run: counts, the certificates that list its records
+/// (earlier runs' kept), and `Ready`/`Stale` conditions in a records officer's words.
+pub fn review_status(
+    current: Option<&DispositionReviewStatus>,
+    outcome: &ReviewOutcome,
+    generation: Option<i64>,
+) -> DispositionReviewStatus {
+    let mut status = current.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    if outcome.decision == ReviewDecision::Extended {
+        status.extended = Some(outcome.extended);
+    } else {
+        status.destroyed = Some(outcome.destroyed);
+        for key in &outcome.certificates {
+            if !status.certificates.contains(key) {
+                status.certificates.push(key.clone());
+            }
+        }
+        status.certificates.sort();
+        let excess = status
+            .certificates
+            .len()
+            .saturating_sub(MAX_REVIEW_CERTIFICATES);
+        status.certificates.drain(..excess);
+    }
+    let message = outcome.message();
+    let (ready, reason) = match outcome.state {
+        ReviewState::CarriedOut => (true, Reason::DecisionCarriedOut),
+        ReviewState::Stale => (false, Reason::BatchChanged),
+        ReviewState::Refused(_) => (false, Reason::DecisionRefused),
+    };
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        ready,
+        reason,
+        &message,
+        generation,
+    );
+    set_condition(
+        &mut status.conditions,
+        "Stale",
+        outcome.state == ReviewState::Stale,
+        reason,
+        &message,
+        generation,
+    );
+    status
+}
+
+/// Writes what the run did with each decided review into its status (status subresource).
+async fn update_reviews(
+    ctx: &Context,
+    namespace: &str,
+    reviews: &[DispositionReview],
+    report: &DestructionReport,
+) {
+    let api: Api<DispositionReview> = Api::namespaced(ctx.client.clone(), namespace);
+    for outcome in &report.reviews {
+        let Some(review) = reviews
+            .iter()
+            .find(|r| destroy::review_name(r) == outcome.review)
+        else {
+            continue;
+        };
+        let status = review_status(review.status.as_ref(), outcome, review.metadata.generation);
+        if review.status.as_ref() == Some(&status) {
+            continue;
+        }
+        if let Err(e) = apply_status(&api, review, &status).await {
+            tracing::warn!(review = %outcome.review, error = %e, "cannot write the review's status");
+        }
+    }
 }
 
 /// Writes this archive's numbers into its policy's status (the policy reconciler keeps them).
@@ -542,6 +629,68 @@ mod tests {
         );
         let invalid = policy(Some(serde_json::json!({"schedule": "61 * * * *"})));
         assert_eq!(decide(Some(&invalid), &none, now), Decision::Off);
+    }
+
+    #[test]
+    fn a_reviews_status_says_what_was_done_and_whether_its_batch_is_stale() {
+        let outcome = ReviewOutcome {
+            review: "records/b".into(),
+            decision: ReviewDecision::Extended,
+            state: ReviewState::CarriedOut,
+            destroyed: 0,
+            extended: 2,
+            extend_until: Some(UnixTime(1_800_000_000)),
+            certificates: Vec::new(),
+        };
+        let s = review_status(None, &outcome, Some(1));
+        assert_eq!(s.extended, Some(2));
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "DecisionCarriedOut")
+        );
+        assert!(
+            ready
+                .message
+                .contains("2 records retained until 2027-01-15T08:00:00Z"),
+            "{}",
+            ready.message
+        );
+        let stale = s.conditions.iter().find(|c| c.type_ == "Stale").unwrap();
+        assert_eq!(stale.status, "False");
+
+        let approved = ReviewOutcome {
+            decision: ReviewDecision::Approved,
+            destroyed: 1,
+            extended: 0,
+            extend_until: None,
+            certificates: vec!["certificates/2".into()],
+            ..outcome.clone()
+        };
+        let earlier = DispositionReviewStatus {
+            certificates: vec!["certificates/1".into()],
+            ..DispositionReviewStatus::default()
+        };
+        let s = review_status(Some(&earlier), &approved, Some(1));
+        assert_eq!(s.destroyed, Some(1));
+        assert_eq!(s.certificates, ["certificates/1", "certificates/2"]);
+
+        let stale = ReviewOutcome {
+            state: ReviewState::Stale,
+            ..approved
+        };
+        let s = review_status(None, &stale, Some(1));
+        let c = |t: &str| s.conditions.iter().find(|c| c.type_ == t).unwrap().clone();
+        assert_eq!(
+            (c("Ready").status.as_str(), c("Ready").reason.as_str()),
+            ("False", "BatchChanged")
+        );
+        assert_eq!(c("Stale").status, "True");
+        assert!(
+            c("Stale")
+                .message
+                .contains("decide on the newer DispositionReview")
+        );
     }
 
     #[test]

@@ -110,8 +110,10 @@ pub enum ReviewDecision {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DispositionReviewStatus {
-    /// `Ready`: the review names an archive and a batch that exist. `Done`: the decision has
-    /// been carried out.
+    /// `Ready`: True once the operator carried out the decision (Approved: records destroyed
+    /// as their locks end; Extended: retention extended); False when it cannot (the batch
+    /// changed, or extendUntil is not after latestRetainUntil), with what to do. `Stale`: True
+    /// when the batch changed since the review was created: decide on the newer review.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The generation the conditions describe.

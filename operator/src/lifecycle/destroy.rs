@@ -26,10 +26,13 @@ use mailvault_core::lifecycle::certificate::{
     Certificate, CertifiedAuthorization, CertifiedRecord, METHOD_S3_COMPLIANCE, run_id,
 };
 use mailvault_core::lifecycle::disposition::SeriesDispositions;
+use mailvault_core::lifecycle::review_extension::{
+    ExtensionDecision, ExtensionOrder, extension_decision,
+};
 use mailvault_core::lifecycle::{
     Approval, DestructionPlan, Eligibility, HeldVersion, MAX_RECORDS_PER_RUN, NextStep,
-    RecordHistory, Replay, SeriesBatch, destruction_eligibility, next_step, pending,
-    records_digest, uncertified,
+    RecordHistory, Replay, SeriesBatch, batch_digest, destruction_eligibility, next_step, pending,
+    uncertified,
 };
 use mailvault_core::note::{NoteSigner, NoteVerifier};
 use mailvault_core::rules::RetentionSchedule;
@@ -60,27 +63,32 @@ impl ReviewApproval {
     /// that says `Approved` without who and a reference, or with dates or a digest that do not
     /// parse, is refused (admission refuses them too).
     pub fn from_review(review: &DispositionReview) -> Result<Option<Self>> {
-        let spec = &review.spec;
-        if spec.decision != ReviewDecision::Approved {
+        if review.spec.decision != ReviewDecision::Approved {
             return Ok(None);
         }
-        let name = format!(
-            "{}/{}",
-            review.metadata.namespace.as_deref().unwrap_or("default"),
-            review.metadata.name.as_deref().unwrap_or("")
-        );
+        let bad =
+            |what: &str| Error::Usage(format!("DispositionReview {}: {what}", review_name(review)));
+        let reference = review
+            .spec
+            .reference
+            .clone()
+            .ok_or_else(|| bad("Approved without reference"))?;
+        Self::batch_of(review, reference).map(Some)
+    }
+
+    /// The batch a decided review names, with who decided and `reference`.
+    fn batch_of(review: &DispositionReview, reference: String) -> Result<Self> {
+        let spec = &review.spec;
+        let name = review_name(review);
         let bad = |what: &str| Error::Usage(format!("DispositionReview {name}: {what}"));
         let time = |s: &str| UnixTime::parse(s).map_err(|e| bad(&e.to_string()));
-        Ok(Some(Self {
+        Ok(Self {
             approval: Approval {
                 decided_by: spec
                     .decided_by
                     .clone()
-                    .ok_or_else(|| bad("Approved without decidedBy"))?,
-                reference: spec
-                    .reference
-                    .clone()
-                    .ok_or_else(|| bad("Approved without reference"))?,
+                    .ok_or_else(|| bad(&format!("{:?} without decidedBy", spec.decision)))?,
+                reference,
                 series: spec.record_series.clone(),
                 earliest: time(&spec.earliest_retain_until)?,
                 latest: time(&spec.latest_retain_until)?,
@@ -89,15 +97,77 @@ impl ReviewApproval {
             },
             records_digest: Hash::from_hex(&spec.records_digest)
                 .map_err(|e| bad(&format!("recordsDigest: {e}")))?,
-        }))
+        })
+    }
+}
+
+/// `namespace/name` of a review.
+pub fn review_name(review: &DispositionReview) -> String {
+    format!(
+        "{}/{}",
+        review.metadata.namespace.as_deref().unwrap_or("default"),
+        review.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// The extension order an `Extended` review carries: `None` unless it is `Extended`. One
+/// without who or a date, or with a date or digest that does not parse, is refused.
+pub fn extension_from_review(review: &DispositionReview) -> Result<Option<ExtensionOrder>> {
+    let spec = &review.spec;
+    if spec.decision != ReviewDecision::Extended {
+        return Ok(None);
+    }
+    let batch = ReviewApproval::batch_of(review, spec.reference.clone().unwrap_or_default())?;
+    let extend_until = spec
+        .extend_until
+        .as_deref()
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "DispositionReview {}: Extended without extendUntil",
+                batch.approval.review
+            ))
+        })
+        .and_then(|s| {
+            UnixTime::parse(s).map_err(|e| {
+                Error::Usage(format!(
+                    "DispositionReview {}: extendUntil: {e}",
+                    batch.approval.review
+                ))
+            })
+        })?;
+    Ok(Some(ExtensionOrder {
+        batch: batch.approval,
+        records_digest: batch.records_digest,
+        extend_until,
+    }))
+}
+
+/// The decided reviews a run carries out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decisions {
+    /// `Approved` reviews.
+    pub approvals: Vec<ReviewApproval>,
+    /// `Extended` reviews.
+    pub extensions: Vec<ExtensionOrder>,
+}
+
+impl Decisions {
+    /// The decisions among `reviews`; a malformed one is refused.
+    pub fn of<'a>(reviews: impl IntoIterator<Item = &'a DispositionReview>) -> Result<Self> {
+        let mut out = Self::default();
+        for review in reviews {
+            out.approvals.extend(ReviewApproval::from_review(review)?);
+            out.extensions.extend(extension_from_review(review)?);
+        }
+        Ok(out)
     }
 }
 
 /// Reads `DispositionReview` documents (YAML, several separated by `---`): what
-/// `mailvault destroy --approvals FILE` takes. Only `Approved` ones are returned.
-pub fn approvals_from_yaml(text: &str) -> Result<Vec<ReviewApproval>> {
+/// `mailvault destroy --approvals FILE` takes. `Approved` and `Extended` ones are returned.
+pub fn decisions_from_yaml(text: &str) -> Result<Decisions> {
     use serde::Deserialize as _;
-    let mut out = Vec::new();
+    let mut reviews = Vec::new();
     for document in serde_norway::Deserializer::from_str(text) {
         let value = serde_norway::Value::deserialize(document)
             .map_err(|e| Error::Usage(format!("approvals: {e}")))?;
@@ -106,28 +176,15 @@ pub fn approvals_from_yaml(text: &str) -> Result<Vec<ReviewApproval>> {
         }
         let review: DispositionReview = serde_norway::from_value(value)
             .map_err(|e| Error::Usage(format!("approvals: not a DispositionReview: {e}")))?;
-        out.extend(ReviewApproval::from_review(&review)?);
+        reviews.push(review);
     }
-    Ok(out)
-}
-
-/// The ids of the records an approval covers in the log, except those destroyed under a
-/// rule: the batch the officer saw, whatever happened to it since (destroyed ones stay in).
-fn covered<'a>(replay: &'a Replay, approval: &Approval) -> impl Iterator<Item = &'a str> {
-    replay
-        .histories()
-        .filter(|h| approval.covers(h))
-        .filter(|h| {
-            h.authorized
-                .is_none_or(|a| a.disposition != mailvault_core::entry::Disposition::Destroy)
-        })
-        .map(|h| h.record)
+    Decisions::of(&reviews)
 }
 
 /// Whether the batch an approval covers is still the one the officer approved: the digest of
-/// the records it covers equals the review's.
+/// the records it covers equals the review's ([`batch_digest`], as for an extension).
 pub fn approval_is_current(replay: &Replay, approval: &ReviewApproval) -> bool {
-    records_digest(covered(replay, &approval.approval)) == approval.records_digest
+    batch_digest(replay, |h| approval.approval.covers(h)) == approval.records_digest
 }
 
 /// One record series as a records officer previews it.
@@ -181,6 +238,10 @@ pub struct DestructionReport {
     pub refused: Vec<String>,
     /// Keys of the certificates this run stored.
     pub certificates: Vec<String>,
+    /// Records whose retention this run extended under `Extended` reviews.
+    pub extended: u64,
+    /// What became of each decided review (what its status says).
+    pub reviews: Vec<ReviewOutcome>,
     /// Log size when the plan was made (a `DispositionReview`'s `logSize`).
     pub log_size: u64,
     /// Nothing was changed.
@@ -222,6 +283,8 @@ impl DestructionReport {
             "refused": self.refused,
             "certificates": self.certificates,
             "stale_approvals": self.stale_approvals,
+            "extended": self.extended,
+            "reviews": self.reviews.iter().map(ReviewOutcome::to_json).collect::<Vec<_>>(),
             "log_size": self.log_size,
             "series": self.series,
         })
@@ -268,8 +331,160 @@ impl DestructionReport {
                 "approval {s} no longer matches its batch (its records changed): not used, review again"
             ));
         }
+        for r in &self.reviews {
+            if r.decision == ReviewDecision::Extended {
+                parts.push(format!("{}: {}", r.review, r.message()));
+            }
+        }
         parts.join("; ")
     }
+}
+
+/// Whether a decided review was carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReviewState {
+    /// Its batch is the one the officer saw; the decision is carried out.
+    CarriedOut,
+    /// Its batch changed since the review was created: the decision was not used.
+    Stale,
+    /// The decision cannot be carried out as written (the reason, in words).
+    Refused(String),
+}
+
+/// What became of one decided review in a run: what the operator writes into its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewOutcome {
+    /// `namespace/name`.
+    pub review: String,
+    /// `Approved` or `Extended`.
+    pub decision: ReviewDecision,
+    /// Carried out, stale or refused.
+    pub state: ReviewState,
+    /// Approved: records of the batch destroyed so far.
+    pub destroyed: u64,
+    /// Extended: records of the batch retained until `extend_until` (earlier runs included).
+    pub extended: u64,
+    /// Extended: the date.
+    pub extend_until: Option<UnixTime>,
+    /// Approved: keys of the certificates this run stored that list records of the batch.
+    pub certificates: Vec<String>,
+}
+
+impl ReviewOutcome {
+    /// The outcome as JSON (in the report `--json` prints).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "review": self.review,
+            "decision": format!("{:?}", self.decision),
+            "state": match self.state {
+                ReviewState::CarriedOut => "CarriedOut",
+                ReviewState::Stale => "Stale",
+                ReviewState::Refused(_) => "Refused",
+            },
+            "destroyed": self.destroyed,
+            "extended": self.extended,
+            "extend_until": self.extend_until.map(|t| t.to_string()),
+            "certificates": self.certificates,
+            "message": self.message(),
+        })
+    }
+
+    /// The outcome in a records officer's words.
+    pub fn message(&self) -> String {
+        match (&self.state, self.decision) {
+            (ReviewState::Refused(why), _) => why.clone(),
+            (ReviewState::Stale, _) => "the batch's records changed since this review was \
+                created (records destroyed, held, extended or ingested): this decision was not \
+                used; decide on the newer DispositionReview the operator creates for the batch"
+                .to_owned(),
+            (ReviewState::CarriedOut, ReviewDecision::Extended) => format!(
+                "{} records retained until {} (lock extended, retention-extended logged); they \
+                 fall due again then, in a new DispositionReview",
+                self.extended,
+                self.extend_until.map(|t| t.to_string()).unwrap_or_default()
+            ),
+            (ReviewState::CarriedOut, _) => format!(
+                "{} records of the batch destroyed under this approval; the others are \
+                 destroyed once their lock has ended and no legal hold is in force",
+                self.destroyed
+            ),
+        }
+    }
+}
+
+/// Carries out (or, `act` false, only decides) every `Extended` review: lock first, then the
+/// entry, for each record still short of its `extendUntil`.
+async fn extend_reviews<S: Store>(
+    store: &S,
+    writer: Option<&mut RecordWriter<'_, S>>,
+    replay: &mut Replay,
+    orders: &[ExtensionOrder],
+    now: UnixTime,
+) -> Result<(Vec<ReviewOutcome>, u64)> {
+    let mut outcomes = Vec::new();
+    let mut extended = 0;
+    let mut writer = writer;
+    for order in orders {
+        let mut outcome = ReviewOutcome {
+            review: order.batch.review.clone(),
+            decision: ReviewDecision::Extended,
+            state: ReviewState::CarriedOut,
+            destroyed: 0,
+            extended: 0,
+            extend_until: Some(order.extend_until),
+            certificates: Vec::new(),
+        };
+        match extension_decision(replay, order) {
+            ExtensionDecision::Refused(why) => outcome.state = ReviewState::Refused(why),
+            ExtensionDecision::Stale => outcome.state = ReviewState::Stale,
+            ExtensionDecision::Extend { records, already } => {
+                outcome.extended = already;
+                if let Some(w) = writer.as_deref_mut() {
+                    let entries =
+                        super::policy_edit::extend_records(store, w, &records, now).await?;
+                    for entry in entries {
+                        apply(replay, entry)?;
+                        outcome.extended += 1;
+                        extended += 1;
+                    }
+                }
+            }
+        }
+        outcomes.push(outcome);
+    }
+    Ok((outcomes, extended))
+}
+
+/// The outcome of every `Approved` review after the run: records of its batch destroyed, the
+/// certificates of this run that list them.
+fn approval_outcomes(
+    replay: &Replay,
+    approvals: &[ReviewApproval],
+    certificates: &[(String, BTreeSet<String>)],
+) -> Vec<ReviewOutcome> {
+    approvals
+        .iter()
+        .map(|a| ReviewOutcome {
+            review: a.approval.review.clone(),
+            decision: ReviewDecision::Approved,
+            state: if approval_is_current(replay, a) {
+                ReviewState::CarriedOut
+            } else {
+                ReviewState::Stale
+            },
+            destroyed: replay
+                .histories()
+                .filter(|h| a.approval.covers(h) && h.destroyed.is_some())
+                .count() as u64,
+            extended: 0,
+            extend_until: None,
+            certificates: certificates
+                .iter()
+                .filter(|(_, reviews)| reviews.contains(&a.approval.review))
+                .map(|(key, _)| key.clone())
+                .collect(),
+        })
+        .collect()
 }
 
 /// The inputs of a run besides the store and the key.
@@ -281,6 +496,8 @@ pub struct DestructionRun<'a> {
     pub schedule: &'a RetentionSchedule,
     /// Approved reviews.
     pub approvals: &'a [ReviewApproval],
+    /// Extended reviews.
+    pub extensions: &'a [ExtensionOrder],
     /// The run's time.
     pub now: UnixTime,
     /// Report only; change nothing.
@@ -390,14 +607,18 @@ pub async fn preview<S: Store>(
     run: &DestructionRun<'_>,
 ) -> Result<DestructionReport> {
     let mut log = StoredLog::load(store, run.origin, verifier, true).await?;
-    let replay = replay_of(&mut log)?;
+    let mut replay = replay_of(&mut log)?;
     let (approvals, stale_approvals) = current_approvals(&replay, run.approvals);
     let dispositions = SeriesDispositions::of(run.schedule);
+    let (mut reviews, _) =
+        extend_reviews::<S>(store, None, &mut replay, run.extensions, run.now).await?;
     let (plan, series) = plan_of(&replay, &dispositions, &approvals, run.now);
+    reviews.extend(approval_outcomes(&replay, run.approvals, &[]));
     Ok(DestructionReport {
         plan,
         series,
         stale_approvals,
+        reviews,
         log_size: replay.size(),
         dry_run: true,
         ..DestructionReport::default()
@@ -492,6 +713,21 @@ pub async fn run<S: Store>(
         steps.step("checkpoint of the finished tombstones");
     }
 
+    // Extended reviews: before the plan, so an extended record is retained, not due.
+    let (extension_outcomes, extended) = extend_reviews(
+        store,
+        Some(&mut writer),
+        &mut replay,
+        run.extensions,
+        now_after(run.now),
+    )
+    .await?;
+    report.extended = extended;
+    if extended > 0 {
+        writer.checkpoint().await?;
+        steps.step("checkpoint of the extensions");
+    }
+
     // Plan, then phase 1: authorize, checkpoint.
     let (plan, series) = plan_of(&replay, &dispositions, &approvals, run.now);
     report.log_size = replay.size();
@@ -533,7 +769,12 @@ pub async fn run<S: Store>(
         dispositions: &dispositions,
         approvals: &approvals,
     };
-    report.certificates = certify.run(store, &writer, &replay, &mut steps).await?;
+    let certificates = certify.run(store, &writer, &replay, &mut steps).await?;
+    report.certificates = certificates.iter().map(|(k, _)| k.clone()).collect();
+    report.reviews = extension_outcomes;
+    report
+        .reviews
+        .extend(approval_outcomes(&replay, run.approvals, &certificates));
     writer.finish().await?;
     Ok(report)
 }
@@ -551,14 +792,14 @@ struct Certify<'a> {
 impl Certify<'_> {
     /// Stores a signed certificate (several past [`MAX_RECORDS_PER_RUN`]) for every destroyed
     /// record no stored certificate lists, covering the writer's newest checkpoint; returns
-    /// their keys.
+    /// their keys, each with the reviews whose approval it names.
     async fn run<S: Store>(
         &self,
         store: &S,
         writer: &RecordWriter<'_, S>,
         replay: &Replay,
         steps: &mut Steps,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<(String, BTreeSet<String>)>> {
         let head = writer.log_head();
         let root = head
             .root_hash
@@ -611,7 +852,14 @@ impl Certify<'_> {
                 )
                 .await?;
             steps.step("certificate stored");
-            keys.push(key);
+            let reviews = chunk
+                .iter()
+                .filter_map(|r| match &r.authorization {
+                    CertifiedAuthorization::Review { review, .. } => Some(review.clone()),
+                    CertifiedAuthorization::Rule { .. } => None,
+                })
+                .collect();
+            keys.push((key, reviews));
         }
         Ok(keys)
     }

@@ -17,9 +17,10 @@ use crate::store::Store;
 use crate::writer::{RecordWriter, lock_until, trust};
 use crate::{Error, Result};
 use mailvault_core::UnixTime;
+use mailvault_core::entry::Entry;
 use mailvault_core::layout::POLICY_STATE_KEY;
 use mailvault_core::lifecycle::Replay;
-use mailvault_core::lifecycle::policy_edit::{PolicyDiff, policy_diff};
+use mailvault_core::lifecycle::policy_edit::{Extension, PolicyDiff, policy_diff};
 use mailvault_core::mac::MacKind;
 use mailvault_core::rules::RetentionSchedule;
 use serde::{Deserialize, Serialize};
@@ -96,17 +97,7 @@ pub(crate) async fn reapply_policy<S: Store>(
     let mac = writer.mac().clone();
     let fingerprint = schedule.fingerprint().to_hex();
     let diff = diff_before(store, log, replay, schedule, before).await?;
-    for e in &diff.extensions {
-        // The lock first: the entry says what is already true.
-        store
-            .extend_retention(
-                &e.object_key,
-                &e.object_version,
-                lock_until(e.retain_until, now, None),
-            )
-            .await?;
-        writer.append(e.record.clone(), e.entry(), now).await?;
-    }
+    extend_records(store, writer, &diff.extensions, now).await?;
     writer.checkpoint().await?;
     if diff.unreadable == 0 {
         let state = PolicyState {
@@ -121,4 +112,28 @@ pub(crate) async fn reapply_policy<S: Store>(
             .await?;
     }
     Ok(Some(diff))
+}
+
+/// Lengthens each record's retention: its Object Lock first, then `retention-extended` logged
+/// (the entry says what is already true; a crash in between leaves a lock longer than the log,
+/// which the next run logs). What a policy edit and an `Extended` review both do. Returns the
+/// entries appended, in order.
+pub(crate) async fn extend_records<S: Store>(
+    store: &S,
+    writer: &mut RecordWriter<'_, S>,
+    extensions: &[Extension],
+    now: UnixTime,
+) -> Result<Vec<Entry>> {
+    let mut entries = Vec::with_capacity(extensions.len());
+    for e in extensions {
+        store
+            .extend_retention(
+                &e.object_key,
+                &e.object_version,
+                lock_until(e.retain_until, now, None),
+            )
+            .await?;
+        entries.push(writer.append(e.record.clone(), e.entry(), now).await?);
+    }
+    Ok(entries)
 }

@@ -866,3 +866,76 @@ fn malformed_certificates_say_why() {
         .is_err()
     );
 }
+
+#[test]
+fn an_extended_review_extends_its_current_batch_once_and_refuses_a_shorter_date() {
+    use super::review_extension::{ExtensionDecision, ExtensionOrder, extension_decision};
+    let mut log = Log::default();
+    log.ingest("a", "GS 1-01", RetainUntil::Until(t(DAY)));
+    log.ingest("b", "GS 1-01", RetainUntil::Until(t(2 * DAY)));
+    log.ingest("c", "GS 1-01", RetainUntil::Until(t(5 * DAY))); // falls due later: not in it
+    log.ingest("d", "GS 9", RetainUntil::Until(t(DAY))); // another series
+    let order = |digest: Hash, until: i64| ExtensionOrder {
+        batch: approval("GS 1-01", DAY, 2 * DAY),
+        records_digest: digest,
+        extend_until: t(until),
+    };
+    let digest = records_digest(["a", "b"]);
+    let ids = |d: &ExtensionDecision| match d {
+        ExtensionDecision::Extend { records, already } => (
+            records
+                .iter()
+                .map(|e| e.record.as_str().to_owned())
+                .collect::<Vec<_>>(),
+            *already,
+        ),
+        other => panic!("{other:?}"),
+    };
+    let d = extension_decision(&log.replay(), &order(digest, 30 * DAY));
+    assert_eq!(ids(&d), (vec!["a".to_owned(), "b".to_owned()], 0));
+    if let ExtensionDecision::Extend { records, .. } = &d {
+        assert_eq!(records[0].retain_until, RetainUntil::Until(t(30 * DAY)));
+        assert_eq!(records[0].object_version, "v-a");
+    }
+
+    // Not after the batch's latest retain-until: refused, in words.
+    match extension_decision(&log.replay(), &order(digest, 2 * DAY)) {
+        ExtensionDecision::Refused(m) => assert!(m.contains("not after"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // A digest the batch no longer has: stale.
+    assert_eq!(
+        extension_decision(&log.replay(), &order(records_digest(["a"]), 30 * DAY)),
+        ExtensionDecision::Stale
+    );
+
+    // Half done (a crash after "a"): the batch is the same, only "b" is left.
+    log.append(
+        "a",
+        EntryBody::RetentionExtended {
+            retain_until: RetainUntil::Until(t(30 * DAY)),
+        },
+    );
+    let d = extension_decision(&log.replay(), &order(digest, 30 * DAY));
+    assert_eq!(ids(&d), (vec!["b".to_owned()], 1));
+    log.append(
+        "b",
+        EntryBody::RetentionExtended {
+            retain_until: RetainUntil::Until(t(30 * DAY)),
+        },
+    );
+    let d = extension_decision(&log.replay(), &order(digest, 30 * DAY));
+    assert_eq!(ids(&d), (Vec::new(), 2));
+
+    // Extended records are retained until then, and fall due (for a new review) after.
+    let r = log.replay();
+    let a = r.get("a").unwrap();
+    assert_eq!(
+        destruction_eligibility(&a, t(29 * DAY), RuleDisposition::Review, &[]),
+        Eligibility::Retained(t(30 * DAY))
+    );
+    assert_eq!(
+        destruction_eligibility(&a, t(31 * DAY), RuleDisposition::Review, &[]),
+        Eligibility::AwaitingReview
+    );
+}

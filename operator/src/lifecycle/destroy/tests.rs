@@ -86,6 +86,7 @@ async fn run_with(
             origin: ORIGIN,
             schedule: &schedule,
             approvals,
+            extensions: &[],
             now: crate::unix_now(),
             dry_run,
             abort_after_step: None,
