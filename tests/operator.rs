@@ -552,7 +552,62 @@ async fn bad_specs_missing_secrets_and_wrong_passwords_are_reported_and_recover_
             >= Some(1.0)
     );
 
-    assert_no_secret_in(&op.log_text(), &c);
+    // S3 credentials whose secret key is wrong: refused, and the key is never repeated.
+    let wrong_s3_secret = format!("wrong-s3-secret-{}", unique_name("k"));
+    c.secret(
+        "s3-wrong",
+        &[
+            (
+                "AWS_ACCESS_KEY_ID",
+                c.env.var("VERSITYGW_ACCESS_KEY").as_bytes(),
+            ),
+            ("AWS_SECRET_ACCESS_KEY", wrong_s3_secret.as_bytes()),
+        ],
+    )
+    .await;
+    c.create_archive(
+        "wrongs3",
+        &json!({"storage": {"credentialsSecretRef": {"name": "s3-wrong"}}}),
+    )
+    .await;
+    let (_, message) = refused(&c, &op, "wrongs3", Duration::from_secs(60), "StoreError").await;
+    assert!(!message.contains(&wrong_s3_secret), "{message}");
+
+    // Every output an operator run leaves, not only its log: Events, every archive's status
+    // (conditions, messages), the metrics. None holds a secret value, right or wrong.
+    let events = Api::<Event>::namespaced(c.admin.clone(), &c.ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let statuses: Vec<_> = c
+        .archives()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|a| a.status)
+        .collect();
+    let (_, metrics) = op.get("/metrics").await.unwrap();
+    // Not a grep over nothing: the refusals above are all in there.
+    assert!(
+        events.len() >= 5 && statuses.len() == 5,
+        "{events:?} {statuses:?}"
+    );
+    assert!(metrics.contains("mailvault_errors_total"), "{metrics}");
+    let outputs = [
+        op.log_text(),
+        serde_json::to_string(&events).unwrap(),
+        serde_json::to_string(&statuses).unwrap(),
+        metrics,
+    ];
+    for text in &outputs {
+        assert_no_secret_in(text, &c);
+        for wrong in ["not-the-password", wrong_s3_secret.as_str()] {
+            assert!(!text.contains(wrong), "a secret value leaked into: {text}");
+        }
+    }
 }
 
 #[tokio::test]
