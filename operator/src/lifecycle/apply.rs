@@ -62,6 +62,7 @@ pub async fn apply<S: Store>(
         return Ok(LifecycleOutcome::default());
     }
     let log = StoredLog::load(store, verifier.name(), verifier, true).await?;
+    writer.check_same_log(&log)?;
     let mut replay = Replay::new();
     for e in &log.entries {
         // Anomalies are the verifier's to report; the replay keeps the story mailvault wrote.

@@ -690,6 +690,7 @@ pub async fn run<S: Store>(
     let mut writer =
         RecordWriter::open(store, run.origin, signer, run.schedule.clone(), run.now).await?;
     let mut log = StoredLog::load(store, run.origin, &verifier, true).await?;
+    writer.check_same_log(&log)?;
     let mut replay = replay_of(&mut log)?;
     drop(log);
     let (approvals, stale_approvals) = current_approvals(&replay, run.approvals);

@@ -575,6 +575,23 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         }
     }
 
+    /// Refuses a log read back from the store (to replay it) that is not the log this writer
+    /// verified at open and appended to since: same size, same root. Objects added to the store
+    /// while the run went on (a wider partial bundle, say) must never drive what the writer
+    /// signs next — a forged `destroy-authorized` would otherwise make a run delete a record.
+    pub fn check_same_log(&self, read_back: &StoredLog) -> Result<()> {
+        let (size, root) = (self.log.records.size(), self.log.records.root());
+        if read_back.records.size() != size || read_back.records.root() != root {
+            return Err(Error::Conflict(format!(
+                "the log read back from the store ({} entries) is not the one this run verified \
+                 and wrote ({size} entries): log objects were added or replaced during the run; \
+                 nothing was done on top of it; run `mailvault verify`",
+                read_back.records.size()
+            )));
+        }
+        Ok(())
+    }
+
     /// Totals so far.
     pub fn summary(&self) -> &RunSummary {
         &self.summary
@@ -1046,6 +1063,37 @@ mod tests {
         assert_eq!(resumed.finish().await.unwrap(), Some(2));
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&dir2).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_log_that_grew_behind_the_writers_back_is_not_replayed() {
+        let dir = temp_dir("same-log");
+        let store = FsStore::new(&dir);
+        let mut first = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        first.write(message(0), NOW).await.unwrap();
+        first.finish().await.unwrap();
+        let running = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        let verifier = NoteVerifier::parse(&key().verifier_key()).unwrap();
+        let read = |store| reader::StoredLog::load(store, ORIGIN, &verifier, true);
+        running
+            .check_same_log(&read(&store).await.unwrap())
+            .unwrap();
+        // Entries appear in the store during the run (here another writer's, signed even).
+        let mut other = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        other.write(message(1), NOW).await.unwrap();
+        other.finish().await.unwrap();
+        let err = running
+            .check_same_log(&read(&store).await.unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not the one this run verified"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
