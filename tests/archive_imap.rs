@@ -491,34 +491,63 @@ async fn kill_9_at_seeded_points_mid_run_then_resume_without_loss_or_double_logg
     let args = case.archive_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (mut landed, mut attempts) = (0usize, 0usize);
+    // How long after its marker appears a run may be killed. It adapts to this machine's
+    // speed: it shrinks when runs finish before the kill and grows when kills land, so kill
+    // points stay spread over the whole run on a fast or a slow (cold CI) machine alike.
+    let mut window_ms = 1500u64;
     while landed < LANDED {
         attempts += 1;
         assert!(
-            attempts <= 4 * LANDED,
+            attempts <= 6 * LANDED,
             "only {landed} of {attempts} kills landed mid-run (seed {seed})"
         );
         // Mail keeps arriving, so every run has something to store.
         let arriving = random.between(1, 10) as usize;
         seed_messages(arriving, &mut random);
-        let before = run_marker(&case).await;
+        let before = run_marker(&case).await.map(|(run, _)| run);
         let mut child = case
             .command(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(random.between(150, 1800))).await;
+        // One attempt in five kills while the run is still opening (connecting, reading the
+        // log), before its marker exists; those are not counted as landed mid-run.
+        let early = random.between(1, 5) == 1;
+        let early_kill_at =
+            tokio::time::Instant::now() + Duration::from_millis(random.between(10, 600));
+        let started_at = tokio::time::Instant::now();
+        let mut marked: Option<String> = None;
+        while child.try_wait().unwrap().is_none() && started_at.elapsed() < Duration::from_secs(60)
+        {
+            if early && tokio::time::Instant::now() >= early_kill_at {
+                break;
+            }
+            if let Some((run, true)) = run_marker(&case).await {
+                if before.as_ref() != Some(&run) {
+                    marked = Some(run);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if marked.is_some() {
+            tokio::time::sleep(Duration::from_millis(random.between(0, window_ms))).await;
+        }
         let still_running = child.try_wait().unwrap().is_none();
         let _ = child.kill(); // SIGKILL
         let status = child.wait().unwrap();
-        if !still_running || status.signal() != Some(9) {
-            continue; // it had finished: not a kill mid-run
-        }
-        // Mid-run: this run wrote its own "in progress" marker (a new run id) and died
-        // before marking itself finished.
+        let Some(run) = marked else {
+            continue;
+        };
+        // Mid-run: the process was still running, and the marker it wrote still says its run
+        // is in progress (it died before marking itself finished).
         let after = run_marker(&case).await;
-        if matches!(&after, Some((v, true)) if before.as_ref().is_none_or(|(b, _)| b != v)) {
+        if still_running && status.signal() == Some(9) && after == Some((run, true)) {
             landed += 1;
+            window_ms = (window_ms * 11 / 10).min(5000);
+        } else {
+            window_ms = (window_ms * 2 / 3).max(50);
         }
     }
     println!("{landed} kills landed mid-run out of {attempts} (seed {seed})");
