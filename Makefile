@@ -3,11 +3,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: image demo test lint fmt-check clippy core-deps deny unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-operator bench-resume bench-resume
+.PHONY: image demo test lint fmt-check clippy core-deps deny fuzz unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-operator bench-resume bench-resume
 
-## test: everything CI runs — formatting, clippy, unit tests, then the integration tests against
-## the real local components (started here and stopped afterwards, also when a test fails).
-test: lint unit integration
+## test: everything CI runs — formatting, clippy, licences, unit tests, fuzzing, then the
+## integration tests against the real local components (started here and stopped afterwards,
+## also when a test fails).
+test: lint unit fuzz integration
 
 lint: fmt-check clippy core-deps deny
 
@@ -33,6 +34,11 @@ deny:
 
 unit:
 	$(CARGO) test --workspace --exclude mailvault-tests --locked
+
+## fuzz: coverage-guided fuzzing of the core's parsers of outside bytes, FUZZ_SECONDS (default
+## 15) per target, on the stable toolchain (operator/core/fuzz/run says how).
+fuzz:
+	operator/core/fuzz/run
 
 integration:
 	$(CARGO) build -p mailvault -p mailvault-tests --bins --tests --locked

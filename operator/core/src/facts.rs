@@ -10,9 +10,9 @@
 //! headers cannot be read yields empty facts flagged `unparseable`, and takes the default rule.
 //! The archive stores the message byte for byte either way.
 
-use mail_parser::{Address, HeaderName, HeaderValue, MessageParser, MimeHeaders as _, PartType};
 use crate::UnixTime;
 use crate::rules::{MessageFacts, SUBJECT_MATCH_BYTES, unfold};
+use mail_parser::{Address, HeaderName, HeaderValue, MessageParser, MimeHeaders as _, PartType};
 
 /// Bytes of a message read for its facts: the headers and as much MIME structure as fits. An
 /// attachment whose part starts after this is not seen (`hasAttachment` is about the first
