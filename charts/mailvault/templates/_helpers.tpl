@@ -25,7 +25,7 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{/* The spool emptyDir's size: largest message x 2 (message and compressed copy) x runs. */}}
 {{- define "mailvault.spoolSizeMiB" -}}
-{{- mul .Values.spool.largestMessageMiB 2 .Values.operator.concurrentRuns -}}
+{{- mul .Values.spool.largestMessageMiB 4 .Values.operator.concurrentRuns -}}
 {{- end -}}
 {{/* What the operator may do in a namespace it archives in: the rules of templates/rbac.yaml. */}}
 {{- define "mailvault.archiveRules" -}}

@@ -16,6 +16,13 @@ pub struct OperatorArgs {
     /// system's temporary directory; in a pod, an emptyDir).
     #[arg(long, env = "MAILVAULT_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
+    /// Spool space one run keeps itself within (suffixes KiB, MiB, GiB): the chart passes the
+    /// spool volume's size divided by --concurrent-runs. Half is for first pieces of large
+    /// messages waiting while a folder is fetched (past it they are fetched again later), half
+    /// for records being stored, where a message takes about twice its size: at least four
+    /// times the largest message an archive allows (spec.imap.maxMessageBytes).
+    #[arg(long, value_parser = crate::cli::archive::parse_size, default_value = "4GiB")]
+    max_spool_size: u64,
     /// Archive runs at once; further due runs wait (mailvault_runs_waiting).
     #[arg(long, default_value_t = 4)]
     concurrent_runs: usize,
@@ -75,6 +82,7 @@ pub async fn run(args: OperatorArgs) -> Result<()> {
             concurrent_runs: args.concurrent_runs,
             instance,
             spool_dir: args.spool_dir.unwrap_or_else(std::env::temp_dir),
+            max_spool_bytes: args.max_spool_size,
         },
         lease_name: args.lease_name,
         lease_namespace,

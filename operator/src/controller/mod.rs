@@ -80,6 +80,8 @@ pub struct Settings {
     pub instance: String,
     /// Directory for spooling large messages (an emptyDir in a pod).
     pub spool_dir: std::path::PathBuf,
+    /// Spool space one run keeps itself within (`Spool::max_bytes`).
+    pub max_spool_bytes: u64,
 }
 
 impl Context {
@@ -102,7 +104,7 @@ impl Context {
             metrics,
             run_slots: Semaphore::new(settings.concurrent_runs.max(1)),
             imap_timeout: Duration::from_mins(1),
-            spool: Spool::new(&settings.spool_dir),
+            spool: Spool::new(&settings.spool_dir).with_max_bytes(settings.max_spool_bytes),
             runs: Arc::new(RunRegistry::default()),
             run_ended,
             archives,

@@ -156,6 +156,7 @@ struct Stored {
     logged_at: UnixTime,
     original_size: u64,
     memory_cost: u64,
+    spool_cost: u64,
     body: EntryBody,
     /// Its headers could not be parsed (it took the default rule).
     unparseable: bool,
@@ -329,6 +330,8 @@ pub struct RecordWriter<'s, S: Store> {
     summary: RunSummary,
     in_flight: futures::stream::FuturesOrdered<StoreTask>,
     in_flight_bytes: u64,
+    /// Spool space the stores in flight take ([`Body::spool_cost`]).
+    in_flight_spool: u64,
     spool: Spool,
     compression: Compression,
 }
@@ -368,6 +371,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             summary,
             in_flight: futures::stream::FuturesOrdered::new(),
             in_flight_bytes: 0,
+            in_flight_spool: 0,
             spool: Spool::default(),
             compression: Compression::new(),
         };
@@ -661,6 +665,14 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         getrandom::fill(&mut salt).map_err(Error::Random)?;
         let original_size = msg.body.len();
         let memory_cost = msg.body.memory_cost();
+        let spool_cost = msg.body.spool_cost();
+        // Spool space: wait for stores in flight until this one fits in the half of the cap
+        // that stores may use; alone, it always goes (see `Spool::max_bytes`).
+        while !self.in_flight.is_empty()
+            && self.in_flight_spool + spool_cost > self.spool.max_bytes() / 2
+        {
+            self.log_next_stored().await?;
+        }
         let schedule = self.retention.clone();
         let store = self.store.clone();
         let spool = self.spool.clone();
@@ -722,6 +734,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                 logged_at: now,
                 original_size,
                 memory_cost,
+                spool_cost,
                 body: EntryBody::Ingest {
                     series,
                     retain_until,
@@ -736,6 +749,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             })
         };
         self.in_flight_bytes += memory_cost;
+        self.in_flight_spool += spool_cost;
         self.in_flight.push_back(StoreTask(tokio::spawn(job)));
         while self.in_flight.len() >= MAX_IN_FLIGHT || self.in_flight_bytes > MAX_IN_FLIGHT_BYTES {
             self.log_next_stored().await?;
@@ -780,6 +794,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         };
         let mut stored = done?;
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(stored.memory_cost);
+        self.in_flight_spool = self.in_flight_spool.saturating_sub(stored.spool_cost);
         if let EntryBody::Ingest {
             lock_mode,
             stored_size,

@@ -229,6 +229,7 @@ async fn sync_folder<S: Store>(
     let piece = spool.memory_limit();
     // Large messages: their first piece, spooled to a file, while the folder's FETCH runs on.
     let mut large = Vec::new();
+    let mut waiting = WaitingPieces::new(&spool, max_bytes);
     if state.exists > 0 {
         let t = imap.timeout();
         let stream = imap.fetch_from(state, from, piece).await?;
@@ -273,7 +274,7 @@ async fn sync_folder<S: Store>(
                         report.refused.push((meta.uid, first.len() as u64));
                         continue;
                     }
-                    large.push((meta, spill(&spool, first).await?));
+                    large.push((meta, waiting.keep(&spool, first).await?));
                 }
             }
         }
@@ -340,6 +341,35 @@ fn first_uid(
             Some(1)
         }
         None => Some(1),
+    }
+}
+
+/// First pieces of large messages waiting in the spool until a folder's FETCH ends: within
+/// half the spool's cap less one largest message (the one put together from pieces after the
+/// FETCH; see [`Spool::max_bytes`]). A first piece past that is dropped and the message fetched
+/// again from byte 0: one more piece on the wire, never more disk.
+struct WaitingPieces {
+    bytes: u64,
+    budget: u64,
+}
+
+impl WaitingPieces {
+    fn new(spool: &Spool, max_message_bytes: u64) -> Self {
+        Self {
+            bytes: 0,
+            budget: (spool.max_bytes() / 2).saturating_sub(max_message_bytes),
+        }
+    }
+
+    /// The writer a message's rest is fetched into: holding its first piece, spooled, if that
+    /// fits; else empty, so the whole message is fetched again from byte 0.
+    async fn keep(&mut self, spool: &Spool, first: Vec<u8>) -> Result<BodyWriter> {
+        let len = first.len() as u64;
+        if self.bytes + len > self.budget {
+            return Ok(spool.writer());
+        }
+        self.bytes += len;
+        spill(spool, first).await
     }
 }
 
