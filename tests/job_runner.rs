@@ -305,11 +305,7 @@ impl JobCluster {
     /// A client authenticated as ServiceAccount `account` (a TokenRequest, as a Pod gets).
     async fn client_as(&self, account: &str) -> kube::Client {
         let token = Api::<ServiceAccount>::namespaced(self.admin.clone(), &self.ns)
-            .create_token_request(
-                &account.to_owned(),
-                &PostParams::default(),
-                &Default::default(),
-            )
+            .create_token_request(account, &PostParams::default(), &Default::default())
             .await
             .unwrap()
             .status

@@ -1,5 +1,5 @@
 //! Archive runs as Kubernetes Jobs (`runner: Job`): one Job per due run, whose pod runs
-//! `mailvault run` (the same run and status code as an in-process run) under a ServiceAccount
+//! `mailvault run` (the same run and status code as an in-process run) under a `ServiceAccount`
 //! that may read only its archive's Secrets.
 //!
 //! `reconcile --Plan::Run--> [ SA + Role + RoleBinding ] + Job <name>-<hash(uid, slot, failures)>`
@@ -8,7 +8,7 @@
 //!
 //! The Job's name is a function of what the status says (the archive's uid, the slot, the
 //! failures in a row): two leaders deciding the same run create the same Job, and the second
-//! create fails with AlreadyExists, so a slot runs once even across a leader change. The pod
+//! create fails with `AlreadyExists`, so a slot runs once even across a leader change. The pod
 //! writes the outcome into the archive's status itself, through the operator's field manager,
 //! with `lastJob` set to its Job: the same conditions, Events and `consecutiveFailures` (hence
 //! the same backoff) as an in-process run. A pod that dies before it recorded anything exits
@@ -271,7 +271,6 @@ pub enum Started {
 pub async fn start(
     ctx: &Context,
     archive: &MailboxArchive,
-    policy: &RetentionPolicy,
     status: &MailboxArchiveStatus,
     slot: Timestamp,
 ) -> Result<Started> {
@@ -293,7 +292,7 @@ pub async fn start(
             .signing_key(&key_secret(&name), SIGNING_KEY_KEY, Some(&origin))
             .await?;
     }
-    apply_identity(ctx, archive, policy).await?;
+    apply_identity(ctx, archive).await?;
     let job_name = job_name(&name, &uid, &run_key(status, slot));
     let job = job_manifest(&ctx.jobs, archive, &job_name, slot);
     match Api::<Job>::namespaced(ctx.client.clone(), &namespace)
@@ -314,7 +313,7 @@ fn key_secret(archive: &str) -> String {
     format!("{archive}-signing-key")
 }
 
-/// The ServiceAccount of an archive's runs.
+/// The `ServiceAccount` of an archive's runs.
 pub fn identity_name(archive: &str) -> String {
     format!("mailvault-run-{archive}")
 }
@@ -379,13 +378,9 @@ pub fn role_rules(archive: &MailboxArchive) -> Vec<PolicyRule> {
     ]
 }
 
-/// Applies the run's ServiceAccount, Role and RoleBinding (owned by the archive). The Role
+/// Applies the run's `ServiceAccount`, `Role` and `RoleBinding` (owned by the archive). The Role
 /// follows the spec: a Secret named later is readable from the next run on.
-async fn apply_identity(
-    ctx: &Context,
-    archive: &MailboxArchive,
-    _policy: &RetentionPolicy,
-) -> Result<()> {
+async fn apply_identity(ctx: &Context, archive: &MailboxArchive) -> Result<()> {
     let namespace = archive.namespace().unwrap_or_default();
     let id = identity_name(&archive.name_any());
     let meta = ObjectMeta {
@@ -455,15 +450,14 @@ fn labels(archive: &MailboxArchive) -> BTreeMap<String, String> {
     labels
 }
 
-/// The Job of one run.
-pub fn job_manifest(
+/// The run's container: `mailvault run` for this archive, Job and slot.
+fn run_container(
     settings: &JobSettings,
-    archive: &MailboxArchive,
+    namespace: &str,
+    archive: &str,
     name: &str,
     slot: Timestamp,
-) -> Job {
-    let namespace = archive.namespace().unwrap_or_default();
-    let labels = labels(archive);
+) -> Container {
     let field = |path: &str| EnvVarSource {
         field_ref: Some(ObjectFieldSelector {
             field_path: path.to_owned(),
@@ -483,7 +477,7 @@ pub fn job_manifest(
             ..Default::default()
         },
     ];
-    let container = Container {
+    Container {
         name: "run".into(),
         image: Some(settings.image.clone()),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
@@ -491,7 +485,7 @@ pub fn job_manifest(
         args: Some(vec![
             "run".into(),
             format!("--namespace={namespace}"),
-            format!("--archive={}", archive.name_any()),
+            format!("--archive={archive}"),
             format!("--job={name}"),
             format!("--slot={slot}"),
             "--spool-dir=/spool".into(),
@@ -512,7 +506,19 @@ pub fn job_manifest(
             },
         ]),
         ..Default::default()
-    };
+    }
+}
+
+/// The Job of one run.
+pub fn job_manifest(
+    settings: &JobSettings,
+    archive: &MailboxArchive,
+    name: &str,
+    slot: Timestamp,
+) -> Job {
+    let namespace = archive.namespace().unwrap_or_default();
+    let labels = labels(archive);
+    let container = run_container(settings, &namespace, &archive.name_any(), name, slot);
     let empty_dir = |mib: u32| EmptyDirVolumeSource {
         size_limit: Some(Quantity(format!("{mib}Mi"))),
         ..Default::default()

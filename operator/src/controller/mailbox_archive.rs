@@ -164,7 +164,7 @@ async fn execute(
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
             if super::jobs::runner_of(ctx, archive) == Runner::Job {
-                return start_job(ctx, api, archive, &policy, status, slot).await;
+                return start_job(ctx, api, archive, status, slot).await;
             }
             scheduled(&mut status, generation);
             status.last_schedule_time = Some(slot.to_string());
@@ -201,11 +201,10 @@ async fn start_job(
     ctx: &Arc<Context>,
     api: &Api<MailboxArchive>,
     archive: &Arc<MailboxArchive>,
-    policy: &RetentionPolicy,
     mut status: MailboxArchiveStatus,
     slot: Timestamp,
 ) -> Result<Action> {
-    match super::jobs::start(ctx, archive, policy, &status, slot).await {
+    match super::jobs::start(ctx, archive, &status, slot).await {
         Ok(super::jobs::Started::Job(_)) => Ok(Action::requeue(WHILE_RUNNING)),
         Ok(super::jobs::Started::AtCapacity) => {
             tracing::debug!(archive = %archive.name_any(), "Jobs at capacity: the run waits");
