@@ -29,6 +29,7 @@ struct JobCluster {
     bucket: String,
     kubelet: Kubelet,
     operator: OperatorProcess,
+    kubeconfig: PathBuf,
 }
 
 impl JobCluster {
@@ -48,16 +49,7 @@ impl JobCluster {
         let job_config = json!({"image": "mailvault:test", "backoffLimit": backoff_limit,
                                 "ttlSecondsAfterFinished": 3600, "maxInFlight": 4})
         .to_string();
-        let operator = OperatorProcess::start_with(
-            &kubeconfig,
-            &ns,
-            "mailvault-operator",
-            "jobs",
-            &dir,
-            20,
-            &["--default-runner", "Job", "--job-config", &job_config],
-            &[],
-        );
+        let operator = job_operator(&kubeconfig, &ns, "jobs", &dir, &job_config);
         let c = Self {
             env,
             admin,
@@ -67,6 +59,7 @@ impl JobCluster {
             bucket,
             kubelet,
             operator,
+            kubeconfig,
         };
         c.secret("imap", &[("password", c.user.password.as_bytes())])
             .await;
@@ -328,6 +321,26 @@ impl JobCluster {
     }
 }
 
+/// An operator whose default runner is Job.
+fn job_operator(
+    kubeconfig: &std::path::Path,
+    ns: &str,
+    identity: &str,
+    dir: &std::path::Path,
+    job_config: &str,
+) -> OperatorProcess {
+    OperatorProcess::start_with(
+        kubeconfig,
+        ns,
+        "mailvault-operator",
+        identity,
+        dir,
+        20,
+        &["--default-runner", "Job", "--job-config", job_config],
+        &[],
+    )
+}
+
 fn require_controller_manager(env: &TestEnv) {
     let url = env.var("KUBE_CONTROLLER_MANAGER_HEALTHZ");
     let port: u16 = url
@@ -563,5 +576,53 @@ async fn a_job_that_fails_as_a_whole_is_a_failed_run_with_backoff_then_the_retry
     assert_eq!(a.status.as_ref().unwrap().consecutive_failures, 0);
     let jobs = c.finished_jobs_of("chief").await;
     assert_eq!(jobs.len(), 2, "{jobs:#?}");
+    c.assert_verifies(&a, 3);
+}
+
+#[tokio::test]
+async fn a_leader_failover_while_a_job_is_in_flight_does_not_start_the_slot_twice() {
+    let mut c = JobCluster::new("job-failover", 3).await;
+    c.seed(3, "first", 0);
+    // The Job's pod waits: the run is in flight when the leader dies.
+    c.kubelet.hold();
+    c.create_archive("chief", &json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(job) = c.jobs_of("chief").await.first() {
+            break job.metadata.name.clone().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Job: {}",
+            c.operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    c.operator.kill9();
+    let job_config = json!({"image": "mailvault:test"}).to_string();
+    let successor = job_operator(&c.kubeconfig, &c.ns, "successor", &c.dir, &job_config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !successor.is_leader().await {
+        assert!(
+            Instant::now() < deadline,
+            "no takeover: {}",
+            successor.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The new leader sees the run in flight and starts nothing; the held pod then runs it.
+    c.kubelet.release();
+    let a = c
+        .wait_for(
+            "chief",
+            Duration::from_secs(120),
+            "Ready with 3 records",
+            |a| ready(a) && records(a) == 3,
+        )
+        .await;
+    let jobs = c.finished_jobs_of("chief").await;
+    assert_eq!(jobs.len(), 1, "the slot ran twice: {jobs:#?}");
+    assert_eq!(jobs[0].metadata.name.as_deref(), Some(first.as_str()));
+    assert_eq!(last_job(&a), Some(first));
     c.assert_verifies(&a, 3);
 }

@@ -41,6 +41,8 @@ struct State {
     finished: HashMap<String, Option<i32>>,
     /// Pods still to fail at start, as a node that cannot start a container does.
     refuse: usize,
+    /// While true, bound Pods wait (a node that is slow to start containers).
+    held: bool,
 }
 
 /// The loop, for one namespace; stopped (and its processes killed) when dropped.
@@ -104,6 +106,16 @@ impl Kubelet {
     /// The next `n` Pods fail at start, without running (a container that cannot start).
     pub fn refuse_next(&self, n: usize) {
         self.lock().refuse = n;
+    }
+
+    /// Bound Pods wait until [`Self::release`].
+    pub fn hold(&self) {
+        self.lock().held = true;
+    }
+
+    /// Pods start again.
+    pub fn release(&self) {
+        self.lock().held = false;
     }
 
     /// The log (stdout and stderr) of Pod `name`.
@@ -176,8 +188,11 @@ impl Looping {
                 self.bind(&name).await?;
                 continue;
             }
-            let started = self.lock().started.contains(&name);
-            if !started && pod.metadata.deletion_timestamp.is_none() {
+            let (started, held) = {
+                let state = self.lock();
+                (state.started.contains(&name), state.held)
+            };
+            if !started && !held && pod.metadata.deletion_timestamp.is_none() {
                 let refused = {
                     let mut state = self.lock();
                     state.started.insert(name.clone());
