@@ -5,6 +5,7 @@
 //! skipped silently.
 
 pub mod imap_script;
+pub mod kubelet;
 pub mod operator;
 
 use std::collections::HashMap;
