@@ -331,6 +331,10 @@ pub struct RecordWriter<'s, S: Store> {
     in_flight_bytes: u64,
     spool: Spool,
     compression: Compression,
+    /// A store task failed: its PUT may still have reached the store (an answer lost after the
+    /// server acted). The run is then never marked finished, so the next run looks for the
+    /// record and adopts it instead of finding its key taken.
+    store_in_doubt: bool,
 }
 
 impl<'s, S: Store> RecordWriter<'s, S> {
@@ -370,6 +374,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             in_flight_bytes: 0,
             spool: Spool::default(),
             compression: Compression::new(),
+            store_in_doubt: false,
         };
         // Records can be stored but unlogged only if the last run did not finish; looking for
         // them means listing every record, so it is done only then. A marker without the
@@ -523,11 +528,15 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         Ok(())
     }
 
-    /// Ends a run: waits for every store in flight, checkpoints, and marks the run finished.
+    /// Ends a run: waits for every store in flight, checkpoints, and marks the run finished,
+    /// unless a store failed: a record it may have stored is then adopted by the next run.
     pub async fn finish(&mut self) -> Result<Option<u64>> {
         let signed = self.checkpoint().await?;
         // Everything is signed now: the next run starts from here.
         resume::save(self.store, &self.mac, &self.log.records, &mut self.known).await?;
+        if self.store_in_doubt {
+            return Ok(signed);
+        }
         RunMarker {
             in_progress: false,
             run: self.run_id.clone(),
@@ -778,7 +787,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let Some(done) = self.in_flight.next().await else {
             return Ok(());
         };
-        let mut stored = done?;
+        let mut stored = done.inspect_err(|_| self.store_in_doubt = true)?;
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(stored.memory_cost);
         if let EntryBody::Ingest {
             lock_mode,
