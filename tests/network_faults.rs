@@ -5,13 +5,11 @@
 //! Each ends with `verify` passing and as many records as the mailbox has messages: nothing
 //! lost, nothing logged twice.
 
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use mailvault::crd::{MailboxArchive, RetentionPolicy};
+use mailvault::crd::MailboxArchive;
+use mailvault_tests::cluster::{Cluster, assert_verifies, condition, ready, records, wait_for};
 use mailvault_tests::fault_proxy::{FaultProxy, HttpFault, Request, TcpFault};
-use mailvault_tests::operator::{OperatorProcess, install_chart_rbac};
-use mailvault_tests::{MailUser, S3Flavour, TestEnv, apply_crds, new_namespace, unique_name};
+use mailvault_tests::operator::OperatorProcess;
+use mailvault_tests::{MailUser, S3Flavour, TestEnv, unique_name};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -420,245 +418,22 @@ async fn imap_resets_mid_fetch_and_mid_piece_and_a_stall_fail_clearly_and_the_ne
 
 // ---- The operator ------------------------------------------------------------------------
 
-/// A namespace with the CRDs, the chart's RBAC, one mailbox, a locked bucket, the Secrets
-/// archives of that mailbox need and a RetentionPolicy `city`.
-struct Cluster {
-    env: TestEnv,
-    admin: kube::Client,
-    ns: String,
-    dir: PathBuf,
-    kubeconfig: PathBuf,
-    user: MailUser,
-    bucket: String,
+/// `mailvault operator` for cluster `c`, reaching the apiserver with `kubeconfig`.
+fn operator(c: &Cluster, kubeconfig: &Path, extra_args: &[&str]) -> OperatorProcess {
+    OperatorProcess::start_with(
+        kubeconfig,
+        &c.ns,
+        "mailvault-operator",
+        "solo",
+        &c.dir,
+        20,
+        extra_args,
+        &[],
+    )
 }
 
-impl Cluster {
-    async fn new(name: &str) -> Self {
-        let env = TestEnv::load();
-        let admin = env.kube_admin().await;
-        apply_crds(&admin).await;
-        let ns = new_namespace(&admin, name).await;
-        let dir = std::env::temp_dir().join(unique_name(&format!("mv-net-{name}")));
-        std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = install_chart_rbac(&env, &admin, &ns, &unique_name("mv"), &dir).await;
-        let user = env.new_mail_user(name);
-        let bucket = unique_name(name);
-        env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
-        let c = Self {
-            env,
-            admin,
-            ns,
-            dir,
-            kubeconfig,
-            user,
-            bucket,
-        };
-        let ca = std::fs::read(c.env.ca_path()).unwrap();
-        let access = c.env.var("VERSITYGW_ACCESS_KEY").as_bytes().to_vec();
-        let secret = c.env.var("VERSITYGW_SECRET_KEY").as_bytes().to_vec();
-        for (name, data) in [
-            (
-                "imap",
-                vec![("password", c.user.password.as_bytes().to_vec())],
-            ),
-            ("imap-ca", vec![("ca.crt", ca)]),
-            (
-                "s3",
-                vec![
-                    ("AWS_ACCESS_KEY_ID", access),
-                    ("AWS_SECRET_ACCESS_KEY", secret),
-                ],
-            ),
-        ] {
-            use base64::Engine as _;
-            let data: serde_json::Map<String, Value> = data
-                .into_iter()
-                .map(|(k, v)| {
-                    let v = base64::engine::general_purpose::STANDARD.encode(v);
-                    (k.to_owned(), Value::String(v))
-                })
-                .collect();
-            let secret: Secret = serde_json::from_value(json!({
-                "metadata": {"name": name, "annotations": {"mailvault.io/allowed-archives": "*"}},
-                "data": data
-            }))
-            .unwrap();
-            Api::<Secret>::namespaced(c.admin.clone(), &c.ns)
-                .patch(
-                    name,
-                    &PatchParams::apply("mailvault-tests").force(),
-                    &Patch::Apply(&secret),
-                )
-                .await
-                .unwrap();
-        }
-        let policy: RetentionPolicy = serde_json::from_value(json!({
-            "apiVersion": "mailvault.io/v1alpha1", "kind": "RetentionPolicy",
-            "metadata": {"name": "city"},
-            "spec": {"defaultRule": {"recordSeries": "GS 1-01 general correspondence",
-                                     "retain": "P1D", "disposition": "Destroy"}}
-        }))
-        .unwrap();
-        Api::<RetentionPolicy>::namespaced(c.admin.clone(), &c.ns)
-            .create(&PostParams::default(), &policy)
-            .await
-            .unwrap();
-        c
-    }
-
-    fn seed(&self, n: usize, tag: &str) {
-        for i in 0..n {
-            let msg = format!(
-                "From: chief@city.gov\r\nSubject: {tag} {i}\r\nMessage-ID: <{tag}-{i}@city.gov>\r\n\r\nbody {tag} {i}\r\n"
-            );
-            self.env
-                .seed_message(&self.user, "INBOX", msg.as_bytes(), "");
-        }
-    }
-
-    fn archives(&self) -> Api<MailboxArchive> {
-        Api::namespaced(self.admin.clone(), &self.ns)
-    }
-
-    /// Creates archive `name` of the mailbox, IMAP at `imap_port` (Dovecot's, or a proxy's),
-    /// with `imap_extra` merged into `spec.imap`.
-    async fn create_archive(&self, name: &str, imap_port: u16, imap_extra: &Value) {
-        let mut imap = json!({"host": self.env.imap_host(), "port": imap_port,
-            "tls": "Required", "username": self.user.name,
-            "passwordSecretRef": {"name": "imap", "key": "password"},
-            "caSecretRef": {"name": "imap-ca", "key": "ca.crt"}});
-        mailvault_tests::json_merge(&mut imap, imap_extra);
-        let archive: MailboxArchive = serde_json::from_value(json!({
-            "apiVersion": "mailvault.io/v1alpha1", "kind": "MailboxArchive",
-            "metadata": {"name": name},
-            "spec": {
-                "imap": imap,
-                "storage": {"bucket": self.bucket, "region": self.env.var("S3_REGION"),
-                            "endpoint": self.env.s3_endpoint(S3Flavour::Versitygw),
-                            "pathStyle": true, "credentialsSecretRef": {"name": "s3"}},
-                "schedule": "* * * * *",
-                "retentionPolicyRef": {"name": "city"}
-            }
-        }))
-        .unwrap();
-        self.archives()
-            .create(&PostParams::default(), &archive)
-            .await
-            .unwrap();
-    }
-
-    fn operator(&self, kubeconfig: &Path, extra_args: &[&str]) -> OperatorProcess {
-        OperatorProcess::start_with(
-            kubeconfig,
-            &self.ns,
-            "mailvault-operator",
-            "solo",
-            &self.dir,
-            20,
-            extra_args,
-            &[],
-        )
-    }
-
-    /// Polls archive `name` until `pred` holds; on time-out panics with its status and the
-    /// operator's log.
-    async fn wait_for(
-        &self,
-        op: &OperatorProcess,
-        name: &str,
-        within: Duration,
-        what: &str,
-        pred: impl Fn(&MailboxArchive) -> bool,
-    ) -> MailboxArchive {
-        let deadline = Instant::now() + within;
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some(a) = self.archives().get_opt(name).await.unwrap() {
-                if pred(&a) {
-                    return a;
-                }
-                last = Some(a);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        let log = op.log_text();
-        let tail: Vec<&str> = log.lines().rev().take(40).collect();
-        panic!(
-            "{name}: not {what} within {within:?}; status: {:#?}\n{}",
-            last.and_then(|a| a.status),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        );
-    }
-
-    /// `mailvault verify` of archive `a` with the key its status publishes passes, and counts
-    /// `n` records PRESENT_OK.
-    fn assert_verifies(&self, a: &MailboxArchive, n: usize) {
-        let name = a.metadata.name.as_deref().unwrap();
-        let key = self.dir.join(format!("{name}.pub"));
-        let public = a
-            .status
-            .as_ref()
-            .and_then(|s| s.public_key.clone())
-            .unwrap();
-        std::fs::write(&key, format!("{public}\n")).unwrap();
-        let out = self
-            .env
-            .mailvault_s3(
-                S3Flavour::Versitygw,
-                &[
-                    "verify",
-                    &format!("s3://{}/{}/{name}", self.bucket, self.ns),
-                ],
-            )
-            .arg("--public-key")
-            .arg(&key)
-            .output()
-            .unwrap();
-        let report = text(&out);
-        assert_eq!(out.status.code(), Some(0), "{report}");
-        let expected = n.to_string();
-        assert!(
-            String::from_utf8_lossy(&out.stdout).lines().any(|l| {
-                l.split_whitespace().collect::<Vec<_>>() == ["PRESENT_OK", expected.as_str()]
-            }),
-            "{report}"
-        );
-    }
-
-    async fn event_reasons(&self, name: &str) -> Vec<String> {
-        Api::<Event>::namespaced(self.admin.clone(), &self.ns)
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-            .filter_map(|e| e.reason)
-            .collect()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn ready_condition(a: &MailboxArchive) -> Option<(bool, String)> {
-    let c = a
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((c.status == "True", c.message.clone()))
-}
-
-fn records(a: &MailboxArchive) -> u64 {
-    a.status
-        .as_ref()
-        .and_then(|s| s.totals.as_ref())
-        .map_or(0, |t| t.records)
+fn not_ready(a: &MailboxArchive) -> bool {
+    condition(a, "Ready").is_some_and(|c| c.status == "False")
 }
 
 /// Two archives under one operator with a single run slot (`--concurrent-runs 1`): the IMAP
@@ -668,40 +443,41 @@ fn records(a: &MailboxArchive) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_archive_whose_imap_server_stalls_does_not_stop_the_other() {
     let c = Cluster::new("net-op-stall").await;
-    c.seed(6, "stall");
+    c.seed("INBOX", 6, "stall");
     let dovecot = format!("{}:{}", c.env.imap_host(), c.env.imaps_port());
     let stalled = FaultProxy::tcp(&dovecot, |_| TcpFault::StallAfter(0)).await;
-    let op = c.operator(&c.kubeconfig, &["--concurrent-runs", "1"]);
-    c.create_archive("stuck", stalled.port(), &json!({"timeoutSeconds": 5}))
-        .await;
-    c.create_archive("fine", c.env.imaps_port(), &json!({}))
-        .await;
+    let op = operator(&c, &c.kubeconfig, &["--concurrent-runs", "1"]);
+    c.create_archive(
+        "stuck",
+        &json!({"imap": {"port": stalled.port(), "timeoutSeconds": 5}}),
+    )
+    .await;
+    c.create_archive("fine", &json!({})).await;
 
-    let stuck = c
-        .wait_for(
-            &op,
-            "stuck",
-            Duration::from_secs(90),
-            "Ready=False after a time-out",
-            |a| ready_condition(a).is_some_and(|(ok, _)| !ok),
-        )
-        .await;
-    let (_, message) = ready_condition(&stuck).unwrap();
-    assert!(message.contains("within 5s"), "{message}");
+    let stuck = wait_for(
+        &c,
+        &[&op],
+        "stuck",
+        Duration::from_secs(90),
+        "Ready=False saying the server did not answer within 5s",
+        |a| not_ready(a) && condition(a, "Ready").is_some_and(|c| c.message.contains("within 5s")),
+    )
+    .await;
     assert!(stalled.injected() >= 1);
-    let fine = c
-        .wait_for(
-            &op,
-            "fine",
-            Duration::from_secs(120),
-            "Ready with 6 records",
-            |a| ready_condition(a).is_some_and(|(ok, _)| ok) && records(a) == 6,
-        )
-        .await;
-    c.assert_verifies(&fine, 6);
+    eprintln!("{}", condition(&stuck, "Ready").unwrap().message);
+    let fine = wait_for(
+        &c,
+        &[&op],
+        "fine",
+        Duration::from_secs(120),
+        "Ready with 6 records",
+        |a| ready(a) && records(a) == 6,
+    )
+    .await;
+    assert_verifies(&c, &fine, 6);
     // The stuck archive kept failing (and giving the slot back) meanwhile.
     let stuck = c.archives().get("stuck").await.unwrap();
-    assert!(ready_condition(&stuck).is_some_and(|(ok, _)| !ok));
+    assert!(not_ready(&stuck));
     assert_eq!(records(&stuck), 0);
 }
 
@@ -712,7 +488,7 @@ async fn an_archive_whose_imap_server_stalls_does_not_stop_the_other() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_operator_recovers_from_an_apiserver_restart_during_a_reconcile_and_a_run() {
     let c = Cluster::new("net-op-api").await;
-    c.seed(120, "restart");
+    c.seed("INBOX", 120, "restart");
     let apiserver = FaultProxy::tcp(c.env.var("KUBE_APISERVER"), |_| TcpFault::Pass).await;
     let mut kubeconfig: Value =
         serde_json::from_slice(&std::fs::read(&c.kubeconfig).unwrap()).unwrap();
@@ -720,21 +496,20 @@ async fn the_operator_recovers_from_an_apiserver_restart_during_a_reconcile_and_
         Value::String(format!("https://127.0.0.1:{}", apiserver.port()));
     let through_proxy = c.dir.join("kubeconfig-through-proxy");
     std::fs::write(&through_proxy, serde_json::to_vec(&kubeconfig).unwrap()).unwrap();
-    let op = c.operator(&through_proxy, &[]);
+    let op = operator(&c, &through_proxy, &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !op.is_leader().await {
         assert!(Instant::now() < deadline, "no leader: {}", op.log_text());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    c.create_archive("chief", c.env.imaps_port(), &json!({}))
-        .await;
+    c.create_archive("chief", &json!({})).await;
     // The reconcile has started the run once it says so.
     let deadline = Instant::now() + Duration::from_secs(60);
     while !c
-        .event_reasons("chief")
+        .events_of("chief")
         .await
         .iter()
-        .any(|r| r == "SyncStarted")
+        .any(|e| e.reason.as_deref() == Some("SyncStarted"))
     {
         assert!(
             Instant::now() < deadline,
@@ -747,16 +522,16 @@ async fn the_operator_recovers_from_an_apiserver_restart_during_a_reconcile_and_
     tokio::time::sleep(Duration::from_secs(10)).await;
     apiserver.outage(Duration::from_secs(8));
 
-    let a = c
-        .wait_for(
-            &op,
-            "chief",
-            Duration::from_secs(150),
-            "Ready with 120 records",
-            |a| ready_condition(a).is_some_and(|(ok, _)| ok) && records(a) == 120,
-        )
-        .await;
-    c.assert_verifies(&a, 120);
+    let a = wait_for(
+        &c,
+        &[&op],
+        "chief",
+        Duration::from_secs(150),
+        "Ready with 120 records",
+        |a| ready(a) && records(a) == 120,
+    )
+    .await;
+    assert_verifies(&c, &a, 120);
     assert!(
         apiserver.connections() > 1,
         "the operator reconnected after the restart"
