@@ -524,11 +524,11 @@ async fn kill_9_at_seeded_points_mid_run_then_resume_without_loss_or_double_logg
             if early && tokio::time::Instant::now() >= early_kill_at {
                 break;
             }
-            if let Some((run, true)) = run_marker(&case).await {
-                if before.as_ref() != Some(&run) {
-                    marked = Some(run);
-                    break;
-                }
+            if let Some((run, true)) = run_marker(&case).await
+                && before.as_ref() != Some(&run)
+            {
+                marked = Some(run);
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -1539,4 +1539,79 @@ async fn a_replayed_or_edited_resume_state_neither_skips_nor_duplicates() {
     let (code, report) = case.verify_json();
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["log_size"], 610, "one ingest per record: {report:#}");
+}
+
+/// Deletes the Maildir file of the INBOX message whose bytes contain `marker`, as a user's
+/// expunge does (Dovecot notices at its next look). Dovecot may have moved it to cur/.
+fn expunge_by_marker(case: &Case, marker: &str) {
+    let maildir = std::path::Path::new(case.env.var("IMAP_MAIL_ROOT"))
+        .join(&case.user.name)
+        .join("Maildir");
+    for sub in ["new", "cur"] {
+        for entry in std::fs::read_dir(maildir.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if String::from_utf8_lossy(&std::fs::read(&path).unwrap()).contains(marker) {
+                std::fs::remove_file(&path).unwrap();
+                return;
+            }
+        }
+    }
+    panic!("no message with {marker}");
+}
+
+/// Mail expunged before archiving began is not a capture gap: a first run reports the empty
+/// UIDs below UIDNEXT apart. Mail that arrives and is expunged between two runs is one, and is
+/// reported as such.
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_gone_before_archiving_began_and_capture_gaps_are_told_apart() {
+    let case = Case::new("imap-gaps", S3Flavour::Versitygw).await;
+    let msg = |i: u32| {
+        format!(
+            "From: a@city.example\r\nSubject: m{i}\r\nMessage-ID: <gap-{i}@city.example>\r\n\r\nbody {i}\r\n"
+        )
+    };
+    for i in 1..=5 {
+        case.env
+            .seed_message(&case.user, "INBOX", msg(i).as_bytes(), "");
+    }
+    // Another archive (a scratch `file:` store) makes Dovecot assign UIDs 1-5 first.
+    let scratch = format!("file:{}", case.path("scratch"));
+    let mut args = case.archive_args();
+    let to = args.iter().position(|a| a == "--to").unwrap() + 1;
+    args[to] = scratch;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = case.mailvault(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    expunge_by_marker(&case, "<gap-2@");
+    expunge_by_marker(&case, "<gap-3@");
+    let first = case.archive();
+    assert!(first.status.success(), "{}", text(&first));
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        out.contains("2 UID(s) below UIDNEXT already empty when first read (expunged before archiving began; not capture gaps)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("expunged before they could be captured"),
+        "{out}"
+    );
+    // UIDs 6 and 7 arrive; 6 is expunged before the next run of this archive sees it.
+    for i in 6..=7 {
+        case.env
+            .seed_message(&case.user, "INBOX", msg(i).as_bytes(), "");
+    }
+    let o = case.mailvault(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    expunge_by_marker(&case, "<gap-6@");
+    let second = case.archive();
+    assert!(second.status.success(), "{}", text(&second));
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        out.contains("1 message(s) expunged before they could be captured"),
+        "{out}"
+    );
+    assert!(!out.contains("already empty when first read"), "{out}");
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["records"].as_array().unwrap().len(), 4);
 }

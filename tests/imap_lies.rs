@@ -477,3 +477,47 @@ async fn spool_use_is_what_docs_say() {
         peak / MIB
     );
 }
+
+/// A response line mailvault's IMAP parser (imap-proto) panics on — a response code followed
+/// by a byte that is not UTF-8, found by `make fuzz` — fails the run with a clear IMAP error
+/// instead of taking the process down: no panic exit, what was archived before stays
+/// verifiable, and once the server answers sanely the rest comes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_the_imap_parser_chokes_on_fails_the_run_not_the_process() {
+    let case = Case::new(
+        "parser-panic",
+        Script {
+            uid_validity: 7,
+            uid_next: 3,
+            messages: (1..=2).map(|u| (u, message(u))).collect(),
+            ..Script::default()
+        },
+    )
+    .await;
+    let first = case.archive(&[]).await;
+    assert!(first.status.success(), "{}", text(&first));
+    case.server.script(|s| {
+        s.uid_next = 5;
+        s.messages = (1..=4).map(|u| (u, message(u))).collect();
+        s.extra_examine_line = Some(b"* OK [UNSEEN 1]\xac\xac unseen\r\n".to_vec());
+    });
+    let choked = case.archive(&[]).await;
+    // 101 is Rust's exit code for a panic that ended the process.
+    assert_eq!(choked.status.code(), Some(2), "{}", text(&choked));
+    let err = String::from_utf8_lossy(&choked.stderr);
+    assert!(
+        err.contains("the IMAP server sent a response mailvault's IMAP parser could not handle"),
+        "{err}"
+    );
+    assert_eq!(
+        case.verified_records(),
+        sorted((1..=2).map(message).collect())
+    );
+    case.server.script(|s| s.extra_examine_line = None);
+    let honest = case.archive(&[]).await;
+    assert!(honest.status.success(), "{}", text(&honest));
+    assert_eq!(
+        case.verified_records(),
+        sorted((1..=4).map(message).collect())
+    );
+}

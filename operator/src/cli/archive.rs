@@ -245,6 +245,12 @@ async fn archive_imap(
                 "{expunged} message(s) expunged before they could be captured"
             ));
         }
+        if r.gone_before_first_read > 0 {
+            notes.push(format!(
+                "{} UID(s) below UIDNEXT already empty when first read (expunged before archiving began; not capture gaps)",
+                r.gone_before_first_read
+            ));
+        }
         if !r.refused.is_empty() {
             notes.push(format!(
                 "{} message(s) over --max-message-size not archived (capture gaps)",

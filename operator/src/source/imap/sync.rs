@@ -87,6 +87,11 @@ pub struct FolderReport {
     /// UIDs assigned since the last run whose messages were gone before capture (a message
     /// that arrived and was expunged in between): records that were never kept.
     pub capture_gaps: u64,
+    /// UIDs below UIDNEXT that held no message when the folder was first read (no cursor for
+    /// it yet): mail expunged before archiving began. Not capture gaps —
+    /// nothing mailvault could have kept — but a fact about the mailbox a records officer may
+    /// be asked about.
+    pub gone_before_first_read: u64,
     /// Whether UIDVALIDITY changed since the last run (the folder was re-read in full).
     pub uid_validity_reset: bool,
     /// Whether the folder was unchanged and skipped without fetching.
@@ -204,6 +209,7 @@ async fn sync_folder<S: Store>(
         folder: state.name.clone(),
         fetched: 0,
         capture_gaps: 0,
+        gone_before_first_read: 0,
         uid_validity_reset: false,
         unchanged: false,
         refused: Vec::new(),
@@ -375,12 +381,18 @@ async fn close_folder(
         .filter(|(uid, _)| *uid < state.uid_next)
         .count() as u64;
     report.capture_gaps = report.refused.len() as u64;
+    let announced = u64::from(state.uid_next.saturating_sub(from));
     if !first_run && !report.uid_validity_reset {
         let archived_below_next = seen_below_next.saturating_sub(refused_below_next);
-        let announced = u64::from(state.uid_next.saturating_sub(from));
         report.capture_gaps += announced
             .saturating_sub(archived_below_next)
             .saturating_sub(refused_below_next);
+    } else if first_run {
+        // Read from UID 1 for the first time: a UID below UIDNEXT without a message was
+        // expunged before mailvault first looked (servers assign UIDs in order, never twice).
+        // After a UIDVALIDITY reset neither count is given: a missing UID there may as well be
+        // mail archived under the old numbering and expunged since.
+        report.gone_before_first_read = announced.saturating_sub(seen_below_next);
     }
     if !duplicated.is_empty() {
         report.server_faults.push(format!(
