@@ -251,7 +251,8 @@ pub async fn archive_mailbox<S: Store>(
         Err(e) => Err(e),
     };
     // Whatever was stored before a failure is logged and checkpointed now (not adopted by a
-    // later run), and the run marker says the run ended.
+    // later run), and the run marker says the run ended, unless a store itself failed: its
+    // record may be in the store all the same, and the next run adopts it.
     let finished = writer.finish().await;
     let partial = writer.summary().clone();
     let ((source, synced), lifecycle) = synced.map_err(|error| RunFailure {

@@ -461,7 +461,9 @@ async fn run_once(
         Credentials::Password(password),
         ca,
         spec.imap.insecure_plaintext,
-        ctx.imap_timeout,
+        spec.imap
+            .timeout_seconds
+            .map_or(ctx.imap_timeout, |s| Duration::from_secs(u64::from(s))),
     );
     if let Some(max) = spec.imap.max_message_bytes {
         imap.max_message_bytes = max;

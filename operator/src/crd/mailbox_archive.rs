@@ -120,6 +120,12 @@ pub struct ImapSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_message_bytes: Option<u64>,
+    /// Seconds to wait for each network step (connect, TLS, login, each answer and each piece
+    /// of a FETCH) before the run fails (default 60): a server that stops answering fails
+    /// the run and frees its slot instead of holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<u32>,
 }
 
 impl ImapSpec {

@@ -334,6 +334,10 @@ pub struct RecordWriter<'s, S: Store> {
     in_flight_spool: u64,
     spool: Spool,
     compression: Compression,
+    /// A store task failed: its PUT may still have reached the store (an answer lost after the
+    /// server acted). The run is then never marked finished, so the next run looks for the
+    /// record and adopts it instead of finding its key taken.
+    store_in_doubt: bool,
 }
 
 impl<'s, S: Store> RecordWriter<'s, S> {
@@ -374,6 +378,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             in_flight_spool: 0,
             spool: Spool::default(),
             compression: Compression::new(),
+            store_in_doubt: false,
         };
         // Records can be stored but unlogged only if the last run did not finish; looking for
         // them means listing every record, so it is done only then. A marker without the
@@ -527,11 +532,15 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         Ok(())
     }
 
-    /// Ends a run: waits for every store in flight, checkpoints, and marks the run finished.
+    /// Ends a run: waits for every store in flight, checkpoints, and marks the run finished,
+    /// unless a store failed: a record it may have stored is then adopted by the next run.
     pub async fn finish(&mut self) -> Result<Option<u64>> {
         let signed = self.checkpoint().await?;
         // Everything is signed now: the next run starts from here.
         resume::save(self.store, &self.mac, &self.log.records, &mut self.known).await?;
+        if self.store_in_doubt {
+            return Ok(signed);
+        }
         RunMarker {
             in_progress: false,
             run: self.run_id.clone(),
@@ -792,7 +801,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let Some(done) = self.in_flight.next().await else {
             return Ok(());
         };
-        let mut stored = done?;
+        let mut stored = done.inspect_err(|_| self.store_in_doubt = true)?;
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(stored.memory_cost);
         self.in_flight_spool = self.in_flight_spool.saturating_sub(stored.spool_cost);
         if let EntryBody::Ingest {
@@ -1151,6 +1160,112 @@ mod tests {
             now: NOW,
         };
         reader::verify(store, trust, &mut |_| {}).await.unwrap()
+    }
+
+    /// A `file:` store whose record PUTs are carried out but whose answers are lost: each one
+    /// fails although the record is stored.
+    #[derive(Debug, Clone)]
+    struct AnswersLost(FsStore);
+
+    impl Store for AnswersLost {
+        async fn preflight(&self) -> Result<StoreInfo> {
+            self.0.preflight().await
+        }
+        async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
+            self.0.put_record(put).await?;
+            Err(Error::store("the answer was lost"))
+        }
+        async fn put_immutable(
+            &self,
+            key: &str,
+            bytes: Vec<u8>,
+            metadata: &crate::store::ObjectMetadata,
+            lock_until: UnixTime,
+        ) -> Result<()> {
+            self.0.put_immutable(key, bytes, metadata, lock_until).await
+        }
+        async fn put_mutable(
+            &self,
+            key: &str,
+            bytes: Vec<u8>,
+            metadata: &crate::store::ObjectMetadata,
+        ) -> Result<()> {
+            self.0.put_mutable(key, bytes, metadata).await
+        }
+        async fn get(
+            &self,
+            key: &str,
+            version: Option<&str>,
+        ) -> Result<Option<crate::store::StoredObject>> {
+            self.0.get(key, version).await
+        }
+        async fn read_streaming(
+            &self,
+            key: &str,
+            version: Option<&str>,
+            sink: crate::store::PieceSink<'_>,
+        ) -> Result<Option<crate::store::ObjectDigest>> {
+            self.0.read_streaming(key, version, sink).await
+        }
+        async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+            self.0.list_keys(prefix).await
+        }
+        async fn list_version_ids(&self, prefix: &str) -> Result<Vec<(String, String, bool)>> {
+            self.0.list_version_ids(prefix).await
+        }
+        async fn list_versions(
+            &self,
+            prefix: &str,
+        ) -> Result<Vec<(String, mailvault_core::verify::StoredVersion)>> {
+            self.0.list_versions(prefix).await
+        }
+        async fn set_legal_hold(&self, key: &str, version: &str, on: bool) -> Result<()> {
+            self.0.set_legal_hold(key, version, on).await
+        }
+        async fn extend_retention(
+            &self,
+            key: &str,
+            version: &str,
+            until: UnixTime,
+        ) -> Result<UnixTime> {
+            self.0.extend_retention(key, version, until).await
+        }
+        async fn delete_version(&self, key: &str, version_id: &str) -> Result<()> {
+            self.0.delete_version(key, version_id).await
+        }
+    }
+
+    /// A run whose record PUT failed although the record was stored (its answer lost) must not
+    /// end marked finished: the next run would never look for the record, and find its key
+    /// taken. It is left unfinished; the next run adopts the record, logged once.
+    #[tokio::test]
+    async fn a_failed_store_leaves_the_run_unfinished_and_the_next_run_adopts_its_record() {
+        let dir = temp_dir("answers-lost");
+        let store = FsStore::new(&dir);
+        let lossy = AnswersLost(store.clone());
+        let mut first = RecordWriter::open(&lossy, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        first.write(message(1), NOW).await.unwrap();
+        // The run fails on the store's error, then ends as a failed run does (run.rs).
+        assert!(first.checkpoint().await.is_err());
+        first.finish().await.unwrap();
+        drop(first);
+
+        let mut second = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(second.summary().adopted, 1);
+        assert!(matches!(
+            second.write(message(1), NOW).await.unwrap(),
+            Outcome::AlreadyArchived(_)
+        ));
+        second.finish().await.unwrap();
+        let report = verify(&store).await;
+        assert!(report.verified(), "{}", report.to_text());
+        assert_eq!(report.counts.get(&RecordStatus::PresentOk), Some(&1));
+        assert_eq!(report.log_size, 1, "one ingest");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
