@@ -18,6 +18,9 @@ pub const LOG_PREFIX: &str = "log/";
 pub const ENTRIES_PREFIX: &str = "log/tile/entries/";
 /// Prefix of signed checkpoints: `checkpoints/<tree size>`.
 pub const CHECKPOINTS_PREFIX: &str = "checkpoints/";
+/// Prefix of zstd dictionaries: `dictionaries/<hex SHA-256 of the dictionary>`, each logged
+/// by a `dictionary` entry and named by the ingest entries of the records compressed with it.
+pub const DICTIONARIES_PREFIX: &str = "dictionaries/";
 /// Prefix of destruction certificates: `certificates/<run>`.
 pub const CERTIFICATES_PREFIX: &str = "certificates/";
 /// The resume cursor (per folder: UIDVALIDITY, next UID, HIGHESTMODSEQ), a small mutable
@@ -43,6 +46,17 @@ pub fn record_key(id: &str) -> String {
 /// The record id a record key names; `None` for a key outside `records/`.
 pub fn record_id_of(key: &str) -> Option<&str> {
     key.strip_prefix(RECORDS_PREFIX)
+}
+
+/// Key of the dictionary whose bytes hash to `sha256`.
+pub fn dictionary_key(sha256: &crate::Hash) -> String {
+    format!("{DICTIONARIES_PREFIX}{sha256}")
+}
+
+/// The hash a dictionary key names; `None` if it is not one we write (lowercase hex only).
+pub fn parse_dictionary_key(key: &str) -> Option<crate::Hash> {
+    let hash = crate::Hash::from_hex(key.strip_prefix(DICTIONARIES_PREFIX)?).ok()?;
+    (dictionary_key(&hash) == key).then_some(hash)
 }
 
 /// Key of the destruction certificate of run `run`.

@@ -472,6 +472,7 @@ mod tests {
                         stored_sha256: Hash::of(b"s"),
                         stored_size: 1,
                         original_commitment: Hash::of(b"o"),
+                        dictionary: None,
                     },
                 )
             })

@@ -634,6 +634,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     stored_sha256: Hash::of(&object.bytes),
                     stored_size: object.bytes.len() as u64,
                     original_commitment: fields.commitment,
+                    dictionary: None,
                 },
             )?;
             self.known.logged(entry.index, &id);
@@ -1012,6 +1013,7 @@ mod tests {
                 stored_sha256: Hash::of(b"x"),
                 stored_size: 1,
                 original_commitment: Hash::of(b"y"),
+                dictionary: None,
             },
         )
         .unwrap();

@@ -24,6 +24,7 @@ fn ingest(series: &str, retain_until: RetainUntil, size: u64, id: &str) -> Entry
         stored_sha256: Hash::of(id.as_bytes()),
         stored_size: size,
         original_commitment: Hash::of(b"c"),
+        dictionary: None,
     }
 }
 
