@@ -34,6 +34,9 @@ pub const RESUME_KEY: &str = "state/resume.json";
 /// The legal holds in force and how far each was applied (log position), MAC'd like the
 /// cursor: what a run holds newly archived records by.
 pub const HOLDS_STATE_KEY: &str = "state/holds.json";
+/// The dictionary the writer compresses small mail with (hash, version, training ratio),
+/// MAC'd like the cursor, written once the dictionary's entry is signed.
+pub const DICTIONARY_STATE_KEY: &str = "state/dictionary.json";
 /// The fingerprint of the retention policy last re-applied to every record, MAC'd like the
 /// cursor: a run re-applies its policy only when it differs.
 pub const POLICY_STATE_KEY: &str = "state/policy.json";

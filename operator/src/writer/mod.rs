@@ -26,8 +26,9 @@ use futures::StreamExt as _;
 use mailvault_core::checkpoint::CheckpointSigner;
 use mailvault_core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
 use mailvault_core::layout::{
-    CHECKPOINTS_PREFIX, LOG_PREFIX, RECORDS_PREFIX, RUN_MARKER_KEY, checkpoint_key,
-    parse_checkpoint_key, record_id_of, record_key,
+    CHECKPOINTS_PREFIX, DICTIONARIES_PREFIX, LOG_PREFIX, RECORDS_PREFIX, RUN_MARKER_KEY,
+    checkpoint_key, dictionary_key, parse_checkpoint_key, parse_dictionary_key, record_id_of,
+    record_key,
 };
 use mailvault_core::mac::{MacKey, MacKind};
 use mailvault_core::note::NoteSigner;
@@ -37,7 +38,12 @@ use mailvault_core::rules::RetentionSchedule;
 use mailvault_core::{Hash, UnixTime};
 use std::sync::Arc;
 
+use crate::dictionary::{Dictionary, SMALL_MESSAGE_MAX, Sampler, Yield};
 use crate::source::SourceMessage;
+
+/// Sidecar field: hex SHA-256 of the dictionary the record was compressed with (also in its
+/// ingest entry; kept here, under the writer's MAC, so an unlogged record can be adopted).
+pub const DICTIONARY_FIELD: &str = "mailvault-dictionary";
 
 /// zstd level: 3 is zstd's default, a good speed/ratio balance for mail.
 const ZSTD_LEVEL: i32 = 3;
@@ -193,7 +199,9 @@ impl Drop for StoreTask {
 #[derive(Clone)]
 struct Compression {
     slots: std::sync::Arc<tokio::sync::Semaphore>,
-    contexts: std::sync::Arc<std::sync::Mutex<Vec<zstd::bulk::Compressor<'static>>>>,
+    /// Idle contexts, each loaded with the dictionary whose hash it is kept under (or none).
+    contexts:
+        std::sync::Arc<std::sync::Mutex<Vec<(Option<Hash>, zstd::bulk::Compressor<'static>)>>>,
 }
 
 impl Compression {
@@ -207,7 +215,13 @@ impl Compression {
 
     /// Compresses a message body on a blocking thread once a core is free: in memory with a
     /// pooled context, or file to file in blocks. Returns the stored body and its SHA-256.
-    async fn run(&self, spool: Spool, body: Body, content_sha256: Hash) -> Result<(Body, Hash)> {
+    async fn run(
+        &self,
+        spool: Spool,
+        body: Body,
+        content_sha256: Hash,
+        dictionary: Option<Dictionary>,
+    ) -> Result<(Body, Hash)> {
         let _slot = self
             .slots
             .acquire()
@@ -216,7 +230,7 @@ impl Compression {
         let this = self.clone();
         tokio::task::spawn_blocking(move || match &body {
             Body::Memory(bytes) => {
-                let stored = this.compress(bytes)?;
+                let stored = this.compress(bytes, dictionary.as_ref())?;
                 let sha256 = Hash::of(&stored);
                 Ok((Body::Memory(stored), sha256))
             }
@@ -228,20 +242,26 @@ impl Compression {
         .map_err(|e| Error::task("compression task", e))?
     }
 
-    fn compress(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+    fn compress(&self, bytes: &[u8], dictionary: Option<&Dictionary>) -> Result<Vec<u8>> {
         let zstd_error = |e: std::io::Error| Error::store(format!("zstd: {e}"));
-        let pooled = self
-            .contexts
-            .lock()
-            .map_err(|_| Error::store("zstd: context pool poisoned"))?
-            .pop();
+        let wanted = dictionary.map(|d| d.sha256);
+        let pooled = {
+            let mut pool = self
+                .contexts
+                .lock()
+                .map_err(|_| Error::store("zstd: context pool poisoned"))?;
+            // Contexts of a dictionary no longer in use are dropped as they are met.
+            pool.retain(|(d, _)| d.is_none() || *d == wanted);
+            let at = pool.iter().rposition(|(d, _)| *d == wanted);
+            at.map(|i| pool.swap_remove(i).1)
+        };
         let mut context = match pooled {
             Some(c) => c,
-            None => zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(zstd_error)?,
+            None => crate::dictionary::compressor(dictionary).map_err(zstd_error)?,
         };
         let stored = context.compress(bytes).map_err(zstd_error)?;
         if let Ok(mut pool) = self.contexts.lock() {
-            pool.push(context);
+            pool.push((wanted, context));
         }
         Ok(stored)
     }
@@ -331,6 +351,13 @@ pub struct RecordWriter<'s, S: Store> {
     in_flight_bytes: u64,
     spool: Spool,
     compression: Compression,
+    /// The dictionary small mail is compressed with, once the archive has one.
+    dictionary: Option<Dictionary>,
+    /// Small mail kept to train a dictionary from, while one is wanted (none yet, or the
+    /// current one stopped paying); `None` when not sampling.
+    sampler: Option<Sampler>,
+    /// How the current dictionary does on this run's small mail.
+    dictionary_yield: Yield,
 }
 
 impl<'s, S: Store> RecordWriter<'s, S> {
@@ -355,6 +382,11 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         Self::newest_from_versions(store, &mut log, &verifier, &mut summary).await?;
         Self::check_unsigned_tail(store, &log, &mac).await?;
         let signer = CheckpointSigner::new(origin, key, log.head);
+        let dictionary = crate::dictionary::load_current(store, &mac, origin, &mut |key| {
+            summary.report_unauthenticated(key);
+        })
+        .await?;
+        let sampler = dictionary.is_none().then(Sampler::default);
         let mut writer = Self {
             store,
             info,
@@ -370,6 +402,9 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             in_flight_bytes: 0,
             spool: Spool::default(),
             compression: Compression::new(),
+            dictionary,
+            sampler,
+            dictionary_yield: Yield::default(),
         };
         // Records can be stored but unlogged only if the last run did not finish; looking for
         // them means listing every record, so it is done only then. A marker without the
@@ -601,6 +636,37 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         // Which records are logged, exactly: a crash is rare, and listing every record costs
         // as much as reading every id.
         self.known.load_all(self.store).await?;
+        // Dictionaries first: adopted records may name them.
+        for key in self.store.list_keys(DICTIONARIES_PREFIX).await? {
+            let Some(sha256) = parse_dictionary_key(&key) else {
+                continue;
+            };
+            if self.known.dictionaries.contains(&sha256) {
+                continue;
+            }
+            let Some(object) = self.store.get(&key, None).await? else {
+                continue;
+            };
+            let Some((sha256, lock_until)) = crate::dictionary::authentic(&self.mac, &key, &object)
+            else {
+                self.summary.report_unauthenticated(&key);
+                continue;
+            };
+            self.log.records.append(
+                now,
+                RecordId::from_hash(&sha256),
+                EntryBody::Dictionary {
+                    lock_mode: self.info.lock_mode,
+                    lock_until,
+                    object_key: key.clone(),
+                    object_version: object.version_id,
+                    stored_sha256: sha256,
+                    stored_size: object.bytes.len() as u64,
+                },
+            )?;
+            self.known.dictionaries.insert(sha256);
+            self.since_checkpoint += 1;
+        }
         for key in self.store.list_keys(RECORDS_PREFIX).await? {
             let Some(id) = record_id_of(&key) else {
                 continue;
@@ -634,7 +700,12 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     stored_sha256: Hash::of(&object.bytes),
                     stored_size: object.bytes.len() as u64,
                     original_commitment: fields.commitment,
-                    dictionary: None,
+                    // The sidecar (under the MAC) names the dictionary; it was signed into
+                    // the log before any record was compressed with it.
+                    dictionary: object
+                        .sidecar
+                        .get(DICTIONARY_FIELD)
+                        .and_then(|h| Hash::from_hex(h).ok()),
                 },
             )?;
             self.known.logged(entry.index, &id);
@@ -658,6 +729,16 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         }
         // Marked at once, so the same message twice in one run is stored once.
         self.known.claim(id.clone());
+        let small = match &msg.body {
+            Body::Memory(bytes) if bytes.len() <= SMALL_MESSAGE_MAX => Some(bytes),
+            _ => None,
+        };
+        if let (Some(bytes), Some(sampler)) = (small, &mut self.sampler)
+            && sampler.add(bytes)
+        {
+            self.train_dictionary().await?;
+        }
+        let dictionary = small.and(self.dictionary.clone());
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).map_err(Error::Random)?;
         let original_size = msg.body.len();
@@ -691,7 +772,10 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             // Compression and the stored hash are CPU work (and file I/O for a spooled
             // message): off the async threads. The original body is dropped (a spool file
             // deleted) as soon as it is compressed.
-            let (stored, stored_sha256) = compression.run(spool, body, content_sha256).await?;
+            let dictionary_sha256 = dictionary.as_ref().map(|d| d.sha256);
+            let (stored, stored_sha256) = compression
+                .run(spool, body, content_sha256, dictionary)
+                .await?;
             let mut sidecar = Sidecar {
                 series: series.clone(),
                 retain_until,
@@ -706,6 +790,9 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             }
             .to_map();
             sidecar.extend(crate::lifecycle::sidecar_fields(&classification, now));
+            if let Some(d) = &dictionary_sha256 {
+                sidecar.insert(DICTIONARY_FIELD.into(), d.to_hex());
+            }
             let stored_size = stored.len();
             let object_key = record_key(id.as_str());
             trust::seal_sidecar(&mac, &object_key, &mut sidecar, &stored_sha256, stored_size);
@@ -732,6 +819,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     stored_sha256,
                     stored_size,
                     original_commitment,
+                    dictionary: dictionary_sha256,
                 },
                 unparseable,
             })
@@ -745,6 +833,61 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             self.checkpoint().await?;
         }
         Ok(Outcome::Stored)
+    }
+
+    /// Trains a dictionary on the sampled small mail and, if it pays, stores it (COMPLIANCE,
+    /// locked as long as the log), logs and signs its entry, and compresses small mail with it
+    /// from the next message on. Records already in flight keep the dictionary they started
+    /// with (their entries name it). One attempt per sample: a dictionary that does not pay is
+    /// not retried in this run.
+    async fn train_dictionary(&mut self) -> Result<()> {
+        let samples = self
+            .sampler
+            .take()
+            .map(|mut s| s.take())
+            .unwrap_or_default();
+        let trained = tokio::task::spawn_blocking(move || crate::dictionary::train(&samples))
+            .await
+            .map_err(|e| Error::task("dictionary training", e))?;
+        let Some(dictionary) = trained else {
+            tracing::info!(
+                "a dictionary trained on this run's small mail would not pay; none used"
+            );
+            return Ok(());
+        };
+        let now = crate::unix_now();
+        let lock_until = log_lock_until(now);
+        let object_version =
+            crate::dictionary::put(self.store, &self.mac, &dictionary, lock_until).await?;
+        self.append(
+            RecordId::from_hash(&dictionary.sha256),
+            EntryBody::Dictionary {
+                lock_mode: self.info.lock_mode,
+                lock_until,
+                object_key: dictionary_key(&dictionary.sha256),
+                object_version: object_version.clone(),
+                stored_sha256: dictionary.sha256,
+                stored_size: dictionary.bytes.len() as u64,
+            },
+            now,
+        )
+        .await?;
+        self.known.dictionaries.insert(dictionary.sha256);
+        // Signed before any record names it, so that a crash cannot leave a record naming a
+        // dictionary the log does not hold.
+        self.checkpoint().await?;
+        crate::dictionary::save_current(
+            self.store,
+            &self.mac,
+            self.log.origin(),
+            &dictionary,
+            &object_version,
+        )
+        .await?;
+        tracing::info!(dictionary = %dictionary.sha256, sample_ratio = dictionary.sample_ratio, "trained a dictionary for small mail");
+        self.dictionary = Some(dictionary);
+        self.dictionary_yield = Yield::default();
+        Ok(())
     }
 
     /// Logs an entry that is not an ingest (a hold, a retention extension, a destruction step)
@@ -784,11 +927,22 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         if let EntryBody::Ingest {
             lock_mode,
             stored_size,
+            dictionary,
             ..
         } = &mut stored.body
         {
             *lock_mode = self.info.lock_mode;
             self.summary.stored_bytes += *stored_size;
+            if let Some(current) = &self.dictionary
+                && *dictionary == Some(current.sha256)
+            {
+                self.dictionary_yield
+                    .add(stored.original_size, *stored_size);
+                if self.sampler.is_none() && self.dictionary_yield.stopped_paying(current) {
+                    tracing::info!(dictionary = %current.sha256, "the dictionary stopped paying; sampling to train a new one");
+                    self.sampler = Some(Sampler::default());
+                }
+            }
         }
         // Logged only now that the PUT succeeded.
         let entry = self

@@ -67,6 +67,7 @@ fn history(id: &'static str) -> RecordHistory<'static> {
         object_key: Cow::Owned(format!("records/{id}")),
         object_version: "v1",
         stored_size: 10,
+        dictionary: None,
         retain_until: RetainUntil::Until(t(0)),
         holds: vec![],
         authorized: None,
