@@ -26,7 +26,10 @@ use zstd::bulk::Compressor;
 pub const SMALL_MESSAGE_MAX: usize = 16 * 1024;
 /// Small messages a run samples before it trains a dictionary (when the archive has none).
 pub const TRAIN_AFTER: usize = 256;
-/// Most sample bytes kept (the first [`TRAIN_AFTER`] small messages are far below this).
+/// Sample bytes needed as well: a dictionary trained on less than a few times its own size of
+/// mail is noise (so a mailbox of tiny test messages never gets one).
+pub const TRAIN_MIN_BYTES: usize = 128 * 1024;
+/// Most sample bytes kept.
 const SAMPLE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Size of a trained dictionary.
 const DICTIONARY_SIZE: usize = 32 * 1024;
@@ -90,7 +93,7 @@ impl Sampler {
             self.bytes += message.len();
             self.samples.push(message.to_vec());
         }
-        self.samples.len() >= TRAIN_AFTER
+        self.samples.len() >= TRAIN_AFTER && self.bytes >= TRAIN_MIN_BYTES
     }
 
     /// The samples, leaving the sampler empty.
@@ -297,11 +300,11 @@ mod tests {
     #[test]
     fn a_dictionary_trained_on_short_mail_pays_and_round_trips() {
         let mut sampler = Sampler::default();
-        let mut ready = false;
-        for i in 0..TRAIN_AFTER {
-            ready = sampler.add(&short_mail(i));
+        let mut i = 0;
+        while !sampler.add(&short_mail(i)) {
+            i += 1;
         }
-        assert!(ready);
+        assert!(i + 1 >= TRAIN_AFTER);
         let d = train(&sampler.take()).expect("short mail trains a dictionary that pays");
         assert!(d.sample_ratio < 0.3, "ratio {}", d.sample_ratio);
         let msg = short_mail(10_001);

@@ -736,7 +736,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         if let (Some(bytes), Some(sampler)) = (small, &mut self.sampler)
             && sampler.add(bytes)
         {
-            self.train_dictionary().await?;
+            self.train_dictionary(now).await?;
         }
         let dictionary = small.and(self.dictionary.clone());
         let mut salt = [0u8; SALT_LEN];
@@ -840,7 +840,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     /// from the next message on. Records already in flight keep the dictionary they started
     /// with (their entries name it). One attempt per sample: a dictionary that does not pay is
     /// not retried in this run.
-    async fn train_dictionary(&mut self) -> Result<()> {
+    async fn train_dictionary(&mut self, now: UnixTime) -> Result<()> {
         let samples = self
             .sampler
             .take()
@@ -855,8 +855,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             );
             return Ok(());
         };
-        let now = crate::unix_now();
-        let lock_until = log_lock_until(now);
+        let lock_until = log_lock_until(crate::unix_now());
         let object_version =
             crate::dictionary::put(self.store, &self.mac, &dictionary, lock_until).await?;
         self.append(
@@ -1051,7 +1050,7 @@ mod tests {
         }
         .to_map();
         let stored = Compression::new()
-            .compress(&msg.body.to_vec().unwrap())
+            .compress(&msg.body.to_vec().unwrap(), None)
             .unwrap();
         let mut sidecar = sidecar;
         if sealed {
@@ -1100,7 +1099,7 @@ mod tests {
         std::fs::write(
             dir.join("objects").join(&swapped_key),
             Compression::new()
-                .compress(b"Subject: other\r\n\r\n")
+                .compress(b"Subject: other\r\n\r\n", None)
                 .unwrap(),
         )
         .unwrap();
@@ -1294,6 +1293,124 @@ mod tests {
         reader::verify(store, trust, &mut |_| {}).await.unwrap()
     }
 
+    /// A short message like a department's (enough shared text for a dictionary to pay).
+    fn short_message(n: u32) -> SourceMessage {
+        let mut m = message(n);
+        let bytes = format!(
+            "From: clerk{a}@city.example\r\nTo: records@city.example\r\nSubject: permit {n}\r\n\
+             Message-ID: <{n}@city.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+             Permit application {n} was reviewed and is pending.\r\n-- \r\nCity Planning\r\n\
+             This message and any attachments are intended only for the addressee and may contain \
+             information that is confidential or exempt from disclosure under public records \
+             law. If you received it in error, notify the sender and delete it. Records of the \
+             City are kept under the retention schedule approved by the State Archives.\r\n",
+            a = n % 5
+        )
+        .into_bytes();
+        m.content_sha256 = Hash::of(&bytes);
+        m.identity = content_identity("INBOX", &m.content_sha256);
+        m.body = Body::Memory(bytes);
+        m
+    }
+
+    #[tokio::test]
+    async fn small_mail_trains_a_dictionary_and_a_dictionary_left_unlogged_is_adopted() {
+        let dir = temp_dir("dictionary");
+        let store = FsStore::new(&dir);
+        let mut w = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        let n = u32::try_from(crate::dictionary::TRAIN_AFTER).unwrap() + 40;
+        for i in 0..n {
+            w.write(short_message(i), NOW).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        drop(w);
+        let report = verify(&store).await;
+        assert!(report.verified(), "{}", report.to_text());
+        let log = StoredLog::load(
+            &store,
+            ORIGIN,
+            &NoteVerifier::parse(&key().verifier_key()).unwrap(),
+            true,
+        )
+        .await
+        .unwrap();
+        let named = log
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.body,
+                    EntryBody::Ingest {
+                        dictionary: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(named >= 40, "{named} records name the dictionary");
+        let spool = Spool::default();
+        let last = record_id(ORIGIN, &short_message(n - 1).identity);
+        let exported = reader::export(&store, &log, last.as_str(), &spool)
+            .await
+            .unwrap();
+        assert_eq!(
+            exported.original.to_vec().unwrap(),
+            short_message(n - 1).body.to_vec().unwrap()
+        );
+
+        // A run that stored a dictionary and stopped before logging it: the next run logs it.
+        let samples: Vec<Vec<u8>> = (1000..1300)
+            .map(|i| short_message(i).body.to_vec().unwrap())
+            .collect();
+        let orphan = crate::dictionary::train(&samples).unwrap();
+        crate::dictionary::put(&store, &key().mac_key(), &orphan, UnixTime(NOW.0 + 10))
+            .await
+            .unwrap();
+        // A forged one (no MAC) beside it is reported, never logged.
+        let forged = crate::dictionary::train(&samples[..280]).unwrap();
+        store
+            .put_mutable(
+                &dictionary_key(&forged.sha256),
+                forged.bytes.to_vec(),
+                &crate::store::ObjectMetadata::new(),
+            )
+            .await
+            .unwrap();
+        RunMarker {
+            in_progress: true,
+            run: "crashed".into(),
+        }
+        .write(&store, &key().mac_key())
+        .await
+        .unwrap();
+        let before = verify(&store).await;
+        assert_eq!(before.counts.get(&RecordStatus::UnloggedObject), Some(&2));
+        let mut next = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        next.finish().await.unwrap();
+        assert!(
+            next.summary()
+                .unauthenticated_warning()
+                .is_some_and(|w| w.contains(&forged.sha256.to_hex()))
+        );
+        let after = verify(&store).await;
+        assert_eq!(
+            after.counts.get(&RecordStatus::UnloggedObject),
+            Some(&1),
+            "{}",
+            after.to_text()
+        );
+        assert!(
+            !after
+                .problems
+                .iter()
+                .any(|p| p.record.contains(&orphan.sha256.to_hex()))
+        );
+    }
+
     #[tokio::test]
     async fn an_interrupted_run_is_completed_by_the_next_and_nothing_is_stored_twice() {
         let dir = std::env::temp_dir().join(format!("mailvault-pipeline-{}", std::process::id()));
@@ -1378,7 +1495,7 @@ mod tests {
         // Another message's bytes under this record's key: refused, nothing handed out.
         let object = dir.join("store/objects/records").join(&id);
         let other = Compression::new()
-            .compress(b"Subject: forged\r\n\r\n")
+            .compress(b"Subject: forged\r\n\r\n", None)
             .unwrap();
         std::fs::write(&object, other).unwrap();
         let err = reader::export(&store, &log, &id, &spool)
