@@ -465,25 +465,7 @@ impl Entry {
                 original_commitment: parse_hash(r.take("original-commitment")?)?,
                 dictionary: r.take_optional("dictionary")?.map(parse_hash).transpose()?,
             },
-            "dictionary" => {
-                let body = EntryBody::Dictionary {
-                    lock_mode: LockMode::parse(r.take("lock-mode")?)?,
-                    lock_until: parse_time(r.take("lock-until")?)?,
-                    object_key: text_value(r.take("object-key")?)?,
-                    object_version: text_value(r.take("object-version")?)?,
-                    stored_sha256: parse_hash(r.take("stored-sha256")?)?,
-                    stored_size: parse_u64(r.take("stored-size")?)?,
-                };
-                if let EntryBody::Dictionary {
-                    object_key,
-                    stored_sha256,
-                    ..
-                } = &body
-                {
-                    check_dictionary_names(&record, object_key, stored_sha256)?;
-                }
-                body
-            }
+            "dictionary" => decode_dictionary(&mut r, &record)?,
             "hold-placed" => EntryBody::HoldPlaced {
                 hold: text_value(r.take("hold")?)?,
             },
@@ -567,6 +549,28 @@ impl<'a> Fields<'a> {
             _ => Ok(None),
         }
     }
+}
+
+/// The fields of a `dictionary` entry (version 2).
+fn decode_dictionary(r: &mut Fields<'_>, record: &RecordId) -> Result<EntryBody, EntryError> {
+    let object_key;
+    let stored_sha256;
+    let body = EntryBody::Dictionary {
+        lock_mode: LockMode::parse(r.take("lock-mode")?)?,
+        lock_until: parse_time(r.take("lock-until")?)?,
+        object_key: {
+            object_key = text_value(r.take("object-key")?)?;
+            object_key.clone()
+        },
+        object_version: text_value(r.take("object-version")?)?,
+        stored_sha256: {
+            stored_sha256 = parse_hash(r.take("stored-sha256")?)?;
+            stored_sha256
+        },
+        stored_size: parse_u64(r.take("stored-size")?)?,
+    };
+    check_dictionary_names(record, &object_key, &stored_sha256)?;
+    Ok(body)
 }
 
 /// A dictionary entry's record id and object key are both derived from its hash, so that

@@ -833,30 +833,8 @@ impl Verifier {
             if let Some(d) = parse_dictionary_key(key).and_then(|h| table.find_dictionary(&h)) {
                 table.dictionaries[d].listed = true;
                 let dict = &table.dictionaries[d];
-                tally.add(
-                    &judge.classify_dictionary(dict, horizons[d], versions),
-                    sink,
-                );
-                let unlogged: Vec<&str> = versions
-                    .iter()
-                    .filter(|v| !v.delete_marker && v.version_id != dict.object_version)
-                    .map(|v| v.version_id.as_str())
-                    .collect();
-                if !unlogged.is_empty() {
-                    tally.add(
-                        &verdict(
-                            key,
-                            RecordStatus::PresentOk,
-                            vec![(
-                                RecordStatus::UnloggedObject,
-                                format!(
-                                    "versions {} of a logged dictionary's object are not in the log",
-                                    unlogged.join(", ")
-                                ),
-                            )],
-                        ),
-                        sink,
-                    );
+                for v in judge.judge_dictionary_versions(dict, horizons[d], key, versions) {
+                    tally.add(&v, sink);
                 }
                 continue;
             }
@@ -1254,6 +1232,37 @@ impl Judge {
             ));
         }
         verdict(id, RecordStatus::PresentOk, findings)
+    }
+
+    /// The verdicts of a logged dictionary's key: the dictionary's own, and one for versions
+    /// the log does not name.
+    fn judge_dictionary_versions(
+        &self,
+        dict: &DictionaryState,
+        horizon: Option<RetainUntil>,
+        key: &str,
+        versions: &[StoredVersion],
+    ) -> Vec<RecordVerdict> {
+        let mut out = vec![self.classify_dictionary(dict, horizon, versions)];
+        let unlogged: Vec<&str> = versions
+            .iter()
+            .filter(|v| !v.delete_marker && v.version_id != dict.object_version)
+            .map(|v| v.version_id.as_str())
+            .collect();
+        if !unlogged.is_empty() {
+            out.push(verdict(
+                key,
+                RecordStatus::PresentOk,
+                vec![(
+                    RecordStatus::UnloggedObject,
+                    format!(
+                        "versions {} of a logged dictionary's object are not in the log",
+                        unlogged.join(", ")
+                    ),
+                )],
+            ));
+        }
+        out
     }
 
     /// A logged dictionary against its object's versions: present, the logged bytes, locked

@@ -325,6 +325,16 @@ pub async fn verify<S: Store>(
     // Every version is read back, several at a time and each in pieces (memory does not grow
     // with record size): its stored bytes hashed, decompressed on the way and the original
     // hashed, its sidecar parsed. The listing keeps key order.
+    let by_key = read_records(store, &v).await?;
+    Ok(v.finish_streaming(by_key, sink))
+}
+
+/// Every version under `records/` opened (a record that names a dictionary decompressed with
+/// the dictionary's logged version), and every version under `dictionaries/` hashed, by key.
+async fn read_records<S: Store>(
+    store: &S,
+    v: &Verifier,
+) -> Result<BTreeMap<String, Vec<StoredVersion>>> {
     // The dictionaries the log names, read at their logged versions: a record that names one
     // is decompressed with it (and fails to, if it is gone or not the logged bytes).
     let mut dictionaries = crate::dictionary::Loaded::new();
@@ -371,7 +381,7 @@ pub async fn verify<S: Store>(
         }
         by_key.entry(key).or_default().push(version);
     }
-    Ok(v.finish_streaming(by_key, sink))
+    Ok(by_key)
 }
 
 /// Reads one version of a log object.

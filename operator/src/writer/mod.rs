@@ -191,6 +191,9 @@ impl Drop for StoreTask {
     }
 }
 
+/// Idle zstd contexts, each kept under the hash of the dictionary it is loaded with (or none).
+type ContextPool = Vec<(Option<Hash>, zstd::bulk::Compressor<'static>)>;
+
 /// Compression work for the pipeline's blocking threads, at most one job per core at once.
 ///
 /// Contexts are pooled, not per thread: tokio may run blocking work on many threads, and a
@@ -200,8 +203,7 @@ impl Drop for StoreTask {
 struct Compression {
     slots: std::sync::Arc<tokio::sync::Semaphore>,
     /// Idle contexts, each loaded with the dictionary whose hash it is kept under (or none).
-    contexts:
-        std::sync::Arc<std::sync::Mutex<Vec<(Option<Hash>, zstd::bulk::Compressor<'static>)>>>,
+    contexts: std::sync::Arc<std::sync::Mutex<ContextPool>>,
 }
 
 impl Compression {
@@ -729,16 +731,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         }
         // Marked at once, so the same message twice in one run is stored once.
         self.known.claim(id.clone());
-        let small = match &msg.body {
-            Body::Memory(bytes) if bytes.len() <= SMALL_MESSAGE_MAX => Some(bytes),
-            _ => None,
-        };
-        if let (Some(bytes), Some(sampler)) = (small, &mut self.sampler)
-            && sampler.add(bytes)
-        {
-            self.train_dictionary(now).await?;
-        }
-        let dictionary = small.and(self.dictionary.clone());
+        let dictionary = self.dictionary_for(&msg.body, now).await?;
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).map_err(Error::Random)?;
         let original_size = msg.body.len();
@@ -833,6 +826,24 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             self.checkpoint().await?;
         }
         Ok(Outcome::Stored)
+    }
+
+    /// The dictionary a message is compressed with: the current one for small mail, none for
+    /// the rest. A small message is sampled first while a dictionary is wanted, and the sample
+    /// that completes it trains one.
+    async fn dictionary_for(&mut self, body: &Body, now: UnixTime) -> Result<Option<Dictionary>> {
+        let Body::Memory(bytes) = body else {
+            return Ok(None);
+        };
+        if bytes.len() > SMALL_MESSAGE_MAX {
+            return Ok(None);
+        }
+        if let Some(sampler) = &mut self.sampler
+            && sampler.add(bytes)
+        {
+            self.train_dictionary(now).await?;
+        }
+        Ok(self.dictionary.clone())
     }
 
     /// Trains a dictionary on the sampled small mail and, if it pays, stores it (COMPLIANCE,

@@ -214,12 +214,7 @@ impl RecordTable {
             ..
         } = body
         {
-            if self.dictionary_index.contains_key(&stored_sha256) {
-                return Err(Anomaly::DuplicateDictionary);
-            }
-            let i = u32::try_from(self.dictionaries.len()).map_err(|_| Anomaly::ArenaFull)?;
-            self.dictionary_index.insert(stored_sha256, i);
-            self.dictionaries.push(DictionaryState {
+            return self.add_dictionary(DictionaryState {
                 sha256: stored_sha256,
                 entry_index: index,
                 object_version,
@@ -227,52 +222,13 @@ impl RecordTable {
                 lock_until,
                 listed: false,
             });
-            return Ok(());
         }
         let found = self.find(record.as_str());
-        if let EntryBody::Ingest {
-            series,
-            retain_until,
-            lock_mode,
-            object_key,
-            object_version,
-            stored_sha256,
-            stored_size,
-            original_commitment,
-            dictionary,
-        } = body
-        {
+        if let EntryBody::Ingest { .. } = body {
             if found.is_some() {
                 return Err(Anomaly::DuplicateIngest);
             }
-            let dictionary_index = dictionary.map(|d| self.dictionary_index.get(&d).copied());
-            self.ingest(
-                record.as_str(),
-                &object_key,
-                &object_version,
-                &series,
-                |id, v, k, s| RecordState {
-                    id,
-                    ingest_index: index,
-                    object_version: v,
-                    unusual_key: k,
-                    stored_sha256,
-                    stored_size,
-                    commitment: original_commitment,
-                    series: s,
-                    retain_until,
-                    lock_mode,
-                    authorized: false,
-                    listed: false,
-                    dictionary: dictionary_index.flatten(),
-                    extra: None,
-                },
-            )
-            .map_err(|ArenaFull| Anomaly::ArenaFull)?;
-            return match dictionary_index {
-                Some(None) => Err(Anomaly::UnknownDictionary),
-                _ => Ok(()),
-            };
+            return self.apply_ingest(index, record.as_str(), body);
         }
         let Some(i) = found else {
             return Err(Anomaly::UnknownRecord);
@@ -321,6 +277,64 @@ impl RecordTable {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Applies the ingest entry of a new record.
+    fn apply_ingest(&mut self, index: u64, record: &str, body: EntryBody) -> Result<(), Anomaly> {
+        let EntryBody::Ingest {
+            series,
+            retain_until,
+            lock_mode,
+            object_key,
+            object_version,
+            stored_sha256,
+            stored_size,
+            original_commitment,
+            dictionary,
+        } = body
+        else {
+            return Ok(());
+        };
+        // `Some(None)`: the ingest names a dictionary the log has not logged.
+        let dictionary_index = dictionary.map(|d| self.dictionary_index.get(&d).copied());
+        self.ingest(
+            record,
+            &object_key,
+            &object_version,
+            &series,
+            |id, v, k, s| RecordState {
+                id,
+                ingest_index: index,
+                object_version: v,
+                unusual_key: k,
+                stored_sha256,
+                stored_size,
+                commitment: original_commitment,
+                series: s,
+                retain_until,
+                lock_mode,
+                authorized: false,
+                listed: false,
+                dictionary: dictionary_index.flatten(),
+                extra: None,
+            },
+        )
+        .map_err(|ArenaFull| Anomaly::ArenaFull)?;
+        match dictionary_index {
+            Some(None) => Err(Anomaly::UnknownDictionary),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a `dictionary` entry: dictionaries are kept by hash, apart from records.
+    fn add_dictionary(&mut self, state: DictionaryState) -> Result<(), Anomaly> {
+        if self.dictionary_index.contains_key(&state.sha256) {
+            return Err(Anomaly::DuplicateDictionary);
+        }
+        let i = u32::try_from(self.dictionaries.len()).map_err(|_| Anomaly::ArenaFull)?;
+        self.dictionary_index.insert(state.sha256, i);
+        self.dictionaries.push(state);
         Ok(())
     }
 
