@@ -1442,6 +1442,7 @@ async fn a_forged_tail_entry_is_refused_and_nothing_is_signed() {
             stored_sha256: mailvault::core::Hash::of(b"x"),
             stored_size: 1,
             original_commitment: mailvault::core::Hash::of(b"y"),
+            dictionary: None,
         },
     )
     .unwrap();

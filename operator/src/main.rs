@@ -111,7 +111,7 @@ async fn run(command: Command) -> mailvault::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls(args) => cli::ls::run(args).await,
-        Command::Hold(args) => cli::hold::run(args).await,
+        Command::Hold(args) => Box::pin(cli::hold::run(args)).await,
         Command::Destroy(args) => cli::destroy::run(args).await,
         Command::Plan(args) => cli::plan::run(args).await,
         Command::Certificates(args) => cli::certificates::run(args).await,
