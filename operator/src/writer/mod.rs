@@ -750,13 +750,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let original_size = msg.body.len();
         let memory_cost = msg.body.memory_cost();
         let spool_cost = msg.body.spool_cost();
-        // Spool space: wait for stores in flight until this one fits in the half of the cap
-        // that stores may use; alone, it always goes (see `Spool::max_bytes`).
-        while !self.in_flight.is_empty()
-            && self.in_flight_spool + spool_cost > self.spool.max_bytes() / 2
-        {
-            self.log_next_stored().await?;
-        }
+        self.wait_for_spool_room(spool_cost).await?;
         let schedule = self.retention.clone();
         let store = self.store.clone();
         let spool = self.spool.clone();
@@ -839,6 +833,28 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                 unparseable,
             })
         };
+        self.submit(job, memory_cost, spool_cost).await
+    }
+
+    /// Waits for stores in flight until one costing `spool_cost` fits in the half of the
+    /// spool's cap that stores may use; alone, it always goes (see `Spool::max_bytes`).
+    async fn wait_for_spool_room(&mut self, spool_cost: u64) -> Result<()> {
+        while !self.in_flight.is_empty()
+            && self.in_flight_spool + spool_cost > self.spool.max_bytes() / 2
+        {
+            self.log_next_stored().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a record's store task, then keeps the stores in flight within their bounds and
+    /// signs a checkpoint when one is due.
+    async fn submit(
+        &mut self,
+        job: impl std::future::Future<Output = Result<Stored>> + Send + 'static,
+        memory_cost: u64,
+        spool_cost: u64,
+    ) -> Result<Outcome> {
         self.in_flight_bytes += memory_cost;
         self.in_flight_spool += spool_cost;
         self.in_flight.push_back(StoreTask(tokio::spawn(job)));
