@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use mailvault::crd::{MailboxArchive, RetentionPolicy};
+use mailvault_tests::cluster::{condition, ready, records};
 use mailvault_tests::kubelet::Kubelet;
 use mailvault_tests::operator::{OperatorProcess, install_chart_rbac};
 use mailvault_tests::{
@@ -260,14 +261,7 @@ impl JobCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         assert_eq!(out.status.code(), Some(0), "{report}");
-        let expected = n.to_string();
-        assert!(
-            report
-                .lines()
-                .any(|l| l.split_whitespace().collect::<Vec<_>>()
-                    == ["PRESENT_OK", expected.as_str()]),
-            "{report}"
-        );
+        assert!(mailvault_tests::cluster::present(&report, n), "{report}");
     }
 
     /// Objects stored under archive `name`'s prefix so far.
@@ -350,28 +344,6 @@ fn require_controller_manager(env: &TestEnv) {
         .and_then(|p| p.parse().ok())
         .expect("a port in KUBE_CONTROLLER_MANAGER_HEALTHZ");
     TestEnv::require_listening("kube-controller-manager", "127.0.0.1", port);
-}
-
-fn condition<'a>(
-    a: &'a MailboxArchive,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    a.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
-fn ready(a: &MailboxArchive) -> bool {
-    condition(a, "Ready").is_some_and(|c| c.status == "True")
-}
-
-fn records(a: &MailboxArchive) -> u64 {
-    a.status
-        .as_ref()
-        .and_then(|s| s.totals.as_ref())
-        .map_or(0, |t| t.records)
 }
 
 fn last_job(a: &MailboxArchive) -> Option<String> {
