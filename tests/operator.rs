@@ -29,8 +29,10 @@ async fn an_archive_becomes_ready_matches_the_mailbox_verifies_and_resumes_after
         &[&op],
         "chief",
         Duration::from_secs(90),
-        "Ready with 5 records",
-        |a| ready(a) && records(a) == 5,
+        "Ready with 5 records and its next run scheduled",
+        // On a slow machine the next minute's slot may already be due when a run ends: then
+        // nextSync is set once that run is done.
+        |a| ready(a) && records(a) == 5 && a.status.as_ref().is_some_and(|s| s.next_sync.is_some()),
     )
     .await;
     let status = a.status.clone().unwrap();
@@ -50,7 +52,6 @@ async fn an_archive_becomes_ready_matches_the_mailbox_verifies_and_resumes_after
     );
     let log = status.log.clone().unwrap();
     assert!(log.size >= 5 && log.checkpoint.is_some() && log.root_hash.is_some());
-    assert!(status.next_sync.is_some());
     let public_key = status.public_key.clone().unwrap();
     assert!(public_key.starts_with(&format!("mailvault.io/{}/chief+", c.ns)));
 
