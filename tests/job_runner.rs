@@ -598,3 +598,148 @@ async fn a_leader_failover_while_a_job_is_in_flight_does_not_start_the_slot_twic
     assert_eq!(last_job(&a), Some(first));
     c.assert_verifies(&a, 3);
 }
+
+#[tokio::test]
+async fn scheduled_destruction_of_a_job_archive_runs_as_a_job_under_an_identity_without_the_imap_password()
+ {
+    let c = JobCluster::new("job-destroy", 3).await;
+    let policy: RetentionPolicy = serde_json::from_value(json!({
+        "apiVersion": "mailvault.io/v1alpha1", "kind": "RetentionPolicy",
+        "metadata": {"name": "seconds"},
+        "spec": {
+            "rules": [{"name": "reviewed", "recordSeries": "GS 9-01 Reviewed",
+                       "match": {"subjectRegex": "^review"}, "retain": "PT5S",
+                       "disposition": "Review"}],
+            "defaultRule": {"recordSeries": "GS 1-01 Seconds", "retain": "PT5S",
+                            "disposition": "Destroy"},
+            "destruction": {"schedule": "* * * * *"}
+        }
+    }))
+    .unwrap();
+    Api::<RetentionPolicy>::namespaced(c.admin.clone(), &c.ns)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    c.seed(3, "note", 0);
+    c.seed(1, "review", 0);
+    c.create_archive("chief", &json!({"retentionPolicyRef": {"name": "seconds"}}))
+        .await;
+
+    // Archived by a Job, then destroyed by destruction Jobs (every minute; the records fall
+    // due 5 s after archiving).
+    let a = c
+        .wait_for(
+            "chief",
+            Duration::from_secs(240),
+            "with 3 records destroyed",
+            |a| {
+                a.status
+                    .as_ref()
+                    .and_then(|s| s.destruction.as_ref())
+                    .and_then(|d| d.plan.as_ref())
+                    .is_some_and(|p| p.destroyed == 3)
+            },
+        )
+        .await;
+    let d = a.status.as_ref().unwrap().destruction.clone().unwrap();
+    assert_eq!(d.plan.as_ref().unwrap().awaiting_review, 1, "{d:?}");
+    // The status was written by a destruction Job's pod: only that path sets lastJob.
+    let job_name = d.last_job.clone().expect("destruction.lastJob");
+    let jobs = c.finished_jobs_of("chief").await;
+    let job = jobs
+        .iter()
+        .find(|j| j.metadata.name.as_deref() == Some(job_name.as_str()))
+        .unwrap_or_else(|| panic!("no Job {job_name}: {jobs:#?}"));
+    assert_eq!(
+        job.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("mailvault.io/run-kind"))
+            .map(String::as_str),
+        Some("destruction")
+    );
+    assert_eq!(job_counts(job), (1, 0));
+    let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some("mailvault-destroy-chief")
+    );
+    assert!(
+        pod.containers[0]
+            .args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|a| a == "--destruction"),
+        "{pod:#?}"
+    );
+    // Archive and destruction Jobs never overlapped: each started after the previous ended.
+    let mut spans: Vec<(String, String)> = jobs
+        .iter()
+        .filter_map(|j| {
+            let s = j.status.as_ref()?;
+            Some((
+                s.start_time.as_ref()?.0.to_string(),
+                s.completion_time.as_ref()?.0.to_string(),
+            ))
+        })
+        .collect();
+    spans.sort();
+    assert!(
+        spans.windows(2).all(|w| w[0].1 <= w[1].0),
+        "Jobs of one archive overlapped: {spans:?}"
+    );
+    let reasons = c.event_reasons("chief").await;
+    assert!(
+        reasons.iter().any(|r| r == "RecordsDestroyed"),
+        "{reasons:?}"
+    );
+    let reviews = Api::<mailvault::crd::DispositionReview>::namespaced(c.admin.clone(), &c.ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        reviews
+            .iter()
+            .any(|r| r.spec.archive == "chief" && r.spec.count == 1),
+        "the destruction Job created no review: {reviews:#?}"
+    );
+    // The auditor's view: three tombstones, one record kept, the certificate verifies.
+    let public_key = a.status.as_ref().unwrap().public_key.clone().unwrap();
+    let key = c.dir.join("chief-destroy.pub");
+    std::fs::write(&key, format!("{public_key}\n")).unwrap();
+    let out = c
+        .env
+        .mailvault_s3(
+            S3Flavour::Versitygw,
+            &["verify", &format!("s3://{}/{}/chief", c.bucket, c.ns)],
+        )
+        .arg("--public-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert!(report.contains("DESTROYED_OK             3"), "{report}");
+    assert!(
+        report.contains("destruction certificates verified: "),
+        "{report}"
+    );
+
+    // The destruction identity reads the store's Secrets, not the mailbox password.
+    let destroy = c.client_as("mailvault-destroy-chief").await;
+    let secrets = Api::<Secret>::namespaced(destroy, &c.ns);
+    for own in ["s3", "chief-signing-key"] {
+        secrets
+            .get(own)
+            .await
+            .unwrap_or_else(|e| panic!("the destruction run cannot read {own}: {e}"));
+    }
+    for other in ["imap", "imap-ca"] {
+        assert!(
+            matches!(secrets.get(other).await, Err(kube::Error::Api(s)) if s.code == 403),
+            "the destruction identity reads {other}"
+        );
+    }
+}

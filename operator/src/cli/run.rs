@@ -1,5 +1,6 @@
-//! `mailvault run`: one archive run as a Kubernetes Job's pod (`runner: Job`); the operator
-//! creates the Job, this records the outcome in the archive's status.
+//! `mailvault run`: one archive run (or, with `--destruction`, one destruction run) as a
+//! Kubernetes Job's pod (`runner: Job`); the operator creates the Job, this records the outcome
+//! in the archive's status.
 
 use clap::Args;
 use mailvault::Result;
@@ -21,9 +22,16 @@ pub struct RunArgs {
     /// The schedule slot the run stands for (RFC 3339).
     #[arg(long)]
     slot: String,
+    /// Run the archive's scheduled destruction instead of an archive run.
+    #[arg(long)]
+    destruction: bool,
     /// Directory for messages larger than 4 MiB (an emptyDir).
     #[arg(long, env = "MAILVAULT_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
+    /// Spool space the run keeps itself within (the operator passes the spool emptyDir's
+    /// size; see `mailvault operator --max-spool-size`).
+    #[arg(long, value_parser = crate::cli::archive::parse_size, default_value = "4GiB")]
+    max_spool_size: u64,
 }
 
 /// Runs once and records the outcome. Exit 0 when the outcome (success or failure) is in the
@@ -31,14 +39,20 @@ pub struct RunArgs {
 pub async fn run(args: RunArgs) -> Result<ExitCode> {
     super::operator::init_logging("json");
     let client = kube::Client::try_default().await?;
-    mailvault::controller::jobs::run_as_job(
-        client,
-        &args.namespace,
-        &args.archive,
-        &args.job,
-        &args.slot,
-        args.spool_dir.unwrap_or_else(std::env::temp_dir),
-    )
-    .await?;
+    let kind = if args.destruction {
+        mailvault::controller::jobs::RunKind::Destruction
+    } else {
+        mailvault::controller::jobs::RunKind::Archive
+    };
+    let run = mailvault::controller::jobs::JobRun {
+        kind,
+        namespace: &args.namespace,
+        archive: &args.archive,
+        job: &args.job,
+        slot: &args.slot,
+        spool_dir: args.spool_dir.unwrap_or_else(std::env::temp_dir),
+        max_spool_bytes: args.max_spool_size,
+    };
+    mailvault::controller::jobs::run_as_job(client, &run).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,9 @@
 //! log would fork it. It starts only when no archive run is due (the archive run goes first).
 //! Approved `DispositionReview`s of the archive become approvals; every due review batch that no
 //! pending review covers gets a new `DispositionReview`. `dryRun: true` reports only.
+//!
+//! An archive with `runner: Job` runs its destruction as a Job too (`jobs::start_destruction`;
+//! the pod calls [`destroy_and_record`] with its Job's name, recorded as `destruction.lastJob`).
 
 use super::mailbox_archive::archive_store;
 use super::schedule::{self, History, Schedule};
@@ -133,12 +136,14 @@ pub fn start(
     let task_api = api.clone();
     let task_archive = archive.clone();
     let run = async move {
-        Box::pin(destroy_and_record(
+        // A status not written is logged there; the next reconcile decides again.
+        let _ = Box::pin(destroy_and_record(
             &task_ctx,
             &task_api,
             &task_archive,
             &policy,
             slot,
+            None,
         ))
         .await;
     };
@@ -390,15 +395,18 @@ fn outcome(
     }
 }
 
-/// The body of a destruction task: runs, then records the outcome in the archive's and the
-/// policy's status, with Events a records officer acts on.
-async fn destroy_and_record(
+/// The body of a destruction task (or of a destruction Job's pod, `job` naming the Job):
+/// runs, then records the outcome in the archive's and the policy's status, with Events a
+/// records officer acts on. An error means the archive's status could not be written (logged
+/// here; a Job's pod then exits non-zero and is retried).
+pub(super) async fn destroy_and_record(
     ctx: &Context,
     api: &Api<MailboxArchive>,
     archive: &MailboxArchive,
     policy: &RetentionPolicy,
     slot: Timestamp,
-) {
+    job: Option<&str>,
+) -> Result<()> {
     let namespace = archive.namespace().unwrap_or_default();
     let start = Timestamp::now();
     let permit = ctx.run_slots.acquire().await.ok();
@@ -445,9 +453,13 @@ async fn destroy_and_record(
     if let Some(c) = &counts {
         d.plan = Some(c.clone());
     }
+    if let Some(job) = job {
+        d.last_job = Some(job.to_owned());
+    }
     let next = decide(Some(policy), &status, Timestamp::now());
     note_next_run(&mut status, next);
-    if let Err(e) = apply_status(api, archive, &status).await {
+    let written = apply_status(api, archive, &status).await;
+    if let Err(e) = &written {
         tracing::warn!(archive = %archive.name_any(), error = %e, "cannot write the destruction status");
     }
     if let Some(plan) = counts {
@@ -458,6 +470,60 @@ async fn destroy_and_record(
     {
         update_reviews(ctx, &namespace, &reviews, report).await;
     }
+    written
+}
+
+/// Records a destruction Job that failed with no outcome as a failed destruction run: the
+/// same status, Event and backoff as a failed run in the operator.
+pub async fn record_unrecorded_failure(
+    ctx: &Context,
+    api: &Api<MailboxArchive>,
+    archive: &MailboxArchive,
+    job: &k8s_openapi::api::batch::v1::Job,
+) -> Result<()> {
+    let name = job.name_any();
+    // Decided on what the apiserver holds: the pod may have recorded after all.
+    let fresh = api.get(&archive.name_any()).await?;
+    let mut status = fresh.status.unwrap_or_default();
+    let d = status.destruction.get_or_insert_default();
+    if d.last_job.as_deref() == Some(name.as_str()) {
+        return Ok(());
+    }
+    let message = format!(
+        "destruction run failed: Job {name} ended without an outcome: its pods failed or were killed {} times (kubectl -n {} describe job {name}); the next run resumes what it began",
+        ctx.jobs.backoff_limit.saturating_add(1),
+        archive.namespace().unwrap_or_default()
+    );
+    let start = job
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or_else(Timestamp::now, |t| t.0)
+        .to_string();
+    d.last_schedule_time = job
+        .annotations()
+        .get(super::jobs::SLOT)
+        .cloned()
+        .or(d.last_schedule_time.take());
+    d.consecutive_failures = d.consecutive_failures.saturating_add(1);
+    d.last_job = Some(name);
+    d.last_run = Some(DestructionRunStatus {
+        start,
+        end: Timestamp::now().to_string(),
+        result: "Failed".into(),
+        destroyed: 0,
+        certificates: Vec::new(),
+        message: message.clone(),
+    });
+    publish(
+        ctx,
+        archive,
+        EventType::Warning,
+        Reason::DestructionFailed,
+        &message,
+    )
+    .await;
+    apply_status(api, archive, &status).await
 }
 
 /// Most certificate keys a review's status lists (the newest kept).

@@ -15,6 +15,12 @@
 //! non-zero, and the Job controller starts another (`backoffLimit`); the run resumes from the
 //! bucket. Only a Job that failed as a whole, with no outcome recorded, is recorded by the
 //! operator, as a failed run with reason `JobFailed`.
+//!
+//! Destruction runs of a `runner: Job` archive are Jobs too ([`RunKind::Destruction`],
+//! `mailvault run --destruction`), under an identity of their own that may read the store's
+//! Secrets but not the IMAP password, and write `DispositionReview`s and the policy's status.
+//! Both kinds share the archive's slot: while a Job of either kind is unfinished, no other run
+//! of the archive starts.
 
 use super::mailbox_archive::{record_outcome, scheduled};
 use super::secrets::{SIGNING_KEY_KEY, Secrets};
@@ -48,6 +54,35 @@ pub const ARCHIVE_UID: &str = "mailvault.io/archive-uid";
 pub const ARCHIVE: &str = "mailvault.io/archive";
 /// Annotation on a Job: the schedule slot it runs (RFC 3339).
 pub const SLOT: &str = "mailvault.io/slot";
+/// Label on a Job: what it runs ([`RunKind`]); Jobs without it are archive runs.
+pub const RUN_KIND: &str = "mailvault.io/run-kind";
+
+/// What a Job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// An archive run (`mailvault run`).
+    Archive,
+    /// A destruction run (`mailvault run --destruction`).
+    Destruction,
+}
+
+impl RunKind {
+    /// The [`RUN_KIND`] label's value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Archive => "archive",
+            Self::Destruction => "destruction",
+        }
+    }
+
+    /// The kind of a Job, from its label (an archive run when it has none).
+    pub fn of(job: &Job) -> Self {
+        match job.labels().get(RUN_KIND).map(String::as_str) {
+            Some("destruction") => Self::Destruction,
+            _ => Self::Archive,
+        }
+    }
+}
 
 /// How the operator builds a run's Job (`--job-config`, JSON; the chart renders it from the
 /// `jobs` values).
@@ -64,7 +99,8 @@ pub struct JobSettings {
     pub node_selector: BTreeMap<String, String>,
     /// Taints run pods tolerate.
     pub tolerations: Vec<Toleration>,
-    /// The spool emptyDir's size limit (largest message x 2).
+    /// The spool emptyDir's size limit (largest message x 4), which the run keeps within
+    /// (`--max-spool-size`).
     #[serde(rename = "spoolSizeMiB")]
     pub spool_size_mib: u32,
     /// A finished Job is deleted this long after it ended.
@@ -73,6 +109,9 @@ pub struct JobSettings {
     pub backoff_limit: i32,
     /// Jobs in flight at once across the watched namespaces; a due run waits for a place.
     pub max_in_flight: usize,
+    /// Jobs in flight at once in one namespace (0: no cap of its own), so that one team's
+    /// thousand mailboxes cannot take every place.
+    pub max_in_flight_per_namespace: usize,
     /// The run pod's security context.
     pub pod_security_context: Option<PodSecurityContext>,
     /// The run container's security context.
@@ -89,10 +128,11 @@ impl Default for JobSettings {
             resources: None,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
-            spool_size_mib: 100,
+            spool_size_mib: 200,
             ttl_seconds_after_finished: 3600,
             backoff_limit: 3,
             max_in_flight: 20,
+            max_in_flight_per_namespace: 10,
             pod_security_context: None,
             security_context: None,
             log_level: "info,kube=warn,aws=warn".into(),
@@ -125,6 +165,16 @@ pub fn run_key(status: &MailboxArchiveStatus, slot: Timestamp) -> String {
         "initial".to_owned()
     };
     format!("{slot}#{}", status.consecutive_failures)
+}
+
+/// What identifies one destruction run in the archive's status: `destruction/`, the slot and
+/// the destruction failures in a row.
+pub fn destruction_run_key(status: &MailboxArchiveStatus, slot: Timestamp) -> String {
+    let failures = status
+        .destruction
+        .as_ref()
+        .map_or(0, |d| d.consecutive_failures);
+    format!("destruction/{slot}#{failures}")
 }
 
 /// Where a Job is.
@@ -165,10 +215,14 @@ impl JobPhase {
 /// What the Jobs of one archive say.
 #[derive(Debug, Default)]
 pub struct Seen {
-    /// A Job of the archive has not finished.
+    /// A Job of the archive (of either kind) has not finished.
     pub in_flight: bool,
-    /// The newest Job failed without recording an outcome (its name is not `lastJob`).
+    /// The newest archive-run Job failed without recording an outcome (its name is not
+    /// `lastJob`).
     pub unrecorded_failure: Option<Job>,
+    /// The newest destruction Job failed without recording an outcome (its name is not
+    /// `destruction.lastJob`).
+    pub unrecorded_destruction_failure: Option<Job>,
 }
 
 /// Reads the Jobs of the archive with this uid from the apiserver (never a cache: deciding on
@@ -188,17 +242,38 @@ pub async fn observe(
 
 fn seen(jobs: Vec<Job>, status: &MailboxArchiveStatus) -> Seen {
     let in_flight = jobs.iter().any(|j| JobPhase::of(j) == JobPhase::Active);
-    let newest = jobs
+    let (destruction, archive): (Vec<Job>, Vec<Job>) = jobs
         .into_iter()
-        .max_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
-    let unrecorded_failure = newest.filter(|j| {
-        JobPhase::of(j) == JobPhase::Failed
-            && status.last_job.as_deref() != j.metadata.name.as_deref()
-    });
+        .partition(|j| RunKind::of(j) == RunKind::Destruction);
+    let unrecorded = |jobs: Vec<Job>, recorded: Option<&str>| {
+        jobs.into_iter()
+            .max_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0))
+            .filter(|j| {
+                JobPhase::of(j) == JobPhase::Failed && recorded != j.metadata.name.as_deref()
+            })
+    };
     Seen {
         in_flight,
-        unrecorded_failure,
+        unrecorded_failure: unrecorded(archive, status.last_job.as_deref()),
+        unrecorded_destruction_failure: unrecorded(
+            destruction,
+            status
+                .destruction
+                .as_ref()
+                .and_then(|d| d.last_job.as_deref()),
+        ),
     }
+}
+
+/// Whether the archive's runs have been, or are, Jobs: then its Jobs must be observed even
+/// after a switch to `InProcess` (a Job in flight still writes).
+pub fn observed(ctx: &Context, archive: &MailboxArchive, status: &MailboxArchiveStatus) -> bool {
+    runner_of(ctx, archive) == Runner::Job
+        || status.last_job.is_some()
+        || status
+            .destruction
+            .as_ref()
+            .is_some_and(|d| d.last_job.is_some())
 }
 
 /// Records a Job that failed with no outcome as a failed run (reason `JobFailed`): the same
@@ -241,8 +316,10 @@ pub async fn record_unrecorded_failure(
     .await
 }
 
-/// Jobs of the operator in flight across the namespaces it watches.
-async fn in_flight_everywhere(ctx: &Context) -> Result<usize> {
+/// Whether another Job may start in `namespace`: fewer than `maxInFlight` of the operator's
+/// Jobs unfinished across the namespaces it watches, and fewer than
+/// `maxInFlightPerNamespace` in this one (one list answers both).
+async fn has_room(ctx: &Context, namespace: &str) -> Result<bool> {
     let api: Api<Job> = match &ctx.namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
@@ -251,10 +328,21 @@ async fn in_flight_everywhere(ctx: &Context) -> Result<usize> {
         .list(&ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)))
         .await?
         .items;
-    Ok(jobs
+    Ok(room(&ctx.jobs, &jobs, namespace))
+}
+
+fn room(settings: &JobSettings, jobs: &[Job], namespace: &str) -> bool {
+    let active: Vec<&Job> = jobs
         .iter()
         .filter(|j| JobPhase::of(j) == JobPhase::Active)
-        .count())
+        .collect();
+    let here = active
+        .iter()
+        .filter(|j| j.metadata.namespace.as_deref() == Some(namespace))
+        .count();
+    active.len() < settings.max_in_flight.max(1)
+        && (settings.max_in_flight_per_namespace == 0
+            || here < settings.max_in_flight_per_namespace)
 }
 
 /// What `start` did.
@@ -262,7 +350,8 @@ async fn in_flight_everywhere(ctx: &Context) -> Result<usize> {
 pub enum Started {
     /// The Job exists (created now, or by an earlier leader for the same run).
     Job(String),
-    /// `maxInFlight` Jobs are running: look again later.
+    /// `maxInFlight` Jobs are running (or `maxInFlightPerNamespace` in the archive's
+    /// namespace): look again later.
     AtCapacity,
 }
 
@@ -274,15 +363,36 @@ pub async fn start(
     status: &MailboxArchiveStatus,
     slot: Timestamp,
 ) -> Result<Started> {
+    start_kind(ctx, archive, RunKind::Archive, &run_key(status, slot), slot).await
+}
+
+/// Starts the destruction run for `slot` as a Job (the archive's `runner` is `Job`).
+pub async fn start_destruction(
+    ctx: &Context,
+    archive: &MailboxArchive,
+    status: &MailboxArchiveStatus,
+    slot: Timestamp,
+) -> Result<Started> {
+    let key = destruction_run_key(status, slot);
+    start_kind(ctx, archive, RunKind::Destruction, &key, slot).await
+}
+
+async fn start_kind(
+    ctx: &Context,
+    archive: &MailboxArchive,
+    kind: RunKind,
+    key: &str,
+    slot: Timestamp,
+) -> Result<Started> {
     if ctx.jobs.image.is_empty() {
         return Err(Error::Usage(
             "runner Job needs the operator's --job-config with an image (chart value jobs.image, default the operator's image)".into(),
         ));
     }
-    if in_flight_everywhere(ctx).await? >= ctx.jobs.max_in_flight.max(1) {
+    let namespace = archive.namespace().unwrap_or_default();
+    if !has_room(ctx, &namespace).await? {
         return Ok(Started::AtCapacity);
     }
-    let namespace = archive.namespace().unwrap_or_default();
     let name = archive.name_any();
     let uid = archive.metadata.uid.clone().unwrap_or_default();
     let secrets = Secrets::new(ctx.client.clone(), &namespace, &name);
@@ -292,15 +402,15 @@ pub async fn start(
             .signing_key(&key_secret(&name), SIGNING_KEY_KEY, Some(&origin))
             .await?;
     }
-    apply_identity(ctx, archive).await?;
-    let job_name = job_name(&name, &uid, &run_key(status, slot));
-    let job = job_manifest(&ctx.jobs, archive, &job_name, slot);
+    apply_identity(ctx, archive, kind).await?;
+    let job_name = job_name(&name, &uid, key);
+    let job = job_manifest(&ctx.jobs, archive, kind, &job_name, slot);
     match Api::<Job>::namespaced(ctx.client.clone(), &namespace)
         .create(&PostParams::default(), &job)
         .await
     {
         Ok(_) => {
-            tracing::info!(archive = %name, namespace = %namespace, job = %job_name, slot = %slot, "run started as a Job");
+            tracing::info!(archive = %name, namespace = %namespace, job = %job_name, slot = %slot, kind = kind.label(), "run started as a Job");
         }
         // Another leader (or this one, before a restart) started this very run.
         Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -313,9 +423,12 @@ fn key_secret(archive: &str) -> String {
     format!("{archive}-signing-key")
 }
 
-/// The `ServiceAccount` of an archive's runs.
-pub fn identity_name(archive: &str) -> String {
-    format!("mailvault-run-{archive}")
+/// The `ServiceAccount` (and Role) of an archive's runs of one kind.
+pub fn identity_name(kind: RunKind, archive: &str) -> String {
+    match kind {
+        RunKind::Archive => format!("mailvault-run-{archive}"),
+        RunKind::Destruction => format!("mailvault-destroy-{archive}"),
+    }
 }
 
 fn owner(archive: &MailboxArchive) -> OwnerReference {
@@ -324,26 +437,32 @@ fn owner(archive: &MailboxArchive) -> OwnerReference {
     archive.controller_owner_ref(&()).unwrap_or_default()
 }
 
-/// What one archive's run may do, and nothing more: read its own archive and policy, write
-/// its own status, read the Secrets its spec names (by name), apply legal holds, publish Events.
-pub fn role_rules(archive: &MailboxArchive) -> Vec<PolicyRule> {
+/// What one archive's run of `kind` may do, and nothing more. Both may read the store's
+/// Secrets (S3 keys, signing key) by name, read their archive and policy, write their archive's
+/// status and publish Events. An archive run also reads the IMAP password and CA bundle and
+/// applies legal holds; a destruction run instead reads and creates `DispositionReview`s and
+/// writes their status and its policy's status. Neither may read another archive's Secrets.
+pub fn role_rules(archive: &MailboxArchive, kind: RunKind) -> Vec<PolicyRule> {
     let spec = &archive.spec;
     let name = archive.name_any();
-    let mut secrets = vec![spec.imap.password_secret_ref.name.clone()];
-    secrets.extend(spec.imap.ca_secret_ref.as_ref().map(|r| r.name.clone()));
+    let mut secrets = vec![
+        spec.signing_key_secret_ref
+            .as_ref()
+            .map_or_else(|| key_secret(&name), |r| r.name.clone()),
+    ];
     secrets.extend(
         spec.storage
             .credentials_secret_ref
             .as_ref()
             .map(|r| r.name.clone()),
     );
-    secrets.push(
-        spec.signing_key_secret_ref
-            .as_ref()
-            .map_or_else(|| key_secret(&name), |r| r.name.clone()),
-    );
+    if kind == RunKind::Archive {
+        secrets.push(spec.imap.password_secret_ref.name.clone());
+        secrets.extend(spec.imap.ca_secret_ref.as_ref().map(|r| r.name.clone()));
+    }
     secrets.sort();
     secrets.dedup();
+    let policy = spec.retention_policy_ref.name.clone();
     let rule =
         |group: &str, resource: &str, verbs: &[&str], names: Option<Vec<String>>| PolicyRule {
             api_groups: Some(vec![group.to_owned()]),
@@ -352,7 +471,7 @@ pub fn role_rules(archive: &MailboxArchive) -> Vec<PolicyRule> {
             resource_names: names,
             ..Default::default()
         };
-    vec![
+    let mut rules = vec![
         rule("", "secrets", &["get"], Some(secrets)),
         rule(
             "mailvault.io",
@@ -370,19 +489,48 @@ pub fn role_rules(archive: &MailboxArchive) -> Vec<PolicyRule> {
             "mailvault.io",
             "retentionpolicies",
             &["get"],
-            Some(vec![spec.retention_policy_ref.name.clone()]),
+            Some(vec![policy.clone()]),
         ),
-        rule("mailvault.io", "legalholds", &["get", "list"], None),
-        rule("mailvault.io", "legalholds/status", &["patch"], None),
         rule("events.k8s.io", "events", &["create", "patch"], None),
-    ]
+    ];
+    match kind {
+        RunKind::Archive => {
+            rules.push(rule("mailvault.io", "legalholds", &["get", "list"], None));
+            rules.push(rule("mailvault.io", "legalholds/status", &["patch"], None));
+        }
+        RunKind::Destruction => {
+            // Reviews are listed and created by the batch's digest, so not by name. Creating
+            // one adds no power: this identity holds the signing key and the S3 keys, which
+            // can already delete records whose lock has expired (docs/operator.md).
+            rules.push(rule(
+                "mailvault.io",
+                "dispositionreviews",
+                &["get", "list", "create"],
+                None,
+            ));
+            rules.push(rule(
+                "mailvault.io",
+                "dispositionreviews/status",
+                &["patch"],
+                None,
+            ));
+            rules.push(rule(
+                "mailvault.io",
+                "retentionpolicies/status",
+                &["patch"],
+                Some(vec![policy]),
+            ));
+        }
+    }
+    rules
 }
 
-/// Applies the run's `ServiceAccount`, `Role` and `RoleBinding` (owned by the archive). The Role
-/// follows the spec: a Secret named later is readable from the next run on.
-async fn apply_identity(ctx: &Context, archive: &MailboxArchive) -> Result<()> {
+/// Applies the `ServiceAccount`, `Role` and `RoleBinding` of the archive's runs of `kind`
+/// (owned by the archive). The Role follows the spec: a Secret named later is readable from
+/// the next run on.
+async fn apply_identity(ctx: &Context, archive: &MailboxArchive, kind: RunKind) -> Result<()> {
     let namespace = archive.namespace().unwrap_or_default();
-    let id = identity_name(&archive.name_any());
+    let id = identity_name(kind, &archive.name_any());
     let meta = ObjectMeta {
         name: Some(id.clone()),
         namespace: Some(namespace.clone()),
@@ -397,7 +545,7 @@ async fn apply_identity(ctx: &Context, archive: &MailboxArchive) -> Result<()> {
     };
     let role = Role {
         metadata: meta.clone(),
-        rules: Some(role_rules(archive)),
+        rules: Some(role_rules(archive, kind)),
     };
     let binding = RoleBinding {
         metadata: meta,
@@ -450,11 +598,13 @@ fn labels(archive: &MailboxArchive) -> BTreeMap<String, String> {
     labels
 }
 
-/// The run's container: `mailvault run` for this archive, Job and slot.
+/// The run's container: `mailvault run` for this archive, Job and slot (`--destruction` for a
+/// destruction run).
 fn run_container(
     settings: &JobSettings,
     namespace: &str,
     archive: &str,
+    kind: RunKind,
     name: &str,
     slot: Timestamp,
 ) -> Container {
@@ -477,19 +627,24 @@ fn run_container(
             ..Default::default()
         },
     ];
+    let mut args = vec![
+        "run".into(),
+        format!("--namespace={namespace}"),
+        format!("--archive={archive}"),
+        format!("--job={name}"),
+        format!("--slot={slot}"),
+        "--spool-dir=/spool".into(),
+        format!("--max-spool-size={}MiB", settings.spool_size_mib.max(1)),
+    ];
+    if kind == RunKind::Destruction {
+        args.push("--destruction".into());
+    }
     Container {
         name: "run".into(),
         image: Some(settings.image.clone()),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
         command: Some(vec!["/usr/local/bin/mailvault".into()]),
-        args: Some(vec![
-            "run".into(),
-            format!("--namespace={namespace}"),
-            format!("--archive={archive}"),
-            format!("--job={name}"),
-            format!("--slot={slot}"),
-            "--spool-dir=/spool".into(),
-        ]),
+        args: Some(args),
         env: Some(env),
         resources: settings.resources.clone(),
         security_context: settings.security_context.clone(),
@@ -513,12 +668,14 @@ fn run_container(
 pub fn job_manifest(
     settings: &JobSettings,
     archive: &MailboxArchive,
+    kind: RunKind,
     name: &str,
     slot: Timestamp,
 ) -> Job {
     let namespace = archive.namespace().unwrap_or_default();
-    let labels = labels(archive);
-    let container = run_container(settings, &namespace, &archive.name_any(), name, slot);
+    let mut labels = labels(archive);
+    labels.insert(RUN_KIND.to_owned(), kind.label().to_owned());
+    let container = run_container(settings, &namespace, &archive.name_any(), kind, name, slot);
     let empty_dir = |mib: u32| EmptyDirVolumeSource {
         size_limit: Some(Quantity(format!("{mib}Mi"))),
         ..Default::default()
@@ -541,7 +698,7 @@ pub fn job_manifest(
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
-                    service_account_name: Some(identity_name(&archive.name_any())),
+                    service_account_name: Some(identity_name(kind, &archive.name_any())),
                     automount_service_account_token: Some(true),
                     restart_policy: Some("Never".into()),
                     security_context: settings.pod_security_context.clone(),
@@ -571,18 +728,38 @@ pub fn job_manifest(
     }
 }
 
+/// What `mailvault run` was asked to run (the flags the operator wrote into the Job).
+#[derive(Debug)]
+pub struct JobRun<'a> {
+    /// Archive or destruction run.
+    pub kind: RunKind,
+    /// The archive's namespace.
+    pub namespace: &'a str,
+    /// The archive's name.
+    pub archive: &'a str,
+    /// The Job (recorded as `lastJob` or `destruction.lastJob`).
+    pub job: &'a str,
+    /// The slot (RFC 3339).
+    pub slot: &'a str,
+    /// Where large messages are spooled.
+    pub spool_dir: std::path::PathBuf,
+    /// The spool cap.
+    pub max_spool_bytes: u64,
+}
+
 /// The body of `mailvault run`: one run of archive `name` as Job `job`, for `slot`; the
-/// outcome goes into the archive's status (with `lastJob`) and Events, as an in-process run's.
-/// An error means no outcome was recorded (the process should exit non-zero so the Job
-/// controller tries again).
-pub async fn run_as_job(
-    client: kube::Client,
-    namespace: &str,
-    name: &str,
-    job: &str,
-    slot: &str,
-    spool_dir: std::path::PathBuf,
-) -> Result<()> {
+/// outcome goes into the archive's status (with `lastJob`, or `destruction.lastJob`) and
+/// Events, as an in-process run's. An error means no outcome was recorded (the process should
+/// exit non-zero so the Job controller tries again).
+pub async fn run_as_job(client: kube::Client, run: &JobRun<'_>) -> Result<()> {
+    let JobRun {
+        kind,
+        namespace,
+        archive: name,
+        job,
+        slot,
+        ..
+    } = *run;
     let api = Api::<MailboxArchive>::namespaced(client.clone(), namespace);
     let archive = api.get(name).await?;
     let policy = Api::<RetentionPolicy>::namespaced(client.clone(), namespace)
@@ -592,8 +769,8 @@ pub async fn run_as_job(
         namespace: Some(namespace.to_owned()),
         concurrent_runs: 1,
         instance: job.to_owned(),
-        spool_dir,
-        max_spool_bytes: crate::spool::DEFAULT_MAX_BYTES,
+        spool_dir: run.spool_dir.clone(),
+        max_spool_bytes: run.max_spool_bytes,
         default_runner: Runner::Job,
         jobs: JobSettings::default(),
     };
@@ -607,6 +784,20 @@ pub async fn run_as_job(
         archives,
         ended,
     );
+    if kind == RunKind::Destruction {
+        let slot = slot
+            .parse::<Timestamp>()
+            .map_err(|e| Error::Usage(format!("--slot {slot}: {e}")))?;
+        return super::destruction::destroy_and_record(
+            &ctx,
+            &api,
+            &archive,
+            &policy,
+            slot,
+            Some(job),
+        )
+        .await;
+    }
     let generation = archive.metadata.generation;
     let mut status = archive.status.clone().unwrap_or_default();
     status.observed_generation = generation;
@@ -688,29 +879,116 @@ mod tests {
     }
 
     #[test]
-    fn a_run_may_read_only_the_secrets_its_archive_names() {
-        let archive: MailboxArchive = serde_json::from_value(serde_json::json!({
+    fn a_failed_destruction_job_is_told_apart_from_a_failed_archive_job() {
+        let mut destruction = job("d", "2026-12-01T13:00:00Z", Some("Failed"));
+        destruction.metadata.labels = Some(BTreeMap::from([(
+            RUN_KIND.to_owned(),
+            "destruction".to_owned(),
+        )]));
+        let archive_done = job("a", "2026-12-01T12:00:00Z", Some("Complete"));
+        let status = MailboxArchiveStatus {
+            last_job: Some("a".into()),
+            ..Default::default()
+        };
+        let s = seen(vec![archive_done, destruction], &status);
+        assert!(s.unrecorded_failure.is_none());
+        assert_eq!(
+            s.unrecorded_destruction_failure
+                .and_then(|j| j.metadata.name),
+            Some("d".into())
+        );
+    }
+
+    #[test]
+    fn jobs_wait_for_room_in_all_and_in_their_namespace() {
+        let settings = JobSettings {
+            max_in_flight: 3,
+            max_in_flight_per_namespace: 2,
+            ..Default::default()
+        };
+        let active = |ns: &str| {
+            let mut j = job("x", "2026-12-01T12:00:00Z", None);
+            j.metadata.namespace = Some(ns.into());
+            j
+        };
+        let mut done = active("police");
+        done.status = job("y", "2026-12-01T12:00:00Z", Some("Complete")).status;
+        let jobs = vec![active("police"), done.clone(), done];
+        assert!(room(&settings, &jobs, "police"));
+        let jobs = vec![active("police"), active("police")];
+        assert!(!room(&settings, &jobs, "police"), "namespace cap");
+        assert!(room(&settings, &jobs, "fire"));
+        let jobs = vec![active("police"), active("fire"), active("parks")];
+        assert!(!room(&settings, &jobs, "courts"), "cluster-wide cap");
+        let unlimited = JobSettings {
+            max_in_flight_per_namespace: 0,
+            ..settings
+        };
+        let jobs = vec![active("police"), active("police")];
+        assert!(room(&unlimited, &jobs, "police"));
+    }
+
+    /// The archive `chief` with an IMAP CA bundle, S3 keys and a generated signing key.
+    fn chief() -> MailboxArchive {
+        serde_json::from_value(serde_json::json!({
             "apiVersion": "mailvault.io/v1alpha1", "kind": "MailboxArchive",
             "metadata": {"name": "chief", "namespace": "police", "uid": "u"},
             "spec": {
                 "imap": {"host": "mail", "username": "u",
-                         "passwordSecretRef": {"name": "imap", "key": "password"}},
+                         "passwordSecretRef": {"name": "imap", "key": "password"},
+                         "caSecretRef": {"name": "imap-ca", "key": "ca.crt"}},
                 "storage": {"bucket": "records", "region": "us-east-1",
                             "credentialsSecretRef": {"name": "s3"}},
                 "schedule": "0 2 * * *",
                 "retentionPolicyRef": {"name": "city"}
             }
         }))
-        .unwrap();
-        let rules = role_rules(&archive);
+        .unwrap()
+    }
+
+    /// The Secrets the Role of `kind` lets a run of [`chief`] read.
+    fn readable_secrets(kind: RunKind) -> Vec<String> {
+        let rules = role_rules(&chief(), kind);
         let secrets = rules
             .iter()
             .find(|r| r.resources.as_deref() == Some(&["secrets".to_owned()]))
             .unwrap();
         assert_eq!(secrets.verbs, ["get"]);
+        secrets.resource_names.clone().unwrap()
+    }
+
+    #[test]
+    fn a_destruction_run_may_not_read_the_mailbox_password() {
         assert_eq!(
-            secrets.resource_names.as_deref(),
-            Some(&["chief-signing-key".to_owned(), "imap".into(), "s3".into()][..])
+            readable_secrets(RunKind::Destruction),
+            ["chief-signing-key", "s3"]
+        );
+        let archive = chief();
+        let manifest = job_manifest(
+            &JobSettings::default(),
+            &archive,
+            RunKind::Destruction,
+            "chief-d",
+            "2026-12-01T12:00:00Z".parse().unwrap(),
+        );
+        let pod = manifest.spec.unwrap().template.spec.unwrap();
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("mailvault-destroy-chief")
+        );
+        let args = pod.containers[0].args.clone().unwrap();
+        assert!(args.contains(&"--destruction".to_owned()), "{args:?}");
+        assert!(
+            args.contains(&"--max-spool-size=200MiB".to_owned()),
+            "{args:?}"
+        );
+    }
+
+    #[test]
+    fn a_run_may_read_only_the_secrets_its_archive_names() {
+        assert_eq!(
+            readable_secrets(RunKind::Archive),
+            ["chief-signing-key", "imap", "imap-ca", "s3"]
         );
     }
 }

@@ -70,10 +70,14 @@ pub async fn reconcile(archive: Arc<MailboxArchive>, ctx: Arc<Context>) -> Resul
     let old = archive.status.clone().unwrap_or_default();
     let now = Timestamp::now();
     // Runs as Jobs (now, or before a switch to InProcess: a Job in flight still writes).
-    let jobs = if super::jobs::runner_of(&ctx, &archive) == Runner::Job || old.last_job.is_some() {
+    let jobs = if super::jobs::observed(&ctx, &archive, &old) {
         let seen = super::jobs::observe(&ctx, &namespace, &uid, &old).await?;
         if let Some(job) = &seen.unrecorded_failure {
             super::jobs::record_unrecorded_failure(&ctx, &api, &archive, job).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        if let Some(job) = &seen.unrecorded_destruction_failure {
+            super::destruction::record_unrecorded_failure(&ctx, &api, &archive, job).await?;
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
         seen
@@ -148,6 +152,16 @@ async fn execute(
             // Between archive runs, in the same slot: destruction on the policy's schedule
             // (its task records its own status; decided on what the apiserver holds).
             match super::destruction::decide_fresh(api, archive, policy.as_ref(), now).await? {
+                (super::destruction::Decision::Run { slot }, Some(_))
+                    if super::jobs::runner_of(ctx, archive) == Runner::Job =>
+                {
+                    match super::jobs::start_destruction(ctx, archive, &status, slot).await? {
+                        super::jobs::Started::Job(_) => Ok(Action::requeue(WHILE_RUNNING)),
+                        super::jobs::Started::AtCapacity => {
+                            Ok(Action::requeue(Duration::from_secs(5)))
+                        }
+                    }
+                }
                 (super::destruction::Decision::Run { slot }, Some(policy)) => {
                     super::destruction::start(ctx, api, archive, policy, slot);
                     Ok(Action::requeue(WHILE_RUNNING))

@@ -25,6 +25,9 @@ pub struct DestructionStatus {
     /// The plan the last run found: what is due, waiting and kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanCounts>,
+    /// The Job of the last destruction run that ran as a Job (`runner: Job`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job: Option<String>,
 }
 
 /// One destruction run.
