@@ -485,6 +485,42 @@ async fn from_the_cli_holds_place_release_and_hold_new_records_and_policy_edits_
     let out = archive_with("p30d.yaml");
     assert!(!out.contains("policy re-applied"), "{out}");
     a.verify();
+
+    // Someone with write access to the bucket deletes the holds' state: the next run says
+    // so and names the hold it no longer knows, which keeps what it holds (flag and log)
+    // but cannot judge new mail until it is given again.
+    s3.delete_object()
+        .bucket(&bucket)
+        .key("clerk/state/holds.json")
+        .send()
+        .await
+        .unwrap();
+    let clerk_later = b"From: clerk@city.gov\r\nTo: desk@city.gov\r\nSubject: more minutes\r\n\
+        Date: Mon, 16 Jun 2025 10:00:00 +0000\r\n\r\nMore minutes.\r\n";
+    env.seed_message(&user, "INBOX", clerk_later, "S");
+    let out = archive_with("p30d.yaml");
+    assert!(out.contains("archived 1 new records"), "{out}");
+    assert!(
+        out.contains("state/holds.json was deleted from the bucket"),
+        "{out}"
+    );
+    assert!(
+        out.contains("in force in the log but not given to this run: records/by-date (1 records)"),
+        "{out}"
+    );
+    assert!(a.legal_hold(clerk).await, "a lost state released a hold");
+    let clerk_later_id = a.ids().await[&sha(clerk_later)].clone();
+    assert!(!a.legal_hold(&clerk_later_id).await);
+    a.verify();
+    // Given again, the hold judges every record again and holds the new minutes too.
+    let out = hold(
+        "by-date",
+        "  dateRange: {from: \"2025-06-01\", to: \"2025-06-30\"}\n",
+        false,
+    );
+    assert!(out.contains("it holds 2 records"), "{out}");
+    assert!(a.legal_hold(&clerk_later_id).await);
+    a.verify();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

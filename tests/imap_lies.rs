@@ -35,6 +35,9 @@ fn large(len: usize, n: u8) -> Vec<u8> {
     m
 }
 
+/// The password every run sends (the scripted server accepts any).
+const IMAP_PASSWORD: &str = "not-a-real-password";
+
 struct Case {
     dir: PathBuf,
     server: ScriptedImap,
@@ -71,7 +74,7 @@ impl Case {
             .args(["--spool-dir"])
             .arg(self.dir.join("spool"))
             .args(extra)
-            .env("MAILVAULT_IMAP_PASSWORD", "not-a-real-password");
+            .env("MAILVAULT_IMAP_PASSWORD", IMAP_PASSWORD);
         tokio::task::spawn_blocking(move || command.output().unwrap())
             .await
             .unwrap()
@@ -557,6 +560,10 @@ async fn a_response_the_imap_parser_chokes_on_fails_the_run_not_the_process() {
         err.contains("the IMAP server sent a response mailvault's IMAP parser could not handle"),
         "{err}"
     );
+    // The parser's panic message is printed (it quotes the server's bytes), and no secret
+    // is in it or anywhere else in the output.
+    assert!(err.contains("panicked"), "{err}");
+    assert!(!text(&choked).contains(IMAP_PASSWORD), "{}", text(&choked));
     assert_eq!(
         case.verified_records(),
         sorted((1..=2).map(message).collect())

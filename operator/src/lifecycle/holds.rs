@@ -57,17 +57,41 @@ struct HoldsState {
     holds: Vec<StateHold>,
 }
 
+/// How `state/holds.json` was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Read and authentic (or never written).
+    Trusted,
+    /// Present but not the writer's: reported, and treated as empty.
+    Forged,
+    /// Absent now, but older versions exist: someone deleted it.
+    Deleted,
+}
+
 impl HoldsState {
-    /// The state, or an empty one when absent or not the writer's (`true`: reported).
-    async fn load<S: Store>(store: &S, mac: &MacKey) -> Result<(Self, bool)> {
+    /// The state, or an empty one when absent, deleted or not the writer's.
+    async fn load<S: Store>(store: &S, mac: &MacKey) -> Result<(Self, Found)> {
         let Some(object) = read_capped(store, HOLDS_STATE_KEY).await? else {
-            return Ok((Self::default(), false));
+            // One LIST, only when the state is absent: a state that was written and is now
+            // gone was deleted (by someone with write access to the bucket, not by mailvault).
+            let versions = store.list_version_ids(HOLDS_STATE_KEY).await?;
+            let written = versions
+                .iter()
+                .any(|(key, _, marker)| key == HOLDS_STATE_KEY && !marker);
+            let found = if written {
+                Found::Deleted
+            } else {
+                Found::Trusted
+            };
+            return Ok((Self::default(), found));
         };
         if !trust::authentic(mac, MacKind::State, HOLDS_STATE_KEY, &object) {
-            return Ok((Self::default(), true));
+            return Ok((Self::default(), Found::Forged));
         }
-        Ok(serde_json::from_slice(&object.bytes)
-            .map_or_else(|_| (Self::default(), true), |s| (s, false)))
+        Ok(serde_json::from_slice(&object.bytes).map_or_else(
+            |_| (Self::default(), Found::Forged),
+            |s| (s, Found::Trusted),
+        ))
     }
 
     async fn save<S: Store>(&self, store: &S, mac: &MacKey) -> Result<()> {
@@ -185,12 +209,23 @@ pub struct HoldsOutcome {
     pub past_holding: u64,
     /// Holds that could not be applied, with why.
     pub invalid: Vec<String>,
+    /// Holds in force in the log that neither the caller nor the state named: records each
+    /// still holds (kept, but no new record is judged against them).
+    pub unknown: BTreeMap<String, u64>,
+    /// `state/holds.json` is gone although it was written before (its older versions remain):
+    /// deleted from the bucket.
+    pub state_deleted: bool,
 }
 
 impl HoldsOutcome {
     /// One line for a run summary, or `None` when no hold is known.
     pub fn summary(&self) -> Option<String> {
-        if self.held.is_empty() && self.placed == 0 && self.released == 0 {
+        if self.held.is_empty()
+            && self.placed == 0
+            && self.released == 0
+            && self.unknown.is_empty()
+            && !self.state_deleted
+        {
             return None;
         }
         let mut s = format!(
@@ -214,6 +249,24 @@ impl HoldsOutcome {
         for i in &self.invalid {
             let _ = write!(s, "; not applied: {i}");
         }
+        if self.state_deleted {
+            let _ = write!(
+                s,
+                "; {HOLDS_STATE_KEY} was deleted from the bucket (its older versions remain): the holds it remembered are lost to this run"
+            );
+        }
+        if !self.unknown.is_empty() {
+            let ids: Vec<String> = self
+                .unknown
+                .iter()
+                .map(|(id, n)| format!("{id} ({n} records)"))
+                .collect();
+            let _ = write!(
+                s,
+                "; in force in the log but not given to this run: {}; the records stay held, but new mail is not judged against them until each hold is given again (mailvault hold --hold FILE, or its LegalHold)",
+                ids.join(", ")
+            );
+        }
         Some(s)
     }
 }
@@ -224,8 +277,8 @@ pub async fn holds_due<S: Store>(store: &S, mac: &MacKey, given: &[GivenHold]) -
     if !given.is_empty() {
         return Ok(true);
     }
-    let (state, forged) = HoldsState::load(store, mac).await?;
-    Ok(forged || !state.holds.is_empty())
+    let (state, found) = HoldsState::load(store, mac).await?;
+    Ok(found != Found::Trusted || !state.holds.is_empty())
 }
 
 /// Applies the holds in the state and `given` to the archive whose log is `replay` (loaded
@@ -240,8 +293,8 @@ pub async fn apply_holds<S: Store>(
     now: UnixTime,
 ) -> Result<HoldsOutcome> {
     let mac = writer.mac().clone();
-    let (state, forged) = HoldsState::load(store, &mac).await?;
-    if forged {
+    let (state, found) = HoldsState::load(store, &mac).await?;
+    if found == Found::Forged {
         writer.report_unauthenticated(HOLDS_STATE_KEY);
     }
     // id -> (hold, applied through), the given ones winning.
@@ -303,6 +356,15 @@ pub async fn apply_holds<S: Store>(
     outcome.held_records = plan.held_records;
     outcome.unreadable = plan.unreadable;
     outcome.past_holding = plan.past_holding;
+    outcome.unknown.clone_from(&plan.unknown);
+    outcome.state_deleted = found == Found::Deleted;
+    if outcome.state_deleted || !outcome.unknown.is_empty() {
+        tracing::warn!(
+            state_deleted = outcome.state_deleted,
+            unknown = ?outcome.unknown,
+            "legal holds in force in the log were not given to this run: they keep what they hold, new mail is not judged against them"
+        );
+    }
     // Every record ingested before the replay's end was judged, unless some could not be read.
     let judged_through = replay.size();
     let next = HoldsState {

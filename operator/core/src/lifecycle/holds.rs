@@ -125,6 +125,10 @@ pub struct HoldPlan {
     pub unreadable: u64,
     /// Records a hold covers whose destruction is already authorized or done: not held.
     pub past_holding: u64,
+    /// Per hold in force in the log that the caller did not name: records it still holds.
+    /// Such a hold keeps what it holds but judges no new record (another tool's hold, or one
+    /// whose state was lost).
+    pub unknown: BTreeMap<String, u64>,
 }
 
 impl HoldPlan {
@@ -198,6 +202,8 @@ pub fn hold_plan<'a>(
         for id in &in_force {
             if let Some(n) = plan.held.get_mut(*id) {
                 *n += 1;
+            } else {
+                *plan.unknown.entry((*id).to_owned()).or_default() += 1;
             }
         }
         plan.held_records += u64::from(!in_force.is_empty());
@@ -380,6 +386,9 @@ mod tests {
         assert_eq!(plan.changes.len(), 1);
         assert_eq!(plan.changes[0].entries, vec![released("ns/h")]);
         assert_eq!(plan.changes[0].flag, None, "cli/other still holds b");
+        // A hold in force that the caller did not name is counted apart, never released.
+        assert_eq!(plan.unknown, BTreeMap::from([("cli/other".to_owned(), 1)]));
+        assert_eq!(plan.held, BTreeMap::from([("ns/h".to_owned(), 1)]));
     }
 
     #[test]
