@@ -512,6 +512,12 @@ pub(super) async fn archive_store(
         path_style: spec.storage.path_style,
         credentials,
         insecure_http: spec.storage.insecure_http,
+        timeout: spec
+            .storage
+            .timeout_seconds
+            .map_or(crate::store::s3::DEFAULT_TIMEOUT, |s| {
+                Duration::from_secs(u64::from(s))
+            }),
     })?;
     Ok((store, signer))
 }
