@@ -718,6 +718,56 @@ async fn imap_resets_mid_fetch_and_mid_piece_and_a_stall_fail_clearly_and_the_ne
     case.assert_converged();
 }
 
+/// A slow link to the IMAP server (12 KB/s through the proxy) and a run-duration cap of 6 s
+/// (`--max-run-duration 6`): four folders of about 30 KB each cannot all be read in one run.
+/// A run that reaches the cap stops (exit 2, "reached its maximum duration"), having logged
+/// what it stored; the cursor moves only past folders read to the end; each next run goes on
+/// from there until one finishes. Nothing lost, nothing stored or logged twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_link_and_a_run_duration_cap_stop_runs_cleanly_and_the_next_runs_go_on() {
+    let mut case = Case::new("net-slow").await;
+    for folder in ["F1", "F2", "F3", "F4"] {
+        for n in 0..6 {
+            case.seed(
+                folder,
+                message(
+                    n + 100 * folder.len() + usize::from(folder.as_bytes()[1]) * 10,
+                    5000,
+                ),
+            );
+        }
+    }
+    let slow = FaultProxy::tcp(
+        &format!("{}:{}", case.env.imap_host(), case.imaps_port()),
+        |_| TcpFault::Throttle(12_000),
+    )
+    .await;
+    let s3 = case.s3();
+    let mut capped = 0;
+    let mut finished = false;
+    for _ in 0..15 {
+        let out = case
+            .archive(slow.port(), &s3, &["--max-run-duration", "6"])
+            .await;
+        if out.status.success() {
+            finished = true;
+            break;
+        }
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("reached its maximum duration (6s"), "{err}");
+        capped += 1;
+    }
+    assert!(finished, "no run finished within 15 runs");
+    assert!(capped >= 1, "the cap never stopped a run");
+    eprintln!("{capped} run(s) stopped at the cap before one finished");
+    drop(slow);
+    case.assert_converged();
+    let versions = case.record_versions().await;
+    assert_eq!(versions.len(), 24);
+    assert!(versions.values().all(|&v| v == 1), "{versions:?}");
+}
+
 // ---- The operator ------------------------------------------------------------------------
 
 /// `mailvault operator` for cluster `c`, reaching the apiserver with `kubeconfig`.

@@ -31,6 +31,9 @@ pub enum TcpFault {
     /// Nothing more forwarded either way once the server has sent this many bytes; the
     /// connection stays open (a server that stops answering).
     StallAfter(u64),
+    /// The server's bytes passed at this many bytes a second (a slow link), in pieces of at
+    /// most 1 KiB.
+    Throttle(u64),
 }
 
 /// An HTTP server's answer made up by a test: given the request's head (as text) and body,
@@ -317,15 +320,19 @@ async fn pipe_tcp(
     };
     let answers = async {
         let limit = match fault {
-            TcpFault::Pass => u64::MAX,
+            TcpFault::Pass | TcpFault::Throttle(_) => u64::MAX,
             TcpFault::ResetAfter(n) | TcpFault::StallAfter(n) => n,
+        };
+        let (piece, rate) = match fault {
+            TcpFault::Throttle(rate) => (1024, rate.max(1)),
+            _ => (16 * 1024, 0),
         };
         let mut sent = 0u64;
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let want = usize::try_from(limit - sent)
                 .unwrap_or(usize::MAX)
-                .min(buf.len());
+                .min(piece);
             if want == 0 {
                 shared.injected.fetch_add(1, Ordering::SeqCst);
                 if fault == TcpFault::StallAfter(limit) {
@@ -343,6 +350,10 @@ async fn pipe_tcp(
                         return End::Closed;
                     }
                     sent += k as u64;
+                    if rate > 0 {
+                        tokio::time::sleep(Duration::from_micros(k as u64 * 1_000_000 / rate))
+                            .await;
+                    }
                 }
             }
         }

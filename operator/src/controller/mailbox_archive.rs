@@ -478,6 +478,9 @@ async fn run_once(
         retention,
         spool: ctx.spool.clone(),
         holds: holds.iter().map(|h| h.given.clone()).collect(),
+        max_duration: spec
+            .max_run_duration_seconds
+            .map(|s| Duration::from_secs(u64::from(s))),
     };
     let outcome = Box::pin(archive_mailbox(&store, run, &mut |_| {})).await?;
     super::holds::report(ctx, archive, &holds, &outcome.lifecycle.holds).await;

@@ -53,6 +53,14 @@ pub struct MailboxArchiveSpec {
     /// the operator's `--default-runner` (chart value `runner.default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<Runner>,
+    /// The longest a run may read mail, in seconds (default: no cap). At the cap the run
+    /// stops: what it stored is logged, the cursor moves only past folders read to the end,
+    /// and the run fails with reason `RunDurationExceeded` (condition, Warning Event); the next
+    /// run goes on from there. Bounds a run against a server that trickles data just inside
+    /// the per-step time-outs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_run_duration_seconds: Option<u32>,
 }
 
 /// Where an archive run executes.
