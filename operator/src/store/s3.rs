@@ -45,7 +45,7 @@ pub struct S3Config {
 }
 
 /// The default of [`S3Config::timeout`]: as long as IMAP's per-step time-out.
-pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_mins(1);
 
 /// Seconds a PUT's answer may take per MiB sent, beyond [`S3Config::timeout`]: the SDK's read
 /// time-out counts from the start of the request, body included, so a large record on a

@@ -744,7 +744,8 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         if self.info.lock_mode == LockMode::None {
             return Ok(());
         }
-        self.store.extend_retention(key, version, until).await?;
+        // Boxed: rare (only after a failed run), and it would enlarge every caller's future.
+        Box::pin(self.store.extend_retention(key, version, until)).await?;
         Ok(())
     }
 
