@@ -149,6 +149,9 @@ pub struct S3Store {
     timeout: std::time::Duration,
 }
 
+/// What a timed-out S3 call says (`--s3-timeout`, `spec.storage.timeoutSeconds`).
+const TIMED_OUT: &str = "no answer within the time-out (--s3-timeout, spec.storage.timeoutSeconds; the SDK's own retries included)";
+
 /// An S3 error in words: the operation, the key, the service's code and message.
 /// An S3 call failed. Throttling, 5xx answers, time-outs and failures to reach the endpoint
 /// may pass with a retry; any other answer is given again. The SDK's error is kept as the source.
@@ -175,12 +178,8 @@ where
             s.err().code().unwrap_or("error"),
             s.err().message().unwrap_or("(no message)")
         ),
-        SdkError::TimeoutError(_) => "no answer within the time-out (the SDK's own \
-                                       retries included)"
-            .to_owned(),
-        SdkError::DispatchFailure(d) if d.is_timeout() => {
-            "no answer within the time-out (the SDK's own retries included)".to_owned()
-        }
+        SdkError::TimeoutError(_) => TIMED_OUT.to_owned(),
+        SdkError::DispatchFailure(d) if d.is_timeout() => TIMED_OUT.to_owned(),
         SdkError::DispatchFailure(d) => format!("cannot reach the S3 endpoint: {d:?}"),
         other => format!("{other:?}"),
     };
