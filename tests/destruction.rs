@@ -220,6 +220,7 @@ impl Archive {
                 secret_access_key: self.env.var(&format!("{p}_SECRET_KEY")).to_owned(),
             },
             insecure_http: false,
+            timeout: mailvault::store::s3::DEFAULT_TIMEOUT,
         })
         .unwrap()
     }

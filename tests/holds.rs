@@ -75,6 +75,7 @@ impl Archive<'_> {
                 secret_access_key: self.env.var("VERSITYGW_SECRET_KEY").to_owned(),
             },
             insecure_http: false,
+            timeout: mailvault::store::s3::DEFAULT_TIMEOUT,
         })
         .unwrap()
     }

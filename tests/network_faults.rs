@@ -7,7 +7,7 @@
 
 use mailvault::crd::MailboxArchive;
 use mailvault_tests::cluster::{Cluster, assert_verifies, condition, ready, records, wait_for};
-use mailvault_tests::fault_proxy::{FaultProxy, HttpFault, Request, TcpFault};
+use mailvault_tests::fault_proxy::{Diverter, FaultProxy, HttpFault, Request, TcpFault, header_of};
 use mailvault_tests::operator::OperatorProcess;
 use mailvault_tests::{MailUser, S3Flavour, TestEnv, unique_name};
 use serde_json::{Value, json};
@@ -359,6 +359,308 @@ async fn a_put_whose_answer_is_lost_is_stored_once_and_logged_once() {
     assert!(versions.values().all(|&v| v == 1), "{versions:?}");
 }
 
+/// Whether `r` reads a record's metadata (HEAD of an object under `records/`).
+fn record_head(r: &Request) -> bool {
+    r.method == "HEAD" && r.path().contains("/records/")
+}
+
+/// An answer head without any `x-amz-object-lock-*` header.
+fn without_lock_headers(head: &str) -> String {
+    head.split_inclusive("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("x-amz-object-lock-"))
+        .collect()
+}
+
+/// An answer head claiming a COMPLIANCE lock a century ahead, whatever the object has.
+fn with_a_made_up_lock(head: &str) -> String {
+    let head = without_lock_headers(head);
+    let (status, rest) = head.split_once("\r\n").unwrap_or((&head, ""));
+    format!(
+        "{status}\r\nx-amz-object-lock-mode: COMPLIANCE\r\nx-amz-object-lock-retain-until-date: 2126-01-01T00:00:00.000Z\r\n{rest}"
+    )
+}
+
+/// A PUT answer head reporting the SHA-256 of other bytes.
+fn with_another_checksum(head: &str) -> String {
+    head.split_inclusive("\r\n")
+        .map(|l| {
+            if l.to_ascii_lowercase().starts_with("x-amz-checksum-sha256:") {
+                // SHA-256 of the empty string.
+                "x-amz-checksum-sha256: 47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\r\n".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect()
+}
+
+/// A server that takes a record PUT with its lock headers and stores the object without them:
+/// the proxy makes the PUT itself, unlocked (same key, bytes, metadata and checksum), and
+/// answers 200 with the version id, as if the lock had been placed.
+fn store_without_lock(case: &Case) -> Diverter {
+    let client = case.env.s3_client(S3Flavour::Versitygw);
+    let bucket = case.bucket.clone();
+    std::sync::Arc::new(move |head: String, body: Vec<u8>| {
+        let client = client.clone();
+        let bucket = bucket.clone();
+        Box::pin(async move {
+            assert!(
+                header_of(&head, "content-encoding").is_none_or(|e| !e.contains("aws-chunked")),
+                "a chunked record PUT cannot be diverted: {head}"
+            );
+            let target = head.split_whitespace().nth(1).unwrap_or_default();
+            let path = target.split('?').next().unwrap_or_default();
+            let key = path
+                .trim_start_matches('/')
+                .strip_prefix(&format!("{bucket}/"))
+                .unwrap_or_default()
+                .to_owned();
+            let mut put = client
+                .put_object()
+                .bucket(&bucket)
+                .key(&key)
+                .body(body.into());
+            for line in head.lines().skip(1) {
+                if let Some((k, v)) = line.split_once(':')
+                    && let Some(name) = k.trim().to_ascii_lowercase().strip_prefix("x-amz-meta-")
+                {
+                    put = put.metadata(name, v.trim());
+                }
+            }
+            if let Some(sum) = header_of(&head, "x-amz-checksum-sha256") {
+                put = put
+                    .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+                    .checksum_sha256(sum);
+            }
+            let out = put.send().await.expect("the unlocked PUT behind the lie");
+            format!(
+                "HTTP/1.1 200 OK\r\nx-amz-version-id: {}\r\nETag: {}\r\nx-amz-checksum-sha256: {}\r\nContent-Length: 0\r\n\r\n",
+                out.version_id().unwrap_or_default(),
+                out.e_tag().unwrap_or_default(),
+                out.checksum_sha256().unwrap_or_default()
+            )
+            .into_bytes()
+        })
+    })
+}
+
+/// An S3 server that lies about Object Lock or checksums, three ways. (1) It stores records
+/// under their lock but answers HEAD without lock headers; (2) it stores them without a lock
+/// at all, answering the PUT as if it had; (3) it reports another SHA-256 in the PUT answer.
+/// Each time the run fails (exit 2) naming the S3 server's fault, and no record is logged as
+/// locked on the server's word; the next run, straight to versitygw, adopts them, placing the
+/// lock where it is missing: `verify` passes, one version per record. (4) A server that lies
+/// consistently (stores unlocked, HEAD invents the lock) cannot be caught while archiving, but
+/// `verify` against the real bucket reports every such record `LOCK_WEAKENED`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_s3_server_that_lies_about_object_lock_or_checksums_is_caught_and_nothing_is_claimed() {
+    let mut case = Case::new("net-s3-lies").await;
+    let s3 = case.s3();
+    let server_fault = |out: &Output, says: &str| {
+        assert_eq!(out.status.code(), Some(2), "{}", text(out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(says) && err.contains("fault of the S3 server"),
+            "{err}"
+        );
+    };
+
+    // (1) Locked, but HEAD shows no lock.
+    for n in 0..3 {
+        case.seed("INBOX", message(n, 3000));
+    }
+    let proxy = FaultProxy::http(&s3, |r| {
+        record_head(r).then_some(HttpFault::RewriteAnswerHead(without_lock_headers))
+    })
+    .await;
+    let out = case.archive(case.imaps_port(), &proxy.url(), &[]).await;
+    server_fault(&out, "no Object Lock at all");
+    assert!(proxy.injected() >= 1);
+    drop(proxy);
+    let out = case.archive(case.imaps_port(), &s3, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    case.assert_converged();
+
+    // (2) Stored without a lock, the PUT answered as if locked.
+    for n in 3..6 {
+        case.seed("INBOX", message(n, 3000));
+    }
+    let divert = store_without_lock(&case);
+    let proxy = FaultProxy::http(&s3, move |r| {
+        record_put(r).then(|| HttpFault::Divert(divert.clone()))
+    })
+    .await;
+    let out = case.archive(case.imaps_port(), &proxy.url(), &[]).await;
+    server_fault(&out, "no Object Lock at all");
+    assert!(proxy.injected() >= 1);
+    drop(proxy);
+    let out = case.archive(case.imaps_port(), &s3, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    case.assert_converged();
+
+    // (3) Another checksum in the PUT answer.
+    for n in 6..9 {
+        case.seed("INBOX", message(n, 3000));
+    }
+    let proxy = FaultProxy::http(&s3, |r| {
+        record_put(r).then_some(HttpFault::RewriteAnswerHead(with_another_checksum))
+    })
+    .await;
+    let out = case.archive(case.imaps_port(), &proxy.url(), &[]).await;
+    server_fault(&out, "reports checksum SHA-256 47DEQpj8");
+    drop(proxy);
+    let out = case.archive(case.imaps_port(), &s3, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    case.assert_converged();
+    let versions = case.record_versions().await;
+    assert_eq!(versions.len(), 9);
+    assert!(versions.values().all(|&v| v == 1), "{versions:?}");
+
+    // (4) A consistent liar: stored unlocked, HEAD invents the lock.
+    for n in 9..11 {
+        case.seed("INBOX", message(n, 3000));
+    }
+    let divert = store_without_lock(&case);
+    let proxy = FaultProxy::http(&s3, move |r| {
+        if record_put(r) {
+            return Some(HttpFault::Divert(divert.clone()));
+        }
+        record_head(r).then_some(HttpFault::RewriteAnswerHead(with_a_made_up_lock))
+    })
+    .await;
+    let out = case.archive(case.imaps_port(), &proxy.url(), &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    drop(proxy);
+    let o = case
+        .env
+        .mailvault_s3(
+            S3Flavour::Versitygw,
+            &[
+                "verify",
+                &case.store(),
+                "--public-key",
+                &case.path("key.pub"),
+                "--json",
+            ],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "verify: {}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let weakened = report["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] == "LOCK_WEAKENED")
+        .count();
+    assert_eq!(weakened, 2, "{report:#}");
+}
+
+/// The head of a stalled answer and none of its body.
+const NO_BODY: usize = 0;
+
+/// An S3 server that stops in the middle of its answers (`--s3-timeout 3`): the body of an
+/// object read back while the run opens the archive never comes; every answer to one record's
+/// PUT never comes (the SDK tries six times); `verify` reading a record whose body stops. Each
+/// fails clearly ("no data within 3s", "no answer within the time-out"), none hangs, and the
+/// next run straight to versitygw converges.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_stalling_mid_answer_fails_clearly_and_the_next_run_converges() {
+    let mut case = Case::new("net-s3-stall").await;
+    let s3 = case.s3();
+    for n in 0..4 {
+        case.seed("INBOX", message(n, 3000));
+    }
+    let out = case.archive(case.imaps_port(), &s3, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    for n in 4..7 {
+        case.seed("INBOX", message(n, 3000));
+    }
+
+    // Reading the archive back on opening: a GET whose body never comes.
+    let proxy = FaultProxy::http(&s3, |r| {
+        let path = r.path();
+        (r.method == "GET"
+            && ["/state/", "/log/", "/checkpoints/"]
+                .iter()
+                .any(|p| path.contains(p)))
+        .then_some(HttpFault::StallAnswerAfterHead(NO_BODY))
+    })
+    .await;
+    let out = case
+        .archive(case.imaps_port(), &proxy.url(), &["--s3-timeout", "3"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sent no data within 3s in the middle of the object's body"),
+        "{err}"
+    );
+    drop(proxy);
+
+    // A record PUT whose answer never comes, on every attempt.
+    let mut doomed: Option<String> = None;
+    let proxy = FaultProxy::http(&s3, move |r| {
+        if !record_put(r) {
+            return None;
+        }
+        let key = doomed.get_or_insert_with(|| r.path().to_owned());
+        (r.path() == key.as_str()).then_some(HttpFault::StallAnswer)
+    })
+    .await;
+    let out = case
+        .archive(case.imaps_port(), &proxy.url(), &["--s3-timeout", "3"])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no answer within the time-out"), "{err}");
+    assert!(
+        proxy.injected() >= 2,
+        "the SDK retried: {}",
+        proxy.injected()
+    );
+    drop(proxy);
+
+    let out = case.archive(case.imaps_port(), &s3, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    case.assert_converged();
+    let versions = case.record_versions().await;
+    assert_eq!(versions.len(), 7);
+    assert!(versions.values().all(|&v| v == 1), "{versions:?}");
+
+    // verify, reading records whose bodies stop.
+    let proxy = FaultProxy::http(&s3, |r| {
+        (r.method == "GET" && r.path().contains("/records/"))
+            .then_some(HttpFault::StallAnswerAfterHead(NO_BODY))
+    })
+    .await;
+    let url = proxy.url();
+    let verify = case.command(
+        &url,
+        &[
+            "verify",
+            &case.store(),
+            "--public-key",
+            &case.path("key.pub"),
+            "--s3-timeout",
+            "3",
+        ],
+    );
+    let o = tokio::task::spawn_blocking(move || {
+        let mut verify = verify;
+        verify.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(said.contains("no data within 3s"), "{said}");
+}
+
 /// The 4 MiB piece size of a large message (`docs/pipeline.md`).
 const PIECE: u64 = 4 << 20;
 
@@ -414,6 +716,56 @@ async fn imap_resets_mid_fetch_and_mid_piece_and_a_stall_fail_clearly_and_the_ne
     assert!(last.status.success(), "{}", text(&last));
     drop(proxy);
     case.assert_converged();
+}
+
+/// A slow link to the IMAP server (12 KB/s through the proxy) and a run-duration cap of 6 s
+/// (`--max-run-duration 6`): four folders of about 30 KB each cannot all be read in one run.
+/// A run that reaches the cap stops (exit 2, "reached its maximum duration"), having logged
+/// what it stored; the cursor moves only past folders read to the end; each next run goes on
+/// from there until one finishes. Nothing lost, nothing stored or logged twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_link_and_a_run_duration_cap_stop_runs_cleanly_and_the_next_runs_go_on() {
+    let mut case = Case::new("net-slow").await;
+    for folder in ["F1", "F2", "F3", "F4"] {
+        for n in 0..6 {
+            case.seed(
+                folder,
+                message(
+                    n + 100 * folder.len() + usize::from(folder.as_bytes()[1]) * 10,
+                    5000,
+                ),
+            );
+        }
+    }
+    let slow = FaultProxy::tcp(
+        &format!("{}:{}", case.env.imap_host(), case.imaps_port()),
+        |_| TcpFault::Throttle(12_000),
+    )
+    .await;
+    let s3 = case.s3();
+    let mut capped = 0;
+    let mut finished = false;
+    for _ in 0..15 {
+        let out = case
+            .archive(slow.port(), &s3, &["--max-run-duration", "6"])
+            .await;
+        if out.status.success() {
+            finished = true;
+            break;
+        }
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("reached its maximum duration (6s"), "{err}");
+        capped += 1;
+    }
+    assert!(finished, "no run finished within 15 runs");
+    assert!(capped >= 1, "the cap never stopped a run");
+    eprintln!("{capped} run(s) stopped at the cap before one finished");
+    drop(slow);
+    case.assert_converged();
+    let versions = case.record_versions().await;
+    assert_eq!(versions.len(), 24);
+    assert!(versions.values().all(|&v| v == 1), "{versions:?}");
 }
 
 // ---- The operator ------------------------------------------------------------------------

@@ -121,6 +121,10 @@ pub enum Error {
     /// or could not start, as often as the Job allows).
     #[error("{0}")]
     Job(String),
+    /// A run reached its maximum duration (`--max-run-duration`, `spec.maxRunDurationSeconds`)
+    /// and stopped: what it stored is logged, the cursor stayed where the log is.
+    #[error("{0}")]
+    RunDurationExceeded(String),
     /// The store refused to delete an object version because Object Lock protects it
     /// (retention not ended, or a legal hold): the destruction run leaves it for a later run.
     #[error("store: {0}")]
@@ -204,6 +208,7 @@ impl Error {
             Self::Secret(_) => Reason::SecretNotUsable,
             Self::Spec(_) => Reason::InvalidSpec,
             Self::Job(_) => Reason::JobFailed,
+            Self::RunDurationExceeded(_) => Reason::RunDurationExceeded,
         }
     }
 
@@ -214,9 +219,11 @@ impl Error {
         match self {
             Self::Imap { retry, .. } | Self::Store { retry, .. } => *retry,
             Self::Kube(e) => kube_retry(e),
-            Self::LeaderElection { .. } | Self::Task { .. } | Self::Random(_) | Self::Job(_) => {
-                Retry::Transient
-            }
+            Self::LeaderElection { .. }
+            | Self::Task { .. }
+            | Self::Random(_)
+            | Self::Job(_)
+            | Self::RunDurationExceeded(_) => Retry::Transient,
             Self::Io { .. }
             | Self::Key(_)
             | Self::Usage(_)

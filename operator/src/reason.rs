@@ -72,6 +72,9 @@ reasons! {
     SecretNotUsable,
     /// A resource's spec is invalid.
     InvalidSpec,
+    /// A run reached its maximum duration and stopped; what it stored is logged, and the next
+    /// run goes on from there.
+    RunDurationExceeded,
     // Outcomes.
     /// The retention policy an archive names does not exist.
     RetentionPolicyNotFound,

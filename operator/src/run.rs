@@ -134,6 +134,11 @@ pub struct MailboxRun {
     /// Legal holds in force for the archive besides those in its store (the operator's
     /// `LegalHold`s); applied after ingest, to the new records and wherever a hold changed.
     pub holds: Vec<crate::lifecycle::holds::GivenHold>,
+    /// The longest the run may read mail, from its start (`None`: no cap). At the cap it
+    /// stops between two messages (or a step's wait is cut short): what it stored is logged,
+    /// the cursor moves only past folders read to the end, and it fails with
+    /// [`Error::RunDurationExceeded`].
+    pub max_duration: Option<std::time::Duration>,
 }
 
 /// What a run reports while it goes, for a progress display.
@@ -208,7 +213,9 @@ pub async fn archive_mailbox<S: Store>(
         retention,
         spool,
         holds,
+        max_duration,
     } = run;
+    let deadline = max_duration.map(|cap| (tokio::time::Instant::now() + cap, cap));
     let verifier =
         mailvault_core::note::NoteVerifier::parse(&signer.verifier_key()).map_err(Error::from)?;
     let schedule = retention.clone();
@@ -217,6 +224,9 @@ pub async fn archive_mailbox<S: Store>(
     let before = writer.log_head().size;
     let synced = without_parser_panics(async {
         let mut source = ImapSource::connect(&imap).await?;
+        if let Some((at, cap)) = deadline {
+            source.set_deadline(at, cap);
+        }
         let reports = sync_mailbox(
             &mut source,
             &mut writer,

@@ -31,10 +31,21 @@ pub enum TcpFault {
     /// Nothing more forwarded either way once the server has sent this many bytes; the
     /// connection stays open (a server that stops answering).
     StallAfter(u64),
+    /// The server's bytes passed at this many bytes a second (a slow link), in pieces of at
+    /// most 1 KiB.
+    Throttle(u64),
 }
 
+/// An HTTP server's answer made up by a test: given the request's head (as text) and body,
+/// the raw bytes to send back instead of forwarding it (a server that lies about what it did).
+pub type Diverter = std::sync::Arc<
+    dyn Fn(String, Vec<u8>) -> std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// What happens to one HTTP request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum HttpFault {
     /// Read, not forwarded; answered with this status and S3 error code, then closed.
     Answer {
@@ -48,6 +59,40 @@ pub enum HttpFault {
     /// Forwarded whole; the server's answer is read and thrown away and the client's
     /// connection reset: the server did it, the client cannot know.
     LoseAnswer,
+    /// Forwarded whole; the head of the server's answer (status line and headers, up to the
+    /// blank line, as text) is rewritten by this function, the body passed as it is.
+    RewriteAnswerHead(fn(&str) -> String),
+    /// Forwarded whole; the head of the answer and this many bytes of its body are passed,
+    /// then nothing more (the connection stays open): a server that stops mid-answer.
+    StallAnswerAfterHead(usize),
+    /// Forwarded whole; not a byte of the answer is passed (the connection stays open): a
+    /// server that never answers a request it may have carried out.
+    StallAnswer,
+    /// Not forwarded: answered with what the [`Diverter`] makes of it.
+    Divert(Diverter),
+}
+
+impl std::fmt::Debug for HttpFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Answer { status, code } => write!(f, "Answer({status} {code})"),
+            Self::ResetMidBody => f.write_str("ResetMidBody"),
+            Self::LoseAnswer => f.write_str("LoseAnswer"),
+            Self::RewriteAnswerHead(_) => f.write_str("RewriteAnswerHead"),
+            Self::StallAnswerAfterHead(n) => write!(f, "StallAnswerAfterHead({n})"),
+            Self::StallAnswer => f.write_str("StallAnswer"),
+            Self::Divert(_) => f.write_str("Divert"),
+        }
+    }
+}
+
+/// What the answer loop does with the answer to the request in flight.
+#[derive(Clone, Copy)]
+enum AnswerMode {
+    Pass,
+    Rewrite(fn(&str) -> String),
+    StallAfterHead(usize),
+    Silent,
 }
 
 /// A request as the HTTP plan sees it.
@@ -59,6 +104,23 @@ pub struct Request {
     pub target: String,
     /// Body length in bytes.
     pub body_len: usize,
+    /// The request line and headers, as text.
+    pub head: String,
+}
+
+impl Request {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_of(&self.head, name)
+    }
+}
+
+/// The value of header `name` (case-insensitive) in an HTTP head.
+pub fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 impl Request {
@@ -258,15 +320,19 @@ async fn pipe_tcp(
     };
     let answers = async {
         let limit = match fault {
-            TcpFault::Pass => u64::MAX,
+            TcpFault::Pass | TcpFault::Throttle(_) => u64::MAX,
             TcpFault::ResetAfter(n) | TcpFault::StallAfter(n) => n,
+        };
+        let (piece, rate) = match fault {
+            TcpFault::Throttle(rate) => (1024, rate.max(1)),
+            _ => (16 * 1024, 0),
         };
         let mut sent = 0u64;
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let want = usize::try_from(limit - sent)
                 .unwrap_or(usize::MAX)
-                .min(buf.len());
+                .min(piece);
             if want == 0 {
                 shared.injected.fetch_add(1, Ordering::SeqCst);
                 if fault == TcpFault::StallAfter(limit) {
@@ -284,6 +350,10 @@ async fn pipe_tcp(
                         return End::Closed;
                     }
                     sent += k as u64;
+                    if rate > 0 {
+                        tokio::time::sleep(Duration::from_micros(k as u64 * 1_000_000 / rate))
+                            .await;
+                    }
                 }
             }
         }
@@ -315,6 +385,7 @@ async fn pipe_http(
     let client_write = tokio::sync::Mutex::new(client_write);
     let swallow = AtomicBool::new(false);
     let answer_seen = Notify::new();
+    let answer_mode = Mutex::new(AnswerMode::Pass);
     let requests = async {
         let mut pending = Vec::new();
         loop {
@@ -323,13 +394,36 @@ async fn pipe_http(
                 return End::Closed;
             };
             let fault = (plan.lock().unwrap_or_else(PoisonError::into_inner))(&request);
-            let Some(fault) = fault else {
+            // Faults that forward the request and act on its answer, and the diverted one.
+            let mode = match &fault {
+                None => Some(AnswerMode::Pass),
+                Some(HttpFault::RewriteAnswerHead(f)) => Some(AnswerMode::Rewrite(*f)),
+                Some(HttpFault::StallAnswerAfterHead(n)) => Some(AnswerMode::StallAfterHead(*n)),
+                Some(HttpFault::StallAnswer) => Some(AnswerMode::Silent),
+                Some(HttpFault::Divert(divert)) => {
+                    shared.injected.fetch_add(1, Ordering::SeqCst);
+                    let answer = divert(String::from_utf8_lossy(&head).into_owned(), body).await;
+                    if client_write.lock().await.write_all(&answer).await.is_err() {
+                        return End::Closed;
+                    }
+                    continue;
+                }
+                Some(_) => None,
+            };
+            if let Some(mode) = mode {
+                if fault.is_some() {
+                    shared.injected.fetch_add(1, Ordering::SeqCst);
+                }
+                *answer_mode.lock().unwrap_or_else(PoisonError::into_inner) = mode;
                 if server_write.write_all(&head).await.is_err()
                     || server_write.write_all(&body).await.is_err()
                 {
                     return End::Closed;
                 }
                 continue;
+            }
+            let Some(fault) = fault else {
+                return End::Closed;
             };
             shared.injected.fetch_add(1, Ordering::SeqCst);
             return match fault {
@@ -367,12 +461,49 @@ async fn pipe_http(
                     }
                     End::Reset
                 }
+                HttpFault::RewriteAnswerHead(_)
+                | HttpFault::StallAnswerAfterHead(_)
+                | HttpFault::StallAnswer
+                | HttpFault::Divert(_) => End::Closed,
             };
         }
     };
     let answers = async {
         let mut buf = vec![0u8; 16 * 1024];
+        // The head of an answer being rewritten, or the bytes left to pass before a stall.
+        let mut held: Vec<u8> = Vec::new();
         loop {
+            let mode = *answer_mode.lock().unwrap_or_else(PoisonError::into_inner);
+            if let AnswerMode::Rewrite(_) | AnswerMode::StallAfterHead(_) = mode
+                && let Some(end) = held.windows(4).position(|w| w == b"\r\n\r\n")
+            {
+                let rest = held.split_off(end + 4);
+                let head = String::from_utf8_lossy(&held).into_owned();
+                held.clear();
+                let mut w = client_write.lock().await;
+                match mode {
+                    AnswerMode::Rewrite(f) => {
+                        *answer_mode.lock().unwrap_or_else(PoisonError::into_inner) =
+                            AnswerMode::Pass;
+                        if w.write_all(f(&head).as_bytes()).await.is_err()
+                            || w.write_all(&rest).await.is_err()
+                        {
+                            return End::Closed;
+                        }
+                    }
+                    AnswerMode::StallAfterHead(n) => {
+                        let _ = w.write_all(head.as_bytes()).await;
+                        let _ = w.write_all(&rest[..n.min(rest.len())]).await;
+                        drop(w);
+                        // Silent from now on, the connection open, until the client gives up.
+                        let mut sink = [0u8; 4096];
+                        while drain_while_open(&mut server_read, &mut sink).await {}
+                        std::future::pending::<()>().await;
+                    }
+                    AnswerMode::Pass | AnswerMode::Silent => {}
+                }
+                continue;
+            }
             match server_read.read(&mut buf).await {
                 Ok(0) | Err(_) => {
                     if swallow.load(Ordering::SeqCst) {
@@ -385,6 +516,17 @@ async fn pipe_http(
                 Ok(k) => {
                     if swallow.load(Ordering::SeqCst) {
                         answer_seen.notify_one();
+                        continue;
+                    }
+                    // The mode of the request this answer belongs to (set before it was sent).
+                    let mode = *answer_mode.lock().unwrap_or_else(PoisonError::into_inner);
+                    if matches!(mode, AnswerMode::Silent) {
+                        let mut sink = [0u8; 4096];
+                        while drain_while_open(&mut server_read, &mut sink).await {}
+                        std::future::pending::<()>().await;
+                    }
+                    if !matches!(mode, AnswerMode::Pass) {
+                        held.extend_from_slice(&buf[..k]);
                         continue;
                     }
                     if client_write
@@ -484,6 +626,7 @@ async fn read_request(
         method,
         target,
         body_len: body.len(),
+        head: text.clone(),
     };
     Some((head, body, request))
 }

@@ -94,6 +94,11 @@ pub struct ImapArgs {
     /// run fails.
     #[arg(long, default_value_t = 60)]
     imap_timeout: u64,
+    /// IMAP: the longest a run may read mail, in seconds (default: no cap). At the cap the
+    /// run stops: what it stored is logged, the cursor moves only past folders read to the
+    /// end, and it exits 2 saying so; the next run goes on from there.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_run_duration: Option<u64>,
 }
 
 /// `1073741824`, `512KiB`, `100MiB`, `1GiB`.
@@ -221,6 +226,10 @@ async fn archive_imap(
         spool,
         // The holds `mailvault hold` placed are in the store; they hold the new records too.
         holds: Vec::new(),
+        max_duration: args
+            .imap
+            .max_run_duration
+            .map(std::time::Duration::from_secs),
     };
     let mut events = |event: RunEvent<'_>| match event {
         RunEvent::Opened { store } => {

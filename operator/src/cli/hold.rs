@@ -47,12 +47,12 @@ pub async fn run(args: HoldArgs) -> Result<ExitCode> {
     };
     let signer = mailvault::signing_key::read_signer_key(&args.key)?;
     let store = args.store.open(&args.store_location)?;
-    let (outcome, log, summary) = apply_to_archive(
+    let (outcome, log, summary) = Box::pin(apply_to_archive(
         &store,
         signer,
         schedule.as_ref(),
         std::slice::from_ref(&given),
-    )
+    ))
     .await?;
     let held = outcome.holds.held.get(&given.id).copied().unwrap_or(0);
     let verb = if given.spec.released {

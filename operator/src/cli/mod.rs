@@ -34,6 +34,11 @@ pub struct StoreArgs {
     /// Path-style S3 addressing (most non-AWS servers need it).
     #[arg(long, global = true)]
     s3_path_style: bool,
+    /// Seconds each step of an S3 call may take (connect, the first byte of an answer, each
+    /// piece of a body; a PUT gets one more second per MiB): a server that stops answering
+    /// fails the command instead of holding it.
+    #[arg(long, global = true, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    s3_timeout: u64,
 }
 
 impl StoreArgs {
@@ -45,6 +50,7 @@ impl StoreArgs {
                 endpoint: self.s3_endpoint.clone(),
                 region: self.s3_region.clone(),
                 path_style: self.s3_path_style,
+                timeout: Some(std::time::Duration::from_secs(self.s3_timeout)),
             },
         )
     }

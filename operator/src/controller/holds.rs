@@ -216,7 +216,13 @@ async fn hold_run(
     let result = async {
         let (store, signer) = archive_store(&secrets, &namespace, archive).await?;
         let given: Vec<GivenHold> = holds.iter().map(|h| h.given.clone()).collect();
-        crate::lifecycle::apply::apply_to_archive(&store, signer, schedule.as_ref(), &given).await
+        Box::pin(crate::lifecycle::apply::apply_to_archive(
+            &store,
+            signer,
+            schedule.as_ref(),
+            &given,
+        ))
+        .await
     }
     .await;
     match result {

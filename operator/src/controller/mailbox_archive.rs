@@ -492,6 +492,9 @@ async fn run_once(
         retention,
         spool: ctx.spool.clone(),
         holds: holds.iter().map(|h| h.given.clone()).collect(),
+        max_duration: spec
+            .max_run_duration_seconds
+            .map(|s| Duration::from_secs(u64::from(s))),
     };
     let outcome = Box::pin(archive_mailbox(&store, run, &mut |_| {})).await?;
     super::holds::report(ctx, archive, &holds, &outcome.lifecycle.holds).await;
@@ -526,6 +529,12 @@ pub(super) async fn archive_store(
         path_style: spec.storage.path_style,
         credentials,
         insecure_http: spec.storage.insecure_http,
+        timeout: spec
+            .storage
+            .timeout_seconds
+            .map_or(crate::store::s3::DEFAULT_TIMEOUT, |s| {
+                Duration::from_secs(u64::from(s))
+            }),
     })?;
     Ok((store, signer))
 }

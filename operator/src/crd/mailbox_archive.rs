@@ -53,6 +53,14 @@ pub struct MailboxArchiveSpec {
     /// the operator's `--default-runner` (chart value `runner.default`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<Runner>,
+    /// The longest a run may read mail, in seconds (default: no cap). At the cap the run
+    /// stops: what it stored is logged, the cursor moves only past folders read to the end,
+    /// and the run fails with reason `RunDurationExceeded` (condition, Warning Event); the next
+    /// run goes on from there. Bounds a run against a server that trickles data just inside
+    /// the per-step time-outs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_run_duration_seconds: Option<u32>,
 }
 
 /// Where an archive run executes.
@@ -163,6 +171,13 @@ pub struct StorageSpec {
     /// unprotected).
     #[serde(default)]
     pub insecure_http: bool,
+    /// Seconds each step of an S3 call may take before the run fails (default 60): opening
+    /// a connection, the first byte of an answer (a PUT gets one more second per MiB sent),
+    /// each piece of an object read back. A server that stops answering fails the run and
+    /// frees its slot instead of holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<u32>,
     /// Secret with the access key id and secret access key (it must opt in for this archive:
     /// annotation `mailvault.io/allowed-archives`). Exactly one of this and `webIdentity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,8 @@ pub struct S3Options {
     pub region: Option<String>,
     /// Path-style addressing.
     pub path_style: bool,
+    /// Per-step time-out of S3 calls (default [`super::s3::DEFAULT_TIMEOUT`]).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Parses a store location. S3 credentials come from `AWS_ACCESS_KEY_ID` and
@@ -59,6 +61,7 @@ pub fn open_store(location: &str, s3: &S3Options) -> Result<AnyStore> {
                 secret_access_key,
             },
             insecure_http: false,
+            timeout: s3.timeout.unwrap_or(super::s3::DEFAULT_TIMEOUT),
         })?));
     }
     Err(Error::Usage(format!(

@@ -12,7 +12,7 @@ use crate::{Error, Result, Retry};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, ObjectLockEnabled, ObjectLockLegalHoldStatus, ObjectLockMode,
+    ChecksumAlgorithm, ChecksumMode, ObjectLockEnabled, ObjectLockLegalHoldStatus, ObjectLockMode,
 };
 use base64::Engine as _;
 use futures::{StreamExt as _, TryStreamExt as _};
@@ -38,7 +38,19 @@ pub struct S3Config {
     pub credentials: S3Credentials,
     /// Allow a plain-http endpoint that is not loopback.
     pub insecure_http: bool,
+    /// How long each step of an S3 call may take ([`DEFAULT_TIMEOUT`] unless set): opening a
+    /// connection, the first byte of an answer (for a PUT, plus [`PUT_SECONDS_PER_MIB`] per
+    /// MiB sent), and each piece of an object's body.
+    pub timeout: std::time::Duration,
 }
+
+/// The default of [`S3Config::timeout`]: as long as IMAP's per-step time-out.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_mins(1);
+
+/// Seconds a PUT's answer may take per MiB sent, beyond [`S3Config::timeout`]: the SDK's read
+/// time-out counts from the start of the request, body included, so a large record on a
+/// slow link (down to 1 MiB/s) is not taken for a stalled server.
+pub const PUT_SECONDS_PER_MIB: u64 = 1;
 
 /// Where the store's credentials come from.
 #[derive(Clone)]
@@ -96,6 +108,7 @@ impl fmt::Debug for S3Config {
             .field("path_style", &self.path_style)
             .field("credentials", &self.credentials)
             .field("insecure_http", &self.insecure_http)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -132,7 +145,12 @@ pub struct S3Store {
     prefix: String,
     /// The server, as people would name it (for messages).
     server: String,
+    /// [`S3Config::timeout`].
+    timeout: std::time::Duration,
 }
+
+/// What a timed-out S3 call says (`--s3-timeout`, `spec.storage.timeoutSeconds`).
+const TIMED_OUT: &str = "no answer within the time-out (--s3-timeout, spec.storage.timeoutSeconds; the SDK's own retries included)";
 
 /// An S3 error in words: the operation, the key, the service's code and message.
 /// An S3 call failed. Throttling, 5xx answers, time-outs and failures to reach the endpoint
@@ -160,8 +178,9 @@ where
             s.err().code().unwrap_or("error"),
             s.err().message().unwrap_or("(no message)")
         ),
+        SdkError::TimeoutError(_) => TIMED_OUT.to_owned(),
+        SdkError::DispatchFailure(d) if d.is_timeout() => TIMED_OUT.to_owned(),
         SdkError::DispatchFailure(d) => format!("cannot reach the S3 endpoint: {d:?}"),
-        SdkError::TimeoutError(_) => "timed out".to_owned(),
         other => format!("{other:?}"),
     };
     Error::Store {
@@ -254,8 +273,13 @@ impl S3Store {
             .with_max_attempts(6)
             .with_initial_backoff(std::time::Duration::from_millis(200))
             .with_max_backoff(std::time::Duration::from_secs(10));
+        // A connection must open within 10 s (or the step time-out if shorter); an answer must
+        // start within the step time-out. No attempt or operation time-out: a large record PUT
+        // legitimately takes long (its read time-out grows with its size, see `put_record`),
+        // and the run's own cap (`--max-run-duration`) bounds the whole.
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect_timeout(config.timeout.min(std::time::Duration::from_secs(10)))
+            .read_timeout(config.timeout)
             .build();
         let mut builder = aws_sdk_s3::Config::builder()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
@@ -275,6 +299,7 @@ impl S3Store {
                 .endpoint
                 .clone()
                 .unwrap_or_else(|| format!("AWS S3 {}", config.region)),
+            timeout: config.timeout,
         })
     }
 
@@ -327,6 +352,40 @@ impl S3Store {
         Ok(Some((out, sidecar, version_id)))
     }
 
+    /// An object's body, piece by piece into `sink`, each piece within the step time-out: a
+    /// server that sends the headers and then stops sending the body fails the read instead
+    /// of holding it.
+    async fn read_body(
+        &self,
+        full: &str,
+        mut body: ByteStream,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+    ) -> Result<()> {
+        loop {
+            let piece = match tokio::time::timeout(self.timeout, body.try_next()).await {
+                Ok(piece) => piece.map_err(|e| Error::Store {
+                    message: format!("S3 GetObject {full}: reading the body: {e}"),
+                    retry: Retry::Transient,
+                    source: Some(Box::new(e)),
+                })?,
+                Err(_) => {
+                    return Err(Error::Store {
+                        message: format!(
+                            "S3 GetObject {full}: the server ({}) sent no data within {}s in \
+                             the middle of the object's body",
+                            self.server,
+                            self.timeout.as_secs()
+                        ),
+                        retry: Retry::Transient,
+                        source: None,
+                    });
+                }
+            };
+            let Some(piece) = piece else { return Ok(()) };
+            sink(&piece)?;
+        }
+    }
+
     /// A PUT of `bytes` to `full` carrying their SHA-256 as the checksum the server verifies.
     fn checked_put(
         &self,
@@ -376,6 +435,69 @@ impl S3Store {
         )))
     }
 
+    /// What the server keeps, not what it said: after a locked PUT, `HeadObject` of the stored
+    /// `version` (with its checksum) must show a COMPLIANCE lock until at least `until` and,
+    /// when the server reports a SHA-256, the one sent. An S3 server that accepts the lock
+    /// headers and stores the object without them, or answers without them, cannot have its
+    /// lock claimed: the run fails naming the server's fault, and nothing is logged as locked.
+    async fn confirm_locked(
+        &self,
+        full: &str,
+        version: Option<&str>,
+        until: UnixTime,
+        sha256: &Hash,
+    ) -> Result<()> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .set_version_id(version.map(str::to_owned))
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(|e| s3_error("HeadObject", full, e))?;
+        let kept = head.object_lock_retain_until_date().map(from_datetime);
+        let compliance = head.object_lock_mode() == Some(&ObjectLockMode::Compliance);
+        if !compliance || kept.is_none_or(|t| t < until) {
+            let shown = match (head.object_lock_mode(), kept) {
+                (None, None) => "no Object Lock at all (no x-amz-object-lock-* headers)".to_owned(),
+                (mode, kept) => format!(
+                    "lock mode {}, retain-until {}",
+                    mode.map_or("none", ObjectLockMode::as_str),
+                    kept.map_or_else(|| "none".to_owned(), |t| t.to_string())
+                ),
+            };
+            return Err(Error::store(format!(
+                "the S3 server ({}) accepted PutObject {full} with a COMPLIANCE lock until {until}, \
+                 but HeadObject of version {} shows {shown}: the server did not keep the lock, or \
+                 does not report it, so the object was not logged as a locked record. This is a \
+                 fault of the S3 server (its Object Lock support); `mailvault verify` reports any \
+                 object stored without its lock",
+                self.server,
+                version.unwrap_or("(current)")
+            )));
+        }
+        let sent = checksum_header(sha256);
+        if let Some(reported) = head.checksum_sha256()
+            && reported != sent
+        {
+            return Err(self.checksum_lie("HeadObject", full, reported, &sent));
+        }
+        Ok(())
+    }
+
+    /// The refusal for a server that reports another SHA-256 than the one of the bytes sent.
+    fn checksum_lie(&self, op: &str, full: &str, reported: &str, sent: &str) -> Error {
+        Error::store(format!(
+            "the S3 server ({}) reports checksum SHA-256 {reported} in its {op} answer for {full}, \
+             but the bytes sent have SHA-256 {sent} (which the PUT carried for the server to \
+             check): the server stored other bytes, or misreports them, so the object was not \
+             logged as a record. This is a fault of the S3 server",
+            self.server
+        ))
+    }
+
     /// A plain PUT with user `metadata`; `lock_until`: If-None-Match and a COMPLIANCE lock
     /// (log objects). Returns false if the key already existed (only with `lock_until`).
     async fn put_plain(
@@ -398,7 +520,23 @@ impl S3Store {
             req = req.metadata(k, v);
         }
         match req.send().await {
-            Ok(_) => Ok(true),
+            Ok(out) => {
+                if let Some(until) = lock_until {
+                    if let Some(reported) = out.checksum_sha256()
+                        && reported != checksum_header(&sha256)
+                    {
+                        return Err(self.checksum_lie(
+                            "PutObject",
+                            &full,
+                            reported,
+                            &checksum_header(&sha256),
+                        ));
+                    }
+                    self.confirm_locked(&full, out.version_id(), until, &sha256)
+                        .await?;
+                }
+                Ok(true)
+            }
             Err(e) if lock_until.is_some() && matches!(code(&e), Some("PreconditionFailed")) => {
                 Ok(false)
             }
@@ -528,6 +666,7 @@ impl Store for S3Store {
         let full = self.full_key(put.key);
         // A spool file is deleted when its body drops: `_spooled` keeps it until the request
         // (and any retry) is done.
+        let size = put.body.len();
         let (body, _spooled) = match put.body {
             Body::Memory(bytes) => (ByteStream::from(bytes), None),
             // Streamed from the file (and opened again if a retry needs it), so a large record
@@ -556,18 +695,44 @@ impl Store for S3Store {
         }
         // The signed x-amz-checksum-sha256 header already binds the body (the server checks it),
         // so the SigV4 payload hash would be a second SHA-256 pass on both sides for nothing.
-        let out = match req.customize().disable_payload_signing().send().await {
-            Ok(out) => out,
+        let read_timeout = self.timeout
+            + std::time::Duration::from_secs(PUT_SECONDS_PER_MIB * size.div_ceil(1 << 20));
+        let version = match req
+            .customize()
+            .config_override(
+                aws_sdk_s3::Config::builder().timeout_config(
+                    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                        .connect_timeout(self.timeout.min(std::time::Duration::from_secs(10)))
+                        .read_timeout(read_timeout)
+                        .build(),
+                ),
+            )
+            .disable_payload_signing()
+            .send()
+            .await
+        {
+            Ok(out) => {
+                let sent = checksum_header(&put.sha256);
+                if let Some(reported) = out.checksum_sha256()
+                    && reported != sent
+                {
+                    return Err(self.checksum_lie("PutObject", &full, reported, &sent));
+                }
+                out.version_id().map(str::to_owned).ok_or_else(|| {
+                    Error::store(format!(
+                        "S3 PutObject {full}: no version id in the answer (is versioning on?)"
+                    ))
+                })?
+            }
             Err(e) if matches!(code(&e), Some("PreconditionFailed")) => {
-                return self.version_put_before(&full, put.sidecar).await;
+                self.version_put_before(&full, put.sidecar).await?
             }
             Err(e) => return Err(s3_error("PutObject", &full, e)),
         };
-        out.version_id().map(str::to_owned).ok_or_else(|| {
-            Error::store(format!(
-                "S3 PutObject {full}: no version id in the answer (is versioning on?)"
-            ))
-        })
+        // A record is logged as locked only once the server shows the lock it keeps.
+        self.confirm_locked(&full, Some(&version), put.retain_until, &put.sha256)
+            .await?;
+        Ok(version)
     }
 
     async fn put_immutable(
@@ -605,17 +770,12 @@ impl Store for S3Store {
         let Some((out, sidecar, version_id)) = self.get_object(&full, version).await? else {
             return Ok(None);
         };
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| Error::Store {
-                message: format!("S3 GetObject {full}: reading the body: {e}"),
-                retry: Retry::Transient,
-                source: Some(Box::new(e)),
-            })?
-            .into_bytes()
-            .to_vec();
+        let mut bytes = Vec::new();
+        self.read_body(&full, out.body, &mut |piece| {
+            bytes.extend_from_slice(piece);
+            Ok(())
+        })
+        .await?;
         Ok(Some(StoredObject {
             bytes,
             sidecar,
@@ -631,20 +791,17 @@ impl Store for S3Store {
     ) -> Result<Option<ObjectDigest>> {
         use sha2::Digest as _;
         let full = self.full_key(key);
-        let Some((mut out, sidecar, version_id)) = self.get_object(&full, version).await? else {
+        let Some((out, sidecar, version_id)) = self.get_object(&full, version).await? else {
             return Ok(None);
         };
         let mut sha256 = sha2::Sha256::new();
         let mut len = 0u64;
-        while let Some(piece) = out.body.try_next().await.map_err(|e| Error::Store {
-            message: format!("S3 GetObject {full}: reading the body: {e}"),
-            retry: Retry::Transient,
-            source: Some(Box::new(e)),
-        })? {
-            sha256.update(&piece);
+        self.read_body(&full, out.body, &mut |piece| {
+            sha256.update(piece);
             len += piece.len() as u64;
-            sink(&piece)?;
-        }
+            sink(piece)
+        })
+        .await?;
         Ok(Some(ObjectDigest {
             sha256: Hash(sha256.finalize().into()),
             len,
@@ -817,7 +974,30 @@ impl Store for S3Store {
             .send()
             .await
             .map_err(|e| s3_error("PutObjectRetention", &full, e))?;
-        Ok(until)
+        // Taken as done only once HEAD shows it (a server may answer 200 and keep nothing).
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(|e| s3_error("HeadObject", &full, e))?;
+        let kept = head
+            .object_lock_retain_until_date()
+            .filter(|_| head.object_lock_mode() == Some(&ObjectLockMode::Compliance))
+            .map(from_datetime);
+        match kept {
+            Some(t) if t >= until => Ok(t),
+            _ => Err(Error::store(format!(
+                "the S3 server ({}) accepted PutObjectRetention for {full} version {version} \
+                 (COMPLIANCE until {until}), but HeadObject shows retain-until {}: the lock is \
+                 not in force. This is a fault of the S3 server",
+                self.server,
+                kept.map_or_else(|| "none".to_owned(), |t| t.to_string())
+            ))),
+        }
     }
 
     async fn delete_version(&self, key: &str, version_id: &str) -> Result<()> {

@@ -667,6 +667,8 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                 self.summary.report_unauthenticated(&key);
                 continue;
             };
+            self.confirm_lock(&key, &object.version_id, lock_until)
+                .await?;
             self.log.records.append(
                 now,
                 RecordId::from_hash(&sha256),
@@ -703,6 +705,8 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                 self.summary.report_unauthenticated(&key);
                 continue;
             };
+            let lock = lock_until(fields.retain_until, now, self.info.server_clock_ahead_secs);
+            self.confirm_lock(&key, &object.version_id, lock).await?;
             let entry = self.log.records.append(
                 now,
                 id.clone(),
@@ -730,6 +734,18 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         if self.since_checkpoint > 0 {
             self.checkpoint().await?;
         }
+        Ok(())
+    }
+
+    /// Before an unlogged object is adopted: its lock is placed (or extended) to `until` and
+    /// confirmed, so a record stored without its lock (a failed run against an S3 server that
+    /// ignored the lock headers) is logged only once it is locked.
+    async fn confirm_lock(&self, key: &str, version: &str, until: UnixTime) -> Result<()> {
+        if self.info.lock_mode == LockMode::None {
+            return Ok(());
+        }
+        // Boxed: rare (only after a failed run), and it would enlarge every caller's future.
+        Box::pin(self.store.extend_retention(key, version, until)).await?;
         Ok(())
     }
 

@@ -209,12 +209,49 @@ impl MessageMeta {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + fmt::Debug> Stream for T {}
 
+/// When a run must stop, if it has a cap, and the per-step time-out.
+#[derive(Debug, Clone, Copy)]
+pub struct RunDeadline {
+    at: Option<(tokio::time::Instant, Duration)>,
+    timeout: Duration,
+}
+
+impl RunDeadline {
+    /// How long the next step may wait for the server: the per-step time-out, or less when
+    /// the run's cap comes first (a server trickling just inside the time-out cannot hold a
+    /// run past its cap).
+    pub fn step_limit(&self) -> Duration {
+        self.at.map_or(self.timeout, |(at, _)| {
+            self.timeout
+                .min(at.saturating_duration_since(tokio::time::Instant::now()))
+        })
+    }
+
+    /// Refuses to go on once the run has reached its maximum duration.
+    pub fn check(&self) -> Result<()> {
+        match self.at {
+            Some((at, cap)) if tokio::time::Instant::now() >= at => {
+                Err(Error::RunDurationExceeded(format!(
+                    "the run reached its maximum duration ({}s; --max-run-duration, \
+                     spec.maxRunDurationSeconds) and stopped: what it stored is logged and \
+                     checkpointed, the cursor moved only past folders read to the end; the \
+                     next run goes on from there",
+                    cap.as_secs()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// An open, logged-in, read-only IMAP session.
 pub struct ImapSource {
     session: async_imap::Session<Box<dyn Stream>>,
     timeout: Duration,
     condstore: bool,
     max_message_bytes: u64,
+    /// When the run must stop ([`Self::set_deadline`]), with the cap it came from.
+    deadline: Option<(tokio::time::Instant, Duration)>,
 }
 
 /// What an IMAP client error means, in words.
@@ -349,6 +386,7 @@ impl ImapSource {
             timeout: t,
             condstore,
             max_message_bytes: config.max_message_bytes,
+            deadline: None,
         })
     }
 
@@ -411,6 +449,24 @@ impl ImapSource {
     /// The network time-out for each step.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The run must stop at `deadline`, `cap` after it began (see [`RunDeadline`]).
+    pub fn set_deadline(&mut self, deadline: tokio::time::Instant, cap: Duration) {
+        self.deadline = Some((deadline, cap));
+    }
+
+    /// The run's deadline and the per-step time-out, to consult while the session is busy.
+    pub fn deadline(&self) -> RunDeadline {
+        RunDeadline {
+            at: self.deadline,
+            timeout: self.timeout,
+        }
+    }
+
+    /// Refuses to go on once the run has reached its maximum duration.
+    pub fn check_deadline(&self) -> Result<()> {
+        self.deadline().check()
     }
 
     /// The largest message archived ([`ImapConfig::max_message_bytes`]).

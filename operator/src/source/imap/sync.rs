@@ -156,6 +156,7 @@ pub async fn sync_mailbox<S: Store>(
             continue;
         }
         let folder = listed.name;
+        imap.check_deadline()?;
         let state = imap.examine(&folder).await?;
         let previous = cursor.folders.get(&folder).cloned();
         let folder_report = sync_folder(
@@ -232,19 +233,22 @@ async fn sync_folder<S: Store>(
     let mut waiting = WaitingPieces::new(&spool, max_bytes);
     if state.exists > 0 {
         let t = imap.timeout();
+        let deadline = imap.deadline();
         let stream = imap.fetch_from(state, from, piece).await?;
         let mut stream = std::pin::pin!(stream);
         loop {
-            let item = tokio::time::timeout(t, stream.next()).await.map_err(|_| {
-                Error::imap(
+            deadline.check()?;
+            let Ok(item) = tokio::time::timeout(deadline.step_limit(), stream.next()).await else {
+                deadline.check()?;
+                return Err(Error::imap(
                     format!(
                         "IMAP UID FETCH in {}: no data within {}s",
                         state.name,
                         t.as_secs()
                     ),
                     Retry::Transient,
-                )
-            })?;
+                ));
+            };
             let Some(item) = item else { break };
             let item = item?;
             let uid = match &item {
@@ -281,6 +285,7 @@ async fn sync_folder<S: Store>(
     }
     // Order within a folder does not matter: the cursor moves only after the whole folder.
     for (meta, body) in large {
+        imap.check_deadline()?;
         let uid = meta.uid;
         match imap.fetch_rest(state, meta, body, piece).await? {
             Rest::Whole(msg) => {
