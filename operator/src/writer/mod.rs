@@ -1135,7 +1135,9 @@ mod tests {
             trusted_checkpoint: None,
             now: NOW,
         };
-        reader::verify(store, trust, &mut |_| {}).await.unwrap()
+        reader::verify(store, trust, &Default::default(), &mut |_| {})
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

@@ -102,7 +102,7 @@ async fn verify(store: &FsStore) -> mailvault_core::verify::Report {
         trusted_checkpoint: None,
         now: crate::unix_now(),
     };
-    crate::reader::verify(store, trust, &mut |_| {})
+    crate::reader::verify(store, trust, &Default::default(), &mut |_| {})
         .await
         .unwrap()
 }
