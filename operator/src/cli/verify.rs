@@ -67,17 +67,14 @@ pub async fn run(args: VerifyArgs) -> Result<ExitCode> {
         None => None,
         Some(_) => Some(Sample {
             size: args.sample,
-            seed: match &args.sample_seed {
-                Some(hex) => {
-                    mailvault::core::Hash::from_hex(hex)
-                        .map_err(|e| Error::Usage(format!("--sample-seed: {e}")))?
-                        .0
-                }
-                None => {
-                    let mut seed = [0u8; 32];
-                    getrandom::fill(&mut seed).map_err(Error::Random)?;
-                    seed
-                }
+            seed: if let Some(hex) = &args.sample_seed {
+                mailvault::core::Hash::from_hex(hex)
+                    .map_err(|e| Error::Usage(format!("--sample-seed: {e}")))?
+                    .0
+            } else {
+                let mut seed = [0u8; 32];
+                getrandom::fill(&mut seed).map_err(Error::Random)?;
+                seed
             },
         }),
     };

@@ -230,6 +230,46 @@ pub async fn verify<S: Store>(
     sink: &mut dyn FnMut(&RecordVerdict),
 ) -> Result<Report> {
     let jobs = options.jobs.max(1);
+    let mut v = Verifier::new(trust);
+    read_log(store, &mut v, jobs).await?;
+    // A `--since` audit reads only the records logged since and its sample; `None` reads all.
+    let plan = options.sample.as_ref().and_then(|s| v.plan_since(s));
+    // Every version to read is read `jobs` at a time, each in its own task so that hashing
+    // and decompressing run on every core, and each in pieces (memory does not grow with
+    // record size): its stored bytes hashed, decompressed on the way and the original hashed,
+    // its sidecar parsed, its lock taken from the read. The listing keeps key order.
+    let listed = store.list_version_ids(RECORDS_PREFIX).await?;
+    let opened: Vec<(String, StoredVersion)> = futures::stream::iter(listed)
+        .map(|(key, version_id, delete_marker)| {
+            let version = StoredVersion {
+                version_id,
+                delete_marker,
+                ..StoredVersion::default()
+            };
+            let read = !delete_marker && plan.as_ref().is_none_or(|p| p.keys.contains(&key));
+            let store = store.clone();
+            async move {
+                if !read {
+                    return Ok((key, version));
+                }
+                tokio::spawn(async move { open_version(&store, key, version).await })
+                    .await
+                    .map_err(|e| Error::task("reading a record", e))?
+            }
+        })
+        .buffered(jobs)
+        .try_collect()
+        .await?;
+    let mut by_key: BTreeMap<String, Vec<StoredVersion>> = BTreeMap::new();
+    for (key, version) in opened {
+        by_key.entry(key).or_default().push(version);
+    }
+    Ok(v.finish_streaming(by_key, sink))
+}
+
+/// Feeds the verifier every version of every log object: checkpoints, certificates, then the
+/// bundles in order.
+async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<()> {
     // Version ids from the listing alone: the log objects' locks are not judged, so no
     // HeadObject per object.
     let mut log_versions = store.list_version_ids(LOG_PREFIX).await?;
@@ -239,7 +279,6 @@ pub async fn verify<S: Store>(
     for (key, version, marker) in log_versions {
         by_key.entry(key).or_default().push((version, marker));
     }
-    let mut v = Verifier::new(trust);
     // The data versions read for each log key: the first for a bundle, every one for a
     // checkpoint or certificate (each is judged on its own signature).
     let mut chosen: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -328,40 +367,7 @@ pub async fn verify<S: Store>(
             partials.iter().map(|(w, b)| (*w, b.as_slice())).collect();
         v.add_bundle(index, full.as_deref(), &partial_refs);
     }
-    drop(bundles);
-    // A `--since` audit reads only the records logged since and its sample; `None` reads all.
-    let plan = options.sample.as_ref().and_then(|s| v.plan_since(s));
-    // Every version to read is read `jobs` at a time, each in its own task so that hashing
-    // and decompressing run on every core, and each in pieces (memory does not grow with
-    // record size): its stored bytes hashed, decompressed on the way and the original hashed,
-    // its sidecar parsed, its lock taken from the read. The listing keeps key order.
-    let listed = store.list_version_ids(RECORDS_PREFIX).await?;
-    let opened: Vec<(String, StoredVersion)> = futures::stream::iter(listed)
-        .map(|(key, version_id, delete_marker)| {
-            let version = StoredVersion {
-                version_id,
-                delete_marker,
-                ..StoredVersion::default()
-            };
-            let read = !delete_marker && plan.as_ref().is_none_or(|p| p.keys.contains(&key));
-            let store = store.clone();
-            async move {
-                if !read {
-                    return Ok((key, version));
-                }
-                tokio::spawn(async move { open_version(&store, key, version).await })
-                    .await
-                    .map_err(|e| Error::task("reading a record", e))?
-            }
-        })
-        .buffered(jobs)
-        .try_collect()
-        .await?;
-    let mut by_key: BTreeMap<String, Vec<StoredVersion>> = BTreeMap::new();
-    for (key, version) in opened {
-        by_key.entry(key).or_default().push(version);
-    }
-    Ok(v.finish_streaming(by_key, sink))
+    Ok(())
 }
 
 /// Reads one version of a log object.

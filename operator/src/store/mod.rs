@@ -63,7 +63,7 @@ pub struct ObjectDigest {
     pub sidecar: ObjectMetadata,
     /// Version id.
     pub version_id: String,
-    /// Its lock, when the read reported it (AWS S3 sends it with GetObject; versitygw and the
+    /// Its lock, when the read reported it (AWS S3 sends it with `GetObject`; versitygw and the
     /// directory store do not): then the verifier needs no [`Store::version_lock`].
     pub lock: Option<VersionLock>,
 }
@@ -153,7 +153,7 @@ pub trait Store: Send + Sync + Clone + 'static {
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<(String, String, bool)>>> + Send;
 
-    /// The lock of one version (S3: HeadObject); `None` if the version is absent.
+    /// The lock of one version (S3: `HeadObject`); `None` if the version is absent.
     fn version_lock(
         &self,
         key: &str,

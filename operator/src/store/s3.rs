@@ -205,7 +205,7 @@ fn from_datetime(d: &DateTime) -> UnixTime {
     UnixTime(d.secs())
 }
 
-/// A version's lock from the headers of a HeadObject or GetObject answer (the same three).
+/// A version's lock from the headers of a `HeadObject` or `GetObject` answer (the same three).
 fn version_lock(
     mode: Option<&ObjectLockMode>,
     retain_until: Option<&DateTime>,

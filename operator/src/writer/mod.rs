@@ -1135,7 +1135,7 @@ mod tests {
             trusted_checkpoint: None,
             now: NOW,
         };
-        reader::verify(store, trust, &Default::default(), &mut |_| {})
+        reader::verify(store, trust, &reader::VerifyOptions::default(), &mut |_| {})
             .await
             .unwrap()
     }
