@@ -35,30 +35,7 @@ const FIRST_PIECE: usize = 16 * 1024;
 const LARGEST_PIECE: usize = 256 * 1024;
 
 /// Reads a file in pieces into `sink`, hashing them: `(SHA-256, length)`, `None` if absent.
-async fn read_pieces(path: &Path, sink: PieceSink<'_>) -> Result<Option<(Hash, u64)>> {
-    use sha2::Digest as _;
-    use tokio::io::AsyncReadExt as _;
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(path, e)),
-    };
-    let (mut sha256, mut len, mut piece) = (sha2::Sha256::new(), 0u64, vec![0u8; FIRST_PIECE]);
-    loop {
-        let n = file.read(&mut piece).await.map_err(|e| io(path, e))?;
-        if n == 0 {
-            return Ok(Some((Hash(sha256.finalize().into()), len)));
-        }
-        sha256.update(&piece[..n]);
-        len += n as u64;
-        sink(&piece[..n])?;
-        if n == piece.len() && piece.len() < LARGEST_PIECE {
-            piece.resize(piece.len() * 2, 0);
-        }
-    }
-}
-
-/// [`read_pieces`] with blocking reads, for a worker thread that may block.
+/// Blocking: local file reads, called where blocking is allowed.
 fn read_pieces_blocking(path: &Path, sink: PieceSink<'_>) -> Result<Option<(Hash, u64)>> {
     use sha2::Digest as _;
     use std::io::Read as _;
@@ -344,16 +321,16 @@ impl Store for FsStore {
             return Ok(None);
         }
         let path = self.path("objects", key)?;
-        // On a multi-threaded runtime the file is read on this worker thread, in place: each
-        // tokio::fs call is a hand-off to a blocking thread and back, and those wake-ups were
-        // most of the time of verifying small records (perf). Elsewhere (tests on a
-        // current-thread runtime) through tokio::fs.
-        let in_place = tokio::runtime::Handle::try_current()
+        // Read on this thread, in place (on a multi-threaded runtime the worker hands its other
+        // tasks on first): each tokio::fs call is a hand-off to a blocking thread and back, and
+        // those wake-ups were most of the time of verifying small records (perf). A
+        // current-thread runtime (tests) just blocks for the read of a local file.
+        let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let read = if in_place {
+        let read = if multi_thread {
             tokio::task::block_in_place(|| read_pieces_blocking(&path, sink))?
         } else {
-            read_pieces(&path, sink).await?
+            read_pieces_blocking(&path, sink)?
         };
         let Some((sha256, len)) = read else {
             return Ok(None);
