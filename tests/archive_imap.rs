@@ -1,6 +1,7 @@
 //! The archive job end to end against the real components: Dovecot over IMAPS with the test
 //! CA, versitygw with Object Lock (and moto), through the `mailvault` binary.
 
+use mailvault_tests::fault_proxy::{FaultProxy, HttpFault};
 use mailvault_tests::{MailUser, S3Flavour, TestEnv, unique_name};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -523,11 +524,11 @@ async fn kill_9_at_seeded_points_mid_run_then_resume_without_loss_or_double_logg
             if early && tokio::time::Instant::now() >= early_kill_at {
                 break;
             }
-            if let Some((run, true)) = run_marker(&case).await {
-                if before.as_ref() != Some(&run) {
-                    marked = Some(run);
-                    break;
-                }
+            if let Some((run, true)) = run_marker(&case).await
+                && before.as_ref() != Some(&run)
+            {
+                marked = Some(run);
+                break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -712,91 +713,24 @@ async fn xoauth2_with_a_token_from_a_file() {
     );
 }
 
-/// A TCP proxy in front of versitygw that answers the first request of some new connections
-/// with `503 SlowDown` and closes them, as a busy S3 endpoint does; everything else is piped to
-/// the real server. Returns its address and the number of 503s it sent.
-async fn slowdown_proxy(
-    upstream: &str,
-    inject: usize,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let upstream = upstream.trim_start_matches("http://").to_owned();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let injected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = injected.clone();
-    tokio::spawn(async move {
-        let mut connections = 0usize;
-        loop {
-            let Ok((mut inbound, _)) = listener.accept().await else {
-                return;
-            };
-            connections += 1;
-            // Every second connection after the first (the preflight), `inject` times.
-            if connections.is_multiple_of(2) && counter.load(Ordering::SeqCst) < inject {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    // Read the request (headers, then Content-Length bytes) before answering.
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
-                    let header_end = loop {
-                        let Ok(n) = inbound.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                    };
-                    let headers = String::from_utf8_lossy(&buf[..header_end]).to_ascii_lowercase();
-                    let length: usize = headers
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    let mut have = buf.len() - header_end;
-                    while have < length {
-                        let Ok(n) = inbound.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        have += n;
-                    }
-                    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
-                    let response = format!(
-                        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = inbound.write_all(response.as_bytes()).await;
-                    let _ = inbound.shutdown().await;
-                });
-            } else {
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        }
-    });
-    (format!("http://{addr}"), injected)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_slowdowns_are_retried_with_backoff_and_nothing_is_lost() {
     let case = Case::new("imap-slowdown", S3Flavour::Versitygw).await;
     let seeded = seed_mailbox(&case, 0);
-    let (proxy, injected) = slowdown_proxy(case.env.s3_endpoint(S3Flavour::Versitygw), 5).await;
-    let out = case.archive_through(proxy).await;
+    // Every second request after the first (the preflight) answered `503 SlowDown`, as a
+    // busy S3 endpoint does, five times; everything else reaches versitygw.
+    let mut requests = 0;
+    let proxy = FaultProxy::http(case.env.s3_endpoint(S3Flavour::Versitygw), move |_| {
+        requests += 1;
+        (requests % 2 == 0 && requests <= 10).then_some(HttpFault::Answer {
+            status: 503,
+            code: "SlowDown",
+        })
+    })
+    .await;
+    let out = case.archive_through(proxy.url()).await;
     assert!(out.status.success(), "{}", text(&out));
-    let sent = injected.load(std::sync::atomic::Ordering::SeqCst);
+    let sent = proxy.injected();
     assert!(
         sent >= 1,
         "the proxy injected no 503: the test proved nothing"
@@ -1508,6 +1442,7 @@ async fn a_forged_tail_entry_is_refused_and_nothing_is_signed() {
             stored_sha256: mailvault::core::Hash::of(b"x"),
             stored_size: 1,
             original_commitment: mailvault::core::Hash::of(b"y"),
+            dictionary: None,
         },
     )
     .unwrap();
@@ -1605,4 +1540,79 @@ async fn a_replayed_or_edited_resume_state_neither_skips_nor_duplicates() {
     let (code, report) = case.verify_json();
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["log_size"], 610, "one ingest per record: {report:#}");
+}
+
+/// Deletes the Maildir file of the INBOX message whose bytes contain `marker`, as a user's
+/// expunge does (Dovecot notices at its next look). Dovecot may have moved it to cur/.
+fn expunge_by_marker(case: &Case, marker: &str) {
+    let maildir = std::path::Path::new(case.env.var("IMAP_MAIL_ROOT"))
+        .join(&case.user.name)
+        .join("Maildir");
+    for sub in ["new", "cur"] {
+        for entry in std::fs::read_dir(maildir.join(sub)).unwrap() {
+            let path = entry.unwrap().path();
+            if String::from_utf8_lossy(&std::fs::read(&path).unwrap()).contains(marker) {
+                std::fs::remove_file(&path).unwrap();
+                return;
+            }
+        }
+    }
+    panic!("no message with {marker}");
+}
+
+/// Mail expunged before archiving began is not a capture gap: a first run reports the empty
+/// UIDs below UIDNEXT apart. Mail that arrives and is expunged between two runs is one, and is
+/// reported as such.
+#[tokio::test(flavor = "multi_thread")]
+async fn mail_gone_before_archiving_began_and_capture_gaps_are_told_apart() {
+    let case = Case::new("imap-gaps", S3Flavour::Versitygw).await;
+    let msg = |i: u32| {
+        format!(
+            "From: a@city.example\r\nSubject: m{i}\r\nMessage-ID: <gap-{i}@city.example>\r\n\r\nbody {i}\r\n"
+        )
+    };
+    for i in 1..=5 {
+        case.env
+            .seed_message(&case.user, "INBOX", msg(i).as_bytes(), "");
+    }
+    // Another archive (a scratch `file:` store) makes Dovecot assign UIDs 1-5 first.
+    let scratch = format!("file:{}", case.path("scratch"));
+    let mut args = case.archive_args();
+    let to = args.iter().position(|a| a == "--to").unwrap() + 1;
+    args[to] = scratch;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = case.mailvault(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    expunge_by_marker(&case, "<gap-2@");
+    expunge_by_marker(&case, "<gap-3@");
+    let first = case.archive();
+    assert!(first.status.success(), "{}", text(&first));
+    let out = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        out.contains("2 UID(s) below UIDNEXT already empty when first read (expunged before archiving began; not capture gaps)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("expunged before they could be captured"),
+        "{out}"
+    );
+    // UIDs 6 and 7 arrive; 6 is expunged before the next run of this archive sees it.
+    for i in 6..=7 {
+        case.env
+            .seed_message(&case.user, "INBOX", msg(i).as_bytes(), "");
+    }
+    let o = case.mailvault(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    expunge_by_marker(&case, "<gap-6@");
+    let second = case.archive();
+    assert!(second.status.success(), "{}", text(&second));
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        out.contains("1 message(s) expunged before they could be captured"),
+        "{out}"
+    );
+    assert!(!out.contains("already empty when first read"), "{out}");
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["records"].as_array().unwrap().len(), 4);
 }

@@ -366,10 +366,17 @@ async fn install_creates_everything_and_uninstall_keeps_the_crds_and_every_recor
         .into_iter()
         .find(|v| v.name == "spool")
         .unwrap();
-    // 50 MiB largest message x 2 x 4 runs.
+    // 50 MiB largest message x 4 x 4 runs; each run keeps within its share.
     assert_eq!(
         spool.empty_dir.unwrap().size_limit.unwrap().0,
-        "400Mi".to_owned()
+        "800Mi".to_owned()
+    );
+    assert!(
+        container
+            .args
+            .as_ref()
+            .unwrap()
+            .contains(&"--max-spool-size=200MiB".to_owned())
     );
     for probe in [&container.liveness_probe, &container.readiness_probe] {
         assert!(probe.as_ref().unwrap().http_get.is_some());

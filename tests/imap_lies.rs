@@ -430,50 +430,142 @@ async fn a_message_over_the_size_limit_is_refused_named_and_counted() {
 
 /// What docs/pipeline.md says about spool space, measured: every new message over 4 MiB keeps
 /// its first 4 MiB piece spooled until the folder's FETCH ends, so ten 9 MiB messages hold at
-/// least 36 MiB of spool at once (the figure quoted in the docs).
+/// least 36 MiB of spool at once with the default cap; with `--max-spool-size 40MiB` (and 10 MiB
+/// the largest message) the run stays within 40 MiB, fetching dropped first pieces again, and
+/// every message is archived byte for byte. A cap under four times the largest message is
+/// refused before anything is read.
 #[tokio::test(flavor = "multi_thread")]
-async fn spool_use_is_what_docs_say() {
+async fn spool_use_is_what_docs_say_and_the_cap_holds() {
     const MIB: u64 = 1024 * 1024;
+    let messages: Vec<(u32, Vec<u8>)> = (1..=10u8)
+        .map(|u| (u32::from(u), large(9 * 1024 * 1024, u)))
+        .collect();
+    for (name, extra, peak_at_least, peak_at_most) in [
+        ("spool", &[][..], Some(36 * MIB), None),
+        (
+            "spool-cap",
+            &["--max-spool-size", "40MiB", "--max-message-size", "10MiB"][..],
+            None,
+            Some(40 * MIB),
+        ),
+    ] {
+        let case = Case::new(
+            name,
+            Script {
+                uid_validity: 7,
+                uid_next: 11,
+                messages: messages.clone(),
+                ..Script::default()
+            },
+        )
+        .await;
+        let spool = case.dir.join("spool");
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (spool, done) = (spool.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut peak = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let used: u64 = std::fs::read_dir(&spool)
+                        .map(|d| {
+                            d.filter_map(|e| e.ok()?.metadata().ok())
+                                .map(|m| m.len())
+                                .sum()
+                        })
+                        .unwrap_or(0);
+                    peak = peak.max(used);
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                peak
+            })
+        };
+        let run = case.archive(extra).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = watcher.await.unwrap();
+        assert!(run.status.success(), "{name}: {}", text(&run));
+        eprintln!(
+            "{name}: peak spool use {} MiB for ten 9 MiB messages",
+            peak / MIB
+        );
+        if let Some(least) = peak_at_least {
+            assert!(
+                peak >= least,
+                "first pieces are no longer held until the FETCH ends ({} MiB): update docs/pipeline.md",
+                peak / MIB
+            );
+        }
+        if let Some(most) = peak_at_most {
+            assert!(peak <= most, "{name}: {} MiB over the cap", peak / MIB);
+            // Dropped first pieces were fetched again from byte 0 after the FETCH.
+            let commands = case.server.commands.lock().unwrap().clone();
+            assert!(
+                commands.iter().any(|c| c.contains("BODY.PEEK[]<0.")
+                    && !c.contains("1:*")
+                    && !c.contains(":*")),
+                "{name}: no first piece fetched again: {commands:?}"
+            );
+        }
+        assert_eq!(
+            case.verified_records(),
+            sorted(messages.iter().map(|(_, m)| m.clone()).collect()),
+            "{name}"
+        );
+    }
+    // A cap that cannot hold the largest message's store is refused before anything is read.
+    let case = Case::new("spool-refused", Script::default()).await;
+    let refused = case
+        .archive(&["--max-spool-size", "30MiB", "--max-message-size", "10MiB"])
+        .await;
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("at least four times the largest message"),
+        "{}",
+        text(&refused)
+    );
+    assert!(case.server.commands.lock().unwrap().is_empty());
+}
+
+/// A response line mailvault's IMAP parser (imap-proto) panics on — a response code followed
+/// by a byte that is not UTF-8, found by `make fuzz` — fails the run with a clear IMAP error
+/// instead of taking the process down: no panic exit, what was archived before stays
+/// verifiable, and once the server answers sanely the rest comes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_the_imap_parser_chokes_on_fails_the_run_not_the_process() {
     let case = Case::new(
-        "spool",
+        "parser-panic",
         Script {
             uid_validity: 7,
-            uid_next: 11,
-            messages: (1..=10u8)
-                .map(|u| (u32::from(u), large(9 * 1024 * 1024, u)))
-                .collect(),
+            uid_next: 3,
+            messages: (1..=2).map(|u| (u, message(u))).collect(),
             ..Script::default()
         },
     )
     .await;
-    let spool = case.dir.join("spool");
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = {
-        let (spool, done) = (spool.clone(), done.clone());
-        tokio::spawn(async move {
-            let mut peak = 0u64;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                let used: u64 = std::fs::read_dir(&spool)
-                    .map(|d| {
-                        d.filter_map(|e| e.ok()?.metadata().ok())
-                            .map(|m| m.len())
-                            .sum()
-                    })
-                    .unwrap_or(0);
-                peak = peak.max(used);
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            peak
-        })
-    };
-    let run = case.archive(&[]).await;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = watcher.await.unwrap();
-    assert!(run.status.success(), "{}", text(&run));
-    eprintln!("peak spool use: {} MiB for ten 9 MiB messages", peak / MIB);
+    let first = case.archive(&[]).await;
+    assert!(first.status.success(), "{}", text(&first));
+    case.server.script(|s| {
+        s.uid_next = 5;
+        s.messages = (1..=4).map(|u| (u, message(u))).collect();
+        s.extra_examine_line = Some(b"* OK [UNSEEN 1]\xac\xac unseen\r\n".to_vec());
+    });
+    let choked = case.archive(&[]).await;
+    // 101 is Rust's exit code for a panic that ended the process.
+    assert_eq!(choked.status.code(), Some(2), "{}", text(&choked));
+    let err = String::from_utf8_lossy(&choked.stderr);
     assert!(
-        peak >= 36 * MIB,
-        "first pieces are no longer held until the FETCH ends ({} MiB): update docs/pipeline.md",
-        peak / MIB
+        err.contains("the IMAP server sent a response mailvault's IMAP parser could not handle"),
+        "{err}"
+    );
+    assert_eq!(
+        case.verified_records(),
+        sorted((1..=2).map(message).collect())
+    );
+    case.server.script(|s| s.extra_examine_line = None);
+    let honest = case.archive(&[]).await;
+    assert!(honest.status.success(), "{}", text(&honest));
+    assert_eq!(
+        case.verified_records(),
+        sorted((1..=4).map(message).collect())
     );
 }

@@ -117,6 +117,10 @@ pub enum Error {
     /// A resource's spec is invalid in a way the schema could not say.
     #[error("{0}")]
     Spec(String),
+    /// A run's Kubernetes Job ended without recording an outcome (its pods were killed, evicted
+    /// or could not start, as often as the Job allows).
+    #[error("{0}")]
+    Job(String),
     /// The store refused to delete an object version because Object Lock protects it
     /// (retention not ended, or a legal hold): the destruction run leaves it for a later run.
     #[error("store: {0}")]
@@ -199,6 +203,7 @@ impl Error {
             Self::Task { .. } => Reason::InternalError,
             Self::Secret(_) => Reason::SecretNotUsable,
             Self::Spec(_) => Reason::InvalidSpec,
+            Self::Job(_) => Reason::JobFailed,
         }
     }
 
@@ -209,7 +214,9 @@ impl Error {
         match self {
             Self::Imap { retry, .. } | Self::Store { retry, .. } => *retry,
             Self::Kube(e) => kube_retry(e),
-            Self::LeaderElection { .. } | Self::Task { .. } | Self::Random(_) => Retry::Transient,
+            Self::LeaderElection { .. } | Self::Task { .. } | Self::Random(_) | Self::Job(_) => {
+                Retry::Transient
+            }
             Self::Io { .. }
             | Self::Key(_)
             | Self::Usage(_)

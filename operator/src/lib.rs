@@ -11,6 +11,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod dictionary;
 mod error;
 pub mod lifecycle;
 pub mod metrics;

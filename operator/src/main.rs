@@ -78,6 +78,9 @@ enum Command {
     Plan(cli::plan::PlanArgs),
     /// List an archive's destruction certificates, each checked against the log.
     Certificates(cli::certificates::CertificatesArgs),
+    /// Run one archive run as a Kubernetes Job's pod (the operator creates the Job for an
+    /// archive with runner: Job) and record its outcome in the archive's status.
+    Run(cli::run::RunArgs),
 }
 
 async fn run(command: Command) -> mailvault::Result<ExitCode> {
@@ -108,10 +111,11 @@ async fn run(command: Command) -> mailvault::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ls(args) => cli::ls::run(args).await,
-        Command::Hold(args) => cli::hold::run(args).await,
+        Command::Hold(args) => Box::pin(cli::hold::run(args)).await,
         Command::Destroy(args) => cli::destroy::run(args).await,
         Command::Plan(args) => cli::plan::run(args).await,
         Command::Certificates(args) => cli::certificates::run(args).await,
+        Command::Run(args) => cli::run::run(args).await,
     }
 }
 

@@ -93,6 +93,8 @@ reasons! {
     RunSucceeded,
     /// A run failed for a reason not recorded.
     RunFailed,
+    /// A run's Job ended without recording an outcome (`runner: Job`).
+    JobFailed,
     /// A policy or hold is valid.
     Valid,
     /// A legal hold is placed.

@@ -215,8 +215,9 @@ pub async fn archive_mailbox<S: Store>(
     // The store first: a bucket without Object Lock is refused before the mailbox is touched.
     let mut writer = open_writer(store, signer, retention, spool, events).await?;
     let before = writer.log_head().size;
-    let synced = match ImapSource::connect(&imap).await {
-        Ok(mut source) => sync_mailbox(
+    let synced = without_parser_panics(async {
+        let mut source = ImapSource::connect(&imap).await?;
+        let reports = sync_mailbox(
             &mut source,
             &mut writer,
             store,
@@ -230,10 +231,10 @@ pub async fn archive_mailbox<S: Store>(
                 });
             },
         )
-        .await
-        .map(|reports| (source, reports)),
-        Err(e) => Err(e),
-    };
+        .await?;
+        Ok((source, reports))
+    })
+    .await;
     // Then the records already in the log: an edited policy, legal holds (the new records too).
     let synced = match synced {
         // Boxed: the lifecycle's future is large and rare.
@@ -250,7 +251,8 @@ pub async fn archive_mailbox<S: Store>(
         Err(e) => Err(e),
     };
     // Whatever was stored before a failure is logged and checkpointed now (not adopted by a
-    // later run), and the run marker says the run ended.
+    // later run), and the run marker says the run ended, unless a store itself failed: its
+    // record may be in the store all the same, and the next run adopts it.
     let finished = writer.finish().await;
     let partial = writer.summary().clone();
     let ((source, synced), lifecycle) = synced.map_err(|error| RunFailure {
@@ -331,6 +333,39 @@ pub async fn archive_local<S: Store>(
             .await;
     writer.finish().await?;
     Ok((writer.summary().clone(), lifecycle?))
+}
+
+/// Runs the IMAP part of a run, turning a panic into an error of the run.
+///
+/// The IMAP response parser (imap-proto 0.17, under async-imap) panics on some bytes a server
+/// can send — `* OK [UNSEEN 1]` followed by a non-UTF-8 byte slices a string inside a
+/// character (found by `make fuzz`, target `imap_response`). A server must not be able to take
+/// the process down, or, in the operator, every other archive with it. The writer is not
+/// touched by the code that panics (the parser runs inside the IMAP stream's poll), so the run
+/// ends as after any IMAP error: what was stored is logged and checkpointed, the cursor does
+/// not move past it.
+async fn without_parser_panics<T>(
+    imap_part: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    use futures::FutureExt as _;
+    match std::panic::AssertUnwindSafe(imap_part).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(Error::imap(
+                format!(
+                    "the IMAP server sent a response mailvault's IMAP parser could not handle \
+                     (it failed with: {}); the run stopped, nothing after it was archived",
+                    what.chars().take(200).collect::<String>()
+                ),
+                crate::error::Retry::Transient,
+            ))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 /// attachments) on the fast path while a 50 MB message costs a few MiB, not 50.
 pub const MEMORY_LIMIT: usize = 4 * 1024 * 1024;
 
+/// Spool space a run may use, unless told otherwise (`--max-spool-size`).
+pub const DEFAULT_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
 /// Size of the blocks a spooled file is read and compressed in.
 const FILE_BLOCK: usize = 256 * 1024;
 
@@ -28,6 +31,7 @@ pub struct Spool {
     /// Shared: a spool is cloned into every record's store task.
     dir: std::sync::Arc<Path>,
     memory_limit: usize,
+    max_bytes: u64,
 }
 
 impl Default for Spool {
@@ -42,6 +46,7 @@ impl Spool {
         Self {
             dir: dir.into().into(),
             memory_limit: MEMORY_LIMIT,
+            max_bytes: DEFAULT_MAX_BYTES,
         }
     }
 
@@ -57,6 +62,23 @@ impl Spool {
     pub fn with_memory_limit(mut self, bytes: usize) -> Self {
         self.memory_limit = bytes.max(1);
         self
+    }
+
+    /// The same spool with another cap on the space a run uses in it.
+    #[must_use]
+    pub fn with_max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
+
+    /// Spool space a run keeps itself within: half for the records being compressed and
+    /// stored (past it the next one waits; one is always let through alone, and takes about
+    /// twice its size: itself and its compressed copy), half for a large message being put
+    /// together from pieces and the first pieces of others waiting while a folder's FETCH
+    /// runs on (past it a first piece is dropped and fetched again afterwards). Within the cap
+    /// when it is at least four times the largest message (`archive` checks).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// Bytes held in memory before a body spills to a file; also the piece size of partial
@@ -158,6 +180,17 @@ impl Body {
         match self {
             Self::Memory(b) => b.len() as u64,
             Self::File(_) => FILE_BLOCK as u64 * 2,
+        }
+    }
+
+    /// Spool space the body takes while it is stored: a temporary file and its compressed
+    /// copy (counted at the original's size: compression does not grow mail much). A source's
+    /// own file (a Maildir message) costs only the copy.
+    pub fn spool_cost(&self) -> u64 {
+        match self {
+            Self::Memory(_) => 0,
+            Self::File(f) if f.is_temporary() => f.len * 2,
+            Self::File(f) => f.len,
         }
     }
 

@@ -89,6 +89,7 @@ async fn generate(n: u64, store_dir: &Path, key_file: &Path) {
                 stored_sha256: Hash::of(id.as_str().as_bytes()),
                 stored_size: 2_000,
                 original_commitment: Hash::of(&[i as u8]),
+                dictionary: None,
             },
         )
         .expect("entry");

@@ -28,6 +28,8 @@ pub struct Script {
     pub pieces_from_another_uid: bool,
     /// Answer a request for a later piece with this many bytes more than asked.
     pub oversized_pieces: Option<usize>,
+    /// Raw bytes sent among EXAMINE's untagged answers (a response line, CRLF included).
+    pub extra_examine_line: Option<Vec<u8>>,
 }
 
 /// A running scripted server.
@@ -139,6 +141,9 @@ async fn serve(
                     )
                     .as_bytes(),
                 );
+                if let Some(line) = &s.extra_examine_line {
+                    out.extend_from_slice(line);
+                }
                 out.extend_from_slice(format!("{tag} OK [READ-ONLY] done\r\n").as_bytes());
                 write.write_all(&out).await?;
                 continue;

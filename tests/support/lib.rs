@@ -4,7 +4,10 @@
 //! A component that is not there fails the test with its name and how to start it; nothing is
 //! skipped silently.
 
+pub mod cluster;
+pub mod fault_proxy;
 pub mod imap_script;
+pub mod kubelet;
 pub mod operator;
 
 use std::collections::HashMap;

@@ -25,7 +25,7 @@ app.kubernetes.io/component: operator
 {{- end -}}
 {{/* The spool emptyDir's size: largest message x 2 (message and compressed copy) x runs. */}}
 {{- define "mailvault.spoolSizeMiB" -}}
-{{- mul .Values.spool.largestMessageMiB 2 .Values.operator.concurrentRuns -}}
+{{- mul .Values.spool.largestMessageMiB 4 .Values.operator.concurrentRuns -}}
 {{- end -}}
 {{/* What the operator may do in a namespace it archives in: the rules of templates/rbac.yaml. */}}
 {{- define "mailvault.archiveRules" -}}
@@ -62,4 +62,16 @@ app.kubernetes.io/component: operator
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# runner: Job. A Job per run, and each archive's run identity: a ServiceAccount and a Role
+# (with its RoleBinding) that grants only what that archive's run needs. RBAC lets the operator
+# grant only rights it holds itself, so nothing here widens what it can reach.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "create", "patch"]
 {{- end -}}

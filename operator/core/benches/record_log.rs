@@ -66,6 +66,7 @@ fn build(n: u64, dir: &Path) {
                 stored_sha256: stored_sha(i),
                 stored_size: 4096 + i % 1000,
                 original_commitment: Hash::of(&(i ^ 0xdead).to_be_bytes()),
+                dictionary: None,
             },
         )
         .unwrap();

@@ -15,8 +15,12 @@ use crate::hash::Hash;
 use crate::time::UnixTime;
 use std::fmt;
 
-/// First line of every entry: the format and its version.
+/// First line of every entry that uses only version 1 of the format (no dictionary).
 pub const ENTRY_MAGIC: &str = "mailvault-log-entry/1";
+/// First line of an entry that uses a version-2 feature: a `dictionary` entry, or an `ingest`
+/// naming the dictionary its record was compressed with. Every version-1 entry keeps its
+/// version-1 bytes (docs/log-format.md, "Versions"), so old logs verify unchanged.
+pub const ENTRY_MAGIC_V2: &str = "mailvault-log-entry/2";
 /// Longest encoded entry accepted (bundles store lengths in 16 bits).
 pub const MAX_ENTRY_LEN: usize = 16 * 1024;
 /// Longest free-text value (record series, object key, version id, hold id).
@@ -193,6 +197,25 @@ pub enum EntryBody {
         stored_size: u64,
         /// `SHA-256(salt || original bytes)`; the salt lives with the record and dies with it.
         original_commitment: Hash,
+        /// SHA-256 of the zstd dictionary the record was compressed with (logged earlier by a
+        /// `dictionary` entry); `None`: plain zstd.
+        dictionary: Option<Hash>,
+    },
+    /// A zstd dictionary was stored, for records compressed after it to name. Its `record`
+    /// is the dictionary's id ([`RecordId::from_hash`] of its SHA-256), not a record's.
+    Dictionary {
+        /// Object Lock mode it was stored under.
+        lock_mode: LockMode,
+        /// The Object Lock date it was stored with.
+        lock_until: UnixTime,
+        /// Object key (`dictionaries/<sha256>`).
+        object_key: String,
+        /// Version id the store returned for the PUT.
+        object_version: String,
+        /// SHA-256 of the dictionary's bytes: what ingest entries name.
+        stored_sha256: Hash,
+        /// Length of the dictionary.
+        stored_size: u64,
     },
     /// A legal hold now covers the record.
     HoldPlaced {
@@ -235,7 +258,20 @@ impl EntryBody {
             Self::RetentionExtended { .. } => "retention-extended",
             Self::DestroyAuthorized { .. } => "destroy-authorized",
             Self::Destroyed { .. } => "destroyed",
+            Self::Dictionary { .. } => "dictionary",
         }
+    }
+
+    /// Whether the entry needs version 2 of the format (a dictionary).
+    pub fn is_v2(&self) -> bool {
+        matches!(
+            self,
+            Self::Dictionary { .. }
+                | Self::Ingest {
+                    dictionary: Some(_),
+                    ..
+                }
+        )
     }
 }
 
@@ -268,7 +304,11 @@ impl Entry {
     /// writer should call it before logging (the log writer does).
     pub fn encode(&self) -> Vec<u8> {
         let mut s = String::with_capacity(512);
-        s.push_str(ENTRY_MAGIC);
+        s.push_str(if self.body.is_v2() {
+            ENTRY_MAGIC_V2
+        } else {
+            ENTRY_MAGIC
+        });
         s.push('\n');
         line(&mut s, "index", self.index);
         line(&mut s, "prev", self.prev);
@@ -285,6 +325,7 @@ impl Entry {
                 stored_sha256,
                 stored_size,
                 original_commitment,
+                dictionary,
             } => {
                 line(&mut s, "series", series);
                 line(&mut s, "retain-until", retain_until);
@@ -294,6 +335,24 @@ impl Entry {
                 line(&mut s, "stored-sha256", stored_sha256);
                 line(&mut s, "stored-size", stored_size);
                 line(&mut s, "original-commitment", original_commitment);
+                if let Some(d) = dictionary {
+                    line(&mut s, "dictionary", d);
+                }
+            }
+            EntryBody::Dictionary {
+                lock_mode,
+                lock_until,
+                object_key,
+                object_version,
+                stored_sha256,
+                stored_size,
+            } => {
+                line(&mut s, "lock-mode", lock_mode.as_str());
+                line(&mut s, "lock-until", lock_until);
+                line(&mut s, "object-key", object_key);
+                line(&mut s, "object-version", object_version);
+                line(&mut s, "stored-sha256", stored_sha256);
+                line(&mut s, "stored-size", stored_size);
             }
             EntryBody::HoldPlaced { hold } | EntryBody::HoldReleased { hold } => {
                 line(&mut s, "hold", hold);
@@ -335,6 +394,15 @@ impl Entry {
                 object_version,
                 ..
             } => vec![series, object_key, object_version],
+            EntryBody::Dictionary {
+                object_key,
+                object_version,
+                stored_sha256,
+                ..
+            } => {
+                check_dictionary_names(&self.record, object_key, stored_sha256)?;
+                vec![object_key, object_version]
+            }
             EntryBody::HoldPlaced { hold } | EntryBody::HoldReleased { hold } => vec![hold],
             EntryBody::RetentionExtended { .. } | EntryBody::DestroyAuthorized { .. } => vec![],
             EntryBody::Destroyed {
@@ -370,9 +438,15 @@ impl Entry {
             return malformed("does not end with a newline");
         };
         let mut lines = body.split('\n');
-        if lines.next() != Some(ENTRY_MAGIC) {
-            return malformed(format!("first line is not {ENTRY_MAGIC:?}"));
-        }
+        let v2 = match lines.next() {
+            Some(ENTRY_MAGIC) => false,
+            Some(ENTRY_MAGIC_V2) => true,
+            _ => {
+                return malformed(format!(
+                    "first line is not {ENTRY_MAGIC:?} or {ENTRY_MAGIC_V2:?}"
+                ));
+            }
+        };
         let mut r = Fields { lines };
         let index = parse_u64(r.take("index")?)?;
         let prev = parse_hash(r.take("prev")?)?;
@@ -389,7 +463,9 @@ impl Entry {
                 stored_sha256: parse_hash(r.take("stored-sha256")?)?,
                 stored_size: parse_u64(r.take("stored-size")?)?,
                 original_commitment: parse_hash(r.take("original-commitment")?)?,
+                dictionary: r.take_optional("dictionary")?.map(parse_hash).transpose()?,
             },
+            "dictionary" => decode_dictionary(&mut r, &record)?,
             "hold-placed" => EntryBody::HoldPlaced {
                 hold: text_value(r.take("hold")?)?,
             },
@@ -416,6 +492,14 @@ impl Entry {
             }
             other => return malformed(format!("unknown entry type {other:?}")),
         };
+        // One spelling per entry: the version-2 line exactly when a version-2 feature is used.
+        if body.is_v2() != v2 {
+            return malformed(if v2 {
+                format!("{ENTRY_MAGIC_V2:?} on an entry with no version-2 field")
+            } else {
+                format!("a version-2 field in a {ENTRY_MAGIC:?} entry")
+            });
+        }
         if let Some(extra) = r.lines.next() {
             return malformed(format!(
                 "unexpected line {:?}",
@@ -465,6 +549,44 @@ impl<'a> Fields<'a> {
             _ => Ok(None),
         }
     }
+}
+
+/// The fields of a `dictionary` entry (version 2).
+fn decode_dictionary(r: &mut Fields<'_>, record: &RecordId) -> Result<EntryBody, EntryError> {
+    let object_key;
+    let stored_sha256;
+    let body = EntryBody::Dictionary {
+        lock_mode: LockMode::parse(r.take("lock-mode")?)?,
+        lock_until: parse_time(r.take("lock-until")?)?,
+        object_key: {
+            object_key = text_value(r.take("object-key")?)?;
+            object_key.clone()
+        },
+        object_version: text_value(r.take("object-version")?)?,
+        stored_sha256: {
+            stored_sha256 = parse_hash(r.take("stored-sha256")?)?;
+            stored_sha256
+        },
+        stored_size: parse_u64(r.take("stored-size")?)?,
+    };
+    check_dictionary_names(record, &object_key, &stored_sha256)?;
+    Ok(body)
+}
+
+/// A dictionary entry's record id and object key are both derived from its hash, so that
+/// neither can name another dictionary's bytes.
+fn check_dictionary_names(
+    record: &RecordId,
+    object_key: &str,
+    stored_sha256: &Hash,
+) -> Result<(), EntryError> {
+    if *record != RecordId::from_hash(stored_sha256) {
+        return malformed("a dictionary entry's record is not the first 32 hex of its hash");
+    }
+    if object_key != crate::layout::dictionary_key(stored_sha256) {
+        return malformed("a dictionary entry's object key is not dictionaries/<its hash>");
+    }
+    Ok(())
 }
 
 /// Free text: printable ASCII, no leading or trailing space, `1..=MAX_VALUE_LEN` bytes.

@@ -18,6 +18,9 @@ pub const LOG_PREFIX: &str = "log/";
 pub const ENTRIES_PREFIX: &str = "log/tile/entries/";
 /// Prefix of signed checkpoints: `checkpoints/<tree size>`.
 pub const CHECKPOINTS_PREFIX: &str = "checkpoints/";
+/// Prefix of zstd dictionaries: `dictionaries/<hex SHA-256 of the dictionary>`, each logged
+/// by a `dictionary` entry and named by the ingest entries of the records compressed with it.
+pub const DICTIONARIES_PREFIX: &str = "dictionaries/";
 /// Prefix of destruction certificates: `certificates/<run>`.
 pub const CERTIFICATES_PREFIX: &str = "certificates/";
 /// The resume cursor (per folder: UIDVALIDITY, next UID, HIGHESTMODSEQ), a small mutable
@@ -31,6 +34,9 @@ pub const RESUME_KEY: &str = "state/resume.json";
 /// The legal holds in force and how far each was applied (log position), MAC'd like the
 /// cursor: what a run holds newly archived records by.
 pub const HOLDS_STATE_KEY: &str = "state/holds.json";
+/// The dictionary the writer compresses small mail with (hash, version, training ratio),
+/// MAC'd like the cursor, written once the dictionary's entry is signed.
+pub const DICTIONARY_STATE_KEY: &str = "state/dictionary.json";
 /// The fingerprint of the retention policy last re-applied to every record, MAC'd like the
 /// cursor: a run re-applies its policy only when it differs.
 pub const POLICY_STATE_KEY: &str = "state/policy.json";
@@ -43,6 +49,17 @@ pub fn record_key(id: &str) -> String {
 /// The record id a record key names; `None` for a key outside `records/`.
 pub fn record_id_of(key: &str) -> Option<&str> {
     key.strip_prefix(RECORDS_PREFIX)
+}
+
+/// Key of the dictionary whose bytes hash to `sha256`.
+pub fn dictionary_key(sha256: &crate::Hash) -> String {
+    format!("{DICTIONARIES_PREFIX}{sha256}")
+}
+
+/// The hash a dictionary key names; `None` if it is not one we write (lowercase hex only).
+pub fn parse_dictionary_key(key: &str) -> Option<crate::Hash> {
+    let hash = crate::Hash::from_hex(key.strip_prefix(DICTIONARIES_PREFIX)?).ok()?;
+    (dictionary_key(&hash) == key).then_some(hash)
 }
 
 /// Key of the destruction certificate of run `run`.

@@ -12,6 +12,7 @@
 pub mod bundle;
 pub mod checkpoint;
 pub mod entry;
+pub mod facts;
 pub mod glob;
 pub mod hash;
 pub mod layout;

@@ -89,6 +89,8 @@ pub struct RecordHistory<'a> {
     pub object_version: &'a str,
     /// Length of the stored bytes.
     pub stored_size: u64,
+    /// The dictionary it was compressed with: its hash and the logged version of its object.
+    pub dictionary: Option<(Hash, &'a str)>,
     /// Retain-until as ingested, then extended.
     pub retain_until: RetainUntil,
     /// Legal holds in force.
@@ -180,6 +182,10 @@ fn history(table: &RecordTable, i: usize) -> RecordHistory<'_> {
         ),
         object_version: table.get(s.object_version),
         stored_size: s.stored_size,
+        dictionary: s.dictionary.map(|d| {
+            let d = &table.dictionaries[d as usize];
+            (d.sha256, d.object_version.as_str())
+        }),
         retain_until: s.retain_until,
         holds: s
             .holds()

@@ -233,6 +233,9 @@ mod tests {
                     stored_sha256: Hash::of(b"s"),
                     stored_size: 1,
                     original_commitment,
+                    // The proven record names a dictionary (a version-2 entry): the bundle
+                    // carries the original message, so it verifies without the dictionary.
+                    dictionary: (i == 20).then(|| Hash::of(b"dictionary")),
                 },
             )
             .unwrap();

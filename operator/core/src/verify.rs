@@ -11,12 +11,15 @@ use crate::bundle::{BUNDLE_WIDTH, decode_bundle};
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::entry::{Entry, EntryBody, LockMode, RecordId, RetainUntil};
 use crate::hash::Hash;
-use crate::layout::{CHECKPOINTS_PREFIX, LOG_PREFIX, parse_bundle_key, parse_checkpoint_key};
+use crate::layout::{
+    CHECKPOINTS_PREFIX, LOG_PREFIX, dictionary_key, parse_bundle_key, parse_checkpoint_key,
+    parse_dictionary_key,
+};
 use crate::lifecycle::certificate::{
     CERTIFICATES_PREFIX, Certificate, CertificateError, CertifiedAuthorization,
     parse_certificate_key,
 };
-use crate::lifecycle::table::{Anomaly, RecordState, RecordTable};
+use crate::lifecycle::table::{Anomaly, DictionaryState, RecordState, RecordTable};
 use crate::merkle::{CompactRange, empty_root, leaf_hash};
 use crate::note::{NoteError, NoteVerifier};
 use crate::record::{SALT_LEN, commitment_from_digest, record_id};
@@ -85,8 +88,11 @@ pub enum LogFaultKind {
     /// A log object (bundle, checkpoint, certificate) has more than one data version: the
     /// writer writes each log object once, so the others were put there by someone else.
     ForeignLogVersion,
-    /// A record was ingested twice.
+    /// A record was ingested twice, or a dictionary logged twice.
     DuplicateIngest,
+    /// An ingest entry names a dictionary that no earlier `dictionary` entry logged: its
+    /// record cannot be decompressed from what the log vouches for.
+    UnknownDictionary,
     /// An entry about a record that was never ingested.
     UnknownRecord,
     /// A tombstone without a preceding destroy-authorized entry.
@@ -872,6 +878,17 @@ impl Verifier {
                 LogFaultKind::DuplicateIngest,
                 format!("record {record} ingested again at entry {index}"),
             ),
+            Anomaly::DuplicateDictionary => (
+                LogFaultKind::DuplicateIngest,
+                format!("dictionary {record} logged again at entry {index}"),
+            ),
+            Anomaly::UnknownDictionary => (
+                LogFaultKind::UnknownDictionary,
+                format!(
+                    "entry {index} ingests record {record} compressed with a dictionary \
+                     that no earlier entry logged"
+                ),
+            ),
             Anomaly::ArenaFull => (
                 LogFaultKind::MalformedEntry,
                 format!("entry {index}: the verifier ran out of room for record ids"),
@@ -956,6 +973,23 @@ impl Verifier {
         Some(ReadPlan { keys })
     }
 
+    /// The dictionaries the log has named so far: their hash and logged object version (what
+    /// a caller reads to decompress the records that name them).
+    pub fn logged_dictionaries(&self) -> Vec<(Hash, String)> {
+        self.records
+            .dictionaries
+            .iter()
+            .map(|d| (d.sha256, d.object_version.clone()))
+            .collect()
+    }
+
+    /// The dictionary the log says the record stored at `key` was compressed with.
+    pub fn dictionary_of(&self, key: &str) -> Option<Hash> {
+        let i = self.records.find_by_key(key)?;
+        let d = self.records.states[i].dictionary?;
+        Some(self.records.dictionaries[d as usize].sha256)
+    }
+
     /// Compares the log with the checkpoints and the records with an in-memory inventory.
     pub fn finish(self, inventory: &Inventory) -> Report {
         self.finish_streaming(
@@ -989,8 +1023,17 @@ impl Verifier {
         let mut tally = Tally::default();
         let table = std::mem::take(&mut self.records);
         let mut table = table;
+        let horizons = dictionary_horizons(&table);
         for (key, versions) in listing {
             let (key, versions) = (key.as_ref(), versions.as_ref());
+            if let Some(d) = parse_dictionary_key(key).and_then(|h| table.find_dictionary(&h)) {
+                table.dictionaries[d].listed = true;
+                let dict = &table.dictionaries[d];
+                for v in judge.judge_dictionary_versions(dict, horizons[d], key, versions) {
+                    tally.add(&v, sink);
+                }
+                continue;
+            }
             let logged = table.find_by_key(key);
             let logged_version = logged.map(|i| {
                 table.states[i].listed = true;
@@ -1037,6 +1080,11 @@ impl Verifier {
         });
         for i in unlisted {
             tally.add(&judge.classify(&table, i, &[]), sink);
+        }
+        for (d, dict) in table.dictionaries.iter().enumerate() {
+            if !dict.listed {
+                tally.add(&judge.classify_dictionary(dict, horizons[d], &[]), sink);
+            }
         }
         drop(table);
         tally
@@ -1394,6 +1442,133 @@ impl Judge {
         verdict(id, ok, findings)
     }
 
+    /// The verdicts of a logged dictionary's key: the dictionary's own, and one for versions
+    /// the log does not name.
+    fn judge_dictionary_versions(
+        &self,
+        dict: &DictionaryState,
+        horizon: Option<RetainUntil>,
+        key: &str,
+        versions: &[StoredVersion],
+    ) -> Vec<RecordVerdict> {
+        let mut out = vec![self.classify_dictionary(dict, horizon, versions)];
+        let unlogged: Vec<&str> = versions
+            .iter()
+            .filter(|v| !v.delete_marker && v.version_id != dict.object_version)
+            .map(|v| v.version_id.as_str())
+            .collect();
+        if !unlogged.is_empty() {
+            out.push(verdict(
+                key,
+                RecordStatus::PresentOk,
+                vec![(
+                    RecordStatus::UnloggedObject,
+                    format!(
+                        "versions {} of a logged dictionary's object are not in the log",
+                        unlogged.join(", ")
+                    ),
+                )],
+            ));
+        }
+        out
+    }
+
+    /// A logged dictionary against its object's versions: present, the logged bytes, locked
+    /// at least as long as the log says and as every kept record compressed with it.
+    fn classify_dictionary(
+        &self,
+        dict: &DictionaryState,
+        horizon: Option<RetainUntil>,
+        versions: &[StoredVersion],
+    ) -> RecordVerdict {
+        let key = dictionary_key(&dict.sha256);
+        let mut findings: Vec<(RecordStatus, String)> = Vec::new();
+        if dict.entry_index >= self.signed_size {
+            findings.push((
+                RecordStatus::Unsigned,
+                format!(
+                    "logged at entry {}, after the newest signed checkpoint (size {})",
+                    dict.entry_index, self.signed_size
+                ),
+            ));
+        }
+        let Some(v) = versions
+            .iter()
+            .find(|v| !v.delete_marker && v.version_id == dict.object_version)
+        else {
+            findings.push((
+                RecordStatus::Missing,
+                format!(
+                    "version {} of dictionary {key} is not in the store: the records \
+                     compressed with it cannot be read",
+                    dict.object_version
+                ),
+            ));
+            return verdict(&key, RecordStatus::PresentOk, findings);
+        };
+        if let Some(sha) = v.sha256
+            && sha != dict.sha256
+        {
+            findings.push((
+                RecordStatus::Tampered,
+                format!(
+                    "dictionary bytes hash to {sha}, the log says {}: the records compressed \
+                     with it cannot be read",
+                    dict.sha256
+                ),
+            ));
+        }
+        if dict.lock_mode != LockMode::None {
+            let stored_strength = v.lock_mode.map_or(0, LockMode::strength);
+            if stored_strength < dict.lock_mode.strength() {
+                findings.push((
+                    RecordStatus::LockWeakened,
+                    format!(
+                        "stored under lock mode {}, logged {}",
+                        v.lock_mode.map_or("none", LockMode::as_str),
+                        dict.lock_mode.as_str()
+                    ),
+                ));
+            }
+            // The lock must reach the logged lock date and every kept record's retention
+            // (for a permanent record: be in force at the audit).
+            let needed = match horizon {
+                Some(RetainUntil::Until(t)) => RetainUntil::Until(t.max(dict.lock_until)),
+                Some(RetainUntil::Permanent) => RetainUntil::Permanent,
+                None => RetainUntil::Until(dict.lock_until),
+            };
+            let short = v.retain_until.is_none_or(|u| {
+                u < dict.lock_until
+                    || match needed {
+                        RetainUntil::Until(t) => u < t,
+                        RetainUntil::Permanent => u <= self.now,
+                    }
+            });
+            if short {
+                findings.push((
+                    RecordStatus::LockWeakened,
+                    format!(
+                        "locked until {}, but it must be kept until {} (the logged lock date \
+                         and the records compressed with it)",
+                        v.retain_until
+                            .map_or_else(|| "never".to_owned(), |t| t.to_string()),
+                        needed
+                    ),
+                ));
+            }
+        }
+        if let Some(marker) = versions.iter().find(|v| v.delete_marker) {
+            findings.push((
+                RecordStatus::Hidden,
+                format!(
+                    "delete marker {} hides the logged dictionary from plain reads",
+                    marker.version_id
+                ),
+            ));
+        }
+        verdict(&key, RecordStatus::PresentOk, findings)
+    }
+
     /// Whether the record can be exported and proven: its sidecar agrees with its ingest
     /// entry, its salt opens the logged commitment, its id recomputes.
     fn judge_provable(
@@ -1529,6 +1704,24 @@ impl Judge {
             ));
         }
     }
+}
+
+/// Per logged dictionary, the longest retention in force among the records that name it and
+/// are not destroyed (`None`: no such record).
+fn dictionary_horizons(table: &RecordTable) -> Vec<Option<RetainUntil>> {
+    let mut out = vec![None; table.dictionaries.len()];
+    for state in &table.states {
+        let Some(d) = state.dictionary else { continue };
+        if state.tombstone().is_some() {
+            continue;
+        }
+        let slot: &mut Option<RetainUntil> = &mut out[d as usize];
+        *slot = Some(match *slot {
+            Some(r) if crate::lifecycle::table::extends(state.retain_until, r) => r,
+            _ => state.retain_until,
+        });
+    }
+    out
 }
 
 fn verdict(id: &str, ok: RecordStatus, findings: Vec<(RecordStatus, String)>) -> RecordVerdict {

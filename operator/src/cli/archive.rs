@@ -46,6 +46,13 @@ pub struct ArchiveArgs {
     /// compressed (default: the system's temporary directory).
     #[arg(long, env = "MAILVAULT_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
+    /// Spool space the run keeps itself within (suffixes KiB, MiB, GiB). Half is for the first
+    /// 4 MiB pieces of large messages waiting while a folder is fetched (past it a first piece
+    /// is fetched again later), half for records being compressed and stored, where a message
+    /// takes about twice its size (itself and its compressed copy): so at least four times
+    /// --max-message-size.
+    #[arg(long, value_parser = parse_size, default_value = "4GiB")]
+    max_spool_size: u64,
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
@@ -90,7 +97,7 @@ pub struct ImapArgs {
 }
 
 /// `1073741824`, `512KiB`, `100MiB`, `1GiB`.
-fn parse_size(text: &str) -> std::result::Result<u64, String> {
+pub(crate) fn parse_size(text: &str) -> std::result::Result<u64, String> {
     let (digits, unit) = text
         .find(|c: char| !c.is_ascii_digit())
         .map_or((text, ""), |i| text.split_at(i));
@@ -136,7 +143,19 @@ fn retention_schedule(
 
 /// Runs `mailvault archive`.
 pub async fn run(args: ArchiveArgs) -> Result<ExitCode> {
-    let spool = Spool::new(args.spool_dir.clone().unwrap_or_else(std::env::temp_dir));
+    let spool = Spool::new(args.spool_dir.clone().unwrap_or_else(std::env::temp_dir))
+        .with_max_bytes(args.max_spool_size);
+    if args.from.starts_with("imap://")
+        && args.imap.max_message_size.saturating_mul(4) > args.max_spool_size
+    {
+        return Err(Error::Usage(format!(
+            "--max-spool-size {} cannot hold a message of --max-message-size {}: half the spool \
+             is for messages being stored, and a message takes about twice its size there \
+             (itself and its compressed copy), so the spool must be at least four times the \
+             largest message; raise --max-spool-size or lower --max-message-size",
+            args.max_spool_size, args.imap.max_message_size
+        )));
+    }
     let store = args.store.open(&args.to)?;
     let retention = retention_schedule(args.policy.as_deref(), &args.series, &args.retain)?;
     let signer = mailvault::signing_key::read_signer_key(&args.key)?;
@@ -243,6 +262,12 @@ async fn archive_imap(
         if expunged > 0 {
             notes.push(format!(
                 "{expunged} message(s) expunged before they could be captured"
+            ));
+        }
+        if r.gone_before_first_read > 0 {
+            notes.push(format!(
+                "{} UID(s) below UIDNEXT already empty when first read (expunged before archiving began; not capture gaps)",
+                r.gone_before_first_read
             ));
         }
         if !r.refused.is_empty() {

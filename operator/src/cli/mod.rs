@@ -11,6 +11,7 @@ pub mod ls;
 pub mod operator;
 pub mod plan;
 pub mod prove;
+pub mod run;
 pub mod verify;
 
 use clap::Args;

@@ -16,7 +16,7 @@ use super::status::{apply_status, set_condition};
 use super::{Context, publish};
 use crate::crd::{
     FolderStatus, LastSync, LogStatus, MailboxArchive, MailboxArchiveStatus, RetentionPolicy,
-    RunResult, Totals,
+    RunResult, Runner, Totals,
 };
 use crate::run::{ImapServer, MailboxRun, RunFailure, RunOutcome, archive_mailbox};
 use crate::source::imap::sync::FolderFilter;
@@ -69,7 +69,18 @@ pub async fn reconcile(archive: Arc<MailboxArchive>, ctx: Arc<Context>) -> Resul
     let policy_state = PolicyState::of(policy.as_ref());
     let old = archive.status.clone().unwrap_or_default();
     let now = Timestamp::now();
-    let running = ctx.runs.is_running(&uid);
+    // Runs as Jobs (now, or before a switch to InProcess: a Job in flight still writes).
+    let jobs = if super::jobs::runner_of(&ctx, &archive) == Runner::Job || old.last_job.is_some() {
+        let seen = super::jobs::observe(&ctx, &namespace, &uid, &old).await?;
+        if let Some(job) = &seen.unrecorded_failure {
+            super::jobs::record_unrecorded_failure(&ctx, &api, &archive, job).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+        seen
+    } else {
+        super::jobs::Seen::default()
+    };
+    let running = ctx.runs.is_running(&uid) || jobs.in_flight;
     let mut decided = plan(&archive.spec, &old, &policy_state, running, now);
     let mut status = old.clone();
     if let Plan::Run { .. } = decided {
@@ -152,6 +163,9 @@ async fn execute(
                 // plan() refuses a missing policy; nothing to run with.
                 return Ok(Action::requeue(Duration::from_secs(1)));
             };
+            if super::jobs::runner_of(ctx, archive) == Runner::Job {
+                return start_job(ctx, api, archive, status, slot).await;
+            }
             scheduled(&mut status, generation);
             status.last_schedule_time = Some(slot.to_string());
             let uid = archive.metadata.uid.clone().unwrap_or_default();
@@ -159,7 +173,8 @@ async fn execute(
             let task_api = api.clone();
             let task_archive = archive.clone();
             let run = async move {
-                Box::pin(run_and_record(
+                // A status not written is logged there and written by the next reconcile.
+                let _ = Box::pin(run_and_record(
                     &task_ctx,
                     &task_api,
                     &task_archive,
@@ -179,8 +194,37 @@ async fn execute(
     }
 }
 
+/// A due run as a Job (`runner: Job`, jobs.rs). The Job's pod records the outcome; what
+/// fails before a Job exists (a Secret for the signing key, the run's identity) is recorded
+/// here as a failed run, with the same backoff.
+async fn start_job(
+    ctx: &Arc<Context>,
+    api: &Api<MailboxArchive>,
+    archive: &Arc<MailboxArchive>,
+    mut status: MailboxArchiveStatus,
+    slot: Timestamp,
+) -> Result<Action> {
+    match super::jobs::start(ctx, archive, &status, slot).await {
+        Ok(super::jobs::Started::Job(_)) => Ok(Action::requeue(WHILE_RUNNING)),
+        Ok(super::jobs::Started::AtCapacity) => {
+            tracing::debug!(archive = %archive.name_any(), "Jobs at capacity: the run waits");
+            Ok(Action::requeue(Duration::from_secs(5)))
+        }
+        // The apiserver itself failed: the error policy retries the reconcile.
+        Err(e @ Error::Kube(_)) if e.is_transient() => Err(e),
+        Err(e) => {
+            let generation = archive.metadata.generation;
+            scheduled(&mut status, generation);
+            status.last_schedule_time = Some(slot.to_string());
+            let now = Timestamp::now();
+            let _ = record_outcome(ctx, api, archive, status, Err(e.into()), now, now).await;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+    }
+}
+
 /// `Suspended=False`: the archive runs on its schedule.
-fn scheduled(status: &mut MailboxArchiveStatus, generation: Option<i64>) {
+pub(super) fn scheduled(status: &mut MailboxArchiveStatus, generation: Option<i64>) {
     set_condition(
         &mut status.conditions,
         "Suspended",
@@ -193,13 +237,13 @@ fn scheduled(status: &mut MailboxArchiveStatus, generation: Option<i64>) {
 
 /// The body of a run task: waits for a run slot, runs, and records the outcome in the status
 /// (with the next sync), metrics and an Event.
-async fn run_and_record(
+pub(super) async fn run_and_record(
     ctx: &Context,
     api: &Api<MailboxArchive>,
     archive: &MailboxArchive,
     policy: &RetentionPolicy,
-    mut status: MailboxArchiveStatus,
-) {
+    status: MailboxArchiveStatus,
+) -> Result<()> {
     let namespace = archive.namespace().unwrap_or_default();
     let start = Timestamp::now();
     publish(
@@ -227,7 +271,21 @@ async fn run_and_record(
     ctx.metrics
         .run_duration
         .observe(clock.elapsed().as_secs_f64());
-    let end = Timestamp::now();
+    record_outcome(ctx, api, archive, status, result, start, Timestamp::now()).await
+}
+
+/// Records a run's outcome: status (with the next sync), metrics and an Event. An error means
+/// the status could not be written (logged and counted here).
+pub(super) async fn record_outcome(
+    ctx: &Context,
+    api: &Api<MailboxArchive>,
+    archive: &MailboxArchive,
+    mut status: MailboxArchiveStatus,
+    result: std::result::Result<(RunOutcome, String), RunFailure>,
+    start: Timestamp,
+    end: Timestamp,
+) -> Result<()> {
+    let namespace = archive.namespace().unwrap_or_default();
     match result {
         Ok((outcome, public_key)) => {
             succeeded(ctx, archive, &mut status, &outcome, &public_key, start, end).await;
@@ -245,7 +303,9 @@ async fn run_and_record(
         tracing::warn!(archive = %archive.name_any(), namespace = %namespace, error = %e,
             "cannot write the status of a finished run");
         ctx.metrics.error(e.reason());
+        return Err(e);
     }
+    Ok(())
 }
 
 /// Between runs, Ready and Degraded describe the last run, so a refusal that has been fixed
@@ -401,7 +461,9 @@ async fn run_once(
         Credentials::Password(password),
         ca,
         spec.imap.insecure_plaintext,
-        ctx.imap_timeout,
+        spec.imap
+            .timeout_seconds
+            .map_or(ctx.imap_timeout, |s| Duration::from_secs(u64::from(s))),
     );
     if let Some(max) = spec.imap.max_message_bytes {
         imap.max_message_bytes = max;

@@ -11,6 +11,7 @@
 
 pub mod destruction;
 pub mod holds;
+pub mod jobs;
 pub mod legal_hold;
 pub mod mailbox_archive;
 pub mod plan;
@@ -65,6 +66,12 @@ pub struct Context {
     pub run_ended: UnboundedSender<ObjectRef<MailboxArchive>>,
     /// Every `MailboxArchive` (of the watched namespace), as the reflector has them.
     pub archives: Store<MailboxArchive>,
+    /// The runner of archives that name none.
+    pub default_runner: crate::crd::Runner,
+    /// How run Jobs are built.
+    pub jobs: jobs::JobSettings,
+    /// The namespace watched, if only one.
+    pub namespace: Option<String>,
     /// Reconcile failures in a row, per object (kind/namespace/name), for the backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -80,6 +87,12 @@ pub struct Settings {
     pub instance: String,
     /// Directory for spooling large messages (an emptyDir in a pod).
     pub spool_dir: std::path::PathBuf,
+    /// Spool space one run keeps itself within (`Spool::max_bytes`).
+    pub max_spool_bytes: u64,
+    /// The runner of archives that name none (`--default-runner`).
+    pub default_runner: crate::crd::Runner,
+    /// How run Jobs are built (`--job-config`).
+    pub jobs: jobs::JobSettings,
 }
 
 impl Context {
@@ -102,10 +115,13 @@ impl Context {
             metrics,
             run_slots: Semaphore::new(settings.concurrent_runs.max(1)),
             imap_timeout: Duration::from_mins(1),
-            spool: Spool::new(&settings.spool_dir),
+            spool: Spool::new(&settings.spool_dir).with_max_bytes(settings.max_spool_bytes),
             runs: Arc::new(RunRegistry::default()),
             run_ended,
             archives,
+            default_runner: settings.default_runner,
+            jobs: settings.jobs.clone(),
+            namespace: settings.namespace.clone(),
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -350,6 +366,15 @@ pub async fn run(
                     .map(|a| ObjectRef::from_obj(&*a))
                     .collect::<Vec<_>>()
             },
+        )
+        // A run Job's progress (runner: Job): its end re-triggers the archive.
+        .owns(
+            api::<k8s_openapi::api::batch::v1::Job>(client, ns),
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                jobs::MANAGED_BY.0,
+                jobs::MANAGED_BY.1
+            )),
         )
         // A run's end.
         .reconcile_on(ended_runs)

@@ -48,6 +48,32 @@ pub struct MailboxArchiveSpec {
     /// if the archive is deleted: the log can only be continued with its key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key_secret_ref: Option<SecretKeyRef>,
+    /// Where archive runs execute: `InProcess` (a task of the operator) or `Job` (a Kubernetes
+    /// Job per run, under a ServiceAccount that may read only this archive's Secrets). Default:
+    /// the operator's `--default-runner` (chart value `runner.default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<Runner>,
+}
+
+/// Where an archive run executes.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Runner {
+    /// A task of the operator (at most `--concurrent-runs` at once).
+    #[default]
+    InProcess,
+    /// A Kubernetes Job per run (at most `--max-jobs` in flight).
+    Job,
+}
+
+impl std::str::FromStr for Runner {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "InProcess" => Ok(Self::InProcess),
+            "Job" => Ok(Self::Job),
+            other => Err(format!("{other:?} is not a runner (InProcess or Job)")),
+        }
+    }
 }
 
 fn default_time_zone() -> String {
@@ -94,6 +120,12 @@ pub struct ImapSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_message_bytes: Option<u64>,
+    /// Seconds to wait for each network step (connect, TLS, login, each answer and each piece
+    /// of a FETCH) before the run fails (default 60): a server that stops answering fails
+    /// the run and frees its slot instead of holding it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<u32>,
 }
 
 impl ImapSpec {
@@ -210,6 +242,11 @@ pub struct MailboxArchiveStatus {
     /// The checkpoint verifier key auditors use (`name+keyid+key`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// The Job of the last run that ran as a Job (`runner: Job`): the run records its outcome
+    /// here with the rest of the status, so a Job that ended without this name recorded ended
+    /// without an outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job: Option<String>,
     /// Destruction runs (the RetentionPolicy's `destruction.schedule`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destruction: Option<super::DestructionStatus>,

@@ -29,7 +29,7 @@ pub use legal_hold::{
 };
 pub use mailbox_archive::{
     FolderStatus, ImapSpec, LastSync, LogStatus, MailboxArchive, MailboxArchiveSpec,
-    MailboxArchiveStatus, RunResult, S3CredentialsRef, StorageSpec, Totals, WebIdentity,
+    MailboxArchiveStatus, RunResult, Runner, S3CredentialsRef, StorageSpec, Totals, WebIdentity,
 };
 pub use matcher::{HeaderEquals, RecordMatch};
 pub use retention_policy::{

@@ -8,7 +8,7 @@
 
 pub mod apply;
 pub mod destroy;
-pub mod facts;
+pub use mailvault_core::facts;
 pub mod holds;
 pub mod policy_edit;
 pub mod stored;

@@ -43,10 +43,14 @@ pub async fn record_facts<S: Store>(
     object_key: &str,
     object_version: &str,
     archived_at: UnixTime,
+    dictionary: Option<&[u8]>,
 ) -> Result<Option<RecordFacts>> {
     use std::io::Write as _;
-    let mut decoder = zstd::stream::write::Decoder::new(Prefix(Vec::new()))
-        .map_err(|e| Error::Source(format!("zstd decoder: {e}")))?;
+    let mut decoder = match dictionary {
+        Some(d) => zstd::stream::write::Decoder::with_dictionary(Prefix(Vec::new()), d),
+        None => zstd::stream::write::Decoder::new(Prefix(Vec::new())),
+    }
+    .map_err(|e| Error::Source(format!("zstd decoder: {e}")))?;
     let mut broken = false;
     let mut sink = |piece: &[u8]| -> Result<()> {
         // Once the prefix is full, the rest is not decompressed.
@@ -96,22 +100,42 @@ pub async fn facts_of<S: Store>(
     store: &S,
     records: Vec<(RecordHistory<'_>, UnixTime)>,
 ) -> Result<BTreeMap<String, RecordFacts>> {
-    let jobs: Vec<(String, String, String, UnixTime)> = records
+    // The dictionaries the records need, each read once (few: one per training).
+    let mut dictionaries = crate::dictionary::Loaded::new();
+    for (h, _) in &records {
+        if let Some((sha256, version)) = h.dictionary
+            && !dictionaries.contains_key(&sha256)
+        {
+            let loaded = crate::dictionary::load(store, &sha256, version).await?;
+            dictionaries.insert(sha256, loaded);
+        }
+    }
+    let jobs: Vec<_> = records
         .into_iter()
         .map(|(h, at)| {
+            // A record whose dictionary is gone cannot be read (None: left out as unreadable).
+            let dictionary = h
+                .dictionary
+                .map(|(sha256, _)| dictionaries.get(&sha256).cloned().flatten());
             (
                 h.record.to_owned(),
                 h.object_key.into_owned(),
                 h.object_version.to_owned(),
                 at,
+                dictionary,
             )
         })
         .collect();
     let mut reads = futures::stream::iter(jobs)
-        .map(|(id, key, version, at)| async move {
-            record_facts(store, &key, &version, at)
-                .await
-                .map(|f| (id, f))
+        .map(|(id, key, version, at, dictionary)| async move {
+            let facts = match &dictionary {
+                Some(None) => None,
+                Some(Some(d)) => {
+                    record_facts(store, &key, &version, at, Some(d.as_slice())).await?
+                }
+                None => record_facts(store, &key, &version, at, None).await?,
+            };
+            Ok::<_, Error>((id, facts))
         })
         .buffered(READS_IN_FLIGHT);
     let mut out = BTreeMap::new();

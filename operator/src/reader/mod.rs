@@ -17,14 +17,14 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use mailvault_core::Hash;
 use mailvault_core::entry::EntryBody;
 use mailvault_core::layout::{
-    CERTIFICATES_PREFIX, CHECKPOINTS_PREFIX, LOG_PREFIX, RECORDS_PREFIX, parse_certificate_key,
-    parse_checkpoint_key,
+    CERTIFICATES_PREFIX, CHECKPOINTS_PREFIX, DICTIONARIES_PREFIX, LOG_PREFIX, RECORDS_PREFIX,
+    parse_certificate_key, parse_checkpoint_key,
 };
 use mailvault_core::proof::ProofBundle;
 use mailvault_core::record::commitment_from_digest;
 use mailvault_core::verify::{
-    LogListing, Opened, RecordVerdict, Report, Sample, SidecarFields, StoredVersion, Trust,
-    Verifier,
+    LogListing, Opened, ReadPlan, RecordVerdict, Report, Sample, SidecarFields, StoredVersion,
+    Trust, Verifier,
 };
 use std::collections::BTreeMap;
 
@@ -88,6 +88,7 @@ pub async fn export<S: Store>(
         object_version,
         stored_sha256,
         original_commitment,
+        dictionary,
         ..
     } = &entry.body
     else {
@@ -118,12 +119,30 @@ pub async fn export<S: Store>(
     let sidecar = Sidecar::from_map(&digest.sidecar)
         .map_err(|e| Error::Conflict(format!("record {id}: sidecar: {e}")))?;
     let (stored, _) = stored.finish()?;
+    let dictionary =
+        match dictionary {
+            Some(sha256) => Some(logged_dictionary(store, log, sha256).await?.ok_or_else(
+                || {
+                    Error::Conflict(format!(
+                        "record {id}: {}",
+                        crate::dictionary::unavailable(sha256)
+                    ))
+                },
+            )?),
+            None => None,
+        };
     let spool = spool.clone();
     let record = id.to_owned();
-    let (original, original_sha256) =
-        tokio::task::spawn_blocking(move || decompress(&spool, &stored, &record))
-            .await
-            .map_err(|e| Error::task(format!("record {id}: decompression"), e))??;
+    let (original, original_sha256) = tokio::task::spawn_blocking(move || {
+        decompress(
+            &spool,
+            &stored,
+            &record,
+            dictionary.as_deref().map(Vec::as_slice),
+        )
+    })
+    .await
+    .map_err(|e| Error::task(format!("record {id}: decompression"), e))??;
     if commitment_from_digest(&sidecar.salt, &original_sha256) != *original_commitment {
         return Err(Error::Conflict(format!(
             "record {id}: the message does not match the log's commitment"
@@ -132,8 +151,35 @@ pub async fn export<S: Store>(
     Ok(ExportedRecord { original, sidecar })
 }
 
+/// The bytes of the dictionary `sha256` as its `dictionary` entry in `log` logged them; `None`
+/// when the log has no such entry, or the version is gone or holds other bytes.
+async fn logged_dictionary<S: Store>(
+    store: &S,
+    log: &StoredLog,
+    sha256: &Hash,
+) -> Result<Option<std::sync::Arc<Vec<u8>>>> {
+    let id = mailvault_core::entry::RecordId::from_hash(sha256);
+    let Some(EntryBody::Dictionary {
+        object_version,
+        stored_sha256,
+        ..
+    }) = log.latest_of(id.as_str()).map(|e| &e.body)
+    else {
+        return Ok(None);
+    };
+    if stored_sha256 != sha256 {
+        return Ok(None);
+    }
+    crate::dictionary::load(store, sha256, object_version).await
+}
+
 /// Decompresses a stored body in blocks into a new body, hashing the output.
-fn decompress(spool: &Spool, stored: &Body, id: &str) -> Result<(Body, Hash)> {
+fn decompress(
+    spool: &Spool,
+    stored: &Body,
+    id: &str,
+    dictionary: Option<&[u8]>,
+) -> Result<(Body, Hash)> {
     use std::io::Read as _;
     let bad = |e: std::io::Error| Error::Conflict(format!("record {id}: cannot decompress: {e}"));
     let input: Box<dyn std::io::Read> = match stored {
@@ -147,7 +193,12 @@ fn decompress(spool: &Spool, stored: &Body, id: &str) -> Result<(Body, Hash)> {
             )
         }
     };
-    let mut decoder = zstd::stream::read::Decoder::new(input).map_err(bad)?;
+    let input = std::io::BufReader::new(input);
+    let mut decoder = match dictionary {
+        Some(d) => zstd::stream::read::Decoder::with_dictionary(input, d),
+        None => zstd::stream::read::Decoder::with_buffer(input),
+    }
+    .map_err(bad)?;
     let mut original = spool.writer();
     let mut block = vec![0u8; 256 * 1024];
     loop {
@@ -238,6 +289,28 @@ pub async fn verify<S: Store>(
     // and decompressing run on every core, and each in pieces (memory does not grow with
     // record size): its stored bytes hashed, decompressed on the way and the original hashed,
     // its sidecar parsed, its lock taken from the read. The listing keeps key order.
+    let by_key = read_records(store, &v, plan.as_ref(), jobs).await?;
+    Ok(v.finish_streaming(by_key, sink))
+}
+
+/// Every version under `records/` opened (a record that names a dictionary decompressed with
+/// the dictionary's logged version) or, outside a `--since` audit's `plan`, only listed; and
+/// every version under `dictionaries/` hashed (there are few; a sampled record that needs one
+/// is only as good as its dictionary), by key.
+async fn read_records<S: Store>(
+    store: &S,
+    v: &Verifier,
+    plan: Option<&ReadPlan>,
+    jobs: usize,
+) -> Result<BTreeMap<String, Vec<StoredVersion>>> {
+    // The dictionaries the log names, read at their logged versions: a record that names one
+    // is decompressed with it (and fails to, if it is gone or not the logged bytes).
+    let mut dictionaries = crate::dictionary::Loaded::new();
+    for (sha256, version) in v.logged_dictionaries() {
+        let loaded = crate::dictionary::load(store, &sha256, &version).await?;
+        dictionaries.insert(sha256, loaded);
+    }
+    let dictionaries = std::sync::Arc::new(dictionaries);
     let listed = store.list_version_ids(RECORDS_PREFIX).await?;
     let opened: Vec<(String, StoredVersion)> = futures::stream::iter(listed)
         .map(|(key, version_id, delete_marker)| {
@@ -246,15 +319,26 @@ pub async fn verify<S: Store>(
                 delete_marker,
                 ..StoredVersion::default()
             };
-            let read = !delete_marker && plan.as_ref().is_none_or(|p| p.keys.contains(&key));
+            let read = !delete_marker && plan.is_none_or(|p| p.keys.contains(&key));
+            let dictionary = v.dictionary_of(&key);
+            let dictionaries = dictionaries.clone();
             let store = store.clone();
             async move {
                 if !read {
                     return Ok((key, version));
                 }
-                tokio::spawn(async move { open_version(&store, key, version).await })
-                    .await
-                    .map_err(|e| Error::task("reading a record", e))?
+                tokio::spawn(async move {
+                    let hasher = match dictionary {
+                        None => OriginalHasher::new(None),
+                        Some(sha256) => match dictionaries.get(&sha256) {
+                            Some(Some(bytes)) => OriginalHasher::new(Some(bytes.as_slice())),
+                            _ => OriginalHasher::failed(crate::dictionary::unavailable(&sha256)),
+                        },
+                    };
+                    open_version(&store, key, version, hasher).await
+                })
+                .await
+                .map_err(|e| Error::task("reading a record", e))?
             }
         })
         .buffered(jobs)
@@ -264,7 +348,18 @@ pub async fn verify<S: Store>(
     for (key, version) in opened {
         by_key.entry(key).or_default().push(version);
     }
-    Ok(v.finish_streaming(by_key, sink))
+    // Every version under dictionaries/, hashed: the verifier judges the logged ones and
+    // names the others.
+    for (key, mut version) in store.list_versions(DICTIONARIES_PREFIX).await? {
+        if !version.delete_marker {
+            version.sha256 = store
+                .get(&key, Some(&version.version_id))
+                .await?
+                .map(|o| Hash::of(&o.bytes));
+        }
+        by_key.entry(key).or_default().push(version);
+    }
+    Ok(by_key)
 }
 
 /// Feeds the verifier every version of every log object: checkpoints, certificates, then the
@@ -390,11 +485,11 @@ async fn open_version<S: Store>(
     store: &S,
     key: String,
     mut version: StoredVersion,
+    mut original: OriginalHasher,
 ) -> Result<(String, StoredVersion)> {
     if version.delete_marker {
         return Ok((key, version));
     }
-    let mut original = OriginalHasher::new();
     let read = store
         .read_streaming(&key, Some(&version.version_id), &mut |piece| {
             original.write(piece);
@@ -494,16 +589,27 @@ struct OriginalHasher {
 }
 
 impl OriginalHasher {
-    fn new() -> Self {
-        match zstd::stream::write::Decoder::new(Sha256Writer(sha2::Digest::new())) {
+    /// A hasher that decompresses plain zstd, or zstd made with `dictionary`.
+    fn new(dictionary: Option<&[u8]>) -> Self {
+        let out = Sha256Writer(sha2::Digest::new());
+        let decoder = match dictionary {
+            Some(d) => zstd::stream::write::Decoder::with_dictionary(out, d),
+            None => zstd::stream::write::Decoder::new(out),
+        };
+        match decoder {
             Ok(d) => Self {
                 decoder: Some(d),
                 error: None,
             },
-            Err(e) => Self {
-                decoder: None,
-                error: Some(e.to_string()),
-            },
+            Err(e) => Self::failed(e.to_string()),
+        }
+    }
+
+    /// A hasher that reports `error` (the record cannot be decompressed at all).
+    fn failed(error: String) -> Self {
+        Self {
+            decoder: None,
+            error: Some(error),
         }
     }
 
@@ -565,6 +671,7 @@ mod tests {
                         stored_sha256: Hash::of(b"s"),
                         stored_size: 1,
                         original_commitment: Hash::of(b"o"),
+                        dictionary: None,
                     },
                 )
             })

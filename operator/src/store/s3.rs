@@ -366,6 +366,39 @@ impl S3Store {
             .body(body)
     }
 
+    /// The version at `full` when a conditional record PUT found the key taken: the version
+    /// this very PUT stored on an earlier attempt whose answer was lost (the same user
+    /// metadata, which holds the record's random salt), or a conflict: the key holds a record
+    /// this PUT did not write, and nothing is written over it.
+    async fn version_put_before(&self, full: &str, sidecar: &ObjectMetadata) -> Result<String> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .send()
+            .await
+            .map_err(|e| s3_error("HeadObject", full, e))?;
+        let found: ObjectMetadata = head
+            .metadata()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let version = head.version_id().unwrap_or_default();
+        if found == *sidecar && !version.is_empty() {
+            tracing::info!(
+                key = full,
+                version,
+                "the record was stored by an earlier attempt whose answer was lost"
+            );
+            return Ok(version.to_owned());
+        }
+        Err(Error::Conflict(format!(
+            "S3 PutObject {full}: the key already holds a record this run did not write \
+             (version {version:?}); records are never written twice, so it was not stored \
+             again. Run `mailvault verify` to see what that version is"
+        )))
+    }
+
     /// A plain PUT with user `metadata`; `lock_until`: If-None-Match and a COMPLIANCE lock
     /// (log objects). Returns false if the key already existed (only with `lock_until`).
     async fn put_plain(
@@ -532,8 +565,12 @@ impl Store for S3Store {
                 Some(file),
             ),
         };
+        // If-None-Match: a record is written once. When S3 stored a PUT but its answer was
+        // lost (a reset, a time-out), the SDK sends the PUT again: without the condition that
+        // would store a second locked version nobody can delete and no log entry names.
         let mut req = self
             .checked_put(&full, body, &put.sha256)
+            .if_none_match("*")
             .object_lock_mode(ObjectLockMode::Compliance)
             .object_lock_retain_until_date(to_datetime(put.retain_until))
             .content_type("application/zstd");
@@ -542,12 +579,13 @@ impl Store for S3Store {
         }
         // The signed x-amz-checksum-sha256 header already binds the body (the server checks it),
         // so the SigV4 payload hash would be a second SHA-256 pass on both sides for nothing.
-        let out = req
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| s3_error("PutObject", &full, e))?;
+        let out = match req.customize().disable_payload_signing().send().await {
+            Ok(out) => out,
+            Err(e) if matches!(code(&e), Some("PreconditionFailed")) => {
+                return self.version_put_before(&full, put.sidecar).await;
+            }
+            Err(e) => return Err(s3_error("PutObject", &full, e)),
+        };
         out.version_id().map(str::to_owned).ok_or_else(|| {
             Error::store(format!(
                 "S3 PutObject {full}: no version id in the answer (is versioning on?)"

@@ -26,8 +26,9 @@ use futures::StreamExt as _;
 use mailvault_core::checkpoint::CheckpointSigner;
 use mailvault_core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
 use mailvault_core::layout::{
-    CHECKPOINTS_PREFIX, LOG_PREFIX, RECORDS_PREFIX, RUN_MARKER_KEY, checkpoint_key,
-    parse_checkpoint_key, record_id_of, record_key,
+    CHECKPOINTS_PREFIX, DICTIONARIES_PREFIX, LOG_PREFIX, RECORDS_PREFIX, RUN_MARKER_KEY,
+    checkpoint_key, dictionary_key, parse_checkpoint_key, parse_dictionary_key, record_id_of,
+    record_key,
 };
 use mailvault_core::mac::{MacKey, MacKind};
 use mailvault_core::note::NoteSigner;
@@ -37,7 +38,12 @@ use mailvault_core::rules::RetentionSchedule;
 use mailvault_core::{Hash, UnixTime};
 use std::sync::Arc;
 
+use crate::dictionary::{Dictionary, SMALL_MESSAGE_MAX, Sampler, Yield};
 use crate::source::SourceMessage;
+
+/// Sidecar field: hex SHA-256 of the dictionary the record was compressed with (also in its
+/// ingest entry; kept here, under the writer's MAC, so an unlogged record can be adopted).
+pub const DICTIONARY_FIELD: &str = "mailvault-dictionary";
 
 /// zstd level: 3 is zstd's default, a good speed/ratio balance for mail.
 const ZSTD_LEVEL: i32 = 3;
@@ -156,6 +162,7 @@ struct Stored {
     logged_at: UnixTime,
     original_size: u64,
     memory_cost: u64,
+    spool_cost: u64,
     body: EntryBody,
     /// Its headers could not be parsed (it took the default rule).
     unparseable: bool,
@@ -185,6 +192,9 @@ impl Drop for StoreTask {
     }
 }
 
+/// Idle zstd contexts, each kept under the hash of the dictionary it is loaded with (or none).
+type ContextPool = Vec<(Option<Hash>, zstd::bulk::Compressor<'static>)>;
+
 /// Compression work for the pipeline's blocking threads, at most one job per core at once.
 ///
 /// Contexts are pooled, not per thread: tokio may run blocking work on many threads, and a
@@ -193,7 +203,8 @@ impl Drop for StoreTask {
 #[derive(Clone)]
 struct Compression {
     slots: std::sync::Arc<tokio::sync::Semaphore>,
-    contexts: std::sync::Arc<std::sync::Mutex<Vec<zstd::bulk::Compressor<'static>>>>,
+    /// Idle contexts, each loaded with the dictionary whose hash it is kept under (or none).
+    contexts: std::sync::Arc<std::sync::Mutex<ContextPool>>,
 }
 
 impl Compression {
@@ -207,7 +218,13 @@ impl Compression {
 
     /// Compresses a message body on a blocking thread once a core is free: in memory with a
     /// pooled context, or file to file in blocks. Returns the stored body and its SHA-256.
-    async fn run(&self, spool: Spool, body: Body, content_sha256: Hash) -> Result<(Body, Hash)> {
+    async fn run(
+        &self,
+        spool: Spool,
+        body: Body,
+        content_sha256: Hash,
+        dictionary: Option<Dictionary>,
+    ) -> Result<(Body, Hash)> {
         let _slot = self
             .slots
             .acquire()
@@ -216,7 +233,7 @@ impl Compression {
         let this = self.clone();
         tokio::task::spawn_blocking(move || match &body {
             Body::Memory(bytes) => {
-                let stored = this.compress(bytes)?;
+                let stored = this.compress(bytes, dictionary.as_ref())?;
                 let sha256 = Hash::of(&stored);
                 Ok((Body::Memory(stored), sha256))
             }
@@ -228,20 +245,26 @@ impl Compression {
         .map_err(|e| Error::task("compression task", e))?
     }
 
-    fn compress(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+    fn compress(&self, bytes: &[u8], dictionary: Option<&Dictionary>) -> Result<Vec<u8>> {
         let zstd_error = |e: std::io::Error| Error::store(format!("zstd: {e}"));
-        let pooled = self
-            .contexts
-            .lock()
-            .map_err(|_| Error::store("zstd: context pool poisoned"))?
-            .pop();
+        let wanted = dictionary.map(|d| d.sha256);
+        let pooled = {
+            let mut pool = self
+                .contexts
+                .lock()
+                .map_err(|_| Error::store("zstd: context pool poisoned"))?;
+            // Contexts of a dictionary no longer in use are dropped as they are met.
+            pool.retain(|(d, _)| d.is_none() || *d == wanted);
+            let at = pool.iter().rposition(|(d, _)| *d == wanted);
+            at.map(|i| pool.swap_remove(i).1)
+        };
         let mut context = match pooled {
             Some(c) => c,
-            None => zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(zstd_error)?,
+            None => crate::dictionary::compressor(dictionary).map_err(zstd_error)?,
         };
         let stored = context.compress(bytes).map_err(zstd_error)?;
         if let Ok(mut pool) = self.contexts.lock() {
-            pool.push(context);
+            pool.push((wanted, context));
         }
         Ok(stored)
     }
@@ -329,8 +352,21 @@ pub struct RecordWriter<'s, S: Store> {
     summary: RunSummary,
     in_flight: futures::stream::FuturesOrdered<StoreTask>,
     in_flight_bytes: u64,
+    /// Spool space the stores in flight take ([`Body::spool_cost`]).
+    in_flight_spool: u64,
     spool: Spool,
     compression: Compression,
+    /// A store task failed: its PUT may still have reached the store (an answer lost after the
+    /// server acted). The run is then never marked finished, so the next run looks for the
+    /// record and adopts it instead of finding its key taken.
+    store_in_doubt: bool,
+    /// The dictionary small mail is compressed with, once the archive has one.
+    dictionary: Option<Dictionary>,
+    /// Small mail kept to train a dictionary from, while one is wanted (none yet, or the
+    /// current one stopped paying); `None` when not sampling.
+    sampler: Option<Sampler>,
+    /// How the current dictionary does on this run's small mail.
+    dictionary_yield: Yield,
 }
 
 impl<'s, S: Store> RecordWriter<'s, S> {
@@ -355,6 +391,11 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         Self::newest_from_versions(store, &mut log, &verifier, &mut summary).await?;
         Self::check_unsigned_tail(store, &log, &mac).await?;
         let signer = CheckpointSigner::new(origin, key, log.head);
+        let dictionary = crate::dictionary::load_current(store, &mac, origin, &mut |key| {
+            summary.report_unauthenticated(key);
+        })
+        .await?;
+        let sampler = dictionary.is_none().then(Sampler::default);
         let mut writer = Self {
             store,
             info,
@@ -368,8 +409,13 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             summary,
             in_flight: futures::stream::FuturesOrdered::new(),
             in_flight_bytes: 0,
+            in_flight_spool: 0,
             spool: Spool::default(),
             compression: Compression::new(),
+            store_in_doubt: false,
+            dictionary,
+            sampler,
+            dictionary_yield: Yield::default(),
         };
         // Records can be stored but unlogged only if the last run did not finish; looking for
         // them means listing every record, so it is done only then. A marker without the
@@ -523,11 +569,15 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         Ok(())
     }
 
-    /// Ends a run: waits for every store in flight, checkpoints, and marks the run finished.
+    /// Ends a run: waits for every store in flight, checkpoints, and marks the run finished,
+    /// unless a store failed: a record it may have stored is then adopted by the next run.
     pub async fn finish(&mut self) -> Result<Option<u64>> {
         let signed = self.checkpoint().await?;
         // Everything is signed now: the next run starts from here.
         resume::save(self.store, &self.mac, &self.log.records, &mut self.known).await?;
+        if self.store_in_doubt {
+            return Ok(signed);
+        }
         RunMarker {
             in_progress: false,
             run: self.run_id.clone(),
@@ -601,6 +651,37 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         // Which records are logged, exactly: a crash is rare, and listing every record costs
         // as much as reading every id.
         self.known.load_all(self.store).await?;
+        // Dictionaries first: adopted records may name them.
+        for key in self.store.list_keys(DICTIONARIES_PREFIX).await? {
+            let Some(sha256) = parse_dictionary_key(&key) else {
+                continue;
+            };
+            if self.known.dictionaries.contains(&sha256) {
+                continue;
+            }
+            let Some(object) = self.store.get(&key, None).await? else {
+                continue;
+            };
+            let Some((sha256, lock_until)) = crate::dictionary::authentic(&self.mac, &key, &object)
+            else {
+                self.summary.report_unauthenticated(&key);
+                continue;
+            };
+            self.log.records.append(
+                now,
+                RecordId::from_hash(&sha256),
+                EntryBody::Dictionary {
+                    lock_mode: self.info.lock_mode,
+                    lock_until,
+                    object_key: key.clone(),
+                    object_version: object.version_id,
+                    stored_sha256: sha256,
+                    stored_size: object.bytes.len() as u64,
+                },
+            )?;
+            self.known.dictionaries.insert(sha256);
+            self.since_checkpoint += 1;
+        }
         for key in self.store.list_keys(RECORDS_PREFIX).await? {
             let Some(id) = record_id_of(&key) else {
                 continue;
@@ -634,6 +715,12 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     stored_sha256: Hash::of(&object.bytes),
                     stored_size: object.bytes.len() as u64,
                     original_commitment: fields.commitment,
+                    // The sidecar (under the MAC) names the dictionary; it was signed into
+                    // the log before any record was compressed with it.
+                    dictionary: object
+                        .sidecar
+                        .get(DICTIONARY_FIELD)
+                        .and_then(|h| Hash::from_hex(h).ok()),
                 },
             )?;
             self.known.logged(entry.index, &id);
@@ -657,10 +744,13 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         }
         // Marked at once, so the same message twice in one run is stored once.
         self.known.claim(id.clone());
+        let dictionary = self.dictionary_for(&msg.body, now).await?;
         let mut salt = [0u8; SALT_LEN];
         getrandom::fill(&mut salt).map_err(Error::Random)?;
         let original_size = msg.body.len();
         let memory_cost = msg.body.memory_cost();
+        let spool_cost = msg.body.spool_cost();
+        self.wait_for_spool_room(spool_cost).await?;
         let schedule = self.retention.clone();
         let store = self.store.clone();
         let spool = self.spool.clone();
@@ -690,7 +780,10 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             // Compression and the stored hash are CPU work (and file I/O for a spooled
             // message): off the async threads. The original body is dropped (a spool file
             // deleted) as soon as it is compressed.
-            let (stored, stored_sha256) = compression.run(spool, body, content_sha256).await?;
+            let dictionary_sha256 = dictionary.as_ref().map(|d| d.sha256);
+            let (stored, stored_sha256) = compression
+                .run(spool, body, content_sha256, dictionary)
+                .await?;
             let mut sidecar = Sidecar {
                 series: series.clone(),
                 retain_until,
@@ -705,6 +798,9 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             }
             .to_map();
             sidecar.extend(crate::lifecycle::sidecar_fields(&classification, now));
+            if let Some(d) = &dictionary_sha256 {
+                sidecar.insert(DICTIONARY_FIELD.into(), d.to_hex());
+            }
             let stored_size = stored.len();
             let object_key = record_key(id.as_str());
             trust::seal_sidecar(&mac, &object_key, &mut sidecar, &stored_sha256, stored_size);
@@ -722,6 +818,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                 logged_at: now,
                 original_size,
                 memory_cost,
+                spool_cost,
                 body: EntryBody::Ingest {
                     series,
                     retain_until,
@@ -731,11 +828,35 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     stored_sha256,
                     stored_size,
                     original_commitment,
+                    dictionary: dictionary_sha256,
                 },
                 unparseable,
             })
         };
+        self.submit(job, memory_cost, spool_cost).await
+    }
+
+    /// Waits for stores in flight until one costing `spool_cost` fits in the half of the
+    /// spool's cap that stores may use; alone, it always goes (see `Spool::max_bytes`).
+    async fn wait_for_spool_room(&mut self, spool_cost: u64) -> Result<()> {
+        while !self.in_flight.is_empty()
+            && self.in_flight_spool + spool_cost > self.spool.max_bytes() / 2
+        {
+            self.log_next_stored().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a record's store task, then keeps the stores in flight within their bounds and
+    /// signs a checkpoint when one is due.
+    async fn submit(
+        &mut self,
+        job: impl std::future::Future<Output = Result<Stored>> + Send + 'static,
+        memory_cost: u64,
+        spool_cost: u64,
+    ) -> Result<Outcome> {
         self.in_flight_bytes += memory_cost;
+        self.in_flight_spool += spool_cost;
         self.in_flight.push_back(StoreTask(tokio::spawn(job)));
         while self.in_flight.len() >= MAX_IN_FLIGHT || self.in_flight_bytes > MAX_IN_FLIGHT_BYTES {
             self.log_next_stored().await?;
@@ -744,6 +865,78 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             self.checkpoint().await?;
         }
         Ok(Outcome::Stored)
+    }
+
+    /// The dictionary a message is compressed with: the current one for small mail, none for
+    /// the rest. A small message is sampled first while a dictionary is wanted, and the sample
+    /// that completes it trains one.
+    async fn dictionary_for(&mut self, body: &Body, now: UnixTime) -> Result<Option<Dictionary>> {
+        let Body::Memory(bytes) = body else {
+            return Ok(None);
+        };
+        if bytes.len() > SMALL_MESSAGE_MAX {
+            return Ok(None);
+        }
+        if let Some(sampler) = &mut self.sampler
+            && sampler.add(bytes)
+        {
+            self.train_dictionary(now).await?;
+        }
+        Ok(self.dictionary.clone())
+    }
+
+    /// Trains a dictionary on the sampled small mail and, if it pays, stores it (COMPLIANCE,
+    /// locked as long as the log), logs and signs its entry, and compresses small mail with it
+    /// from the next message on. Records already in flight keep the dictionary they started
+    /// with (their entries name it). One attempt per sample: a dictionary that does not pay is
+    /// not retried in this run.
+    async fn train_dictionary(&mut self, now: UnixTime) -> Result<()> {
+        let samples = self
+            .sampler
+            .take()
+            .map(|mut s| s.take())
+            .unwrap_or_default();
+        let trained = tokio::task::spawn_blocking(move || crate::dictionary::train(&samples))
+            .await
+            .map_err(|e| Error::task("dictionary training", e))?;
+        let Some(dictionary) = trained else {
+            tracing::info!(
+                "a dictionary trained on this run's small mail would not pay; none used"
+            );
+            return Ok(());
+        };
+        let lock_until = log_lock_until(crate::unix_now());
+        let object_version =
+            crate::dictionary::put(self.store, &self.mac, &dictionary, lock_until).await?;
+        self.append(
+            RecordId::from_hash(&dictionary.sha256),
+            EntryBody::Dictionary {
+                lock_mode: self.info.lock_mode,
+                lock_until,
+                object_key: dictionary_key(&dictionary.sha256),
+                object_version: object_version.clone(),
+                stored_sha256: dictionary.sha256,
+                stored_size: dictionary.bytes.len() as u64,
+            },
+            now,
+        )
+        .await?;
+        self.known.dictionaries.insert(dictionary.sha256);
+        // Signed before any record names it, so that a crash cannot leave a record naming a
+        // dictionary the log does not hold.
+        self.checkpoint().await?;
+        crate::dictionary::save_current(
+            self.store,
+            &self.mac,
+            self.log.origin(),
+            &dictionary,
+            &object_version,
+        )
+        .await?;
+        tracing::info!(dictionary = %dictionary.sha256, sample_ratio = dictionary.sample_ratio, "trained a dictionary for small mail");
+        self.dictionary = Some(dictionary);
+        self.dictionary_yield = Yield::default();
+        Ok(())
     }
 
     /// Logs an entry that is not an ingest (a hold, a retention extension, a destruction step)
@@ -778,16 +971,28 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let Some(done) = self.in_flight.next().await else {
             return Ok(());
         };
-        let mut stored = done?;
+        let mut stored = done.inspect_err(|_| self.store_in_doubt = true)?;
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(stored.memory_cost);
+        self.in_flight_spool = self.in_flight_spool.saturating_sub(stored.spool_cost);
         if let EntryBody::Ingest {
             lock_mode,
             stored_size,
+            dictionary,
             ..
         } = &mut stored.body
         {
             *lock_mode = self.info.lock_mode;
             self.summary.stored_bytes += *stored_size;
+            if let Some(current) = &self.dictionary
+                && *dictionary == Some(current.sha256)
+            {
+                self.dictionary_yield
+                    .add(stored.original_size, *stored_size);
+                if self.sampler.is_none() && self.dictionary_yield.stopped_paying(current) {
+                    tracing::info!(dictionary = %current.sha256, "the dictionary stopped paying; sampling to train a new one");
+                    self.sampler = Some(Sampler::default());
+                }
+            }
         }
         // Logged only now that the PUT succeeded.
         let entry = self
@@ -896,7 +1101,7 @@ mod tests {
         }
         .to_map();
         let stored = Compression::new()
-            .compress(&msg.body.to_vec().unwrap())
+            .compress(&msg.body.to_vec().unwrap(), None)
             .unwrap();
         let mut sidecar = sidecar;
         if sealed {
@@ -945,7 +1150,7 @@ mod tests {
         std::fs::write(
             dir.join("objects").join(&swapped_key),
             Compression::new()
-                .compress(b"Subject: other\r\n\r\n")
+                .compress(b"Subject: other\r\n\r\n", None)
                 .unwrap(),
         )
         .unwrap();
@@ -1012,6 +1217,7 @@ mod tests {
                 stored_sha256: Hash::of(b"x"),
                 stored_size: 1,
                 original_commitment: Hash::of(b"y"),
+                dictionary: None,
             },
         )
         .unwrap();
@@ -1140,6 +1346,237 @@ mod tests {
             .unwrap()
     }
 
+    /// A `file:` store whose record PUTs are carried out but whose answers are lost: each one
+    /// fails although the record is stored.
+    #[derive(Debug, Clone)]
+    struct AnswersLost(FsStore);
+
+    impl Store for AnswersLost {
+        async fn preflight(&self) -> Result<StoreInfo> {
+            self.0.preflight().await
+        }
+        async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
+            self.0.put_record(put).await?;
+            Err(Error::store("the answer was lost"))
+        }
+        async fn put_immutable(
+            &self,
+            key: &str,
+            bytes: Vec<u8>,
+            metadata: &crate::store::ObjectMetadata,
+            lock_until: UnixTime,
+        ) -> Result<()> {
+            self.0.put_immutable(key, bytes, metadata, lock_until).await
+        }
+        async fn put_mutable(
+            &self,
+            key: &str,
+            bytes: Vec<u8>,
+            metadata: &crate::store::ObjectMetadata,
+        ) -> Result<()> {
+            self.0.put_mutable(key, bytes, metadata).await
+        }
+        async fn get(
+            &self,
+            key: &str,
+            version: Option<&str>,
+        ) -> Result<Option<crate::store::StoredObject>> {
+            self.0.get(key, version).await
+        }
+        async fn read_streaming(
+            &self,
+            key: &str,
+            version: Option<&str>,
+            sink: crate::store::PieceSink<'_>,
+        ) -> Result<Option<crate::store::ObjectDigest>> {
+            self.0.read_streaming(key, version, sink).await
+        }
+        async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
+            self.0.list_keys(prefix).await
+        }
+        async fn list_version_ids(&self, prefix: &str) -> Result<Vec<(String, String, bool)>> {
+            self.0.list_version_ids(prefix).await
+        }
+        async fn version_lock(
+            &self,
+            key: &str,
+            version: &str,
+        ) -> Result<Option<crate::store::VersionLock>> {
+            self.0.version_lock(key, version).await
+        }
+        async fn list_versions(
+            &self,
+            prefix: &str,
+        ) -> Result<Vec<(String, mailvault_core::verify::StoredVersion)>> {
+            self.0.list_versions(prefix).await
+        }
+        async fn set_legal_hold(&self, key: &str, version: &str, on: bool) -> Result<()> {
+            self.0.set_legal_hold(key, version, on).await
+        }
+        async fn extend_retention(
+            &self,
+            key: &str,
+            version: &str,
+            until: UnixTime,
+        ) -> Result<UnixTime> {
+            self.0.extend_retention(key, version, until).await
+        }
+        async fn delete_version(&self, key: &str, version_id: &str) -> Result<()> {
+            self.0.delete_version(key, version_id).await
+        }
+    }
+
+    /// A run whose record PUT failed although the record was stored (its answer lost) must not
+    /// end marked finished: the next run would never look for the record, and find its key
+    /// taken. It is left unfinished; the next run adopts the record, logged once.
+    #[tokio::test]
+    async fn a_failed_store_leaves_the_run_unfinished_and_the_next_run_adopts_its_record() {
+        let dir = temp_dir("answers-lost");
+        let store = FsStore::new(&dir);
+        let lossy = AnswersLost(store.clone());
+        let mut first = RecordWriter::open(&lossy, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        first.write(message(1), NOW).await.unwrap();
+        // The run fails on the store's error, then ends as a failed run does (run.rs).
+        assert!(first.checkpoint().await.is_err());
+        first.finish().await.unwrap();
+        drop(first);
+
+        let mut second = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        assert_eq!(second.summary().adopted, 1);
+        assert!(matches!(
+            second.write(message(1), NOW).await.unwrap(),
+            Outcome::AlreadyArchived(_)
+        ));
+        second.finish().await.unwrap();
+        let report = verify(&store).await;
+        assert!(report.verified(), "{}", report.to_text());
+        assert_eq!(report.counts.get(&RecordStatus::PresentOk), Some(&1));
+        assert_eq!(report.log_size, 1, "one ingest");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A short message like a department's (enough shared text for a dictionary to pay).
+    fn short_message(n: u32) -> SourceMessage {
+        let mut m = message(n);
+        let bytes = format!(
+            "From: clerk{a}@city.example\r\nTo: records@city.example\r\nSubject: permit {n}\r\n\
+             Message-ID: <{n}@city.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+             Permit application {n} was reviewed and is pending.\r\n-- \r\nCity Planning\r\n\
+             This message and any attachments are intended only for the addressee and may contain \
+             information that is confidential or exempt from disclosure under public records \
+             law. If you received it in error, notify the sender and delete it. Records of the \
+             City are kept under the retention schedule approved by the State Archives.\r\n",
+            a = n % 5
+        )
+        .into_bytes();
+        m.content_sha256 = Hash::of(&bytes);
+        m.identity = content_identity("INBOX", &m.content_sha256);
+        m.body = Body::Memory(bytes);
+        m
+    }
+
+    #[tokio::test]
+    async fn small_mail_trains_a_dictionary_and_a_dictionary_left_unlogged_is_adopted() {
+        let dir = temp_dir("dictionary");
+        let store = FsStore::new(&dir);
+        let mut w = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        let n = u32::try_from(crate::dictionary::TRAIN_AFTER).unwrap() + 40;
+        for i in 0..n {
+            w.write(short_message(i), NOW).await.unwrap();
+        }
+        w.finish().await.unwrap();
+        drop(w);
+        let report = verify(&store).await;
+        assert!(report.verified(), "{}", report.to_text());
+        let log = StoredLog::load(
+            &store,
+            ORIGIN,
+            &NoteVerifier::parse(&key().verifier_key()).unwrap(),
+            true,
+        )
+        .await
+        .unwrap();
+        let named = log
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.body,
+                    EntryBody::Ingest {
+                        dictionary: Some(_),
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert!(named >= 40, "{named} records name the dictionary");
+        let spool = Spool::default();
+        let last = record_id(ORIGIN, &short_message(n - 1).identity);
+        let exported = reader::export(&store, &log, last.as_str(), &spool)
+            .await
+            .unwrap();
+        assert_eq!(
+            exported.original.to_vec().unwrap(),
+            short_message(n - 1).body.to_vec().unwrap()
+        );
+
+        // A run that stored a dictionary and stopped before logging it: the next run logs it.
+        let samples: Vec<Vec<u8>> = (1000..1300)
+            .map(|i| short_message(i).body.to_vec().unwrap())
+            .collect();
+        let orphan = crate::dictionary::train(&samples).unwrap();
+        crate::dictionary::put(&store, &key().mac_key(), &orphan, UnixTime(NOW.0 + 10))
+            .await
+            .unwrap();
+        // A forged one (no MAC) beside it is reported, never logged.
+        let forged = crate::dictionary::train(&samples[..280]).unwrap();
+        store
+            .put_mutable(
+                &dictionary_key(&forged.sha256),
+                forged.bytes.to_vec(),
+                &crate::store::ObjectMetadata::new(),
+            )
+            .await
+            .unwrap();
+        RunMarker {
+            in_progress: true,
+            run: "crashed".into(),
+        }
+        .write(&store, &key().mac_key())
+        .await
+        .unwrap();
+        let before = verify(&store).await;
+        assert_eq!(before.counts.get(&RecordStatus::UnloggedObject), Some(&2));
+        let mut next = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        next.finish().await.unwrap();
+        assert!(
+            next.summary()
+                .unauthenticated_warning()
+                .is_some_and(|w| w.contains(&forged.sha256.to_hex()))
+        );
+        let after = verify(&store).await;
+        assert_eq!(
+            after.counts.get(&RecordStatus::UnloggedObject),
+            Some(&1),
+            "{}",
+            after.to_text()
+        );
+        assert!(
+            !after
+                .problems
+                .iter()
+                .any(|p| p.record.contains(&orphan.sha256.to_hex()))
+        );
+    }
+
     #[tokio::test]
     async fn an_interrupted_run_is_completed_by_the_next_and_nothing_is_stored_twice() {
         let dir = std::env::temp_dir().join(format!("mailvault-pipeline-{}", std::process::id()));
@@ -1224,7 +1661,7 @@ mod tests {
         // Another message's bytes under this record's key: refused, nothing handed out.
         let object = dir.join("store/objects/records").join(&id);
         let other = Compression::new()
-            .compress(b"Subject: forged\r\n\r\n")
+            .compress(b"Subject: forged\r\n\r\n", None)
             .unwrap();
         std::fs::write(&object, other).unwrap();
         let err = reader::export(&store, &log, &id, &spool)

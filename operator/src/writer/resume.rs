@@ -44,6 +44,9 @@ pub(crate) struct KnownIds {
     exact: HashSet<RecordId>,
     /// Whether `exact` holds every ingest before the edge too.
     complete: bool,
+    /// Dictionaries logged (by hash): from the edge on, and before it once
+    /// [`Self::load_all`] ran.
+    pub(crate) dictionaries: HashSet<mailvault_core::Hash>,
 }
 
 impl KnownIds {
@@ -104,8 +107,14 @@ impl KnownIds {
                 }
                 read += 1;
                 let entry = Entry::decode(bytes).map_err(|e| damaged(&e))?;
-                if matches!(entry.body, EntryBody::Ingest { .. }) {
-                    self.exact.insert(entry.record);
+                match entry.body {
+                    EntryBody::Ingest { .. } => {
+                        self.exact.insert(entry.record);
+                    }
+                    EntryBody::Dictionary { stored_sha256, .. } => {
+                        self.dictionaries.insert(stored_sha256);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -233,6 +242,7 @@ async fn read_from<S: Store>(
         since_edge: Vec::new(),
         exact: HashSet::new(),
         complete: false,
+        dictionaries: HashSet::new(),
     };
     // One bundle at a time (a few read ahead): a whole log read this way holds its tree and
     // its ids, not its bytes.
@@ -242,8 +252,12 @@ async fn read_from<S: Store>(
     while let Some(bundle) = bundles.next().await {
         let bundle: Vec<u8> = bundle?;
         for entry in records.push_bundle(&bundle).map_err(|e| damaged(&e))? {
-            if matches!(entry.body, EntryBody::Ingest { .. }) {
-                known.logged(entry.index, &entry.record);
+            match &entry.body {
+                EntryBody::Ingest { .. } => known.logged(entry.index, &entry.record),
+                EntryBody::Dictionary { stored_sha256, .. } => {
+                    known.dictionaries.insert(*stored_sha256);
+                }
+                _ => {}
             }
         }
     }

@@ -7,7 +7,9 @@ use mailvault_core::proof::ProofBundle;
 
 fuzz_target!(|data: &[u8]| {
     let key = NoteVerifier::parse(
-        &NoteSigner::new("fuzz.example/log", &[1; 32]).expect("valid key name").verifier_key(),
+        &NoteSigner::new("fuzz.example/log", &[1; 32])
+            .expect("valid key name")
+            .verifier_key(),
     )
     .expect("own key parses");
     if let Ok(bundle) = ProofBundle::parse(data) {

@@ -16,6 +16,7 @@ pub(crate) fn sample_ingest(index: u64, prev: Hash, record: &str) -> Entry {
             stored_sha256: Hash::of(b"stored"),
             stored_size: 123,
             original_commitment: Hash::of(b"commitment"),
+            dictionary: None,
         },
     }
 }
@@ -114,6 +115,7 @@ pub(crate) fn arb_entry() -> impl Strategy<Value = Entry> {
                         stored_sha256: s,
                         stored_size: n,
                         original_commitment: c,
+                        dictionary: None,
                     }
                 }
             ),
@@ -288,4 +290,60 @@ fn edited_entries_reach_past_the_first_line() {
     eprintln!(
         "edited entries: {decoded} decoded canonically, {refused_later} refused past the first line"
     );
+}
+
+#[test]
+fn version_2_entries_round_trip_and_version_1_bytes_are_unchanged() {
+    let dict = Hash::of(b"dictionary bytes");
+    let plain = sample_ingest(7, Hash::of(b"prev"), "r-1");
+    let v1 = plain.encode();
+    assert!(v1.starts_with(b"mailvault-log-entry/1\n"));
+    let mut named = plain.clone();
+    if let EntryBody::Ingest { dictionary, .. } = &mut named.body {
+        *dictionary = Some(dict);
+    }
+    let v2 = named.encode();
+    assert!(v2.starts_with(b"mailvault-log-entry/2\n"));
+    assert!(v2.ends_with(format!("dictionary {dict}\n").as_bytes()));
+    assert_eq!(Entry::decode(&v2).unwrap(), named);
+    // The same fields under the other version line are not canonical.
+    let relabelled = |bytes: &[u8], from: &str, to: &str| {
+        String::from_utf8(bytes.to_vec())
+            .unwrap()
+            .replacen(from, to, 1)
+            .into_bytes()
+    };
+    assert!(Entry::decode(&relabelled(&v1, "log-entry/1", "log-entry/2")).is_err());
+    assert!(Entry::decode(&relabelled(&v2, "log-entry/2", "log-entry/1")).is_err());
+
+    let d = Entry {
+        index: 3,
+        prev: Hash::of(b"p"),
+        logged_at: UnixTime(1_795_836_120),
+        record: RecordId::from_hash(&dict),
+        body: EntryBody::Dictionary {
+            lock_mode: LockMode::Compliance,
+            lock_until: UnixTime(4_951_596_120),
+            object_key: crate::layout::dictionary_key(&dict),
+            object_version: "v1".into(),
+            stored_sha256: dict,
+            stored_size: 16_384,
+        },
+    };
+    d.validate().unwrap();
+    let bytes = d.encode();
+    assert!(bytes.starts_with(b"mailvault-log-entry/2\n"));
+    assert_eq!(Entry::decode(&bytes).unwrap(), d);
+    assert_eq!(Entry::decode(&bytes).unwrap().encode(), bytes);
+    // Its record id and object key are its hash's: another dictionary's names are refused.
+    let other = Hash::of(b"other");
+    let mut wrong_key = d.clone();
+    if let EntryBody::Dictionary { object_key, .. } = &mut wrong_key.body {
+        *object_key = crate::layout::dictionary_key(&other);
+    }
+    assert!(wrong_key.validate().is_err());
+    assert!(Entry::decode(&wrong_key.encode()).is_err());
+    let mut wrong_id = d;
+    wrong_id.record = RecordId::from_hash(&other);
+    assert!(Entry::decode(&wrong_id.encode()).is_err());
 }

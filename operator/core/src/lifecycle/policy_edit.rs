@@ -230,6 +230,7 @@ mod tests {
                 stored_sha256: Hash::default(),
                 stored_size: 1,
                 original_commitment: Hash::default(),
+                dictionary: None,
             },
         })
         .unwrap();

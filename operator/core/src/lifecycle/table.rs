@@ -43,7 +43,22 @@ pub(crate) struct RecordState {
     pub authorized: bool,
     /// Set once the store's listing named this record's object.
     pub listed: bool,
+    /// Index into the table's dictionaries of the one the ingest entry names.
+    pub dictionary: Option<u32>,
     pub extra: Option<Box<Extra>>,
+}
+
+/// What the log says of one stored zstd dictionary (its `dictionary` entry).
+#[derive(Debug, Clone)]
+pub(crate) struct DictionaryState {
+    pub sha256: Hash,
+    /// Position of its `dictionary` entry.
+    pub entry_index: u64,
+    pub object_version: String,
+    pub lock_mode: LockMode,
+    pub lock_until: UnixTime,
+    /// Set once the store's listing named its object.
+    pub listed: bool,
 }
 
 /// The rarely present parts of a record's history.
@@ -149,6 +164,11 @@ pub enum Anomaly {
     DestroyedWithoutAuthorization,
     /// The replay ran out of room for strings (more than 4 GiB of ids); the ingest is ignored.
     ArenaFull,
+    /// An ingest names a dictionary no earlier `dictionary` entry logged; the record is
+    /// ingested without one (and will not decompress).
+    UnknownDictionary,
+    /// A second `dictionary` entry for the same bytes; ignored.
+    DuplicateDictionary,
 }
 
 /// Every ingested record, by id and by object key.
@@ -164,6 +184,9 @@ pub(crate) struct RecordTable {
     /// Object keys other than `records/<id>`.
     unusual_keys: HashMap<Box<str>, u32>,
     pub states: Vec<RecordState>,
+    /// Logged dictionaries, in log order, and their index by hash.
+    pub dictionaries: Vec<DictionaryState>,
+    dictionary_index: HashMap<Hash, u32>,
 }
 
 fn id_hash(id: &str) -> u64 {
@@ -183,51 +206,36 @@ impl RecordTable {
             body,
             ..
         } = entry;
-        let found = self.find(record.as_str());
-        if let EntryBody::Ingest {
-            series,
-            retain_until,
+        if let EntryBody::Dictionary {
             lock_mode,
-            object_key,
+            lock_until,
             object_version,
             stored_sha256,
-            stored_size,
-            original_commitment,
+            ..
         } = body
         {
+            return self.add_dictionary(DictionaryState {
+                sha256: stored_sha256,
+                entry_index: index,
+                object_version,
+                lock_mode,
+                lock_until,
+                listed: false,
+            });
+        }
+        let found = self.find(record.as_str());
+        if let EntryBody::Ingest { .. } = body {
             if found.is_some() {
                 return Err(Anomaly::DuplicateIngest);
             }
-            return self
-                .ingest(
-                    record.as_str(),
-                    &object_key,
-                    &object_version,
-                    &series,
-                    |id, v, k, s| RecordState {
-                        id,
-                        ingest_index: index,
-                        object_version: v,
-                        unusual_key: k,
-                        stored_sha256,
-                        stored_size,
-                        commitment: original_commitment,
-                        series: s,
-                        retain_until,
-                        lock_mode,
-                        authorized: false,
-                        listed: false,
-                        extra: None,
-                    },
-                )
-                .map_err(|ArenaFull| Anomaly::ArenaFull);
+            return self.apply_ingest(index, record.as_str(), body);
         }
         let Some(i) = found else {
             return Err(Anomaly::UnknownRecord);
         };
         let state = &mut self.states[i];
         match body {
-            EntryBody::Ingest { .. } => {}
+            EntryBody::Ingest { .. } | EntryBody::Dictionary { .. } => {}
             EntryBody::HoldPlaced { hold } => {
                 state.extra_mut().holds.insert(hold);
             }
@@ -269,6 +277,64 @@ impl RecordTable {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Applies the ingest entry of a new record.
+    fn apply_ingest(&mut self, index: u64, record: &str, body: EntryBody) -> Result<(), Anomaly> {
+        let EntryBody::Ingest {
+            series,
+            retain_until,
+            lock_mode,
+            object_key,
+            object_version,
+            stored_sha256,
+            stored_size,
+            original_commitment,
+            dictionary,
+        } = body
+        else {
+            return Ok(());
+        };
+        // `Some(None)`: the ingest names a dictionary the log has not logged.
+        let dictionary_index = dictionary.map(|d| self.dictionary_index.get(&d).copied());
+        self.ingest(
+            record,
+            &object_key,
+            &object_version,
+            &series,
+            |id, v, k, s| RecordState {
+                id,
+                ingest_index: index,
+                object_version: v,
+                unusual_key: k,
+                stored_sha256,
+                stored_size,
+                commitment: original_commitment,
+                series: s,
+                retain_until,
+                lock_mode,
+                authorized: false,
+                listed: false,
+                dictionary: dictionary_index.flatten(),
+                extra: None,
+            },
+        )
+        .map_err(|ArenaFull| Anomaly::ArenaFull)?;
+        match dictionary_index {
+            Some(None) => Err(Anomaly::UnknownDictionary),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies a `dictionary` entry: dictionaries are kept by hash, apart from records.
+    fn add_dictionary(&mut self, state: DictionaryState) -> Result<(), Anomaly> {
+        if self.dictionary_index.contains_key(&state.sha256) {
+            return Err(Anomaly::DuplicateDictionary);
+        }
+        let i = u32::try_from(self.dictionaries.len()).map_err(|_| Anomaly::ArenaFull)?;
+        self.dictionary_index.insert(state.sha256, i);
+        self.dictionaries.push(state);
         Ok(())
     }
 
@@ -365,6 +431,11 @@ impl RecordTable {
         }
         let i = self.find(crate::layout::record_id_of(key)?)?;
         self.states[i].unusual_key.is_none().then_some(i)
+    }
+
+    /// The dictionary logged with this hash.
+    pub fn find_dictionary(&self, sha256: &Hash) -> Option<usize> {
+        self.dictionary_index.get(sha256).map(|&i| i as usize)
     }
 
     /// The object key of record `i`.

@@ -24,6 +24,7 @@ fn ingest(series: &str, retain_until: RetainUntil, size: u64, id: &str) -> Entry
         stored_sha256: Hash::of(id.as_bytes()),
         stored_size: size,
         original_commitment: Hash::of(b"c"),
+        dictionary: None,
     }
 }
 
@@ -66,6 +67,7 @@ fn history(id: &'static str) -> RecordHistory<'static> {
         object_key: Cow::Owned(format!("records/{id}")),
         object_version: "v1",
         stored_size: 10,
+        dictionary: None,
         retain_until: RetainUntil::Until(t(0)),
         holds: vec![],
         authorized: None,

@@ -72,6 +72,7 @@ impl Fixture {
                 stored_sha256: sha,
                 stored_size: bytes.len() as u64,
                 original_commitment: Hash::of(b"c"),
+                dictionary: None,
             },
         );
         let lock_until = match retain_until {
@@ -1230,6 +1231,7 @@ fn ingest_provable(f: &mut Fixture, folder: &str, message: &[u8], salt: u8) -> S
             stored_sha256,
             stored_size: stored.len() as u64,
             original_commitment: commitment,
+            dictionary: None,
         },
     );
     f.inventory.insert(
@@ -1476,6 +1478,7 @@ fn entry_worked_example() {
                 "86d3129d8a855b9c29fdecd75676524b32408a5731cf271b963fbbb25fad0e49",
             )
             .unwrap(),
+            dictionary: None,
         },
     };
     let bytes = entry.encode();
@@ -1532,4 +1535,213 @@ fn the_sample_size_and_its_confidence_are_exact() {
     assert_eq!(sample_size_for(0, 0.01, 0.95), 0);
     // Printed rounded down: 95.09% is "95.0", not "95.1".
     assert_eq!(floor_percent(0.950_99), "95.0");
+}
+
+/// The good log, then a dictionary logged and stored.
+fn with_dictionary() -> (Fixture, Hash) {
+    let mut f = good();
+    let dict_bytes = b"a trained zstd dictionary".to_vec();
+    let sha = Hash::of(&dict_bytes);
+    let key = crate::layout::dictionary_key(&sha);
+    let lock_until = UnixTime(T0 + 100 * YEAR);
+    f.append(
+        RecordId::from_hash(&sha).as_str(),
+        EntryBody::Dictionary {
+            lock_mode: LockMode::Compliance,
+            lock_until,
+            object_key: key.clone(),
+            object_version: "v-dict".into(),
+            stored_sha256: sha,
+            stored_size: dict_bytes.len() as u64,
+        },
+    );
+    f.inventory.insert(
+        key,
+        vec![StoredVersion {
+            version_id: "v-dict".into(),
+            sha256: Some(sha),
+            lock_mode: Some(LockMode::Compliance),
+            retain_until: Some(lock_until),
+            ..StoredVersion::default()
+        }],
+    );
+    (f, sha)
+}
+
+/// Appends an ingest naming `dictionary` (the fixture's `ingest` logs plain records).
+fn ingest_with(f: &mut Fixture, id: &str, retain_until: RetainUntil, dictionary: Hash) {
+    let bytes = format!("stored bytes of {id}");
+    let sha = Hash::of(bytes.as_bytes());
+    f.append(
+        id,
+        EntryBody::Ingest {
+            series: "MO-GS-003".into(),
+            retain_until,
+            lock_mode: LockMode::Compliance,
+            object_key: key_of(id),
+            object_version: format!("v-{id}"),
+            stored_sha256: sha,
+            stored_size: bytes.len() as u64,
+            original_commitment: Hash::of(b"c"),
+            dictionary: Some(dictionary),
+        },
+    );
+    f.inventory.insert(
+        key_of(id),
+        vec![StoredVersion {
+            version_id: format!("v-{id}"),
+            sha256: Some(sha),
+            lock_mode: Some(LockMode::Compliance),
+            retain_until: Some(match retain_until {
+                RetainUntil::Until(t) => t,
+                RetainUntil::Permanent => UnixTime(T0 + 100 * YEAR),
+            }),
+            ..StoredVersion::default()
+        }],
+    );
+}
+
+fn dictionary_log() -> (Fixture, Hash, String) {
+    let (mut f, sha) = with_dictionary();
+    ingest_with(
+        &mut f,
+        "z1",
+        RetainUntil::Until(UnixTime(T0 + 3 * YEAR)),
+        sha,
+    );
+    ingest_with(&mut f, "z2", RetainUntil::Permanent, sha);
+    f.checkpoint();
+    (f, sha, crate::layout::dictionary_key(&sha))
+}
+
+#[test]
+fn a_log_with_a_dictionary_verifies_and_the_dictionary_gets_a_verdict() {
+    let (f, sha, key) = dictionary_log();
+    let a = f.verify();
+    assert!(a.verified(), "{}", a.to_text());
+    assert_eq!(status(&a, &key), RecordStatus::PresentOk);
+    assert_eq!(status(&a, "z1"), RecordStatus::PresentOk);
+    // The adapter learns which dictionary each record needs from the log.
+    let mut v = Verifier::new(f.trust());
+    let listing = LogListing::from_keys(f.objects.keys().map(String::as_str));
+    for (index, group) in &listing.bundles {
+        let full = group.full.as_ref().map(|k| f.objects[k].as_slice());
+        let partials: Vec<(u64, &[u8])> = group
+            .partials
+            .iter()
+            .map(|(w, k)| (*w, f.objects[k].as_slice()))
+            .collect();
+        v.add_bundle(*index, full, &partials);
+    }
+    assert_eq!(v.dictionary_of(&key_of("z1")), Some(sha));
+    assert_eq!(v.dictionary_of(&key_of("r1")), None);
+    assert_eq!(v.logged_dictionaries(), vec![(sha, "v-dict".to_owned())]);
+}
+
+#[test]
+fn a_missing_swapped_hidden_or_unlocked_dictionary_is_named() {
+    let (_, _, key) = dictionary_log();
+    let mut gone = dictionary_log().0;
+    gone.inventory.remove(&key);
+    assert_eq!(status(&gone.verify(), &key), RecordStatus::Missing);
+
+    let mut swapped = dictionary_log().0;
+    swapped.inventory.get_mut(&key).unwrap()[0].sha256 = Some(Hash::of(b"other dictionary"));
+    let a = swapped.verify();
+    assert!(!a.verified());
+    assert_eq!(status(&a, &key), RecordStatus::Tampered);
+
+    let mut extra = dictionary_log().0;
+    extra.inventory.get_mut(&key).unwrap().push(StoredVersion {
+        version_id: "v-attacker".into(),
+        sha256: Some(Hash::of(b"other dictionary")),
+        ..StoredVersion::default()
+    });
+    let a = extra.verify();
+    assert!(!a.verified());
+    assert!(
+        a.problems
+            .iter()
+            .any(|p| p.record == key && p.status == RecordStatus::UnloggedObject)
+    );
+
+    let mut hidden = dictionary_log().0;
+    hidden.inventory.get_mut(&key).unwrap().push(StoredVersion {
+        version_id: "marker".into(),
+        delete_marker: true,
+        ..StoredVersion::default()
+    });
+    assert_eq!(status(&hidden.verify(), &key), RecordStatus::Hidden);
+
+    // A lock that ends before a record compressed with it may be destroyed.
+    let mut short = dictionary_log().0;
+    short.inventory.get_mut(&key).unwrap()[0].retain_until = Some(UnixTime(T0 + YEAR));
+    assert_eq!(status(&short.verify(), &key), RecordStatus::LockWeakened);
+    let mut unlocked = dictionary_log().0;
+    unlocked.inventory.get_mut(&key).unwrap()[0].lock_mode = Some(LockMode::Governance);
+    assert_eq!(status(&unlocked.verify(), &key), RecordStatus::LockWeakened);
+
+    // An object under dictionaries/ that the log never named.
+    let mut foreign = dictionary_log().0;
+    let other = crate::layout::dictionary_key(&Hash::of(b"x"));
+    foreign.inventory.insert(
+        other.clone(),
+        vec![StoredVersion {
+            version_id: "v".into(),
+            ..StoredVersion::default()
+        }],
+    );
+    assert_eq!(
+        status(&foreign.verify(), &other),
+        RecordStatus::UnloggedObject
+    );
+}
+
+#[test]
+fn a_dictionary_lock_must_cover_a_permanent_record() {
+    let (mut f, _, key) = dictionary_log();
+    // The audit a century later: the dictionary's lock has ended, a permanent record needs it.
+    f.inventory.get_mut(&key).unwrap()[0].retain_until = Some(UnixTime(T0 + 2 * YEAR));
+    f.clock = T0 + 2 * YEAR + 1;
+    let mut t = f.trust();
+    t.now = UnixTime(T0 + 2 * YEAR + 1);
+    let a = run(t, &f.objects, &f.inventory);
+    assert_eq!(status(&a, &key), RecordStatus::LockWeakened);
+}
+
+#[test]
+fn an_ingest_naming_an_unlogged_dictionary_is_a_fault() {
+    let mut f = good();
+    ingest_with(
+        &mut f,
+        "z1",
+        RetainUntil::Permanent,
+        Hash::of(b"never logged"),
+    );
+    f.checkpoint();
+    let a = f.verify();
+    assert!(
+        faults(&a).contains(&LogFaultKind::UnknownDictionary),
+        "{}",
+        a.to_text()
+    );
+    assert!(!a.verified());
+}
+
+#[test]
+fn a_dictionary_logged_twice_is_a_fault() {
+    let (mut f, sha, key) = dictionary_log();
+    f.append(
+        RecordId::from_hash(&sha).as_str(),
+        EntryBody::Dictionary {
+            lock_mode: LockMode::Compliance,
+            lock_until: UnixTime(T0),
+            object_key: key,
+            object_version: "v-other".into(),
+            stored_sha256: sha,
+            stored_size: 1,
+        },
+    );
+    f.checkpoint();
+    assert!(faults(&f.verify()).contains(&LogFaultKind::DuplicateIngest));
 }

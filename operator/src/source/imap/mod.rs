@@ -586,7 +586,12 @@ async fn open_stream(config: &ImapConfig) -> Result<Box<dyn Stream>> {
     let at = format!("{}:{}", config.host, config.port);
     let tcp = tokio::time::timeout(t, TcpStream::connect((config.host.as_str(), config.port)))
         .await
-        .map_err(|_| Error::imap(format!("IMAP connect to {at}: timed out"), Retry::Transient))?
+        .map_err(|_| {
+            Error::imap(
+                format!("IMAP connect to {at}: no answer within {}s", t.as_secs()),
+                Retry::Transient,
+            )
+        })?
         .map_err(|e| Error::imap_io(format!("IMAP connect to {at}: {e}"), e))?;
     // Commands are small writes answered by the server: with Nagle's algorithm on, each one can
     // wait for a delayed ACK (about 40 ms a command measured against Cyrus).
@@ -616,7 +621,11 @@ async fn open_stream(config: &ImapConfig) -> Result<Box<dyn Stream>> {
     .await
     .map_err(|_| {
         Error::imap(
-            format!("IMAP TLS handshake with {at}: timed out"),
+            format!(
+                "IMAP TLS handshake with {at}: no answer within {}s (a server that accepts \
+                 connections and says nothing)",
+                t.as_secs()
+            ),
             Retry::Transient,
         )
     })?

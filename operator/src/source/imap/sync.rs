@@ -87,6 +87,11 @@ pub struct FolderReport {
     /// UIDs assigned since the last run whose messages were gone before capture (a message
     /// that arrived and was expunged in between): records that were never kept.
     pub capture_gaps: u64,
+    /// UIDs below UIDNEXT that held no message when the folder was first read (no cursor for
+    /// it yet): mail expunged before archiving began. Not capture gaps —
+    /// nothing mailvault could have kept — but a fact about the mailbox a records officer may
+    /// be asked about.
+    pub gone_before_first_read: u64,
     /// Whether UIDVALIDITY changed since the last run (the folder was re-read in full).
     pub uid_validity_reset: bool,
     /// Whether the folder was unchanged and skipped without fetching.
@@ -204,6 +209,7 @@ async fn sync_folder<S: Store>(
         folder: state.name.clone(),
         fetched: 0,
         capture_gaps: 0,
+        gone_before_first_read: 0,
         uid_validity_reset: false,
         unchanged: false,
         refused: Vec::new(),
@@ -223,6 +229,7 @@ async fn sync_folder<S: Store>(
     let piece = spool.memory_limit();
     // Large messages: their first piece, spooled to a file, while the folder's FETCH runs on.
     let mut large = Vec::new();
+    let mut waiting = WaitingPieces::new(&spool, max_bytes);
     if state.exists > 0 {
         let t = imap.timeout();
         let stream = imap.fetch_from(state, from, piece).await?;
@@ -267,7 +274,7 @@ async fn sync_folder<S: Store>(
                         report.refused.push((meta.uid, first.len() as u64));
                         continue;
                     }
-                    large.push((meta, spill(&spool, first).await?));
+                    large.push((meta, waiting.keep(&spool, first).await?));
                 }
             }
         }
@@ -337,6 +344,35 @@ fn first_uid(
     }
 }
 
+/// First pieces of large messages waiting in the spool until a folder's FETCH ends: within
+/// half the spool's cap less one largest message (the one put together from pieces after the
+/// FETCH; see [`Spool::max_bytes`]). A first piece past that is dropped and the message fetched
+/// again from byte 0: one more piece on the wire, never more disk.
+struct WaitingPieces {
+    bytes: u64,
+    budget: u64,
+}
+
+impl WaitingPieces {
+    fn new(spool: &Spool, max_message_bytes: u64) -> Self {
+        Self {
+            bytes: 0,
+            budget: (spool.max_bytes() / 2).saturating_sub(max_message_bytes),
+        }
+    }
+
+    /// The writer a message's rest is fetched into: holding its first piece, spooled, if that
+    /// fits; else empty, so the whole message is fetched again from byte 0.
+    async fn keep(&mut self, spool: &Spool, first: Vec<u8>) -> Result<BodyWriter> {
+        let len = first.len() as u64;
+        if self.bytes + len > self.budget {
+            return Ok(spool.writer());
+        }
+        self.bytes += len;
+        spill(spool, first).await
+    }
+}
+
 /// What a folder's FETCH counted, for [`close_folder`].
 struct Counted {
     /// The first UID asked for.
@@ -375,12 +411,18 @@ async fn close_folder(
         .filter(|(uid, _)| *uid < state.uid_next)
         .count() as u64;
     report.capture_gaps = report.refused.len() as u64;
+    let announced = u64::from(state.uid_next.saturating_sub(from));
     if !first_run && !report.uid_validity_reset {
         let archived_below_next = seen_below_next.saturating_sub(refused_below_next);
-        let announced = u64::from(state.uid_next.saturating_sub(from));
         report.capture_gaps += announced
             .saturating_sub(archived_below_next)
             .saturating_sub(refused_below_next);
+    } else if first_run {
+        // Read from UID 1 for the first time: a UID below UIDNEXT without a message was
+        // expunged before mailvault first looked (servers assign UIDs in order, never twice).
+        // After a UIDVALIDITY reset neither count is given: a missing UID there may as well be
+        // mail archived under the old numbering and expunged since.
+        report.gone_before_first_read = announced.saturating_sub(seen_below_next);
     }
     if !duplicated.is_empty() {
         report.server_faults.push(format!(

@@ -10,9 +10,9 @@
 //! headers cannot be read yields empty facts flagged `unparseable`, and takes the default rule.
 //! The archive stores the message byte for byte either way.
 
+use crate::UnixTime;
+use crate::rules::{MessageFacts, SUBJECT_MATCH_BYTES, unfold};
 use mail_parser::{Address, HeaderName, HeaderValue, MessageParser, MimeHeaders as _, PartType};
-use mailvault_core::UnixTime;
-use mailvault_core::rules::{MessageFacts, SUBJECT_MATCH_BYTES, unfold};
 
 /// Bytes of a message read for its facts: the headers and as much MIME structure as fits. An
 /// attachment whose part starts after this is not seen (`hasAttachment` is about the first
@@ -186,7 +186,7 @@ fn bounded(s: &str, max: usize) -> &str {
 /// is `Entwürfe`) decoded by the same decoder the folder filter uses; a name that is not valid
 /// modified UTF-7 is kept as it is.
 pub fn decode_folder_name(name: &str) -> String {
-    mailvault_core::glob::decode_modified_utf7(name).unwrap_or_else(|| name.to_owned())
+    crate::glob::decode_modified_utf7(name).unwrap_or_else(|| name.to_owned())
 }
 
 #[cfg(test)]
