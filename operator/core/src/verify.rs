@@ -318,8 +318,11 @@ pub struct Report {
     pub log_faults: Vec<LogFault>,
     /// Faults not listed because there were too many of their kind.
     pub log_faults_omitted: BTreeMap<LogFaultKind, u64>,
-    /// Records by status.
+    /// Records (and objects under `records/` the log does not name) by status.
     pub counts: BTreeMap<RecordStatus, u64>,
+    /// Trained dictionaries (and objects under `dictionaries/` the log does not name) by
+    /// status: counted apart, so a record count is the number of records.
+    pub dictionary_counts: BTreeMap<RecordStatus, u64>,
     /// Every record or unlogged object with a problem, by id (the counts cover all of them).
     pub problems: Vec<RecordVerdict>,
     /// What a `--since` audit read: `None` for a full audit (every record read).
@@ -482,6 +485,12 @@ impl Report {
         let _ = writeln!(s, "records:");
         for (status, n) in &self.counts {
             let _ = writeln!(s, "  {status:<24} {n}");
+        }
+        if !self.dictionary_counts.is_empty() {
+            let _ = writeln!(s, "dictionaries:");
+            for (status, n) in &self.dictionary_counts {
+                let _ = writeln!(s, "  {status:<24} {n}");
+            }
         }
         if !self.log_faults.is_empty() {
             let _ = writeln!(s, "log faults:");
@@ -1021,8 +1030,7 @@ impl Verifier {
         };
         let certificates_verified = self.check_certificates(log_size);
         let mut tally = Tally::default();
-        let table = std::mem::take(&mut self.records);
-        let mut table = table;
+        let mut table = std::mem::take(&mut self.records);
         let horizons = dictionary_horizons(&table);
         for (key, versions) in listing {
             let (key, versions) = (key.as_ref(), versions.as_ref());
@@ -1105,6 +1113,7 @@ impl Verifier {
             log_faults: self.faults,
             log_faults_omitted: self.omitted,
             counts: tally.counts,
+            dictionary_counts: tally.dictionary_counts,
             problems: tally.problems,
             since: self.since,
         }
@@ -1318,12 +1327,21 @@ impl Verifier {
 #[derive(Default)]
 struct Tally {
     counts: BTreeMap<RecordStatus, u64>,
+    dictionary_counts: BTreeMap<RecordStatus, u64>,
     problems: Vec<RecordVerdict>,
 }
 
 impl Tally {
     fn add(&mut self, verdict: &RecordVerdict, sink: &mut dyn FnMut(&RecordVerdict)) {
-        *self.counts.entry(verdict.status).or_insert(0) += 1;
+        let counts = if verdict
+            .record
+            .starts_with(crate::layout::DICTIONARIES_PREFIX)
+        {
+            &mut self.dictionary_counts
+        } else {
+            &mut self.counts
+        };
+        *counts.entry(verdict.status).or_insert(0) += 1;
         if !verdict.status.is_ok() {
             self.problems.push(verdict.clone());
         }

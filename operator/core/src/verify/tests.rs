@@ -1621,6 +1621,17 @@ fn a_log_with_a_dictionary_verifies_and_the_dictionary_gets_a_verdict() {
     assert!(a.verified(), "{}", a.to_text());
     assert_eq!(status(&a, &key), RecordStatus::PresentOk);
     assert_eq!(status(&a, "z1"), RecordStatus::PresentOk);
+    // The dictionary is counted apart: the record count is the number of records.
+    assert_eq!(a.dictionary_counts[&RecordStatus::PresentOk], 1);
+    assert_eq!(
+        a.counts[&RecordStatus::PresentOk],
+        good().verify().counts[&RecordStatus::PresentOk] + 2
+    );
+    assert!(
+        a.to_text().contains("dictionaries:\n  PRESENT_OK"),
+        "{}",
+        a.to_text()
+    );
     // The adapter learns which dictionary each record needs from the log.
     let mut v = Verifier::new(f.trust());
     let listing = LogListing::from_keys(f.objects.keys().map(String::as_str));
