@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: image demo test lint fmt-check clippy core-deps deny fuzz unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-operator bench-resume bench-resume
+.PHONY: image demo test lint fmt-check clippy core-deps deny fuzz unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-verify bench-operator bench-resume bench-resume
 
 ## test: everything CI runs — formatting, clippy, licences, unit tests, fuzzing, then the
 ## integration tests against the real local components (started here and stopped afterwards,
@@ -101,6 +101,15 @@ bench-archive:
 	export MAILVAULT_ENV_DIR=$${TMPDIR:-/tmp}/mailvault-bench-env; rc=0; \
 	  tests/env/up && $${CARGO_TARGET_DIR:-target}/release/archive-bench $(BENCH) || rc=$$?; \
 	  tests/env/down --purge; exit $$rc
+
+## bench-verify: verify's speed on the archive benchmark's mailboxes (file: and versitygw;
+## BENCH_BASELINE_BIN=/path/to/other/mailvault alternates with another build) and archive
+## throughput into versitygw with 20 ms and 80 ms round trips injected (BENCH_DELAYS_MS).
+## Runs against the environment in MAILVAULT_ENV_DIR with unique bucket names.
+bench-verify:
+	@[ -x /usr/bin/time ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null)
+	$(CARGO) build --release -p mailvault -p mailvault-tests --bins --locked
+	$${CARGO_TARGET_DIR:-target}/release/verify-bench $(BENCH)
 
 ## bench-operator: one operator and ARCHIVES MailboxArchives (default 500): creation to Ready,
 ## apiserver requests/s at steady state, operator memory (docs/benchmarks.md).

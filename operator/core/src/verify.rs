@@ -169,18 +169,22 @@ pub enum RecordStatus {
     /// salt does not open the logged commitment, the stored bytes do not decompress, or its
     /// record id does not recompute from its identity.
     Unprovable,
+    /// A `--since` audit left this older record out of its random sample: the store's listing
+    /// shows its logged version present and not hidden, but its bytes, sidecar and lock were
+    /// not read.
+    ListedOnly,
 }
 
 impl RecordStatus {
     /// Whether the status is acceptable.
     pub fn is_ok(self) -> bool {
-        matches!(self, Self::PresentOk | Self::DestroyedOk)
+        matches!(self, Self::PresentOk | Self::DestroyedOk | Self::ListedOnly)
     }
 
     /// Order in which statuses win when a record has several findings.
     fn severity(self) -> u8 {
         match self {
-            Self::PresentOk | Self::DestroyedOk => 0,
+            Self::PresentOk | Self::DestroyedOk | Self::ListedOnly => 0,
             Self::Unsigned => 1,
             Self::Hidden => 2,
             Self::UnloggedObject => 3,
@@ -209,6 +213,7 @@ impl RecordStatus {
             Self::Unsigned => "UNSIGNED",
             Self::Hidden => "HIDDEN",
             Self::Unprovable => "UNPROVABLE",
+            Self::ListedOnly => "LISTED_ONLY",
         }
     }
 }
@@ -295,7 +300,7 @@ pub struct RecordVerdict {
 }
 
 /// The verifier's report. Deterministic: the same inputs give the same report, byte for byte.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
     /// The log's origin, when known.
     pub origin: Option<String>,
@@ -313,10 +318,125 @@ pub struct Report {
     pub log_faults: Vec<LogFault>,
     /// Faults not listed because there were too many of their kind.
     pub log_faults_omitted: BTreeMap<LogFaultKind, u64>,
-    /// Records by status.
+    /// Records (and objects under `records/` the log does not name) by status.
     pub counts: BTreeMap<RecordStatus, u64>,
+    /// Trained dictionaries (and objects under `dictionaries/` the log does not name) by
+    /// status: counted apart, so a record count is the number of records.
+    pub dictionary_counts: BTreeMap<RecordStatus, u64>,
     /// Every record or unlogged object with a problem, by id (the counts cover all of them).
     pub problems: Vec<RecordVerdict>,
+    /// What a `--since` audit read: `None` for a full audit (every record read).
+    pub since: Option<SinceSummary>,
+}
+
+/// What a `--since` audit read in full and what it sampled.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SinceSummary {
+    /// Size of the trusted checkpoint the audit started from.
+    pub trusted_size: u64,
+    /// Records with an entry at or after that position (ingested, held, extended or destroyed
+    /// since): every one read in full.
+    pub records_since: u64,
+    /// Older records still kept (no entry since, not destroyed): the sampled population.
+    pub older_records: u64,
+    /// Older records read in full, chosen at random.
+    pub older_sampled: u64,
+    /// The bad fraction the confidence is stated for (0.01: 1%).
+    pub bad_fraction: f64,
+    /// The probability that the sample holds at least one bad record if at least
+    /// `bad_fraction` of the older records were bad (exact, sampling without replacement).
+    pub catch_probability: f64,
+    /// The random seed the sample was drawn with (hex), so that the same sample can be drawn
+    /// again to reproduce the audit.
+    pub sample_seed: String,
+}
+
+impl SinceSummary {
+    /// One sentence for the report.
+    pub fn sentence(&self) -> String {
+        format!(
+            "checked every one of the {} records logged since the trusted checkpoint (size {}), \
+             and {} of {} older records chosen at random: if at least {}% of the older records \
+             were bad, this sample would have caught one with probability {}%",
+            self.records_since,
+            self.trusted_size,
+            self.older_sampled,
+            self.older_records,
+            self.bad_fraction * 100.0,
+            floor_percent(self.catch_probability),
+        )
+    }
+}
+
+/// A probability as a percentage rounded down to 0.1, so that it is never overstated.
+fn floor_percent(p: f64) -> String {
+    format!("{:.1}", (p * 1000.0).floor() / 10.0)
+}
+
+/// The probability that `n` records drawn at random without replacement from `population`
+/// include at least one bad one, when at least `bad_fraction` of them are bad (rounded up to a
+/// whole record, at least one).
+pub fn catch_probability(population: u64, n: u64, bad_fraction: f64) -> f64 {
+    if population == 0 {
+        return 1.0;
+    }
+    let n = n.min(population);
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
+    let bad = ((population as f64 * bad_fraction).ceil() as u64).clamp(1, population);
+    let mut miss = 1.0f64;
+    for i in 0..n {
+        if population - bad < i + 1 {
+            return 1.0;
+        }
+        #[allow(clippy::cast_precision_loss)]
+        {
+            miss *= (population - bad - i) as f64 / (population - i) as f64;
+        }
+    }
+    1.0 - miss
+}
+
+/// The smallest sample whose [`catch_probability`] reaches `confidence`.
+pub fn sample_size_for(population: u64, bad_fraction: f64, confidence: f64) -> u64 {
+    // Grows with n; a binary search over 0..=population.
+    let (mut lo, mut hi) = (0u64, population);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if catch_probability(population, mid, bad_fraction) >= confidence {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
+}
+
+/// What a `--since` audit samples: how many older records (`None`: enough for
+/// [`DEFAULT_CONFIDENCE`] at [`DEFAULT_BAD_FRACTION`]) and the random seed.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Older records to read; `None`: the default size.
+    pub size: Option<u64>,
+    /// The seed that picks them: from the operating system's randomness, so that whoever
+    /// controls the store cannot know which records an audit will read.
+    pub seed: [u8; 32],
+}
+
+/// The bad fraction the default sample size is chosen for.
+pub const DEFAULT_BAD_FRACTION: f64 = 0.01;
+/// The confidence the default sample size reaches at [`DEFAULT_BAD_FRACTION`].
+pub const DEFAULT_CONFIDENCE: f64 = 0.95;
+
+/// The records a `--since` audit reads in full (every other logged record is judged from the
+/// store's listing only).
+#[derive(Clone, Debug, Default)]
+pub struct ReadPlan {
+    /// Object keys to read.
+    pub keys: std::collections::HashSet<String>,
 }
 
 impl Report {
@@ -366,6 +486,12 @@ impl Report {
         for (status, n) in &self.counts {
             let _ = writeln!(s, "  {status:<24} {n}");
         }
+        if !self.dictionary_counts.is_empty() {
+            let _ = writeln!(s, "dictionaries:");
+            for (status, n) in &self.dictionary_counts {
+                let _ = writeln!(s, "  {status:<24} {n}");
+            }
+        }
         if !self.log_faults.is_empty() {
             let _ = writeln!(s, "log faults:");
             for f in &self.log_faults {
@@ -380,6 +506,9 @@ impl Report {
             for r in &self.problems {
                 let _ = writeln!(s, "  {} {}: {}", r.status, r.record, r.findings.join("; "));
             }
+        }
+        if let Some(since) = &self.since {
+            let _ = writeln!(s, "{}", since.sentence());
         }
         if let Some(unsigned) = self.unsigned_entries() {
             let signed = self.log_size - unsigned;
@@ -445,6 +574,11 @@ pub struct Verifier {
     /// Certificates that opened, by key.
     certificates: Vec<(String, Certificate)>,
     trusted: Option<Checkpoint>,
+    /// Records (table positions) with a non-ingest entry at or after the trusted checkpoint.
+    touched_since: std::collections::HashSet<usize>,
+    /// Records a `--since` audit reads in full (`None`: a full audit, every record read).
+    planned: Option<std::collections::HashSet<usize>>,
+    since: Option<SinceSummary>,
     /// The latest `logged-at` seen so far.
     latest_logged_at: Option<UnixTime>,
     records: RecordTable,
@@ -468,6 +602,9 @@ impl Verifier {
             checkpoints: Vec::new(),
             certificates: Vec::new(),
             trusted: None,
+            touched_since: std::collections::HashSet::new(),
+            planned: None,
+            since: None,
             latest_logged_at: None,
             records: RecordTable::default(),
             faults: Vec::new(),
@@ -736,7 +873,13 @@ impl Verifier {
             EntryBody::RetentionExtended { retain_until } => Some(*retain_until),
             _ => None,
         };
-        let Err(anomaly) = self.records.apply(entry) else {
+        let since = self.trusted.as_ref().is_some_and(|t| index >= t.size)
+            && !matches!(entry.body, EntryBody::Ingest { .. });
+        let result = self.records.apply(entry);
+        if since && let Some(i) = self.records.find(record.as_str()) {
+            self.touched_since.insert(i);
+        }
+        let Err(anomaly) = result else {
             return;
         };
         let (fault, detail) = match anomaly {
@@ -776,6 +919,67 @@ impl Verifier {
             ),
         };
         self.fault(fault, detail);
+    }
+
+    /// Decides, after the last bundle, what a `--since` audit reads in full: every record with
+    /// an entry at or after the trusted checkpoint, and `sample` of the older records still
+    /// kept. `None` when there is no trusted checkpoint that this log extends: then nothing is
+    /// left out (every record is read, and the report says why the checkpoint failed).
+    pub fn plan_since(&mut self, sample: &Sample) -> Option<ReadPlan> {
+        let t = self.trusted.as_ref()?;
+        let trusted_size = t.size;
+        let consistent = trusted_size <= self.range.size()
+            && self.wanted_roots.get(&trusted_size).copied().flatten() == Some(t.root);
+        if !consistent {
+            return None;
+        }
+        let mut planned = std::collections::HashSet::new();
+        // The n older records with the smallest score under the seed: a uniform random sample
+        // without replacement, drawn in one pass with a bounded heap.
+        let mut older: Vec<usize> = Vec::new();
+        for (i, state) in self.records.states.iter().enumerate() {
+            if state.ingest_index >= trusted_size || self.touched_since.contains(&i) {
+                planned.insert(i);
+            } else if state.tombstone().is_none() {
+                older.push(i);
+            }
+        }
+        let population = older.len() as u64;
+        let n = sample
+            .size
+            .unwrap_or_else(|| {
+                sample_size_for(population, DEFAULT_BAD_FRACTION, DEFAULT_CONFIDENCE)
+            })
+            .min(population);
+        let score = |i: usize| {
+            let mut bytes = sample.seed.to_vec();
+            bytes.extend_from_slice(self.records.get(self.records.states[i].id).as_bytes());
+            Hash::of(&bytes).0
+        };
+        let mut heap = std::collections::BinaryHeap::new();
+        for &i in &older {
+            heap.push((score(i), i));
+            if heap.len() as u64 > n {
+                heap.pop();
+            }
+        }
+        let records_since = planned.len() as u64;
+        planned.extend(heap.into_iter().map(|(_, i)| i));
+        let keys = planned
+            .iter()
+            .map(|&i| self.records.object_key(i))
+            .collect();
+        self.since = Some(SinceSummary {
+            trusted_size,
+            records_since,
+            older_records: population,
+            older_sampled: n,
+            bad_fraction: DEFAULT_BAD_FRACTION,
+            catch_probability: catch_probability(population, n, DEFAULT_BAD_FRACTION),
+            sample_seed: Hash(sample.seed).to_hex(),
+        });
+        self.planned = Some(planned);
+        Some(ReadPlan { keys })
     }
 
     /// The dictionaries the log has named so far: their hash and logged object version (what
@@ -822,11 +1026,11 @@ impl Verifier {
             now: self.trust.now,
             signed_size: self.check_checkpoints(log_size).unwrap_or(0),
             origin: origin.clone(),
+            planned: self.planned.take(),
         };
         let certificates_verified = self.check_certificates(log_size);
         let mut tally = Tally::default();
-        let table = std::mem::take(&mut self.records);
-        let mut table = table;
+        let mut table = std::mem::take(&mut self.records);
         let horizons = dictionary_horizons(&table);
         for (key, versions) in listing {
             let (key, versions) = (key.as_ref(), versions.as_ref());
@@ -909,7 +1113,9 @@ impl Verifier {
             log_faults: self.faults,
             log_faults_omitted: self.omitted,
             counts: tally.counts,
+            dictionary_counts: tally.dictionary_counts,
             problems: tally.problems,
+            since: self.since,
         }
     }
 
@@ -1121,12 +1327,21 @@ impl Verifier {
 #[derive(Default)]
 struct Tally {
     counts: BTreeMap<RecordStatus, u64>,
+    dictionary_counts: BTreeMap<RecordStatus, u64>,
     problems: Vec<RecordVerdict>,
 }
 
 impl Tally {
     fn add(&mut self, verdict: &RecordVerdict, sink: &mut dyn FnMut(&RecordVerdict)) {
-        *self.counts.entry(verdict.status).or_insert(0) += 1;
+        let counts = if verdict
+            .record
+            .starts_with(crate::layout::DICTIONARIES_PREFIX)
+        {
+            &mut self.dictionary_counts
+        } else {
+            &mut self.counts
+        };
+        *counts.entry(verdict.status).or_insert(0) += 1;
         if !verdict.status.is_ok() {
             self.problems.push(verdict.clone());
         }
@@ -1142,6 +1357,8 @@ struct Judge {
     signed_size: u64,
     /// The log's origin (record ids are recomputed under it), when known.
     origin: Option<String>,
+    /// The records whose versions were read (`None`: every record's).
+    planned: Option<std::collections::HashSet<usize>>,
 }
 
 impl Judge {
@@ -1207,7 +1424,9 @@ impl Judge {
             }
             return verdict(id, RecordStatus::PresentOk, findings);
         };
-        if let Some(sha) = v.sha256
+        // Left out of a `--since` sample: only what the listing shows is judged.
+        let read = self.planned.as_ref().is_none_or(|p| p.contains(&i));
+        if let Some(sha) = v.sha256.filter(|_| read)
             && sha != state.stored_sha256
         {
             findings.push((
@@ -1218,10 +1437,12 @@ impl Judge {
                 ),
             ));
         }
-        if let Some(opened) = &v.opened {
-            self.judge_provable(table, i, opened, &mut findings);
+        if read {
+            if let Some(opened) = &v.opened {
+                self.judge_provable(table, i, opened, &mut findings);
+            }
+            self.judge_lock(state, v, &mut findings);
         }
-        self.judge_lock(state, v, &mut findings);
         if let Some(marker) = versions.iter().find(|v| v.delete_marker) {
             findings.push((
                 RecordStatus::Hidden,
@@ -1231,7 +1452,12 @@ impl Judge {
                 ),
             ));
         }
-        verdict(id, RecordStatus::PresentOk, findings)
+        let ok = if read {
+            RecordStatus::PresentOk
+        } else {
+            RecordStatus::ListedOnly
+        };
+        verdict(id, ok, findings)
     }
 
     /// The verdicts of a logged dictionary's key: the dictionary's own, and one for versions

@@ -23,7 +23,8 @@ use mailvault_core::layout::{
 use mailvault_core::proof::ProofBundle;
 use mailvault_core::record::commitment_from_digest;
 use mailvault_core::verify::{
-    LogListing, Opened, RecordVerdict, Report, SidecarFields, StoredVersion, Trust, Verifier,
+    LogListing, Opened, ReadPlan, RecordVerdict, Report, Sample, SidecarFields, StoredVersion,
+    Trust, Verifier,
 };
 use std::collections::BTreeMap;
 
@@ -244,96 +245,63 @@ pub async fn prove<S: Store>(
     ))
 }
 
+/// How `verify` reads: how many objects at once, and whether it reads every record or only
+/// what a `--since` audit needs.
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
+    /// Objects read (and records hashed and decompressed) at once, on every core.
+    pub jobs: usize,
+    /// A `--since` audit's sample of older records (the trusted checkpoint is in the
+    /// [`Trust`]); `None`: every record is read.
+    pub sample: Option<Sample>,
+}
+
+/// Objects read at once by default: enough to hide a remote store's round trips (a small
+/// record costs one GET), few enough to keep memory bounded (each read holds one piece).
+pub const DEFAULT_VERIFY_JOBS: usize = 32;
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        Self {
+            jobs: DEFAULT_VERIFY_JOBS,
+            sample: None,
+        }
+    }
+}
+
 /// Runs the auditor's verification over a store: reads every version of every log object
 /// (a delete marker hides nothing from it), streams the log's bundles, reads every record
-/// version, hashing its stored bytes and, decompressed on the way, its original bytes, and
-/// classifies every record. `sink` sees every verdict.
+/// version (or, for a `--since` audit, the records logged since and a random sample of the
+/// older ones), hashing its stored bytes and, decompressed on the way, its original bytes,
+/// and classifies every record. `sink` sees every verdict.
 pub async fn verify<S: Store>(
     store: &S,
     trust: Trust,
+    options: &VerifyOptions,
     sink: &mut dyn FnMut(&RecordVerdict),
 ) -> Result<Report> {
-    let mut log_versions = store.list_versions(LOG_PREFIX).await?;
-    log_versions.extend(store.list_versions(CHECKPOINTS_PREFIX).await?);
-    log_versions.extend(store.list_versions(CERTIFICATES_PREFIX).await?);
-    let mut by_key: BTreeMap<String, Vec<StoredVersion>> = BTreeMap::new();
-    for (key, version) in log_versions {
-        by_key.entry(key).or_default().push(version);
-    }
+    let jobs = options.jobs.max(1);
     let mut v = Verifier::new(trust);
-    // The data versions read for each log key: the first for a bundle, every one for a
-    // checkpoint or certificate (each is judged on its own signature).
-    let mut chosen: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (key, versions) in &by_key {
-        let markers: Vec<&str> = versions
-            .iter()
-            .filter(|x| x.delete_marker)
-            .map(|x| x.version_id.as_str())
-            .collect();
-        let data: Vec<&str> = versions
-            .iter()
-            .filter(|x| !x.delete_marker)
-            .map(|x| x.version_id.as_str())
-            .collect();
-        if !markers.is_empty() {
-            v.add_hidden_log_object(key, &markers);
-        }
-        let Some((first, extra)) = data.split_first() else {
-            continue;
-        };
-        if !extra.is_empty() {
-            v.add_foreign_log_versions(key, first, extra);
-        }
-        let read_all = parse_checkpoint_key(key).is_some() || parse_certificate_key(key).is_some();
-        let ids = if read_all { data.clone() } else { vec![*first] };
-        chosen.insert(key.clone(), ids.into_iter().map(str::to_owned).collect());
-    }
-    let listing = LogListing::from_keys(chosen.keys().map(String::as_str));
-    let first_version = |k: &str| {
-        chosen
-            .get(k)
-            .and_then(|ids| ids.first())
-            .cloned()
-            .unwrap_or_default()
-    };
-    for k in &listing.unknown {
-        v.add_unknown_log_object(k);
-    }
-    for k in &listing.checkpoints {
-        for id in chosen.get(k).into_iter().flatten() {
-            v.add_checkpoint(k, &fetch_version(store, k, id).await?);
-        }
-    }
-    for k in &listing.certificates {
-        for id in chosen.get(k).into_iter().flatten() {
-            v.add_certificate(k, &fetch_version(store, k, id).await?);
-        }
-    }
-    for (index, group) in &listing.bundles {
-        let full = match &group.full {
-            Some(k) => Some(fetch_version(store, k, &first_version(k)).await?),
-            None => None,
-        };
-        let mut partials = Vec::new();
-        for (w, k) in &group.partials {
-            partials.push((*w, fetch_version(store, k, &first_version(k)).await?));
-        }
-        let partial_refs: Vec<(u64, &[u8])> =
-            partials.iter().map(|(w, b)| (*w, b.as_slice())).collect();
-        v.add_bundle(*index, full.as_deref(), &partial_refs);
-    }
-    // Every version is read back, several at a time and each in pieces (memory does not grow
-    // with record size): its stored bytes hashed, decompressed on the way and the original
-    // hashed, its sidecar parsed. The listing keeps key order.
-    let by_key = read_records(store, &v).await?;
+    read_log(store, &mut v, jobs).await?;
+    // A `--since` audit reads only the records logged since and its sample; `None` reads all.
+    let plan = options.sample.as_ref().and_then(|s| v.plan_since(s));
+    // Every version to read is read `jobs` at a time, each in its own task so that hashing
+    // and decompressing run on every core, and each in pieces (memory does not grow with
+    // record size): its stored bytes hashed, decompressed on the way and the original hashed,
+    // its sidecar parsed, its lock taken from the read. The listing keeps key order.
+    let by_key = read_records(store, &v, plan.as_ref(), jobs).await?;
     Ok(v.finish_streaming(by_key, sink))
 }
 
 /// Every version under `records/` opened (a record that names a dictionary decompressed with
-/// the dictionary's logged version), and every version under `dictionaries/` hashed, by key.
+/// the dictionary's logged version) or, outside a `--since` audit's `plan`, only listed; and
+/// every version under `dictionaries/` hashed (there are few; a sampled record that needs one
+/// is only as good as its dictionary), by key.
 async fn read_records<S: Store>(
     store: &S,
     v: &Verifier,
+    plan: Option<&ReadPlan>,
+    jobs: usize,
 ) -> Result<BTreeMap<String, Vec<StoredVersion>>> {
     // The dictionaries the log names, read at their logged versions: a record that names one
     // is decompressed with it (and fails to, if it is gone or not the logged bytes).
@@ -342,28 +310,38 @@ async fn read_records<S: Store>(
         let loaded = crate::dictionary::load(store, &sha256, &version).await?;
         dictionaries.insert(sha256, loaded);
     }
-    let records: Vec<(String, StoredVersion, Option<Hash>)> = store
-        .list_versions(RECORDS_PREFIX)
-        .await?
-        .into_iter()
-        .map(|(key, version)| {
-            let dictionary = v.dictionary_of(&key);
-            (key, version, dictionary)
-        })
-        .collect();
-    let dictionaries = &dictionaries;
-    let opened: Vec<(String, StoredVersion)> = futures::stream::iter(records)
-        .map(|(key, version, dictionary)| async move {
-            let hasher = match dictionary {
-                None => OriginalHasher::new(None),
-                Some(sha256) => match dictionaries.get(&sha256) {
-                    Some(Some(bytes)) => OriginalHasher::new(Some(bytes.as_slice())),
-                    _ => OriginalHasher::failed(crate::dictionary::unavailable(&sha256)),
-                },
+    let dictionaries = std::sync::Arc::new(dictionaries);
+    let listed = store.list_version_ids(RECORDS_PREFIX).await?;
+    let opened: Vec<(String, StoredVersion)> = futures::stream::iter(listed)
+        .map(|(key, version_id, delete_marker)| {
+            let version = StoredVersion {
+                version_id,
+                delete_marker,
+                ..StoredVersion::default()
             };
-            open_version(store, key, version, hasher).await
+            let read = !delete_marker && plan.is_none_or(|p| p.keys.contains(&key));
+            let dictionary = v.dictionary_of(&key);
+            let dictionaries = dictionaries.clone();
+            let store = store.clone();
+            async move {
+                if !read {
+                    return Ok((key, version));
+                }
+                tokio::spawn(async move {
+                    let hasher = match dictionary {
+                        None => OriginalHasher::new(None),
+                        Some(sha256) => match dictionaries.get(&sha256) {
+                            Some(Some(bytes)) => OriginalHasher::new(Some(bytes.as_slice())),
+                            _ => OriginalHasher::failed(crate::dictionary::unavailable(&sha256)),
+                        },
+                    };
+                    open_version(&store, key, version, hasher).await
+                })
+                .await
+                .map_err(|e| Error::task("reading a record", e))?
+            }
         })
-        .buffered(16)
+        .buffered(jobs)
         .try_collect()
         .await?;
     let mut by_key: BTreeMap<String, Vec<StoredVersion>> = BTreeMap::new();
@@ -382,6 +360,109 @@ async fn read_records<S: Store>(
         by_key.entry(key).or_default().push(version);
     }
     Ok(by_key)
+}
+
+/// Feeds the verifier every version of every log object: checkpoints, certificates, then the
+/// bundles in order.
+async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<()> {
+    // Version ids from the listing alone: the log objects' locks are not judged, so no
+    // HeadObject per object.
+    let mut log_versions = store.list_version_ids(LOG_PREFIX).await?;
+    log_versions.extend(store.list_version_ids(CHECKPOINTS_PREFIX).await?);
+    log_versions.extend(store.list_version_ids(CERTIFICATES_PREFIX).await?);
+    let mut by_key: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
+    for (key, version, marker) in log_versions {
+        by_key.entry(key).or_default().push((version, marker));
+    }
+    // The data versions read for each log key: the first for a bundle, every one for a
+    // checkpoint or certificate (each is judged on its own signature).
+    let mut chosen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, versions) in &by_key {
+        let markers: Vec<&str> = versions
+            .iter()
+            .filter(|x| x.1)
+            .map(|x| x.0.as_str())
+            .collect();
+        let data: Vec<&str> = versions
+            .iter()
+            .filter(|x| !x.1)
+            .map(|x| x.0.as_str())
+            .collect();
+        if !markers.is_empty() {
+            v.add_hidden_log_object(key, &markers);
+        }
+        let Some((first, extra)) = data.split_first() else {
+            continue;
+        };
+        if !extra.is_empty() {
+            v.add_foreign_log_versions(key, first, extra);
+        }
+        let read_all = parse_checkpoint_key(key).is_some() || parse_certificate_key(key).is_some();
+        let ids = if read_all { data.clone() } else { vec![*first] };
+        chosen.insert(key.clone(), ids.into_iter().map(str::to_owned).collect());
+    }
+    let listing = LogListing::from_keys(chosen.keys().map(String::as_str));
+    for k in &listing.unknown {
+        v.add_unknown_log_object(k);
+    }
+    // Log objects are read several at a time (a remote store's round trips add up over
+    // hundreds of checkpoints and bundles) and fed in order.
+    let versions_of = |k: &String| {
+        chosen
+            .get(k)
+            .into_iter()
+            .flatten()
+            .map(|id| (k.clone(), id.clone()))
+            .collect::<Vec<_>>()
+    };
+    let read_all = |pairs: Vec<(String, String)>| {
+        futures::stream::iter(pairs)
+            .map(|(k, id)| async move {
+                let bytes = fetch_version(store, &k, &id).await?;
+                Ok::<_, Error>((k, bytes))
+            })
+            .buffered(jobs)
+    };
+    let mut checkpoints = read_all(listing.checkpoints.iter().flat_map(versions_of).collect());
+    while let Some((k, bytes)) = checkpoints.try_next().await? {
+        v.add_checkpoint(&k, &bytes);
+    }
+    let mut certificates = read_all(listing.certificates.iter().flat_map(versions_of).collect());
+    while let Some((k, bytes)) = certificates.try_next().await? {
+        v.add_certificate(&k, &bytes);
+    }
+    let first_version = |k: &String| {
+        chosen
+            .get(k)
+            .and_then(|ids| ids.first())
+            .map(|id| (k.clone(), id.clone()))
+    };
+    let mut bundles = futures::stream::iter(listing.bundles.iter().map(|(index, group)| {
+        let full = group.full.as_ref().and_then(first_version);
+        let partials: Vec<(u64, (String, String))> = group
+            .partials
+            .iter()
+            .filter_map(|(w, k)| first_version(k).map(|p| (*w, p)))
+            .collect();
+        async move {
+            let full = match full {
+                Some((k, id)) => Some(fetch_version(store, &k, &id).await?),
+                None => None,
+            };
+            let mut read = Vec::new();
+            for (w, (k, id)) in partials {
+                read.push((w, fetch_version(store, &k, &id).await?));
+            }
+            Ok::<_, Error>((*index, full, read))
+        }
+    }))
+    .buffered(jobs);
+    while let Some((index, full, partials)) = bundles.try_next().await? {
+        let partial_refs: Vec<(u64, &[u8])> =
+            partials.iter().map(|(w, b)| (*w, b.as_slice())).collect();
+        v.add_bundle(index, full.as_deref(), &partial_refs);
+    }
+    Ok(())
 }
 
 /// Reads one version of a log object.
@@ -431,6 +512,16 @@ async fn open_version<S: Store>(
     version.opened = Some(Box::new(match digest {
         Some(digest) => {
             version.sha256 = Some(digest.sha256);
+            // The lock from the read when it came with it, else asked for (S3: HeadObject).
+            let lock = match digest.lock {
+                Some(lock) => Some(lock),
+                None => store.version_lock(&key, &version.version_id).await?,
+            };
+            if let Some(lock) = lock {
+                version.lock_mode = lock.mode;
+                version.retain_until = lock.retain_until;
+                version.legal_hold = lock.legal_hold;
+            }
             Opened {
                 sidecar: sidecar_fields(&digest.sidecar),
                 original_sha256: original.finish(),

@@ -2,7 +2,9 @@
 
 use super::fs::FsStore;
 use super::s3::S3Store;
-use super::{ObjectDigest, ObjectMetadata, PieceSink, RecordPut, Store, StoreInfo, StoredObject};
+use super::{
+    ObjectDigest, ObjectMetadata, PieceSink, RecordPut, Store, StoreInfo, StoredObject, VersionLock,
+};
 use crate::Result;
 use mailvault_core::UnixTime;
 use mailvault_core::verify::StoredVersion;
@@ -65,6 +67,10 @@ impl Store for AnyStore {
     }
     async fn list_version_ids(&self, prefix: &str) -> Result<Vec<(String, String, bool)>> {
         each!(self, s => s.list_version_ids(prefix).await)
+    }
+
+    async fn version_lock(&self, key: &str, version: &str) -> Result<Option<VersionLock>> {
+        each!(self, s => s.version_lock(key, version).await)
     }
 
     async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {

@@ -63,6 +63,20 @@ pub struct ObjectDigest {
     pub sidecar: ObjectMetadata,
     /// Version id.
     pub version_id: String,
+    /// Its lock, when the read reported it (AWS S3 sends it with `GetObject`; versitygw and the
+    /// directory store do not): then the verifier needs no [`Store::version_lock`].
+    pub lock: Option<VersionLock>,
+}
+
+/// The Object Lock state of one version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VersionLock {
+    /// Lock mode, if any.
+    pub mode: Option<LockMode>,
+    /// Retain-until, if any.
+    pub retain_until: Option<UnixTime>,
+    /// Whether the legal-hold flag is on.
+    pub legal_hold: bool,
 }
 
 /// Where the pieces of an object read with [`Store::read_streaming`] go.
@@ -138,6 +152,13 @@ pub trait Store: Send + Sync + Clone + 'static {
         &self,
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<(String, String, bool)>>> + Send;
+
+    /// The lock of one version (S3: `HeadObject`); `None` if the version is absent.
+    fn version_lock(
+        &self,
+        key: &str,
+        version: &str,
+    ) -> impl Future<Output = Result<Option<VersionLock>>> + Send;
 
     /// Every version and delete marker under a prefix, sorted by key, with lock state (hashes
     /// are not read: `sha256` is `None`).

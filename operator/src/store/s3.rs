@@ -224,6 +224,23 @@ fn from_datetime(d: &DateTime) -> UnixTime {
     UnixTime(d.secs())
 }
 
+/// A version's lock from the headers of a `HeadObject` or `GetObject` answer (the same three).
+fn version_lock(
+    mode: Option<&ObjectLockMode>,
+    retain_until: Option<&DateTime>,
+    legal_hold: Option<&ObjectLockLegalHoldStatus>,
+) -> super::VersionLock {
+    super::VersionLock {
+        mode: mode.and_then(|m| match m {
+            ObjectLockMode::Compliance => Some(LockMode::Compliance),
+            ObjectLockMode::Governance => Some(LockMode::Governance),
+            _ => None,
+        }),
+        retain_until: retain_until.map(from_datetime),
+        legal_hold: legal_hold == Some(&ObjectLockLegalHoldStatus::On),
+    }
+}
+
 impl S3Store {
     /// A store for `config`; refuses a plain-http endpoint that is neither loopback nor
     /// allowed.
@@ -285,6 +302,12 @@ impl S3Store {
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
             .retry_config(retry)
             .timeout_config(timeouts)
+            // Every read is hashed here and judged against the log (a tampered record is a
+            // verdict, TAMPERED); the SDK's own check of a server checksum would turn it into
+            // an I/O error that stops the audit instead.
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
             .region(region)
             .force_path_style(config.path_style)
             .credentials_provider(credentials);
@@ -794,6 +817,16 @@ impl Store for S3Store {
         let Some((out, sidecar, version_id)) = self.get_object(&full, version).await? else {
             return Ok(None);
         };
+        // Not every server sends the lock with GetObject (versitygw does not): `None` then.
+        let lock = (out.object_lock_mode().is_some()
+            || out.object_lock_retain_until_date().is_some())
+        .then(|| {
+            version_lock(
+                out.object_lock_mode(),
+                out.object_lock_retain_until_date(),
+                out.object_lock_legal_hold_status(),
+            )
+        });
         let mut sha256 = sha2::Sha256::new();
         let mut len = 0u64;
         self.read_body(&full, out.body, &mut |piece| {
@@ -807,6 +840,7 @@ impl Store for S3Store {
             len,
             sidecar,
             version_id,
+            lock,
         }))
     }
 
@@ -874,6 +908,29 @@ impl Store for S3Store {
         Ok(out)
     }
 
+    async fn version_lock(&self, key: &str, version: &str) -> Result<Option<super::VersionLock>> {
+        let fk = self.full_key(key);
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&fk)
+            .version_id(version)
+            .send()
+            .await
+        {
+            Ok(head) => Ok(Some(version_lock(
+                head.object_lock_mode(),
+                head.object_lock_retain_until_date(),
+                head.object_lock_legal_hold_status(),
+            ))),
+            Err(e) if matches!(code(&e), Some("NoSuchKey" | "NoSuchVersion" | "NotFound")) => {
+                Ok(None)
+            }
+            Err(e) => Err(s3_error("HeadObject", &fk, e)),
+        }
+    }
+
     async fn list_versions(&self, prefix: &str) -> Result<Vec<(String, StoredVersion)>> {
         let out = self.list_version_ids(prefix).await?;
         // Lock state is per version: ask for it (listings do not carry it), several at a time.
@@ -895,14 +952,14 @@ impl Store for S3Store {
                         .send()
                         .await
                         .map_err(|e| s3_error("HeadObject", &fk, e))?;
-                    sv.lock_mode = head.object_lock_mode().and_then(|m| match m {
-                        ObjectLockMode::Compliance => Some(LockMode::Compliance),
-                        ObjectLockMode::Governance => Some(LockMode::Governance),
-                        _ => None,
-                    });
-                    sv.retain_until = head.object_lock_retain_until_date().map(from_datetime);
-                    sv.legal_hold = head.object_lock_legal_hold_status()
-                        == Some(&ObjectLockLegalHoldStatus::On);
+                    let lock = version_lock(
+                        head.object_lock_mode(),
+                        head.object_lock_retain_until_date(),
+                        head.object_lock_legal_hold_status(),
+                    );
+                    sv.lock_mode = lock.mode;
+                    sv.retain_until = lock.retain_until;
+                    sv.legal_hold = lock.legal_hold;
                 }
                 Ok::<_, Error>((key, sv))
             })

@@ -1517,6 +1517,26 @@ original-commitment 86d3129d8a855b9c29fdecd75676524b32408a5731cf271b963fbbb25fad
 ";
 const LEAF_EXAMPLE: &str = "23ff84e0fb09201be3fed85b88f53b0f0f4f4498471c8c8bd271aec61842b8d6";
 
+/// The sample a `--since` audit states: exact hypergeometric odds, never overstated.
+#[test]
+fn the_sample_size_and_its_confidence_are_exact() {
+    // 990,000 older records, 1% bad: the textbook 299 draws for 95%.
+    let n = sample_size_for(990_000, 0.01, 0.95);
+    assert_eq!(n, 299);
+    let p = catch_probability(990_000, n, 0.01);
+    assert!((0.95..0.951).contains(&p), "{p}");
+    assert!(catch_probability(990_000, n - 1, 0.01) < 0.95);
+    // A small population: one bad record among 30 needs 29 draws for 95%.
+    assert_eq!(sample_size_for(30, 0.01, 0.95), 29);
+    assert!((catch_probability(30, 1, 0.01) - 1.0 / 30.0).abs() < 1e-12);
+    // Reading everything catches it for certain; reading nothing never does.
+    assert!((catch_probability(30, 30, 0.01) - 1.0).abs() < f64::EPSILON);
+    assert!(catch_probability(30, 0, 0.01).abs() < f64::EPSILON);
+    assert_eq!(sample_size_for(0, 0.01, 0.95), 0);
+    // Printed rounded down: 95.09% is "95.0", not "95.1".
+    assert_eq!(floor_percent(0.950_99), "95.0");
+}
+
 /// The good log, then a dictionary logged and stored.
 fn with_dictionary() -> (Fixture, Hash) {
     let mut f = good();
@@ -1601,6 +1621,17 @@ fn a_log_with_a_dictionary_verifies_and_the_dictionary_gets_a_verdict() {
     assert!(a.verified(), "{}", a.to_text());
     assert_eq!(status(&a, &key), RecordStatus::PresentOk);
     assert_eq!(status(&a, "z1"), RecordStatus::PresentOk);
+    // The dictionary is counted apart: the record count is the number of records.
+    assert_eq!(a.dictionary_counts[&RecordStatus::PresentOk], 1);
+    assert_eq!(
+        a.counts[&RecordStatus::PresentOk],
+        good().verify().counts[&RecordStatus::PresentOk] + 2
+    );
+    assert!(
+        a.to_text().contains("dictionaries:\n  PRESENT_OK"),
+        "{}",
+        a.to_text()
+    );
     // The adapter learns which dictionary each record needs from the log.
     let mut v = Verifier::new(f.trust());
     let listing = LogListing::from_keys(f.objects.keys().map(String::as_str));

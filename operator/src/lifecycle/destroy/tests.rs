@@ -102,9 +102,14 @@ async fn verify(store: &FsStore) -> mailvault_core::verify::Report {
         trusted_checkpoint: None,
         now: crate::unix_now(),
     };
-    crate::reader::verify(store, trust, &mut |_| {})
-        .await
-        .unwrap()
+    crate::reader::verify(
+        store,
+        trust,
+        &crate::reader::VerifyOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

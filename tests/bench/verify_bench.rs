@@ -1,0 +1,297 @@
+//! `make bench-verify`: how fast an auditor's `mailvault verify` reads an archive, and how
+//! `mailvault archive` into S3 holds up when the S3 server is a network away.
+//!
+//! The mailboxes are the archive benchmark's (`small`: 50,000 short messages; `mixed`: 10,000
+//! of mostly text with attachments), written as an mbox file and archived from it (no IMAP
+//! server in the way) into a `file:` directory and into versitygw. Then:
+//! - verify, this build and `BENCH_BASELINE_BIN` (an older build, e.g. main's) alternating, two
+//!   rounds, on both stores: records/s and MB/s of original bytes, and the ratio;
+//! - latency (`BENCH_DELAYS_MS`, default `20,80`): the same archive into a fresh bucket through a
+//!   TCP proxy that delays every byte by half the round trip in each direction, against the
+//!   loopback figure.
+//!
+//! Needs only versitygw from the environment (`MAILVAULT_ENV_DIR`); unique bucket names, so it
+//! runs beside other tests on a shared environment.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
+
+#[path = "common.rs"]
+mod common;
+
+use common::{Measured, timed};
+use mailvault_tests::{S3Flavour, TestEnv, mailvault_binary, unique_name};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Writes the mailbox as an mbox file; returns (messages, original bytes).
+fn write_mbox(kind: &str, path: &Path) -> (usize, u64) {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let (mut n, mut bytes) = (0usize, 0u64);
+    common::for_each_message(kind, |_, _, m| {
+        n += 1;
+        bytes += m.len() as u64;
+        out.write_all(b"From bench@city.example Mon Nov  2 09:00:00 2026\n")
+            .unwrap();
+        // The generator never starts a line with "From ", so nothing needs quoting.
+        out.write_all(&m).unwrap();
+        out.write_all(b"\n").unwrap();
+    });
+    out.flush().unwrap();
+    (n, bytes)
+}
+
+/// A `mailvault` command against versitygw at `endpoint` (the server itself, or the proxy).
+fn s3_command(env: &TestEnv, binary: &Path, endpoint: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(binary);
+    c.args(args)
+        .args(["--s3-endpoint", endpoint, "--s3-path-style"])
+        .args(["--s3-region", env.var("S3_REGION")])
+        .env("AWS_ACCESS_KEY_ID", env.var("VERSITYGW_ACCESS_KEY"))
+        .env("AWS_SECRET_ACCESS_KEY", env.var("VERSITYGW_SECRET_KEY"))
+        .env_remove("AWS_REGION");
+    c
+}
+
+/// A TCP proxy that delays each direction by `one_way`, without limiting bandwidth: every
+/// piece read is written out `one_way` after it arrived. Returns its local address.
+async fn delaying_proxy(upstream: String, one_way: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pump(cr, sw, one_way));
+                tokio::spawn(pump(sr, cw, one_way));
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if tx
+                    .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+fn verify_row(name: &str, m: &Measured, n: usize, bytes: u64) {
+    println!(
+        "| {name:<44} | {:>7.1} | {:>9.0} | {:>6.0} | {:>6.1} | {:>7.0} |",
+        m.wall,
+        n as f64 / m.wall,
+        bytes as f64 / 1e6 / m.wall,
+        m.cpu,
+        m.rss_mb
+    );
+}
+
+async fn bench(env: &TestEnv, kind: &str, baseline: Option<&Path>, delays: &[u64]) {
+    let dir = std::env::temp_dir().join(unique_name(&format!("mailvault-verify-bench-{kind}")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mbox = dir.join("mail.mbox");
+    eprintln!("writing the {kind} mailbox ...");
+    let (n, bytes) = write_mbox(kind, &mbox);
+    let bin = mailvault_binary();
+    let key = dir.join("key");
+    let k = Command::new(&bin)
+        .args(["keygen", "--name", "mailvault.io/bench/verify", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(k.status.success());
+    let public_key = dir.join("key.pub");
+    std::fs::write(&public_key, &k.stdout).unwrap();
+    let (key, public_key) = (key.display().to_string(), public_key.display().to_string());
+    let from = format!("mbox:{}", mbox.display());
+    let archive_args = |to: &str| -> Vec<String> {
+        [
+            "archive",
+            "--from",
+            &from,
+            "--to",
+            to,
+            "--key",
+            &key,
+            "--series",
+            "MO-GS-003",
+            "--retain",
+            "P1D",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    };
+    let endpoint = env.s3_endpoint(S3Flavour::Versitygw).to_owned();
+    let archive_s3 = |endpoint: &str, bucket: &str| {
+        let to = format!("s3://{bucket}/bench");
+        let args = archive_args(&to);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        timed(s3_command(env, &bin, endpoint, &args))
+    };
+    eprintln!("archiving {n} messages ({:.0} MB) ...", bytes as f64 / 1e6);
+    let file_store = format!("file:{}", dir.join("store").display());
+    let mut c = Command::new(&bin);
+    c.args(archive_args(&file_store));
+    let to_file = timed(c);
+    let bucket = unique_name(&format!("vbench-{kind}"));
+    env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
+    let loopback = archive_s3(&endpoint, &bucket);
+    let s3_store = format!("s3://{bucket}/bench");
+
+    println!(
+        "\n### {kind} mailbox: {n} messages, {:.1} MB\n",
+        bytes as f64 / 1e6
+    );
+    println!("| verify | wall s | records/s | MB/s | CPU s | peak RSS MB |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let mut builds: Vec<(&str, PathBuf)> = vec![("this build", bin.clone())];
+    if let Some(b) = baseline {
+        builds.push(("baseline", b.to_owned()));
+    }
+    let mut walls: std::collections::BTreeMap<(&str, &str), Vec<f64>> = Default::default();
+    for round in 1..=2 {
+        for (name, binary) in &builds {
+            for (store_name, store) in [("file:", &file_store), ("versitygw", &s3_store)] {
+                let args = ["verify", store.as_str(), "--public-key", &public_key];
+                let cmd = if store_name == "file:" {
+                    let mut c = Command::new(binary);
+                    c.args(args);
+                    c
+                } else {
+                    s3_command(env, binary, &endpoint, &args)
+                };
+                let m = timed(cmd);
+                assert!(m.stdout.contains("result: VERIFIED"), "{}", m.stdout);
+                verify_row(
+                    &format!("{name}, {store_name}, round {round}"),
+                    &m,
+                    n,
+                    bytes,
+                );
+                walls.entry((*name, store_name)).or_default().push(m.wall);
+            }
+        }
+    }
+    if baseline.is_some() {
+        for store_name in ["file:", "versitygw"] {
+            let best = |b: &str| {
+                walls[&(b, store_name)]
+                    .iter()
+                    .copied()
+                    .fold(f64::INFINITY, f64::min)
+            };
+            println!(
+                "\nverify on {store_name}: this build is {:.2}× the baseline's speed (best of 2 each)",
+                best("baseline") / best("this build")
+            );
+        }
+    }
+
+    println!("\n| archive → versitygw | round trip | wall s | msg/s | MB/s | of loopback |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let archive_row = |rtt: u64, m: &Measured| {
+        println!(
+            "| {kind} | {rtt} ms | {:.1} | {:.0} | {:.1} | {:.0}% |",
+            m.wall,
+            n as f64 / m.wall,
+            bytes as f64 / 1e6 / m.wall,
+            100.0 * loopback.wall / m.wall
+        );
+    };
+    println!(
+        "| {kind} (file: directory, for scale) | - | {:.1} | {:.0} | {:.1} | - |",
+        to_file.wall,
+        n as f64 / to_file.wall,
+        bytes as f64 / 1e6 / to_file.wall
+    );
+    archive_row(0, &loopback);
+    for &rtt in delays {
+        let upstream = endpoint.trim_start_matches("http://").to_owned();
+        let proxy = delaying_proxy(upstream, Duration::from_millis(rtt) / 2).await;
+        let fresh = unique_name(&format!("vbench-{kind}-{rtt}"));
+        env.create_bucket(S3Flavour::Versitygw, &fresh, true).await;
+        let m = archive_s3(&proxy, &fresh);
+        archive_row(rtt, &m);
+        if rtt == delays[0] {
+            // The auditor is remote too.
+            let store = format!("s3://{fresh}/bench");
+            let v = timed(s3_command(
+                env,
+                &bin,
+                &proxy,
+                &["verify", &store, "--public-key", &public_key],
+            ));
+            assert!(v.stdout.contains("result: VERIFIED"), "{}", v.stdout);
+            println!(
+                "\nverify through the {rtt} ms proxy: {:.1} s, {:.0} records/s, {:.0} MB/s",
+                v.wall,
+                n as f64 / v.wall,
+                bytes as f64 / 1e6 / v.wall
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::main]
+async fn main() {
+    let env = TestEnv::load();
+    let which: Vec<String> = std::env::args().skip(1).collect();
+    let baseline = std::env::var_os("BENCH_BASELINE_BIN").map(PathBuf::from);
+    let delays: Vec<u64> = std::env::var("BENCH_DELAYS_MS")
+        .unwrap_or_else(|_| "20,80".into())
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("BENCH_DELAYS_MS: milliseconds, comma-separated")
+        })
+        .collect();
+    for kind in ["mixed", "small"] {
+        if which.is_empty() || which.iter().any(|w| w == kind) {
+            bench(&env, kind, baseline.as_deref(), &delays).await;
+        }
+    }
+}
