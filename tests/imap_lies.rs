@@ -6,19 +6,8 @@
 //! and loses nothing it already archived: `verify` passes afterwards and every record exports
 //! to bytes the server really sent.
 
-use mailvault_tests::imap_script::{Script, ScriptedImap};
-use mailvault_tests::{mailvault_binary, unique_name};
-use std::path::PathBuf;
-use std::process::Output;
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use mailvault_tests::imap_script::{Script, ScriptedArchive as Case};
+use mailvault_tests::output_text as text;
 
 fn message(n: u32) -> Vec<u8> {
     format!("From: a@city.example\r\nSubject: message {n}\r\n\r\nbody {n}\r\n").into_bytes()
@@ -33,94 +22,6 @@ fn large(len: usize, n: u8) -> Vec<u8> {
     }
     m.truncate(len);
     m
-}
-
-/// The password every run sends (the scripted server accepts any).
-const IMAP_PASSWORD: &str = "not-a-real-password";
-
-struct Case {
-    dir: PathBuf,
-    server: ScriptedImap,
-}
-
-impl Case {
-    async fn new(name: &str, script: Script) -> Self {
-        let dir = std::env::temp_dir().join(unique_name(&format!("mv-lies-{name}")));
-        std::fs::create_dir_all(&dir).unwrap();
-        let keygen = std::process::Command::new(mailvault_binary())
-            .args(["keygen", "--name", "mailvault.io/test/lies", "--out"])
-            .arg(dir.join("key"))
-            .output()
-            .unwrap();
-        assert!(keygen.status.success(), "{}", text(&keygen));
-        std::fs::write(dir.join("key.pub"), &keygen.stdout).unwrap();
-        Self {
-            dir,
-            server: ScriptedImap::start(script).await,
-        }
-    }
-
-    fn store(&self) -> String {
-        format!("file:{}", self.dir.join("store").display())
-    }
-
-    async fn archive(&self, extra: &[&str]) -> Output {
-        let mut command = std::process::Command::new(mailvault_binary());
-        command
-            .args(["archive", "--from"])
-            .arg(format!("imap://clerk@127.0.0.1:{}", self.server.port))
-            .args(["--imap-tls", "disabled", "--to", &self.store(), "--key"])
-            .arg(self.dir.join("key"))
-            .args(["--spool-dir"])
-            .arg(self.dir.join("spool"))
-            .args(extra)
-            .env("MAILVAULT_IMAP_PASSWORD", IMAP_PASSWORD);
-        tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap()
-    }
-
-    /// Verifies the store (exit 0 required) and returns every record's bytes.
-    fn verified_records(&self) -> Vec<Vec<u8>> {
-        let public = self.dir.join("key.pub").display().to_string();
-        let run = |args: &[&str]| {
-            std::process::Command::new(mailvault_binary())
-                .args(args)
-                .output()
-                .unwrap()
-        };
-        let o = run(&["verify", &self.store(), "--public-key", &public, "--json"]);
-        assert_eq!(o.status.code(), Some(0), "verify: {}", text(&o));
-        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let mut out = Vec::new();
-        for r in report["records"].as_array().unwrap() {
-            let id = r["record"].as_str().unwrap();
-            let o = run(&[
-                "export",
-                &self.store(),
-                "--record",
-                id,
-                "--public-key",
-                &public,
-            ]);
-            assert!(o.status.success(), "{}", text(&o));
-            out.push(o.stdout);
-        }
-        out.sort();
-        out
-    }
-
-    fn cursor_uid_next(&self) -> Option<u64> {
-        let path = self.dir.join("store/objects/state/cursor.json");
-        let cursor: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).unwrap();
-        cursor["folders"]["INBOX"]["uid_next"].as_u64()
-    }
-}
-
-impl Drop for Case {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
@@ -563,7 +464,11 @@ async fn a_response_the_imap_parser_chokes_on_fails_the_run_not_the_process() {
     // The parser's panic message is printed (it quotes the server's bytes), and no secret
     // is in it or anywhere else in the output.
     assert!(err.contains("panicked"), "{err}");
-    assert!(!text(&choked).contains(IMAP_PASSWORD), "{}", text(&choked));
+    assert!(
+        !text(&choked).contains(mailvault_tests::imap_script::SCRIPTED_PASSWORD),
+        "{}",
+        text(&choked)
+    );
     assert_eq!(
         case.verified_records(),
         sorted((1..=2).map(message).collect())

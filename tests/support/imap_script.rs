@@ -4,7 +4,11 @@
 //! the lies its [`Script`] asks for. Plaintext: mailvault allows that to a loopback host.
 //!
 //! The script is shared and may be changed between runs ([`ScriptedImap::script`]).
+//! [`ScriptedArchive`] runs `mailvault archive` from such a server into a `file:` store.
 
+use crate::{mailvault_binary, output_text, unique_name};
+use std::path::PathBuf;
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 
@@ -30,6 +34,12 @@ pub struct Script {
     pub oversized_pieces: Option<usize>,
     /// Raw bytes sent among EXAMINE's untagged answers (a response line, CRLF included).
     pub extra_examine_line: Option<Vec<u8>>,
+    /// What CAPABILITY lists after `IMAP4rev1` (e.g. `AUTH=PLAIN`, `LOGINDISABLED`).
+    pub capabilities: Vec<&'static str>,
+    /// Commands (by verb) answered with this tagged status and text instead of OK, e.g.
+    /// `("STARTTLS", "BAD unknown command")`. AUTHENTICATE first takes the client's response
+    /// line (recorded like a command), as a server that judges the credentials does.
+    pub refusals: Vec<(&'static str, &'static str)>,
 }
 
 /// A running scripted server.
@@ -67,6 +77,108 @@ impl ScriptedImap {
     /// Changes the script for the connections that follow.
     pub fn script(&self, change: impl FnOnce(&mut Script)) {
         change(&mut self.script.lock().unwrap());
+    }
+}
+
+/// The password every [`ScriptedArchive`] run sends (the scripted server accepts any).
+pub const SCRIPTED_PASSWORD: &str = "not-a-real-password";
+
+/// A scripted server, a signing key and a `file:` store in a scratch directory (removed on
+/// drop): `mailvault archive` from the server into the store, and what `verify` says of it.
+pub struct ScriptedArchive {
+    /// The scratch directory: `key`, `key.pub`, `store/`, `spool/`.
+    pub dir: PathBuf,
+    /// The server the runs read.
+    pub server: ScriptedImap,
+}
+
+impl ScriptedArchive {
+    /// A new key and an empty store; `name` goes into the scratch directory's name.
+    pub async fn new(name: &str, script: Script) -> Self {
+        let dir = std::env::temp_dir().join(unique_name(&format!("mv-scripted-{name}")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let keygen = std::process::Command::new(mailvault_binary())
+            .args(["keygen", "--name", "mailvault.io/test/scripted", "--out"])
+            .arg(dir.join("key"))
+            .output()
+            .unwrap();
+        assert!(keygen.status.success(), "{}", output_text(&keygen));
+        std::fs::write(dir.join("key.pub"), &keygen.stdout).unwrap();
+        Self {
+            dir,
+            server: ScriptedImap::start(script).await,
+        }
+    }
+
+    /// The `file:` store.
+    pub fn store(&self) -> String {
+        format!("file:{}", self.dir.join("store").display())
+    }
+
+    /// `mailvault archive` over plaintext to the server on 127.0.0.1 (allowed to loopback).
+    pub async fn archive(&self, extra: &[&str]) -> Output {
+        let from = format!("imap://clerk@127.0.0.1:{}", self.server.port);
+        self.archive_from(&from, "disabled", extra).await
+    }
+
+    /// `mailvault archive --from FROM --imap-tls TLS`, on a blocking thread so that the server
+    /// on this runtime keeps answering.
+    pub async fn archive_from(&self, from: &str, tls: &str, extra: &[&str]) -> Output {
+        let mut command = std::process::Command::new(mailvault_binary());
+        command
+            .args(["archive", "--from", from, "--imap-tls", tls])
+            .args(["--to", &self.store(), "--key"])
+            .arg(self.dir.join("key"))
+            .args(["--spool-dir"])
+            .arg(self.dir.join("spool"))
+            .args(extra)
+            .env("MAILVAULT_IMAP_PASSWORD", SCRIPTED_PASSWORD);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// Verifies the store (exit 0 required) and returns every record's bytes, sorted.
+    pub fn verified_records(&self) -> Vec<Vec<u8>> {
+        let public = self.dir.join("key.pub").display().to_string();
+        let run = |args: &[&str]| {
+            std::process::Command::new(mailvault_binary())
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let o = run(&["verify", &self.store(), "--public-key", &public, "--json"]);
+        assert_eq!(o.status.code(), Some(0), "verify: {}", output_text(&o));
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut out = Vec::new();
+        for r in report["records"].as_array().unwrap() {
+            let id = r["record"].as_str().unwrap();
+            let o = run(&[
+                "export",
+                &self.store(),
+                "--record",
+                id,
+                "--public-key",
+                &public,
+            ]);
+            assert!(o.status.success(), "{}", output_text(&o));
+            out.push(o.stdout);
+        }
+        out.sort();
+        out
+    }
+
+    /// The cursor's UIDNEXT for INBOX, when the cursor has one.
+    pub fn cursor_uid_next(&self) -> Option<u64> {
+        let path = self.dir.join("store/objects/state/cursor.json");
+        let cursor: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).unwrap();
+        cursor["folders"]["INBOX"]["uid_next"].as_u64()
+    }
+}
+
+impl Drop for ScriptedArchive {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -123,8 +235,35 @@ async fn serve(
         let rest = words.next().unwrap_or("").to_owned();
         let s = script.lock().unwrap().clone();
         let mut out: Vec<u8> = Vec::new();
+        if verb == "AUTHENTICATE" {
+            write.write_all(b"+ \r\n").await?;
+            line.clear();
+            lines.read_line(&mut line).await?;
+            commands.lock().unwrap().push(line.trim_end().to_owned());
+        }
+        if let Some((_, answer)) = s
+            .refusals
+            .iter()
+            .find(|(v, _)| v.eq_ignore_ascii_case(&verb))
+        {
+            write
+                .write_all(format!("{tag} {answer}\r\n").as_bytes())
+                .await?;
+            continue;
+        }
         match verb.as_str() {
-            "CAPABILITY" => out.extend_from_slice(b"* CAPABILITY IMAP4rev1\r\n"),
+            "CAPABILITY" => out.extend_from_slice(
+                format!(
+                    "* CAPABILITY {}\r\n",
+                    ["IMAP4rev1"]
+                        .iter()
+                        .chain(&s.capabilities)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
+                .as_bytes(),
+            ),
             "LOGIN" | "NOOP" => {}
             "LIST" => out.extend_from_slice(b"* LIST (\\HasNoChildren) \"/\" INBOX\r\n"),
             "EXAMINE" | "SELECT" => {

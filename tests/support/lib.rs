@@ -48,6 +48,16 @@ pub struct MailUser {
     pub password: String,
 }
 
+/// A finished command's exit status, stdout and stderr, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// The `mailvault` binary of this build (`make integration` builds it before the tests): beside
 /// this executable (a bin) or one directory up (a test, which lives in `deps/`).
 pub fn mailvault_binary() -> PathBuf {

@@ -258,12 +258,23 @@ pub struct ImapSource {
 fn describe(e: &async_imap::error::Error) -> String {
     use async_imap::error::Error as E;
     match e {
-        E::No(m) => format!("the server said NO: {m}"),
-        E::Bad(m) => format!("the server said BAD: {m}"),
+        E::No(m) => format!("the server said NO: {}", server_words(m)),
+        E::Bad(m) => format!("the server said BAD: {}", server_words(m)),
         E::ConnectionLost => "the server closed the connection".to_owned(),
         E::Io(io) => format!("network error: {io}"),
         other => other.to_string(),
     }
+}
+
+/// The text of a tagged NO or BAD. async-imap 0.12 hands it over as Rust debug output
+/// (`code: None, info: Some("invalid credentials")`), which a user should not have to read:
+/// the server's own words are the `info` string; anything else is shown as it came.
+fn server_words(m: &str) -> String {
+    let Some((_, info)) = m.split_once("info: Some(\"") else {
+        return m.to_owned();
+    };
+    let info = info.strip_suffix("\")").unwrap_or(info);
+    info.replace("\\\"", "\"").replace("\\\\", "\\")
 }
 
 /// An IMAP step failed: a lost connection or a network error may pass; a NO, a BAD or an
@@ -661,12 +672,29 @@ async fn open_stream(config: &ImapConfig) -> Result<Box<dyn Stream>> {
         TlsMode::StartTls => {
             let mut plain = async_imap::Client::new(tcp);
             read_greeting(&mut plain, t).await?;
+            // A NO or BAD (a server without STARTTLS) ends the connection here: never a
+            // fallback to plaintext, so the password is not sent.
             timed(
-                "STARTTLS",
+                &format!("STARTTLS at {at}"),
                 t,
                 plain.run_command_and_check_ok("STARTTLS", None),
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                Error::Imap {
+                    message,
+                    retry: Retry::Permanent,
+                    source,
+                } => Error::Imap {
+                    message: format!(
+                        "{message}; mailvault does not log in without TLS: use TLS from the \
+                         first byte (IMAPS, usually port 993) if the server offers it"
+                    ),
+                    retry: Retry::Permanent,
+                    source,
+                },
+                other => other,
+            })?;
             plain.into_inner()
         }
     };
@@ -846,6 +874,18 @@ fn flag_name(f: &async_imap::types::Flag<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_shows_the_servers_words_not_debug_output() {
+        assert_eq!(
+            server_words(r#"code: None, info: Some("say \"hi\"")"#),
+            r#"say "hi""#
+        );
+        assert_eq!(
+            server_words("code: None, info: None"),
+            "code: None, info: None"
+        );
+    }
 
     #[test]
     fn recent_is_not_a_flag_of_the_record() {
