@@ -192,8 +192,20 @@ impl RecordQuery {
         add("cc", &c.cc);
         add("subject", c.subject.as_slice());
         add("folder", &c.folders);
-        add("since", &c.since.map(|t| t.to_string()).into_iter().collect::<Vec<_>>());
-        add("until", &c.until.map(|t| t.to_string()).into_iter().collect::<Vec<_>>());
+        add(
+            "since",
+            &c.since
+                .map(|t| t.to_string())
+                .into_iter()
+                .collect::<Vec<_>>(),
+        );
+        add(
+            "until",
+            &c.until
+                .map(|t| t.to_string())
+                .into_iter()
+                .collect::<Vec<_>>(),
+        );
         Ok(Self {
             matcher,
             dates: DateRange {
@@ -206,7 +218,8 @@ impl RecordQuery {
 
     /// Whether a record matches.
     pub fn matches(&self, r: &RecordFacts) -> bool {
-        self.matcher.matches(&r.facts) && self.dates.contains(message_date(&r.facts, r.archived_at).0)
+        self.matcher.matches(&r.facts)
+            && self.dates.contains(message_date(&r.facts, r.archived_at).0)
     }
 
     /// The query as the manifest states it.
@@ -454,7 +467,9 @@ mod tests {
         let other = NoteVerifier::parse(&other.verifier_key()).unwrap();
         assert!(ExportManifest::open(note.as_bytes(), &other).is_err());
         // A checkpoint signed by the same key is not a manifest.
-        let not_manifest = signer.sign("mailvault.io/records/chief\n1\nAAAA\n").unwrap();
+        let not_manifest = signer
+            .sign("mailvault.io/records/chief\n1\nAAAA\n")
+            .unwrap();
         assert!(matches!(
             ExportManifest::open(not_manifest.as_bytes(), &verifier),
             Err(ManifestError::Malformed(_))

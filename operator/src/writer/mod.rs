@@ -20,19 +20,20 @@ pub mod trust;
 use crate::reader::StoredLog;
 use crate::sidecar::Sidecar;
 use crate::spool::{Body, Spool};
-use crate::store::{RecordPut, Store, StoreInfo};
+use crate::store::{ObjectMetadata, RecordPut, Store, StoreInfo};
 use crate::{Error, Result};
 use futures::StreamExt as _;
 use mailvault_core::checkpoint::CheckpointSigner;
 use mailvault_core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
 use mailvault_core::layout::{
     CHECKPOINTS_PREFIX, DICTIONARIES_PREFIX, LOG_PREFIX, RECORDS_PREFIX, RUN_MARKER_KEY,
-    checkpoint_key, dictionary_key, parse_checkpoint_key, parse_dictionary_key, record_id_of,
-    record_key,
+    checkpoint_key, dictionary_key, index_key, parse_checkpoint_key, parse_dictionary_key,
+    record_id_of, record_key,
 };
 use mailvault_core::mac::{MacKey, MacKind};
 use mailvault_core::note::NoteSigner;
 use mailvault_core::record::{SALT_LEN, commitment_from_digest};
+use mailvault_core::records_request::HeaderIndex;
 use mailvault_core::retention::Period;
 use mailvault_core::rules::RetentionSchedule;
 use mailvault_core::{Hash, UnixTime};
@@ -771,6 +772,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             let crate::lifecycle::Classified {
                 classification,
                 unparseable,
+                facts,
             } = crate::lifecycle::classify_body(schedule, &body, &folder, internal_date, now)
                 .await?;
             let retain_until = classification.retain_until;
@@ -812,6 +814,16 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     retain_until: lock_until,
                     sidecar: &sidecar,
                 })
+                .await?;
+            // The header index a records request searches by, beside the record (not logged,
+            // deleted with it). After the record: a crash in between leaves a record without
+            // an index, which a search reads in full, never an index without a record.
+            store
+                .put_mutable(
+                    &index_key(id.as_str()),
+                    HeaderIndex::new(&facts, now).encode(),
+                    &ObjectMetadata::new(),
+                )
                 .await?;
             Ok(Stored {
                 id,
