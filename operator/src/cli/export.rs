@@ -151,7 +151,6 @@ async fn records_request(args: ExportArgs) -> Result<ExitCode> {
     let found = search(&store, key.name(), &key, &query, args.verify_search).await?;
     let outcome = write_export(
         &store,
-        key.name(),
         &found,
         &query,
         out,

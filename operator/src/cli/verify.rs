@@ -139,28 +139,24 @@ pub fn run_export(args: &VerifyExportArgs) -> Result<ExitCode> {
     for f in &verdict.failures {
         println!("FAILED: {f}");
     }
-    match (&verdict.manifest, verdict.verified()) {
-        (Some(m), true) => {
-            println!(
-                "VERIFIED: {} messages of {} as of its signed checkpoint of size {}, exported {} and signed by {}",
-                verdict.verified,
-                m.origin,
-                m.checkpoint_size,
-                m.exported_at,
-                export.name()
-            );
-            for q in &m.query {
-                println!("query: {q}");
-            }
-            Ok(ExitCode::SUCCESS)
+    if let (Some(m), true) = (&verdict.manifest, verdict.verified()) {
+        println!(
+            "VERIFIED: {} messages of {} as of its signed checkpoint of size {}, exported {} and signed by {}",
+            verdict.verified,
+            m.origin,
+            m.checkpoint_size,
+            m.exported_at,
+            export.name()
+        );
+        for q in &m.query {
+            println!("query: {q}");
         }
-        _ => {
-            println!(
-                "VERIFICATION FAILED: {} of the manifest's messages verified, {} problems",
-                verdict.verified,
-                verdict.failures.len()
-            );
-            Ok(ExitCode::from(1))
-        }
+        return Ok(ExitCode::SUCCESS);
     }
+    println!(
+        "VERIFICATION FAILED: {} of the manifest's messages verified, {} problems",
+        verdict.verified,
+        verdict.failures.len()
+    );
+    Ok(ExitCode::from(1))
 }

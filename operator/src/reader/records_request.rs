@@ -28,7 +28,7 @@ use mailvault_core::proof::ProofBundle;
 use mailvault_core::records_request::{ExportManifest, HeaderIndex, ManifestRecord, RecordQuery};
 use mailvault_core::verify::LogListing;
 use mailvault_core::{Hash, UnixTime};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -45,6 +45,7 @@ pub struct Found {
     /// Records the log has (not destroyed) whose index and record could not be read: the
     /// search cannot say whether they match (`mailvault verify` says what is wrong).
     pub unreadable: Vec<String>,
+    origin: String,
     records: RecordLog,
     head: Option<(SignedHead, String)>,
     dictionaries: HashMap<Hash, Option<Arc<Vec<u8>>>>,
@@ -90,23 +91,24 @@ pub async fn search<S: Store>(
         matched: Vec::new(),
         counts: SearchCounts::default(),
         unreadable: Vec::new(),
+        origin: origin.to_owned(),
         records: RecordLog::new(),
         head: None,
         dictionaries: HashMap::new(),
     };
-    // Matched and unreadable records by id -> position, so a later tombstone drops them.
-    let mut matched: BTreeMap<u64, Entry> = BTreeMap::new();
-    let mut matched_at: HashMap<String, u64> = HashMap::new();
-    let mut unreadable: BTreeMap<String, ()> = BTreeMap::new();
+    let mut selection = Selection::default();
     while let Some(bundle) = bundles.next().await {
         let entries = found
             .records
             .push_bundle(&bundle?)
             .map_err(|e| damaged(&e))?;
-        let mut ingests = Vec::new();
+        // Ingests and tombstones, in log order: an ingest always comes before its tombstone.
+        let mut judged_entries = Vec::new();
         for entry in entries {
             match &entry.body {
-                EntryBody::Ingest { .. } => ingests.push(entry),
+                EntryBody::Ingest { .. } | EntryBody::Destroyed { .. } => {
+                    judged_entries.push(entry);
+                }
                 EntryBody::Dictionary {
                     object_version,
                     stored_sha256,
@@ -116,16 +118,11 @@ pub async fn search<S: Store>(
                         crate::dictionary::load(store, stored_sha256, object_version).await?;
                     found.dictionaries.insert(*stored_sha256, bytes);
                 }
-                EntryBody::Destroyed { .. } => {
-                    // Judged below with the bundle's ingests first: an ingest always comes
-                    // before its tombstone.
-                    ingests.push(entry);
-                }
                 _ => {}
             }
         }
         let dictionaries = &found.dictionaries;
-        let mut judged = futures::stream::iter(ingests)
+        let mut judged = futures::stream::iter(judged_entries)
             .map(|entry| async move {
                 let verdict = match &entry.body {
                     EntryBody::Ingest { .. } => {
@@ -138,35 +135,7 @@ pub async fn search<S: Store>(
             .buffered(LOOKUPS_IN_FLIGHT);
         while let Some(next) = judged.next().await {
             let (entry, verdict) = next?;
-            let id = entry.record.as_str().to_owned();
-            let Some(verdict) = verdict else {
-                // A tombstone: the record is gone, whatever it matched.
-                if let Some(at) = matched_at.remove(&id) {
-                    matched.remove(&at);
-                    found.counts.destroyed += 1;
-                }
-                unreadable.remove(&id);
-                continue;
-            };
-            found.counts.records += 1;
-            let hit = match verdict {
-                Judged::Index(hit) => {
-                    found.counts.by_index += 1;
-                    hit
-                }
-                Judged::Record(hit) => {
-                    found.counts.by_record += 1;
-                    hit
-                }
-                Judged::Unreadable => {
-                    unreadable.insert(id, ());
-                    continue;
-                }
-            };
-            if hit {
-                matched_at.insert(id, entry.index);
-                matched.insert(entry.index, entry);
-            }
+            selection.apply(&mut found.counts, entry, verdict);
         }
     }
     found.head = newest_checkpoint(store, &listing, origin, key).await?;
@@ -178,9 +147,53 @@ pub async fn search<S: Store>(
             head.size
         )));
     }
-    found.matched = matched.into_values().collect();
-    found.unreadable = unreadable.into_keys().collect();
+    found.matched = selection.matched.into_values().collect();
+    found.unreadable = selection.unreadable.into_iter().collect();
     Ok(found)
+}
+
+/// The records matched so far (by log position, and position by id so that a later tombstone
+/// drops one), and those that could not be judged.
+#[derive(Default)]
+struct Selection {
+    matched: BTreeMap<u64, Entry>,
+    matched_at: HashMap<String, u64>,
+    unreadable: BTreeSet<String>,
+}
+
+impl Selection {
+    /// Takes an ingest entry and its verdict, or a tombstone (`None`).
+    fn apply(&mut self, counts: &mut SearchCounts, entry: Entry, verdict: Option<Judged>) {
+        let id = entry.record.as_str().to_owned();
+        let Some(verdict) = verdict else {
+            // A tombstone: the record is gone, whatever it matched.
+            if let Some(at) = self.matched_at.remove(&id) {
+                self.matched.remove(&at);
+                counts.destroyed += 1;
+            }
+            self.unreadable.remove(&id);
+            return;
+        };
+        counts.records += 1;
+        let hit = match verdict {
+            Judged::Index(hit) => {
+                counts.by_index += 1;
+                hit
+            }
+            Judged::Record(hit) => {
+                counts.by_record += 1;
+                hit
+            }
+            Judged::Unreadable => {
+                self.unreadable.insert(id);
+                return;
+            }
+        };
+        if hit {
+            self.matched_at.insert(id, entry.index);
+            self.matched.insert(entry.index, entry);
+        }
+    }
 }
 
 /// Judges one record: by its header index, else (or with `read_records`) by reading it.
@@ -262,7 +275,6 @@ pub mod files {
 /// readable by their owner only). Memory: one message at a time.
 pub async fn write_export<S: Store>(
     store: &S,
-    origin: &str,
     found: &Found,
     query: &RecordQuery,
     out: &Path,
@@ -339,18 +351,18 @@ pub async fn write_export<S: Store>(
         outcome.exported += 1;
     }
     let manifest = ExportManifest {
-        origin: origin.to_owned(),
+        origin: found.origin.clone(),
         checkpoint_size: head.size,
         checkpoint_root: head.root,
         exported_at: crate::unix_now(),
         query: query.lines().to_vec(),
         records: listed,
     };
-    let signed = manifest
+    let signed_manifest = manifest
         .sign(signer)
         .map_err(|e| Error::Conflict(format!("signing the manifest: {e}")))?;
     write(&out.join(files::CHECKPOINT), note.as_bytes())?;
-    write(&out.join(files::MANIFEST), signed.as_bytes())?;
+    write(&out.join(files::MANIFEST), signed_manifest.as_bytes())?;
     Ok(outcome)
 }
 

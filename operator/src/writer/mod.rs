@@ -91,6 +91,24 @@ impl RunMarker {
     }
 }
 
+/// Stores the header index a records request searches by beside the record (not logged,
+/// deleted with it). Called after the record's PUT: a crash in between leaves a record without
+/// an index, which a search reads in full, never an index without a record.
+async fn store_header_index<S: Store>(
+    store: &S,
+    id: &RecordId,
+    facts: &mailvault_core::rules::MessageFacts,
+    now: UnixTime,
+) -> Result<()> {
+    store
+        .put_mutable(
+            &index_key(id.as_str()),
+            HeaderIndex::new(facts, now).encode(),
+            &ObjectMetadata::new(),
+        )
+        .await
+}
+
 /// Records between checkpoints.
 pub const CHECKPOINT_EVERY: usize = 500;
 /// Object Lock needs a date; a permanent record is locked this many years ahead (and extended
@@ -815,16 +833,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     sidecar: &sidecar,
                 })
                 .await?;
-            // The header index a records request searches by, beside the record (not logged,
-            // deleted with it). After the record: a crash in between leaves a record without
-            // an index, which a search reads in full, never an index without a record.
-            store
-                .put_mutable(
-                    &index_key(id.as_str()),
-                    HeaderIndex::new(&facts, now).encode(),
-                    &ObjectMetadata::new(),
-                )
-                .await?;
+            store_header_index(&store, &id, &facts, now).await?;
             Ok(Stored {
                 id,
                 logged_at: now,
