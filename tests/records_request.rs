@@ -317,6 +317,30 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
         "one header index per record"
     );
 
+    // The archive's own key is refused as an export key.
+    let location = r.location();
+    let public = r.path("archive.pub");
+    let archive_key = r.path("archive.key");
+    let wrong_key = r.path("wrong-key");
+    let mut args = vec![
+        "export",
+        location.as_str(),
+        "--public-key",
+        public.as_str(),
+        "--out",
+        wrong_key.as_str(),
+        "--signing-key",
+        archive_key.as_str(),
+    ];
+    args.extend_from_slice(QUERY);
+    let refused = r.mailvault(&args);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("separate export key"),
+        "{}",
+        text(&refused)
+    );
+
     // The export: exactly the expected messages, each judged by its index.
     let out = r.export("request-1", &[]);
     assert!(out.status.success(), "{}", text(&out));
