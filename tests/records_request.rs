@@ -77,24 +77,11 @@ fn rfc5322_date(day: u32) -> String {
     // 2026-01-01 was a Thursday; the weekday is not checked by anyone, so leave it out.
     let t = 1_767_225_600 + u64::from(day) * 86_400 + 10 * 3600;
     let days = t / 86_400;
-    let (y, m, d) = civil(i64::try_from(days).unwrap());
+    let (y, m, d) = mailvault::core::time::civil_from_days(i64::try_from(days).unwrap());
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     format!("{d:02} {} {y} 10:00:00 +0000", MONTHS[m as usize - 1])
-}
-
-/// Days since 1970-01-01 to (year, month, day) (Howard Hinnant's algorithm).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap();
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap();
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// The query of the request, as the test states it: police senders, `case` subjects, INBOX,

@@ -95,16 +95,11 @@ pub async fn export<S: Store>(
         EntryBody::Ingest {
             dictionary: Some(sha256),
             ..
-        } => Some(
-            logged_dictionary(store, log, sha256)
-                .await?
-                .ok_or_else(|| {
-                    Error::Conflict(format!(
-                        "record {id}: {}",
-                        crate::dictionary::unavailable(sha256)
-                    ))
-                })?,
-        ),
+        } => Some(required_dictionary(
+            id,
+            sha256,
+            logged_dictionary(store, log, sha256).await?,
+        )?),
         _ => None,
     };
     export_logged(store, &entry.body, id, dictionary, spool).await
@@ -261,18 +256,44 @@ pub async fn prove<S: Store>(
             "record {id} is not yet covered by a signed checkpoint; run archive again to checkpoint it"
         )));
     }
-    let proof = log.records.tree().inclusion_proof(entry.index, head.size)?;
     // A proof bundle carries the message itself (base64 in JSON), so it is in memory here.
     let exported = export(store, log, id, spool).await?;
     let original = exported.original.to_vec()?;
+    disclosure(&log.records, entry, (head.size, note), &original, &exported)
+}
+
+/// The proof bundle disclosing `original` (the exported message of `entry`'s record) against
+/// the checkpoint `(size, note)` of the log `records`.
+pub(crate) fn disclosure(
+    records: &mailvault_core::log::RecordLog,
+    entry: &mailvault_core::entry::Entry,
+    (size, note): (u64, &str),
+    original: &[u8],
+    exported: &ExportedRecord,
+) -> Result<ProofBundle> {
+    let proof = records.tree().inclusion_proof(entry.index, size)?;
     Ok(ProofBundle::new(
         &entry.encode(),
         entry.index,
-        head.size,
+        size,
         &proof,
         note,
-        Some((&original, &exported.sidecar.salt)),
+        Some((original, &exported.sidecar.salt)),
     ))
+}
+
+/// The bytes of dictionary `sha256` that record `id` needs, or why it cannot be read.
+pub(crate) fn required_dictionary(
+    id: &str,
+    sha256: &Hash,
+    bytes: Option<std::sync::Arc<Vec<u8>>>,
+) -> Result<std::sync::Arc<Vec<u8>>> {
+    bytes.ok_or_else(|| {
+        Error::Conflict(format!(
+            "record {id}: {}",
+            crate::dictionary::unavailable(sha256)
+        ))
+    })
 }
 
 /// Runs the auditor's verification over a store: reads every version of every log object

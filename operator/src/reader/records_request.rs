@@ -303,19 +303,11 @@ pub async fn write_export<S: Store>(
             EntryBody::Ingest {
                 dictionary: Some(sha256),
                 ..
-            } => Some(
-                found
-                    .dictionaries
-                    .get(sha256)
-                    .cloned()
-                    .flatten()
-                    .ok_or_else(|| {
-                        Error::Conflict(format!(
-                            "record {id}: {}",
-                            crate::dictionary::unavailable(sha256)
-                        ))
-                    })?,
-            ),
+            } => Some(super::required_dictionary(
+                id,
+                sha256,
+                found.dictionaries.get(sha256).cloned().flatten(),
+            )?),
             _ => None,
         };
         let exported = export_logged(store, &entry.body, id, dictionary, spool).await?;
@@ -324,18 +316,13 @@ pub async fn write_export<S: Store>(
             outcome.index_disagreed.push(id.to_owned());
             continue;
         }
-        let proof = found
-            .records
-            .tree()
-            .inclusion_proof(entry.index, head.size)?;
-        let bundle = ProofBundle::new(
-            &entry.encode(),
-            entry.index,
-            head.size,
-            &proof,
-            note,
-            Some((&original, &exported.sidecar.salt)),
-        );
+        let bundle = super::disclosure(
+            &found.records,
+            entry,
+            (head.size, note),
+            &original,
+            &exported,
+        )?;
         write(
             &out.join(files::MESSAGES).join(format!("{id}.eml")),
             &original,
