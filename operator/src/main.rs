@@ -48,8 +48,18 @@ enum Command {
     Prove(cli::prove::ProveArgs),
     /// Check a proof bundle offline, with the archive's public key alone.
     VerifyProof(cli::verify::VerifyProofArgs),
-    /// Write a record's original RFC 5322 bytes, exactly as archived (checked against the log).
+    /// Write a record's original RFC 5322 bytes, exactly as archived (checked against the log),
+    /// or answer a records request: every record a query matches, as .eml files, each with
+    /// its proof bundle, under a manifest signed by an export key.
+    ///
+    /// Exit status (records request): 0 complete, 1 written but some matching record was left
+    /// out (each named), 2 usage or I/O error.
     Export(cli::export::ExportArgs),
+    /// Check a records-request export offline: the manifest's signature (export key) and every
+    /// message's proof (the archive's public key).
+    ///
+    /// Exit status: 0 verified, 1 verification failed, 2 usage or I/O error.
+    VerifyExport(cli::verify::VerifyExportArgs),
     /// Run the Kubernetes operator: reconcile MailboxArchive, RetentionPolicy and LegalHold.
     ///
     /// Every replica serves /metrics, /healthz and /readyz and competes for a coordination
@@ -102,6 +112,7 @@ async fn run(command: Command) -> mailvault::Result<ExitCode> {
         Command::Prove(args) => cli::prove::run(args).await,
         Command::VerifyProof(args) => cli::verify::run_proof(&args),
         Command::Export(args) => cli::export::run(args).await,
+        Command::VerifyExport(args) => cli::verify::run_export(&args),
         Command::Operator(args) => {
             cli::operator::run(args).await?;
             Ok(ExitCode::SUCCESS)

@@ -1,7 +1,7 @@
 //! Every key of an archive's store, in one place: the writer, the reader, the verifier and
 //! (later) destruction all name objects through this module.
 //!
-//! `<archive root>/ records/<id> · log/tile/entries/… · checkpoints/<size> · certificates/<run> · state/{cursor,run,resume}.json`
+//! `<archive root>/ records/<id> · index/<id> · log/tile/entries/… · checkpoints/<size> · certificates/<run> · state/{cursor,run,resume}.json`
 //!
 //! Keys are relative to the archive root (`<prefix>/<namespace>/<name>/` in a bucket, or a
 //! local directory). docs/record-log.md specifies them for auditors; changing one is a format
@@ -11,6 +11,10 @@ use crate::bundle::BUNDLE_WIDTH;
 
 /// Prefix of record objects: `records/<record-id>`, one per message, with its sidecar.
 pub const RECORDS_PREFIX: &str = "records/";
+/// Prefix of header index objects: `index/<record-id>`, one small object per record (the
+/// headers a records request searches by), written beside the record, never logged, deleted
+/// with the record by the destruction run.
+pub const INDEX_PREFIX: &str = "index/";
 /// Prefix of every log object (entry bundles and, with tlog-tiles, tiles).
 pub const LOG_PREFIX: &str = "log/";
 /// Prefix of entry bundles: `log/tile/entries/x001/x234/067` holds entries `1234067 * 256 ..`;
@@ -44,6 +48,11 @@ pub const POLICY_STATE_KEY: &str = "state/policy.json";
 /// Key of a record's object.
 pub fn record_key(id: &str) -> String {
     format!("{RECORDS_PREFIX}{id}")
+}
+
+/// Key of a record's header index object.
+pub fn index_key(id: &str) -> String {
+    format!("{INDEX_PREFIX}{id}")
 }
 
 /// The record id a record key names; `None` for a key outside `records/`.
@@ -172,6 +181,7 @@ mod tests {
         assert_eq!(record_key("20261128-abc"), "records/20261128-abc");
         assert_eq!(record_id_of("records/20261128-abc"), Some("20261128-abc"));
         assert_eq!(record_id_of("log/tile/entries/000"), None);
+        assert_eq!(index_key("20261128-abc"), "index/20261128-abc");
         assert_eq!(certificate_key("2026-12-01"), "certificates/2026-12-01");
         assert!(ENTRIES_PREFIX.starts_with(LOG_PREFIX));
         assert_eq!(CURSOR_KEY, "state/cursor.json");

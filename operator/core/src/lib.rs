@@ -23,6 +23,7 @@ pub mod merkle;
 pub mod note;
 pub mod proof;
 pub mod record;
+pub mod records_request;
 pub mod resume;
 pub mod retention;
 pub mod rules;

@@ -1,5 +1,5 @@
-//! `mailvault verify` (an archive, against its public key) and `mailvault verify-proof` (one
-//! proof bundle, offline).
+//! `mailvault verify` (an archive, against its public key), `mailvault verify-proof` (one
+//! proof bundle, offline) and `mailvault verify-export` (a records-request export, offline).
 
 use super::{StoreArgs, read_file, read_public_key};
 use clap::Args;
@@ -155,4 +155,47 @@ pub fn run_proof(args: &VerifyProofArgs) -> Result<ExitCode> {
             }
         },
     )
+}
+
+/// Flags of `mailvault verify-export`.
+#[derive(Args)]
+pub struct VerifyExportArgs {
+    /// The export directory (`mailvault export ... --out DIR`).
+    dir: PathBuf,
+    /// File with the archive's public verifier key (checks every message's proof).
+    #[arg(long)]
+    public_key: PathBuf,
+    /// File with the export key's public verifier key (checks the manifest's signature).
+    #[arg(long)]
+    export_key: PathBuf,
+}
+
+/// Runs `mailvault verify-export`.
+pub fn run_export(args: &VerifyExportArgs) -> Result<ExitCode> {
+    let archive = read_public_key(&args.public_key)?;
+    let export = read_public_key(&args.export_key)?;
+    let verdict = mailvault::reader::records_request::verify_export(&args.dir, &archive, &export);
+    for f in &verdict.failures {
+        println!("FAILED: {f}");
+    }
+    if let (Some(m), true) = (&verdict.manifest, verdict.verified()) {
+        println!(
+            "VERIFIED: {} messages of {} as of its signed checkpoint of size {}, exported {} and signed by {}",
+            verdict.verified,
+            m.origin,
+            m.checkpoint_size,
+            m.exported_at,
+            export.name()
+        );
+        for q in &m.query {
+            println!("query: {q}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "VERIFICATION FAILED: {} of the manifest's messages verified, {} problems",
+        verdict.verified,
+        verdict.failures.len()
+    );
+    Ok(ExitCode::from(1))
 }

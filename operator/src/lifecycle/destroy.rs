@@ -21,7 +21,9 @@ use crate::store::{ObjectMetadata, Store};
 use crate::writer::RecordWriter;
 use crate::{Error, Result};
 use mailvault_core::entry::{LockMode, RecordId, RetainUntil};
-use mailvault_core::layout::{CERTIFICATES_PREFIX, certificate_key, parse_certificate_key};
+use mailvault_core::layout::{
+    CERTIFICATES_PREFIX, certificate_key, index_key, parse_certificate_key,
+};
 use mailvault_core::lifecycle::certificate::{
     Certificate, CertifiedAuthorization, CertifiedRecord, METHOD_S3_COMPLIANCE, run_id,
 };
@@ -987,6 +989,9 @@ async fn destroy_record<S: Store>(
             }
             NextStep::Tombstone(record, body) => {
                 drop(history);
+                // The header index dies with the record, before the tombstone: a crash in
+                // between deletes it again on the next run, never leaves it behind.
+                delete_index(store, id).await?;
                 let entry = writer.append(record, body, now_after(UnixTime(0))).await?;
                 apply(replay, entry)?;
                 report.destroyed += 1;
@@ -998,6 +1003,29 @@ async fn destroy_record<S: Store>(
     }
     Err(Error::Conflict(format!(
         "record {id}: the store still lists versions after {MAX_DELETE_ROUNDS} rounds of deleting them"
+    )))
+}
+
+/// Deletes every version of a record's header index (`index/<id>`, unlocked: it is a search
+/// hint, not evidence) and checks that none remain.
+async fn delete_index<S: Store>(store: &S, id: &str) -> Result<()> {
+    let key = index_key(id);
+    for _ in 0..MAX_DELETE_ROUNDS {
+        let versions: Vec<(String, String, bool)> = store
+            .list_version_ids(&key)
+            .await?
+            .into_iter()
+            .filter(|(k, _, _)| *k == key)
+            .collect();
+        if versions.is_empty() {
+            return Ok(());
+        }
+        for (k, version, _) in versions {
+            store.delete_version(&k, &version).await?;
+        }
+    }
+    Err(Error::Conflict(format!(
+        "record {id}: the store still lists versions of its header index after {MAX_DELETE_ROUNDS} rounds of deleting them"
     )))
 }
 

@@ -31,6 +31,8 @@ pub struct Classified {
     pub classification: Classification,
     /// The message's headers could not be parsed.
     pub unparseable: bool,
+    /// What the rules matched on: also the record's header index (parsed once).
+    pub facts: mailvault_core::rules::MessageFacts,
 }
 
 /// Classifies a message from (a prefix of) its bytes: facts, then the first matching rule.
@@ -44,6 +46,7 @@ pub fn classify(
     Classified {
         classification: schedule.classify(&facts, archived_at),
         unparseable: facts.unparseable,
+        facts,
     }
 }
 

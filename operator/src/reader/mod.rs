@@ -6,6 +6,7 @@
 //! The writer ([`crate::writer`]) reads the log back through [`StoredLog`] too, to resume.
 
 pub(crate) mod log;
+pub mod records_request;
 
 pub use log::StoredLog;
 
@@ -66,8 +67,13 @@ pub fn write_listing(log: &StoredLog, out: &mut dyn std::io::Write) -> std::io::
 pub struct ExportedRecord {
     /// The original RFC 5322 bytes, in memory or (a large record) in a spool file.
     pub original: Body,
+    /// Their SHA-256 (what the log's commitment was checked against).
+    pub original_sha256: Hash,
     /// Its sidecar.
     pub sidecar: Sidecar,
+    /// When it was captured, as its sidecar says (records written before the field existed
+    /// do not say).
+    pub archived_at: Option<mailvault_core::UnixTime>,
 }
 
 /// Reads a record's logged version, checks its stored hash and commitment, and decompresses
@@ -83,22 +89,44 @@ pub async fn export<S: Store>(
     let entry = log
         .ingest_of(id)
         .ok_or_else(|| Error::Usage(format!("no record {id:?} in this archive's log")))?;
+    if let Some(EntryBody::Destroyed { .. }) = log.latest_of(id).map(|e| &e.body) {
+        return Err(Error::Usage(format!("record {id} was destroyed")));
+    }
+    let dictionary = match &entry.body {
+        EntryBody::Ingest {
+            dictionary: Some(sha256),
+            ..
+        } => Some(required_dictionary(
+            id,
+            sha256,
+            logged_dictionary(store, log, sha256).await?,
+        )?),
+        _ => None,
+    };
+    export_logged(store, &entry.body, id, dictionary, spool).await
+}
+
+/// [`export`] of a record whose ingest entry (`body`) and dictionary bytes (if it names one)
+/// the caller found: reads, checks and decompresses its logged version.
+pub async fn export_logged<S: Store>(
+    store: &S,
+    body: &EntryBody,
+    id: &str,
+    dictionary: Option<std::sync::Arc<Vec<u8>>>,
+    spool: &Spool,
+) -> Result<ExportedRecord> {
     let EntryBody::Ingest {
         object_key,
         object_version,
         stored_sha256,
         original_commitment,
-        dictionary,
         ..
-    } = &entry.body
+    } = body
     else {
         return Err(Error::Usage(format!(
             "no record {id:?} in this archive's log"
         )));
     };
-    if let Some(EntryBody::Destroyed { .. }) = log.latest_of(id).map(|e| &e.body) {
-        return Err(Error::Usage(format!("record {id} was destroyed")));
-    }
     // Pieces go to a spool writer (a file past its memory limit; short blocking writes).
     let mut stored = spool.writer();
     let digest = store
@@ -118,19 +146,12 @@ pub async fn export<S: Store>(
     }
     let sidecar = Sidecar::from_map(&digest.sidecar)
         .map_err(|e| Error::Conflict(format!("record {id}: sidecar: {e}")))?;
+    let archived_at = digest
+        .sidecar
+        .get(crate::lifecycle::ARCHIVED_AT_FIELD)
+        .and_then(|t| t.parse().ok())
+        .map(mailvault_core::UnixTime);
     let (stored, _) = stored.finish()?;
-    let dictionary =
-        match dictionary {
-            Some(sha256) => Some(logged_dictionary(store, log, sha256).await?.ok_or_else(
-                || {
-                    Error::Conflict(format!(
-                        "record {id}: {}",
-                        crate::dictionary::unavailable(sha256)
-                    ))
-                },
-            )?),
-            None => None,
-        };
     let spool = spool.clone();
     let record = id.to_owned();
     let (original, original_sha256) = tokio::task::spawn_blocking(move || {
@@ -148,7 +169,12 @@ pub async fn export<S: Store>(
             "record {id}: the message does not match the log's commitment"
         )));
     }
-    Ok(ExportedRecord { original, sidecar })
+    Ok(ExportedRecord {
+        original,
+        original_sha256,
+        sidecar,
+        archived_at,
+    })
 }
 
 /// The bytes of the dictionary `sha256` as its `dictionary` entry in `log` logged them; `None`
@@ -231,17 +257,29 @@ pub async fn prove<S: Store>(
             "record {id} is not yet covered by a signed checkpoint; run archive again to checkpoint it"
         )));
     }
-    let proof = log.records.tree().inclusion_proof(entry.index, head.size)?;
     // A proof bundle carries the message itself (base64 in JSON), so it is in memory here.
     let exported = export(store, log, id, spool).await?;
     let original = exported.original.to_vec()?;
+    disclosure(&log.records, entry, (head.size, note), &original, &exported)
+}
+
+/// The proof bundle disclosing `original` (the exported message of `entry`'s record) against
+/// the checkpoint `(size, note)` of the log `records`.
+pub(crate) fn disclosure(
+    records: &mailvault_core::log::RecordLog,
+    entry: &mailvault_core::entry::Entry,
+    (size, note): (u64, &str),
+    original: &[u8],
+    exported: &ExportedRecord,
+) -> Result<ProofBundle> {
+    let proof = records.tree().inclusion_proof(entry.index, size)?;
     Ok(ProofBundle::new(
         &entry.encode(),
         entry.index,
-        head.size,
+        size,
         &proof,
         note,
-        Some((&original, &exported.sidecar.salt)),
+        Some((original, &exported.sidecar.salt)),
     ))
 }
 
@@ -267,6 +305,20 @@ impl Default for VerifyOptions {
             sample: None,
         }
     }
+}
+
+/// The bytes of dictionary `sha256` that record `id` needs, or why it cannot be read.
+pub(crate) fn required_dictionary(
+    id: &str,
+    sha256: &Hash,
+    bytes: Option<std::sync::Arc<Vec<u8>>>,
+) -> Result<std::sync::Arc<Vec<u8>>> {
+    bytes.ok_or_else(|| {
+        Error::Conflict(format!(
+            "record {id}: {}",
+            crate::dictionary::unavailable(sha256)
+        ))
+    })
 }
 
 /// Runs the auditor's verification over a store: reads every version of every log object

@@ -20,19 +20,20 @@ pub mod trust;
 use crate::reader::StoredLog;
 use crate::sidecar::Sidecar;
 use crate::spool::{Body, Spool};
-use crate::store::{RecordPut, Store, StoreInfo};
+use crate::store::{ObjectMetadata, RecordPut, Store, StoreInfo};
 use crate::{Error, Result};
 use futures::StreamExt as _;
 use mailvault_core::checkpoint::CheckpointSigner;
 use mailvault_core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
 use mailvault_core::layout::{
     CHECKPOINTS_PREFIX, DICTIONARIES_PREFIX, LOG_PREFIX, RECORDS_PREFIX, RUN_MARKER_KEY,
-    checkpoint_key, dictionary_key, parse_checkpoint_key, parse_dictionary_key, record_id_of,
-    record_key,
+    checkpoint_key, dictionary_key, index_key, parse_checkpoint_key, parse_dictionary_key,
+    record_id_of, record_key,
 };
 use mailvault_core::mac::{MacKey, MacKind};
 use mailvault_core::note::NoteSigner;
 use mailvault_core::record::{SALT_LEN, commitment_from_digest};
+use mailvault_core::records_request::HeaderIndex;
 use mailvault_core::retention::Period;
 use mailvault_core::rules::RetentionSchedule;
 use mailvault_core::{Hash, UnixTime};
@@ -88,6 +89,24 @@ impl RunMarker {
         let metadata = trust::tagged(mac, MacKind::State, RUN_MARKER_KEY, &bytes);
         store.put_mutable(RUN_MARKER_KEY, bytes, &metadata).await
     }
+}
+
+/// Stores the header index a records request searches by beside the record (not logged,
+/// deleted with it). Called after the record's PUT: a crash in between leaves a record without
+/// an index, which a search reads in full, never an index without a record.
+async fn store_header_index<S: Store>(
+    store: &S,
+    id: &RecordId,
+    facts: &mailvault_core::rules::MessageFacts,
+    now: UnixTime,
+) -> Result<()> {
+    store
+        .put_mutable(
+            &index_key(id.as_str()),
+            HeaderIndex::new(facts, now).encode(),
+            &ObjectMetadata::new(),
+        )
+        .await
 }
 
 /// Records between checkpoints.
@@ -787,6 +806,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             let crate::lifecycle::Classified {
                 classification,
                 unparseable,
+                facts,
             } = crate::lifecycle::classify_body(schedule, &body, &folder, internal_date, now)
                 .await?;
             let retain_until = classification.retain_until;
@@ -829,6 +849,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     sidecar: &sidecar,
                 })
                 .await?;
+            store_header_index(&store, &id, &facts, now).await?;
             Ok(Stored {
                 id,
                 logged_at: now,

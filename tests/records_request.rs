@@ -1,0 +1,538 @@
+//! A records request end to end: a Dovecot mailbox of 500 messages (two folders, three senders,
+//! nine months of dates, two kinds of subject) archived over IMAPS into versitygw; `mailvault
+//! export` by a query selects exactly the messages the query describes (checked by Message-ID
+//! against the seeded mailbox), `mailvault verify-export` checks the export offline with the
+//! public keys alone, and refuses an altered message and an altered manifest. A header index
+//! edited behind mailvault's back cannot add a record to an export (each message is matched
+//! again on its own headers), can hide one from a search by the index, and cannot hide one from
+//! `--verify-search`. Destruction deletes the destroyed records' index objects.
+
+use mailvault::store::Store as _;
+use mailvault::store::s3::{S3Config, S3Credentials, S3Store};
+use mailvault_tests::{S3Flavour, TestEnv, mailvault_binary, unique_name};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `Budget` messages are kept seconds and destroyed; everything else is permanent.
+const POLICY: &str = r#"
+apiVersion: mailvault.io/v1alpha1
+kind: RetentionPolicy
+metadata:
+  name: records-request
+spec:
+  rules:
+    - name: budget
+      recordSeries: "T 2-01 Budget drafts"
+      match: { subjectRegex: "^Budget" }
+      retain: PT5S
+      disposition: Destroy
+  defaultRule:
+    recordSeries: "T 2-02 Case correspondence"
+    retain: Permanent
+    disposition: Permanent
+"#;
+
+const MESSAGES: u32 = 500;
+
+/// One seeded message: where it went and what it says.
+struct Seeded {
+    message_id: String,
+    folder: &'static str,
+    from: &'static str,
+    subject: String,
+    /// Days after 2026-01-01.
+    day: u32,
+}
+
+fn seeded(i: u32) -> Seeded {
+    Seeded {
+        message_id: format!("<rr-{i}@city.example>"),
+        folder: if i % 5 == 0 { "Sent" } else { "INBOX" },
+        from: match i % 3 {
+            0 => "chief@police.city.example",
+            1 => "dispatch@police.city.example",
+            _ => "clerk@city.example",
+        },
+        subject: if i % 7 == 0 {
+            format!("Budget draft {i}")
+        } else {
+            format!("Re: case {i}")
+        },
+        day: i / 2,
+    }
+}
+
+fn rfc5322_date(day: u32) -> String {
+    // 2026-01-01 was a Thursday; the weekday is not checked by anyone, so leave it out.
+    let t = 1_767_225_600 + u64::from(day) * 86_400 + 10 * 3600;
+    let days = t / 86_400;
+    let (y, m, d) = mailvault::core::time::civil_from_days(i64::try_from(days).unwrap());
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!("{d:02} {} {y} 10:00:00 +0000", MONTHS[m as usize - 1])
+}
+
+/// The query of the request, as the test states it: police senders, `case` subjects, INBOX,
+/// February to August 2026.
+const QUERY: &[&str] = &[
+    "--from",
+    "@police.city.example",
+    "--subject",
+    "(?i)case",
+    "--folder",
+    "INBOX",
+    "--since",
+    "2026-02-01",
+    "--until",
+    "2026-08-31",
+];
+
+fn matches_query(s: &Seeded) -> bool {
+    // 2026-02-01 is day 31, 2026-08-31 is day 242.
+    s.from.ends_with("@police.city.example")
+        && s.subject.to_lowercase().contains("case")
+        && s.folder == "INBOX"
+        && (31..=242).contains(&s.day)
+}
+
+/// The Message-IDs of the `.eml` files of an export.
+fn exported_ids(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir.join("messages"))
+        .unwrap()
+        .map(|e| {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            text.lines()
+                .find_map(|l| l.strip_prefix("Message-ID: "))
+                .unwrap()
+                .trim()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The record id of an exported message, by Message-ID.
+fn record_of(dir: &Path, message_id: &str) -> Option<String> {
+    std::fs::read_dir(dir.join("messages"))
+        .unwrap()
+        .find_map(|e| {
+            let path = e.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            String::from_utf8_lossy(&bytes)
+                .contains(&format!("Message-ID: {message_id}"))
+                .then(|| path.file_stem().unwrap().to_string_lossy().into_owned())
+        })
+}
+
+struct Request {
+    env: TestEnv,
+    dir: PathBuf,
+    bucket: String,
+}
+
+impl Request {
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}/rr", self.bucket)
+    }
+
+    fn mailvault(&self, args: &[&str]) -> Output {
+        self.env
+            .mailvault_s3(S3Flavour::Versitygw, args)
+            .output()
+            .unwrap()
+    }
+
+    /// `mailvault export` of the request's query into `out`, plus `extra` flags.
+    fn export(&self, out: &str, extra: &[&str]) -> Output {
+        let location = self.location();
+        let public = self.path("archive.pub");
+        let key = self.path("export.key");
+        let out = self.path(out);
+        let mut args = vec![
+            "export",
+            location.as_str(),
+            "--public-key",
+            public.as_str(),
+            "--out",
+            out.as_str(),
+            "--signing-key",
+            key.as_str(),
+        ];
+        args.extend_from_slice(QUERY);
+        args.extend_from_slice(extra);
+        self.mailvault(&args)
+    }
+
+    /// `mailvault verify-export`, as the requester runs it: no store, no credentials, only the
+    /// export directory and two public keys.
+    fn verify_export(&self, out: &str) -> Output {
+        std::process::Command::new(mailvault_binary())
+            .args([
+                "verify-export",
+                &self.path(out),
+                "--public-key",
+                &self.path("archive.pub"),
+                "--export-key",
+                &self.path("export.pub"),
+            ])
+            .env_clear()
+            .output()
+            .unwrap()
+    }
+
+    fn store(&self) -> S3Store {
+        S3Store::new(&S3Config {
+            bucket: self.bucket.clone(),
+            prefix: "rr".into(),
+            region: self.env.var("S3_REGION").to_owned(),
+            endpoint: Some(self.env.s3_endpoint(S3Flavour::Versitygw).to_owned()),
+            path_style: true,
+            credentials: S3Credentials::Static {
+                access_key_id: self.env.var("VERSITYGW_ACCESS_KEY").to_owned(),
+                secret_access_key: self.env.var("VERSITYGW_SECRET_KEY").to_owned(),
+            },
+            insecure_http: false,
+        })
+        .unwrap()
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offline() {
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let user = env.new_mail_user("rr");
+    let bucket = unique_name("rr");
+    env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
+    let r = Request {
+        env: env.clone(),
+        dir: std::env::temp_dir().join(unique_name("mv-rr")),
+        bucket,
+    };
+    std::fs::create_dir_all(&r.dir).unwrap();
+    std::fs::write(r.dir.join("policy.yaml"), POLICY).unwrap();
+    for (name, key) in [
+        ("mailvault.io/test/records-request", "archive"),
+        ("records.city.example/export", "export"),
+    ] {
+        let out = r.mailvault(&[
+            "keygen",
+            "--name",
+            name,
+            "--out",
+            &r.path(&format!("{key}.key")),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        std::fs::write(r.dir.join(format!("{key}.pub")), &out.stdout).unwrap();
+    }
+    let mut expected = BTreeSet::new();
+    for i in 0..MESSAGES {
+        let s = seeded(i);
+        let message = format!(
+            "From: {from}\r\nTo: records@city.example\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: {id}\r\n\r\nmessage {i}\r\n",
+            from = s.from,
+            subject = s.subject,
+            date = rfc5322_date(s.day),
+            id = s.message_id,
+        );
+        env.seed_message(&user, s.folder, message.as_bytes(), "S");
+        if matches_query(&s) {
+            expected.insert(s.message_id.clone());
+        }
+    }
+    assert!(
+        (150..=300).contains(&expected.len()),
+        "{} expected",
+        expected.len()
+    );
+
+    let archive = env
+        .mailvault_s3(
+            S3Flavour::Versitygw,
+            &[
+                "archive",
+                "--from",
+                &format!(
+                    "imap://{}@{}:{}",
+                    user.name,
+                    env.imap_host(),
+                    env.imaps_port()
+                ),
+                "--imap-tls",
+                "required",
+                "--imap-ca",
+                &env.ca_path().display().to_string(),
+                "--to",
+                &r.location(),
+                "--key",
+                &r.path("archive.key"),
+                "--policy",
+                &r.path("policy.yaml"),
+            ],
+        )
+        .env("MAILVAULT_IMAP_PASSWORD", &user.password)
+        .output()
+        .unwrap();
+    assert!(archive.status.success(), "{}", text(&archive));
+    let store = r.store();
+    let indexed = store.list_keys("index/").await.unwrap();
+    assert_eq!(
+        indexed.len(),
+        MESSAGES as usize,
+        "one header index per record"
+    );
+
+    // The archive's own key is refused as an export key.
+    let location = r.location();
+    let public = r.path("archive.pub");
+    let archive_key = r.path("archive.key");
+    let wrong_key = r.path("wrong-key");
+    let mut args = vec![
+        "export",
+        location.as_str(),
+        "--public-key",
+        public.as_str(),
+        "--out",
+        wrong_key.as_str(),
+        "--signing-key",
+        archive_key.as_str(),
+    ];
+    args.extend_from_slice(QUERY);
+    let refused = r.mailvault(&args);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("separate export key"),
+        "{}",
+        text(&refused)
+    );
+
+    // The export: exactly the expected messages, each judged by its index.
+    let out = r.export("request-1", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "searched {MESSAGES} records ({MESSAGES} by header index, 0 read in full)"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(exported_ids(&r.dir.join("request-1")), expected);
+
+    // Offline, with the public keys alone.
+    let verified = r.verify_export("request-1");
+    assert!(verified.status.success(), "{}", text(&verified));
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains(&format!(
+            "VERIFIED: {} messages of mailvault.io/test/records-request",
+            expected.len()
+        )),
+        "{}",
+        text(&verified)
+    );
+    // Each message's proof also verifies on its own with verify-proof.
+    let some = record_of(&r.dir.join("request-1"), expected.first().unwrap()).unwrap();
+    let proof = std::process::Command::new(mailvault_binary())
+        .args([
+            "verify-proof",
+            &r.path(&format!("request-1/proofs/{some}.json")),
+            "--public-key",
+            &r.path("archive.pub"),
+        ])
+        .output()
+        .unwrap();
+    assert!(proof.status.success(), "{}", text(&proof));
+
+    // An altered message is refused.
+    let copy = |from: &str, to: &str| {
+        let status = std::process::Command::new("cp")
+            .args(["-r", &r.path(from), &r.path(to)])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    copy("request-1", "altered-message");
+    let eml = r.dir.join(format!("altered-message/messages/{some}.eml"));
+    let altered = String::from_utf8(std::fs::read(&eml).unwrap())
+        .unwrap()
+        .replace("message ", "massage ");
+    std::fs::write(&eml, altered).unwrap();
+    let refused = r.verify_export("altered-message");
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains(&format!(
+            "record {some}: the message file is not the one the manifest lists"
+        )),
+        "{}",
+        text(&refused)
+    );
+    // An altered manifest (a message dropped from the list, the file removed) is refused.
+    copy("request-1", "altered-manifest");
+    let manifest_path = r.dir.join("altered-manifest/manifest");
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    let n = expected.len();
+    let edited: String = manifest
+        .lines()
+        .filter(|l| !l.contains(&some))
+        .map(|l| {
+            if l == format!("records {n}") {
+                format!("records {}\n", n - 1)
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&manifest_path, edited).unwrap();
+    std::fs::remove_file(r.dir.join(format!("altered-manifest/messages/{some}.eml"))).unwrap();
+    std::fs::remove_file(r.dir.join(format!("altered-manifest/proofs/{some}.json"))).unwrap();
+    let refused = r.verify_export("altered-manifest");
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains("manifest signature"),
+        "{}",
+        text(&refused)
+    );
+
+    // An index edited behind mailvault's back. One that claims a non-matching record matches
+    // does not get it exported; one that hides a matching record hides it from the index
+    // search (reported nowhere: the documented limit), not from --verify-search.
+    let outsider = (0..MESSAGES)
+        .map(seeded)
+        .find(|s| !matches_query(s) && !s.subject.starts_with("Budget"))
+        .unwrap();
+    let hidden = expected.iter().nth(1).unwrap().clone();
+    let hidden_record = record_of(&r.dir.join("request-1"), &hidden).unwrap();
+    let mut outsider_record = None;
+    for key in &indexed {
+        let object = store.get(key, None).await.unwrap().unwrap();
+        let mut index: serde_json::Value = serde_json::from_slice(&object.bytes).unwrap();
+        // The outsider: found by reading its record's Message-ID is costly; its index says
+        // its subject and folder, which together identify it.
+        if index["subject"] == outsider.subject && index["folder"] == outsider.folder {
+            index["from"] = serde_json::json!(["chief@police.city.example"]);
+            index["subject"] = serde_json::json!("Re: case");
+            index["folder"] = serde_json::json!("INBOX");
+            index["date"] = serde_json::json!(1_775_000_000);
+            store
+                .put_mutable(
+                    key,
+                    serde_json::to_vec(&index).unwrap(),
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+            outsider_record = Some(key.trim_start_matches("index/").to_owned());
+        }
+        if key.ends_with(&hidden_record) {
+            index["from"] = serde_json::json!(["nobody@elsewhere.example"]);
+            store
+                .put_mutable(
+                    key,
+                    serde_json::to_vec(&index).unwrap(),
+                    &Default::default(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let outsider_record = outsider_record.expect("the outsider's index");
+    let out = r.export("request-2", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "warning: record {outsider_record}: its header index matched but its own headers do not"
+        )),
+        "{}",
+        text(&out)
+    );
+    let mut without_hidden = expected.clone();
+    without_hidden.remove(&hidden);
+    assert_eq!(exported_ids(&r.dir.join("request-2")), without_hidden);
+    let out = r.export("request-3", &["--verify-search"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "searched {MESSAGES} records (0 by header index, {MESSAGES} read in full)"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(exported_ids(&r.dir.join("request-3")), expected);
+    let verified = r.verify_export("request-3");
+    assert!(verified.status.success(), "{}", text(&verified));
+
+    // Destruction deletes the destroyed records' index objects with them.
+    let budget = (0..MESSAGES).filter(|i| i % 7 == 0).count();
+    let kept = MESSAGES as usize - budget;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = r.mailvault(&[
+            "destroy",
+            &r.location(),
+            "--key",
+            &r.path("archive.key"),
+            "--policy",
+            &r.path("policy.yaml"),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let left = store.list_keys("records/").await.unwrap().len();
+        if left == kept {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} records left: {}",
+            text(&out)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let ids = |keys: Vec<String>, prefix: &str| -> BTreeSet<String> {
+        keys.into_iter()
+            .map(|k| k.trim_start_matches(prefix).to_owned())
+            .collect()
+    };
+    let records = ids(store.list_keys("records/").await.unwrap(), "records/");
+    let index_versions = ids(
+        store
+            .list_version_ids("index/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(k, _, _)| k)
+            .collect(),
+        "index/",
+    );
+    assert_eq!(records.len(), kept);
+    assert_eq!(
+        index_versions, records,
+        "an index object for every kept record, no version left for a destroyed one"
+    );
+    let verify = r.mailvault(&[
+        "verify",
+        &r.location(),
+        "--public-key",
+        &r.path("archive.pub"),
+    ]);
+    assert!(verify.status.success(), "{}", text(&verify));
+}
