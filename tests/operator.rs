@@ -959,3 +959,80 @@ async fn scheduled_destruction_destroys_records_kept_seconds_asks_for_review_and
     assert!(present(&report, 4), "{report}");
     assert!(!report.contains("DESTROYED_OK"), "{report}");
 }
+
+/// The lease taken away from a running leader (here by writing another holder into the Lease,
+/// as a partition or a slow renewal would leave it): the operator stops its controllers and
+/// abandons the run in flight without exiting, stands by while the other holder's lease is
+/// valid, takes the lease back once it expires, and completes the run: every message once.
+#[tokio::test]
+async fn losing_the_lease_without_dying_abandons_the_run_and_the_next_leadership_completes_it() {
+    let c = Cluster::new("op-lease-lost").await;
+    let filler = "x".repeat(4000);
+    for i in 0..3000 {
+        let msg = format!("From: a@city.gov\r\nSubject: bulk {i}\r\n\r\n{i} {filler}\r\n");
+        c.env.seed_message(&c.user, "INBOX", msg.as_bytes(), "");
+    }
+    let mut op = c.operator("holder");
+    c.create_archive("chief", &json!({})).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while op.metric("mailvault_runs_in_progress").await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "no run started: {}",
+            op.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another holder, freshly renewed, for 20 s; it never renews again.
+    let leases: Api<Lease> = Api::namespaced(c.admin.clone(), &c.ns);
+    // A MicroTime: exactly six fractional digits.
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string();
+    leases
+        .patch(
+            "mailvault-operator",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"holderIdentity": "someone-else",
+                "leaseDurationSeconds": 20, "acquireTime": now, "renewTime": now}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !op.log_text().contains("lease lost") {
+        assert!(
+            Instant::now() < deadline,
+            "the operator did not notice the lease was taken: {}",
+            op.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(op.is_running(), "losing the lease ended the process");
+    assert_eq!(op.metric("mailvault_leader").await, Some(0.0));
+    assert_eq!(
+        op.metric("mailvault_runs_in_progress").await,
+        Some(0.0),
+        "the run in flight was not abandoned: {}",
+        op.log_text()
+    );
+    // Once the other holder's lease has expired, the same process leads again and the run
+    // resumes from the bucket.
+    let a = wait_for(
+        &c,
+        &[&op],
+        "chief",
+        Duration::from_secs(180),
+        "Ready with 3000 records",
+        |a| ready(a) && records(a) == 3000,
+    )
+    .await;
+    assert!(op.is_running());
+    let holder = leases
+        .get("mailvault-operator")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("holder"));
+    assert_verifies(&c, &a, 3000);
+}

@@ -219,6 +219,24 @@ impl Metrics {
     }
 }
 
+/// Counts one in a gauge while it lives: a run aborted mid-await (a lost lease, the end of
+/// the shutdown grace) is dropped, never reaching a `dec()` written after its await.
+pub struct Counted(Gauge);
+
+impl Counted {
+    /// Increments `gauge` until the returned value is dropped.
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -263,6 +263,11 @@ impl OperatorProcess {
         self.metric("mailvault_leader").await == Some(1.0)
     }
 
+    /// Whether its process still runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -272,16 +272,16 @@ pub(super) async fn run_and_record(
         ),
     )
     .await;
-    ctx.metrics.runs_waiting.inc();
+    let waiting = crate::metrics::Counted::new(&ctx.metrics.runs_waiting);
     // The semaphore is never closed; a failed acquire would only mean running unthrottled.
     let permit = ctx.run_slots.acquire().await.ok();
-    ctx.metrics.runs_waiting.dec();
-    ctx.metrics.runs_in_progress.inc();
+    drop(waiting);
+    let in_progress = crate::metrics::Counted::new(&ctx.metrics.runs_in_progress);
     let clock = Instant::now();
     // Boxed: a run's future is large (the writer's open and sync state machines).
     let result = Box::pin(run_once(ctx, &namespace, archive, policy)).await;
     drop(permit);
-    ctx.metrics.runs_in_progress.dec();
+    drop(in_progress);
     ctx.metrics
         .run_duration
         .observe(clock.elapsed().as_secs_f64());
