@@ -453,8 +453,10 @@ impl S3Store {
         }
         Err(Error::Conflict(format!(
             "S3 PutObject {full}: the key already holds a record this run did not write \
-             (version {version:?}); records are never written twice, so it was not stored \
-             again. Run `mailvault verify` to see what that version is"
+             (version {version:?}), most likely written by another run on this archive at \
+             the same time (one writer at a time: the operator's Lease, or one `archive` \
+             command); records are never written twice, so it was not stored again. The next \
+             run adopts it if that run logged it; run `mailvault verify` to see what it is"
         )))
     }
 
