@@ -4,10 +4,14 @@
 //! a baseline measured before the operator started), and the operator's memory.
 //!
 //! `operator-scale [N]`; needs the environment (`tests/env/up`) and `cargo build -p mailvault`.
+//! With `BENCH_RUNNER=Job` every run is a Kubernetes Job (`--default-runner Job`): the test
+//! kubelet (tests/support/kubelet.rs) runs each Job's pod as a process of this build, so the
+//! figures include the Job controller's and the pods' cost on the same machine.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use mailvault::crd::{MailboxArchive, RetentionPolicy};
+use mailvault_tests::kubelet::Kubelet;
 use mailvault_tests::operator::{OperatorProcess, install_chart_rbac};
 use mailvault_tests::{S3Flavour, TestEnv, apply_crds, new_namespace, unique_name};
 use serde_json::json;
@@ -113,11 +117,37 @@ async fn main() {
         .await
         .expect("creating the policy");
 
-    println!(
-        "operator scale: {n} MailboxArchives, one operator (--concurrent-runs 4), namespace {ns}"
-    );
+    let jobs = std::env::var("BENCH_RUNNER").is_ok_and(|r| r.eq_ignore_ascii_case("job"));
+    let in_flight: usize = std::env::var("BENCH_JOBS_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let runner = if jobs {
+        format!("runner Job, {in_flight} Jobs in flight")
+    } else {
+        "in process, --concurrent-runs 4".to_owned()
+    };
+    println!("operator scale: {n} MailboxArchives, one operator ({runner}), namespace {ns}");
     let baseline = request_rate(&admin, Duration::from_secs(30)).await;
-    let op = OperatorProcess::start(&kubeconfig, &ns, "mailvault-operator", "scale", &dir);
+    let kubelet = jobs.then(|| Kubelet::start(&env, admin.clone(), &ns, &dir));
+    let op = if jobs {
+        let config = json!({"image": "mailvault:bench", "maxInFlight": in_flight,
+                            "maxInFlightPerNamespace": in_flight,
+                            "ttlSecondsAfterFinished": 3600})
+        .to_string();
+        OperatorProcess::start_with(
+            &kubeconfig,
+            &ns,
+            "mailvault-operator",
+            "scale",
+            &dir,
+            20,
+            &["--default-runner", "Job", "--job-config", &config],
+            &[],
+        )
+    } else {
+        OperatorProcess::start(&kubeconfig, &ns, "mailvault-operator", "scale", &dir)
+    };
     let started = Instant::now();
     while !op.is_leader().await {
         assert!(
@@ -198,10 +228,19 @@ async fn main() {
     let steady = request_rate(&admin, Duration::from_secs(60)).await;
     let rss = proc_status_kib(op.pid(), "VmRSS:");
     let hwm = proc_status_kib(op.pid(), "VmHWM:");
-    let runs = op
-        .metric("mailvault_runs_total{result=\"succeeded\"}")
-        .await
-        .unwrap_or(0.0);
+    let runs = if let Some(kubelet) = &kubelet {
+        #[allow(clippy::cast_precision_loss)]
+        let ok = kubelet
+            .finished()
+            .values()
+            .filter(|code| **code == Some(0))
+            .count() as f64;
+        ok
+    } else {
+        op.metric("mailvault_runs_total{result=\"succeeded\"}")
+            .await
+            .unwrap_or(0.0)
+    };
 
     println!();
     println!("| measure | value |");
@@ -215,7 +254,14 @@ async fn main() {
         percentile(&latencies, 0.95),
         percentile(&latencies, 1.0)
     );
-    println!("| runs that succeeded | {runs} |");
+    println!(
+        "| runs that succeeded | {runs}{} |",
+        if jobs {
+            " (Job pods that exited 0)"
+        } else {
+            ""
+        }
+    );
     println!("| apiserver requests/s, baseline (no operator) | {baseline:.2} |");
     println!("| apiserver requests/s, steady state with the operator | {steady:.2} |");
     println!(
