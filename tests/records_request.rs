@@ -58,13 +58,13 @@ struct Seeded {
 fn seeded(i: u32) -> Seeded {
     Seeded {
         message_id: format!("<rr-{i}@city.example>"),
-        folder: if i % 5 == 0 { "Sent" } else { "INBOX" },
+        folder: if i.is_multiple_of(5) { "Sent" } else { "INBOX" },
         from: match i % 3 {
             0 => "chief@police.city.example",
             1 => "dispatch@police.city.example",
             _ => "clerk@city.example",
         },
-        subject: if i % 7 == 0 {
+        subject: if i.is_multiple_of(7) {
             format!("Budget draft {i}")
         } else {
             format!("Re: case {i}")
@@ -208,6 +208,7 @@ impl Request {
                 secret_access_key: self.env.var("VERSITYGW_SECRET_KEY").to_owned(),
             },
             insecure_http: false,
+            timeout: mailvault::store::s3::DEFAULT_TIMEOUT,
         })
         .unwrap()
     }

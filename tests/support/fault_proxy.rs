@@ -350,9 +350,8 @@ async fn pipe_tcp(
                         return End::Closed;
                     }
                     sent += k as u64;
-                    if rate > 0 {
-                        tokio::time::sleep(Duration::from_micros(k as u64 * 1_000_000 / rate))
-                            .await;
+                    if let Some(micros) = (k as u64 * 1_000_000).checked_div(rate) {
+                        tokio::time::sleep(Duration::from_micros(micros)).await;
                     }
                 }
             }
