@@ -713,11 +713,7 @@ async fn replicas_racing_for_a_free_lease_elect_exactly_one() {
 async fn sigterm_during_a_run_abandons_it_safely_and_the_next_leader_completes_it() {
     let c = Cluster::new("op-sigterm").await;
     // Enough mail that the first run takes a few seconds.
-    let filler = "x".repeat(4000);
-    for i in 0..3000 {
-        let msg = format!("From: a@city.gov\r\nSubject: bulk {i}\r\n\r\n{i} {filler}\r\n");
-        c.env.seed_message(&c.user, "INBOX", msg.as_bytes(), "");
-    }
+    seed_bulk(&c);
     let mut first = OperatorProcess::start_with_grace(
         &c.kubeconfig,
         &c.ns,
@@ -727,15 +723,7 @@ async fn sigterm_during_a_run_abandons_it_safely_and_the_next_leader_completes_i
         0,
     );
     c.create_archive("chief", &json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while first.metric("mailvault_runs_in_progress").await != Some(1.0) {
-        assert!(
-            Instant::now() < deadline,
-            "no run started: {}",
-            first.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_a_run(&first).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     // With no grace, the run in flight is abandoned: the process still exits cleanly.
     assert_eq!(
@@ -967,22 +955,10 @@ async fn scheduled_destruction_destroys_records_kept_seconds_asks_for_review_and
 #[tokio::test]
 async fn losing_the_lease_without_dying_abandons_the_run_and_the_next_leadership_completes_it() {
     let c = Cluster::new("op-lease-lost").await;
-    let filler = "x".repeat(4000);
-    for i in 0..3000 {
-        let msg = format!("From: a@city.gov\r\nSubject: bulk {i}\r\n\r\n{i} {filler}\r\n");
-        c.env.seed_message(&c.user, "INBOX", msg.as_bytes(), "");
-    }
+    seed_bulk(&c);
     let mut op = c.operator("holder");
     c.create_archive("chief", &json!({})).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while op.metric("mailvault_runs_in_progress").await != Some(1.0) {
-        assert!(
-            Instant::now() < deadline,
-            "no run started: {}",
-            op.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_a_run(&op).await;
     // Another holder, freshly renewed, for 20 s; it never renews again.
     let leases: Api<Lease> = Api::namespaced(c.admin.clone(), &c.ns);
     // A MicroTime: exactly six fractional digits.
@@ -1035,4 +1011,72 @@ async fn losing_the_lease_without_dying_abandons_the_run_and_the_next_leadership
         .and_then(|s| s.holder_identity);
     assert_eq!(holder.as_deref(), Some("holder"));
     assert_verifies(&c, &a, 3000);
+}
+
+/// An archive deleted while its run is in flight: the run ends (it finishes, or its next
+/// status write fails), the operator carries on, nothing in the bucket is left inconsistent,
+/// and the archive created again under the same name resumes from the bucket (the signing-key
+/// Secret outlives the resource on purpose): every message once.
+#[tokio::test]
+async fn an_archive_deleted_mid_run_leaves_a_consistent_bucket_and_resumes_when_created_again() {
+    let c = Cluster::new("op-deleted").await;
+    seed_bulk(&c);
+    let mut op = c.operator("solo");
+    c.create_archive("chief", &json!({})).await;
+    wait_for_a_run(&op).await;
+    c.archives()
+        .delete("chief", &DeleteParams::default())
+        .await
+        .unwrap();
+    // No finalizer: the resource is gone at once, whatever the run does.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.archives().get_opt("chief").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the archive was not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while op.metric("mailvault_runs_in_progress").await != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the run of a deleted archive never ended: {}",
+            op.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(op.is_running(), "{}", op.log_text());
+    assert!(op.is_leader().await, "{}", op.log_text());
+    // Created again: the same key, the same bucket prefix; the run resumes, nothing twice.
+    c.create_archive("chief", &json!({})).await;
+    let a = wait_for(
+        &c,
+        &[&op],
+        "chief",
+        Duration::from_secs(180),
+        "Ready with 3000 records",
+        |a| ready(a) && records(a) == 3000,
+    )
+    .await;
+    assert_verifies(&c, &a, 3000);
+}
+
+/// 3,000 messages of 4 KB: a first run that takes a few seconds.
+fn seed_bulk(c: &Cluster) {
+    let filler = "x".repeat(4000);
+    for i in 0..3000 {
+        let msg = format!("From: a@city.gov\r\nSubject: bulk {i}\r\n\r\n{i} {filler}\r\n");
+        c.env.seed_message(&c.user, "INBOX", msg.as_bytes(), "");
+    }
+}
+
+/// Waits (at most a minute) until `op` has a run in progress.
+async fn wait_for_a_run(op: &OperatorProcess) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while op.metric("mailvault_runs_in_progress").await != Some(1.0) {
+        assert!(
+            Instant::now() < deadline,
+            "no run started: {}",
+            op.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

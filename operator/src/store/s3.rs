@@ -242,6 +242,25 @@ fn version_lock(
 }
 
 impl S3Store {
+    /// The COMPLIANCE retain-until in force on one version, from HEAD (not
+    /// `GetObjectRetention`: versitygw answers that one with a root element aws-sdk-s3 cannot
+    /// decode, docs/s3-servers.md); `None` when it has no COMPLIANCE lock.
+    async fn compliance_until(&self, full: &str, version: &str) -> Result<Option<UnixTime>> {
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(full)
+            .version_id(version)
+            .send()
+            .await
+            .map_err(|e| s3_error("HeadObject", full, e))?;
+        Ok(head
+            .object_lock_retain_until_date()
+            .filter(|_| head.object_lock_mode() == Some(&ObjectLockMode::Compliance))
+            .map(from_datetime))
+    }
+
     /// A store for `config`; refuses a plain-http endpoint that is neither loopback nor
     /// allowed.
     pub fn new(config: &S3Config) -> Result<Self> {
@@ -999,22 +1018,7 @@ impl Store for S3Store {
     ) -> Result<UnixTime> {
         use aws_sdk_s3::types::{ObjectLockRetention, ObjectLockRetentionMode};
         let full = self.full_key(key);
-        // The lock in force from HEAD, not GetObjectRetention: versitygw answers that one with
-        // a root element aws-sdk-s3 cannot decode (docs/s3-servers.md).
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .version_id(version)
-            .send()
-            .await
-            .map_err(|e| s3_error("HeadObject", &full, e))?;
-        let now_until = head
-            .object_lock_retain_until_date()
-            .filter(|_| head.object_lock_mode() == Some(&ObjectLockMode::Compliance))
-            .map(from_datetime);
-        if let Some(t) = now_until
+        if let Some(t) = self.compliance_until(&full, version).await?
             && t >= until
         {
             return Ok(t);
@@ -1034,19 +1038,7 @@ impl Store for S3Store {
             .await
             .map_err(|e| s3_error("PutObjectRetention", &full, e))?;
         // Taken as done only once HEAD shows it (a server may answer 200 and keep nothing).
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .version_id(version)
-            .send()
-            .await
-            .map_err(|e| s3_error("HeadObject", &full, e))?;
-        let kept = head
-            .object_lock_retain_until_date()
-            .filter(|_| head.object_lock_mode() == Some(&ObjectLockMode::Compliance))
-            .map(from_datetime);
+        let kept = self.compliance_until(&full, version).await?;
         match kept {
             Some(t) if t >= until => Ok(t),
             _ => Err(Error::store(format!(
