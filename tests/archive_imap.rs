@@ -319,8 +319,11 @@ async fn archive_a_mailbox_byte_for_byte_incrementally_and_read_only() {
 }
 
 /// Messages around the 4 MiB piece size, then one of 64 MiB: every byte comes back, and the
-/// run that archives the large one peaks below its size (it is fetched in pieces with
-/// `BODY.PEEK[]<offset.length>`, compressed file to file and uploaded from the file).
+/// run that archives the large one needs no more memory than the run that archived the small
+/// ones, give or take a quarter of its size (it is fetched in pieces with
+/// `BODY.PEEK[]<offset.length>`, compressed file to file and uploaded from the file). The peak
+/// is compared with a run of the same binary, not with the message's size alone: the resident
+/// set of a debug build (code pages, thread stacks, allocator arenas) is itself some 50 MiB.
 #[tokio::test(flavor = "multi_thread")]
 async fn large_messages_are_archived_in_pieces_within_bounded_memory() {
     const PIECE: usize = 4 * 1024 * 1024;
@@ -350,6 +353,11 @@ async fn large_messages_are_archived_in_pieces_within_bounded_memory() {
             .and_then(|l| l.trim_end_matches(" MiB").parse::<usize>().ok())
             .unwrap_or_else(|| panic!("no peak memory line: {}", text(&run)))
     };
+    let archive = |expected: usize| {
+        let peak = archive(expected);
+        eprintln!("archived {expected} records, peak memory (RSS) {peak} MiB");
+        peak
+    };
 
     let mut seeded = Vec::new();
     for (seed, len) in [PIECE - 1, PIECE, PIECE + 1, 2 * PIECE]
@@ -360,16 +368,18 @@ async fn large_messages_are_archived_in_pieces_within_bounded_memory() {
         case.env.seed_message(&case.user, "INBOX", &message, "");
         seeded.push(message);
     }
-    archive(seeded.len());
+    let small_peak_mib = archive(seeded.len());
 
     let largest = large_message(LARGEST, 99);
     case.env.seed_message(&case.user, "INBOX", &largest, "");
     seeded.push(largest);
     let peak_mib = archive(1);
+    let largest_mib = LARGEST / 1024 / 1024;
     assert!(
-        peak_mib * 1024 * 1024 < LARGEST,
-        "the run held a whole {} MiB message in memory: peak {peak_mib} MiB",
-        LARGEST / 1024 / 1024
+        peak_mib < small_peak_mib + largest_mib / 4,
+        "the run held a whole {largest_mib} MiB message in memory: peak {peak_mib} MiB, \
+         against {small_peak_mib} MiB for messages of at most {} MiB",
+        2 * PIECE / 1024 / 1024
     );
 
     let (code, report) = case.verify_json();
