@@ -5,7 +5,8 @@
 //! public keys alone, and refuses an altered message and an altered manifest. A header index
 //! edited behind mailvault's back cannot add a record to an export (each message is matched
 //! again on its own headers), can hide one from a search by the index, and cannot hide one from
-//! `--verify-search`. Destruction deletes the destroyed records' index objects.
+//! `--verify-search`. Destruction deletes the destroyed records' index objects; a locked version
+//! planted under one does not hold the record's destruction up and is named in the report.
 
 use mailvault::store::Store as _;
 use mailvault::store::s3::{S3Config, S3Credentials, S3Store};
@@ -483,10 +484,37 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
     let verified = r.verify_export("request-3");
     assert!(verified.status.success(), "{}", text(&verified));
 
+    // Someone with the bucket's write credentials (and no key) puts a COMPLIANCE-locked
+    // version under the header index of a record due for destruction, to hold it up: the
+    // record is destroyed all the same, and the version it cannot delete is left and named.
+    let mut planted = None;
+    for key in store.list_keys("index/").await.unwrap() {
+        let index = store.get(&key, None).await.unwrap().unwrap();
+        if String::from_utf8_lossy(&index.bytes).contains("Budget draft") {
+            planted = Some(key.trim_start_matches("index/").to_owned());
+            break;
+        }
+    }
+    let planted = planted.expect("a header index of a Budget record");
+    env.s3_client(S3Flavour::Versitygw)
+        .put_object()
+        .bucket(&r.bucket)
+        .key(format!("rr/index/{planted}"))
+        .body(b"{\"planted\":true}".to_vec().into())
+        .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
+        .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Compliance)
+        .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from(
+            std::time::SystemTime::now() + Duration::from_secs(3600),
+        ))
+        .send()
+        .await
+        .expect("a locked version planted under the index");
+
     // Destruction deletes the destroyed records' index objects with them.
     let budget = (0..MESSAGES).filter(|i| i % 7 == 0).count();
     let kept = MESSAGES as usize - budget;
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut foreign_named = false;
     loop {
         let out = r.mailvault(&[
             "destroy",
@@ -496,7 +524,16 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
             "--policy",
             &r.path("policy.yaml"),
         ]);
-        assert!(out.status.success(), "{}", text(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let names_planted = stdout.contains(&format!(
+            "record {planted}: a locked version under its header index was not written by mailvault"
+        ));
+        foreign_named |= names_planted;
+        assert!(
+            out.status.success() || (out.status.code() == Some(1) && names_planted),
+            "{}",
+            text(&out)
+        );
         let left = store.list_keys("records/").await.unwrap().len();
         if left == kept {
             break;
@@ -525,9 +562,19 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
         "index/",
     );
     assert_eq!(records.len(), kept);
+    assert!(
+        foreign_named,
+        "no destruction run named the locked version planted under {planted}'s index"
+    );
+    assert!(
+        !records.contains(&planted),
+        "the record {planted} was not destroyed"
+    );
+    let mut expected_index = records.clone();
+    expected_index.insert(planted.clone());
     assert_eq!(
-        index_versions, records,
-        "an index object for every kept record, no version left for a destroyed one"
+        index_versions, expected_index,
+        "an index object for every kept record, no version left for a destroyed one but the planted"
     );
     let verify = r.mailvault(&[
         "verify",

@@ -88,13 +88,17 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     } else {
         print!("{}", super::plan::table(&report));
         println!("{}", report.summary());
-        for r in &report.refused {
+        for r in report.refused.iter().chain(&report.foreign_locked) {
             println!("  {r}");
         }
     }
-    Ok(if report.refused.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    // Exit 1 when something is left to look at: records not deleted yet, or objects someone
+    // else locked into the bucket.
+    Ok(
+        if report.refused.is_empty() && report.foreign_locked.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }

@@ -238,6 +238,11 @@ pub struct DestructionReport {
     /// Records the store refused to delete (their lock is still running): left authorized,
     /// the next run finishes them.
     pub refused: Vec<String>,
+    /// Locked versions under a destroyed record's header index (`index/<id>`) that the store
+    /// would not delete. mailvault never locks an index, so someone with write access to the
+    /// bucket put them there: the record is destroyed all the same (its own versions are gone),
+    /// and these are left for the bucket's owner to look into.
+    pub foreign_locked: Vec<String>,
     /// Keys of the certificates this run stored.
     pub certificates: Vec<String>,
     /// Records whose retention this run extended under `Extended` reviews.
@@ -283,6 +288,7 @@ impl DestructionReport {
             "finished": self.finished,
             "destroyed": self.destroyed,
             "refused": self.refused,
+            "foreign_locked": self.foreign_locked,
             "certificates": self.certificates,
             "stale_approvals": self.stale_approvals,
             "extended": self.extended,
@@ -317,6 +323,13 @@ impl DestructionReport {
             parts.push(format!(
                 "{} records could not be deleted yet (Object Lock still in force); the next run finishes them",
                 self.refused.len()
+            ));
+        }
+        if !self.foreign_locked.is_empty() {
+            parts.push(format!(
+                "{} locked objects that mailvault did not write were found under destroyed \
+                 records' header indexes and left in the bucket (see who can write to it)",
+                self.foreign_locked.len()
             ));
         }
         if awaiting > 0 {
@@ -991,7 +1004,7 @@ async fn destroy_record<S: Store>(
                 drop(history);
                 // The header index dies with the record, before the tombstone: a crash in
                 // between deletes it again on the next run, never leaves it behind.
-                delete_index(store, id).await?;
+                report.foreign_locked.extend(delete_index(store, id).await?);
                 let entry = writer.append(record, body, now_after(UnixTime(0))).await?;
                 apply(replay, entry)?;
                 report.destroyed += 1;
@@ -1007,21 +1020,37 @@ async fn destroy_record<S: Store>(
 }
 
 /// Deletes every version of a record's header index (`index/<id>`, unlocked: it is a search
-/// hint, not evidence) and checks that none remain.
-async fn delete_index<S: Store>(store: &S, id: &str) -> Result<()> {
+/// hint, not evidence) and checks that none remain. A version the store will not delete
+/// because of Object Lock was not written by mailvault (it never locks an index): it must not
+/// hold the record's destruction up, so it is left and returned, in words, for the report.
+async fn delete_index<S: Store>(store: &S, id: &str) -> Result<Vec<String>> {
     let key = index_key(id);
+    let mut locked: BTreeMap<String, String> = BTreeMap::new();
     for _ in 0..MAX_DELETE_ROUNDS {
-        let versions: Vec<(String, String, bool)> = store
+        let versions: Vec<String> = store
             .list_version_ids(&key)
             .await?
             .into_iter()
-            .filter(|(k, _, _)| *k == key)
+            .filter(|(k, version, _)| *k == key && !locked.contains_key(version))
+            .map(|(_, version, _)| version)
             .collect();
         if versions.is_empty() {
-            return Ok(());
+            return Ok(locked.into_values().collect());
         }
-        for (k, version, _) in versions {
-            store.delete_version(&k, &version).await?;
+        for version in versions {
+            match store.delete_version(&key, &version).await {
+                Ok(()) => {}
+                Err(Error::ObjectLocked(message)) => {
+                    locked.insert(
+                        version,
+                        format!(
+                            "record {id}: a locked version under its header index was not written \
+                             by mailvault and was left: {message}"
+                        ),
+                    );
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     Err(Error::Conflict(format!(
