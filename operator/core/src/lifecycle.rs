@@ -83,6 +83,8 @@ pub struct RecordHistory<'a> {
     pub series: &'a str,
     /// Position of its ingest entry.
     pub ingest_index: u64,
+    /// When its ingest entry was logged.
+    pub ingested_at: UnixTime,
     /// Its object key (`records/<id>`).
     pub object_key: Cow<'a, str>,
     /// The version the ingest entry logged.
@@ -176,6 +178,7 @@ fn history(table: &RecordTable, i: usize) -> RecordHistory<'_> {
         record: table.get(s.id),
         series: table.series(i),
         ingest_index: s.ingest_index,
+        ingested_at: s.ingested_at,
         object_key: s.unusual_key.map_or_else(
             || Cow::Owned(table.object_key(i)),
             |k| Cow::Borrowed(table.get(k)),

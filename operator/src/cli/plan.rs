@@ -133,20 +133,13 @@ async fn compare(
     key: &mailvault::core::note::NoteVerifier,
     schedule: &mailvault::core::rules::RetentionSchedule,
 ) -> Result<String> {
-    let log = mailvault::reader::StoredLog::load(store, key.name(), key, true).await?;
-    let mut replay = mailvault::core::lifecycle::Replay::new();
-    for e in &log.entries {
-        // Anomalies are verify's to report; the comparison keeps the story the log tells.
-        let _ = replay.apply(e.clone());
-    }
-    let diff = mailvault::lifecycle::policy_edit::diff_before(
-        store,
-        &log,
-        &replay,
-        schedule,
-        replay.size(),
-    )
-    .await?;
+    // Anomalies are verify's to report; the comparison keeps the story the log tells.
+    let replay = mailvault::reader::replay_log(store, key.name(), key)
+        .await?
+        .replay;
+    let diff =
+        mailvault::lifecycle::policy_edit::diff_before(store, &replay, schedule, replay.size())
+            .await?;
     let mut out = String::new();
     let _ = writeln!(
         out,

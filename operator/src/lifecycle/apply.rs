@@ -7,11 +7,10 @@
 use super::holds::{GivenHold, HoldsOutcome, apply_holds};
 use super::policy_edit::reapply_policy;
 use crate::Result;
-use crate::reader::StoredLog;
+use crate::reader::{ReplayedLog, replay_log};
 use crate::store::Store;
 use crate::writer::{LogHead, RecordWriter, RunSummary};
 use mailvault_core::lifecycle::policy_edit::PolicyDiff;
-use mailvault_core::lifecycle::{Anomaly, Replay};
 use mailvault_core::note::{NoteSigner, NoteVerifier};
 use mailvault_core::rules::RetentionSchedule;
 
@@ -61,21 +60,16 @@ pub async fn apply<S: Store>(
     if !policy_due && !super::holds::holds_due(store, writer.mac(), holds).await? {
         return Ok(LifecycleOutcome::default());
     }
-    let log = StoredLog::load(store, verifier.name(), verifier, true).await?;
-    writer.check_same_log(&log)?;
-    let mut replay = Replay::new();
-    for e in &log.entries {
-        // Anomalies are the verifier's to report; the replay keeps the story mailvault wrote.
-        let _: std::result::Result<(), Anomaly> = replay.apply(e.clone());
-    }
+    // Anomalies are the verifier's to report; the replay keeps the story mailvault wrote.
+    let ReplayedLog { replay, log, .. } = replay_log(store, verifier.name(), verifier).await?;
+    writer.check_same_log(&log.records)?;
+    drop(log);
     let now = crate::unix_now();
     let policy = match schedule {
-        Some(s) if policy_due => {
-            reapply_policy(store, writer, &log, &replay, s, before, now).await?
-        }
+        Some(s) if policy_due => reapply_policy(store, writer, &replay, s, before, now).await?,
         _ => None,
     };
-    let holds = apply_holds(store, writer, &log, &replay, holds, now).await?;
+    let holds = apply_holds(store, writer, &replay, holds, now).await?;
     Ok(LifecycleOutcome { policy, holds })
 }
 

@@ -16,7 +16,7 @@
 //! policy no longer names is `Review`).
 
 use crate::crd::{DispositionReview, ReviewDecision};
-use crate::reader::StoredLog;
+use crate::reader::replay_log;
 use crate::store::{ObjectMetadata, Store};
 use crate::writer::RecordWriter;
 use crate::{Error, Result};
@@ -36,6 +36,7 @@ use mailvault_core::lifecycle::{
     RecordHistory, Replay, SeriesBatch, batch_digest, destruction_eligibility, next_step, pending,
     uncertified,
 };
+use mailvault_core::log::RecordLog;
 use mailvault_core::note::{NoteSigner, NoteVerifier};
 use mailvault_core::rules::RetentionSchedule;
 use mailvault_core::{Hash, UnixTime};
@@ -522,19 +523,21 @@ pub struct DestructionRun<'a> {
     pub abort_after_step: Option<u64>,
 }
 
-/// Replays a log, refusing one whose entries do not tell the story mailvault writes.
-fn replay_of(log: &mut StoredLog) -> Result<Replay> {
-    let mut replay = Replay::new();
-    for entry in std::mem::take(&mut log.entries) {
-        let index = entry.index;
-        if let Err(anomaly) = replay.apply(entry) {
-            return Err(Error::Conflict(format!(
-                "the log has an entry mailvault never writes (entry {index}: {anomaly:?}); \
-                 nothing is destroyed from a log with an anomaly; run `mailvault verify`"
-            )));
-        }
+/// Reads and replays the log, refusing one whose entries do not tell the story mailvault
+/// writes.
+async fn replay_of<S: Store>(
+    store: &S,
+    origin: &str,
+    verifier: &NoteVerifier,
+) -> Result<(Replay, RecordLog)> {
+    let read = replay_log(store, origin, verifier).await?;
+    if let Some((index, anomaly)) = read.first_anomaly {
+        return Err(Error::Conflict(format!(
+            "the log has an entry mailvault never writes (entry {index}: {anomaly:?}); \
+             nothing is destroyed from a log with an anomaly; run `mailvault verify`"
+        )));
     }
-    Ok(replay)
+    Ok((read.replay, read.log.records))
 }
 
 /// The approvals that still match their batch, and the names of those that do not.
@@ -621,8 +624,7 @@ pub async fn preview<S: Store>(
     verifier: &NoteVerifier,
     run: &DestructionRun<'_>,
 ) -> Result<DestructionReport> {
-    let mut log = StoredLog::load(store, run.origin, verifier, true).await?;
-    let mut replay = replay_of(&mut log)?;
+    let (mut replay, _) = replay_of(store, run.origin, verifier).await?;
     let (approvals, stale_approvals) = current_approvals(&replay, run.approvals);
     let dispositions = SeriesDispositions::of(run.schedule);
     let (mut reviews, _) =
@@ -704,10 +706,9 @@ pub async fn run<S: Store>(
     // records, so the log read next is the one it appends to.
     let mut writer =
         RecordWriter::open(store, run.origin, signer, run.schedule.clone(), run.now).await?;
-    let mut log = StoredLog::load(store, run.origin, &verifier, true).await?;
-    writer.check_same_log(&log)?;
-    let mut replay = replay_of(&mut log)?;
-    drop(log);
+    let (mut replay, read_back) = replay_of(store, run.origin, &verifier).await?;
+    writer.check_same_log(&read_back)?;
+    drop(read_back);
     let (approvals, stale_approvals) = current_approvals(&replay, run.approvals);
     let dispositions = SeriesDispositions::of(run.schedule);
     let mut report = DestructionReport {

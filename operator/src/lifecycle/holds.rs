@@ -287,7 +287,6 @@ pub async fn holds_due<S: Store>(store: &S, mac: &MacKey, given: &[GivenHold]) -
 pub async fn apply_holds<S: Store>(
     store: &S,
     writer: &mut RecordWriter<'_, S>,
-    log: &crate::reader::StoredLog,
     replay: &Replay,
     given: &[GivenHold],
     now: UnixTime,
@@ -329,10 +328,6 @@ pub async fn apply_holds<S: Store>(
         .histories()
         .filter(|h| h.authorized.is_none() && h.destroyed.is_none())
         .filter(|h| holds.iter().any(|hold| hold.wants_facts_of(h)))
-        .map(|h| {
-            let at = log.ingest_of(h.record).map_or(UnixTime(0), |e| e.logged_at);
-            (h, at)
-        })
         .collect();
     let facts = stored::facts_of(store, wanted).await?;
     let plan: HoldPlan = hold_plan(replay.histories(), &holds, &facts);

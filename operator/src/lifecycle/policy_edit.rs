@@ -62,7 +62,6 @@ pub async fn policy_changed<S: Store>(
 /// `mailvault plan` previews.
 pub async fn diff_before<S: Store>(
     store: &S,
-    log: &crate::reader::StoredLog,
     replay: &Replay,
     schedule: &RetentionSchedule,
     before: u64,
@@ -70,10 +69,6 @@ pub async fn diff_before<S: Store>(
     let records: Vec<_> = replay
         .histories()
         .filter(|h| h.ingest_index < before && h.authorized.is_none() && h.destroyed.is_none())
-        .map(|h| {
-            let at = log.ingest_of(h.record).map_or(UnixTime(0), |e| e.logged_at);
-            (h, at)
-        })
         .collect();
     let facts = stored::facts_of(store, records).await?;
     Ok(policy_diff(
@@ -88,7 +83,6 @@ pub async fn diff_before<S: Store>(
 pub(crate) async fn reapply_policy<S: Store>(
     store: &S,
     writer: &mut RecordWriter<'_, S>,
-    log: &crate::reader::StoredLog,
     replay: &Replay,
     schedule: &RetentionSchedule,
     before: u64,
@@ -96,7 +90,7 @@ pub(crate) async fn reapply_policy<S: Store>(
 ) -> Result<Option<PolicyDiff>> {
     let mac = writer.mac().clone();
     let fingerprint = schedule.fingerprint().to_hex();
-    let diff = diff_before(store, log, replay, schedule, before).await?;
+    let diff = diff_before(store, replay, schedule, before).await?;
     extend_records(store, writer, &diff.extensions, now).await?;
     writer.checkpoint().await?;
     if diff.unreadable == 0 {

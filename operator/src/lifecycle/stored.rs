@@ -98,11 +98,11 @@ pub async fn record_facts<S: Store>(
 /// read are left out; a store failure ends the read.
 pub async fn facts_of<S: Store>(
     store: &S,
-    records: Vec<(RecordHistory<'_>, UnixTime)>,
+    records: Vec<RecordHistory<'_>>,
 ) -> Result<BTreeMap<String, RecordFacts>> {
     // The dictionaries the records need, each read once (few: one per training).
     let mut dictionaries = crate::dictionary::Loaded::new();
-    for (h, _) in &records {
+    for h in &records {
         if let Some((sha256, version)) = h.dictionary
             && !dictionaries.contains_key(&sha256)
         {
@@ -112,7 +112,7 @@ pub async fn facts_of<S: Store>(
     }
     let jobs: Vec<_> = records
         .into_iter()
-        .map(|(h, at)| {
+        .map(|h| {
             // A record whose dictionary is gone cannot be read (None: left out as unreadable).
             let dictionary = h
                 .dictionary
@@ -121,7 +121,7 @@ pub async fn facts_of<S: Store>(
                 h.record.to_owned(),
                 h.object_key.into_owned(),
                 h.object_version.to_owned(),
-                at,
+                h.ingested_at,
                 dictionary,
             )
         })

@@ -5,12 +5,13 @@
 
 use crate::store::Store;
 use crate::{Error, Result};
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use mailvault_core::checkpoint::{Checkpoint, SignedHead};
 use mailvault_core::entry::{Entry, EntryBody, RecordId};
 use mailvault_core::layout::{
     CHECKPOINTS_PREFIX, LOG_PREFIX, checkpoint_key, parse_checkpoint_key,
 };
+use mailvault_core::lifecycle::{Anomaly, Replay};
 use mailvault_core::log::RecordLog;
 use mailvault_core::note::NoteVerifier;
 use mailvault_core::verify::LogListing;
@@ -67,33 +68,21 @@ impl StoredLog {
         key: &NoteVerifier,
         keep_entries: bool,
     ) -> Result<Self> {
-        let mut keys = store.list_keys(LOG_PREFIX).await?;
-        keys.extend(store.list_keys(CHECKPOINTS_PREFIX).await?);
-        let listing = LogListing::from_keys(keys.iter().map(String::as_str));
-        // Owned keys: a stream of futures borrowing `&String` is not provably `Send` (the
-        // operator runs this on a multi-threaded runtime).
-        let keys: Vec<String> = bundle_keys(&listing).map(|(_, k)| k.clone()).collect();
-        // Several reads at once: a large log is hundreds of bundles.
-        let bundles: Vec<Vec<u8>> = futures::stream::iter(keys)
-            .map(|k| async move { fetch(store, &k).await })
-            .buffered(8)
-            .try_collect()
-            .await?;
-        let mut log = Self::from_bundles(origin, &bundles, keep_entries)?;
-        let (head, head_note) = match newest_checkpoint(store, &listing, origin, key).await? {
-            None => (None, None),
-            Some((head, note)) => {
-                if log.records.root_at(head.size) != Some(head.root) {
-                    return Err(damaged(&format!(
-                        "checkpoint {} does not match the stored entries",
-                        head.size
-                    )));
-                }
-                (Some(head), Some(note))
+        let mut entries = Vec::new();
+        let mut ingested = HashSet::new();
+        let read = read_entries(store, origin, key, |entry| {
+            if matches!(entry.body, EntryBody::Ingest { .. }) {
+                ingested.insert(entry.record.clone());
             }
-        };
-        log.head = head;
-        log.head_note = head_note;
+            if keep_entries {
+                entries.push(entry);
+            }
+            Ok(())
+        })
+        .await?;
+        let mut log = Self::indexed(origin, read.records, ingested, entries);
+        log.head = read.head;
+        log.head_note = read.head_note;
         Ok(log)
     }
 
@@ -183,6 +172,110 @@ impl StoredLog {
         self.entries.get(self.positions.get(id)?.latest)
     }
 }
+
+/// A log read to its end by [`read_entries`]: the chain-checked Merkle tree and the newest
+/// signed checkpoint it matches.
+#[derive(Debug)]
+pub struct ReadLog {
+    /// The record log's tree (the last bundle's bytes only).
+    pub records: RecordLog,
+    /// The newest checkpoint signed by the archive's key, consistent with the entries.
+    pub head: Option<SignedHead>,
+    /// The note of that checkpoint.
+    pub head_note: Option<String>,
+}
+
+/// Reads the log of the archive `origin` one bundle at a time (a few read ahead), checks each
+/// bundle's indices and chain, hands its entries to `each` in log order, and at the end checks
+/// them against the newest checkpoint signed by `key`. Memory: the Merkle tree's hashes and the
+/// bundles in flight, whatever the log's length; what `each` keeps is the caller's. An error
+/// from `each` stops the reading.
+///
+/// `each` sees entries before the checkpoint is checked: a caller must not act on them until
+/// this returns `Ok` (what they say is only vouched for then).
+pub async fn read_entries<S: Store>(
+    store: &S,
+    origin: &str,
+    key: &NoteVerifier,
+    mut each: impl FnMut(Entry) -> Result<()>,
+) -> Result<ReadLog> {
+    let mut keys = store.list_keys(LOG_PREFIX).await?;
+    keys.extend(store.list_keys(CHECKPOINTS_PREFIX).await?);
+    let listing = LogListing::from_keys(keys.iter().map(String::as_str));
+    drop(keys);
+    // Owned keys: a stream of futures borrowing `&String` is not provably `Send` (the operator
+    // runs this on a multi-threaded runtime).
+    let bundle_keys: Vec<String> = bundle_keys(&listing).map(|(_, k)| k.clone()).collect();
+    let mut bundles = futures::stream::iter(bundle_keys)
+        .map(|k| async move { fetch(store, &k).await })
+        .buffered(BUNDLES_IN_FLIGHT);
+    let mut records = RecordLog::new();
+    while let Some(bundle) = bundles.next().await {
+        for entry in records.push_bundle(&bundle?).map_err(|e| damaged(&e))? {
+            each(entry)?;
+        }
+    }
+    let (head, head_note) = match newest_checkpoint(store, &listing, origin, key).await? {
+        None => (None, None),
+        Some((head, note)) => {
+            if records.root_at(head.size) != Some(head.root) {
+                return Err(damaged(&format!(
+                    "checkpoint {} does not match the stored entries",
+                    head.size
+                )));
+            }
+            (Some(head), Some(note))
+        }
+    };
+    Ok(ReadLog {
+        records,
+        head,
+        head_note,
+    })
+}
+
+/// The log replayed as it is read ([`read_entries`]): one compact state per record (the
+/// [`Replay`]), not the entries, so memory grows by a couple of hundred bytes a record.
+#[derive(Debug)]
+pub struct ReplayedLog {
+    /// Every record's history.
+    pub replay: Replay,
+    /// The tree and the checkpoint the entries were checked against.
+    pub log: ReadLog,
+    /// The first entry that does not tell the story mailvault writes (its position and what is
+    /// wrong): `verify` reports it; destruction refuses to act on such a log.
+    pub first_anomaly: Option<(u64, Anomaly)>,
+}
+
+/// Reads and replays the log of `origin` (checkpoints signed by `key`): what `ls`, `plan`,
+/// destruction and the lifecycle steps read.
+pub async fn replay_log<S: Store>(
+    store: &S,
+    origin: &str,
+    key: &NoteVerifier,
+) -> Result<ReplayedLog> {
+    let mut replay = Replay::new();
+    let mut first_anomaly = None;
+    let log = read_entries(store, origin, key, |entry| {
+        let index = entry.index;
+        if let Err(anomaly) = replay.apply(entry)
+            && first_anomaly.is_none()
+        {
+            first_anomaly = Some((index, anomaly));
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(ReplayedLog {
+        replay,
+        log,
+        first_anomaly,
+    })
+}
+
+/// Bundles read ahead while the ones before are decoded: a large log is thousands of them,
+/// and each read is a round trip to the store.
+const BUNDLES_IN_FLIGHT: usize = 8;
 
 /// The newest checkpoint the listing names, opened with `key`: its head and its note. A newest
 /// checkpoint that does not open is damage, not a reason to fall back on an older one.

@@ -30,6 +30,7 @@ use mailvault_core::layout::{
     checkpoint_key, dictionary_key, index_key, parse_checkpoint_key, parse_dictionary_key,
     record_id_of, record_key,
 };
+use mailvault_core::log::RecordLog;
 use mailvault_core::mac::{MacKey, MacKind};
 use mailvault_core::note::NoteSigner;
 use mailvault_core::record::{SALT_LEN, commitment_from_digest};
@@ -648,14 +649,14 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     /// verified at open and appended to since: same size, same root. Objects added to the store
     /// while the run went on (a wider partial bundle, say) must never drive what the writer
     /// signs next — a forged `destroy-authorized` would otherwise make a run delete a record.
-    pub fn check_same_log(&self, read_back: &StoredLog) -> Result<()> {
+    pub fn check_same_log(&self, read_back: &RecordLog) -> Result<()> {
         let (size, root) = (self.log.records.size(), self.log.records.root());
-        if read_back.records.size() != size || read_back.records.root() != root {
+        if read_back.size() != size || read_back.root() != root {
             return Err(Error::Conflict(format!(
                 "the log read back from the store ({} entries) is not the one this run verified \
                  and wrote ({size} entries): log objects were added or replaced during the run; \
                  nothing was done on top of it; run `mailvault verify`",
-                read_back.records.size()
+                read_back.size()
             )));
         }
         Ok(())
@@ -1323,7 +1324,7 @@ mod tests {
         let verifier = NoteVerifier::parse(&key().verifier_key()).unwrap();
         let read = |store| reader::StoredLog::load(store, ORIGIN, &verifier, true);
         running
-            .check_same_log(&read(&store).await.unwrap())
+            .check_same_log(&read(&store).await.unwrap().records)
             .unwrap();
         // Entries appear in the store during the run (here another writer's, signed even).
         let mut other = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
@@ -1332,7 +1333,7 @@ mod tests {
         other.write(message(1), NOW).await.unwrap();
         other.finish().await.unwrap();
         let err = running
-            .check_same_log(&read(&store).await.unwrap())
+            .check_same_log(&read(&store).await.unwrap().records)
             .unwrap_err()
             .to_string();
         assert!(err.contains("not the one this run verified"), "{err}");

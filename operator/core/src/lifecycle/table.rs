@@ -29,6 +29,8 @@ pub(crate) struct RecordState {
     pub id: StrRef,
     /// Position of the record's ingest entry.
     pub ingest_index: u64,
+    /// When the ingest entry was logged.
+    pub ingested_at: UnixTime,
     pub object_version: StrRef,
     /// The object key when it is not `records/<id>`.
     pub unusual_key: Option<StrRef>,
@@ -228,7 +230,7 @@ impl RecordTable {
             if found.is_some() {
                 return Err(Anomaly::DuplicateIngest);
             }
-            return self.apply_ingest(index, record.as_str(), body);
+            return self.apply_ingest(index, logged_at, record.as_str(), body);
         }
         let Some(i) = found else {
             return Err(Anomaly::UnknownRecord);
@@ -281,7 +283,13 @@ impl RecordTable {
     }
 
     /// Applies the ingest entry of a new record.
-    fn apply_ingest(&mut self, index: u64, record: &str, body: EntryBody) -> Result<(), Anomaly> {
+    fn apply_ingest(
+        &mut self,
+        index: u64,
+        logged_at: UnixTime,
+        record: &str,
+        body: EntryBody,
+    ) -> Result<(), Anomaly> {
         let EntryBody::Ingest {
             series,
             retain_until,
@@ -306,6 +314,7 @@ impl RecordTable {
             |id, v, k, s| RecordState {
                 id,
                 ingest_index: index,
+                ingested_at: logged_at,
                 object_version: v,
                 unusual_key: k,
                 stored_sha256,

@@ -64,6 +64,7 @@ fn history(id: &'static str) -> RecordHistory<'static> {
         record: id,
         series: "GS 1-01",
         ingest_index: 0,
+        ingested_at: t(0),
         object_key: Cow::Owned(format!("records/{id}")),
         object_version: "v1",
         stored_size: 10,
