@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: image demo test lint fmt-check clippy core-deps deny fuzz unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-verify bench-operator bench-resume bench-search
+.PHONY: image demo test lint fmt-check clippy core-deps deny fuzz unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-verify bench-operator bench-resume bench-search bench-destroy
 
 ## test: everything CI runs — formatting, clippy, licences, unit tests, fuzzing, then the
 ## integration tests against the real local components (started here and stopped afterwards,
@@ -76,7 +76,7 @@ tools:
 
 ## bench: benchmarks that print figures (not tests): the record log, then the archive job
 ## against mbsync. BENCH=mixed or BENCH=small runs one mailbox of the archive benchmark.
-bench: bench-log bench-resume bench-search bench-archive bench-operator
+bench: bench-log bench-resume bench-search bench-destroy bench-archive bench-operator
 
 ## bench-log: build and verify a log of 1,000,000 entries (set N=... for another size).
 bench-log:
@@ -95,6 +95,13 @@ bench-search:
 	@[ -x /usr/bin/time ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null)
 	$(CARGO) build --release -p mailvault -p mailvault-tests --bins --locked
 	$${CARGO_TARGET_DIR:-target}/release/search-bench $(N)
+
+## bench-destroy: a destruction run on an archive of N records (default 1,000,000) of which
+## DUE (default 100,000) are due: time and peak RSS of `plan`, `destroy` and `ls` afterwards.
+bench-destroy:
+	@[ -x /usr/bin/time ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null)
+	$(CARGO) build --release -p mailvault -p mailvault-tests --bins --locked
+	$${CARGO_TARGET_DIR:-target}/release/search-bench $(or $(N),1000000) --destroy $(or $(DUE),100000)
 
 ## bench-archive: mailvault vs mbsync on seeded mailboxes (needs the environment; installs isync
 ## and GNU time from Debian when missing). BENCH_BASELINE_BIN=/path/to/other/mailvault adds

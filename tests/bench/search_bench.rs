@@ -2,10 +2,17 @@
 //! time and peak RSS of `mailvault ls | wc -l`, `mailvault plan` and `mailvault export` by a
 //! query that matches one record in a thousand, on a `file:` store.
 //!
+//! `make bench-destroy` (`search-bench N --destroy D`): the same archive with D records whose
+//! retention has ended (one in N/D): wall time and peak RSS of `mailvault plan` and of the
+//! `mailvault destroy` run that destroys them (authorizations, deletions, tombstones,
+//! certificate), then `ls` again.
+//!
 //! The archive is generated, not archived: N ingest entries (bundles under the writer's MAC, a
 //! signed checkpoint), a header index object for every record, and record objects only for the
-//! records the query matches (the export reads those; the search reads only index objects).
-//! Kept between runs in `$TMPDIR/mailvault-search-bench-N`.
+//! records the query matches and the records due (the export and the destruction read those;
+//! the search reads only index objects). Kept between runs in
+//! `$TMPDIR/mailvault-search-bench-N` (`…-destroy-bench-N-D`: a destruction changes it, so it
+//! is generated again for each run).
 
 use futures::StreamExt as _;
 use mailvault::core::Hash;
@@ -36,17 +43,27 @@ const POLICY: &str = "apiVersion: mailvault.io/v1alpha1\nkind: RetentionPolicy\n
 
 #[tokio::main]
 async fn main() {
-    let n: u64 = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().collect();
+    let n: u64 = args
+        .get(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let due: Option<u64> = args
+        .iter()
+        .position(|a| a == "--destroy")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|a| a.parse().ok());
+    if let Some(due) = due {
+        destroy_bench(n, due).await;
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("mailvault-search-bench-{n}"));
     let store_dir = dir.join("store");
     if !dir.join("complete").exists() {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("bench directory");
         let started = std::time::Instant::now();
-        generate(n, &store_dir, &dir).await;
+        generate(n, None, &store_dir, &dir).await;
         std::fs::write(dir.join("complete"), b"").expect("bench marker");
         println!(
             "generated {n} records (log, index objects, {} record objects) in {:.1} s ({})",
@@ -92,6 +109,55 @@ async fn main() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// An archive of `n` records of which `due` have reached the end of their retention: `plan`,
+/// then the `destroy` run that destroys them, then `ls`.
+async fn destroy_bench(n: u64, due: u64) {
+    assert!(
+        due > 0 && due <= n / 2,
+        "--destroy D: between 1 and half of N"
+    );
+    let dir = std::env::temp_dir().join(format!("mailvault-destroy-bench-{n}-{due}"));
+    let store_dir = dir.join("store");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench directory");
+    let started = std::time::Instant::now();
+    generate(n, Some(n / due), &store_dir, &dir).await;
+    println!(
+        "generated {n} records ({due} due, with their record objects) in {:.1} s ({})",
+        started.elapsed().as_secs_f64(),
+        store_dir.display()
+    );
+    let store = format!("file:{}", store_dir.display());
+    let public = dir.join("archive.pub").display().to_string();
+    let key = dir.join("archive.key").display().to_string();
+    let policy = dir.join("policy.yaml").display().to_string();
+    println!("on an archive of {n} records with {due} due (file: store):");
+    let (s, kib, _) = timed(&[
+        "plan",
+        &store,
+        "--public-key",
+        &public,
+        "--policy",
+        &policy,
+        "--no-compare",
+    ]);
+    println!("  plan --no-compare: {s:.2} s, peak RSS {:.1} MB", mb(kib));
+    let (s, kib, _) = timed(&["destroy", &store, "--key", &key, "--policy", &policy]);
+    let left = std::fs::read_dir(store_dir.join("objects/records"))
+        .map(Iterator::count)
+        .unwrap_or(0);
+    println!(
+        "  destroy: {s:.2} s, peak RSS {:.1} MB ({left} record objects left)",
+        mb(kib)
+    );
+    let (s, kib, lines) = timed(&["ls", &store, "--public-key", &public]);
+    println!(
+        "  ls | wc -l ({lines} lines) after: {s:.2} s, peak RSS {:.1} MB",
+        mb(kib)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[allow(clippy::cast_precision_loss)] // megabytes for people
 fn mb(kib: u64) -> f64 {
     kib as f64 / 1024.0
@@ -119,10 +185,14 @@ fn facts(i: u64, matching: bool) -> (MessageFacts, Vec<u8>) {
 }
 
 /// Writes the log of N ingest entries, the index objects, the matching records, a signed
-/// checkpoint, and the keys and policy the runs use.
-async fn generate(n: u64, store_dir: &Path, dir: &Path) {
+/// checkpoint, and the keys and policy the runs use. With `due_one_in`, one record in that many
+/// (none of the matching ones) was kept until a day before the log's time and has its record
+/// object: a destruction run destroys it.
+async fn generate(n: u64, due_one_in: Option<u64>, store_dir: &Path, dir: &Path) {
     let signer = NoteSigner::new(ORIGIN, &[7; 32]).expect("bench key");
     std::fs::write(dir.join("archive.pub"), signer.verifier_key()).expect("public key");
+    mailvault::signing_key::write_signer_key(&dir.join("archive.key"), &signer)
+        .expect("archive key");
     let export = NoteSigner::new("records.city.example/export", &[9; 32]).expect("export key");
     mailvault::signing_key::write_signer_key(&dir.join("export.key"), &export).expect("key");
     std::fs::write(dir.join("policy.yaml"), POLICY).expect("policy");
@@ -135,12 +205,18 @@ async fn generate(n: u64, store_dir: &Path, dir: &Path) {
     for i in 0..n {
         let id = RecordId::from_hash(&Hash::of(&i.to_le_bytes()));
         let matching = i % ONE_IN == 0;
+        let due = due_one_in.is_some_and(|d| i % d == 1);
+        let retain = if due {
+            UnixTime(now.0 - 86_400)
+        } else {
+            retain
+        };
         let (facts, message) = facts(i, matching);
         indexes.push((
             index_key(id.as_str()),
             HeaderIndex::new(&facts, now).encode(),
         ));
-        let (stored_sha256, commitment) = if matching {
+        let (stored_sha256, commitment) = if matching || due {
             let salt = [u8::try_from(i % 251).unwrap_or(0); SALT_LEN];
             let commitment = commitment_from_digest(&salt, &Hash::of(&message));
             let stored = zstd::encode_all(message.as_slice(), 3).expect("zstd");
