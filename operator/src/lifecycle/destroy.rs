@@ -975,10 +975,9 @@ async fn destroy_record<S: Store>(
         };
         let key = history.object_key.clone().into_owned();
         let held: Vec<HeldVersion> = store
-            .list_version_ids(&key)
+            .versions_of(&key)
             .await?
             .into_iter()
-            .filter(|(k, _, _)| *k == key)
             .map(|(key, version_id, delete_marker)| HeldVersion {
                 key,
                 version_id,
@@ -1029,10 +1028,10 @@ async fn delete_index<S: Store>(store: &S, id: &str) -> Result<Vec<String>> {
     let mut locked: BTreeMap<String, String> = BTreeMap::new();
     for _ in 0..MAX_DELETE_ROUNDS {
         let versions: Vec<String> = store
-            .list_version_ids(&key)
+            .versions_of(&key)
             .await?
             .into_iter()
-            .filter(|(k, version, _)| *k == key && !locked.contains_key(version))
+            .filter(|(_, version, _)| !locked.contains_key(version))
             .map(|(_, version, _)| version)
             .collect();
         if versions.is_empty() {

@@ -68,6 +68,9 @@ impl Store for AnyStore {
     async fn list_version_ids(&self, prefix: &str) -> Result<Vec<(String, String, bool)>> {
         each!(self, s => s.list_version_ids(prefix).await)
     }
+    async fn versions_of(&self, key: &str) -> Result<Vec<(String, String, bool)>> {
+        each!(self, s => s.versions_of(key).await)
+    }
 
     async fn version_lock(&self, key: &str, version: &str) -> Result<Option<VersionLock>> {
         each!(self, s => s.version_lock(key, version).await)

@@ -346,8 +346,13 @@ impl Store for FsStore {
 
     async fn list_keys(&self, prefix: &str) -> Result<Vec<String>> {
         let base = self.root.join("objects");
+        // Only the directory the prefix lies in: `records/…` never reads the header indexes.
+        let start = match prefix.rsplit_once('/') {
+            Some((dir, _)) if !dir.is_empty() => self.path("objects", dir)?,
+            _ => base.clone(),
+        };
         let mut keys = Vec::new();
-        walk(&base, &base, &mut keys)?;
+        walk(&base, &start, &mut keys)?;
         keys.retain(|k| k.starts_with(prefix));
         keys.sort();
         Ok(keys)
@@ -360,6 +365,21 @@ impl Store for FsStore {
             .into_iter()
             .map(|k| (k, VERSION.to_owned(), false))
             .collect())
+    }
+
+    async fn versions_of(&self, key: &str) -> Result<Vec<(String, String, bool)>> {
+        let path = self.path("objects", key)?;
+        match tokio::fs::symlink_metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(vec![(key.to_owned(), VERSION.to_owned(), false)]),
+            Ok(m) if m.file_type().is_symlink() => Err(Error::Conflict(format!(
+                "{} is a symbolic link; a file: store never holds one and mailvault does not \
+                 follow it: remove it (or replace it with what it points to)",
+                path.display()
+            ))),
+            Ok(_) => Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io(&path, e)),
+        }
     }
 
     async fn version_lock(&self, key: &str, version: &str) -> Result<Option<super::VersionLock>> {
@@ -531,6 +551,22 @@ mod tests {
             .unwrap();
         let e = store.list_keys("").await.unwrap_err().to_string();
         assert!(e.contains("records/loop is a symbolic link"), "{e}");
+        let e = store.list_keys("records/").await.unwrap_err().to_string();
+        assert!(e.contains("records/loop is a symbolic link"), "{e}");
+        let e = store
+            .versions_of("records/loop")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("records/loop is a symbolic link"), "{e}");
+        // A listing reads only the directory its prefix lies in; one key is looked up alone.
+        assert!(store.list_keys("log/").await.unwrap().is_empty());
+        assert_eq!(
+            store.versions_of("records/a").await.unwrap(),
+            [("records/a".to_owned(), VERSION.to_owned(), false)]
+        );
+        assert!(store.versions_of("records/b").await.unwrap().is_empty());
+        assert!(store.versions_of("records").await.unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&root);
     }
 }

@@ -153,6 +153,24 @@ pub trait Store: Send + Sync + Clone + 'static {
         prefix: &str,
     ) -> impl Future<Output = Result<Vec<(String, String, bool)>>> + Send;
 
+    /// Every version and delete marker of exactly `key` (not of the keys it is a prefix of):
+    /// `(key, version id, is a delete marker)`. What a destruction run lists before and after
+    /// deleting one record; a store that can look one key up directly overrides it (the `file:`
+    /// store would otherwise read a directory of every record once per record).
+    fn versions_of(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String, bool)>>> + Send {
+        async move {
+            Ok(self
+                .list_version_ids(key)
+                .await?
+                .into_iter()
+                .filter(|(k, _, _)| k == key)
+                .collect())
+        }
+    }
+
     /// The lock of one version (S3: `HeadObject`); `None` if the version is absent.
     fn version_lock(
         &self,
