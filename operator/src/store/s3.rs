@@ -190,26 +190,6 @@ where
     }
 }
 
-/// A bucket default retention locks every object written without a lock of its own: the
-/// header indexes (`index/<id>`) that destruction must delete with their record, and the run
-/// state. mailvault locks each record and log object itself, so it refuses such a bucket
-/// rather than leave a destroyed record's headers behind.
-fn default_retention_refusal(bucket: &str, default: &aws_sdk_s3::types::DefaultRetention) -> Error {
-    let mode = default.mode().map_or("no mode", |m| m.as_str());
-    let period = match (default.days(), default.years()) {
-        (Some(d), _) => format!("{d} days"),
-        (None, Some(y)) => format!("{y} years"),
-        (None, None) => "no period".to_owned(),
-    };
-    Error::store(format!(
-        "bucket {bucket:?} has a default retention ({mode}, {period}): every object mailvault \
-         writes without a lock of its own would be locked too, including the header indexes \
-         that destruction must delete with their records. mailvault locks each record and log \
-         object itself; remove the bucket's default retention (keep Object Lock enabled) and \
-         run again"
-    ))
-}
-
 /// Whether a refused `DeleteObject` was refused by Object Lock: AWS and versitygw answer
 /// `AccessDenied` (403) naming the lock, moto `AccessDenied` too; a plain permission refusal
 /// (credentials without `s3:DeleteObjectVersion`) is `AccessDenied` without it.
@@ -695,13 +675,6 @@ impl Store for S3Store {
         }
         let enabled = match lock {
             Ok(out) => {
-                if let Some(default) = out
-                    .object_lock_configuration()
-                    .and_then(|c| c.rule())
-                    .and_then(|r| r.default_retention())
-                {
-                    return Err(default_retention_refusal(&self.bucket, default));
-                }
                 out.object_lock_configuration()
                     .and_then(|c| c.object_lock_enabled())
                     == Some(&ObjectLockEnabled::Enabled)
