@@ -115,10 +115,6 @@ reasons! {
     UnauthenticatedObject,
     /// A destruction run destroyed records (and stored their certificate).
     RecordsDestroyed,
-    /// A destruction run found locked objects mailvault never locks (a version under a
-    /// destroyed record's header index): someone with write access to the bucket put them
-    /// there. The record is destroyed; the objects are left for the bucket's owner.
-    ForeignLockedObject,
     /// A destruction run found nothing due.
     NothingDue,
     /// A destruction run in dry-run mode reported what it would destroy.

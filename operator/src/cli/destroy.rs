@@ -88,17 +88,13 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
     } else {
         print!("{}", super::plan::table(&report));
         println!("{}", report.summary());
-        for r in report.refused.iter().chain(&report.foreign_locked) {
+        for r in &report.refused {
             println!("  {r}");
         }
     }
-    // Exit 1 when something is left to look at: records not deleted yet, or objects someone
-    // else locked into the bucket.
-    Ok(
-        if report.refused.is_empty() && report.foreign_locked.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        },
-    )
+    Ok(if report.refused.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -422,30 +422,6 @@ pub(super) async fn destroy_and_record(
     let failed = run_status.result == "Failed";
     tracing::info!(archive = %archive.name_any(), namespace = %namespace, message = %run_status.message, "destruction run");
     publish(ctx, archive, event.0, event.1, &event.2).await;
-    if let Ok(report) = &result
-        && !report.foreign_locked.is_empty()
-    {
-        let shown: Vec<&str> = report
-            .foreign_locked
-            .iter()
-            .take(3)
-            .map(String::as_str)
-            .collect();
-        publish(
-            ctx,
-            archive,
-            EventType::Warning,
-            Reason::ForeignLockedObject,
-            &format!(
-                "{} locked objects mailvault did not write were left in the bucket (check who holds \
-                 write access to it): {}{}",
-                report.foreign_locked.len(),
-                shown.join("; "),
-                if report.foreign_locked.len() > shown.len() { "; …" } else { "" }
-            ),
-        )
-        .await;
-    }
     if matches!(
         event.1,
         Reason::RecordsDestroyed | Reason::RecordsAwaitReview

@@ -236,14 +236,9 @@ pub struct DestructionReport {
     pub finished: u64,
     /// Tombstones this run logged (finished and new).
     pub destroyed: u64,
-    /// Records the store refused to delete (their lock is still running): left authorized,
-    /// the next run finishes them.
+    /// Records the store refused to delete (their lock, or their header index's, is still
+    /// running): left authorized, the next run finishes them.
     pub refused: Vec<String>,
-    /// Locked versions under a destroyed record's header index (`index/<id>`) that the store
-    /// would not delete. mailvault never locks an index, so someone with write access to the
-    /// bucket put them there: the record is destroyed all the same (its own versions are gone),
-    /// and these are left for the bucket's owner to look into.
-    pub foreign_locked: Vec<String>,
     /// Keys of the certificates this run stored.
     pub certificates: Vec<String>,
     /// Records whose retention this run extended under `Extended` reviews.
@@ -289,7 +284,6 @@ impl DestructionReport {
             "finished": self.finished,
             "destroyed": self.destroyed,
             "refused": self.refused,
-            "foreign_locked": self.foreign_locked,
             "certificates": self.certificates,
             "stale_approvals": self.stale_approvals,
             "extended": self.extended,
@@ -324,13 +318,6 @@ impl DestructionReport {
             parts.push(format!(
                 "{} records could not be deleted yet (Object Lock still in force); the next run finishes them",
                 self.refused.len()
-            ));
-        }
-        if !self.foreign_locked.is_empty() {
-            parts.push(format!(
-                "{} locked objects that mailvault did not write were found under destroyed \
-                 records' header indexes and left in the bucket (see who can write to it)",
-                self.foreign_locked.len()
             ));
         }
         if awaiting > 0 {
@@ -1004,7 +991,21 @@ async fn destroy_record<S: Store>(
                 drop(history);
                 // The header index dies with the record, before the tombstone: a crash in
                 // between deletes it again on the next run, never leaves it behind.
-                report.foreign_locked.extend(delete_index(store, id).await?);
+                // A locked index (mailvault never locks one: someone else did, or a bucket
+                // default retention) may hold the record's headers: no tombstone and no
+                // certificate for the record until it can be deleted; the others go on.
+                match delete_index(store, id).await {
+                    Ok(()) => {}
+                    Err(Error::ObjectLocked(message)) => {
+                        report.refused.push(format!(
+                            "record {id}: its header index is under Object Lock, which mailvault \
+                             never sets on one, so the record is not destroyed until the index \
+                             can be deleted (its stored message is deleted already): {message}"
+                        ));
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(e),
+                }
                 let entry = writer.append(record, body, now_after(UnixTime(0))).await?;
                 apply(replay, entry)?;
                 report.destroyed += 1;
@@ -1020,37 +1021,18 @@ async fn destroy_record<S: Store>(
 }
 
 /// Deletes every version of a record's header index (`index/<id>`, unlocked: it is a search
-/// hint, not evidence) and checks that none remain. A version the store will not delete
-/// because of Object Lock was not written by mailvault (it never locks an index): it must not
-/// hold the record's destruction up, so it is left and returned, in words, for the report.
-async fn delete_index<S: Store>(store: &S, id: &str) -> Result<Vec<String>> {
+/// hint, not evidence) and checks that none remain. A version under Object Lock is refused by
+/// the store ([`Error::ObjectLocked`]): the caller holds the record's tombstone back, since the
+/// index may hold the record's headers.
+async fn delete_index<S: Store>(store: &S, id: &str) -> Result<()> {
     let key = index_key(id);
-    let mut locked: BTreeMap<String, String> = BTreeMap::new();
     for _ in 0..MAX_DELETE_ROUNDS {
-        let versions: Vec<String> = store
-            .versions_of(&key)
-            .await?
-            .into_iter()
-            .filter(|(_, version, _)| !locked.contains_key(version))
-            .map(|(_, version, _)| version)
-            .collect();
+        let versions = store.versions_of(&key).await?;
         if versions.is_empty() {
-            return Ok(locked.into_values().collect());
+            return Ok(());
         }
-        for version in versions {
-            match store.delete_version(&key, &version).await {
-                Ok(()) => {}
-                Err(Error::ObjectLocked(message)) => {
-                    locked.insert(
-                        version,
-                        format!(
-                            "record {id}: a locked version under its header index was not written \
-                             by mailvault and was left: {message}"
-                        ),
-                    );
-                }
-                Err(e) => return Err(e),
-            }
+        for (k, version, _) in versions {
+            store.delete_version(&k, &version).await?;
         }
     }
     Err(Error::Conflict(format!(

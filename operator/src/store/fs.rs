@@ -227,6 +227,32 @@ fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a symbolic link at any directory from `base` down to `dir` (a listing or a lookup
+/// that starts below `base` would otherwise follow one without seeing it). Stops quietly at the
+/// first directory that does not exist.
+fn no_link_on_the_way(base: &Path, dir: &Path) -> Result<()> {
+    let Ok(rel) = dir.strip_prefix(base) else {
+        return Ok(());
+    };
+    let mut at = base.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(Error::Conflict(format!(
+                    "{} is a symbolic link; a file: store never holds one and mailvault does \
+                     not follow it: remove it (or replace it with what it points to)",
+                    at.display()
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(&at, e)),
+        }
+    }
+    Ok(())
+}
+
 impl Store for FsStore {
     async fn preflight(&self) -> Result<StoreInfo> {
         tokio::fs::create_dir_all(&self.root)
@@ -351,6 +377,7 @@ impl Store for FsStore {
             Some((dir, _)) if !dir.is_empty() => self.path("objects", dir)?,
             _ => base.clone(),
         };
+        no_link_on_the_way(&base, &start)?;
         let mut keys = Vec::new();
         walk(&base, &start, &mut keys)?;
         keys.retain(|k| k.starts_with(prefix));
@@ -369,6 +396,9 @@ impl Store for FsStore {
 
     async fn versions_of(&self, key: &str) -> Result<Vec<(String, String, bool)>> {
         let path = self.path("objects", key)?;
+        if let Some(parent) = path.parent() {
+            no_link_on_the_way(&self.root.join("objects"), parent)?;
+        }
         match tokio::fs::symlink_metadata(&path).await {
             Ok(m) if m.is_file() => Ok(vec![(key.to_owned(), VERSION.to_owned(), false)]),
             Ok(m) if m.file_type().is_symlink() => Err(Error::Conflict(format!(
@@ -567,6 +597,17 @@ mod tests {
         );
         assert!(store.versions_of("records/b").await.unwrap().is_empty());
         assert!(store.versions_of("records").await.unwrap().is_empty());
+        // A directory replaced by a link is refused on the way down, not followed.
+        std::fs::remove_file(root.join("objects/records/loop")).unwrap();
+        std::fs::create_dir_all(root.join("elsewhere")).unwrap();
+        std::fs::write(root.join("elsewhere/b"), b"y").unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("objects/index")).unwrap();
+        for e in [
+            store.list_keys("index/").await.unwrap_err(),
+            store.versions_of("index/b").await.unwrap_err(),
+        ] {
+            assert!(e.to_string().contains("index is a symbolic link"), "{e}");
+        }
         let _ = std::fs::remove_dir_all(&root);
     }
 }
