@@ -101,26 +101,6 @@ impl StoredLog {
         log
     }
 
-    /// The log held in `bundles` (in index order), chain-checked, without a checkpoint.
-    pub fn from_bundles(origin: &str, bundles: &[Vec<u8>], keep_entries: bool) -> Result<Self> {
-        let records =
-            RecordLog::resume(bundles.iter().map(Vec::as_slice)).map_err(|e| damaged(&e))?;
-        let mut entries = Vec::new();
-        let mut ingested = HashSet::new();
-        for b in bundles {
-            for bytes in mailvault_core::bundle::decode_bundle(b).map_err(|e| damaged(&e))? {
-                let entry = Entry::decode(bytes).map_err(|e| damaged(&e))?;
-                if matches!(entry.body, EntryBody::Ingest { .. }) {
-                    ingested.insert(entry.record.clone());
-                }
-                if keep_entries {
-                    entries.push(entry);
-                }
-            }
-        }
-        Ok(Self::indexed(origin, records, ingested, entries))
-    }
-
     /// A log of decoded `entries`, without their chain (for tests of what reads entries).
     #[cfg(test)]
     pub(crate) fn from_entries(origin: &str, entries: Vec<Entry>) -> Self {
