@@ -188,27 +188,77 @@ struct Stored {
     unparseable: bool,
 }
 
-/// One record's compression and PUT, running as its own task so that stores proceed on every
-/// worker thread while the caller reads the source; aborted when dropped, so an abandoned run
-/// stops storing (what it stored unlogged is adopted by the next run).
-struct StoreTask(tokio::task::JoinHandle<Result<Stored>>);
+/// Work of the writer's running as its own task: a record's compression and PUT (so that
+/// stores proceed on every worker thread while the caller reads the source), or a checkpoint
+/// being written. Aborted when dropped, so an abandoned run stops writing (what it stored
+/// unlogged is adopted by the next run).
+struct WriterTask<T> {
+    what: &'static str,
+    handle: tokio::task::JoinHandle<Result<T>>,
+}
 
-impl Future for StoreTask {
-    type Output = Result<Stored>;
+impl<T: Send + 'static> WriterTask<T> {
+    fn spawn(
+        what: &'static str,
+        work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+    ) -> Self {
+        Self {
+            what,
+            handle: tokio::spawn(work),
+        }
+    }
+}
+
+impl<T> Future for WriterTask<T> {
+    type Output = Result<T>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
+        let what = self.what;
+        std::pin::Pin::new(&mut self.handle)
             .poll(cx)
-            .map(|joined| joined.map_err(|e| Error::task("store task", e))?)
+            .map(|joined| joined.map_err(|e| Error::task(what, e))?)
     }
 }
 
-impl Drop for StoreTask {
+impl<T> Drop for WriterTask<T> {
     fn drop(&mut self) {
-        self.0.abort();
+        self.handle.abort();
+    }
+}
+
+/// A signed checkpoint and the log bundles it covers, to be written in this order.
+struct CheckpointWrite {
+    bundles: Vec<mailvault_core::log::BundleObject>,
+    /// Its size and note; `None` when nothing new was signed (only bundles to write).
+    signed: Option<(u64, String)>,
+    lock_until: UnixTime,
+}
+
+impl CheckpointWrite {
+    /// Writes the bundles one after the other, then the checkpoint: whatever a crash leaves
+    /// is a prefix of the log, which the next run reads back and signs.
+    async fn run<S: Store>(self, store: S, mac: MacKey) -> Result<Option<(u64, String)>> {
+        for bundle in self.bundles {
+            let metadata = trust::tagged(&mac, MacKind::Bundle, &bundle.key, &bundle.bytes);
+            store
+                .put_immutable(&bundle.key, bundle.bytes, &metadata, self.lock_until)
+                .await?;
+        }
+        if let Some((size, note)) = &self.signed {
+            // A checkpoint needs no MAC: it is signed.
+            store
+                .put_immutable(
+                    &checkpoint_key(*size),
+                    note.clone().into_bytes(),
+                    &crate::store::ObjectMetadata::new(),
+                    self.lock_until,
+                )
+                .await?;
+        }
+        Ok(self.signed)
     }
 }
 
@@ -370,7 +420,10 @@ pub struct RecordWriter<'s, S: Store> {
     retention: Arc<RetentionSchedule>,
     since_checkpoint: usize,
     summary: RunSummary,
-    in_flight: futures::stream::FuturesOrdered<StoreTask>,
+    in_flight: futures::stream::FuturesOrdered<WriterTask<Stored>>,
+    /// The periodic checkpoint being written while stores go on (see
+    /// [`Self::checkpoint_behind`]).
+    checkpoint_in_flight: Option<WriterTask<Option<(u64, String)>>>,
     in_flight_bytes: u64,
     /// Spool space the stores in flight take ([`Body::spool_cost`]).
     in_flight_spool: u64,
@@ -428,6 +481,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             since_checkpoint: 0,
             summary,
             in_flight: futures::stream::FuturesOrdered::new(),
+            checkpoint_in_flight: None,
             in_flight_bytes: 0,
             in_flight_spool: 0,
             spool: Spool::default(),
@@ -895,12 +949,13 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     ) -> Result<Outcome> {
         self.in_flight_bytes += memory_cost;
         self.in_flight_spool += spool_cost;
-        self.in_flight.push_back(StoreTask(tokio::spawn(job)));
+        self.in_flight
+            .push_back(WriterTask::spawn("store task", job));
         while self.in_flight.len() >= MAX_IN_FLIGHT || self.in_flight_bytes > MAX_IN_FLIGHT_BYTES {
             self.log_next_stored().await?;
         }
         if self.since_checkpoint >= CHECKPOINT_EVERY {
-            self.checkpoint().await?;
+            self.checkpoint_behind().await?;
         }
         Ok(Outcome::Stored)
     }
@@ -1045,42 +1100,73 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         Ok(())
     }
 
-    /// Writes the new log bundles, then a signed checkpoint covering them. Returns the size
-    /// signed, or `None` if nothing was new.
+    /// Writes the new log bundles, then a signed checkpoint covering them, once every store in
+    /// flight is logged. Returns the size signed, or `None` if nothing was new.
     pub async fn checkpoint(&mut self) -> Result<Option<u64>> {
         while !self.in_flight.is_empty() {
             self.log_next_stored().await?;
         }
+        self.wait_for_checkpoint_in_flight().await?;
+        let written = self
+            .sign_logged()?
+            .run(self.store.clone(), self.mac.clone())
+            .await?;
+        Ok(self.checkpoint_written(written))
+    }
+
+    /// The periodic checkpoint: signs the entries logged so far and writes them in a task of
+    /// its own while the stores in flight go on and new ones start. With S3 a network away,
+    /// draining the pipeline and writing bundles and checkpoint in line emptied it for several
+    /// round trips every [`CHECKPOINT_EVERY`] records. One at a time, so they land in order.
+    async fn checkpoint_behind(&mut self) -> Result<()> {
+        self.wait_for_checkpoint_in_flight().await?;
+        let write = self.sign_logged()?;
+        let (store, mac) = (self.store.clone(), self.mac.clone());
+        self.checkpoint_in_flight = Some(WriterTask::spawn("checkpoint", write.run(store, mac)));
+        Ok(())
+    }
+
+    async fn wait_for_checkpoint_in_flight(&mut self) -> Result<()> {
+        if let Some(task) = self.checkpoint_in_flight.take() {
+            let written = task.await?;
+            self.checkpoint_written(written);
+        }
+        Ok(())
+    }
+
+    /// Takes the log bundles not yet written and signs a checkpoint over every entry logged,
+    /// unless one of that size is signed already.
+    fn sign_logged(&mut self) -> Result<CheckpointWrite> {
         let size = self.log.records.size();
         let last = self.signer.last_signed().map_or(0, |h| h.size);
         let lock_until = log_lock_until(crate::unix_now());
-        for bundle in self.log.records.take_bundles() {
-            let metadata = trust::tagged(&self.mac, MacKind::Bundle, &bundle.key, &bundle.bytes);
-            self.store
-                .put_immutable(&bundle.key, bundle.bytes, &metadata, lock_until)
-                .await?;
-        }
+        let bundles = self.log.records.take_bundles();
         self.since_checkpoint = 0;
-        if size == last && last > 0 {
-            return Ok(None);
-        }
-        let proof = if last == 0 {
-            Vec::new()
+        let signed = if size == last && last > 0 {
+            None
         } else {
-            self.log.records.tree().consistency_proof(last, size)?
+            let proof = if last == 0 {
+                Vec::new()
+            } else {
+                self.log.records.tree().consistency_proof(last, size)?
+            };
+            Some((
+                size,
+                self.signer.sign(size, self.log.records.root(), &proof)?,
+            ))
         };
-        let note = self.signer.sign(size, self.log.records.root(), &proof)?;
-        // A checkpoint needs no MAC: it is signed.
-        self.store
-            .put_immutable(
-                &checkpoint_key(size),
-                note.clone().into_bytes(),
-                &crate::store::ObjectMetadata::new(),
-                lock_until,
-            )
-            .await?;
+        Ok(CheckpointWrite {
+            bundles,
+            signed,
+            lock_until,
+        })
+    }
+
+    /// The log's head moves once a checkpoint is in the store, not when it is signed.
+    fn checkpoint_written(&mut self, written: Option<(u64, String)>) -> Option<u64> {
+        let (size, note) = written?;
         self.log.head_note = Some(note);
-        Ok(Some(size))
+        Some(size)
     }
 }
 
@@ -1384,18 +1470,39 @@ mod tests {
             .unwrap()
     }
 
-    /// A `file:` store whose record PUTs are carried out but whose answers are lost: each one
-    /// fails although the record is stored.
+    /// A `file:` store with one fault.
     #[derive(Debug, Clone)]
-    struct AnswersLost(FsStore);
+    struct Faulty(FsStore, Fault);
 
-    impl Store for AnswersLost {
+    #[derive(Debug, Clone)]
+    enum Fault {
+        /// Record PUTs are carried out but their answers are lost: each one fails although
+        /// the record is stored.
+        AnswersLost,
+        /// Checkpoint PUTs wait until the semaphore gives them a permit; record PUTs are
+        /// counted.
+        CheckpointsHeld(
+            Arc<tokio::sync::Semaphore>,
+            Arc<std::sync::atomic::AtomicUsize>,
+        ),
+        /// Checkpoint PUTs fail (log bundles are written).
+        CheckpointsFail,
+    }
+
+    impl Store for Faulty {
         async fn preflight(&self) -> Result<StoreInfo> {
             self.0.preflight().await
         }
         async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
-            self.0.put_record(put).await?;
-            Err(Error::store("the answer was lost"))
+            let version = self.0.put_record(put).await?;
+            match &self.1 {
+                Fault::AnswersLost => Err(Error::store("the answer was lost")),
+                Fault::CheckpointsHeld(_, records) => {
+                    records.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(version)
+                }
+                Fault::CheckpointsFail => Ok(version),
+            }
         }
         async fn put_immutable(
             &self,
@@ -1404,6 +1511,20 @@ mod tests {
             metadata: &crate::store::ObjectMetadata,
             lock_until: UnixTime,
         ) -> Result<()> {
+            if parse_checkpoint_key(key).is_some() {
+                match &self.1 {
+                    Fault::AnswersLost => {}
+                    Fault::CheckpointsHeld(gate, _) => {
+                        let _permit = gate
+                            .acquire()
+                            .await
+                            .map_err(|e| Error::store(e.to_string()))?;
+                    }
+                    Fault::CheckpointsFail => {
+                        return Err(Error::store("the checkpoint PUT failed"));
+                    }
+                }
+            }
             self.0.put_immutable(key, bytes, metadata, lock_until).await
         }
         async fn put_mutable(
@@ -1471,7 +1592,7 @@ mod tests {
     async fn a_failed_store_leaves_the_run_unfinished_and_the_next_run_adopts_its_record() {
         let dir = temp_dir("answers-lost");
         let store = FsStore::new(&dir);
-        let lossy = AnswersLost(store.clone());
+        let lossy = Faulty(store.clone(), Fault::AnswersLost);
         let mut first = RecordWriter::open(&lossy, ORIGIN, key(), retention(), NOW)
             .await
             .unwrap();
@@ -1498,6 +1619,100 @@ mod tests {
     }
 
     /// A short message like a department's (enough shared text for a dictionary to pay).
+    /// The periodic checkpoint is written while records go on being stored: with its PUT held,
+    /// the run stores the next records, and the checkpoint lands once let through.
+    #[tokio::test]
+    async fn records_are_stored_while_a_checkpoint_is_written() {
+        let dir = temp_dir("checkpoint-behind");
+        let store = FsStore::new(&dir);
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let stored = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let held = Faulty(
+            store.clone(),
+            Fault::CheckpointsHeld(gate.clone(), stored.clone()),
+        );
+        let mut w = RecordWriter::open(&held, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        let total = u32::try_from(CHECKPOINT_EVERY).unwrap() + 100;
+        // Bounded, so that a writer waiting for the held checkpoint fails the test instead of
+        // hanging it.
+        tokio::time::timeout(std::time::Duration::from_mins(1), async {
+            for n in 0..total {
+                w.write(message(n), NOW).await.unwrap();
+            }
+            // Every store in flight ends while the checkpoint is still held.
+            while stored.load(std::sync::atomic::Ordering::SeqCst) < total as usize {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("records kept being stored while the checkpoint was held");
+        assert!(
+            store.list_keys("checkpoints/").await.unwrap().is_empty(),
+            "the checkpoint was held"
+        );
+        gate.add_permits(100);
+        let signed = w.finish().await.unwrap();
+        assert_eq!(signed, Some(u64::from(total)));
+        let report = verify(&store).await;
+        assert!(report.verified(), "{}", report.to_text());
+        assert_eq!(
+            report.counts.get(&RecordStatus::PresentOk),
+            Some(&u64::from(total))
+        );
+        assert_eq!(
+            store.list_keys("checkpoints/").await.unwrap().len(),
+            2,
+            "the periodic checkpoint and the last"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A periodic checkpoint that fails in its task fails the run when it ends: nothing says
+    /// the log is signed further than the store holds, and the next run signs it all.
+    #[tokio::test]
+    async fn a_checkpoint_that_fails_behind_the_run_fails_it_and_the_next_run_signs_the_log() {
+        let dir = temp_dir("checkpoint-fails");
+        let store = FsStore::new(&dir);
+        let failing = Faulty(store.clone(), Fault::CheckpointsFail);
+        let mut first = RecordWriter::open(&failing, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        let total = u32::try_from(CHECKPOINT_EVERY).unwrap() + 10;
+        let mut failed = false;
+        for n in 0..total {
+            // The failure surfaces at a later write or at the end.
+            if first.write(message(n), NOW).await.is_err() {
+                failed = true;
+                break;
+            }
+        }
+        let error = first.finish().await.err();
+        assert!(
+            failed || error.is_some(),
+            "a lost checkpoint must fail the run"
+        );
+        drop(first);
+        assert!(store.list_keys("checkpoints/").await.unwrap().is_empty());
+
+        let mut second = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        for n in 0..total {
+            second.write(message(n), NOW).await.unwrap();
+        }
+        second.finish().await.unwrap();
+        let report = verify(&store).await;
+        assert!(report.verified(), "{}", report.to_text());
+        assert_eq!(
+            report.counts.get(&RecordStatus::PresentOk),
+            Some(&u64::from(total))
+        );
+        assert_eq!(report.log_size, u64::from(total), "each record logged once");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn short_message(n: u32) -> SourceMessage {
         let mut m = message(n);
         let bytes = format!(
