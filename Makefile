@@ -118,8 +118,8 @@ bench-archive:
 
 ## bench-verify: verify's speed on the archive benchmark's mailboxes (file: and versitygw;
 ## BENCH_BASELINE_BIN=/path/to/other/mailvault alternates with another build) and archive
-## throughput into versitygw with 20 ms and 80 ms round trips injected (BENCH_DELAYS_MS).
-## Runs against the environment in MAILVAULT_ENV_DIR with unique bucket names.
+## throughput into versitygw with 20 ms and 80 ms round trips injected (BENCH_DELAYS_MS);
+## BENCH_PHASES=latency (or verify) runs one part. Runs against the environment in MAILVAULT_ENV_DIR with unique bucket names.
 bench-verify:
 	@[ -x /usr/bin/time ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null)
 	$(CARGO) build --release -p mailvault -p mailvault-tests --bins --locked

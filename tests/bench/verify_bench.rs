@@ -8,7 +8,10 @@
 //!   rounds, on both stores: records/s and MB/s of original bytes, and the ratio;
 //! - latency (`BENCH_DELAYS_MS`, default `20,80`): the same archive into a fresh bucket through a
 //!   TCP proxy that delays every byte by half the round trip in each direction, against the
-//!   loopback figure.
+//!   loopback figure; with a baseline, both builds alternate at every round trip, each against
+//!   its own loopback figure of the run.
+//!
+//! `BENCH_PHASES=latency` (or `verify`) runs one part only; the default is both.
 //!
 //! Needs only versitygw from the environment (`MAILVAULT_ENV_DIR`); unique bucket names, so it
 //! runs beside other tests on a shared environment.
@@ -126,7 +129,14 @@ fn verify_row(name: &str, m: &Measured, n: usize, bytes: u64) {
     );
 }
 
-async fn bench(env: &TestEnv, kind: &str, baseline: Option<&Path>, delays: &[u64]) {
+/// Which parts of the benchmark run (`BENCH_PHASES`, default `verify,latency`).
+#[derive(Clone, Copy)]
+struct Phases {
+    verify: bool,
+    latency: bool,
+}
+
+async fn bench(env: &TestEnv, kind: &str, baseline: Option<&Path>, delays: &[u64], phases: Phases) {
     let dir = std::env::temp_dir().join(unique_name(&format!("mailvault-verify-bench-{kind}")));
     std::fs::create_dir_all(&dir).unwrap();
     let mbox = dir.join("mail.mbox");
@@ -163,34 +173,35 @@ async fn bench(env: &TestEnv, kind: &str, baseline: Option<&Path>, delays: &[u64
         .collect()
     };
     let endpoint = env.s3_endpoint(S3Flavour::Versitygw).to_owned();
-    let archive_s3 = |endpoint: &str, bucket: &str| {
-        let to = format!("s3://{bucket}/bench");
-        let args = archive_args(&to);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        timed(s3_command(env, &bin, endpoint, &args))
-    };
     eprintln!("archiving {n} messages ({:.0} MB) ...", bytes as f64 / 1e6);
     let file_store = format!("file:{}", dir.join("store").display());
     let mut c = Command::new(&bin);
     c.args(archive_args(&file_store));
     let to_file = timed(c);
-    let bucket = unique_name(&format!("vbench-{kind}"));
-    env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
-    let loopback = archive_s3(&endpoint, &bucket);
-    let s3_store = format!("s3://{bucket}/bench");
-
     println!(
         "\n### {kind} mailbox: {n} messages, {:.1} MB\n",
         bytes as f64 / 1e6
     );
-    println!("| verify | wall s | records/s | MB/s | CPU s | peak RSS MB |");
-    println!("|---|---:|---:|---:|---:|---:|");
     let mut builds: Vec<(&str, PathBuf)> = vec![("this build", bin.clone())];
     if let Some(b) = baseline {
         builds.push(("baseline", b.to_owned()));
     }
+    let s3_store = if phases.verify {
+        let bucket = unique_name(&format!("vbench-{kind}"));
+        env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
+        let to = format!("s3://{bucket}/bench");
+        let args = archive_args(&to);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        timed(s3_command(env, &bin, &endpoint, &args));
+        println!("| verify | wall s | records/s | MB/s | CPU s | peak RSS MB |");
+        println!("|---|---:|---:|---:|---:|---:|");
+        to
+    } else {
+        String::new()
+    };
     let mut walls: std::collections::BTreeMap<(&str, &str), Vec<f64>> = Default::default();
-    for round in 1..=2 {
+    let rounds = if phases.verify { 2 } else { 0 };
+    for round in 1..=rounds {
         for (name, binary) in &builds {
             for (store_name, store) in [("file:", &file_store), ("versitygw", &s3_store)] {
                 let args = ["verify", store.as_str(), "--public-key", &public_key];
@@ -213,7 +224,7 @@ async fn bench(env: &TestEnv, kind: &str, baseline: Option<&Path>, delays: &[u64
             }
         }
     }
-    if baseline.is_some() {
+    if baseline.is_some() && phases.verify {
         for store_name in ["file:", "versitygw"] {
             let best = |b: &str| {
                 walls[&(b, store_name)]
@@ -228,47 +239,64 @@ async fn bench(env: &TestEnv, kind: &str, baseline: Option<&Path>, delays: &[u64
         }
     }
 
-    println!("\n| archive → versitygw | round trip | wall s | msg/s | MB/s | of loopback |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    let archive_row = |rtt: u64, m: &Measured| {
-        println!(
-            "| {kind} | {rtt} ms | {:.1} | {:.0} | {:.1} | {:.0}% |",
-            m.wall,
-            n as f64 / m.wall,
-            bytes as f64 / 1e6 / m.wall,
-            100.0 * loopback.wall / m.wall
-        );
-    };
+    if !phases.latency {
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    // Every build at every round trip into a fresh bucket, the builds alternating, each
+    // against its own loopback figure of this run.
     println!(
-        "| {kind} (file: directory, for scale) | - | {:.1} | {:.0} | {:.1} | - |",
+        "\n| archive → versitygw, {kind} | round trip | wall s | msg/s | MB/s | CPU s | of its loopback |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| file: directory, this build, for scale | - | {:.1} | {:.0} | {:.1} | {:.1} | - |",
         to_file.wall,
         n as f64 / to_file.wall,
-        bytes as f64 / 1e6 / to_file.wall
+        bytes as f64 / 1e6 / to_file.wall,
+        to_file.cpu
     );
-    archive_row(0, &loopback);
-    for &rtt in delays {
-        let upstream = endpoint.trim_start_matches("http://").to_owned();
-        let proxy = delaying_proxy(upstream, Duration::from_millis(rtt) / 2).await;
-        let fresh = unique_name(&format!("vbench-{kind}-{rtt}"));
-        env.create_bucket(S3Flavour::Versitygw, &fresh, true).await;
-        let m = archive_s3(&proxy, &fresh);
-        archive_row(rtt, &m);
-        if rtt == delays[0] {
-            // The auditor is remote too.
-            let store = format!("s3://{fresh}/bench");
-            let v = timed(s3_command(
-                env,
-                &bin,
-                &proxy,
-                &["verify", &store, "--public-key", &public_key],
-            ));
-            assert!(v.stdout.contains("result: VERIFIED"), "{}", v.stdout);
+    let mut own_loopback: std::collections::BTreeMap<&str, f64> = Default::default();
+    for rtt in std::iter::once(0).chain(delays.iter().copied()) {
+        for (name, binary) in &builds {
+            let fresh = unique_name(&format!("vbench-{kind}-{rtt}"));
+            env.create_bucket(S3Flavour::Versitygw, &fresh, true).await;
+            let via = if rtt == 0 {
+                endpoint.clone()
+            } else {
+                let upstream = endpoint.trim_start_matches("http://").to_owned();
+                delaying_proxy(upstream, Duration::from_millis(rtt) / 2).await
+            };
+            let to = format!("s3://{fresh}/bench");
+            let args = archive_args(&to);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let m = timed(s3_command(env, binary, &via, &args));
+            let base = *own_loopback.entry(name).or_insert(m.wall);
             println!(
-                "\nverify through the {rtt} ms proxy: {:.1} s, {:.0} records/s, {:.0} MB/s",
-                v.wall,
-                n as f64 / v.wall,
-                bytes as f64 / 1e6 / v.wall
+                "| {name} | {rtt} ms | {:.1} | {:.0} | {:.1} | {:.1} | {:.0}% |",
+                m.wall,
+                n as f64 / m.wall,
+                bytes as f64 / 1e6 / m.wall,
+                m.cpu,
+                100.0 * base / m.wall
             );
+            if rtt != 0 && rtt == delays[0] && *name == "this build" && phases.verify {
+                // The auditor is remote too.
+                let v = timed(s3_command(
+                    env,
+                    &bin,
+                    &via,
+                    &["verify", &to, "--public-key", &public_key],
+                ));
+                assert!(v.stdout.contains("result: VERIFIED"), "{}", v.stdout);
+                println!(
+                    "| verify through the {rtt} ms proxy, this build | {rtt} ms | {:.1} | {:.0} | {:.1} | {:.1} | - |",
+                    v.wall,
+                    n as f64 / v.wall,
+                    bytes as f64 / 1e6 / v.wall,
+                    v.cpu
+                );
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -289,9 +317,14 @@ async fn main() {
                 .expect("BENCH_DELAYS_MS: milliseconds, comma-separated")
         })
         .collect();
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "verify,latency".into());
+    let phases = Phases {
+        verify: phases.split(',').any(|p| p.trim() == "verify"),
+        latency: phases.split(',').any(|p| p.trim() == "latency"),
+    };
     for kind in ["mixed", "small"] {
         if which.is_empty() || which.iter().any(|w| w == kind) {
-            bench(&env, kind, baseline.as_deref(), &delays).await;
+            bench(&env, kind, baseline.as_deref(), &delays, phases).await;
         }
     }
 }
