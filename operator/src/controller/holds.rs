@@ -156,28 +156,42 @@ fn pending(holds: &[AppliedHold]) -> bool {
     })
 }
 
+/// What [`start_if_pending`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldRunStart {
+    /// A hold run started.
+    Started,
+    /// No hold is pending, or a run of the archive is in flight (its end re-queues it).
+    NotNeeded,
+    /// A hold run of the archive failed less than [`HOLD_RUN_RETRY`] ago: the archive must be
+    /// re-queued after this long (nothing else would: a suspended archive waits for a change).
+    RetryIn(Duration),
+}
+
 /// Starts a hold run for `archive` when a hold on it changed since it was last applied there
-/// and no run is in flight. Returns whether one started.
+/// and no run is in flight.
 pub async fn start_if_pending(
     ctx: &Arc<Context>,
     archive: &Arc<MailboxArchive>,
     policy: Option<&RetentionPolicy>,
-) -> Result<bool> {
+) -> Result<HoldRunStart> {
     let uid = archive.metadata.uid.clone().unwrap_or_default();
     if ctx.runs.is_running(&uid) {
-        return Ok(false);
+        return Ok(HoldRunStart::NotNeeded);
     }
-    if FAILED_HOLD_RUNS
+    let failed_ago = FAILED_HOLD_RUNS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get(&uid)
-        .is_some_and(|t| t.elapsed() < HOLD_RUN_RETRY)
+        .map(Instant::elapsed);
+    if let Some(left) = failed_ago.and_then(|ago| HOLD_RUN_RETRY.checked_sub(ago))
+        && !left.is_zero()
     {
-        return Ok(false);
+        return Ok(HoldRunStart::RetryIn(left));
     }
     let holds = holds_for(ctx, archive).await?;
     if !pending(&holds) {
-        return Ok(false);
+        return Ok(HoldRunStart::NotNeeded);
     }
     let schedule = policy.and_then(|p| p.spec.schedule().ok());
     let task_ctx = ctx.clone();
@@ -194,12 +208,18 @@ pub async fn start_if_pending(
             failed.insert(task_uid, Instant::now());
         }
     };
-    Ok(ctx.runs.start(
-        &uid,
-        ObjectRef::from_obj(&**archive),
-        ctx.run_ended.clone(),
-        run,
-    ))
+    Ok(
+        if ctx.runs.start(
+            &uid,
+            ObjectRef::from_obj(&**archive),
+            ctx.run_ended.clone(),
+            run,
+        ) {
+            HoldRunStart::Started
+        } else {
+            HoldRunStart::NotNeeded
+        },
+    )
 }
 
 /// One hold run: the holds (and an edited policy, when the policy is usable) applied to the

@@ -103,12 +103,18 @@ pub async fn reconcile(archive: Arc<MailboxArchive>, ctx: Arc<Context>) -> Resul
     }
     // A legal hold changed since this archive applied it: a hold run now, whatever the
     // schedule or suspension (a hold must not wait for the next sync).
-    if matches!(decided, Plan::Wait { .. } | Plan::Suspended)
-        && super::holds::start_if_pending(&ctx, &archive, policy.as_ref()).await?
-    {
-        return Ok(Action::requeue(WHILE_RUNNING));
+    let mut hold_retry = None;
+    if matches!(decided, Plan::Wait { .. } | Plan::Suspended) {
+        use super::holds::HoldRunStart;
+        match super::holds::start_if_pending(&ctx, &archive, policy.as_ref()).await? {
+            HoldRunStart::Started => return Ok(Action::requeue(WHILE_RUNNING)),
+            HoldRunStart::RetryIn(wait) => hold_retry = Some(wait),
+            HoldRunStart::NotNeeded => {}
+        }
     }
-    execute(&ctx, &api, &archive, policy, decided, status, now).await
+    let action = execute(&ctx, &api, &archive, policy, decided, status, now).await?;
+    // A failed hold run is retried when its window ends, whatever else the archive waits for.
+    Ok(hold_retry.map_or(action, Action::requeue))
 }
 
 /// Carries out a plan.

@@ -331,7 +331,11 @@ where
                         relisted.insert(uid.clone());
                     }
                     let generation = object.meta().generation;
-                    match seen.insert(uid, (generation, object.clone())) {
+                    // Kept to pass on if it goes during a re-list; its field managers (one per
+                    // archive on a hold's status) are not needed for that.
+                    let mut kept = object.clone();
+                    kept.meta_mut().managed_fields = None;
+                    match seen.insert(uid, (generation, kept)) {
                         Some((before, _)) if before == generation => Vec::new(),
                         _ => vec![Ok(object)],
                     }

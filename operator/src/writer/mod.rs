@@ -229,30 +229,36 @@ impl<T> Drop for WriterTask<T> {
     }
 }
 
+/// A checkpoint signed by this run: its head and its note.
+struct SignedCheckpoint {
+    head: mailvault_core::checkpoint::SignedHead,
+    note: String,
+}
+
 /// A signed checkpoint and the log bundles it covers, to be written in this order.
 struct CheckpointWrite {
     bundles: Vec<mailvault_core::log::BundleObject>,
-    /// Its size and note; `None` when nothing new was signed (only bundles to write).
-    signed: Option<(u64, String)>,
+    /// What was signed; `None` when nothing new was (only bundles to write).
+    signed: Option<SignedCheckpoint>,
     lock_until: UnixTime,
 }
 
 impl CheckpointWrite {
     /// Writes the bundles one after the other, then the checkpoint: whatever a crash leaves
     /// is a prefix of the log, which the next run reads back and signs.
-    async fn run<S: Store>(self, store: S, mac: MacKey) -> Result<Option<(u64, String)>> {
+    async fn run<S: Store>(self, store: S, mac: MacKey) -> Result<Option<SignedCheckpoint>> {
         for bundle in self.bundles {
             let metadata = trust::tagged(&mac, MacKind::Bundle, &bundle.key, &bundle.bytes);
             store
                 .put_immutable(&bundle.key, bundle.bytes, &metadata, self.lock_until)
                 .await?;
         }
-        if let Some((size, note)) = &self.signed {
+        if let Some(signed) = &self.signed {
             // A checkpoint needs no MAC: it is signed.
             store
                 .put_immutable(
-                    &checkpoint_key(*size),
-                    note.clone().into_bytes(),
+                    &checkpoint_key(signed.head.size),
+                    signed.note.clone().into_bytes(),
                     &crate::store::ObjectMetadata::new(),
                     self.lock_until,
                 )
@@ -423,7 +429,11 @@ pub struct RecordWriter<'s, S: Store> {
     in_flight: futures::stream::FuturesOrdered<WriterTask<Stored>>,
     /// The periodic checkpoint being written while stores go on (see
     /// [`Self::checkpoint_behind`]).
-    checkpoint_in_flight: Option<WriterTask<Option<(u64, String)>>>,
+    checkpoint_in_flight: Option<WriterTask<Option<SignedCheckpoint>>>,
+    /// A log bundle or checkpoint of this run could not be written: the entries it held are
+    /// gone from memory, so nothing more is signed (a later checkpoint would cover entries the
+    /// store does not hold). The run fails; the next one adopts its unlogged records.
+    log_write_failed: bool,
     in_flight_bytes: u64,
     /// Spool space the stores in flight take ([`Body::spool_cost`]).
     in_flight_spool: u64,
@@ -482,6 +492,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             summary,
             in_flight: futures::stream::FuturesOrdered::new(),
             checkpoint_in_flight: None,
+            log_write_failed: false,
             in_flight_bytes: 0,
             in_flight_spool: 0,
             spool: Spool::default(),
@@ -693,8 +704,9 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     pub fn log_head(&self) -> LogHead {
         LogHead {
             records: self.known.count(),
-            size: self.signer.last_signed().map_or(0, |h| h.size),
-            root_hash: self.signer.last_signed().map(|h| h.root.to_hex()),
+            // The head in the store, not one signed and still being written.
+            size: self.log.head.map_or(0, |h| h.size),
+            root_hash: self.log.head.map(|h| h.root.to_hex()),
             checkpoint: self.log.head_note.clone(),
         }
     }
@@ -1107,10 +1119,11 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             self.log_next_stored().await?;
         }
         self.wait_for_checkpoint_in_flight().await?;
-        let written = self
-            .sign_logged()?
+        let write = self.sign_logged()?;
+        let written = write
             .run(self.store.clone(), self.mac.clone())
-            .await?;
+            .await
+            .inspect_err(|_| self.log_write_failed = true)?;
         Ok(self.checkpoint_written(written))
     }
 
@@ -1128,7 +1141,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
 
     async fn wait_for_checkpoint_in_flight(&mut self) -> Result<()> {
         if let Some(task) = self.checkpoint_in_flight.take() {
-            let written = task.await?;
+            let written = task.await.inspect_err(|_| self.log_write_failed = true)?;
             self.checkpoint_written(written);
         }
         Ok(())
@@ -1137,6 +1150,12 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     /// Takes the log bundles not yet written and signs a checkpoint over every entry logged,
     /// unless one of that size is signed already.
     fn sign_logged(&mut self) -> Result<CheckpointWrite> {
+        if self.log_write_failed {
+            return Err(Error::store(
+                "a log bundle or checkpoint of this run could not be written, so nothing more \
+                 is signed; the next run logs and signs what this one stored",
+            ));
+        }
         let size = self.log.records.size();
         let last = self.signer.last_signed().map_or(0, |h| h.size);
         let lock_until = log_lock_until(crate::unix_now());
@@ -1150,10 +1169,11 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             } else {
                 self.log.records.tree().consistency_proof(last, size)?
             };
-            Some((
-                size,
-                self.signer.sign(size, self.log.records.root(), &proof)?,
-            ))
+            let root = self.log.records.root();
+            Some(SignedCheckpoint {
+                head: mailvault_core::checkpoint::SignedHead { size, root },
+                note: self.signer.sign(size, root, &proof)?,
+            })
         };
         Ok(CheckpointWrite {
             bundles,
@@ -1163,10 +1183,11 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     }
 
     /// The log's head moves once a checkpoint is in the store, not when it is signed.
-    fn checkpoint_written(&mut self, written: Option<(u64, String)>) -> Option<u64> {
-        let (size, note) = written?;
+    fn checkpoint_written(&mut self, written: Option<SignedCheckpoint>) -> Option<u64> {
+        let SignedCheckpoint { head, note } = written?;
+        self.log.head = Some(head);
         self.log.head_note = Some(note);
-        Some(size)
+        Some(head.size)
     }
 }
 
@@ -1485,8 +1506,8 @@ mod tests {
             Arc<tokio::sync::Semaphore>,
             Arc<std::sync::atomic::AtomicUsize>,
         ),
-        /// Checkpoint PUTs fail (log bundles are written).
-        CheckpointsFail,
+        /// The first log bundle PUT fails; every other PUT succeeds.
+        FirstBundleFails(Arc<std::sync::atomic::AtomicBool>),
     }
 
     impl Store for Faulty {
@@ -1501,7 +1522,7 @@ mod tests {
                     records.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     Ok(version)
                 }
-                Fault::CheckpointsFail => Ok(version),
+                Fault::FirstBundleFails(_) => Ok(version),
             }
         }
         async fn put_immutable(
@@ -1511,19 +1532,19 @@ mod tests {
             metadata: &crate::store::ObjectMetadata,
             lock_until: UnixTime,
         ) -> Result<()> {
-            if parse_checkpoint_key(key).is_some() {
-                match &self.1 {
-                    Fault::AnswersLost => {}
-                    Fault::CheckpointsHeld(gate, _) => {
-                        let _permit = gate
-                            .acquire()
-                            .await
-                            .map_err(|e| Error::store(e.to_string()))?;
-                    }
-                    Fault::CheckpointsFail => {
-                        return Err(Error::store("the checkpoint PUT failed"));
-                    }
-                }
+            if let Fault::CheckpointsHeld(gate, _) = &self.1
+                && parse_checkpoint_key(key).is_some()
+            {
+                let _permit = gate
+                    .acquire()
+                    .await
+                    .map_err(|e| Error::store(e.to_string()))?;
+            }
+            if let Fault::FirstBundleFails(failed) = &self.1
+                && key.starts_with(mailvault_core::layout::LOG_PREFIX)
+                && !failed.swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err(Error::store("the bundle PUT failed"));
             }
             self.0.put_immutable(key, bytes, metadata, lock_until).await
         }
@@ -1669,13 +1690,18 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A periodic checkpoint that fails in its task fails the run when it ends: nothing says
-    /// the log is signed further than the store holds, and the next run signs it all.
+    /// A periodic checkpoint whose first bundle PUT fails (once) in its task fails the run:
+    /// the entries of that bundle are gone from memory, so no later checkpoint may be signed
+    /// over them (the store would hold a signed log with a hole), and the run is not marked
+    /// finished. The next run adopts the records and signs the log; verify passes.
     #[tokio::test]
-    async fn a_checkpoint_that_fails_behind_the_run_fails_it_and_the_next_run_signs_the_log() {
+    async fn a_log_write_that_fails_once_behind_the_run_fails_it_and_the_next_run_signs_the_log() {
         let dir = temp_dir("checkpoint-fails");
         let store = FsStore::new(&dir);
-        let failing = Faulty(store.clone(), Fault::CheckpointsFail);
+        let failing = Faulty(
+            store.clone(),
+            Fault::FirstBundleFails(Arc::new(std::sync::atomic::AtomicBool::new(false))),
+        );
         let mut first = RecordWriter::open(&failing, ORIGIN, key(), retention(), NOW)
             .await
             .unwrap();
@@ -1688,13 +1714,20 @@ mod tests {
                 break;
             }
         }
+        // The end of a folder surfaces the error (sync.rs); the run then ends as a failed run
+        // does (run.rs): `finish` is called whatever happened, and must not sign.
+        let at_checkpoint = first.checkpoint().await;
+        assert!(failed || at_checkpoint.is_err());
         let error = first.finish().await.err();
         assert!(
-            failed || error.is_some(),
-            "a lost checkpoint must fail the run"
+            error.is_some(),
+            "a run whose log write failed must not finish (failed at a write: {failed})"
         );
         drop(first);
-        assert!(store.list_keys("checkpoints/").await.unwrap().is_empty());
+        assert!(
+            store.list_keys("checkpoints/").await.unwrap().is_empty(),
+            "nothing signed over the lost bundle"
+        );
 
         let mut second = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
             .await
