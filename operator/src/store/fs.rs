@@ -122,31 +122,29 @@ impl FsStore {
     }
 
     async fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| io(dir, e))?;
-        }
-        // Write then rename, so a crash never leaves half an object under its name.
-        let tmp = path.with_extension("mailvault-tmp");
-        tokio::fs::write(&tmp, bytes)
-            .await
-            .map_err(|e| io(&tmp, e))?;
-        owner_only(&tmp).await?;
-        tokio::fs::rename(&tmp, path).await.map_err(|e| io(path, e))
+        let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
+        tokio::task::spawn_blocking(move || {
+            replace_file(&path, |file, tmp| {
+                std::io::Write::write_all(file, &bytes).map_err(|e| io(tmp, e))
+            })
+        })
+        .await
+        .map_err(|e| Error::task("file write", e))?
     }
 
     /// Like [`Self::write`], from a file.
     async fn copy(from: &Path, path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| io(dir, e))?;
-        }
-        let tmp = path.with_extension("mailvault-tmp");
-        tokio::fs::copy(from, &tmp).await.map_err(|e| io(from, e))?;
-        owner_only(&tmp).await?;
-        tokio::fs::rename(&tmp, path).await.map_err(|e| io(path, e))
+        let (from, path) = (from.to_path_buf(), path.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            replace_file(&path, |file, _| {
+                let mut source = std::fs::File::open(&from).map_err(|e| io(&from, e))?;
+                std::io::copy(&mut source, file)
+                    .map(|_| ())
+                    .map_err(|e| io(&from, e))
+            })
+        })
+        .await
+        .map_err(|e| Error::task("file copy", e))?
     }
 
     async fn sidecar(&self, key: &str) -> Result<ObjectMetadata> {
@@ -180,12 +178,33 @@ impl FsStore {
     }
 }
 
-/// Objects hold messages and sidecars their salts: readable by the owner only (0600).
-async fn owner_only(path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .await
-        .map_err(|e| io(path, e))
+/// Puts a file under `path`, filled by `fill`: written under a temporary name and
+/// renamed, so a crash never leaves half an object under its name. One blocking call for the
+/// whole of it: with a `tokio::fs` call per step (directories, write, mode, rename) a record
+/// cost some 300 futex calls in hand-offs to the blocking pool (docs/benchmarks.md). Objects
+/// hold messages and sidecars their salts: readable by the owner only (0600), from creation.
+fn replace_file(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File, &Path) -> Result<()>,
+) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    let tmp = path.with_extension("mailvault-tmp");
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io(&tmp, e))?;
+    // On the open file: a leftover temporary file keeps its old mode otherwise.
+    out.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| io(&tmp, e))?;
+    fill(&mut out, &tmp)?;
+    drop(out);
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }
 
 /// Every file under `dir`, as `/`-separated paths relative to `base`. Iterative (a deep tree
