@@ -94,7 +94,8 @@ impl FsStore {
 
     async fn write_lock(&self, key: &str, lock: FsLock) -> Result<()> {
         let json = serde_json::to_vec(&lock).map_err(|e| Error::encoding(key, e))?;
-        Self::write(&self.path("locks", &format!("{key}.json"))?, &json).await
+        self.write(&self.path("locks", &format!("{key}.json"))?, &json)
+            .await
     }
 
     /// The lock of a record that exists in version `version`, or a refusal naming it.
@@ -121,10 +122,10 @@ impl FsStore {
         Ok(self.root.join(area).join(rel))
     }
 
-    async fn write(path: &Path, bytes: &[u8]) -> Result<()> {
-        let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
+    async fn write(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let (root, path, bytes) = (self.root.clone(), path.to_path_buf(), bytes.to_vec());
         tokio::task::spawn_blocking(move || {
-            replace_file(&path, |file, tmp| {
+            replace_file(&root, &path, |file, tmp| {
                 std::io::Write::write_all(file, &bytes).map_err(|e| io(tmp, e))
             })
         })
@@ -133,10 +134,10 @@ impl FsStore {
     }
 
     /// Like [`Self::write`], from a file.
-    async fn copy(from: &Path, path: &Path) -> Result<()> {
-        let (from, path) = (from.to_path_buf(), path.to_path_buf());
+    async fn copy(&self, from: &Path, path: &Path) -> Result<()> {
+        let (root, from, path) = (self.root.clone(), from.to_path_buf(), path.to_path_buf());
         tokio::task::spawn_blocking(move || {
-            replace_file(&path, |file, _| {
+            replace_file(&root, &path, |file, _| {
                 let mut source = std::fs::File::open(&from).map_err(|e| io(&from, e))?;
                 std::io::copy(&mut source, file)
                     .map(|_| ())
@@ -166,7 +167,7 @@ impl FsStore {
             };
         }
         let json = serde_json::to_vec_pretty(metadata).map_err(|e| Error::encoding(key, e))?;
-        Self::write(&path, &json).await
+        self.write(&path, &json).await
     }
 
     async fn read(path: &Path) -> Result<Option<Vec<u8>>> {
@@ -178,33 +179,89 @@ impl FsStore {
     }
 }
 
-/// Puts a file under `path`, filled by `fill`: written under a temporary name and
-/// renamed, so a crash never leaves half an object under its name. One blocking call for the
-/// whole of it: with a `tokio::fs` call per step (directories, write, mode, rename) a record
-/// cost some 300 futex calls in hand-offs to the blocking pool (docs/benchmarks.md). Objects
-/// hold messages and sidecars their salts: readable by the owner only (0600), from creation.
+/// Puts a file under `path` (inside the store at `root`), filled by `fill`: written under a
+/// fresh temporary name in `root/tmp/` and renamed, so a crash never leaves half an object under
+/// its name. One blocking call for the whole of it: with a `tokio::fs` call per step
+/// (directories, write, mode, rename) a record cost some 300 futex calls in hand-offs to the
+/// blocking pool (docs/benchmarks.md). Objects hold messages and sidecars their salts: readable
+/// by the owner only (0600), from creation.
+///
+/// Someone who can write to the store's directory must not be able to make mailvault write
+/// elsewhere: the temporary file is created new (`O_EXCL`, a random name), never opened through
+/// a link someone left under a predictable name, and a directory on the way that is a symbolic
+/// link is refused before anything is written (checked before creating missing directories and
+/// again after, so a link put there in between is caught too). `rename` replaces a link at
+/// `path` itself rather than following it.
 fn replace_file(
+    root: &Path,
     path: &Path,
     fill: impl FnOnce(&mut std::fs::File, &Path) -> Result<()>,
 ) -> Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    if let Some(dir) = path.parent() {
+    let Some(dir) = path.parent() else {
+        return Err(Error::Usage(format!(
+            "invalid object path {}",
+            path.display()
+        )));
+    };
+    let tmp_dir = root.join(TEMPORARY_DIR);
+    for dir in [&tmp_dir, dir] {
+        no_link_on_the_way(root, dir)?;
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        no_link_on_the_way(root, dir)?;
     }
-    let tmp = path.with_extension("mailvault-tmp");
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| io(&tmp, e))?;
-    // On the open file: a leftover temporary file keeps its old mode otherwise.
-    out.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| io(&tmp, e))?;
-    fill(&mut out, &tmp)?;
-    drop(out);
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    // tempfile creates the file with mode 0600 and O_EXCL, and removes it if `fill` fails.
+    let mut tmp = tempfile::Builder::new()
+        .suffix(&format!(".{TEMPORARY}"))
+        .tempfile_in(&tmp_dir)
+        .map_err(|e| io(&tmp_dir, e))?;
+    let tmp_path = tmp.path().to_path_buf();
+    fill(tmp.as_file_mut(), &tmp_path)?;
+    tmp.persist(path).map_err(|e| io(path, e.error))?;
+    Ok(())
+}
+
+/// Where files are written before they are renamed into place (see [`replace_file`]): one
+/// directory, so whatever a crash leaves is in one place, outside every listing, and the next
+/// writer removes it ([`remove_stale_temporaries`]) — a leftover can hold a message, and a
+/// destroyed record's bytes must not outlive the next run.
+const TEMPORARY_DIR: &str = "tmp";
+/// The extension of a file being written. Earlier versions wrote them beside the object, so
+/// listings still skip them.
+const TEMPORARY: &str = "mailvault-tmp";
+/// A temporary file older than this is a crashed write's, not one in progress: no single
+/// object takes an hour to write to a local directory.
+const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_hours(1);
+
+/// Removes crashed writes' temporary files (older than [`STALE_TEMPORARY`]) from `root/tmp/`;
+/// returns how many. A link is removed as a link, never followed.
+fn remove_stale_temporaries(root: &Path) -> Result<usize> {
+    let dir = root.join(TEMPORARY_DIR);
+    no_link_on_the_way(root, &dir)?;
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(&dir, e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(|e| io(&dir, e))?;
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .unwrap_or_default();
+        if !meta.is_dir() && age >= STALE_TEMPORARY {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed += 1,
+                // Another writer's sweep got there first.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&path, e)),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Every file under `dir`, as `/`-separated paths relative to `base`. Iterative (a deep tree
@@ -232,7 +289,7 @@ fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
             }
             if kind.is_dir() {
                 pending.push(path);
-            } else if path.extension().is_none_or(|e| e != "mailvault-tmp")
+            } else if path.extension().is_none_or(|e| e != TEMPORARY)
                 && let Ok(rel) = path.strip_prefix(base)
             {
                 let parts: Vec<String> = rel
@@ -277,6 +334,17 @@ impl Store for FsStore {
         tokio::fs::create_dir_all(&self.root)
             .await
             .map_err(|e| io(&self.root, e))?;
+        let root = self.root.clone();
+        let removed = tokio::task::spawn_blocking(move || remove_stale_temporaries(&root))
+            .await
+            .map_err(|e| Error::task("temporary files", e))??;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed temporary files left by an interrupted write to {}",
+                self.root.display()
+            );
+        }
         Ok(StoreInfo {
             lock_mode: LockMode::None,
             description: format!(
@@ -292,14 +360,14 @@ impl Store for FsStore {
         let path = self.path("objects", put.key)?;
         let sidecar =
             serde_json::to_vec_pretty(put.sidecar).map_err(|e| Error::encoding("sidecar", e))?;
-        Self::write(
+        self.write(
             &self.path("sidecars", &format!("{}.json", put.key))?,
             &sidecar,
         )
         .await?;
         match &put.body {
-            Body::Memory(bytes) => Self::write(&path, bytes).await?,
-            Body::File(file) => Self::copy(file.path(), &path).await?,
+            Body::Memory(bytes) => self.write(&path, bytes).await?,
+            Body::File(file) => self.copy(file.path(), &path).await?,
         }
         self.write_lock(
             put.key,
@@ -327,7 +395,7 @@ impl Store for FsStore {
             ))),
             None => {
                 self.write_metadata(key, metadata).await?;
-                Self::write(&path, &bytes).await
+                self.write(&path, &bytes).await
             }
         }
     }
@@ -339,7 +407,7 @@ impl Store for FsStore {
         metadata: &ObjectMetadata,
     ) -> Result<()> {
         self.write_metadata(key, metadata).await?;
-        Self::write(&self.path("objects", key)?, &bytes).await
+        self.write(&self.path("objects", key)?, &bytes).await
     }
 
     async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
@@ -624,9 +692,72 @@ mod tests {
         for e in [
             store.list_keys("index/").await.unwrap_err(),
             store.versions_of("index/b").await.unwrap_err(),
+            // A write through it too: nothing lands outside the store.
+            store
+                .put_mutable("index/c", b"z".to_vec(), &ObjectMetadata::new())
+                .await
+                .unwrap_err(),
         ] {
             assert!(e.to_string().contains("index is a symbolic link"), "{e}");
         }
+        assert!(!root.join("elsewhere/c").exists());
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[tokio::test]
+    async fn writes_go_through_fresh_temporary_files_and_a_crashed_writes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let store = FsStore::new(&root);
+        store.preflight().await.unwrap();
+        // Someone with write access to the store leaves a link under the name the temporary
+        // file of `records/a` had in earlier versions: it is neither followed nor replaced.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::fs::create_dir_all(root.join("objects/records")).unwrap();
+        let old_tmp = root.join("objects/records/a.mailvault-tmp");
+        std::os::unix::fs::symlink(&victim, &old_tmp).unwrap();
+        store
+            .put_mutable("records/a", b"x".to_vec(), &ObjectMetadata::new())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read(root.join("objects/records/a")).unwrap(), b"x");
+        // A listing reports the link (the store never holds one) rather than skip it.
+        let e = store.list_keys("records/").await.unwrap_err();
+        assert!(
+            e.to_string().contains("a.mailvault-tmp is a symbolic link"),
+            "{e}"
+        );
+        std::fs::remove_file(&old_tmp).unwrap();
+        assert_eq!(store.list_keys("records/").await.unwrap(), ["records/a"]);
+        // The temporary directory holds nothing once the write is done.
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+        // What a crash left there an hour ago is removed by the next writer; a write in
+        // progress (a fresh file) is left alone.
+        let stale = root.join("tmp/.tmpcrash.mailvault-tmp");
+        std::fs::write(&stale, b"a message").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - 2 * STALE_TEMPORARY)
+            .unwrap();
+        let fresh = root.join("tmp/.tmpbusy.mailvault-tmp");
+        std::fs::write(&fresh, b"another").unwrap();
+        store.preflight().await.unwrap();
+        assert!(!stale.exists());
+        assert!(fresh.exists());
+        // The temporary directory itself replaced by a link: refused, not swept through.
+        std::fs::remove_dir_all(root.join("tmp")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), root.join("tmp")).unwrap();
+        let e = store.preflight().await.unwrap_err();
+        assert!(e.to_string().contains("tmp is a symbolic link"), "{e}");
+        let e = store
+            .put_mutable("records/b", b"y".to_vec(), &ObjectMetadata::new())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("tmp is a symbolic link"), "{e}");
+        assert!(victim.exists());
     }
 }
