@@ -450,6 +450,78 @@ async fn an_archive_reaches_ready_through_a_job_whose_identity_reads_only_its_ow
 }
 
 #[tokio::test]
+async fn many_archives_due_at_once_never_have_more_jobs_in_flight_than_the_cap() {
+    use mailvault::controller::jobs::JobPhase;
+    // The cluster's operator runs with maxInFlight 4.
+    const CAP: usize = 4;
+    const ARCHIVES: usize = 16;
+    let c = JobCluster::new("job-cap", 3).await;
+    c.seed(3, "cap", 0);
+    // Pods wait, so every Job started stays in flight: without the cap every archive would
+    // have one within seconds.
+    c.kubelet.hold();
+    let cluster = &c;
+    futures::future::join_all((0..ARCHIVES).map(|i| async move {
+        cluster
+            .create_archive(&format!("a{i:02}"), &json!({}))
+            .await;
+    }))
+    .await;
+    let unfinished = || async {
+        c.jobs()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|j| JobPhase::of(j) == JobPhase::Active)
+            .count()
+    };
+    // The archives reconcile concurrently; the count must reach the cap and never pass it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut most = 0;
+    while Instant::now() < deadline {
+        most = most.max(unfinished().await);
+        assert!(most <= CAP, "{most} Jobs in flight with a cap of {CAP}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        most, CAP,
+        "the cap was never reached: the test shows nothing"
+    );
+    // Then the pods run; the rest start as room frees up, one Job each, all Ready.
+    c.kubelet.release();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        assert!(
+            unfinished().await <= CAP,
+            "more Jobs in flight than the cap"
+        );
+        let list = c.archives().list(&ListParams::default()).await.unwrap();
+        if list
+            .items
+            .iter()
+            .filter(|a| ready(a) && records(a) == 3)
+            .count()
+            == ARCHIVES
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every archive Ready within 240 s: {}",
+            c.operator.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for i in 0..ARCHIVES {
+        let name = format!("a{i:02}");
+        let jobs = c.jobs_of(&name).await;
+        assert_eq!(jobs.len(), 1, "{name} ran as one Job: {jobs:#?}");
+    }
+}
+
+#[tokio::test]
 async fn a_job_whose_pod_is_killed_mid_run_is_retried_and_the_archive_converges_once() {
     let c = JobCluster::new("job-kill", 3).await;
     // Enough mail that the run takes a while.

@@ -324,8 +324,14 @@ async fn has_room(ctx: &Context, namespace: &str) -> Result<bool> {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
+    // Only Jobs without a successful pod: finished Jobs stay until their TTL (an hour by
+    // default) and listing them all for every start made starts quadratic in the archives.
     let jobs = api
-        .list(&ListParams::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1)))
+        .list(
+            &ListParams::default()
+                .labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1))
+                .fields("status.successful=0"),
+        )
         .await?
         .items;
     Ok(room(&ctx.jobs, &jobs, namespace))
@@ -390,6 +396,9 @@ async fn start_kind(
         ));
     }
     let namespace = archive.namespace().unwrap_or_default();
+    // One start at a time in this operator (the only one acting: it holds the lease), from the
+    // count to the create, so the caps hold while many archives are due at once.
+    let _starting = ctx.job_starts.lock().await;
     if !has_room(ctx, &namespace).await? {
         return Ok(Started::AtCapacity);
     }

@@ -70,6 +70,10 @@ pub struct Context {
     pub default_runner: crate::crd::Runner,
     /// How run Jobs are built.
     pub jobs: jobs::JobSettings,
+    /// Held from counting the Jobs in flight to creating one: archives reconcile concurrently,
+    /// and without it each could count the same free room and all start (69 unfinished Jobs
+    /// under a cap of 4 were seen with 500 archives arriving at once).
+    pub job_starts: tokio::sync::Mutex<()>,
     /// The namespace watched, if only one.
     pub namespace: Option<String>,
     /// Reconcile failures in a row, per object (kind/namespace/name), for the backoff.
@@ -121,6 +125,7 @@ impl Context {
             archives,
             default_runner: settings.default_runner,
             jobs: settings.jobs.clone(),
+            job_starts: tokio::sync::Mutex::new(()),
             namespace: settings.namespace.clone(),
             failures: Mutex::new(HashMap::new()),
         }
