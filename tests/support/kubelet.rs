@@ -43,6 +43,9 @@ struct State {
     refuse: usize,
     /// While true, bound Pods wait (a node that is slow to start containers).
     held: bool,
+    /// Requests this loop has sent to the apiserver (a benchmark subtracts them: a real
+    /// kubelet watches instead of listing every 300 ms).
+    requests: u64,
 }
 
 /// The loop, for one namespace; stopped (and its processes killed) when dropped.
@@ -84,6 +87,11 @@ impl Kubelet {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Requests the loop has sent to the apiserver so far.
+    pub fn requests(&self) -> u64 {
+        self.lock().requests
     }
 
     /// Pods whose process runs now.
@@ -169,7 +177,12 @@ impl Looping {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn count_request(&self) {
+        self.lock().requests += 1;
+    }
+
     async fn turn(&self) -> TurnResult {
+        self.count_request();
         let pods = self.pods.list(&ListParams::default()).await?.items;
         let present: HashSet<String> = pods
             .iter()
@@ -276,6 +289,7 @@ impl Looping {
         .header("content-type", "application/json")
         .body(body)?;
         // A Pod bound meanwhile answers 409: nothing to do.
+        self.count_request();
         let _ = self.pods.clone().into_client().request_text(request).await;
         Ok(())
     }
@@ -288,6 +302,7 @@ impl Looping {
             Some(code) => json!({"terminated": {"exitCode": code, "finishedAt": now,
                                  "reason": if code == 0 { "Completed" } else { "Error" }}}),
         };
+        self.count_request();
         let pod = self.pods.get(name).await?;
         let container = pod
             .spec
@@ -304,6 +319,7 @@ impl Looping {
                                    "ready": exit_code.is_none(), "restartCount": 0,
                                    "started": exit_code.is_none(), "state": state}]
         }});
+        self.count_request();
         self.pods
             .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
             .await?;
@@ -354,6 +370,7 @@ impl Looping {
             .service_account_name
             .clone()
             .unwrap_or_else(|| "default".into());
+        self.count_request();
         let token = self
             .accounts
             .create_token_request(
