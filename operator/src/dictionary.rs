@@ -162,6 +162,7 @@ pub async fn put<S: Store>(
             sha256: dictionary.sha256,
             retain_until: lock_until,
             sidecar: &metadata,
+            companion: None,
         })
         .await
 }

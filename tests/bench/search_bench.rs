@@ -241,6 +241,7 @@ async fn generate(n: u64, due_one_in: Option<u64>, store_dir: &Path, dir: &Path)
                     sha256,
                     retain_until: retain,
                     sidecar: &sidecar,
+                    companion: None,
                 })
                 .await
                 .expect("record");

@@ -377,6 +377,10 @@ impl Store for FsStore {
             },
         )
         .await?;
+        if let Some((key, bytes)) = put.companion {
+            self.put_mutable(&key, bytes, &ObjectMetadata::new())
+                .await?;
+        }
         Ok(VERSION.to_owned())
     }
 
@@ -608,6 +612,7 @@ mod tests {
                 sha256: Hash::of(b"x"),
                 retain_until: UnixTime(1000),
                 sidecar: &super::super::ObjectMetadata::new(),
+                companion: None,
             })
             .await
             .unwrap();

@@ -39,6 +39,11 @@ pub struct RecordPut<'a> {
     pub retain_until: UnixTime,
     /// The sidecar.
     pub sidecar: &'a ObjectMetadata,
+    /// An unlocked object that belongs to the record (its header index, `(key, bytes)`),
+    /// written once the record's PUT has succeeded and never before it, so a crash can leave a
+    /// record without it but never it without a record. On S3 it goes while the record's lock
+    /// is confirmed: one round trip less per record to a remote store.
+    pub companion: Option<(String, Vec<u8>)>,
 }
 
 /// An object read back.
@@ -102,7 +107,8 @@ pub trait Store: Send + Sync + Clone + 'static {
     /// without versioning or Object Lock.
     fn preflight(&self) -> impl Future<Output = Result<StoreInfo>> + Send;
 
-    /// Stores a record under lock; returns the version id.
+    /// Stores a record under lock, then its companion object (see [`RecordPut::companion`]);
+    /// returns the record's version id.
     fn put_record(&self, put: RecordPut<'_>) -> impl Future<Output = Result<String>> + Send;
 
     /// Writes an object that must never change (log bundles, checkpoints) with its user

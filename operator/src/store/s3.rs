@@ -773,9 +773,19 @@ impl Store for S3Store {
             }
             Err(e) => return Err(s3_error("PutObject", &full, e)),
         };
-        // A record is logged as locked only once the server shows the lock it keeps.
-        self.confirm_locked(&full, Some(&version), put.retain_until, &put.sha256)
-            .await?;
+        // A record is logged as locked only once the server shows the lock it keeps. The
+        // companion needs only the record stored, not confirmed: both at once.
+        let confirm = self.confirm_locked(&full, Some(&version), put.retain_until, &put.sha256);
+        match put.companion {
+            Some((key, bytes)) => {
+                let no_metadata = ObjectMetadata::new();
+                // Boxed: two SDK request futures side by side would make every store task's
+                // future too large to move around cheaply.
+                let companion = Box::pin(self.put_plain(&key, bytes, &no_metadata, None));
+                tokio::try_join!(Box::pin(confirm), companion)?;
+            }
+            None => confirm.await?,
+        }
         Ok(version)
     }
 

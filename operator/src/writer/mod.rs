@@ -20,7 +20,7 @@ pub mod trust;
 use crate::reader::StoredLog;
 use crate::sidecar::Sidecar;
 use crate::spool::{Body, Spool};
-use crate::store::{ObjectMetadata, RecordPut, Store, StoreInfo};
+use crate::store::{RecordPut, Store, StoreInfo};
 use crate::{Error, Result};
 use futures::StreamExt as _;
 use mailvault_core::checkpoint::CheckpointSigner;
@@ -90,24 +90,6 @@ impl RunMarker {
         let metadata = trust::tagged(mac, MacKind::State, RUN_MARKER_KEY, &bytes);
         store.put_mutable(RUN_MARKER_KEY, bytes, &metadata).await
     }
-}
-
-/// Stores the header index a records request searches by beside the record (not logged,
-/// deleted with it). Called after the record's PUT: a crash in between leaves a record without
-/// an index, which a search reads in full, never an index without a record.
-async fn store_header_index<S: Store>(
-    store: &S,
-    id: &RecordId,
-    facts: &mailvault_core::rules::MessageFacts,
-    now: UnixTime,
-) -> Result<()> {
-    store
-        .put_mutable(
-            &index_key(id.as_str()),
-            HeaderIndex::new(facts, now).encode(),
-            &ObjectMetadata::new(),
-        )
-        .await
 }
 
 /// Records between checkpoints.
@@ -914,9 +896,12 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     sha256: stored_sha256,
                     retain_until: lock_until,
                     sidecar: &sidecar,
+                    companion: Some((
+                        index_key(id.as_str()),
+                        HeaderIndex::new(&facts, now).encode(),
+                    )),
                 })
                 .await?;
-            store_header_index(&store, &id, &facts, now).await?;
             Ok(Stored {
                 id,
                 logged_at: now,
@@ -1265,6 +1250,7 @@ mod tests {
                 body: Body::Memory(stored),
                 retain_until: UnixTime(NOW.0 + 86_400),
                 sidecar: &sidecar,
+                companion: None,
             })
             .await
             .unwrap();
