@@ -474,7 +474,12 @@ async fn many_archives_due_at_once_never_have_more_jobs_in_flight_than_the_cap()
             .unwrap()
             .items
             .iter()
-            .filter(|j| JobPhase::of(j) == JobPhase::Active)
+            // What the operator counts: not finished, and no pod succeeded yet (the Job
+            // controller may count a pod's success before it writes `Complete`).
+            .filter(|j| {
+                JobPhase::of(j) == JobPhase::Active
+                    && j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) == 0
+            })
             .count()
     };
     // The archives reconcile concurrently; the count must reach the cap and never pass it.

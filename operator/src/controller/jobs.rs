@@ -398,7 +398,35 @@ async fn start_kind(
     let namespace = archive.namespace().unwrap_or_default();
     // One start at a time in this operator (the only one acting: it holds the lease), from the
     // count to the create, so the caps hold while many archives are due at once.
+    // Bounded: a request stuck on a dead connection must not stop every start for good.
     let _starting = ctx.job_starts.lock().await;
+    tokio::time::timeout(
+        JOB_START_TIMEOUT,
+        start_locked(ctx, archive, kind, key, slot),
+    )
+    .await
+    .map_err(|_| {
+        Error::Job(format!(
+            "starting a Job for {}/{} took over {} s: the apiserver is not answering",
+            namespace,
+            archive.name_any(),
+            JOB_START_TIMEOUT.as_secs()
+        ))
+    })?
+}
+
+/// How long one Job start (the count, the run's key and identity, the create) may take.
+const JOB_START_TIMEOUT: std::time::Duration = std::time::Duration::from_mins(1);
+
+/// [`start_kind`] with the start lock held.
+async fn start_locked(
+    ctx: &Context,
+    archive: &MailboxArchive,
+    kind: RunKind,
+    key: &str,
+    slot: Timestamp,
+) -> Result<Started> {
+    let namespace = archive.namespace().unwrap_or_default();
     if !has_room(ctx, &namespace).await? {
         return Ok(Started::AtCapacity);
     }

@@ -161,13 +161,27 @@ impl FsStore {
     async fn write_metadata(&self, key: &str, metadata: &ObjectMetadata) -> Result<()> {
         let path = self.path("sidecars", &format!("{key}.json"))?;
         if metadata.is_empty() {
-            return match tokio::fs::remove_file(&path).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path, e)),
-                _ => Ok(()),
-            };
+            return self.remove(path).await;
         }
         let json = serde_json::to_vec_pretty(metadata).map_err(|e| Error::encoding(key, e))?;
         self.write(&path, &json).await
+    }
+
+    /// Removes a file of the store if it is there, refusing a linked directory on the way
+    /// (a link must not make mailvault delete a file elsewhere).
+    async fn remove(&self, path: PathBuf) -> Result<()> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                no_link_on_the_way(&root, dir)?;
+            }
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&path, e)),
+                _ => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| Error::task("file removal", e))?
     }
 
     async fn read(path: &Path) -> Result<Option<Vec<u8>>> {
@@ -189,9 +203,11 @@ impl FsStore {
 /// Someone who can write to the store's directory must not be able to make mailvault write
 /// elsewhere: the temporary file is created new (`O_EXCL`, a random name), never opened through
 /// a link someone left under a predictable name, and a directory on the way that is a symbolic
-/// link is refused before anything is written (checked before creating missing directories and
-/// again after, so a link put there in between is caught too). `rename` replaces a link at
-/// `path` itself rather than following it.
+/// link is refused before anything is written (checked before creating missing directories,
+/// after, and again just before the rename). `rename` replaces a link at `path` itself rather
+/// than following it. What is left is a race: a directory swapped for a link between the last
+/// check and the rename (microseconds, after the write) is followed; closing it needs
+/// directory handles (`openat`/`renameat`), not done.
 fn replace_file(
     root: &Path,
     path: &Path,
@@ -211,20 +227,24 @@ fn replace_file(
     }
     // tempfile creates the file with mode 0600 and O_EXCL, and removes it if `fill` fails.
     let mut tmp = tempfile::Builder::new()
+        .prefix(TEMPORARY_PREFIX)
         .suffix(&format!(".{TEMPORARY}"))
         .tempfile_in(&tmp_dir)
         .map_err(|e| io(&tmp_dir, e))?;
     let tmp_path = tmp.path().to_path_buf();
     fill(tmp.as_file_mut(), &tmp_path)?;
+    no_link_on_the_way(root, dir)?;
     tmp.persist(path).map_err(|e| io(path, e.error))?;
     Ok(())
 }
 
 /// Where files are written before they are renamed into place (see [`replace_file`]): one
 /// directory, so whatever a crash leaves is in one place, outside every listing, and the next
-/// writer removes it ([`remove_stale_temporaries`]) — a leftover can hold a message, and a
-/// destroyed record's bytes must not outlive the next run.
+/// writer removes it once it is an hour old ([`remove_stale_temporaries`]) — a leftover can
+/// hold a message, and a destroyed record's bytes must not outlive it by much.
 const TEMPORARY_DIR: &str = "tmp";
+/// How every temporary file's name starts (then random characters, then `.mailvault-tmp`).
+const TEMPORARY_PREFIX: &str = ".tmp";
 /// The extension of a file being written. Earlier versions wrote them beside the object, so
 /// listings still skip them.
 const TEMPORARY: &str = "mailvault-tmp";
@@ -233,7 +253,9 @@ const TEMPORARY: &str = "mailvault-tmp";
 const STALE_TEMPORARY: std::time::Duration = std::time::Duration::from_hours(1);
 
 /// Removes crashed writes' temporary files (older than [`STALE_TEMPORARY`]) from `root/tmp/`;
-/// returns how many. A link is removed as a link, never followed.
+/// returns how many. A link is removed as a link, never followed. Only names mailvault gives
+/// its temporary files are removed: if `tmp/` is swapped for a link to another directory while
+/// this runs (each removal looks the path up again), nothing but such files can go there.
 fn remove_stale_temporaries(root: &Path) -> Result<usize> {
     let dir = root.join(TEMPORARY_DIR);
     no_link_on_the_way(root, &dir)?;
@@ -245,6 +267,11 @@ fn remove_stale_temporaries(root: &Path) -> Result<usize> {
     let mut removed = 0;
     for entry in entries {
         let entry = entry.map_err(|e| io(&dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(TEMPORARY_PREFIX) && name.ends_with(&format!(".{TEMPORARY}"))) {
+            continue;
+        }
         let path = entry.path();
         let meta = std::fs::symlink_metadata(&path).map_err(|e| io(&path, e))?;
         let age = meta
@@ -587,10 +614,7 @@ impl Store for FsStore {
             self.path("sidecars", &format!("{key}.json"))?,
             self.path("locks", &format!("{key}.json"))?,
         ] {
-            match tokio::fs::remove_file(&path).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path, e)),
-                _ => {}
-            }
+            self.remove(path).await?;
         }
         Ok(())
     }
@@ -706,6 +730,18 @@ mod tests {
             assert!(e.to_string().contains("index is a symbolic link"), "{e}");
         }
         assert!(!root.join("elsewhere/c").exists());
+        // Nor is a file elsewhere deleted through a linked directory (an index's empty
+        // metadata removes its sidecar file).
+        std::fs::create_dir_all(root.join("sidecars")).unwrap();
+        std::fs::write(root.join("elsewhere/d.json"), b"keep").unwrap();
+        std::os::unix::fs::symlink(root.join("elsewhere"), root.join("sidecars/index")).unwrap();
+        std::fs::remove_file(root.join("objects/index")).unwrap();
+        let e = store
+            .put_mutable("index/d", b"z".to_vec(), &ObjectMetadata::new())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("index is a symbolic link"), "{e}");
+        assert!(root.join("elsewhere/d.json").exists());
         let _ = std::fs::remove_dir_all(&root);
     }
 
@@ -742,17 +778,24 @@ mod tests {
         // progress (a fresh file) is left alone.
         let stale = root.join("tmp/.tmpcrash.mailvault-tmp");
         std::fs::write(&stale, b"a message").unwrap();
-        std::fs::File::options()
-            .write(true)
-            .open(&stale)
-            .unwrap()
-            .set_modified(std::time::SystemTime::now() - 2 * STALE_TEMPORARY)
-            .unwrap();
         let fresh = root.join("tmp/.tmpbusy.mailvault-tmp");
         std::fs::write(&fresh, b"another").unwrap();
+        // Only names mailvault gives its temporary files are swept, however old.
+        let foreign = root.join("tmp/notes.txt");
+        std::fs::write(&foreign, b"not ours").unwrap();
+        for old in [&stale, &foreign] {
+            std::fs::File::options()
+                .write(true)
+                .open(old)
+                .unwrap()
+                .set_modified(std::time::SystemTime::now() - 2 * STALE_TEMPORARY)
+                .unwrap();
+        }
         store.preflight().await.unwrap();
         assert!(!stale.exists());
         assert!(fresh.exists());
+        assert!(foreign.exists());
+        std::fs::remove_file(&foreign).unwrap();
         // The temporary directory itself replaced by a link: refused, not swept through.
         std::fs::remove_dir_all(root.join("tmp")).unwrap();
         std::os::unix::fs::symlink(dir.path(), root.join("tmp")).unwrap();

@@ -782,7 +782,10 @@ impl Store for S3Store {
                 // Boxed: two SDK request futures side by side would make every store task's
                 // future too large to move around cheaply.
                 let companion = Box::pin(self.put_plain(&key, bytes, &no_metadata, None));
-                tokio::try_join!(Box::pin(confirm), companion)?;
+                // Both run to their end; the lock's verdict is the one reported first.
+                let (confirmed, companion) = tokio::join!(Box::pin(confirm), companion);
+                confirmed?;
+                companion?;
             }
             None => confirm.await?,
         }
