@@ -309,6 +309,50 @@ async fn s3_resets_errors_and_slowdowns_mid_run_are_retried_and_nothing_is_lost_
 /// Lost once, the retry finds the record it stored and the run goes on. Lost on every attempt,
 /// the run fails saying so; the next run adopts the stored record. Either way each record has
 /// one version and one log entry.
+/// S3 a round trip away (40 ms through a delaying proxy, as a remote bucket is): the writer
+/// keeps more record stores in flight than it does on loopback, because its limit follows the
+/// fastest store it has seen (`writer/in_flight.rs`), and says so; the archive is whole. The
+/// figures are lower bounds the proxy guarantees, not timings: no store can be faster than its
+/// PUT's and its HEAD's round trips.
+#[tokio::test(flavor = "multi_thread")]
+async fn stores_in_flight_follow_the_round_trip_to_a_remote_s3() {
+    const ROUND_TRIP: Duration = Duration::from_millis(40);
+    let mut case = Case::new("net-s3-far").await;
+    for n in 0..150 {
+        case.seed("INBOX", message(n, 600));
+    }
+    let upstream = case.s3().trim_start_matches("http://").to_owned();
+    let far = mailvault_tests::delay_proxy::start(upstream, ROUND_TRIP / 2).await;
+    let out = case.archive(case.imaps_port(), &far, &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("archived 150 new records"),
+        "{}",
+        text(&out)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stores in flight: at most "))
+        .unwrap_or_else(|| panic!("no stores-in-flight line: {}", text(&out)));
+    let (peak, fastest) = line
+        .strip_suffix(" ms)")
+        .and_then(|l| l.split_once(" (fastest record store "))
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    let peak: usize = peak.parse().unwrap();
+    let fastest: f64 = fastest.parse().unwrap();
+    assert!(
+        fastest >= 2.0 * ROUND_TRIP.as_secs_f64() * 1e3,
+        "a record store is a PUT and then a HEAD, each a round trip: {line:?}"
+    );
+    // On loopback the limit is 32; two 40 ms round trips raise it to at least 112.
+    assert!(
+        peak > 32 && peak <= 256,
+        "stores in flight did not follow the round trip: {line:?}"
+    );
+    case.assert_converged();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_put_whose_answer_is_lost_is_stored_once_and_logged_once() {
     let mut case = Case::new("net-s3-lost").await;

@@ -26,7 +26,6 @@ use mailvault_tests::{S3Flavour, TestEnv, mailvault_binary, unique_name};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Writes the mailbox as an mbox file; returns (messages, original bytes).
 fn write_mbox(kind: &str, path: &Path) -> (usize, u64) {
@@ -56,66 +55,6 @@ fn s3_command(env: &TestEnv, binary: &Path, endpoint: &str, args: &[&str]) -> Co
         .env("AWS_SECRET_ACCESS_KEY", env.var("VERSITYGW_SECRET_KEY"))
         .env_remove("AWS_REGION");
     c
-}
-
-/// A TCP proxy that delays each direction by `one_way`, without limiting bandwidth: every
-/// piece read is written out `one_way` after it arrived. Returns its local address.
-async fn delaying_proxy(upstream: String, one_way: Duration) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let upstream = upstream.clone();
-            tokio::spawn(async move {
-                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
-                    return;
-                };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, one_way));
-                tokio::spawn(pump(sr, cw, one_way));
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay: Duration,
-) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-    let writer = tokio::spawn(async move {
-        while let Some((due, bytes)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
-            if to.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-        let _ = to.shutdown().await;
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match from.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if tx
-                    .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        }
-    }
-    drop(tx);
-    let _ = writer.await;
 }
 
 fn verify_row(name: &str, m: &Measured, n: usize, bytes: u64) {
@@ -265,7 +204,7 @@ async fn bench(env: &TestEnv, kind: &str, baseline: Option<&Path>, delays: &[u64
                 endpoint.clone()
             } else {
                 let upstream = endpoint.trim_start_matches("http://").to_owned();
-                delaying_proxy(upstream, Duration::from_millis(rtt) / 2).await
+                mailvault_tests::delay_proxy::start(upstream, Duration::from_millis(rtt) / 2).await
             };
             let to = format!("s3://{fresh}/bench");
             let args = archive_args(&to);

@@ -5,6 +5,7 @@
 //! skipped silently.
 
 pub mod cluster;
+pub mod delay_proxy;
 pub mod fault_proxy;
 pub mod imap_script;
 pub mod kubelet;

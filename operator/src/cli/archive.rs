@@ -325,6 +325,14 @@ fn print_summary(s: &RunSummary) {
     if let Some(warning) = s.unauthenticated_warning() {
         println!("warning: {warning}");
     }
+    // Says whether the store is far away: the stores in flight follow its round trip.
+    if let Some(fastest) = s.fastest_store {
+        println!(
+            "stores in flight: at most {} (fastest record store {:.1} ms)",
+            s.stores_in_flight_peak,
+            fastest.as_secs_f64() * 1e3
+        );
+    }
     // For sizing a pod's memory: what this run needed at its peak.
     if let Some(peak) = mailvault::peak_memory_bytes() {
         println!("peak memory (RSS): {} MiB", peak.div_ceil(1024 * 1024));

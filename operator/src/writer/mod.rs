@@ -14,6 +14,7 @@
 //! run marker or cursor without a valid MAC counts as absent. What fails is reported
 //! ([`RunSummary::unauthenticated`]), never signed.
 
+mod in_flight;
 mod resume;
 pub mod trust;
 
@@ -151,9 +152,6 @@ pub enum Outcome {
     AlreadyArchived(RecordId),
 }
 
-/// Stores in flight at once. Small messages are dominated by per-request latency: 32 measured
-/// 15% faster than 8 on 50,000 short messages (docs/benchmarks.md); bytes are capped below.
-const MAX_IN_FLIGHT: usize = 32;
 /// Message bytes held in memory by the stores in flight, so a run of large messages stays
 /// within bounded memory (a spooled message counts only its buffers, see [`Body::memory_cost`]).
 const MAX_IN_FLIGHT_BYTES: u64 = 64 * 1024 * 1024;
@@ -165,6 +163,8 @@ struct Stored {
     original_size: u64,
     memory_cost: u64,
     spool_cost: u64,
+    /// How long its store took (the requests only, not the compression).
+    store_latency: std::time::Duration,
     body: EntryBody,
     /// Its headers could not be parsed (it took the default rule).
     unparseable: bool,
@@ -351,6 +351,12 @@ pub struct RunSummary {
     pub unauthenticated: Vec<String>,
     /// How many unauthenticated objects were found.
     pub unauthenticated_total: u64,
+    /// The most record stores this run had in flight at once (their limit follows the store's
+    /// round trip: `writer/in_flight.rs`).
+    pub stores_in_flight_peak: usize,
+    /// The fastest record store of the run, first request to last answer: about two round
+    /// trips to the store. `None` if nothing was stored.
+    pub fastest_store: Option<std::time::Duration>,
 }
 
 impl RunSummary {
@@ -417,6 +423,8 @@ pub struct RecordWriter<'s, S: Store> {
     /// store does not hold). The run fails; the next one adopts its unlogged records.
     log_write_failed: bool,
     in_flight_bytes: u64,
+    /// How many stores may be in flight, from how fast the store answers.
+    in_flight_limit: in_flight::InFlightLimit,
     /// Spool space the stores in flight take ([`Body::spool_cost`]).
     in_flight_spool: u64,
     spool: Spool,
@@ -476,6 +484,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             checkpoint_in_flight: None,
             log_write_failed: false,
             in_flight_bytes: 0,
+            in_flight_limit: in_flight::InFlightLimit::default(),
             in_flight_spool: 0,
             spool: Spool::default(),
             compression: Compression::new(),
@@ -836,8 +845,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let spool_cost = msg.body.spool_cost();
         self.wait_for_spool_room(spool_cost).await?;
         let schedule = self.retention.clone();
-        let store = self.store.clone();
-        let spool = self.spool.clone();
+        let (store, spool) = (self.store.clone(), self.spool.clone());
         let compression = self.compression.clone();
         let mac = self.mac.clone();
         let server_ahead = self.info.server_clock_ahead_secs;
@@ -889,6 +897,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             let stored_size = stored.len();
             let object_key = record_key(id.as_str());
             trust::seal_sidecar(&mac, &object_key, &mut sidecar, &stored_sha256, stored_size);
+            let started = std::time::Instant::now();
             let object_version = store
                 .put_record(RecordPut {
                     key: &object_key,
@@ -908,6 +917,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                 original_size,
                 memory_cost,
                 spool_cost,
+                store_latency: started.elapsed(),
                 body: EntryBody::Ingest {
                     series,
                     retain_until,
@@ -948,7 +958,11 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         self.in_flight_spool += spool_cost;
         self.in_flight
             .push_back(WriterTask::spawn("store task", job));
-        while self.in_flight.len() >= MAX_IN_FLIGHT || self.in_flight_bytes > MAX_IN_FLIGHT_BYTES {
+        self.summary.stores_in_flight_peak =
+            self.summary.stores_in_flight_peak.max(self.in_flight.len());
+        while self.in_flight.len() >= self.in_flight_limit.limit()
+            || self.in_flight_bytes > MAX_IN_FLIGHT_BYTES
+        {
             self.log_next_stored().await?;
         }
         if self.since_checkpoint >= CHECKPOINT_EVERY {
@@ -1064,6 +1078,23 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let mut stored = done.inspect_err(|_| self.store_in_doubt = true)?;
         self.in_flight_bytes = self.in_flight_bytes.saturating_sub(stored.memory_cost);
         self.in_flight_spool = self.in_flight_spool.saturating_sub(stored.spool_cost);
+        let limit_before = self.in_flight_limit.limit();
+        self.in_flight_limit.observe(stored.store_latency);
+        self.summary.fastest_store = Some(
+            self.summary
+                .fastest_store
+                .map_or(stored.store_latency, |f| f.min(stored.store_latency)),
+        );
+        if self.in_flight_limit.limit() != limit_before {
+            tracing::debug!(
+                limit = self.in_flight_limit.limit(),
+                fastest_store_ms = self
+                    .in_flight_limit
+                    .fastest()
+                    .map(|d| d.as_secs_f64() * 1e3),
+                "stores in flight limit follows the store's round trip"
+            );
+        }
         if let EntryBody::Ingest {
             lock_mode,
             stored_size,
