@@ -1457,6 +1457,7 @@ async fn a_forged_tail_entry_is_refused_and_nothing_is_signed() {
             stored_size: 1,
             original_commitment: mailvault::core::Hash::of(b"y"),
             dictionary: None,
+            header_index: None,
         },
     )
     .unwrap();

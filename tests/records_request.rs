@@ -3,9 +3,9 @@
 //! export` by a query selects exactly the messages the query describes (checked by Message-ID
 //! against the seeded mailbox), `mailvault verify-export` checks the export offline with the
 //! public keys alone, and refuses an altered message and an altered manifest. A header index
-//! edited behind mailvault's back cannot add a record to an export (each message is matched
-//! again on its own headers), can hide one from a search by the index, and cannot hide one from
-//! `--verify-search`. Destruction deletes the destroyed records' index objects; a locked version
+//! edited behind mailvault's back can neither add a record to an export nor hide one from it:
+//! it no longer hashes to what the record's log entry commits to, so the record is read
+//! instead, and the edit is reported; `--verify-search` reads every record. Destruction deletes the destroyed records' index objects; a locked version
 //! planted under one holds that record (named, not certified) until the lock ends.
 
 use mailvault::store::Store as _;
@@ -416,15 +416,19 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
         text(&refused)
     );
 
-    // An index edited behind mailvault's back. One that claims a non-matching record matches
-    // does not get it exported; one that hides a matching record hides it from the index
-    // search (reported nowhere: the documented limit), not from --verify-search.
+    // Indexes edited behind mailvault's back (by someone with the bucket's write credentials
+    // and no key): one that claims a non-matching record matches, one that hides a matching
+    // record. Neither hashes to its entry's `header-index`: both records are read in full and
+    // judged on their own headers, both edits are reported, and the export is the same.
     let outsider = (0..MESSAGES)
         .map(seeded)
         .find(|s| !matches_query(s) && !s.subject.starts_with("Budget"))
         .unwrap();
     let hidden = expected.iter().nth(1).unwrap().clone();
     let hidden_record = record_of(&r.dir.join("request-1"), &hidden).unwrap();
+    // A third, replaced by an object far larger than any index (it is not read whole).
+    let swamped = expected.iter().nth(2).unwrap().clone();
+    let swamped_record = record_of(&r.dir.join("request-1"), &swamped).unwrap();
     let mut outsider_record = None;
     for key in &indexed {
         let object = store.get(key, None).await.unwrap().unwrap();
@@ -457,20 +461,44 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
                 .await
                 .unwrap();
         }
+        if key.ends_with(&swamped_record) {
+            let mut huge = serde_json::to_vec(&index).unwrap();
+            huge.resize(8 << 20, b' ');
+            store
+                .put_mutable(key, huge, &Default::default())
+                .await
+                .unwrap();
+        }
     }
     let outsider_record = outsider_record.expect("the outsider's index");
     let out = r.export("request-2", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for edited in [&outsider_record, &hidden_record, &swamped_record] {
+        assert!(
+            stdout.contains(&format!(
+                "warning: record {edited}: its header index is not the one its log entry commits to"
+            )),
+            "{}",
+            text(&out)
+        );
+    }
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!(
-            "warning: record {outsider_record}: its header index matched but its own headers do not"
+        stdout.contains(&format!(
+            "searched {MESSAGES} records ({} by header index, 3 read in full)",
+            MESSAGES - 3
         )),
         "{}",
         text(&out)
     );
-    let mut without_hidden = expected.clone();
-    without_hidden.remove(&hidden);
-    assert_eq!(exported_ids(&r.dir.join("request-2")), without_hidden);
+    assert!(
+        !stdout.contains("its header index matched but"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(exported_ids(&r.dir.join("request-2")), expected);
+    let verified = r.verify_export("request-2");
+    assert!(verified.status.success(), "{}", text(&verified));
     let out = r.export("request-3", &["--verify-search"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(

@@ -90,6 +90,7 @@ async fn generate(n: u64, store_dir: &Path, key_file: &Path) {
                 stored_size: 2_000,
                 original_commitment: Hash::of(&[i as u8]),
                 dictionary: None,
+                header_index: None,
             },
         )
         .expect("entry");

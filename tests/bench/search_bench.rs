@@ -23,7 +23,7 @@ use mailvault::core::log::RecordLog;
 use mailvault::core::mac::MacKind;
 use mailvault::core::note::NoteSigner;
 use mailvault::core::record::{SALT_LEN, commitment_from_digest};
-use mailvault::core::records_request::HeaderIndex;
+use mailvault::core::records_request::{HeaderIndex, INDEX_SALT_LEN};
 use mailvault::core::rules::MessageFacts;
 use mailvault::core::time::UnixTime;
 use mailvault::sidecar::Sidecar;
@@ -212,10 +212,12 @@ async fn generate(n: u64, due_one_in: Option<u64>, store_dir: &Path, dir: &Path)
             retain
         };
         let (facts, message) = facts(i, matching);
-        indexes.push((
-            index_key(id.as_str()),
-            HeaderIndex::new(&facts, now).encode(),
-        ));
+        // Salted as the writer salts it; the entry commits to its hash.
+        let mut index_salt = [0; INDEX_SALT_LEN];
+        index_salt[..8].copy_from_slice(&i.to_le_bytes());
+        let index = HeaderIndex::new(&facts, now, &index_salt).encode();
+        let index_sha256 = Hash::of(&index);
+        indexes.push((index_key(id.as_str()), index));
         let (stored_sha256, commitment) = if matching || due {
             let salt = [u8::try_from(i % 251).unwrap_or(0); SALT_LEN];
             let commitment = commitment_from_digest(&salt, &Hash::of(&message));
@@ -263,6 +265,7 @@ async fn generate(n: u64, due_one_in: Option<u64>, store_dir: &Path, dir: &Path)
                 stored_size: 200,
                 original_commitment: commitment,
                 dictionary: None,
+                header_index: Some(index_sha256),
             },
         )
         .expect("entry");

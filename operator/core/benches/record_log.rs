@@ -67,6 +67,7 @@ fn build(n: u64, dir: &Path) {
                 stored_size: 4096 + i % 1000,
                 original_commitment: Hash::of(&(i ^ 0xdead).to_be_bytes()),
                 dictionary: None,
+                header_index: None,
             },
         )
         .unwrap();

@@ -21,6 +21,9 @@ pub const ENTRY_MAGIC: &str = "mailvault-log-entry/1";
 /// naming the dictionary its record was compressed with. Every version-1 entry keeps its
 /// version-1 bytes (docs/log-format.md, "Versions"), so old logs verify unchanged.
 pub const ENTRY_MAGIC_V2: &str = "mailvault-log-entry/2";
+/// First line of an entry that uses a version-3 feature: an `ingest` that commits to its
+/// record's header index (`header-index`). It may name a dictionary too.
+pub const ENTRY_MAGIC_V3: &str = "mailvault-log-entry/3";
 /// Longest encoded entry accepted (bundles store lengths in 16 bits).
 pub const MAX_ENTRY_LEN: usize = 16 * 1024;
 /// Longest free-text value (record series, object key, version id, hold id).
@@ -200,6 +203,10 @@ pub enum EntryBody {
         /// SHA-256 of the zstd dictionary the record was compressed with (logged earlier by a
         /// `dictionary` entry); `None`: plain zstd.
         dictionary: Option<Hash>,
+        /// SHA-256 of the record's header index object (`index/<id>`, which carries a random
+        /// salt of its own, so the hash says nothing about the message): a search can tell an
+        /// index edited behind the writer's back. `None`: written before version 3, or none.
+        header_index: Option<Hash>,
     },
     /// A zstd dictionary was stored, for records compressed after it to name. Its `record`
     /// is the dictionary's id ([`RecordId::from_hash`] of its SHA-256), not a record's.
@@ -262,16 +269,22 @@ impl EntryBody {
         }
     }
 
-    /// Whether the entry needs version 2 of the format (a dictionary).
-    pub fn is_v2(&self) -> bool {
-        matches!(
-            self,
+    /// The format version the entry needs: 3 for an ingest committing to its header index, 2
+    /// for a dictionary (an entry, or an ingest naming one), 1 for everything else. Each entry
+    /// is written with exactly this version, so an old entry keeps its old bytes.
+    pub fn version(&self) -> u8 {
+        match self {
+            Self::Ingest {
+                header_index: Some(_),
+                ..
+            } => 3,
             Self::Dictionary { .. }
-                | Self::Ingest {
-                    dictionary: Some(_),
-                    ..
-                }
-        )
+            | Self::Ingest {
+                dictionary: Some(_),
+                ..
+            } => 2,
+            _ => 1,
+        }
     }
 }
 
@@ -304,10 +317,10 @@ impl Entry {
     /// writer should call it before logging (the log writer does).
     pub fn encode(&self) -> Vec<u8> {
         let mut s = String::with_capacity(512);
-        s.push_str(if self.body.is_v2() {
-            ENTRY_MAGIC_V2
-        } else {
-            ENTRY_MAGIC
+        s.push_str(match self.body.version() {
+            3 => ENTRY_MAGIC_V3,
+            2 => ENTRY_MAGIC_V2,
+            _ => ENTRY_MAGIC,
         });
         s.push('\n');
         line(&mut s, "index", self.index);
@@ -326,6 +339,7 @@ impl Entry {
                 stored_size,
                 original_commitment,
                 dictionary,
+                header_index,
             } => {
                 line(&mut s, "series", series);
                 line(&mut s, "retain-until", retain_until);
@@ -337,6 +351,9 @@ impl Entry {
                 line(&mut s, "original-commitment", original_commitment);
                 if let Some(d) = dictionary {
                     line(&mut s, "dictionary", d);
+                }
+                if let Some(h) = header_index {
+                    line(&mut s, "header-index", h);
                 }
             }
             EntryBody::Dictionary {
@@ -438,12 +455,13 @@ impl Entry {
             return malformed("does not end with a newline");
         };
         let mut lines = body.split('\n');
-        let v2 = match lines.next() {
-            Some(ENTRY_MAGIC) => false,
-            Some(ENTRY_MAGIC_V2) => true,
+        let version = match lines.next() {
+            Some(ENTRY_MAGIC) => 1,
+            Some(ENTRY_MAGIC_V2) => 2,
+            Some(ENTRY_MAGIC_V3) => 3,
             _ => {
                 return malformed(format!(
-                    "first line is not {ENTRY_MAGIC:?} or {ENTRY_MAGIC_V2:?}"
+                    "first line is not {ENTRY_MAGIC:?}, {ENTRY_MAGIC_V2:?} or {ENTRY_MAGIC_V3:?}"
                 ));
             }
         };
@@ -464,6 +482,10 @@ impl Entry {
                 stored_size: parse_u64(r.take("stored-size")?)?,
                 original_commitment: parse_hash(r.take("original-commitment")?)?,
                 dictionary: r.take_optional("dictionary")?.map(parse_hash).transpose()?,
+                header_index: r
+                    .take_optional("header-index")?
+                    .map(parse_hash)
+                    .transpose()?,
             },
             "dictionary" => decode_dictionary(&mut r, &record)?,
             "hold-placed" => EntryBody::HoldPlaced {
@@ -492,13 +514,12 @@ impl Entry {
             }
             other => return malformed(format!("unknown entry type {other:?}")),
         };
-        // One spelling per entry: the version-2 line exactly when a version-2 feature is used.
-        if body.is_v2() != v2 {
-            return malformed(if v2 {
-                format!("{ENTRY_MAGIC_V2:?} on an entry with no version-2 field")
-            } else {
-                format!("a version-2 field in a {ENTRY_MAGIC:?} entry")
-            });
+        // One spelling per entry: the newest version whose features it uses, no other.
+        if body.version() != version {
+            return malformed(format!(
+                "version {version} on an entry whose fields are those of version {}",
+                body.version()
+            ));
         }
         if let Some(extra) = r.lines.next() {
             return malformed(format!(

@@ -602,8 +602,9 @@ pub enum NextStep {
     /// Delete these versions (data versions and delete markers, of the record and of its
     /// sidecar), list again, and ask again.
     Delete(Vec<HeldVersion>),
-    /// Nothing remains in the store: append this tombstone.
-    Tombstone(RecordId, EntryBody),
+    /// Nothing remains in the store: append this tombstone (boxed: an entry body is large
+    /// beside the other steps).
+    Tombstone(RecordId, Box<EntryBody>),
     /// The tombstone is logged: nothing to do.
     Done,
     /// No destruction was authorized: the record is not this protocol's business.
@@ -641,7 +642,10 @@ pub fn next_step(
         });
         return NextStep::Delete(v);
     }
-    NextStep::Tombstone(record_id(history.record), tombstone(history, deleted))
+    NextStep::Tombstone(
+        record_id(history.record),
+        Box::new(tombstone(history, deleted)),
+    )
 }
 
 /// A replayed id as a `RecordId`. Every id in a replay came from a decoded entry, so it is

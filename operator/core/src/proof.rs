@@ -236,6 +236,7 @@ mod tests {
                     // The proven record names a dictionary (a version-2 entry): the bundle
                     // carries the original message, so it verifies without the dictionary.
                     dictionary: (i == 20).then(|| Hash::of(b"dictionary")),
+                    header_index: None,
                 },
             )
             .unwrap();

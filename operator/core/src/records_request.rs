@@ -15,8 +15,14 @@ use crate::rules::{AddressPattern, Matcher, MessageFacts, RuleError, message_dat
 use crate::{Hash, UnixTime};
 use serde::{Deserialize, Serialize};
 
-/// `format` of a header index object.
-pub const INDEX_FORMAT: &str = "mailvault-header-index/1";
+/// `format` of a header index object written before its ingest entry committed to it: no
+/// salt, and nothing in the log to check it against.
+pub const INDEX_FORMAT_V1: &str = "mailvault-header-index/1";
+/// `format` of a header index object with a `salt`, whose SHA-256 its ingest entry holds
+/// (`header-index`, docs/log-format.md §14.1).
+pub const INDEX_FORMAT: &str = "mailvault-header-index/2";
+/// Bytes of a header index's salt.
+pub const INDEX_SALT_LEN: usize = 16;
 /// Largest header index object read (1,000 addresses in each of From, To and Cc fit).
 pub const MAX_INDEX_LEN: usize = 512 * 1024;
 /// First line of an export manifest: names what the note is, so no other signed note
@@ -30,8 +36,12 @@ pub const MAX_MANIFEST_LEN: usize = 128 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderIndex {
-    /// Always [`INDEX_FORMAT`].
+    /// [`INDEX_FORMAT`], or [`INDEX_FORMAT_V1`] for an index written before the salt.
     pub format: String,
+    /// Random hex (16 bytes), present exactly in [`INDEX_FORMAT`]: the log holds the index's
+    /// SHA-256, and the salt keeps that hash from confirming a guess at the message's headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub salt: Option<String>,
     /// The Date header (Unix seconds, UTC), if it parsed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date: Option<i64>,
@@ -60,10 +70,12 @@ pub struct HeaderIndex {
 }
 
 impl HeaderIndex {
-    /// The index of a message with `facts`, archived at `archived_at`.
-    pub fn new(facts: &MessageFacts, archived_at: UnixTime) -> Self {
+    /// The index of a message with `facts`, archived at `archived_at`, salted with `salt`
+    /// (random, one per record).
+    pub fn new(facts: &MessageFacts, archived_at: UnixTime, salt: &[u8; INDEX_SALT_LEN]) -> Self {
         Self {
             format: INDEX_FORMAT.to_owned(),
+            salt: Some(hex::encode(salt)),
             date: facts.date.map(|t| t.0),
             internal_date: facts.internal_date.map(|t| t.0),
             archived_at: archived_at.0,
@@ -92,7 +104,14 @@ impl HeaderIndex {
         }
         serde_json::from_slice::<Self>(bytes)
             .ok()
-            .filter(|i| i.format == INDEX_FORMAT)
+            .filter(|i| match (i.format.as_str(), &i.salt) {
+                (INDEX_FORMAT_V1, None) => true,
+                (INDEX_FORMAT, Some(salt)) => {
+                    salt.len() == 2 * INDEX_SALT_LEN
+                        && salt.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                }
+                _ => false,
+            })
     }
 
     /// The facts a query matches on (no header fields: a query does not match on them).
@@ -396,7 +415,7 @@ mod tests {
     #[test]
     fn the_index_round_trips_and_matches_like_the_message() {
         let f = facts("chief@police.city.gov", "Budget 2026", 1_780_000_000);
-        let index = HeaderIndex::new(&f, UnixTime(1_790_000_000));
+        let index = HeaderIndex::new(&f, UnixTime(1_790_000_000), &[7; INDEX_SALT_LEN]);
         let back = HeaderIndex::decode(&index.encode()).unwrap();
         assert_eq!(back, index);
         assert_eq!(back.record_facts().facts.from, f.from);
@@ -412,10 +431,42 @@ mod tests {
         let later = HeaderIndex::new(
             &facts("chief@police.city.gov", "Budget", 1_782_000_000),
             UnixTime(1_790_000_000),
+            &[8; INDEX_SALT_LEN],
         );
         assert!(!q.matches(&later.record_facts()));
         assert_eq!(HeaderIndex::decode(b"{\"format\":\"other\"}"), None);
         assert_eq!(HeaderIndex::decode(b"not json"), None);
+    }
+
+    #[test]
+    fn a_salt_comes_with_version_2_of_the_index_and_only_with_it() {
+        let f = facts("chief@police.city.gov", "Budget 2026", 1_780_000_000);
+        let salted = HeaderIndex::new(&f, UnixTime(1_790_000_000), &[7; INDEX_SALT_LEN]);
+        let json = |i: &HeaderIndex| serde_json::to_value(i).unwrap();
+        let with = |format: &str, salt: Option<&str>| {
+            let mut v = json(&salted);
+            v["format"] = format.into();
+            match salt {
+                Some(s) => v["salt"] = s.into(),
+                None => {
+                    v.as_object_mut().unwrap().remove("salt");
+                }
+            }
+            HeaderIndex::decode(&serde_json::to_vec(&v).unwrap())
+        };
+        assert!(with(INDEX_FORMAT, Some(&"07".repeat(16))).is_some());
+        assert!(
+            with(INDEX_FORMAT_V1, None).is_some(),
+            "indexes written before the salt"
+        );
+        assert!(with(INDEX_FORMAT, None).is_none());
+        assert!(with(INDEX_FORMAT_V1, Some(&"07".repeat(16))).is_none());
+        assert!(with(INDEX_FORMAT, Some("07")).is_none());
+        assert!(with(INDEX_FORMAT, Some(&"0G".repeat(16))).is_none());
+        // Two indexes of the same message differ by their salt: their hashes in the log say
+        // nothing about the message.
+        let other = HeaderIndex::new(&f, UnixTime(1_790_000_000), &[8; INDEX_SALT_LEN]);
+        assert_ne!(Hash::of(&salted.encode()), Hash::of(&other.encode()));
     }
 
     #[test]

@@ -187,6 +187,10 @@ async fn records_request(args: ExportArgs) -> Result<ExitCode> {
             &found.unreadable,
             "neither its header index nor the record could be read (run `mailvault verify`)",
         ),
+        (
+            &found.index_edited,
+            "its header index is not the one its log entry commits to (edited or replaced in the bucket by someone other than mailvault); the record was read instead",
+        ),
     ] {
         for id in ids {
             complete = false;

@@ -1006,7 +1006,7 @@ async fn destroy_record<S: Store>(
                     }
                     Err(e) => return Err(e),
                 }
-                let entry = writer.append(record, body, now_after(UnixTime(0))).await?;
+                let entry = writer.append(record, *body, now_after(UnixTime(0))).await?;
                 apply(replay, entry)?;
                 report.destroyed += 1;
                 steps.step("tombstone appended");

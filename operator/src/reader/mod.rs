@@ -721,6 +721,7 @@ mod tests {
                         stored_size: 1,
                         original_commitment: Hash::of(b"o"),
                         dictionary: None,
+                        header_index: None,
                     },
                 )
             })

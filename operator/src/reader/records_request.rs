@@ -8,8 +8,10 @@
 //! Memory: the log is read one bundle at a time and only the Merkle tree (for the inclusion
 //! proofs) and the matched entries are kept; no listing of `records/` or `index/` is made. The
 //! index is a hint: a record it says matches is exported only if its own headers match (else
-//! it is reported), but a record whose index lies the other way is not found unless the search
-//! reads every record (`read_records`).
+//! it is reported). A record's ingest entry (from version 3 of the log) holds its index's
+//! SHA-256, so an index edited to hide a record does not hash to it: the record is then read
+//! instead and the edit reported. An index of an older record, whose entry holds no hash, can
+//! still hide it unless the search reads every record (`read_records`).
 
 use super::log::{bundle_keys, damaged, fetch, newest_checkpoint};
 use super::{ExportedRecord, export_logged};
@@ -25,7 +27,9 @@ use mailvault_core::lifecycle::holds::RecordFacts;
 use mailvault_core::log::RecordLog;
 use mailvault_core::note::{NoteSigner, NoteVerifier};
 use mailvault_core::proof::ProofBundle;
-use mailvault_core::records_request::{ExportManifest, HeaderIndex, ManifestRecord, RecordQuery};
+use mailvault_core::records_request::{
+    ExportManifest, HeaderIndex, MAX_INDEX_LEN, ManifestRecord, RecordQuery,
+};
 use mailvault_core::verify::LogListing;
 use mailvault_core::{Hash, UnixTime};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -45,6 +49,9 @@ pub struct Found {
     /// Records the log has (not destroyed) whose index and record could not be read: the
     /// search cannot say whether they match (`mailvault verify` says what is wrong).
     pub unreadable: Vec<String>,
+    /// Records whose header index is not the one their ingest entry commits to (edited or
+    /// replaced in the bucket): each was judged by reading it instead.
+    pub index_edited: Vec<String>,
     origin: String,
     records: RecordLog,
     head: Option<(SignedHead, String)>,
@@ -58,7 +65,7 @@ pub struct SearchCounts {
     pub records: u64,
     /// Judged by their header index.
     pub by_index: u64,
-    /// Judged by reading the record (no index, an unreadable one, or `read_records`).
+    /// Judged by reading the record (no index, an unreadable or edited one, or `read_records`).
     pub by_record: u64,
     /// Matching records destroyed later in the log (not exported).
     pub destroyed: u64,
@@ -67,6 +74,8 @@ pub struct SearchCounts {
 enum Judged {
     Index(bool),
     Record(bool),
+    /// Read in full because its index did not hash to what its entry commits to.
+    RecordIndexEdited(bool),
     Unreadable,
 }
 
@@ -91,6 +100,7 @@ pub async fn search<S: Store>(
         matched: Vec::new(),
         counts: SearchCounts::default(),
         unreadable: Vec::new(),
+        index_edited: Vec::new(),
         origin: origin.to_owned(),
         records: RecordLog::new(),
         head: None,
@@ -149,6 +159,7 @@ pub async fn search<S: Store>(
     }
     found.matched = selection.matched.into_values().collect();
     found.unreadable = selection.unreadable.into_iter().collect();
+    found.index_edited = selection.index_edited.into_iter().collect();
     Ok(found)
 }
 
@@ -159,6 +170,7 @@ struct Selection {
     matched: BTreeMap<u64, Entry>,
     matched_at: HashMap<String, u64>,
     unreadable: BTreeSet<String>,
+    index_edited: BTreeSet<String>,
 }
 
 impl Selection {
@@ -172,6 +184,7 @@ impl Selection {
                 counts.destroyed += 1;
             }
             self.unreadable.remove(&id);
+            self.index_edited.remove(&id);
             return;
         };
         counts.records += 1;
@@ -182,6 +195,11 @@ impl Selection {
             }
             Judged::Record(hit) => {
                 counts.by_record += 1;
+                hit
+            }
+            Judged::RecordIndexEdited(hit) => {
+                counts.by_record += 1;
+                self.index_edited.insert(id.clone());
                 hit
             }
             Judged::Unreadable => {
@@ -196,7 +214,8 @@ impl Selection {
     }
 }
 
-/// Judges one record: by its header index, else (or with `read_records`) by reading it.
+/// Judges one record: by its header index when that is the index its entry commits to (or
+/// the entry commits to none), else (or with `read_records`) by reading it.
 async fn judge<S: Store>(
     store: &S,
     entry: &Entry,
@@ -204,21 +223,31 @@ async fn judge<S: Store>(
     read_records: bool,
     dictionaries: &HashMap<Hash, Option<Arc<Vec<u8>>>>,
 ) -> Result<Judged> {
-    if !read_records
-        && let Some(object) = store.get(&index_key(entry.record.as_str()), None).await?
-        && let Some(index) = HeaderIndex::decode(&object.bytes)
-    {
-        return Ok(Judged::Index(query.matches(&index.record_facts())));
-    }
     let EntryBody::Ingest {
         object_key,
         object_version,
         dictionary,
+        header_index,
         ..
     } = &entry.body
     else {
         return Ok(Judged::Unreadable);
     };
+    // An index the entry commits to must hash to it; a missing one hides nothing (the record
+    // is read), an edited one (or one over the cap) is read past and reported.
+    let mut index_edited = false;
+    if !read_records {
+        match read_index(store, entry.record.as_str()).await? {
+            StoredIndex::Absent => {}
+            StoredIndex::OverCap => index_edited = header_index.is_some(),
+            StoredIndex::Read { bytes, sha256 } => {
+                index_edited = header_index.is_some_and(|h| h != sha256);
+                if !index_edited && let Some(index) = HeaderIndex::decode(&bytes) {
+                    return Ok(Judged::Index(query.matches(&index.record_facts())));
+                }
+            }
+        }
+    }
     let dictionary = match dictionary {
         None => None,
         Some(sha256) => match dictionaries.get(sha256) {
@@ -236,10 +265,49 @@ async fn judge<S: Store>(
         )
         .await?
         {
+            Some(facts) if index_edited => Judged::RecordIndexEdited(query.matches(&facts)),
             Some(facts) => Judged::Record(query.matches(&facts)),
             None => Judged::Unreadable,
         },
     )
+}
+
+/// A record's header index object as found in the store.
+enum StoredIndex {
+    Absent,
+    /// Larger than [`MAX_INDEX_LEN`]: not one the writer wrote, and not read whole (one planted
+    /// in the bucket must not take the search's memory).
+    OverCap,
+    Read {
+        bytes: Vec<u8>,
+        sha256: Hash,
+    },
+}
+
+async fn read_index<S: Store>(store: &S, record: &str) -> Result<StoredIndex> {
+    let mut bytes = Vec::new();
+    let mut too_large = false;
+    let read = store
+        .read_streaming(&index_key(record), None, &mut |piece| {
+            if bytes.len() + piece.len() > MAX_INDEX_LEN {
+                too_large = true;
+                return Err(Error::Usage(format!(
+                    "header index of {record} larger than {MAX_INDEX_LEN} bytes"
+                )));
+            }
+            bytes.extend_from_slice(piece);
+            Ok(())
+        })
+        .await;
+    match read {
+        Ok(Some(digest)) => Ok(StoredIndex::Read {
+            bytes,
+            sha256: digest.sha256,
+        }),
+        Ok(None) => Ok(StoredIndex::Absent),
+        Err(_) if too_large => Ok(StoredIndex::OverCap),
+        Err(e) => Err(e),
+    }
 }
 
 /// What an export wrote and left out.

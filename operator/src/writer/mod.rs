@@ -47,6 +47,33 @@ use crate::source::SourceMessage;
 /// Sidecar field: hex SHA-256 of the dictionary the record was compressed with (also in its
 /// ingest entry; kept here, under the writer's MAC, so an unlogged record can be adopted).
 pub const DICTIONARY_FIELD: &str = "mailvault-dictionary";
+/// Sidecar field: hex SHA-256 of the record's header index object (also in its ingest entry;
+/// kept here, under the writer's MAC, so an adopted record's entry commits to it too).
+pub const HEADER_INDEX_FIELD: &str = "mailvault-header-index";
+
+/// A record's header index object (`index/<id>`) with a fresh random salt, and its SHA-256:
+/// what the ingest entry commits to, so a search can tell an index edited in the bucket.
+fn salted_header_index(
+    facts: &mailvault_core::rules::MessageFacts,
+    now: UnixTime,
+) -> Result<(Vec<u8>, Hash)> {
+    let mut salt = [0u8; mailvault_core::records_request::INDEX_SALT_LEN];
+    getrandom::fill(&mut salt).map_err(Error::Random)?;
+    let bytes = HeaderIndex::new(facts, now, &salt).encode();
+    let sha256 = Hash::of(&bytes);
+    Ok((bytes, sha256))
+}
+
+/// The sidecar fields naming what a record's ingest entry commits to beside its bytes.
+fn commitment_fields(
+    dictionary: Option<Hash>,
+    header_index: Hash,
+) -> impl Iterator<Item = (String, String)> {
+    dictionary
+        .map(|d| (DICTIONARY_FIELD.to_owned(), d.to_hex()))
+        .into_iter()
+        .chain([(HEADER_INDEX_FIELD.to_owned(), header_index.to_hex())])
+}
 
 /// zstd level: 3 is zstd's default, a good speed/ratio balance for mail.
 const ZSTD_LEVEL: i32 = 3;
@@ -802,6 +829,10 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                         .sidecar
                         .get(DICTIONARY_FIELD)
                         .and_then(|h| Hash::from_hex(h).ok()),
+                    header_index: object
+                        .sidecar
+                        .get(HEADER_INDEX_FIELD)
+                        .and_then(|h| Hash::from_hex(h).ok()),
                 },
             )?;
             self.known.logged(entry.index, &id);
@@ -891,9 +922,8 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             }
             .to_map();
             sidecar.extend(crate::lifecycle::sidecar_fields(&classification, now));
-            if let Some(d) = &dictionary_sha256 {
-                sidecar.insert(DICTIONARY_FIELD.into(), d.to_hex());
-            }
+            let (index_bytes, index_sha256) = salted_header_index(&facts, now)?;
+            sidecar.extend(commitment_fields(dictionary_sha256, index_sha256));
             let stored_size = stored.len();
             let object_key = record_key(id.as_str());
             trust::seal_sidecar(&mac, &object_key, &mut sidecar, &stored_sha256, stored_size);
@@ -905,10 +935,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     sha256: stored_sha256,
                     retain_until: lock_until,
                     sidecar: &sidecar,
-                    companion: Some((
-                        index_key(id.as_str()),
-                        HeaderIndex::new(&facts, now).encode(),
-                    )),
+                    companion: Some((index_key(id.as_str()), index_bytes)),
                 })
                 .await?;
             Ok(Stored {
@@ -928,6 +955,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     stored_size,
                     original_commitment,
                     dictionary: dictionary_sha256,
+                    header_index: Some(index_sha256),
                 },
                 unparseable,
             })
@@ -1380,6 +1408,7 @@ mod tests {
                 stored_size: 1,
                 original_commitment: Hash::of(b"y"),
                 dictionary: None,
+                header_index: None,
             },
         )
         .unwrap();

@@ -17,6 +17,7 @@ pub(crate) fn sample_ingest(index: u64, prev: Hash, record: &str) -> Entry {
             stored_size: 123,
             original_commitment: Hash::of(b"commitment"),
             dictionary: None,
+            header_index: None,
         },
     }
 }
@@ -116,6 +117,7 @@ pub(crate) fn arb_entry() -> impl Strategy<Value = Entry> {
                         stored_size: n,
                         original_commitment: c,
                         dictionary: None,
+                        header_index: None,
                     }
                 }
             ),
@@ -346,4 +348,67 @@ fn version_2_entries_round_trip_and_version_1_bytes_are_unchanged() {
     let mut wrong_id = d;
     wrong_id.record = RecordId::from_hash(&other);
     assert!(Entry::decode(&wrong_id.encode()).is_err());
+}
+
+#[test]
+fn version_3_ingests_commit_to_their_header_index_and_older_bytes_are_unchanged() {
+    let index = Hash::of(b"header index bytes");
+    let dict = Hash::of(b"dictionary bytes");
+    let relabelled = |bytes: &[u8], from: &str, to: &str| {
+        String::from_utf8(bytes.to_vec())
+            .unwrap()
+            .replacen(from, to, 1)
+            .into_bytes()
+    };
+    let plain = sample_ingest(7, Hash::of(b"prev"), "r-1");
+    for with_dictionary in [false, true] {
+        let mut e = plain.clone();
+        if let EntryBody::Ingest {
+            dictionary,
+            header_index,
+            ..
+        } = &mut e.body
+        {
+            *dictionary = with_dictionary.then_some(dict);
+            *header_index = Some(index);
+        }
+        e.validate().unwrap();
+        let v3 = e.encode();
+        assert!(v3.starts_with(b"mailvault-log-entry/3\n"));
+        // The commitment is the last line, after the dictionary when there is one.
+        assert!(v3.ends_with(format!("header-index {index}\n").as_bytes()));
+        assert_eq!(
+            String::from_utf8_lossy(&v3).contains(&format!("\ndictionary {dict}\nheader-index ")),
+            with_dictionary
+        );
+        assert_eq!(Entry::decode(&v3).unwrap(), e);
+        assert_eq!(Entry::decode(&v3).unwrap().encode(), v3);
+        // One spelling: a version-3 field under an older line, or the version-3 line on an
+        // entry without it, is refused.
+        for older in ["log-entry/1", "log-entry/2"] {
+            assert!(Entry::decode(&relabelled(&v3, "log-entry/3", older)).is_err());
+        }
+    }
+    let v1 = plain.encode();
+    assert!(v1.starts_with(b"mailvault-log-entry/1\n"));
+    assert!(Entry::decode(&relabelled(&v1, "log-entry/1", "log-entry/3")).is_err());
+    // The commitment before the dictionary is not the canonical order.
+    let mut both = plain;
+    if let EntryBody::Ingest {
+        dictionary,
+        header_index,
+        ..
+    } = &mut both.body
+    {
+        *dictionary = Some(dict);
+        *header_index = Some(index);
+    }
+    let swapped = String::from_utf8(both.encode())
+        .unwrap()
+        .replace(
+            &format!("dictionary {dict}\nheader-index {index}\n"),
+            &format!("header-index {index}\ndictionary {dict}\n"),
+        )
+        .into_bytes();
+    assert!(Entry::decode(&swapped).is_err());
 }

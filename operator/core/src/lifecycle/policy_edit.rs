@@ -231,6 +231,7 @@ mod tests {
                 stored_size: 1,
                 original_commitment: Hash::default(),
                 dictionary: None,
+                header_index: None,
             },
         })
         .unwrap();

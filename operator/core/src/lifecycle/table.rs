@@ -300,6 +300,7 @@ impl RecordTable {
             stored_size,
             original_commitment,
             dictionary,
+            header_index: _,
         } = body
         else {
             return Ok(());

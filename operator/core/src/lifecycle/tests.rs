@@ -25,6 +25,7 @@ fn ingest(series: &str, retain_until: RetainUntil, size: u64, id: &str) -> Entry
         stored_size: size,
         original_commitment: Hash::of(b"c"),
         dictionary: None,
+        header_index: None,
     }
 }
 
@@ -540,7 +541,7 @@ impl World {
                         }
                     }
                     NextStep::Tombstone(id, body) => {
-                        self.unpersisted.push((id.as_str().to_owned(), body));
+                        self.unpersisted.push((id.as_str().to_owned(), *body));
                         break;
                     }
                     NextStep::Done | NextStep::NotAuthorized => break,
@@ -690,10 +691,10 @@ fn deletion_order_and_tombstone_versions() {
         next_step(&h, &[], &order),
         NextStep::Tombstone(
             RecordId::new("a").unwrap(),
-            EntryBody::Destroyed {
+            Box::new(EntryBody::Destroyed {
                 object_key: "records/a".into(),
                 object_versions: vec!["v1".into(), "m1".into()],
-            }
+            })
         )
     );
     // Deleted by a run that crashed: the logged version, first.

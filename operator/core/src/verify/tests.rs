@@ -73,6 +73,7 @@ impl Fixture {
                 stored_size: bytes.len() as u64,
                 original_commitment: Hash::of(b"c"),
                 dictionary: None,
+                header_index: None,
             },
         );
         let lock_until = match retain_until {
@@ -1232,6 +1233,7 @@ fn ingest_provable(f: &mut Fixture, folder: &str, message: &[u8], salt: u8) -> S
             stored_size: stored.len() as u64,
             original_commitment: commitment,
             dictionary: None,
+            header_index: None,
         },
     );
     f.inventory.insert(
@@ -1479,6 +1481,7 @@ fn entry_worked_example() {
             )
             .unwrap(),
             dictionary: None,
+            header_index: None,
         },
     };
     let bytes = entry.encode();
@@ -1584,6 +1587,7 @@ fn ingest_with(f: &mut Fixture, id: &str, retain_until: RetainUntil, dictionary:
             stored_size: bytes.len() as u64,
             original_commitment: Hash::of(b"c"),
             dictionary: Some(dictionary),
+            header_index: None,
         },
     );
     f.inventory.insert(
