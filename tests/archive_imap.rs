@@ -1480,6 +1480,64 @@ async fn a_forged_tail_entry_is_refused_and_nothing_is_signed() {
     );
 }
 
+/// Objects far larger than anything mailvault writes under their keys, put into the bucket by
+/// someone with its write credentials, are not read whole: a run marker of 1 MiB is reported
+/// as unauthenticated and the run goes on; a 5 MiB "partial bundle" under `log/` (no bundle
+/// can exceed 256 entries of 16 KiB) stops the next run before anything is stored or signed,
+/// saying which object and why.
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_larger_than_mailvault_writes_are_not_read() {
+    let case = Case::new("imap-oversized", S3Flavour::Versitygw).await;
+    seed_mailbox(&case, 0);
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    put_plain(&case, "state/run.json", vec![b' '; 1 << 20], None).await;
+    case.env
+        .seed_message(&case.user, "INBOX", b"Subject: new\r\n\r\nu\r\n", "");
+    let o = case.archive();
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("warning: unauthenticated object")
+            && stdout.contains("state/run.json")
+            && stdout.contains("archived 1 new records"),
+        "{}",
+        text(&o)
+    );
+    let signed = newest_checkpoint(&current_keys(&case, "checkpoints/").await);
+    let planted = "log/tile/entries/000.p/200";
+    put_plain(&case, planted, vec![0; 5 << 20], None).await;
+    case.env
+        .seed_message(&case.user, "INBOX", b"Subject: newer\r\n\r\nt\r\n", "");
+    let o = case.archive();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(planted) && stderr.contains("more than mailvault ever writes there"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        newest_checkpoint(&current_keys(&case, "checkpoints/").await),
+        signed,
+        "nothing signed"
+    );
+    // The auditor is told the same, by name.
+    let o = case.mailvault(&[
+        "verify",
+        &case.store(),
+        "--public-key",
+        &case.path("key.pub"),
+    ]);
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(planted)
+            || String::from_utf8_lossy(&o.stdout).contains(planted),
+        "{}",
+        text(&o)
+    );
+}
+
 /// The writer's resume state (`state/resume.json`) only saves reads: an older one put back
 /// (its MAC valid), an edited one (MAC broken) and a cursor that makes every message come again
 /// all end with nothing stored twice and nothing missed, and `verify` passing.

@@ -431,7 +431,7 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
     let swamped_record = record_of(&r.dir.join("request-1"), &swamped).unwrap();
     let mut outsider_record = None;
     for key in &indexed {
-        let object = store.get(key, None).await.unwrap().unwrap();
+        let object = store.get(key, None, u64::MAX).await.unwrap().unwrap();
         let mut index: serde_json::Value = serde_json::from_slice(&object.bytes).unwrap();
         // The outsider: found by reading its record's Message-ID is costly; its index says
         // its subject and folder, which together identify it.
@@ -519,7 +519,7 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
     // run deletes the index and logs the tombstone.
     let mut planted = None;
     for key in store.list_keys("index/").await.unwrap() {
-        let index = store.get(&key, None).await.unwrap().unwrap();
+        let index = store.get(&key, None, u64::MAX).await.unwrap().unwrap();
         if String::from_utf8_lossy(&index.bytes).contains("Budget draft") {
             planted = Some(key.trim_start_matches("index/").to_owned());
             break;

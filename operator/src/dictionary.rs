@@ -33,6 +33,8 @@ pub const TRAIN_MIN_BYTES: usize = 128 * 1024;
 const SAMPLE_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// Size of a trained dictionary.
 const DICTIONARY_SIZE: usize = 32 * 1024;
+/// Largest dictionary object read: what training makes is at most [`DICTIONARY_SIZE`].
+pub const MAX_DICTIONARY_LEN: u64 = 1024 * 1024;
 /// A trained dictionary is used only if it stores its own sample at most this fraction of
 /// what plain zstd stores.
 const MUST_SAVE: f64 = 0.9;
@@ -221,7 +223,13 @@ pub async fn load_current<S: Store>(
     origin: &str,
     unauthenticated: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Option<Dictionary>> {
-    let Some(object) = store.get(DICTIONARY_STATE_KEY, None).await? else {
+    let Some(object) = crate::store::get_state(
+        store,
+        DICTIONARY_STATE_KEY,
+        crate::store::MAX_SMALL_STATE_LEN,
+    )
+    .await?
+    else {
         return Ok(None);
     };
     if !trust::authentic(mac, MacKind::State, DICTIONARY_STATE_KEY, &object) {
@@ -264,8 +272,14 @@ pub async fn load<S: Store>(
     sha256: &Hash,
     version: &str,
 ) -> Result<Option<Arc<Vec<u8>>>> {
-    let Some(object) = store.get(&dictionary_key(sha256), Some(version)).await? else {
-        return Ok(None);
+    let object = match store
+        .get(&dictionary_key(sha256), Some(version), MAX_DICTIONARY_LEN)
+        .await
+    {
+        Ok(Some(object)) => object,
+        // Not the bytes the log names (it names at most a trained dictionary's size).
+        Ok(None) | Err(Error::TooLarge { .. }) => return Ok(None),
+        Err(e) => return Err(e),
     };
     Ok((Hash::of(&object.bytes) == *sha256).then(|| Arc::new(object.bytes)))
 }

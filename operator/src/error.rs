@@ -73,6 +73,17 @@ pub enum Error {
     /// object); nothing was written on top of it.
     #[error("{0}")]
     Conflict(String),
+    /// An object in the store is larger than any object mailvault writes under its key: not
+    /// read, so that an object planted in the bucket cannot take the process's memory.
+    #[error(
+        "{key} is larger than {max} bytes, more than mailvault ever writes there: not read (put there by someone other than mailvault, or damaged; run `mailvault verify`)"
+    )]
+    TooLarge {
+        /// The object's key.
+        key: String,
+        /// The most the reader accepts for it.
+        max: u64,
+    },
     /// The record log refused an entry.
     #[error("log: {0}")]
     Log(#[from] mailvault_core::log::LogError),
@@ -197,7 +208,7 @@ impl Error {
             Self::Imap { .. } | Self::Source(_) => Reason::MailServerError,
             Self::Store { .. } | Self::ObjectLocked(_) => Reason::StoreError,
             Self::ClockSkew(_) => Reason::ClockSkew,
-            Self::Conflict(_) => Reason::StoreConflict,
+            Self::Conflict(_) | Self::TooLarge { .. } => Reason::StoreConflict,
             Self::Log(_) => Reason::LogError,
             Self::Checkpoint(_) => Reason::CheckpointError,
             Self::Proof(_) => Reason::ProofError,
@@ -231,6 +242,7 @@ impl Error {
             | Self::Source(_)
             | Self::ClockSkew(_)
             | Self::Conflict(_)
+            | Self::TooLarge { .. }
             | Self::Log(_)
             | Self::Checkpoint(_)
             | Self::Proof(_)

@@ -13,6 +13,10 @@ use crate::entry::MAX_ENTRY_LEN;
 
 /// Entries per full bundle.
 pub const BUNDLE_WIDTH: u64 = 256;
+/// Largest bundle object: a full bundle of entries of the largest size, each with its
+/// two-byte length. A reader reads no more of an object under `log/`.
+#[allow(clippy::cast_possible_truncation)] // 256 × 16,386 fits in any u64.
+pub const MAX_BUNDLE_LEN: u64 = BUNDLE_WIDTH * (2 + crate::entry::MAX_ENTRY_LEN as u64);
 /// Why a bundle could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleError {

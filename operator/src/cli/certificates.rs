@@ -68,7 +68,14 @@ pub async fn run(args: CertificatesArgs) -> Result<ExitCode> {
             failed += 1;
             continue;
         }
-        let Some(object) = store.get(&k, None).await? else {
+        let Some(object) = store
+            .get(
+                &k,
+                None,
+                mailvault_core::lifecycle::certificate::MAX_CERTIFICATE_LEN as u64,
+            )
+            .await?
+        else {
             continue;
         };
         listed += 1;

@@ -25,7 +25,8 @@ use mailvault_core::layout::{
     CERTIFICATES_PREFIX, certificate_key, index_key, parse_certificate_key,
 };
 use mailvault_core::lifecycle::certificate::{
-    Certificate, CertifiedAuthorization, CertifiedRecord, METHOD_S3_COMPLIANCE, run_id,
+    Certificate, CertifiedAuthorization, CertifiedRecord, MAX_CERTIFICATE_LEN,
+    METHOD_S3_COMPLIANCE, run_id,
 };
 use mailvault_core::lifecycle::disposition::SeriesDispositions;
 use mailvault_core::lifecycle::review_extension::{
@@ -660,7 +661,7 @@ pub async fn certified_records<S: Store>(
         if parse_certificate_key(&key).is_none() {
             continue;
         }
-        let Some(object) = store.get(&key, None).await? else {
+        let Some(object) = store.get(&key, None, MAX_CERTIFICATE_LEN as u64).await? else {
             continue;
         };
         if let Ok(cert) =
@@ -892,8 +893,11 @@ async fn free_certificate_key<S: Store>(store: &S, base: &str, n: usize) -> Resu
             (n, a) => format!("-{}", n * 1000 + a + 1),
         };
         let key = certificate_key(&format!("{base}{suffix}"));
-        if store.get(&key, None).await?.is_none() {
-            return Ok(key);
+        // Taken by anything, even an object too large to be a certificate.
+        match store.get(&key, None, MAX_CERTIFICATE_LEN as u64).await {
+            Ok(None) => return Ok(key),
+            Ok(Some(_)) | Err(Error::TooLarge { .. }) => {}
+            Err(e) => return Err(e),
         }
     }
     Err(Error::Conflict(format!(

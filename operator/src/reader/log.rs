@@ -43,9 +43,13 @@ struct Positions {
 }
 
 /// Reads an object that a listing named.
+/// Largest object read under `log/` or `checkpoints/`: a full bundle of the largest entries (a
+/// checkpoint note is far smaller).
+pub(crate) const MAX_LOG_OBJECT_LEN: u64 = mailvault_core::bundle::MAX_BUNDLE_LEN;
+
 pub(crate) async fn fetch<S: Store>(store: &S, key: &str) -> Result<Vec<u8>> {
     store
-        .get(key, None)
+        .get(key, None, MAX_LOG_OBJECT_LEN)
         .await?
         .map(|o| o.bytes)
         .ok_or_else(|| Error::Store {

@@ -401,10 +401,19 @@ async fn read_records<S: Store>(
     // names the others.
     for (key, mut version) in store.list_versions(DICTIONARIES_PREFIX).await? {
         if !version.delete_marker {
-            version.sha256 = store
-                .get(&key, Some(&version.version_id))
-                .await?
-                .map(|o| Hash::of(&o.bytes));
+            // One too large to be a dictionary has no hash here: reported as unreadable.
+            version.sha256 = match store
+                .get(
+                    &key,
+                    Some(&version.version_id),
+                    crate::dictionary::MAX_DICTIONARY_LEN,
+                )
+                .await
+            {
+                Ok(o) => o.map(|o| Hash::of(&o.bytes)),
+                Err(Error::TooLarge { .. }) => None,
+                Err(e) => return Err(e),
+            };
         }
         by_key.entry(key).or_default().push(version);
     }
@@ -517,7 +526,7 @@ async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<
 /// Reads one version of a log object.
 async fn fetch_version<S: Store>(store: &S, key: &str, version: &str) -> Result<Vec<u8>> {
     store
-        .get(key, Some(version))
+        .get(key, Some(version), log::MAX_LOG_OBJECT_LEN)
         .await?
         .map(|o| o.bytes)
         .ok_or_else(|| Error::Store {

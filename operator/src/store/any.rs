@@ -51,8 +51,13 @@ impl Store for AnyStore {
     ) -> Result<()> {
         each!(self, s => s.put_mutable(key, bytes, metadata).await)
     }
-    async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
-        each!(self, s => s.get(key, version).await)
+    async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        max_len: u64,
+    ) -> Result<Option<StoredObject>> {
+        each!(self, s => s.get(key, version, max_len).await)
     }
     async fn read_streaming(
         &self,

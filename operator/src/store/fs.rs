@@ -79,15 +79,17 @@ struct FsLock {
 }
 
 /// Largest lock file read (it holds two small fields).
-const MAX_LOCK_FILE: usize = 4096;
+const MAX_LOCK_FILE: u64 = 4096;
+/// Largest sidecar file read (an S3 object's user metadata is at most 2 KiB; a sidecar here
+/// holds the same fields).
+const MAX_SIDECAR_FILE: u64 = 256 * 1024;
 
 impl FsStore {
     async fn lock(&self, key: &str) -> Result<FsLock> {
         let path = self.path("locks", &format!("{key}.json"))?;
-        match Self::read(&path).await? {
-            Some(b) if b.len() <= MAX_LOCK_FILE => serde_json::from_slice(&b)
+        match Self::read(&path, key, MAX_LOCK_FILE).await? {
+            Some(b) => serde_json::from_slice(&b)
                 .map_err(|e| Error::Conflict(format!("lock of {key} is corrupt: {e}"))),
-            Some(_) => Err(Error::Conflict(format!("lock of {key} is too large"))),
             None => Ok(FsLock::default()),
         }
     }
@@ -100,7 +102,11 @@ impl FsStore {
 
     /// The lock of a record that exists in version `version`, or a refusal naming it.
     async fn lock_of_version(&self, key: &str, version: &str) -> Result<FsLock> {
-        if version != VERSION || Self::read(&self.path("objects", key)?).await?.is_none() {
+        if version != VERSION
+            || !tokio::fs::try_exists(self.path("objects", key)?)
+                .await
+                .unwrap_or(false)
+        {
             return Err(Error::Usage(format!(
                 "no version {version:?} of {key} in this directory store"
             )));
@@ -149,7 +155,13 @@ impl FsStore {
     }
 
     async fn sidecar(&self, key: &str) -> Result<ObjectMetadata> {
-        match Self::read(&self.path("sidecars", &format!("{key}.json"))?).await? {
+        match Self::read(
+            &self.path("sidecars", &format!("{key}.json"))?,
+            key,
+            MAX_SIDECAR_FILE,
+        )
+        .await?
+        {
             Some(b) => serde_json::from_slice(&b)
                 .map_err(|e| Error::Conflict(format!("sidecar of {key} is corrupt: {e}"))),
             None => Ok(ObjectMetadata::new()),
@@ -184,8 +196,26 @@ impl FsStore {
         .map_err(|e| Error::task("file removal", e))?
     }
 
-    async fn read(path: &Path) -> Result<Option<Vec<u8>>> {
-        match tokio::fs::read(path).await {
+    /// Reads the file at `path` (the object `key`'s, or its sidecar's or lock's) whole, if it
+    /// holds at most `max` bytes ([`Error::TooLarge`] otherwise, having read no more than that).
+    async fn read(path: &Path, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        use std::io::Read as _;
+        let owned = path.to_owned();
+        // One blocking call (open and read), as for writes.
+        let read = tokio::task::spawn_blocking(move || {
+            let mut bytes = Vec::new();
+            std::fs::File::open(&owned)?
+                .take(max.saturating_add(1))
+                .read_to_end(&mut bytes)?;
+            Ok::<_, std::io::Error>(bytes)
+        })
+        .await
+        .map_err(|e| Error::task("file read", e))?;
+        match read {
+            Ok(b) if b.len() as u64 > max => Err(Error::TooLarge {
+                key: key.to_owned(),
+                max,
+            }),
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(path, e)),
@@ -419,15 +449,17 @@ impl Store for FsStore {
         _lock_until: UnixTime,
     ) -> Result<()> {
         let path = self.path("objects", key)?;
-        match Self::read(&path).await? {
-            Some(existing) if existing == bytes => Ok(()),
-            Some(_) => Err(Error::Conflict(format!(
+        // An object larger than ours is not ours: read no more of it than ours holds.
+        match Self::read(&path, key, bytes.len() as u64).await {
+            Ok(Some(existing)) if existing == bytes => Ok(()),
+            Ok(Some(_)) | Err(Error::TooLarge { .. }) => Err(Error::Conflict(format!(
                 "{key} already exists with different content; log objects are never rewritten"
             ))),
-            None => {
+            Ok(None) => {
                 self.write_metadata(key, metadata).await?;
                 self.write(&path, &bytes).await
             }
+            Err(e) => Err(e),
         }
     }
 
@@ -441,13 +473,18 @@ impl Store for FsStore {
         self.write(&self.path("objects", key)?, &bytes).await
     }
 
-    async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
-        let Some(bytes) = Self::read(&self.path("objects", key)?).await? else {
-            return Ok(None);
-        };
+    async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        max_len: u64,
+    ) -> Result<Option<StoredObject>> {
         if version.is_some_and(|v| v != VERSION) {
             return Ok(None);
         }
+        let Some(bytes) = Self::read(&self.path("objects", key)?, key, max_len).await? else {
+            return Ok(None);
+        };
         Ok(Some(StoredObject {
             bytes,
             sidecar: self.sidecar(key).await?,
@@ -673,6 +710,51 @@ mod tests {
                 .is_err()
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn an_object_larger_than_its_reader_accepts_is_not_read() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FsStore::new(root.path());
+        store
+            .put_mutable("state/x", vec![7; 100], &ObjectMetadata::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .get("state/x", None, 100)
+                .await
+                .unwrap()
+                .unwrap()
+                .bytes,
+            vec![7; 100]
+        );
+        let e = store.get("state/x", None, 99).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::TooLarge { key, max: 99 } if key == "state/x"),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .contains("more than mailvault ever writes there"),
+            "{e}"
+        );
+        assert!(store.get("state/none", None, 1).await.unwrap().is_none());
+        // A log object already there and larger than the one being written is a conflict,
+        // found without reading it whole.
+        store
+            .put_immutable("log/a", vec![1; 1000], &ObjectMetadata::new(), UnixTime(0))
+            .await
+            .unwrap();
+        let e = store
+            .put_immutable("log/a", vec![1; 10], &ObjectMetadata::new(), UnixTime(0))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e}");
+        store
+            .put_immutable("log/a", vec![1; 1000], &ObjectMetadata::new(), UnixTime(0))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

@@ -87,6 +87,28 @@ pub struct VersionLock {
 /// Where the pieces of an object read with [`Store::read_streaming`] go.
 pub type PieceSink<'a> = &'a mut (dyn FnMut(&[u8]) -> Result<()> + Send);
 
+/// Largest small state object (`state/run.json`, the dictionary pointer) a reader accepts.
+pub const MAX_SMALL_STATE_LEN: u64 = 64 * 1024;
+
+/// [`Store::get`] for the writer's state objects (`state/…`: mutable, unlocked, trusted only
+/// with the writer's MAC). One larger than `max_len` is not the writer's: it comes back empty
+/// and without metadata, so it fails the MAC check like any object the writer did not write
+/// (reported, not trusted) instead of failing the run or taking its memory.
+pub async fn get_state<S: Store>(
+    store: &S,
+    key: &str,
+    max_len: u64,
+) -> Result<Option<StoredObject>> {
+    match store.get(key, None, max_len).await {
+        Err(crate::Error::TooLarge { .. }) => Ok(Some(StoredObject {
+            bytes: Vec::new(),
+            sidecar: ObjectMetadata::new(),
+            version_id: String::new(),
+        })),
+        other => other,
+    }
+}
+
 /// What a store guarantees, found by its preflight.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreInfo {
@@ -132,11 +154,14 @@ pub trait Store: Send + Sync + Clone + 'static {
         metadata: &ObjectMetadata,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Reads an object (its current version, or the given one); `None` if absent.
+    /// Reads an object (its current version, or the given one) whole; `None` if absent. One
+    /// larger than `max_len` is not read ([`Error::TooLarge`]): every caller says how large
+    /// the object it expects can be (a record is read with [`Store::read_streaming`]).
     fn get(
         &self,
         key: &str,
         version: Option<&str>,
+        max_len: u64,
     ) -> impl Future<Output = Result<Option<StoredObject>>> + Send;
 
     /// Reads an object (its current version, or the given one) piece by piece, handing each

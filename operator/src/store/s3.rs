@@ -805,7 +805,12 @@ impl Store for S3Store {
         {
             return Ok(());
         }
-        match self.get(key, None).await? {
+        // An object larger than ours is not ours: read no more of it than ours holds.
+        let existing = match self.get(key, None, bytes.len() as u64).await {
+            Err(Error::TooLarge { .. }) => None,
+            other => other?,
+        };
+        match existing {
             Some(existing) if existing.bytes == bytes => Ok(()),
             _ => Err(Error::Conflict(format!(
                 "{key} already exists with different content; log objects are never rewritten"
@@ -822,13 +827,32 @@ impl Store for S3Store {
         self.put_plain(key, bytes, metadata, None).await.map(|_| ())
     }
 
-    async fn get(&self, key: &str, version: Option<&str>) -> Result<Option<StoredObject>> {
+    async fn get(
+        &self,
+        key: &str,
+        version: Option<&str>,
+        max_len: u64,
+    ) -> Result<Option<StoredObject>> {
         let full = self.full_key(key);
         let Some((out, sidecar, version_id)) = self.get_object(&full, version).await? else {
             return Ok(None);
         };
+        let too_large = || Error::TooLarge {
+            key: key.to_owned(),
+            max: max_len,
+        };
+        if out
+            .content_length()
+            .is_some_and(|n| u64::try_from(n).map_or(true, |n| n > max_len))
+        {
+            return Err(too_large());
+        }
         let mut bytes = Vec::new();
+        // The length the server announced is not trusted: the bytes are counted as they come.
         self.read_body(&full, out.body, &mut |piece| {
+            if (bytes.len() + piece.len()) as u64 > max_len {
+                return Err(too_large());
+            }
             bytes.extend_from_slice(piece);
             Ok(())
         })

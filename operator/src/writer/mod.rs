@@ -103,7 +103,10 @@ enum FoundMarker {
 
 impl RunMarker {
     async fn read<S: Store>(store: &S, mac: &MacKey) -> Result<FoundMarker> {
-        let Some(object) = store.get(RUN_MARKER_KEY, None).await? else {
+        let Some(object) =
+            crate::store::get_state(store, RUN_MARKER_KEY, crate::store::MAX_SMALL_STATE_LEN)
+                .await?
+        else {
             return Ok(FoundMarker::Missing);
         };
         if !trust::authentic(mac, MacKind::State, RUN_MARKER_KEY, &object) {
@@ -580,7 +583,14 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             if best.as_ref().is_some_and(|(h, _)| size < h.size) {
                 break;
             }
-            let Some(object) = store.get(&key, Some(&version)).await? else {
+            let Some(object) = store
+                .get(
+                    &key,
+                    Some(&version),
+                    mailvault_core::note::MAX_NOTE_LEN as u64,
+                )
+                .await?
+            else {
                 continue;
             };
             let Ok(cp) = Checkpoint::open(
@@ -661,7 +671,9 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             if end <= signed {
                 continue;
             }
-            let object = store.get(key, None).await?;
+            let object = store
+                .get(key, None, mailvault_core::bundle::MAX_BUNDLE_LEN)
+                .await?;
             if !object.is_some_and(|o| trust::authentic(mac, MacKind::Bundle, key, &o)) {
                 return Err(Error::Conflict(format!(
                     "{key} holds log entries after the newest signed checkpoint (size {signed}) that \
@@ -763,8 +775,18 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             if self.known.dictionaries.contains(&sha256) {
                 continue;
             }
-            let Some(object) = self.store.get(&key, None).await? else {
-                continue;
+            let object = match self
+                .store
+                .get(&key, None, crate::dictionary::MAX_DICTIONARY_LEN)
+                .await
+            {
+                Ok(Some(object)) => object,
+                Ok(None) => continue,
+                Err(Error::TooLarge { .. }) => {
+                    self.summary.report_unauthenticated(&key);
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             let Some((sha256, lock_until)) = crate::dictionary::authentic(&self.mac, &key, &object)
             else {
@@ -796,7 +818,12 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             if self.known.contains(self.store, &id).await? {
                 continue;
             }
-            let Some(object) = self.store.get(&key, None).await? else {
+            // Streamed and hashed, never held: a record can be as large as a message.
+            let Some(object) = self
+                .store
+                .read_streaming(&key, None, &mut |_| Ok(()))
+                .await?
+            else {
                 continue;
             };
             // Adopted only if the writer stored it: its sidecar's MAC is valid and its bytes
@@ -820,8 +847,8 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     lock_mode: self.info.lock_mode,
                     object_key: key.clone(),
                     object_version: object.version_id,
-                    stored_sha256: Hash::of(&object.bytes),
-                    stored_size: object.bytes.len() as u64,
+                    stored_sha256: object.sha256,
+                    stored_size: object.len,
                     original_commitment: fields.commitment,
                     // The sidecar (under the MAC) names the dictionary; it was signed into
                     // the log before any record was compressed with it.
@@ -1388,7 +1415,7 @@ mod tests {
         assert_eq!(first.finish().await.unwrap(), Some(3));
         // A valid chain extended by one entry, in a wider partial bundle, without the MAC.
         let bundle = store
-            .get(&mailvault_core::layout::bundle_key(0, 3), None)
+            .get(&mailvault_core::layout::bundle_key(0, 3), None, u64::MAX)
             .await
             .unwrap()
             .unwrap();
@@ -1432,7 +1459,13 @@ mod tests {
             err.contains(&forged.key) && err.contains("nothing was signed"),
             "{err}"
         );
-        assert!(store.get(&checkpoint_key(4), None).await.unwrap().is_none());
+        assert!(
+            store
+                .get(&checkpoint_key(4), None, u64::MAX)
+                .await
+                .unwrap()
+                .is_none()
+        );
 
         // The same entry written by the writer itself (a crash after its bundles, before its
         // checkpoint) is its own, and the next run signs it.
@@ -1514,9 +1547,16 @@ mod tests {
             (cursor.clone(), false)
         );
         // Moved ahead to skip messages, by someone without the key.
-        let edited = String::from_utf8(store.get(CURSOR_KEY, None).await.unwrap().unwrap().bytes)
-            .unwrap()
-            .replace("\"uid_next\": 5", "\"uid_next\": 500");
+        let edited = String::from_utf8(
+            store
+                .get(CURSOR_KEY, None, u64::MAX)
+                .await
+                .unwrap()
+                .unwrap()
+                .bytes,
+        )
+        .unwrap()
+        .replace("\"uid_next\": 5", "\"uid_next\": 500");
         std::fs::write(dir.join("objects").join(CURSOR_KEY), edited).unwrap();
         assert_eq!(
             Cursor::load(&store, &mac).await.unwrap(),
@@ -1606,8 +1646,9 @@ mod tests {
             &self,
             key: &str,
             version: Option<&str>,
+            max_len: u64,
         ) -> Result<Option<crate::store::StoredObject>> {
-            self.0.get(key, version).await
+            self.0.get(key, version, max_len).await
         }
         async fn read_streaming(
             &self,

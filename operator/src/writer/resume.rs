@@ -185,7 +185,9 @@ pub(crate) async fn open_log<S: Store>(
     let listing = LogListing::from_keys(keys.iter().map(String::as_str));
     let head = newest_checkpoint(store, &listing, origin, key).await?;
     let signed = head.as_ref().map_or(0, |(h, _)| h.size);
-    let state = match store.get(RESUME_KEY, None).await? {
+    // The filter's bytes in base64 and the tree's peaks.
+    let max_len = mailvault_core::resume::MAX_FILTER_BYTES * 2;
+    let state = match crate::store::get_state(store, RESUME_KEY, max_len).await? {
         None => None,
         Some(object) if !trust::authentic(mac, MacKind::State, RESUME_KEY, &object) => {
             unauthenticated(RESUME_KEY);
@@ -403,7 +405,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let store = FsStore::new(&dir);
         run(&store, 0..300).await;
-        let good = store.get(RESUME_KEY, None).await.unwrap().unwrap();
+        let good = store
+            .get(RESUME_KEY, None, u64::MAX)
+            .await
+            .unwrap()
+            .unwrap();
         let state = ResumeState::decode(&good.bytes).unwrap();
         assert_eq!(state.edge.size(), 256);
         assert_eq!(state.ingested, 256);
@@ -463,8 +469,15 @@ mod tests {
         let store = FsStore::new(&dir);
         run(&store, 0..3000).await;
         run(&store, 3000..6000).await;
-        let state = ResumeState::decode(&store.get(RESUME_KEY, None).await.unwrap().unwrap().bytes)
-            .unwrap();
+        let state = ResumeState::decode(
+            &store
+                .get(RESUME_KEY, None, u64::MAX)
+                .await
+                .unwrap()
+                .unwrap()
+                .bytes,
+        )
+        .unwrap();
         assert_eq!(state.edge.size(), 5888);
         assert_eq!(state.ingested, 5888);
         assert!(

@@ -12,7 +12,7 @@
 //!   metadata pair sorted by key as `key=value\n` lines (values exactly as stored), which
 //!   includes `mailvault-stored-sha256` and `mailvault-stored-size` of the stored bytes.
 
-use crate::store::{ObjectMetadata, StoredObject};
+use crate::store::{ObjectDigest, ObjectMetadata, StoredObject};
 use mailvault_core::Hash;
 use mailvault_core::mac::{MacKey, MacKind};
 
@@ -80,9 +80,9 @@ pub fn seal_sidecar(
     sidecar.insert(MAC_FIELD.into(), tag.to_hex());
 }
 
-/// Whether a record read from `key` is the writer's own: its sidecar's MAC is valid and its
-/// bytes are the ones the sidecar names.
-pub fn authentic_record(mac: &MacKey, key: &str, object: &StoredObject) -> bool {
+/// Whether a record read from `key` (streamed: its hash, length and sidecar) is the writer's
+/// own: its sidecar's MAC is valid and its bytes are the ones the sidecar names.
+pub fn authentic_record(mac: &MacKey, key: &str, object: &ObjectDigest) -> bool {
     let sidecar = &object.sidecar;
     let mac_ok = sidecar
         .get(MAC_FIELD)
@@ -96,9 +96,9 @@ pub fn authentic_record(mac: &MacKey, key: &str, object: &StoredObject) -> bool 
         });
     mac_ok
         && sidecar.get(STORED_SHA256_FIELD).map(String::as_str)
-            == Some(Hash::of(&object.bytes).to_hex().as_str())
+            == Some(object.sha256.to_hex().as_str())
         && sidecar.get(STORED_SIZE_FIELD).map(String::as_str)
-            == Some(object.bytes.len().to_string().as_str())
+            == Some(object.len.to_string().as_str())
 }
 
 #[cfg(test)]
@@ -114,6 +114,16 @@ mod tests {
             bytes: bytes.to_vec(),
             sidecar,
             version_id: "v".into(),
+        }
+    }
+
+    fn digest(bytes: &[u8], sidecar: ObjectMetadata) -> ObjectDigest {
+        ObjectDigest {
+            sha256: Hash::of(bytes),
+            len: bytes.len() as u64,
+            sidecar,
+            version_id: "v".into(),
+            lock: None,
         }
     }
 
@@ -176,31 +186,31 @@ mod tests {
         assert!(authentic_record(
             &mac(),
             "records/a",
-            &object(bytes, sidecar.clone())
+            &digest(bytes, sidecar.clone())
         ));
         assert!(!authentic_record(
             &mac(),
             "records/b",
-            &object(bytes, sidecar.clone())
+            &digest(bytes, sidecar.clone())
         ));
         assert!(!authentic_record(
             &mac(),
             "records/a",
-            &object(b"other bytes!", sidecar.clone())
+            &digest(b"other bytes!", sidecar.clone())
         ));
         let mut longer = sidecar.clone();
         longer.insert("mailvault-retain-until".into(), "1900000000".into());
         assert!(!authentic_record(
             &mac(),
             "records/a",
-            &object(bytes, longer)
+            &digest(bytes, longer)
         ));
         let mut added = sidecar;
         added.insert("mailvault-rule".into(), "x".into());
         assert!(!authentic_record(
             &mac(),
             "records/a",
-            &object(bytes, added)
+            &digest(bytes, added)
         ));
     }
 }

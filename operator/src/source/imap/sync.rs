@@ -40,12 +40,15 @@ pub struct FolderCursor {
     pub highest_modseq: Option<u64>,
 }
 
+/// Largest cursor read: a few hundred bytes a folder, for a hundred thousand folders.
+const MAX_CURSOR_LEN: u64 = 64 * 1024 * 1024;
+
 impl Cursor {
     /// Reads the cursor. A missing one is empty (everything is re-read, nothing duplicated);
     /// so is one without the writer's MAC (an edited cursor could skip messages): the second
     /// value is then `true`, for the run to report it.
     pub async fn load<S: Store>(store: &S, mac: &MacKey) -> Result<(Self, bool)> {
-        let Some(object) = store.get(CURSOR_KEY, None).await? else {
+        let Some(object) = crate::store::get_state(store, CURSOR_KEY, MAX_CURSOR_LEN).await? else {
             return Ok((Self::default(), false));
         };
         if !trust::authentic(mac, MacKind::State, CURSOR_KEY, &object) {
