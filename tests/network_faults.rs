@@ -304,16 +304,11 @@ async fn s3_resets_errors_and_slowdowns_mid_run_are_retried_and_nothing_is_lost_
     assert!(versions.values().all(|&v| v == 1), "{versions:?}");
 }
 
-/// A record PUT that versitygw carried out but whose answer never came back: the retry must not
-/// store the record a second time (a second locked version, unlogged, that nobody can delete).
-/// Lost once, the retry finds the record it stored and the run goes on. Lost on every attempt,
-/// the run fails saying so; the next run adopts the stored record. Either way each record has
-/// one version and one log entry.
 /// S3 a round trip away (40 ms through a delaying proxy, as a remote bucket is): the writer
-/// keeps more record stores in flight than it does on loopback, because its limit follows the
+/// raises its limit on stores in flight above loopback's, because the limit follows the
 /// fastest store it has seen (`writer/in_flight.rs`), and says so; the archive is whole. The
-/// figures are lower bounds the proxy guarantees, not timings: no store can be faster than its
-/// PUT's and its HEAD's round trips.
+/// figures checked are bounds the proxy guarantees, not timings: no store can be faster than
+/// its PUT's and its HEAD's round trips, so the limit can be no lower than they make it.
 #[tokio::test(flavor = "multi_thread")]
 async fn stores_in_flight_follow_the_round_trip_to_a_remote_s3() {
     const ROUND_TRIP: Duration = Duration::from_millis(40);
@@ -335,24 +330,31 @@ async fn stores_in_flight_follow_the_round_trip_to_a_remote_s3() {
         .lines()
         .find_map(|l| l.strip_prefix("stores in flight: at most "))
         .unwrap_or_else(|| panic!("no stores-in-flight line: {}", text(&out)));
-    let (peak, fastest) = line
-        .strip_suffix(" ms)")
-        .and_then(|l| l.split_once(" (fastest record store "))
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-    let peak: usize = peak.parse().unwrap();
-    let fastest: f64 = fastest.parse().unwrap();
+    let figures: Vec<f64> = line
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [peak, limit, fastest] = figures[..] else {
+        panic!("unexpected line {line:?}")
+    };
+    let round_trip_ms = ROUND_TRIP.as_secs_f64() * 1e3;
     assert!(
-        fastest >= 2.0 * ROUND_TRIP.as_secs_f64() * 1e3,
+        fastest >= 2.0 * round_trip_ms,
         "a record store is a PUT and then a HEAD, each a round trip: {line:?}"
     );
-    // On loopback the limit is 32; two 40 ms round trips raise it to at least 112.
+    // On loopback the limit stays near 32; over two 40 ms round trips it is at least 112.
     assert!(
-        peak > 32 && peak <= 256,
+        limit >= 32.0 + 2.0 * round_trip_ms && limit <= 256.0 && peak <= limit,
         "stores in flight did not follow the round trip: {line:?}"
     );
     case.assert_converged();
 }
 
+/// A record PUT that versitygw carried out but whose answer never came back: the retry must not
+/// store the record a second time (a second locked version, unlogged, that nobody can delete).
+/// Lost once, the retry finds the record it stored and the run goes on. Lost on every attempt,
+/// the run fails saying so; the next run adopts the stored record. Either way each record has
+/// one version and one log entry.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_put_whose_answer_is_lost_is_stored_once_and_logged_once() {
     let mut case = Case::new("net-s3-lost").await;

@@ -5,8 +5,10 @@
 //! public keys alone, and refuses an altered message and an altered manifest. A header index
 //! edited behind mailvault's back can neither add a record to an export nor hide one from it:
 //! it no longer hashes to what the record's log entry commits to, so the record is read
-//! instead, and the edit is reported; `--verify-search` reads every record. Destruction deletes the destroyed records' index objects; a locked version
-//! planted under one holds that record (named, not certified) until the lock ends.
+//! instead, and the edit is reported; `--verify-search` reads every record. Destruction
+//! deletes the destroyed records' index objects; a locked version planted under one holds that
+//! record (named, not certified) until the lock ends. A message too large to index and a
+//! tombstone forged into the log's unsigned tail hide nothing either (the second test).
 
 use mailvault::store::Store as _;
 use mailvault::store::s3::{S3Config, S3Credentials, S3Store};
@@ -144,6 +146,34 @@ struct Request {
 }
 
 impl Request {
+    /// A fresh bucket (Object Lock) and directory with the policy and the two key pairs.
+    async fn new(env: &TestEnv, name: &str) -> Self {
+        let bucket = unique_name(name);
+        env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
+        let r = Request {
+            env: env.clone(),
+            dir: std::env::temp_dir().join(unique_name(&format!("mv-{name}"))),
+            bucket,
+        };
+        std::fs::create_dir_all(&r.dir).unwrap();
+        std::fs::write(r.dir.join("policy.yaml"), POLICY).unwrap();
+        for (name, key) in [
+            ("mailvault.io/test/records-request", "archive"),
+            ("records.city.example/export", "export"),
+        ] {
+            let out = r.mailvault(&[
+                "keygen",
+                "--name",
+                name,
+                "--out",
+                &r.path(&format!("{key}.key")),
+            ]);
+            assert!(out.status.success(), "{}", text(&out));
+            std::fs::write(r.dir.join(format!("{key}.pub")), &out.stdout).unwrap();
+        }
+        r
+    }
+
     fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
@@ -226,29 +256,7 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
     mailvault_tests::install_crypto_provider();
     let env = TestEnv::load();
     let user = env.new_mail_user("rr");
-    let bucket = unique_name("rr");
-    env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
-    let r = Request {
-        env: env.clone(),
-        dir: std::env::temp_dir().join(unique_name("mv-rr")),
-        bucket,
-    };
-    std::fs::create_dir_all(&r.dir).unwrap();
-    std::fs::write(r.dir.join("policy.yaml"), POLICY).unwrap();
-    for (name, key) in [
-        ("mailvault.io/test/records-request", "archive"),
-        ("records.city.example/export", "export"),
-    ] {
-        let out = r.mailvault(&[
-            "keygen",
-            "--name",
-            name,
-            "--out",
-            &r.path(&format!("{key}.key")),
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
-        std::fs::write(r.dir.join(format!("{key}.pub")), &out.stdout).unwrap();
-    }
+    let r = Request::new(&env, "rr").await;
     let mut expected = BTreeSet::new();
     for i in 0..MESSAGES {
         let s = seeded(i);
@@ -611,4 +619,110 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
         &r.path("archive.pub"),
     ]);
     assert!(verify.status.success(), "{}", text(&verify));
+}
+
+/// Two more ways a matching record could drop out of a search, neither silent. A message with a
+/// thousand long addresses has a header index too large for a search to read: the writer
+/// stores none and its entry commits to having none, so the record is read in full, without a
+/// warning. A `destroyed` entry forged after the newest signed checkpoint (the hash chain needs
+/// no key) removes a matching record from the export, but the export names the record and the
+/// unsigned tombstone and exits 1, and `verify` fails on the unsigned entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_too_large_to_index_and_a_forged_tail_tombstone_hide_nothing() {
+    use mailvault::core::entry::EntryBody;
+    use mailvault::store::Store as _;
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let r = Request::new(&env, "rr-tail").await;
+    let mail = r.dir.join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    let to: Vec<String> = (0..1000)
+        .map(|i| format!("{}{i}@city.example", "x".repeat(550)))
+        .collect();
+    for (name, to) in [
+        ("plain", "records@city.example".to_owned()),
+        ("crowded", to.join(",\r\n ")),
+    ] {
+        std::fs::write(
+            mail.join(format!("{name}.eml")),
+            format!(
+                "From: chief@police.city.example\r\nTo: {to}\r\nSubject: Re: case {name}\r\nDate: {date}\r\nMessage-ID: <{name}@city.example>\r\n\r\nbody\r\n",
+                date = rfc5322_date(60),
+            ),
+        )
+        .unwrap();
+    }
+    let archive = r.mailvault(&[
+        "archive",
+        "--from",
+        &format!("eml:{}", mail.display()),
+        "--to",
+        &r.location(),
+        "--key",
+        &r.path("archive.key"),
+        "--policy",
+        &r.path("policy.yaml"),
+    ]);
+    assert!(archive.status.success(), "{}", text(&archive));
+    let store = r.store();
+    assert_eq!(
+        store.list_keys("index/").await.unwrap().len(),
+        1,
+        "the crowded message has no index"
+    );
+    let out = r.export("first", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("searched 2 records (1 by header index, 1 read in full); 2 match"),
+        "{}",
+        text(&out)
+    );
+    let both: BTreeSet<String> = ["<plain@city.example>", "<crowded@city.example>"]
+        .map(String::from)
+        .into();
+    assert_eq!(exported_ids(&r.dir.join("first")), both);
+
+    // The forged tombstone: the newest partial bundle, one `destroyed` entry longer.
+    let plain = record_of(&r.dir.join("first"), "<plain@city.example>").unwrap();
+    let newest = store
+        .list_keys("log/tile/entries/")
+        .await
+        .unwrap()
+        .into_iter()
+        .max_by_key(|k| k.rsplit('/').next().and_then(|w| w.parse::<u32>().ok()))
+        .unwrap();
+    let bundle = store.get(&newest, None, u64::MAX).await.unwrap().unwrap();
+    let mut log = mailvault::core::log::RecordLog::resume([bundle.bytes.as_slice()]).unwrap();
+    let _ = log.take_bundles();
+    log.append(
+        mailvault::core::UnixTime(1_800_000_000),
+        mailvault::core::entry::RecordId::new(plain.clone()).unwrap(),
+        EntryBody::Destroyed {
+            object_key: format!("records/{plain}"),
+            object_versions: vec!["forged".into()],
+        },
+    )
+    .unwrap();
+    let forged = log.take_bundles().pop().unwrap();
+    store
+        .put_mutable(&forged.key, forged.bytes, &Default::default())
+        .await
+        .unwrap();
+    let out = r.export("second", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "warning: record {plain}: it matches, and a tombstone logged after the newest signed checkpoint"
+        )),
+        "{}",
+        text(&out)
+    );
+    let verify = r.mailvault(&[
+        "verify",
+        &r.location(),
+        "--public-key",
+        &r.path("archive.pub"),
+    ]);
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
 }

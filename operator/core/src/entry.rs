@@ -17,9 +17,10 @@ use std::fmt;
 
 /// First line of every entry that uses only version 1 of the format (no dictionary).
 pub const ENTRY_MAGIC: &str = "mailvault-log-entry/1";
-/// First line of an entry that uses a version-2 feature: a `dictionary` entry, or an `ingest`
-/// naming the dictionary its record was compressed with. Every version-1 entry keeps its
-/// version-1 bytes (docs/log-format.md, "Versions"), so old logs verify unchanged.
+/// First line of an entry whose newest feature is version 2: a `dictionary` entry, or an
+/// `ingest` naming the dictionary its record was compressed with and no header index. Every
+/// version-1 entry keeps its version-1 bytes (docs/log-format.md, "Versions"), so old logs
+/// verify unchanged.
 pub const ENTRY_MAGIC_V2: &str = "mailvault-log-entry/2";
 /// First line of an entry that uses a version-3 feature: an `ingest` that commits to its
 /// record's header index (`header-index`). It may name a dictionary too.

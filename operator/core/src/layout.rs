@@ -12,8 +12,8 @@ use crate::bundle::BUNDLE_WIDTH;
 /// Prefix of record objects: `records/<record-id>`, one per message, with its sidecar.
 pub const RECORDS_PREFIX: &str = "records/";
 /// Prefix of header index objects: `index/<record-id>`, one small object per record (the
-/// headers a records request searches by), written beside the record, never logged, deleted
-/// with the record by the destruction run.
+/// headers a records request searches by), written beside the record, its hash in the record's
+/// ingest entry (never its content), deleted with the record by the destruction run.
 pub const INDEX_PREFIX: &str = "index/";
 /// Prefix of every log object (entry bundles and, with tlog-tiles, tiles).
 pub const LOG_PREFIX: &str = "log/";

@@ -7,7 +7,8 @@
 //! The index is a hint for finding records, never evidence: an exported message is re-read
 //! from its record, checked against the log and matched again on its own headers; what the
 //! requester trusts is each message's proof bundle (archive key) and the manifest's signature
-//! (export key). Nothing here is logged: the log holds no message content.
+//! (export key). The log holds only each index's SHA-256 (salted, so it says nothing about the
+//! message), so a search can tell an index edited in the bucket; never message content.
 
 use crate::lifecycle::holds::{DateRange, RecordFacts};
 use crate::note::{NoteError, NoteSigner, NoteVerifier};
@@ -23,6 +24,15 @@ pub const INDEX_FORMAT_V1: &str = "mailvault-header-index/1";
 pub const INDEX_FORMAT: &str = "mailvault-header-index/2";
 /// Bytes of a header index's salt.
 pub const INDEX_SALT_LEN: usize = 16;
+
+/// What an ingest entry's `header-index` holds for a record stored without a header index,
+/// because its index would be larger than [`MAX_INDEX_LEN`] (a message with a thousand long
+/// addresses): SHA-256 of no bytes. Only an empty object hashes to it, and that is not an
+/// index, so a search reads such a record itself, and an index found for it was put there by
+/// someone else.
+pub fn no_index_sha256() -> Hash {
+    Hash::of(&[])
+}
 /// Largest header index object read (1,000 addresses in each of From, To and Cc fit).
 pub const MAX_INDEX_LEN: usize = 512 * 1024;
 /// First line of an export manifest: names what the note is, so no other signed note

@@ -328,8 +328,9 @@ fn print_summary(s: &RunSummary) {
     // Says whether the store is far away: the stores in flight follow its round trip.
     if let Some(fastest) = s.fastest_store {
         println!(
-            "stores in flight: at most {} (fastest record store {:.1} ms)",
+            "stores in flight: at most {} (limit up to {}; fastest record store {:.1} ms)",
             s.stores_in_flight_peak,
+            s.stores_in_flight_limit,
             fastest.as_secs_f64() * 1e3
         );
     }

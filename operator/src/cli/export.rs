@@ -6,10 +6,10 @@ use super::{StoreArgs, open_log, read_public_key};
 use clap::Args;
 use mailvault::core::UnixTime;
 use mailvault::core::records_request::{QueryCriteria, RecordQuery};
-use mailvault::reader::records_request::{search, write_export};
+use mailvault::reader::records_request::{ExportOutcome, Found, search, write_export};
 use mailvault::spool::Spool;
 use mailvault::{Error, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Flags of `mailvault export`.
@@ -54,8 +54,9 @@ pub struct ExportArgs {
     /// archive's signing key.
     #[arg(long)]
     signing_key: Option<PathBuf>,
-    /// Records request: ignore the header index and read every record (slow; a search an
-    /// edited index cannot hide a record from).
+    /// Records request: ignore the header index and read every record (slow). Needed only
+    /// for records logged before their entries committed to their index (log entries of
+    /// version 1 or 2), whose edited index could otherwise hide them.
     #[arg(long)]
     verify_search: bool,
     #[command(flatten)]
@@ -159,14 +160,31 @@ async fn records_request(args: ExportArgs) -> Result<ExitCode> {
         &mut |path, bytes| super::write_file(path, bytes),
     )
     .await?;
+    Ok(if report(&found, &outcome, out) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Prints what a records request searched and wrote, and a `warning:` line for every record
+/// that needs a person's attention; true when there is none.
+fn report(found: &Found, outcome: &ExportOutcome, out: &Path) -> bool {
     let c = found.counts;
     println!(
-        "searched {} records ({} by header index, {} read in full); {} match",
+        "searched {} records ({} by header index, {} read in full); {} match; {} matching records destroyed (not exported)",
         c.records,
         c.by_index,
         c.by_record,
-        found.matched.len()
+        found.matched.len(),
+        c.destroyed
     );
+    if c.index_missing > 0 {
+        println!(
+            "{} records whose log entry commits to a header index had none in the store and were read in full (a run that failed between a record and its index leaves one; many mean someone deleted them)",
+            c.index_missing
+        );
+    }
     println!(
         "exported {} messages with proofs against checkpoint {} to {}",
         outcome.exported,
@@ -185,11 +203,15 @@ async fn records_request(args: ExportArgs) -> Result<ExitCode> {
         ),
         (
             &found.unreadable,
-            "neither its header index nor the record could be read (run `mailvault verify`)",
+            "no usable header index, and the record itself could not be read (run `mailvault verify`)",
         ),
         (
             &found.index_edited,
             "its header index is not the one its log entry commits to (edited or replaced in the bucket by someone other than mailvault); the record was read instead",
+        ),
+        (
+            &found.destroyed_unsigned,
+            "it matches, and a tombstone logged after the newest signed checkpoint says it was destroyed (not exported); if no destruction run has run since that checkpoint, the tombstone was forged to hide it (run `mailvault verify`)",
         ),
     ] {
         for id in ids {
@@ -197,9 +219,5 @@ async fn records_request(args: ExportArgs) -> Result<ExitCode> {
             println!("warning: record {id}: {why}");
         }
     }
-    Ok(if complete {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    complete
 }

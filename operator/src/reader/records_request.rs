@@ -28,7 +28,7 @@ use mailvault_core::log::RecordLog;
 use mailvault_core::note::{NoteSigner, NoteVerifier};
 use mailvault_core::proof::ProofBundle;
 use mailvault_core::records_request::{
-    ExportManifest, HeaderIndex, MAX_INDEX_LEN, ManifestRecord, RecordQuery,
+    ExportManifest, HeaderIndex, MAX_INDEX_LEN, ManifestRecord, RecordQuery, no_index_sha256,
 };
 use mailvault_core::verify::LogListing;
 use mailvault_core::{Hash, UnixTime};
@@ -50,8 +50,12 @@ pub struct Found {
     /// search cannot say whether they match (`mailvault verify` says what is wrong).
     pub unreadable: Vec<String>,
     /// Records whose header index is not the one their ingest entry commits to (edited or
-    /// replaced in the bucket): each was judged by reading it instead.
+    /// replaced in the bucket, or unreadable): each was judged by reading it instead.
     pub index_edited: Vec<String>,
+    /// Matching records whose tombstone was logged after the newest signed checkpoint: not
+    /// exported (the record is gone, if a destruction run logged it), but nothing vouches for
+    /// such a tombstone yet; one no destruction run wrote was forged to hide the record.
+    pub destroyed_unsigned: Vec<String>,
     origin: String,
     records: RecordLog,
     head: Option<(SignedHead, String)>,
@@ -69,14 +73,35 @@ pub struct SearchCounts {
     pub by_record: u64,
     /// Matching records destroyed later in the log (not exported).
     pub destroyed: u64,
+    /// Records whose ingest entry commits to a header index that is not in the store, read in
+    /// full instead (a run that failed between a record and its index leaves one; many say
+    /// someone deleted them).
+    pub index_missing: u64,
 }
 
 enum Judged {
     Index(bool),
-    Record(bool),
-    /// Read in full because its index did not hash to what its entry commits to.
-    RecordIndexEdited(bool),
-    Unreadable,
+    /// Read in full; `index`: what its header index was.
+    Record {
+        hit: bool,
+        index: IndexFinding,
+    },
+    /// Its record could not be read (and no usable index said what it holds).
+    Unreadable {
+        index: IndexFinding,
+    },
+}
+
+/// What a search found of a record's header index when it did not use it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IndexFinding {
+    /// Not looked at (`read_records`), absent with nothing committed, or uncommitted and
+    /// unreadable: nothing to report.
+    Nothing,
+    /// Absent, though the entry commits to one.
+    Missing,
+    /// Present but not what the entry commits to (edited, replaced, over the cap, unreadable).
+    Edited,
 }
 
 /// Finds the records of the archive `origin` (checkpoints signed by `key`) that `query`
@@ -101,12 +126,18 @@ pub async fn search<S: Store>(
         counts: SearchCounts::default(),
         unreadable: Vec::new(),
         index_edited: Vec::new(),
+        destroyed_unsigned: Vec::new(),
         origin: origin.to_owned(),
         records: RecordLog::new(),
         head: None,
         dictionaries: HashMap::new(),
     };
-    let mut selection = Selection::default();
+    // The newest checkpoint first: a tombstone after it is not yet vouched for.
+    found.head = newest_checkpoint(store, &listing, origin, key).await?;
+    let mut selection = Selection {
+        signed: found.head.as_ref().map_or(0, |(h, _)| h.size),
+        ..Selection::default()
+    };
     while let Some(bundle) = bundles.next().await {
         let entries = found
             .records
@@ -148,7 +179,6 @@ pub async fn search<S: Store>(
             selection.apply(&mut found.counts, entry, verdict);
         }
     }
-    found.head = newest_checkpoint(store, &listing, origin, key).await?;
     if let Some((head, _)) = &found.head
         && found.records.root_at(head.size) != Some(head.root)
     {
@@ -160,6 +190,7 @@ pub async fn search<S: Store>(
     found.matched = selection.matched.into_values().collect();
     found.unreadable = selection.unreadable.into_iter().collect();
     found.index_edited = selection.index_edited.into_iter().collect();
+    found.destroyed_unsigned = selection.destroyed_unsigned.into_iter().collect();
     Ok(found)
 }
 
@@ -171,6 +202,9 @@ struct Selection {
     matched_at: HashMap<String, u64>,
     unreadable: BTreeSet<String>,
     index_edited: BTreeSet<String>,
+    destroyed_unsigned: BTreeSet<String>,
+    /// Entries the newest signed checkpoint covers.
+    signed: u64,
 }
 
 impl Selection {
@@ -182,31 +216,37 @@ impl Selection {
             if let Some(at) = self.matched_at.remove(&id) {
                 self.matched.remove(&at);
                 counts.destroyed += 1;
+                if entry.index >= self.signed {
+                    self.destroyed_unsigned.insert(id.clone());
+                }
             }
             self.unreadable.remove(&id);
             self.index_edited.remove(&id);
             return;
         };
         counts.records += 1;
-        let hit = match verdict {
+        let (hit, index, readable) = match verdict {
             Judged::Index(hit) => {
                 counts.by_index += 1;
-                hit
+                (hit, IndexFinding::Nothing, true)
             }
-            Judged::Record(hit) => {
+            Judged::Record { hit, index } => {
                 counts.by_record += 1;
-                hit
+                (hit, index, true)
             }
-            Judged::RecordIndexEdited(hit) => {
-                counts.by_record += 1;
-                self.index_edited.insert(id.clone());
-                hit
-            }
-            Judged::Unreadable => {
-                self.unreadable.insert(id);
-                return;
-            }
+            Judged::Unreadable { index } => (false, index, false),
         };
+        match index {
+            IndexFinding::Nothing => {}
+            IndexFinding::Missing => counts.index_missing += 1,
+            IndexFinding::Edited => {
+                self.index_edited.insert(id.clone());
+            }
+        }
+        if !readable {
+            self.unreadable.insert(id);
+            return;
+        }
         if hit {
             self.matched_at.insert(id, entry.index);
             self.matched.insert(entry.index, entry);
@@ -231,19 +271,26 @@ async fn judge<S: Store>(
         ..
     } = &entry.body
     else {
-        return Ok(Judged::Unreadable);
+        return Ok(Judged::Unreadable {
+            index: IndexFinding::Nothing,
+        });
     };
-    // An index the entry commits to must hash to it; a missing one hides nothing (the record
-    // is read), an edited one (or one over the cap) is read past and reported.
-    let mut index_edited = false;
+    // An index the entry commits to must hash to it: one that does not (edited, replaced,
+    // over the cap, unreadable) is read past and reported; a missing one hides nothing (the
+    // record is read) and is counted. An index of an older entry, which commits to none, is
+    // used as found.
+    let mut index = IndexFinding::Nothing;
     if !read_records {
+        let committed = header_index.filter(|h| *h != no_index_sha256());
         match read_index(store, entry.record.as_str()).await? {
-            StoredIndex::Absent => {}
-            StoredIndex::OverCap => index_edited = header_index.is_some(),
-            StoredIndex::Read { bytes, sha256 } => {
-                index_edited = header_index.is_some_and(|h| h != sha256);
-                if !index_edited && let Some(index) = HeaderIndex::decode(&bytes) {
-                    return Ok(Judged::Index(query.matches(&index.record_facts())));
+            StoredIndex::Absent if committed.is_some() => index = IndexFinding::Missing,
+            StoredIndex::Unusable if header_index.is_some() => index = IndexFinding::Edited,
+            StoredIndex::Absent | StoredIndex::Unusable => {}
+            StoredIndex::Read(bytes) => {
+                if header_index.is_some_and(|h| h != Hash::of(&bytes)) {
+                    index = IndexFinding::Edited;
+                } else if let Some(found) = HeaderIndex::decode(&bytes) {
+                    return Ok(Judged::Index(query.matches(&found.record_facts())));
                 }
             }
         }
@@ -252,7 +299,7 @@ async fn judge<S: Store>(
         None => None,
         Some(sha256) => match dictionaries.get(sha256) {
             Some(Some(bytes)) => Some(bytes.as_slice()),
-            _ => return Ok(Judged::Unreadable),
+            _ => return Ok(Judged::Unreadable { index }),
         },
     };
     Ok(
@@ -265,9 +312,11 @@ async fn judge<S: Store>(
         )
         .await?
         {
-            Some(facts) if index_edited => Judged::RecordIndexEdited(query.matches(&facts)),
-            Some(facts) => Judged::Record(query.matches(&facts)),
-            None => Judged::Unreadable,
+            Some(facts) => Judged::Record {
+                hit: query.matches(&facts),
+                index,
+            },
+            None => Judged::Unreadable { index },
         },
     )
 }
@@ -275,37 +324,21 @@ async fn judge<S: Store>(
 /// A record's header index object as found in the store.
 enum StoredIndex {
     Absent,
-    /// Larger than [`MAX_INDEX_LEN`]: not one the writer wrote, and not read whole (one planted
-    /// in the bucket must not take the search's memory).
-    OverCap,
-    Read {
-        bytes: Vec<u8>,
-        sha256: Hash,
-    },
+    /// Larger than [`MAX_INDEX_LEN`] (not read whole: one planted in the bucket must not take
+    /// the search's memory), or refused by the store for good (an archived storage class, a
+    /// customer key): not one the writer wrote, and no reason to stop the search.
+    Unusable,
+    Read(Vec<u8>),
 }
 
 async fn read_index<S: Store>(store: &S, record: &str) -> Result<StoredIndex> {
-    let mut bytes = Vec::new();
-    let mut too_large = false;
-    let read = store
-        .read_streaming(&index_key(record), None, &mut |piece| {
-            if bytes.len() + piece.len() > MAX_INDEX_LEN {
-                too_large = true;
-                return Err(Error::Usage(format!(
-                    "header index of {record} larger than {MAX_INDEX_LEN} bytes"
-                )));
-            }
-            bytes.extend_from_slice(piece);
-            Ok(())
-        })
-        .await;
-    match read {
-        Ok(Some(digest)) => Ok(StoredIndex::Read {
-            bytes,
-            sha256: digest.sha256,
-        }),
+    match store
+        .get(&index_key(record), None, MAX_INDEX_LEN as u64)
+        .await
+    {
+        Ok(Some(object)) => Ok(StoredIndex::Read(object.bytes)),
         Ok(None) => Ok(StoredIndex::Absent),
-        Err(_) if too_large => Ok(StoredIndex::OverCap),
+        Err(e) if e.retry() == crate::Retry::Permanent => Ok(StoredIndex::Unusable),
         Err(e) => Err(e),
     }
 }

@@ -35,7 +35,7 @@ use mailvault_core::log::RecordLog;
 use mailvault_core::mac::{MacKey, MacKind};
 use mailvault_core::note::NoteSigner;
 use mailvault_core::record::{SALT_LEN, commitment_from_digest};
-use mailvault_core::records_request::HeaderIndex;
+use mailvault_core::records_request::{HeaderIndex, MAX_INDEX_LEN, no_index_sha256};
 use mailvault_core::retention::Period;
 use mailvault_core::rules::RetentionSchedule;
 use mailvault_core::{Hash, UnixTime};
@@ -52,16 +52,21 @@ pub const DICTIONARY_FIELD: &str = "mailvault-dictionary";
 pub const HEADER_INDEX_FIELD: &str = "mailvault-header-index";
 
 /// A record's header index object (`index/<id>`) with a fresh random salt, and its SHA-256:
-/// what the ingest entry commits to, so a search can tell an index edited in the bucket.
+/// what the ingest entry commits to, so a search can tell an index edited in the bucket. An
+/// index larger than a search reads is not written at all, and the entry commits to having
+/// none ([`no_index_sha256`]): otherwise any such message would be reported as edited.
 fn salted_header_index(
     facts: &mailvault_core::rules::MessageFacts,
     now: UnixTime,
-) -> Result<(Vec<u8>, Hash)> {
+) -> Result<(Option<Vec<u8>>, Hash)> {
     let mut salt = [0u8; mailvault_core::records_request::INDEX_SALT_LEN];
     getrandom::fill(&mut salt).map_err(Error::Random)?;
     let bytes = HeaderIndex::new(facts, now, &salt).encode();
+    if bytes.len() > MAX_INDEX_LEN {
+        return Ok((None, no_index_sha256()));
+    }
     let sha256 = Hash::of(&bytes);
-    Ok((bytes, sha256))
+    Ok((Some(bytes), sha256))
 }
 
 /// The sidecar fields naming what a record's ingest entry commits to beside its bytes.
@@ -381,9 +386,11 @@ pub struct RunSummary {
     pub unauthenticated: Vec<String>,
     /// How many unauthenticated objects were found.
     pub unauthenticated_total: u64,
-    /// The most record stores this run had in flight at once (their limit follows the store's
-    /// round trip: `writer/in_flight.rs`).
+    /// The most record stores this run had in flight at once.
     pub stores_in_flight_peak: usize,
+    /// The highest limit on stores in flight this run set (it follows the store's round trip:
+    /// `writer/in_flight.rs`).
+    pub stores_in_flight_limit: usize,
     /// The fastest record store of the run, first request to last answer: about two round
     /// trips to the store. `None` if nothing was stored.
     pub fastest_store: Option<std::time::Duration>,
@@ -962,7 +969,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     sha256: stored_sha256,
                     retain_until: lock_until,
                     sidecar: &sidecar,
-                    companion: Some((index_key(id.as_str()), index_bytes)),
+                    companion: index_bytes.map(|b| (index_key(id.as_str()), b)),
                 })
                 .await?;
             Ok(Stored {
@@ -1135,6 +1142,10 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         self.in_flight_spool = self.in_flight_spool.saturating_sub(stored.spool_cost);
         let limit_before = self.in_flight_limit.limit();
         self.in_flight_limit.observe(stored.store_latency);
+        self.summary.stores_in_flight_limit = self
+            .summary
+            .stores_in_flight_limit
+            .max(self.in_flight_limit.limit());
         self.summary.fastest_store = Some(
             self.summary
                 .fastest_store
@@ -1349,6 +1360,25 @@ mod tests {
         dir
     }
 
+    #[test]
+    fn an_index_too_large_to_search_is_not_written_and_the_entry_commits_to_none() {
+        use mailvault_core::rules::MessageFacts;
+        let small = MessageFacts {
+            from: vec!["clerk@city.example".into()],
+            ..MessageFacts::default()
+        };
+        let (bytes, sha256) = salted_header_index(&small, UnixTime(1)).unwrap();
+        assert_eq!(Hash::of(&bytes.unwrap()), sha256);
+        // A thousand addresses of 571 bytes: an index of some 576 KB, over what a search reads.
+        let long = format!("{}@city.example", "x".repeat(557));
+        let huge = MessageFacts {
+            to: vec![long; 1000],
+            ..MessageFacts::default()
+        };
+        let (bytes, sha256) = salted_header_index(&huge, UnixTime(1)).unwrap();
+        assert!(bytes.is_none());
+        assert_eq!(sha256, no_index_sha256());
+    }
     #[tokio::test]
     async fn a_forged_orphan_and_an_edited_run_marker_are_reported_not_adopted() {
         let dir = temp_dir("forged-orphan");
