@@ -103,10 +103,13 @@ pub(crate) fn arb_entry() -> impl Strategy<Value = Entry> {
             text(),
             hash(),
             any::<u64>(),
-            hash()
+            hash(),
+            // Versions 1, 2 and 3: no dictionary or one, no index commitment or one.
+            proptest::option::of(hash()),
+            proptest::option::of(hash()),
         )
             .prop_map(
-                |(series, retain_until, lock_mode, object_key, object_version, s, n, c)| {
+                |(series, retain_until, lock_mode, object_key, object_version, s, n, c, d, i)| {
                     EntryBody::Ingest {
                         series,
                         retain_until,
@@ -116,8 +119,8 @@ pub(crate) fn arb_entry() -> impl Strategy<Value = Entry> {
                         stored_sha256: s,
                         stored_size: n,
                         original_commitment: c,
-                        dictionary: None,
-                        header_index: None,
+                        dictionary: d,
+                        header_index: i,
                     }
                 }
             ),
