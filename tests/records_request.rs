@@ -619,14 +619,30 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
         &r.path("archive.pub"),
     ]);
     assert!(verify.status.success(), "{}", text(&verify));
+
+    // A search after destruction: the destroyed records are counted as such, not mistaken for
+    // records whose index went missing, and the export is the same (the indexes edited above
+    // are still reported).
+    let out = r.export("after-destruction", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "{budget} records were destroyed under the schedule"
+        )) && !stdout.contains("had none in the store"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(exported_ids(&r.dir.join("after-destruction")), expected);
 }
 
 /// Two more ways a matching record could drop out of a search, neither silent. A message with a
 /// thousand long addresses has a header index too large for a search to read: the writer
 /// stores none and its entry commits to having none, so the record is read in full, without a
-/// warning. A `destroyed` entry forged after the newest signed checkpoint (the hash chain needs
-/// no key) removes a matching record from the export, but the export names the record and the
-/// unsigned tombstone and exits 1, and `verify` fails on the unsigned entry.
+/// warning (an empty object planted as its index is reported). A `destroyed` entry forged after
+/// the newest signed checkpoint (the hash chain needs no key) does not take a matching record
+/// out of the export: the record is still in the store, so the tombstone is not a destruction
+/// run's; the export names it and exits 1, and `verify` fails on the unsigned entry.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_too_large_to_index_and_a_forged_tail_tombstone_hide_nothing() {
     use mailvault::core::entry::EntryBody;
@@ -672,9 +688,11 @@ async fn a_message_too_large_to_index_and_a_forged_tail_tombstone_hide_nothing()
     );
     let out = r.export("first", &[]);
     assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("searched 2 records (1 by header index, 1 read in full); 2 match"),
+        stdout.contains("searched 2 records (1 by header index, 1 read in full); 2 match")
+            && !stdout.contains("had none in the store")
+            && !stdout.contains("warning:"),
         "{}",
         text(&out)
     );
@@ -709,15 +727,25 @@ async fn a_message_too_large_to_index_and_a_forged_tail_tombstone_hide_nothing()
         .put_mutable(&forged.key, forged.bytes, &Default::default())
         .await
         .unwrap();
+    // And an empty object where the crowded record has no index.
+    let crowded = record_of(&r.dir.join("first"), "<crowded@city.example>").unwrap();
+    store
+        .put_mutable(&format!("index/{crowded}"), Vec::new(), &Default::default())
+        .await
+        .unwrap();
     let out = r.export("second", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!(
-            "warning: record {plain}: it matches, and a tombstone logged after the newest signed checkpoint"
+        stdout.contains(&format!(
+            "warning: record {plain}: it matches and is still in the store, but a tombstone logged after the newest signed checkpoint"
+        )) && stdout.contains(&format!(
+            "warning: record {crowded}: its header index is not the one its log entry commits to"
         )),
         "{}",
         text(&out)
     );
+    assert_eq!(exported_ids(&r.dir.join("second")), both);
     let verify = r.mailvault(&[
         "verify",
         &r.location(),

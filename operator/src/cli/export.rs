@@ -172,13 +172,18 @@ async fn records_request(args: ExportArgs) -> Result<ExitCode> {
 fn report(found: &Found, outcome: &ExportOutcome, out: &Path) -> bool {
     let c = found.counts;
     println!(
-        "searched {} records ({} by header index, {} read in full); {} match; {} matching records destroyed (not exported)",
+        "searched {} records ({} by header index, {} read in full); {} match",
         c.records,
         c.by_index,
         c.by_record,
-        found.matched.len(),
-        c.destroyed
+        found.matched.len()
     );
+    if c.destroyed > 0 {
+        println!(
+            "{} records were destroyed under the schedule (their headers went with them: whether they matched cannot be said; `mailvault certificates` lists them)",
+            c.destroyed
+        );
+    }
     if c.index_missing > 0 {
         println!(
             "{} records whose log entry commits to a header index had none in the store and were read in full (a run that failed between a record and its index leaves one; many mean someone deleted them)",
@@ -203,21 +208,27 @@ fn report(found: &Found, outcome: &ExportOutcome, out: &Path) -> bool {
         ),
         (
             &found.unreadable,
-            "no usable header index, and the record itself could not be read (run `mailvault verify`)",
+            "no usable header index, and the record itself could not be read (left out; run `mailvault verify`)",
         ),
         (
             &found.index_edited,
             "its header index is not the one its log entry commits to (edited or replaced in the bucket by someone other than mailvault); the record was read instead",
         ),
         (
-            &found.destroyed_unsigned,
-            "it matches, and a tombstone logged after the newest signed checkpoint says it was destroyed (not exported); if no destruction run has run since that checkpoint, the tombstone was forged to hide it (run `mailvault verify`)",
+            &found.tombstone_unsigned,
+            "it matches and is still in the store, but a tombstone logged after the newest signed checkpoint says it was destroyed; a destruction run deletes a record before it logs that, so nothing vouches for the tombstone: exported (run `mailvault verify`)",
         ),
     ] {
         for id in ids {
             complete = false;
             println!("warning: record {id}: {why}");
         }
+    }
+    for (id, words) in &found.index_refused {
+        complete = false;
+        println!(
+            "warning: record {id}: its header index could not be read ({words}); the record was read instead"
+        );
     }
     complete
 }

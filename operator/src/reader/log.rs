@@ -183,8 +183,10 @@ pub async fn read_entries<S: Store>(
     key: &NoteVerifier,
     mut each: impl FnMut(Entry) -> Result<()>,
 ) -> Result<ReadLog> {
-    let mut keys = store.list_keys(LOG_PREFIX).await?;
-    keys.extend(store.list_keys(CHECKPOINTS_PREFIX).await?);
+    // Checkpoints listed first: a run writing meanwhile adds bundles before their checkpoint,
+    // so every listed checkpoint's entries are in the bundle listing that follows.
+    let mut keys = store.list_keys(CHECKPOINTS_PREFIX).await?;
+    keys.extend(store.list_keys(LOG_PREFIX).await?);
     let listing = LogListing::from_keys(keys.iter().map(String::as_str));
     drop(keys);
     // Owned keys: a stream of futures borrowing `&String` is not provably `Send` (the operator

@@ -49,13 +49,18 @@ pub struct Found {
     /// Records the log has (not destroyed) whose index and record could not be read: the
     /// search cannot say whether they match (`mailvault verify` says what is wrong).
     pub unreadable: Vec<String>,
-    /// Records whose header index is not the one their ingest entry commits to (edited or
-    /// replaced in the bucket, or unreadable): each was judged by reading it instead.
+    /// Records whose header index is not the one their ingest entry commits to (edited,
+    /// replaced, over the cap, or there though the entry says none was written): each was
+    /// judged by reading it instead.
     pub index_edited: Vec<String>,
-    /// Matching records whose tombstone was logged after the newest signed checkpoint: not
-    /// exported (the record is gone, if a destruction run logged it), but nothing vouches for
-    /// such a tombstone yet; one no destruction run wrote was forged to hide the record.
-    pub destroyed_unsigned: Vec<String>,
+    /// Records whose committed header index the store would not give (record id, the store's
+    /// words: an archived storage class, a key policy): each was judged by reading it instead.
+    pub index_refused: Vec<(String, String)>,
+    /// Matching records still in the store whose `destroyed` entry lies after the newest
+    /// signed checkpoint. A destruction run deletes a record before it logs the tombstone, so
+    /// such a tombstone is not the run's: nothing vouches for it, the signed log keeps the
+    /// record, and it is exported.
+    pub tombstone_unsigned: Vec<String>,
     origin: String,
     records: RecordLog,
     head: Option<(SignedHead, String)>,
@@ -71,10 +76,11 @@ pub struct SearchCounts {
     pub by_index: u64,
     /// Judged by reading the record (no index, an unreadable or edited one, or `read_records`).
     pub by_record: u64,
-    /// Matching records destroyed later in the log (not exported).
+    /// Records destroyed under the schedule (a signed tombstone): their headers went with them,
+    /// so whether they matched cannot be said.
     pub destroyed: u64,
-    /// Records whose ingest entry commits to a header index that is not in the store, read in
-    /// full instead (a run that failed between a record and its index leaves one; many say
+    /// Records read in full because the header index their ingest entry commits to is not in
+    /// the store (a run that failed between a record and its index leaves one; many say
     /// someone deleted them).
     pub index_missing: u64,
 }
@@ -93,15 +99,18 @@ enum Judged {
 }
 
 /// What a search found of a record's header index when it did not use it.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum IndexFinding {
-    /// Not looked at (`read_records`), absent with nothing committed, or uncommitted and
-    /// unreadable: nothing to report.
+    /// Not looked at (`read_records`), or nothing to say: absent or refused with nothing
+    /// committed (an older record).
     Nothing,
     /// Absent, though the entry commits to one.
     Missing,
-    /// Present but not what the entry commits to (edited, replaced, over the cap, unreadable).
+    /// Not what the entry commits to: other bytes, over the cap, or there at all when the
+    /// entry says none was written.
     Edited,
+    /// The store would not give it (its words), though the entry commits to one.
+    Refused(String),
 }
 
 /// Finds the records of the archive `origin` (checkpoints signed by `key`) that `query`
@@ -114,8 +123,10 @@ pub async fn search<S: Store>(
     query: &RecordQuery,
     read_records: bool,
 ) -> Result<Found> {
-    let mut keys = store.list_keys(LOG_PREFIX).await?;
-    keys.extend(store.list_keys(CHECKPOINTS_PREFIX).await?);
+    // Checkpoints listed first: a run writing meanwhile adds bundles before their checkpoint,
+    // so every listed checkpoint's entries are in the bundle listing that follows.
+    let mut keys = store.list_keys(CHECKPOINTS_PREFIX).await?;
+    keys.extend(store.list_keys(LOG_PREFIX).await?);
     let listing = LogListing::from_keys(keys.iter().map(String::as_str));
     let bundle_keys: Vec<String> = bundle_keys(&listing).map(|(_, k)| k.clone()).collect();
     let mut bundles = futures::stream::iter(bundle_keys)
@@ -126,7 +137,8 @@ pub async fn search<S: Store>(
         counts: SearchCounts::default(),
         unreadable: Vec::new(),
         index_edited: Vec::new(),
-        destroyed_unsigned: Vec::new(),
+        index_refused: Vec::new(),
+        tombstone_unsigned: Vec::new(),
         origin: origin.to_owned(),
         records: RecordLog::new(),
         head: None,
@@ -190,7 +202,9 @@ pub async fn search<S: Store>(
     found.matched = selection.matched.into_values().collect();
     found.unreadable = selection.unreadable.into_iter().collect();
     found.index_edited = selection.index_edited.into_iter().collect();
-    found.destroyed_unsigned = selection.destroyed_unsigned.into_iter().collect();
+    found.index_refused = selection.index_refused.into_iter().collect();
+    found.tombstone_unsigned = selection.tombstone_unsigned.into_iter().collect();
+    found.counts.index_missing = selection.index_missing.len() as u64;
     Ok(found)
 }
 
@@ -202,7 +216,9 @@ struct Selection {
     matched_at: HashMap<String, u64>,
     unreadable: BTreeSet<String>,
     index_edited: BTreeSet<String>,
-    destroyed_unsigned: BTreeSet<String>,
+    index_refused: BTreeMap<String, String>,
+    index_missing: BTreeSet<String>,
+    tombstone_unsigned: BTreeSet<String>,
     /// Entries the newest signed checkpoint covers.
     signed: u64,
 }
@@ -212,16 +228,24 @@ impl Selection {
     fn apply(&mut self, counts: &mut SearchCounts, entry: Entry, verdict: Option<Judged>) {
         let id = entry.record.as_str().to_owned();
         let Some(verdict) = verdict else {
-            // A tombstone: the record is gone, whatever it matched.
+            if entry.index >= self.signed {
+                // Not vouched for: a destruction run deletes the record first, so a record
+                // still matched (it was read) under an unsigned tombstone stays, and so do the
+                // warnings about the others.
+                if self.matched_at.contains_key(&id) {
+                    self.tombstone_unsigned.insert(id);
+                }
+                return;
+            }
+            // A signed tombstone: the record is gone, whatever it matched.
             if let Some(at) = self.matched_at.remove(&id) {
                 self.matched.remove(&at);
-                counts.destroyed += 1;
-                if entry.index >= self.signed {
-                    self.destroyed_unsigned.insert(id.clone());
-                }
             }
+            counts.destroyed += 1;
             self.unreadable.remove(&id);
             self.index_edited.remove(&id);
+            self.index_refused.remove(&id);
+            self.index_missing.remove(&id);
             return;
         };
         counts.records += 1;
@@ -238,9 +262,17 @@ impl Selection {
         };
         match index {
             IndexFinding::Nothing => {}
-            IndexFinding::Missing => counts.index_missing += 1,
+            // Counted only when the record was read: a destroyed record has neither.
+            IndexFinding::Missing => {
+                if readable {
+                    self.index_missing.insert(id.clone());
+                }
+            }
             IndexFinding::Edited => {
                 self.index_edited.insert(id.clone());
+            }
+            IndexFinding::Refused(words) => {
+                self.index_refused.insert(id.clone(), words);
             }
         }
         if !readable {
@@ -281,13 +313,18 @@ async fn judge<S: Store>(
     // used as found.
     let mut index = IndexFinding::Nothing;
     if !read_records {
-        let committed = header_index.filter(|h| *h != no_index_sha256());
+        let none_written = *header_index == Some(no_index_sha256());
         match read_index(store, entry.record.as_str()).await? {
-            StoredIndex::Absent if committed.is_some() => index = IndexFinding::Missing,
-            StoredIndex::Unusable if header_index.is_some() => index = IndexFinding::Edited,
-            StoredIndex::Absent | StoredIndex::Unusable => {}
+            StoredIndex::Absent if header_index.is_some() && !none_written => {
+                index = IndexFinding::Missing;
+            }
+            StoredIndex::OverCap if header_index.is_some() => index = IndexFinding::Edited,
+            StoredIndex::Refused(words) if header_index.is_some() => {
+                index = IndexFinding::Refused(words);
+            }
+            StoredIndex::Absent | StoredIndex::OverCap | StoredIndex::Refused(_) => {}
             StoredIndex::Read(bytes) => {
-                if header_index.is_some_and(|h| h != Hash::of(&bytes)) {
+                if none_written || header_index.is_some_and(|h| h != Hash::of(&bytes)) {
                     index = IndexFinding::Edited;
                 } else if let Some(found) = HeaderIndex::decode(&bytes) {
                     return Ok(Judged::Index(query.matches(&found.record_facts())));
@@ -324,10 +361,12 @@ async fn judge<S: Store>(
 /// A record's header index object as found in the store.
 enum StoredIndex {
     Absent,
-    /// Larger than [`MAX_INDEX_LEN`] (not read whole: one planted in the bucket must not take
-    /// the search's memory), or refused by the store for good (an archived storage class, a
-    /// customer key): not one the writer wrote, and no reason to stop the search.
-    Unusable,
+    /// Larger than [`MAX_INDEX_LEN`]: not one the writer wrote, and not read whole (one
+    /// planted in the bucket must not take the search's memory).
+    OverCap,
+    /// Refused by the store for good (its words: an archived storage class, a customer key, a
+    /// policy): no reason to stop the search, which reads the record instead.
+    Refused(String),
     Read(Vec<u8>),
 }
 
@@ -338,7 +377,8 @@ async fn read_index<S: Store>(store: &S, record: &str) -> Result<StoredIndex> {
     {
         Ok(Some(object)) => Ok(StoredIndex::Read(object.bytes)),
         Ok(None) => Ok(StoredIndex::Absent),
-        Err(e) if e.retry() == crate::Retry::Permanent => Ok(StoredIndex::Unusable),
+        Err(Error::TooLarge { .. }) => Ok(StoredIndex::OverCap),
+        Err(e) if e.retry() == crate::Retry::Permanent => Ok(StoredIndex::Refused(e.to_string())),
         Err(e) => Err(e),
     }
 }

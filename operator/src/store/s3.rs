@@ -162,6 +162,9 @@ where
     let retry = match &e {
         SdkError::ServiceError(s)
             if s.raw().status().is_server_error()
+                // Throttling and a request the server gave up waiting for, as some
+                // S3-compatible servers answer them.
+                || matches!(s.raw().status().as_u16(), 408 | 429)
                 || matches!(
                     s.err().code(),
                     Some("SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable")
