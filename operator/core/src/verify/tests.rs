@@ -1760,3 +1760,47 @@ fn a_dictionary_logged_twice_is_a_fault() {
     f.checkpoint();
     assert!(faults(&f.verify()).contains(&LogFaultKind::DuplicateIngest));
 }
+
+/// docs/log-format.md §12, version 3: the same record with its header index committed.
+#[test]
+fn entry_v3_worked_example() {
+    use crate::records_request::HeaderIndex;
+    use crate::rules::MessageFacts;
+    let facts = MessageFacts {
+        folder: "INBOX".into(),
+        subject: "hello".into(),
+        size: 22,
+        ..MessageFacts::default()
+    };
+    let index = HeaderIndex::new(&facts, UnixTime(T0), &[0x22; 16]).encode();
+    let index_sha256 = Hash::of(&index);
+    println!("index bytes: {}", String::from_utf8_lossy(&index));
+    println!("index sha256 = {index_sha256}");
+    let mut entry = Entry::decode(ENTRY_EXAMPLE.as_bytes()).unwrap();
+    if let EntryBody::Ingest { header_index, .. } = &mut entry.body {
+        *header_index = Some(index_sha256);
+    }
+    let bytes = entry.encode();
+    println!("entry bytes:\n{}", String::from_utf8_lossy(&bytes));
+    println!("entry hash = {}", Hash::of(&bytes));
+    println!("leaf hash = {}", leaf_hash(&bytes));
+    assert_eq!(String::from_utf8(index).unwrap(), INDEX_V3_EXAMPLE);
+    assert_eq!(index_sha256.to_hex(), INDEX_V3_SHA256);
+    assert_eq!(
+        String::from_utf8(bytes.clone()).unwrap(),
+        format!(
+            "{}header-index {INDEX_V3_SHA256}\n",
+            ENTRY_EXAMPLE.replacen("log-entry/1", "log-entry/3", 1)
+        )
+    );
+    assert_eq!(Hash::of(&bytes).to_hex(), ENTRY_V3_HASH);
+    assert_eq!(
+        leaf_hash(&bytes).to_hex(),
+        "183da172b861dad6600ee14394e1888ad41810a6037489bd05fd347bf0c844c7"
+    );
+    assert_eq!(Entry::decode(&bytes).unwrap(), entry);
+}
+
+const INDEX_V3_EXAMPLE: &str = r#"{"format":"mailvault-header-index/2","salt":"22222222222222222222222222222222","archived_at":1795836120,"folder":"INBOX","from":[],"to":[],"cc":[],"subject":"hello","size":22,"has_attachment":false}"#;
+const INDEX_V3_SHA256: &str = "90357067f0851e3979a211803f78d6ee236605e6b8db3e8006bbb27566e07f12";
+const ENTRY_V3_HASH: &str = "19d4ca1c8bf8fd3b98af471e6f045f4e8c3e239305bdd19adccd6bc5b17f8607";
