@@ -754,3 +754,87 @@ async fn a_message_too_large_to_index_and_a_forged_tail_tombstone_hide_nothing()
     ]);
     assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
 }
+
+/// Delete markers (which Object Lock allows on locked objects) put over the newest checkpoint
+/// and the bundle it signs roll a search back to the checkpoint before: the export is made
+/// against it and cannot include what was logged since, but it names every hidden log object
+/// and exits 1, and `verify` fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_markers_over_the_newest_checkpoint_are_named_by_an_export() {
+    use mailvault::store::Store as _;
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let r = Request::new(&env, "rr-markers").await;
+    let mail = r.dir.join("mail");
+    std::fs::create_dir_all(&mail).unwrap();
+    let archive = |name: &str| {
+        std::fs::write(
+            mail.join(format!("{name}.eml")),
+            format!(
+                "From: chief@police.city.example\r\nTo: records@city.example\r\nSubject: Re: case {name}\r\nDate: {date}\r\nMessage-ID: <{name}@city.example>\r\n\r\nbody\r\n",
+                date = rfc5322_date(60),
+            ),
+        )
+        .unwrap();
+        let out = r.mailvault(&[
+            "archive",
+            "--from",
+            &format!("eml:{}", mail.display()),
+            "--to",
+            &r.location(),
+            "--key",
+            &r.path("archive.key"),
+            "--policy",
+            &r.path("policy.yaml"),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    archive("older");
+    archive("newer");
+    let store = r.store();
+    let checkpoints = store.list_keys("checkpoints/").await.unwrap();
+    let newest_checkpoint = checkpoints
+        .iter()
+        .max_by_key(|k| {
+            k.trim_start_matches("checkpoints/")
+                .parse::<u64>()
+                .unwrap_or(0)
+        })
+        .unwrap()
+        .clone();
+    let newest_bundle = store
+        .list_keys("log/tile/entries/")
+        .await
+        .unwrap()
+        .into_iter()
+        .max_by_key(|k| k.rsplit('/').next().and_then(|w| w.parse::<u32>().ok()))
+        .unwrap();
+    let s3 = env.s3_client(S3Flavour::Versitygw);
+    for key in [&newest_checkpoint, &newest_bundle] {
+        s3.delete_object()
+            .bucket(&r.bucket)
+            .key(format!("rr/{key}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let out = r.export("rolled-back", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for key in [&newest_checkpoint, &newest_bundle] {
+        assert!(
+            stdout.contains(&format!("warning: {key} is hidden behind a delete marker")),
+            "{}",
+            text(&out)
+        );
+    }
+    let older: BTreeSet<String> = ["<older@city.example>".to_owned()].into();
+    assert_eq!(exported_ids(&r.dir.join("rolled-back")), older);
+    let verify = r.mailvault(&[
+        "verify",
+        &r.location(),
+        "--public-key",
+        &r.path("archive.pub"),
+    ]);
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+}

@@ -61,6 +61,11 @@ pub struct Found {
     /// such a tombstone is not the run's: nothing vouches for it, the signed log keeps the
     /// record, and it is exported.
     pub tombstone_unsigned: Vec<String>,
+    /// Keys under `checkpoints/` and `log/` with a delete marker. mailvault never deletes a log
+    /// object, and Object Lock allows markers on locked ones: markers over the newest
+    /// checkpoints and bundles make a search (which reads current keys) run against an older
+    /// checkpoint and leave out what was logged since.
+    pub hidden_log_objects: Vec<String>,
     origin: String,
     records: RecordLog,
     head: Option<(SignedHead, String)>,
@@ -128,6 +133,14 @@ pub async fn search<S: Store>(
     let mut keys = store.list_keys(CHECKPOINTS_PREFIX).await?;
     keys.extend(store.list_keys(LOG_PREFIX).await?);
     let listing = LogListing::from_keys(keys.iter().map(String::as_str));
+    let mut hidden_log_objects = Vec::new();
+    for prefix in [CHECKPOINTS_PREFIX, LOG_PREFIX] {
+        for (key, _, delete_marker) in store.list_version_ids(prefix).await? {
+            if delete_marker {
+                hidden_log_objects.push(key);
+            }
+        }
+    }
     let bundle_keys: Vec<String> = bundle_keys(&listing).map(|(_, k)| k.clone()).collect();
     let mut bundles = futures::stream::iter(bundle_keys)
         .map(|k| async move { fetch(store, &k).await })
@@ -139,6 +152,7 @@ pub async fn search<S: Store>(
         index_edited: Vec::new(),
         index_refused: Vec::new(),
         tombstone_unsigned: Vec::new(),
+        hidden_log_objects,
         origin: origin.to_owned(),
         records: RecordLog::new(),
         head: None,
