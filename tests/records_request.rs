@@ -174,6 +174,37 @@ impl Request {
         r
     }
 
+    /// Writes `mail/<name>.eml`, a message the request's query matches (From the chief,
+    /// subject "Re: case <name>", dated in range, in INBOX) addressed `To: <to>`.
+    fn write_matching_eml(&self, name: &str, to: &str) {
+        let mail = self.dir.join("mail");
+        std::fs::create_dir_all(&mail).unwrap();
+        std::fs::write(
+            mail.join(format!("{name}.eml")),
+            format!(
+                "From: chief@police.city.example\r\nTo: {to}\r\nSubject: Re: case {name}\r\nDate: {date}\r\nMessage-ID: <{name}@city.example>\r\n\r\nbody\r\n",
+                date = rfc5322_date(60),
+            ),
+        )
+        .unwrap();
+    }
+
+    /// `mailvault archive` of `mail/` (the .eml files written so far) into the request's store.
+    fn archive_eml(&self) {
+        let out = self.mailvault(&[
+            "archive",
+            "--from",
+            &format!("eml:{}", self.dir.join("mail").display()),
+            "--to",
+            &self.location(),
+            "--key",
+            &self.path("archive.key"),
+            "--policy",
+            &self.path("policy.yaml"),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
     fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
@@ -650,36 +681,12 @@ async fn a_message_too_large_to_index_and_a_forged_tail_tombstone_hide_nothing()
     mailvault_tests::install_crypto_provider();
     let env = TestEnv::load();
     let r = Request::new(&env, "rr-tail").await;
-    let mail = r.dir.join("mail");
-    std::fs::create_dir_all(&mail).unwrap();
-    let to: Vec<String> = (0..1000)
+    let crowd: Vec<String> = (0..1000)
         .map(|i| format!("{}{i}@city.example", "x".repeat(550)))
         .collect();
-    for (name, to) in [
-        ("plain", "records@city.example".to_owned()),
-        ("crowded", to.join(",\r\n ")),
-    ] {
-        std::fs::write(
-            mail.join(format!("{name}.eml")),
-            format!(
-                "From: chief@police.city.example\r\nTo: {to}\r\nSubject: Re: case {name}\r\nDate: {date}\r\nMessage-ID: <{name}@city.example>\r\n\r\nbody\r\n",
-                date = rfc5322_date(60),
-            ),
-        )
-        .unwrap();
-    }
-    let archive = r.mailvault(&[
-        "archive",
-        "--from",
-        &format!("eml:{}", mail.display()),
-        "--to",
-        &r.location(),
-        "--key",
-        &r.path("archive.key"),
-        "--policy",
-        &r.path("policy.yaml"),
-    ]);
-    assert!(archive.status.success(), "{}", text(&archive));
+    r.write_matching_eml("plain", "records@city.example");
+    r.write_matching_eml("crowded", &crowd.join(",\r\n "));
+    r.archive_eml();
     let store = r.store();
     assert_eq!(
         store.list_keys("index/").await.unwrap().len(),
@@ -765,32 +772,11 @@ async fn delete_markers_over_the_newest_checkpoint_are_named_by_an_export() {
     mailvault_tests::install_crypto_provider();
     let env = TestEnv::load();
     let r = Request::new(&env, "rr-markers").await;
-    let mail = r.dir.join("mail");
-    std::fs::create_dir_all(&mail).unwrap();
-    let archive = |name: &str| {
-        std::fs::write(
-            mail.join(format!("{name}.eml")),
-            format!(
-                "From: chief@police.city.example\r\nTo: records@city.example\r\nSubject: Re: case {name}\r\nDate: {date}\r\nMessage-ID: <{name}@city.example>\r\n\r\nbody\r\n",
-                date = rfc5322_date(60),
-            ),
-        )
-        .unwrap();
-        let out = r.mailvault(&[
-            "archive",
-            "--from",
-            &format!("eml:{}", mail.display()),
-            "--to",
-            &r.location(),
-            "--key",
-            &r.path("archive.key"),
-            "--policy",
-            &r.path("policy.yaml"),
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
-    };
-    archive("older");
-    archive("newer");
+    // Two runs, so two checkpoints: the newer one signs the second message.
+    r.write_matching_eml("older", "records@city.example");
+    r.archive_eml();
+    r.write_matching_eml("newer", "records@city.example");
+    r.archive_eml();
     let store = r.store();
     let checkpoints = store.list_keys("checkpoints/").await.unwrap();
     let newest_checkpoint = checkpoints
