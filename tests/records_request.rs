@@ -205,6 +205,16 @@ impl Request {
         assert!(out.status.success(), "{}", text(&out));
     }
 
+    /// `mailvault verify` of the request's store with the archive's public key.
+    fn verify(&self) -> Output {
+        self.mailvault(&[
+            "verify",
+            &self.location(),
+            "--public-key",
+            &self.path("archive.pub"),
+        ])
+    }
+
     fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
@@ -643,12 +653,7 @@ async fn a_records_request_exports_exactly_the_matching_mail_and_verifies_offlin
         index_versions, records,
         "an index object for every kept record, no version left for a destroyed one"
     );
-    let verify = r.mailvault(&[
-        "verify",
-        &r.location(),
-        "--public-key",
-        &r.path("archive.pub"),
-    ]);
+    let verify = r.verify();
     assert!(verify.status.success(), "{}", text(&verify));
 
     // A search after destruction: the destroyed records are counted as such, not mistaken for
@@ -753,12 +758,7 @@ async fn a_message_too_large_to_index_and_a_forged_tail_tombstone_hide_nothing()
         text(&out)
     );
     assert_eq!(exported_ids(&r.dir.join("second")), both);
-    let verify = r.mailvault(&[
-        "verify",
-        &r.location(),
-        "--public-key",
-        &r.path("archive.pub"),
-    ]);
+    let verify = r.verify();
     assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
 }
 
@@ -816,11 +816,6 @@ async fn delete_markers_over_the_newest_checkpoint_are_named_by_an_export() {
     }
     let older: BTreeSet<String> = ["<older@city.example>".to_owned()].into();
     assert_eq!(exported_ids(&r.dir.join("rolled-back")), older);
-    let verify = r.mailvault(&[
-        "verify",
-        &r.location(),
-        "--public-key",
-        &r.path("archive.pub"),
-    ]);
+    let verify = r.verify();
     assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
 }
