@@ -824,3 +824,78 @@ async fn what_is_done_behind_mailvaults_back_is_reported_by_verify() {
     assert_eq!(count(&report, "HELD_BUT_DESTROYED"), 1, "{report}");
     assert_eq!(count(&report, "PREMATURE_DESTRUCTION"), 1, "{report}");
 }
+
+/// A legal hold hidden behind delete markers still holds. Someone with write access to the
+/// bucket and no key removes the S3 legal-hold flag (anyone allowed `PutObjectLegalHold` can)
+/// and puts delete markers on the newest checkpoint and the bundle holding the `hold-placed`
+/// entry (Object Lock allows both): a reader going by current keys would see the log from
+/// before the hold. Every reader lists versions instead: `plan` counts the record held and
+/// names the markers, and the destruction run destroys only the record no hold covers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_hidden_behind_delete_markers_still_holds() {
+    let env = TestEnv::load();
+    let bucket = unique_name("destroy-markers");
+    env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
+    let a = Archive::new(&env, S3Flavour::Versitygw, &bucket, "police/marked").await;
+    a.archive(&["held-a", "destroy-a"]);
+    let by_series = a.records_by_series().await;
+    let held = by_series["T 1-03 Held"][0].clone();
+    let destroyed = by_series["T 1-01 Seconds"][0].clone();
+    a.append(vec![(
+        held.clone(),
+        EntryBody::HoldPlaced {
+            hold: "records/case-2026-44".into(),
+        },
+    )])
+    .await;
+    let store = a.store();
+    let newest = |keys: Vec<String>| {
+        keys.into_iter()
+            .max_by_key(|k| {
+                k.rsplit('/')
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .unwrap()
+    };
+    let checkpoint = newest(store.list_keys("checkpoints/").await.unwrap());
+    let bundle = newest(store.list_keys("log/tile/entries/").await.unwrap());
+    let s3 = env.s3_client(S3Flavour::Versitygw);
+    for key in [&checkpoint, &bundle] {
+        s3.delete_object()
+            .bucket(&bucket)
+            .key(format!("police/marked/{key}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let plan = a.plan_when("the unheld record due", |p| p["due_now"] == 1);
+    assert_eq!(series(&plan, "T 1-03 Held")["held"], 1, "{plan:#}");
+    let warnings = plan["log_warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{plan:#}");
+    assert!(
+        warnings.iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{checkpoint} is hidden behind a delete marker"))),
+        "{plan:#}"
+    );
+    // The lock date is whole seconds; the server compares with its sub-second clock.
+    std::thread::sleep(Duration::from_secs(1));
+    let report = a.destroy_json(&[]);
+    assert_eq!(report["destroyed"], 1, "{report:#}");
+    let counts = a.entry_counts().await;
+    assert_eq!(
+        counts.get(&(destroyed.as_str().to_owned(), "destroyed")),
+        Some(&1)
+    );
+    assert_eq!(counts.get(&(held.as_str().to_owned(), "destroyed")), None);
+    assert!(
+        a.versions()
+            .await
+            .iter()
+            .any(|(k, _, marker)| *k == format!("records/{held}") && !marker),
+        "the held record is still in the store"
+    );
+}

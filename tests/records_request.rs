@@ -767,7 +767,7 @@ async fn a_message_too_large_to_index_and_a_forged_tail_tombstone_hide_nothing()
 /// against it and cannot include what was logged since, but it names every hidden log object
 /// and exits 1, and `verify` fails.
 #[tokio::test(flavor = "multi_thread")]
-async fn delete_markers_over_the_newest_checkpoint_are_named_by_an_export() {
+async fn delete_markers_and_second_versions_on_log_objects_roll_nothing_back() {
     use mailvault::store::Store as _;
     mailvault_tests::install_crypto_provider();
     let env = TestEnv::load();
@@ -778,23 +778,21 @@ async fn delete_markers_over_the_newest_checkpoint_are_named_by_an_export() {
     r.write_matching_eml("newer", "records@city.example");
     r.archive_eml();
     let store = r.store();
-    let checkpoints = store.list_keys("checkpoints/").await.unwrap();
-    let newest_checkpoint = checkpoints
-        .iter()
-        .max_by_key(|k| {
-            k.trim_start_matches("checkpoints/")
-                .parse::<u64>()
-                .unwrap_or(0)
-        })
-        .unwrap()
-        .clone();
-    let newest_bundle = store
-        .list_keys("log/tile/entries/")
-        .await
-        .unwrap()
-        .into_iter()
-        .max_by_key(|k| k.rsplit('/').next().and_then(|w| w.parse::<u32>().ok()))
-        .unwrap();
+    let newest_key = |keys: Vec<String>| {
+        keys.into_iter()
+            .max_by_key(|k| {
+                k.rsplit('/')
+                    .next()
+                    .and_then(|w| w.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .unwrap()
+    };
+    let newest_checkpoint = newest_key(store.list_keys("checkpoints/").await.unwrap());
+    let newest_bundle = newest_key(store.list_keys("log/tile/entries/").await.unwrap());
+    // Someone with write access and no key hides the newest checkpoint and its bundle behind
+    // delete markers (Object Lock allows that): a reader going by current keys would see the
+    // log as it was after the first run.
     let s3 = env.s3_client(S3Flavour::Versitygw);
     for key in [&newest_checkpoint, &newest_bundle] {
         s3.delete_object()
@@ -804,18 +802,82 @@ async fn delete_markers_over_the_newest_checkpoint_are_named_by_an_export() {
             .await
             .unwrap();
     }
-    let out = r.export("rolled-back", &[]);
+    let both: BTreeSet<String> = ["<older@city.example>", "<newer@city.example>"]
+        .map(str::to_owned)
+        .into();
+    // The export reads the versions beneath: both messages, and the markers named.
+    let out = r.export("beneath", &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for key in [&newest_checkpoint, &newest_bundle] {
         assert!(
-            stdout.contains(&format!("warning: {key} is hidden behind a delete marker")),
+            stdout.contains(&format!(
+                "warning: {key} is hidden behind a delete marker (mailvault never deletes a log object); the version beneath it was read"
+            )),
             "{}",
             text(&out)
         );
     }
-    let older: BTreeSet<String> = ["<older@city.example>".to_owned()].into();
-    assert_eq!(exported_ids(&r.dir.join("rolled-back")), older);
+    assert_eq!(exported_ids(&r.dir.join("beneath")), both);
+    let checked = r.verify_export("beneath");
+    assert!(checked.status.success(), "{}", text(&checked));
+    // `ls` lists both records and names the markers on standard error.
+    let ls = r.mailvault(&["ls", &r.location(), "--public-key", &r.path("archive.pub")]);
+    assert!(ls.status.success(), "{}", text(&ls));
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout).lines().count(),
+        1 + 2,
+        "{}",
+        text(&ls)
+    );
+    assert!(
+        String::from_utf8_lossy(&ls.stderr).contains(&format!(
+            "{newest_checkpoint} is hidden behind a delete marker"
+        )),
+        "{}",
+        text(&ls)
+    );
+    // The writer is not rewound either: a third run logs only the new message (a writer going
+    // by current keys would log `newer` again on a fork of the log).
+    r.write_matching_eml("third", "records@city.example");
+    r.archive_eml();
+    let ls = r.mailvault(&["ls", &r.location(), "--public-key", &r.path("archive.pub")]);
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout).lines().count(),
+        1 + 3,
+        "{}",
+        text(&ls)
+    );
+    // Two versions planted over the bundle the log is now read from: the reader keeps the one
+    // that follows the log.
+    let current_bundle = newest_key(store.list_keys("log/tile/entries/").await.unwrap());
+    for body in [b"not a bundle".to_vec(), vec![0u8; 64]] {
+        s3.put_object()
+            .bucket(&r.bucket)
+            .key(format!("rr/{current_bundle}"))
+            .body(body.into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let all: BTreeSet<String> = [
+        "<older@city.example>",
+        "<newer@city.example>",
+        "<third@city.example>",
+    ]
+    .map(str::to_owned)
+    .into();
+    let out = r.export("rewritten", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "warning: {current_bundle} has 3 versions (mailvault writes a log object once)"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(exported_ids(&r.dir.join("rewritten")), all);
+    // And `verify` reports the markers and the planted versions.
     let verify = r.verify();
     assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
 }

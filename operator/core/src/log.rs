@@ -114,8 +114,22 @@ impl RecordLog {
 
     /// Appends the entries of the next stored bundle, checking indices and the chain (the
     /// first entry after an edge cannot have its `prev` checked: see
-    /// [`Self::resume_from_edge`]). Returns the decoded entries.
+    /// [`Self::resume_from_edge`]). Returns the decoded entries. Nothing is appended if the
+    /// bundle does not follow.
     pub fn push_bundle(&mut self, bundle: &[u8]) -> Result<Vec<Entry>, LogError> {
+        let decoded = self.check_bundle(bundle)?;
+        for bytes in decode_bundle(bundle)? {
+            self.push_bytes(bytes.to_vec());
+        }
+        self.taken = self.tree.size();
+        self.keep_only_last_bundle();
+        Ok(decoded)
+    }
+
+    /// Decodes a stored bundle and checks that it is the next one (indices and chain), without
+    /// appending it: a reader that finds two versions of one bundle key keeps the one that
+    /// follows.
+    pub fn check_bundle(&self, bundle: &[u8]) -> Result<Vec<Entry>, LogError> {
         let entries = decode_bundle(bundle)?;
         if !self.tree.size().is_multiple_of(BUNDLE_WIDTH) {
             return Err(LogError::Chain {
@@ -124,35 +138,28 @@ impl RecordLog {
             });
         }
         let start = self.tree.edge_size();
+        let mut head = self.head;
         let mut decoded = Vec::with_capacity(entries.len());
-        for bytes in entries {
-            let index = self.tree.size();
+        for (index, bytes) in (self.tree.size()..).zip(entries) {
             let entry = Entry::decode(bytes).map_err(|source| LogError::Entry { index, source })?;
+            if entry.index != index {
+                return Err(LogError::Chain {
+                    index,
+                    reason: format!("says it is entry {}", entry.index),
+                });
+            }
+            // The first entry after an edge cannot have its `prev` checked.
             let first_after_edge = index == start && start > 0;
-            self.check_link(&entry, !first_after_edge)?;
-            self.push_bytes(bytes.to_vec());
+            if !first_after_edge && entry.prev != head {
+                return Err(LogError::Chain {
+                    index,
+                    reason: "prev does not name the previous entry".into(),
+                });
+            }
+            head = Hash::of(bytes);
             decoded.push(entry);
         }
-        self.taken = self.tree.size();
-        self.keep_only_last_bundle();
         Ok(decoded)
-    }
-
-    fn check_link(&self, entry: &Entry, check_prev: bool) -> Result<(), LogError> {
-        let index = self.tree.size();
-        if entry.index != index {
-            return Err(LogError::Chain {
-                index,
-                reason: format!("says it is entry {}", entry.index),
-            });
-        }
-        if check_prev && entry.prev != self.head {
-            return Err(LogError::Chain {
-                index,
-                reason: "prev does not name the previous entry".into(),
-            });
-        }
-        Ok(())
     }
 
     fn push_bytes(&mut self, bytes: Vec<u8>) {
@@ -352,6 +359,33 @@ mod tests {
 
     /// A writer resumed from its right edge and the bundle holding its newest entry appends
     /// exactly what a writer that read the whole log appends.
+    #[test]
+    fn a_bundle_that_does_not_follow_appends_nothing() {
+        let mut log = RecordLog::new();
+        append_n(&mut log, 300);
+        let bundles = log.take_bundles();
+        let (first, second) = (&bundles[0].bytes, &bundles[1].bytes);
+        let mut read = RecordLog::new();
+        // The second bundle first: refused, and the log is as it was.
+        assert!(read.check_bundle(second).is_err());
+        assert!(read.push_bundle(second).is_err());
+        assert_eq!(read.size(), 0);
+        // A bundle whose second entry is swapped fails half-way: still nothing appended.
+        let mut entries: Vec<Vec<u8>> = decode_bundle(first)
+            .unwrap()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect();
+        entries.swap(1, 2);
+        let swapped = encode_bundle(entries.iter().map(Vec::as_slice));
+        assert!(read.push_bundle(&swapped).is_err());
+        assert_eq!(read.size(), 0);
+        assert_eq!(read.check_bundle(first).unwrap().len(), 256);
+        read.push_bundle(first).unwrap();
+        read.push_bundle(second).unwrap();
+        assert_eq!(read.root(), log.root());
+    }
+
     #[test]
     fn resume_from_the_edge_continues_like_a_full_resume() {
         for n in [1u64, 255, 256, 257, 600, 768] {

@@ -91,6 +91,7 @@ pub async fn run(args: DestroyArgs) -> Result<ExitCode> {
         for r in &report.refused {
             println!("  {r}");
         }
+        super::plan::print_log_warnings(&report);
     }
     Ok(if report.refused.is_empty() {
         ExitCode::SUCCESS

@@ -224,11 +224,10 @@ fn report(found: &Found, outcome: &ExportOutcome, out: &Path) -> bool {
             println!("warning: record {id}: {why}");
         }
     }
-    for key in &found.hidden_log_objects {
+    // The search read beneath these; someone with write access to the bucket made them.
+    for warning in &found.log_warnings {
         complete = false;
-        println!(
-            "warning: {key} is hidden behind a delete marker (mailvault never deletes a log object): this export may be against an older checkpoint than the archive's newest and leave out what was logged since (run `mailvault verify`)"
-        );
+        println!("warning: {warning} (run `mailvault verify`)");
     }
     for (id, words) in &found.index_refused {
         complete = false;

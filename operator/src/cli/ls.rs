@@ -26,9 +26,12 @@ pub async fn run(args: LsArgs) -> Result<ExitCode> {
     // The log is replayed as it is read: memory grows by the replay's compact state per
     // record, not by the entries (docs/benchmarks.md, "Records requests on a large archive").
     // Anomalies are verify's to report; the listing shows the story the log tells.
-    let replay = replay_log(&args.store.open(&args.store_location)?, key.name(), &key)
-        .await?
-        .replay;
+    let read = replay_log(&args.store.open(&args.store_location)?, key.name(), &key).await?;
+    // On standard error: standard output is the listing, for scripts.
+    for w in &read.log.warnings {
+        eprintln!("warning: {w} (run `mailvault verify`)");
+    }
+    let replay = read.replay;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match write_listing(&replay, &mut out).and_then(|()| out.flush()) {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -119,10 +119,19 @@ pub async fn run(args: PlanArgs) -> Result<ExitCode> {
     for s in &report.stale_approvals {
         println!("approval {s} no longer matches its batch: not counted; review again");
     }
+    print_log_warnings(&report);
     if !args.no_compare {
         print!("{}", compare(&store, &key, &schedule).await?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What was found on the log's objects that mailvault never does there (the log was read from
+/// beneath it).
+pub(super) fn print_log_warnings(report: &destroy::DestructionReport) {
+    for w in &report.log_warnings {
+        println!("warning: {w} (run `mailvault verify`)");
+    }
 }
 
 /// Per rule of `schedule`: the records it takes and how their logged retention compares with

@@ -250,6 +250,9 @@ pub struct DestructionReport {
     pub log_size: u64,
     /// Nothing was changed.
     pub dry_run: bool,
+    /// Delete markers and second versions found on log objects, a sentence each: the log was
+    /// read from beneath them, but someone with write access to the store put them there.
+    pub log_warnings: Vec<String>,
 }
 
 impl DestructionReport {
@@ -291,6 +294,7 @@ impl DestructionReport {
             "reviews": self.reviews.iter().map(ReviewOutcome::to_json).collect::<Vec<_>>(),
             "log_size": self.log_size,
             "series": self.series,
+            "log_warnings": self.log_warnings,
         })
     }
 
@@ -517,7 +521,7 @@ async fn replay_of<S: Store>(
     store: &S,
     origin: &str,
     verifier: &NoteVerifier,
-) -> Result<(Replay, RecordLog)> {
+) -> Result<(Replay, RecordLog, Vec<String>)> {
     let read = replay_log(store, origin, verifier).await?;
     if let Some((index, anomaly)) = read.first_anomaly {
         return Err(Error::Conflict(format!(
@@ -525,7 +529,7 @@ async fn replay_of<S: Store>(
              nothing is destroyed from a log with an anomaly; run `mailvault verify`"
         )));
     }
-    Ok((read.replay, read.log.records))
+    Ok((read.replay, read.log.records, read.log.warnings))
 }
 
 /// The approvals that still match their batch, and the names of those that do not.
@@ -612,7 +616,7 @@ pub async fn preview<S: Store>(
     verifier: &NoteVerifier,
     run: &DestructionRun<'_>,
 ) -> Result<DestructionReport> {
-    let (mut replay, _) = replay_of(store, run.origin, verifier).await?;
+    let (mut replay, _, log_warnings) = replay_of(store, run.origin, verifier).await?;
     let (approvals, stale_approvals) = current_approvals(&replay, run.approvals);
     let dispositions = SeriesDispositions::of(run.schedule);
     let (mut reviews, _) =
@@ -626,6 +630,7 @@ pub async fn preview<S: Store>(
         reviews,
         log_size: replay.size(),
         dry_run: true,
+        log_warnings,
         ..DestructionReport::default()
     })
 }
@@ -694,13 +699,14 @@ pub async fn run<S: Store>(
     // records, so the log read next is the one it appends to.
     let mut writer =
         RecordWriter::open(store, run.origin, signer, run.schedule.clone(), run.now).await?;
-    let (mut replay, read_back) = replay_of(store, run.origin, &verifier).await?;
+    let (mut replay, read_back, log_warnings) = replay_of(store, run.origin, &verifier).await?;
     writer.check_same_log(&read_back)?;
     drop(read_back);
     let (approvals, stale_approvals) = current_approvals(&replay, run.approvals);
     let dispositions = SeriesDispositions::of(run.schedule);
     let mut report = DestructionReport {
         stale_approvals,
+        log_warnings,
         ..DestructionReport::default()
     };
 

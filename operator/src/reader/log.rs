@@ -15,7 +15,7 @@ use mailvault_core::lifecycle::{Anomaly, Replay};
 use mailvault_core::log::RecordLog;
 use mailvault_core::note::NoteVerifier;
 use mailvault_core::verify::LogListing;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// The log of an archive as read from its store.
 #[derive(Debug)]
@@ -42,22 +42,161 @@ struct Positions {
     latest: usize,
 }
 
-/// Reads an object that a listing named.
 /// Largest object read under `log/` or `checkpoints/`: a full bundle of the largest entries (a
 /// checkpoint note is far smaller).
 pub(crate) const MAX_LOG_OBJECT_LEN: u64 = mailvault_core::bundle::MAX_BUNDLE_LEN;
 
-pub(crate) async fn fetch<S: Store>(store: &S, key: &str) -> Result<Vec<u8>> {
-    store
-        .get(key, None, MAX_LOG_OBJECT_LEN)
-        .await?
-        .map(|o| o.bytes)
-        .ok_or_else(|| Error::Store {
-            message: format!("{key} was listed but cannot be read"),
-            // A listing can run ahead of a read on an eventually consistent server.
-            retry: crate::Retry::Transient,
-            source: None,
-        })
+/// The log objects of an archive as the versions of `checkpoints/` and `log/` show them, not
+/// the current keys: mailvault writes each log object once and never deletes one, but Object
+/// Lock lets anyone with write access put a delete marker (or a second version) on a locked
+/// object. A reader that went by current keys would then read an older checkpoint and leave
+/// out what was logged since; this one reads the versions beneath, and names what it found.
+#[derive(Debug, Default)]
+pub(crate) struct LogObjects {
+    /// Every key with at least one data version, sorted into bundles and checkpoints.
+    pub listing: LogListing,
+    /// The data versions of each key (one, as mailvault writes them).
+    versions: HashMap<String, Vec<String>>,
+    /// What is not as mailvault leaves it: keys with a delete marker, keys with more than one
+    /// data version.
+    pub findings: Vec<LogObjectFinding>,
+}
+
+/// A log object that is not as mailvault leaves it (someone with write access to the store did
+/// this; a reader reads beneath it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LogObjectFinding {
+    /// A delete marker on `key`; `beneath`: whether a data version is under it.
+    DeleteMarker { key: String, beneath: bool },
+    /// `key` has `versions` data versions.
+    Versions { key: String, versions: usize },
+}
+
+impl LogObjectFinding {
+    /// The key and, in brackets, what is odd about it (what a run reports as unauthenticated).
+    pub(crate) fn short(&self) -> String {
+        match self {
+            Self::DeleteMarker { key, .. } => format!("{key} (delete marker)"),
+            Self::Versions { key, versions } => format!("{key} ({versions} versions)"),
+        }
+    }
+}
+
+impl std::fmt::Display for LogObjectFinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::DeleteMarker { key, beneath } => write!(
+                f,
+                "{key} is hidden behind a delete marker (mailvault never deletes a log object); {}",
+                if *beneath {
+                    "the version beneath it was read"
+                } else {
+                    "there is no version beneath it"
+                }
+            ),
+            Self::Versions { key, versions } => write!(
+                f,
+                "{key} has {versions} versions (mailvault writes a log object once); the one that \
+                 follows the log (for a bundle) or opens with the archive's key (for a \
+                 checkpoint) was read"
+            ),
+        }
+    }
+}
+
+impl LogObjects {
+    /// Lists the versions under `checkpoints/`, then `log/`: a run writing meanwhile adds
+    /// bundles before their checkpoint, so every listed checkpoint's entries are in the bundle
+    /// listing that follows.
+    pub(crate) async fn list<S: Store>(store: &S) -> Result<Self> {
+        let mut listed = store.list_version_ids(CHECKPOINTS_PREFIX).await?;
+        listed.extend(store.list_version_ids(LOG_PREFIX).await?);
+        let mut objects = Self::default();
+        let mut markers: BTreeSet<String> = BTreeSet::new();
+        for (key, version, delete_marker) in listed {
+            if delete_marker {
+                markers.insert(key);
+            } else {
+                objects.versions.entry(key).or_default().push(version);
+            }
+        }
+        for key in markers {
+            let beneath = objects.versions.contains_key(&key);
+            objects
+                .findings
+                .push(LogObjectFinding::DeleteMarker { key, beneath });
+        }
+        let mut rewritten: Vec<LogObjectFinding> = objects
+            .versions
+            .iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(k, v)| LogObjectFinding::Versions {
+                key: k.clone(),
+                versions: v.len(),
+            })
+            .collect();
+        rewritten.sort_by_key(LogObjectFinding::short);
+        objects.findings.extend(rewritten);
+        let mut keys: Vec<&String> = objects.versions.keys().collect();
+        keys.sort();
+        objects.listing = LogListing::from_keys(keys.into_iter().map(String::as_str));
+        Ok(objects)
+    }
+
+    /// The data versions of `key` (nearly always one).
+    pub(crate) fn versions(&self, key: &str) -> &[String] {
+        self.versions.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// Sentences for what [`Self::findings`] holds.
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        self.findings.iter().map(ToString::to_string).collect()
+    }
+
+    /// The keys of the bundle objects the log is read from, in order.
+    pub(crate) fn bundle_keys(&self) -> Vec<String> {
+        bundle_keys(&self.listing).map(|(_, k)| k.clone()).collect()
+    }
+
+    /// The bytes of every data version of `key` (nearly always one).
+    pub(crate) async fn fetch<S: Store>(&self, store: &S, key: &str) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for version in self.versions.get(key).into_iter().flatten() {
+            let bytes = store
+                .get(key, Some(version), MAX_LOG_OBJECT_LEN)
+                .await?
+                .map(|o| o.bytes)
+                .ok_or_else(|| Error::Store {
+                    message: format!("version {version} of {key} was listed but cannot be read"),
+                    // A listing can run ahead of a read on an eventually consistent server.
+                    retry: crate::Retry::Transient,
+                    source: None,
+                })?;
+            out.push(bytes);
+        }
+        Ok(out)
+    }
+}
+
+/// Appends the version of a bundle that follows the log (`versions`: every data version of its
+/// key, nearly always one) and returns its entries; if none follows, the first one's error.
+pub(crate) fn push_bundle_version(
+    records: &mut RecordLog,
+    versions: &[Vec<u8>],
+) -> Result<Vec<Entry>> {
+    let mut first_error = None;
+    for bytes in versions {
+        match records.check_bundle(bytes) {
+            Ok(_) => return records.push_bundle(bytes).map_err(|e| damaged(&e)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(match first_error {
+        Some(e) => damaged(&e),
+        None => damaged(&"a listed bundle has no version to read"),
+    })
 }
 
 impl StoredLog {
@@ -167,6 +306,9 @@ pub struct ReadLog {
     pub head: Option<SignedHead>,
     /// The note of that checkpoint.
     pub head_note: Option<String>,
+    /// Delete markers and second versions found on log objects, a sentence each: the log was
+    /// read from beneath them, but someone with write access to the store put them there.
+    pub warnings: Vec<String>,
 }
 
 /// Reads the log of the archive `origin` one bundle at a time (a few read ahead), checks each
@@ -183,25 +325,18 @@ pub async fn read_entries<S: Store>(
     key: &NoteVerifier,
     mut each: impl FnMut(Entry) -> Result<()>,
 ) -> Result<ReadLog> {
-    // Checkpoints listed first: a run writing meanwhile adds bundles before their checkpoint,
-    // so every listed checkpoint's entries are in the bundle listing that follows.
-    let mut keys = store.list_keys(CHECKPOINTS_PREFIX).await?;
-    keys.extend(store.list_keys(LOG_PREFIX).await?);
-    let listing = LogListing::from_keys(keys.iter().map(String::as_str));
-    drop(keys);
-    // Owned keys: a stream of futures borrowing `&String` is not provably `Send` (the operator
-    // runs this on a multi-threaded runtime).
-    let bundle_keys: Vec<String> = bundle_keys(&listing).map(|(_, k)| k.clone()).collect();
-    let mut bundles = futures::stream::iter(bundle_keys)
-        .map(|k| async move { fetch(store, &k).await })
+    let objects = LogObjects::list(store).await?;
+    let objects = &objects;
+    let mut bundles = futures::stream::iter(objects.bundle_keys())
+        .map(|k| async move { objects.fetch(store, &k).await })
         .buffered(BUNDLES_IN_FLIGHT);
     let mut records = RecordLog::new();
-    while let Some(bundle) = bundles.next().await {
-        for entry in records.push_bundle(&bundle?).map_err(|e| damaged(&e))? {
+    while let Some(versions) = bundles.next().await {
+        for entry in push_bundle_version(&mut records, &versions?)? {
             each(entry)?;
         }
     }
-    let (head, head_note) = match newest_checkpoint(store, &listing, origin, key).await? {
+    let (head, head_note) = match newest_checkpoint(store, objects, origin, key).await? {
         None => (None, None),
         Some((head, note)) => {
             if records.root_at(head.size) != Some(head.root) {
@@ -217,6 +352,7 @@ pub async fn read_entries<S: Store>(
         records,
         head,
         head_note,
+        warnings: objects.warnings(),
     })
 }
 
@@ -263,15 +399,17 @@ pub async fn replay_log<S: Store>(
 /// and each read is a round trip to the store.
 const BUNDLES_IN_FLIGHT: usize = 8;
 
-/// The newest checkpoint the listing names, opened with `key`: its head and its note. A newest
-/// checkpoint that does not open is damage, not a reason to fall back on an older one.
+/// The newest checkpoint among the log objects, opened with `key`: its head and its note. A
+/// newest checkpoint none of whose versions opens is damage, not a reason to fall back on an
+/// older one; two versions that open with different roots are a fork.
 pub(crate) async fn newest_checkpoint<S: Store>(
     store: &S,
-    listing: &LogListing,
+    objects: &LogObjects,
     origin: &str,
     key: &NoteVerifier,
 ) -> Result<Option<(SignedHead, String)>> {
-    let newest = listing
+    let newest = objects
+        .listing
         .checkpoints
         .iter()
         .filter_map(|k| parse_checkpoint_key(k))
@@ -279,16 +417,44 @@ pub(crate) async fn newest_checkpoint<S: Store>(
     let Some(size) = newest else {
         return Ok(None);
     };
-    let note = fetch(store, &checkpoint_key(size)).await?;
-    let cp = Checkpoint::open(&note, std::slice::from_ref(key), Some(origin))
-        .map_err(|e| damaged(&e))?;
-    Ok(Some((
-        SignedHead {
-            size: cp.size,
-            root: cp.root,
-        },
-        String::from_utf8_lossy(&note).into_owned(),
-    )))
+    let mut opened: Option<(SignedHead, String)> = None;
+    let mut first_error = None;
+    for note in objects.fetch(store, &checkpoint_key(size)).await? {
+        match Checkpoint::open(&note, std::slice::from_ref(key), Some(origin)) {
+            Ok(cp) if cp.size != size => {
+                first_error.get_or_insert(format!(
+                    "{} signs size {}",
+                    checkpoint_key(size),
+                    cp.size
+                ));
+            }
+            Ok(cp) => match &opened {
+                Some((head, _)) if head.root != cp.root => {
+                    return Err(damaged(&format!(
+                        "two checkpoints of size {size} with different roots are signed by this \
+                         archive's key (a fork)"
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    let head = SignedHead {
+                        size: cp.size,
+                        root: cp.root,
+                    };
+                    opened = Some((head, String::from_utf8_lossy(&note).into_owned()));
+                }
+            },
+            Err(e) => {
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    match opened {
+        Some(head) => Ok(Some(head)),
+        None => Err(damaged(&first_error.unwrap_or_else(|| {
+            "the newest checkpoint has no version to read".into()
+        }))),
+    }
 }
 
 /// The key of the object each bundle index is read from: the full bundle, else the widest

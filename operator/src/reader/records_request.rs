@@ -13,7 +13,7 @@
 //! instead and the edit reported. An index of an older record, whose entry holds no hash, can
 //! still hide it unless the search reads every record (`read_records`).
 
-use super::log::{bundle_keys, damaged, fetch, newest_checkpoint};
+use super::log::{LogObjects, damaged, newest_checkpoint, push_bundle_version};
 use super::{ExportedRecord, export_logged};
 use crate::lifecycle::facts::{self, Envelope};
 use crate::spool::Spool;
@@ -22,7 +22,7 @@ use crate::{Error, Result};
 use futures::StreamExt as _;
 use mailvault_core::checkpoint::{Checkpoint, SignedHead};
 use mailvault_core::entry::{Entry, EntryBody};
-use mailvault_core::layout::{CHECKPOINTS_PREFIX, LOG_PREFIX, index_key};
+use mailvault_core::layout::index_key;
 use mailvault_core::lifecycle::holds::RecordFacts;
 use mailvault_core::log::RecordLog;
 use mailvault_core::note::{NoteSigner, NoteVerifier};
@@ -30,7 +30,6 @@ use mailvault_core::proof::ProofBundle;
 use mailvault_core::records_request::{
     ExportManifest, HeaderIndex, MAX_INDEX_LEN, ManifestRecord, RecordQuery, no_index_sha256,
 };
-use mailvault_core::verify::LogListing;
 use mailvault_core::{Hash, UnixTime};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -61,11 +60,11 @@ pub struct Found {
     /// such a tombstone is not the run's: nothing vouches for it, the signed log keeps the
     /// record, and it is exported.
     pub tombstone_unsigned: Vec<String>,
-    /// Keys under `checkpoints/` and `log/` with a delete marker. mailvault never deletes a log
-    /// object, and Object Lock allows markers on locked ones: markers over the newest
-    /// checkpoints and bundles make a search (which reads current keys) run against an older
-    /// checkpoint and leave out what was logged since.
-    pub hidden_log_objects: Vec<String>,
+    /// Delete markers and second versions on log objects, a sentence each. mailvault never
+    /// deletes or rewrites a log object, but Object Lock allows markers and new versions on
+    /// locked ones: the search read the versions beneath (so markers over the newest
+    /// checkpoints do not roll it back), and names them.
+    pub log_warnings: Vec<String>,
     origin: String,
     records: RecordLog,
     head: Option<(SignedHead, String)>,
@@ -128,22 +127,10 @@ pub async fn search<S: Store>(
     query: &RecordQuery,
     read_records: bool,
 ) -> Result<Found> {
-    // Checkpoints listed first: a run writing meanwhile adds bundles before their checkpoint,
-    // so every listed checkpoint's entries are in the bundle listing that follows.
-    let mut keys = store.list_keys(CHECKPOINTS_PREFIX).await?;
-    keys.extend(store.list_keys(LOG_PREFIX).await?);
-    let listing = LogListing::from_keys(keys.iter().map(String::as_str));
-    let mut hidden_log_objects = Vec::new();
-    for prefix in [CHECKPOINTS_PREFIX, LOG_PREFIX] {
-        for (key, _, delete_marker) in store.list_version_ids(prefix).await? {
-            if delete_marker {
-                hidden_log_objects.push(key);
-            }
-        }
-    }
-    let bundle_keys: Vec<String> = bundle_keys(&listing).map(|(_, k)| k.clone()).collect();
-    let mut bundles = futures::stream::iter(bundle_keys)
-        .map(|k| async move { fetch(store, &k).await })
+    let objects = LogObjects::list(store).await?;
+    let objects = &objects;
+    let mut bundles = futures::stream::iter(objects.bundle_keys())
+        .map(|k| async move { objects.fetch(store, &k).await })
         .buffered(8);
     let mut found = Found {
         matched: Vec::new(),
@@ -152,23 +139,20 @@ pub async fn search<S: Store>(
         index_edited: Vec::new(),
         index_refused: Vec::new(),
         tombstone_unsigned: Vec::new(),
-        hidden_log_objects,
+        log_warnings: objects.warnings(),
         origin: origin.to_owned(),
         records: RecordLog::new(),
         head: None,
         dictionaries: HashMap::new(),
     };
     // The newest checkpoint first: a tombstone after it is not yet vouched for.
-    found.head = newest_checkpoint(store, &listing, origin, key).await?;
+    found.head = newest_checkpoint(store, objects, origin, key).await?;
     let mut selection = Selection {
         signed: found.head.as_ref().map_or(0, |(h, _)| h.size),
         ..Selection::default()
     };
-    while let Some(bundle) = bundles.next().await {
-        let entries = found
-            .records
-            .push_bundle(&bundle?)
-            .map_err(|e| damaged(&e))?;
+    while let Some(versions) = bundles.next().await {
+        let entries = push_bundle_version(&mut found.records, &versions?)?;
         // Ingests and tombstones, in log order: an ingest always comes before its tombstone.
         let mut judged_entries = Vec::new();
         for entry in entries {

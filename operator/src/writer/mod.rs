@@ -27,9 +27,9 @@ use futures::StreamExt as _;
 use mailvault_core::checkpoint::CheckpointSigner;
 use mailvault_core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
 use mailvault_core::layout::{
-    CHECKPOINTS_PREFIX, DICTIONARIES_PREFIX, LOG_PREFIX, RECORDS_PREFIX, RUN_MARKER_KEY,
-    checkpoint_key, dictionary_key, index_key, parse_checkpoint_key, parse_dictionary_key,
-    record_id_of, record_key,
+    CHECKPOINTS_PREFIX, DICTIONARIES_PREFIX, RECORDS_PREFIX, RUN_MARKER_KEY, checkpoint_key,
+    dictionary_key, index_key, parse_checkpoint_key, parse_dictionary_key, record_id_of,
+    record_key,
 };
 use mailvault_core::log::RecordLog;
 use mailvault_core::mac::{MacKey, MacKind};
@@ -563,8 +563,8 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     /// so that a delete marker cannot rewind the signer: every data version at least as large
     /// as the listed head is opened with the key; the largest valid one is the head. Refuses
     /// two valid checkpoints of one size with different roots (a fork), and a head the stored
-    /// log does not reach or does not match (log objects hidden). Delete markers over
-    /// checkpoints and versions that do not open are reported, never trusted.
+    /// log does not reach or does not match (log objects hidden). Versions that do not open
+    /// are reported, never trusted (delete markers are reported when the log is opened).
     async fn newest_from_versions(
         store: &S,
         log: &mut StoredLog,
@@ -578,9 +578,8 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             let Some(size) = parse_checkpoint_key(&key) else {
                 continue;
             };
-            if delete_marker {
-                summary.report_unauthenticated(&format!("{key} (delete marker)"));
-            } else if size >= listed {
+            // Delete markers were reported when the log was opened (and read beneath).
+            if !delete_marker && size >= listed {
                 candidates.push((size, key, version));
             }
         }
@@ -659,10 +658,8 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         if log.records.size() <= signed {
             return Ok(());
         }
-        let keys = store.list_keys(LOG_PREFIX).await?;
-        let listing =
-            mailvault_core::verify::LogListing::from_keys(keys.iter().map(String::as_str));
-        for (index, group) in &listing.bundles {
+        let objects = crate::reader::log::LogObjects::list(store).await?;
+        for (index, group) in &objects.listing.bundles {
             // The object the log was read from: the full bundle, else the widest partial.
             let Some(key) = group
                 .full
@@ -678,14 +675,17 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             if end <= signed {
                 continue;
             }
-            let object = store
-                .get(key, None, mailvault_core::bundle::MAX_BUNDLE_LEN)
-                .await?;
-            if !object.is_some_and(|o| trust::authentic(mac, MacKind::Bundle, key, &o)) {
-                return Err(Error::Conflict(format!(
-                    "{key} holds log entries after the newest signed checkpoint (size {signed}) that \
-                     this writer did not write (no valid MAC); nothing was signed; run `mailvault verify`"
-                )));
+            // Every version (a delete marker hides nothing): the writer writes each once.
+            for version in objects.versions(key) {
+                let object = store
+                    .get(key, Some(version), mailvault_core::bundle::MAX_BUNDLE_LEN)
+                    .await?;
+                if !object.is_some_and(|o| trust::authentic(mac, MacKind::Bundle, key, &o)) {
+                    return Err(Error::Conflict(format!(
+                        "{key} holds log entries after the newest signed checkpoint (size {signed}) that \
+                         this writer did not write (no valid MAC); nothing was signed; run `mailvault verify`"
+                    )));
+                }
             }
         }
         Ok(())

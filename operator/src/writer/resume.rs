@@ -12,20 +12,21 @@
 //! the whole log instead, as it always did.
 
 use super::trust;
-use crate::Result;
 use crate::reader::StoredLog;
-use crate::reader::log::{bundle_keys, damaged, fetch, newest_checkpoint};
+use crate::reader::log::{
+    LogObjects, bundle_keys, damaged, newest_checkpoint, push_bundle_version,
+};
 use crate::store::Store;
+use crate::{Error, Result};
 use futures::StreamExt as _;
-use mailvault_core::bundle::{BUNDLE_WIDTH, decode_bundle};
-use mailvault_core::entry::{Entry, EntryBody, RecordId};
-use mailvault_core::layout::{CHECKPOINTS_PREFIX, LOG_PREFIX, RESUME_KEY};
+use mailvault_core::bundle::BUNDLE_WIDTH;
+use mailvault_core::entry::{EntryBody, RecordId};
+use mailvault_core::layout::RESUME_KEY;
 use mailvault_core::log::RecordLog;
 use mailvault_core::mac::{MacKey, MacKind};
 use mailvault_core::merkle::CompactRange;
 use mailvault_core::note::NoteVerifier;
 use mailvault_core::resume::{IdFilter, IdKey, ResumeState};
-use mailvault_core::verify::LogListing;
 use std::collections::HashSet;
 
 /// Bundles read at once.
@@ -89,24 +90,28 @@ impl KnownIds {
             entries = edge,
             "reading the log's record ids before the resume edge (a message may be archived already)"
         );
-        let keys = store.list_keys(LOG_PREFIX).await?;
-        let listing = LogListing::from_keys(keys.iter().map(String::as_str));
-        let keys: Vec<String> = bundle_keys(&listing)
+        // The versions, not the current keys: a delete marker must not hide an id (the run
+        // would store and log the message again).
+        let objects = LogObjects::list(store).await?;
+        let objects = &objects;
+        let keys: Vec<String> = bundle_keys(&objects.listing)
             .filter(|(index, _)| index * BUNDLE_WIDTH < edge)
             .map(|(_, k)| k.clone())
             .collect();
         let mut bundles = futures::stream::iter(keys)
-            .map(|k| async move { fetch(store, &k).await })
+            .map(|k| async move { objects.fetch(store, &k).await })
             .buffered(READ_AHEAD);
-        let mut read = 0u64;
-        while let Some(bundle) = bundles.next().await {
-            let bundle: Vec<u8> = bundle?;
-            for bytes in decode_bundle(&bundle).map_err(|e| damaged(&e))? {
-                if read >= edge {
-                    break;
-                }
-                read += 1;
-                let entry = Entry::decode(bytes).map_err(|e| damaged(&e))?;
+        // Chain-checked from the first entry and matched against the edge the resume state
+        // signs (its MAC): an id planted in a second version of an old bundle must not make
+        // the run skip a message as archived.
+        let mut records = RecordLog::new();
+        while let Some(versions) = bundles.next().await {
+            let entries = push_bundle_version(&mut records, &versions?).map_err(|e| {
+                Error::Conflict(format!(
+                    "reading the entries before the log's resume edge at {edge}: {e}"
+                ))
+            })?;
+            for entry in entries {
                 match entry.body {
                     EntryBody::Ingest { .. } => {
                         self.exact.insert(entry.record);
@@ -118,9 +123,10 @@ impl KnownIds {
                 }
             }
         }
-        if read != edge {
+        if records.size() != edge || records.root() != self.state.edge.root() {
             return Err(damaged(&format!(
-                "the log holds {read} entries before its resume edge at {edge}"
+                "the log's {} entries before its resume edge at {edge} are not the ones the resume state was made from",
+                records.size()
             )));
         }
         self.complete = true;
@@ -180,10 +186,13 @@ pub(crate) async fn open_log<S: Store>(
     mac: &MacKey,
     unauthenticated: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Opened> {
-    let mut keys = store.list_keys(LOG_PREFIX).await?;
-    keys.extend(store.list_keys(CHECKPOINTS_PREFIX).await?);
-    let listing = LogListing::from_keys(keys.iter().map(String::as_str));
-    let head = newest_checkpoint(store, &listing, origin, key).await?;
+    // The versions, not the current keys: a delete marker over the newest checkpoint or
+    // bundles must not rewind the writer (it would log again what is logged, on a fork).
+    let objects = LogObjects::list(store).await?;
+    for finding in &objects.findings {
+        unauthenticated(&finding.short());
+    }
+    let head = newest_checkpoint(store, &objects, origin, key).await?;
     let signed = head.as_ref().map_or(0, |(h, _)| h.size);
     // The filter's bytes in base64 and the tree's peaks.
     let max_len = mailvault_core::resume::MAX_FILTER_BYTES * 2;
@@ -204,7 +213,7 @@ pub(crate) async fn open_log<S: Store>(
         },
     };
     if let Some(state) = state {
-        match read_from(store, &listing, origin, head.clone(), state).await {
+        match read_from(store, &objects, origin, head.clone(), state).await {
             Ok(opened) => return Ok(opened),
             Err(e) => {
                 tracing::warn!(error = %e, "the resume state does not fit the log; reading the whole log");
@@ -212,7 +221,7 @@ pub(crate) async fn open_log<S: Store>(
             }
         }
     }
-    let mut opened = read_from(store, &listing, origin, head, ResumeState::new()).await?;
+    let mut opened = read_from(store, &objects, origin, head, ResumeState::new()).await?;
     opened.known.complete = true;
     Ok(opened)
 }
@@ -221,13 +230,13 @@ pub(crate) async fn open_log<S: Store>(
 /// newest checkpoint.
 async fn read_from<S: Store>(
     store: &S,
-    listing: &LogListing,
+    objects: &LogObjects,
     origin: &str,
     head: Option<(mailvault_core::checkpoint::SignedHead, String)>,
     state: ResumeState,
 ) -> Result<Opened> {
     let edge = state.edge.size();
-    let keys: Vec<String> = bundle_keys(listing)
+    let keys: Vec<String> = bundle_keys(&objects.listing)
         .filter(|(index, _)| index * BUNDLE_WIDTH >= edge)
         .map(|(_, k)| k.clone())
         .collect();
@@ -249,11 +258,10 @@ async fn read_from<S: Store>(
     // One bundle at a time (a few read ahead): a whole log read this way holds its tree and
     // its ids, not its bytes.
     let mut bundles = futures::stream::iter(keys)
-        .map(|k| async move { fetch(store, &k).await })
+        .map(|k| async move { objects.fetch(store, &k).await })
         .buffered(READ_AHEAD);
-    while let Some(bundle) = bundles.next().await {
-        let bundle: Vec<u8> = bundle?;
-        for entry in records.push_bundle(&bundle).map_err(|e| damaged(&e))? {
+    while let Some(versions) = bundles.next().await {
+        for entry in push_bundle_version(&mut records, &versions?)? {
             match &entry.body {
                 EntryBody::Ingest { .. } => known.logged(entry.index, &entry.record),
                 EntryBody::Dictionary { stored_sha256, .. } => {
@@ -377,7 +385,7 @@ mod tests {
         // One archived long ago may be in the filter: the run reads the ids before the edge,
         // and here they are gone.
         let err = fresh.write(message(3), NOW).await.unwrap_err().to_string();
-        assert!(err.contains("before its resume edge at 512"), "{err}");
+        assert!(err.contains("resume edge at 512"), "{err}");
         drop(fresh);
 
         for (from, to) in hidden {
