@@ -146,9 +146,20 @@ pub fn log_lock_until(now: UnixTime) -> UnixTime {
 /// its true retain-until but locked until then: enough for the PUT to reach the server (the
 /// `Date` header the skew was measured from has one-second resolution). Any later retain-until
 /// is the lock date itself, so a record kept `PT5S` is destroyable 5 seconds later, when the
-/// log says so. A PUT retried after this lead has passed is refused by the server and the run
-/// fails; the next run stores the record again with a new lead.
+/// log says so. The lead counts from when the record's PUT starts, not from when its message was
+/// taken (it may wait seconds behind stores in flight). A PUT retried after this lead has
+/// passed is refused by the server and the run fails; the next run stores the record again
+/// with a new lead.
 const MIN_LOCK_AHEAD_SECS: i64 = 2;
+
+/// `now` (when the message was taken, at `taken`) moved on by the time since, rounded up: the
+/// lock date is set as of the PUT, since a record waits in the pipeline (behind stores in
+/// flight, compression, a slow server) for longer than the lead a record whose retention has
+/// ended, or ends within seconds, is locked with.
+fn as_of(now: UnixTime, taken: std::time::Instant) -> UnixTime {
+    let waited = i64::try_from(taken.elapsed().as_secs()).unwrap_or(i64::MAX);
+    UnixTime(now.0.saturating_add(waited).saturating_add(1))
+}
 
 /// The Object Lock date of a record kept until `retain_until`, archived (or extended) at `now` (this
 /// machine's clock), with the server's clock `server_ahead_secs` ahead of it (the preflight's
@@ -914,6 +925,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let compression = self.compression.clone();
         let mac = self.mac.clone();
         let server_ahead = self.info.server_clock_ahead_secs;
+        let taken = std::time::Instant::now();
         let job = async move {
             let SourceMessage {
                 folder,
@@ -932,7 +944,6 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             } = crate::lifecycle::classify_body(schedule, &body, &folder, internal_date, now)
                 .await?;
             let retain_until = classification.retain_until;
-            let lock_until = lock_until(retain_until, now, server_ahead);
             let series = classification.series.clone();
             let original_commitment = commitment_from_digest(&salt, &content_sha256);
             // Compression and the stored hash are CPU work (and file I/O for a spooled
@@ -961,6 +972,7 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             let stored_size = stored.len();
             let object_key = record_key(id.as_str());
             trust::seal_sidecar(&mac, &object_key, &mut sidecar, &stored_sha256, stored_size);
+            let lock_until = lock_until(retain_until, as_of(now, taken), server_ahead);
             let started = std::time::Instant::now();
             let object_version = store
                 .put_record(RecordPut {
