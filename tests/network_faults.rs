@@ -405,6 +405,40 @@ async fn a_put_whose_answer_is_lost_is_stored_once_and_logged_once() {
     assert!(versions.values().all(|&v| v == 1), "{versions:?}");
 }
 
+/// A record PUT refused because its lock date is no longer in the future (what AWS and
+/// versitygw answer when a PUT reaches a loaded server after the few seconds' lead a record
+/// whose retention has ended is locked with): sent again with a later date, the run goes on,
+/// and each record is stored once, locked at least as long as its retention.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_date_refused_as_past_is_sent_again_later() {
+    let mut case = Case::new("net-s3-past-lock").await;
+    for n in 0..4 {
+        case.seed("INBOX", message(n, 800));
+    }
+    let mut records = 0;
+    let proxy = FaultProxy::http(&case.s3(), move |r| {
+        if record_put(r) {
+            records += 1;
+            // The first record's first two attempts, and the third record's first.
+            return matches!(records, 1 | 2 | 4).then_some(HttpFault::Refuse {
+                status: 400,
+                code: "InvalidArgument",
+                message: "The retain until date must be in the future!",
+            });
+        }
+        None
+    })
+    .await;
+    let out = case.archive(case.imaps_port(), &proxy.url(), &[]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(proxy.injected(), 3);
+    drop(proxy);
+    case.assert_converged();
+    let versions = case.record_versions().await;
+    assert_eq!(versions.len(), 4);
+    assert!(versions.values().all(|&v| v == 1), "{versions:?}");
+}
+
 /// Whether `r` reads a record's metadata (HEAD of an object under `records/`).
 fn record_head(r: &Request) -> bool {
     r.method == "HEAD" && r.path().contains("/records/")

@@ -54,6 +54,16 @@ pub enum HttpFault {
         /// S3 error code (`InternalError`, `SlowDown`).
         code: &'static str,
     },
+    /// Read, not forwarded; answered with this status, S3 error code and message, then closed
+    /// (a refusal the server gives in its own words).
+    Refuse {
+        /// HTTP status (400).
+        status: u16,
+        /// S3 error code (`InvalidArgument`).
+        code: &'static str,
+        /// The error's message.
+        message: &'static str,
+    },
     /// The head and half of the body forwarded, then both sides reset.
     ResetMidBody,
     /// Forwarded whole; the server's answer is read and thrown away and the client's
@@ -76,6 +86,11 @@ impl std::fmt::Debug for HttpFault {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Answer { status, code } => write!(f, "Answer({status} {code})"),
+            Self::Refuse {
+                status,
+                code,
+                message,
+            } => write!(f, "Refuse({status} {code}: {message})"),
             Self::ResetMidBody => f.write_str("ResetMidBody"),
             Self::LoseAnswer => f.write_str("LoseAnswer"),
             Self::RewriteAnswerHead(_) => f.write_str("RewriteAnswerHead"),
@@ -427,21 +442,17 @@ async fn pipe_http(
             shared.injected.fetch_add(1, Ordering::SeqCst);
             return match fault {
                 HttpFault::Answer { status, code } => {
-                    let reason = if status == 503 {
-                        "Slow Down"
-                    } else {
-                        "Internal Server Error"
-                    };
-                    let xml = format!(
-                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the fault proxy</Message></Error>"
-                    );
-                    let answer = format!(
-                        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
-                        xml.len()
-                    );
                     let mut w = client_write.lock().await;
-                    let _ = w.write_all(answer.as_bytes()).await;
-                    let _ = w.shutdown().await;
+                    error_answer(&mut *w, status, code, "injected by the fault proxy").await;
+                    End::Closed
+                }
+                HttpFault::Refuse {
+                    status,
+                    code,
+                    message,
+                } => {
+                    let mut w = client_write.lock().await;
+                    error_answer(&mut *w, status, code, message).await;
                     End::Closed
                 }
                 HttpFault::ResetMidBody => {
@@ -628,4 +639,27 @@ async fn read_request(
         head: text.clone(),
     };
     Some((head, body, request))
+}
+
+/// Writes an S3 error answer (`status`, `code`, `message`) and closes the connection.
+async fn error_answer(
+    w: &mut (impl tokio::io::AsyncWrite + Unpin),
+    status: u16,
+    code: &str,
+    message: &str,
+) {
+    let reason = match status {
+        503 => "Slow Down",
+        400 => "Bad Request",
+        _ => "Internal Server Error",
+    };
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    );
+    let answer = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+        xml.len()
+    );
+    let _ = w.write_all(answer.as_bytes()).await;
+    let _ = w.shutdown().await;
 }

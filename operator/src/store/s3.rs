@@ -10,6 +10,7 @@ use super::{ObjectDigest, ObjectMetadata, PieceSink, RecordPut, Store, StoreInfo
 use crate::spool::Body;
 use crate::{Error, Result, Retry};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
     ChecksumAlgorithm, ChecksumMode, ObjectLockEnabled, ObjectLockLegalHoldStatus, ObjectLockMode,
@@ -655,6 +656,87 @@ fn clock_skew_error(endpoint: &str, skew_secs: i64) -> Option<Error> {
     )))
 }
 
+/// How much later each retry of a record PUT refused for a lock date in the past sets the
+/// date (from this machine's clock; the last covers the largest clock skew a run accepts).
+const PAST_LOCK_DATE_LEADS: [i64; 3] = [10, 60, MAX_CLOCK_SKEW_SECS + 60];
+
+/// Whether S3 refused a PUT because its Object Lock date is not in the future (AWS and
+/// versitygw: `InvalidArgument`, "The retain until date must be in the future!").
+fn is_past_lock_date<E: ProvideErrorMetadata>(e: &SdkError<E>) -> bool {
+    match e {
+        SdkError::ServiceError(s) => {
+            s.err().code() == Some("InvalidArgument")
+                && s.err().message().is_some_and(|m| {
+                    let m = m.to_ascii_lowercase();
+                    m.contains("retain until date") && m.contains("future")
+                })
+        }
+        _ => false,
+    }
+}
+
+/// A record's body, as a PUT can send it again.
+enum PutBody {
+    Memory(bytes::Bytes),
+    File(std::path::PathBuf),
+}
+
+impl PutBody {
+    async fn stream(&self, full: &str) -> Result<ByteStream> {
+        match self {
+            Self::Memory(bytes) => Ok(ByteStream::from(bytes.clone())),
+            Self::File(path) => ByteStream::from_path(path).await.map_err(|e| {
+                Error::store(format!(
+                    "S3 PutObject {full}: cannot read {}: {e}",
+                    path.display()
+                ))
+            }),
+        }
+    }
+}
+
+impl S3Store {
+    /// One conditional, locked PUT of a record (the SDK retries transient failures itself).
+    async fn put_record_once(
+        &self,
+        full: &str,
+        body: ByteStream,
+        sha256: Hash,
+        sidecar: &ObjectMetadata,
+        lock_date: UnixTime,
+        size: u64,
+    ) -> std::result::Result<PutObjectOutput, SdkError<PutObjectError>> {
+        // If-None-Match: a record is written once. When S3 stored a PUT but its answer was
+        // lost (a reset, a time-out), the SDK sends the PUT again: without the condition that
+        // would store a second locked version nobody can delete and no log entry names.
+        let mut req = self
+            .checked_put(full, body, &sha256)
+            .if_none_match("*")
+            .object_lock_mode(ObjectLockMode::Compliance)
+            .object_lock_retain_until_date(to_datetime(lock_date))
+            .content_type("application/zstd");
+        for (k, v) in sidecar {
+            req = req.metadata(k, v);
+        }
+        // The signed x-amz-checksum-sha256 header already binds the body (the server checks it),
+        // so the SigV4 payload hash would be a second SHA-256 pass on both sides for nothing.
+        let read_timeout = self.timeout
+            + std::time::Duration::from_secs(PUT_SECONDS_PER_MIB * size.div_ceil(1 << 20));
+        req.customize()
+            .config_override(
+                aws_sdk_s3::Config::builder().timeout_config(
+                    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                        .connect_timeout(self.timeout.min(std::time::Duration::from_secs(10)))
+                        .read_timeout(read_timeout)
+                        .build(),
+                ),
+            )
+            .disable_payload_signing()
+            .send()
+            .await
+    }
+}
+
 impl Store for S3Store {
     async fn preflight(&self) -> Result<StoreInfo> {
         // GetObjectLockConfiguration answers both questions: Object Lock can only be enabled
@@ -715,66 +797,52 @@ impl Store for S3Store {
         // (and any retry) is done.
         let size = put.body.len();
         let (body, _spooled) = match put.body {
-            Body::Memory(bytes) => (ByteStream::from(bytes), None),
+            Body::Memory(bytes) => (PutBody::Memory(bytes::Bytes::from(bytes)), None),
             // Streamed from the file (and opened again if a retry needs it), so a large record
             // is never held in memory.
-            Body::File(file) => (
-                ByteStream::from_path(file.path()).await.map_err(|e| {
-                    Error::store(format!(
-                        "S3 PutObject {full}: cannot read {}: {e}",
-                        file.path().display()
-                    ))
-                })?,
-                Some(file),
-            ),
+            Body::File(file) => (PutBody::File(file.path().to_owned()), Some(file)),
         };
-        // If-None-Match: a record is written once. When S3 stored a PUT but its answer was
-        // lost (a reset, a time-out), the SDK sends the PUT again: without the condition that
-        // would store a second locked version nobody can delete and no log entry names.
-        let mut req = self
-            .checked_put(&full, body, &put.sha256)
-            .if_none_match("*")
-            .object_lock_mode(ObjectLockMode::Compliance)
-            .object_lock_retain_until_date(to_datetime(put.retain_until))
-            .content_type("application/zstd");
-        for (k, v) in put.sidecar {
-            req = req.metadata(k, v);
-        }
-        // The signed x-amz-checksum-sha256 header already binds the body (the server checks it),
-        // so the SigV4 payload hash would be a second SHA-256 pass on both sides for nothing.
-        let read_timeout = self.timeout
-            + std::time::Duration::from_secs(PUT_SECONDS_PER_MIB * size.div_ceil(1 << 20));
-        let version = match req
-            .customize()
-            .config_override(
-                aws_sdk_s3::Config::builder().timeout_config(
-                    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-                        .connect_timeout(self.timeout.min(std::time::Duration::from_secs(10)))
-                        .read_timeout(read_timeout)
-                        .build(),
-                ),
-            )
-            .disable_payload_signing()
-            .send()
-            .await
-        {
-            Ok(out) => {
-                let sent = checksum_header(&put.sha256);
-                if let Some(reported) = out.checksum_sha256()
-                    && reported != sent
-                {
-                    return Err(self.checksum_lie("PutObject", &full, reported, &sent));
+        let mut lock_date = put.retain_until;
+        let mut refusals = 0;
+        let version = loop {
+            match self
+                .put_record_once(
+                    &full,
+                    body.stream(&full).await?,
+                    put.sha256,
+                    put.sidecar,
+                    lock_date,
+                    size,
+                )
+                .await
+            {
+                Ok(out) => {
+                    let sent = checksum_header(&put.sha256);
+                    if let Some(reported) = out.checksum_sha256()
+                        && reported != sent
+                    {
+                        return Err(self.checksum_lie("PutObject", &full, reported, &sent));
+                    }
+                    break out.version_id().map(str::to_owned).ok_or_else(|| {
+                        Error::store(format!(
+                            "S3 PutObject {full}: no version id in the answer (is versioning on?)"
+                        ))
+                    })?;
                 }
-                out.version_id().map(str::to_owned).ok_or_else(|| {
-                    Error::store(format!(
-                        "S3 PutObject {full}: no version id in the answer (is versioning on?)"
-                    ))
-                })?
+                // A lock date that passed while the PUT waited (a record whose retention has
+                // ended is locked only seconds ahead, and a loaded server can take longer to
+                // get to it): sent again with a later date, which only locks it longer.
+                Err(e) if is_past_lock_date(&e) && refusals < PAST_LOCK_DATE_LEADS.len() => {
+                    let from = lock_date.max(crate::unix_now());
+                    lock_date = UnixTime(from.0.saturating_add(PAST_LOCK_DATE_LEADS[refusals]));
+                    refusals += 1;
+                    tracing::warn!(key = %full, lock_until = %lock_date, "S3 refused a lock date that had passed; storing with a later one");
+                }
+                Err(e) if matches!(code(&e), Some("PreconditionFailed")) => {
+                    break self.version_put_before(&full, put.sidecar).await?;
+                }
+                Err(e) => return Err(s3_error("PutObject", &full, e)),
             }
-            Err(e) if matches!(code(&e), Some("PreconditionFailed")) => {
-                self.version_put_before(&full, put.sidecar).await?
-            }
-            Err(e) => return Err(s3_error("PutObject", &full, e)),
         };
         // A record is logged as locked only once the server shows the lock it keeps. The
         // companion needs only the record stored, not confirmed: both at once.
