@@ -877,6 +877,44 @@ async fn delete_markers_and_second_versions_on_log_objects_roll_nothing_back() {
         text(&out)
     );
     assert_eq!(exported_ids(&r.dir.join("rewritten")), all);
+    // Objects planted under locks (they cannot be removed, and a delete marker no longer hides
+    // anything): a checkpoint far above the log that no key signs, and a bundle far past its
+    // end. Neither stops a reader; both are named.
+    let far_checkpoint = "checkpoints/99999999".to_owned();
+    let far_bundle = mailvault::core::layout::bundle_key(999, 256);
+    for key in [&far_checkpoint, &far_bundle] {
+        s3.put_object()
+            .bucket(&r.bucket)
+            .key(format!("rr/{key}"))
+            .object_lock_mode(aws_sdk_s3::types::ObjectLockMode::Compliance)
+            .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
+                i64::try_from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs(),
+                )
+                .unwrap()
+                    + 3600,
+            ))
+            .body(b"planted".to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let out = r.export("planted", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        format!("warning: {far_checkpoint} is not a checkpoint of this archive"),
+        format!("warning: {far_bundle} lies after a gap in the log's bundles"),
+    ] {
+        assert!(stdout.contains(&line), "{line}: {}", text(&out));
+    }
+    assert_eq!(exported_ids(&r.dir.join("planted")), all);
+    // The writer goes on too, reporting them.
+    r.write_matching_eml("fourth", "records@city.example");
+    r.archive_eml();
     // And `verify` reports the markers and the planted versions.
     let verify = r.verify();
     assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));

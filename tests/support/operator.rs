@@ -113,7 +113,10 @@ pub async fn install_chart_rbac_with(
             &PostParams::default(),
             &TokenRequest {
                 spec: TokenRequestSpec {
-                    expiration_seconds: Some(3600),
+                    // Longer than the longest benchmark: a kubeconfig token is not renewed (in a
+                    // cluster the kubelet rotates the projected token file and kube-rs reloads
+                    // it), and Job mode at 5,000 archives ran past an hour and lost it (401).
+                    expiration_seconds: Some(6 * 3600),
                     ..Default::default()
                 },
                 ..Default::default()

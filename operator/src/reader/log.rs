@@ -57,6 +57,8 @@ pub(crate) struct LogObjects {
     pub listing: LogListing,
     /// The data versions of each key (one, as mailvault writes them).
     versions: HashMap<String, Vec<String>>,
+    /// The bundle keys the log is read from, with their indices, in order (see [`Self::list`]).
+    bundles: Vec<(u64, String)>,
     /// What is not as mailvault leaves it: keys with a delete marker, keys with more than one
     /// data version.
     pub findings: Vec<LogObjectFinding>,
@@ -70,6 +72,19 @@ pub(crate) enum LogObjectFinding {
     DeleteMarker { key: String, beneath: bool },
     /// `key` has `versions` data versions.
     Versions { key: String, versions: usize },
+    /// A bundle key after a gap in the bundle indices, or after a partial bundle: mailvault
+    /// never writes one, so it is not read.
+    AfterTheLog { key: String },
+    /// A checkpoint key none of whose versions opens under the archive's key, above the newest
+    /// one that does: not a checkpoint of this archive.
+    NotACheckpoint { key: String, why: String },
+    /// A version of a bundle key that was not read: too large, unreadable, or past the number
+    /// of versions a reader tries.
+    VersionNotRead {
+        key: String,
+        version: String,
+        why: String,
+    },
 }
 
 impl LogObjectFinding {
@@ -78,6 +93,11 @@ impl LogObjectFinding {
         match self {
             Self::DeleteMarker { key, .. } => format!("{key} (delete marker)"),
             Self::Versions { key, versions } => format!("{key} ({versions} versions)"),
+            Self::AfterTheLog { key } => format!("{key} (after the log's last bundle)"),
+            Self::NotACheckpoint { key, .. } => format!("{key} (does not open under the key)"),
+            Self::VersionNotRead { key, version, .. } => {
+                format!("{key} (version {version} not read)")
+            }
         }
     }
 }
@@ -100,6 +120,19 @@ impl std::fmt::Display for LogObjectFinding {
                  follows the log (for a bundle) or opens with the archive's key (for a \
                  checkpoint) was read"
             ),
+            Self::AfterTheLog { key } => write!(
+                f,
+                "{key} lies after a gap in the log's bundles or after a partial bundle \
+                 (mailvault never writes one there); it was not read"
+            ),
+            Self::NotACheckpoint { key, why } => write!(
+                f,
+                "{key} is not a checkpoint of this archive ({why}); the newest one that opens \
+                 under the archive's key was used"
+            ),
+            Self::VersionNotRead { key, version, why } => {
+                write!(f, "version {version} of {key} was not read ({why})")
+            }
         }
     }
 }
@@ -140,6 +173,22 @@ impl LogObjects {
         let mut keys: Vec<&String> = objects.versions.keys().collect();
         keys.sort();
         objects.listing = LogListing::from_keys(keys.into_iter().map(String::as_str));
+        // The bundles the log is read from: indices 0, 1, 2, … without a gap, each a full
+        // bundle but the last (§6). Anything past that is not mailvault's: named, not read.
+        let mut expected = 0;
+        let mut ended = false;
+        for (index, key) in bundle_keys(&objects.listing) {
+            if ended || index != expected {
+                ended = true;
+                objects
+                    .findings
+                    .push(LogObjectFinding::AfterTheLog { key: key.clone() });
+                continue;
+            }
+            expected += 1;
+            ended = objects.listing.bundles[&index].full.as_ref() != Some(key);
+            objects.bundles.push((index, key.clone()));
+        }
         Ok(objects)
     }
 
@@ -148,55 +197,104 @@ impl LogObjects {
         self.versions.get(key).map_or(&[], Vec::as_slice)
     }
 
-    /// Sentences for what [`Self::findings`] holds.
-    pub(crate) fn warnings(&self) -> Vec<String> {
-        self.findings.iter().map(ToString::to_string).collect()
-    }
-
     /// The keys of the bundle objects the log is read from, in order.
     pub(crate) fn bundle_keys(&self) -> Vec<String> {
-        bundle_keys(&self.listing).map(|(_, k)| k.clone()).collect()
+        self.bundles.iter().map(|(_, k)| k.clone()).collect()
     }
 
-    /// The bytes of every data version of `key` (nearly always one).
-    pub(crate) async fn fetch<S: Store>(&self, store: &S, key: &str) -> Result<Vec<Vec<u8>>> {
-        let mut out = Vec::new();
-        for version in self.versions.get(key).into_iter().flatten() {
-            let bytes = store
-                .get(key, Some(version), MAX_LOG_OBJECT_LEN)
-                .await?
-                .map(|o| o.bytes)
-                .ok_or_else(|| Error::Store {
-                    message: format!("version {version} of {key} was listed but cannot be read"),
-                    // A listing can run ahead of a read on an eventually consistent server.
-                    retry: crate::Retry::Transient,
-                    source: None,
-                })?;
-            out.push(bytes);
+    /// The bundle objects the log is read from, with their indices, in order.
+    pub(crate) fn bundles(&self) -> &[(u64, String)] {
+        &self.bundles
+    }
+
+    /// The bytes of the first listed version of `key` (what a reader fetches ahead; the others
+    /// are read only if it does not follow the log). `None`: listed, then gone.
+    pub(crate) async fn fetch_first<S: Store>(
+        &self,
+        store: &S,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        match self.versions(key).first() {
+            Some(version) => read_version(store, key, version).await,
+            None => Ok(None),
         }
-        Ok(out)
+    }
+
+    /// Appends to `records` the version of bundle `key` that follows the log: the first (read
+    /// ahead by [`Self::fetch_first`]: `first`), else the others, one at a time, at most
+    /// [`MAX_VERSIONS_TRIED`] in all. Versions not read are added to `findings`. Returns the
+    /// version read and its entries; if none follows, the first one's error.
+    pub(crate) async fn push_bundle<S: Store>(
+        &self,
+        store: &S,
+        records: &mut RecordLog,
+        key: &str,
+        first: Result<Option<Vec<u8>>>,
+        findings: &mut Vec<LogObjectFinding>,
+    ) -> Result<(String, Vec<Entry>)> {
+        let mut first_error = None;
+        let mut first = Some(first);
+        for (tried, version) in self.versions(key).iter().enumerate() {
+            if tried >= MAX_VERSIONS_TRIED {
+                findings.push(LogObjectFinding::VersionNotRead {
+                    key: key.to_owned(),
+                    version: version.clone(),
+                    why: format!("a reader tries at most {MAX_VERSIONS_TRIED} versions"),
+                });
+                continue;
+            }
+            let read = match first.take() {
+                Some(prefetched) => prefetched,
+                None => read_version(store, key, version).await,
+            };
+            let bytes = match read {
+                Ok(Some(bytes)) => bytes,
+                // Listed, then gone (an eventually consistent listing, or deleted meanwhile).
+                Ok(None) => continue,
+                // One version the store will not give whole does not hide the others.
+                Err(
+                    e @ (Error::TooLarge { .. }
+                    | Error::Store {
+                        retry: crate::Retry::Permanent,
+                        ..
+                    }),
+                ) => {
+                    findings.push(LogObjectFinding::VersionNotRead {
+                        key: key.to_owned(),
+                        version: version.clone(),
+                        why: e.to_string(),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match records.check_bundle(&bytes) {
+                Ok(_) => {
+                    let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
+                    return Ok((version.clone(), entries));
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(match first_error {
+            Some(e) => damaged(&e),
+            None => damaged(&format!("no version of {key} could be read")),
+        })
     }
 }
 
-/// Appends the version of a bundle that follows the log (`versions`: every data version of its
-/// key, nearly always one) and returns its entries; if none follows, the first one's error.
-pub(crate) fn push_bundle_version(
-    records: &mut RecordLog,
-    versions: &[Vec<u8>],
-) -> Result<Vec<Entry>> {
-    let mut first_error = None;
-    for bytes in versions {
-        match records.check_bundle(bytes) {
-            Ok(_) => return records.push_bundle(bytes).map_err(|e| damaged(&e)),
-            Err(e) => {
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    Err(match first_error {
-        Some(e) => damaged(&e),
-        None => damaged(&"a listed bundle has no version to read"),
-    })
+/// Versions of one bundle key a reader tries before it gives up on the others (mailvault
+/// writes one; each extra one is a GET of up to a full bundle).
+pub(crate) const MAX_VERSIONS_TRIED: usize = 16;
+
+/// Reads one version of a log object; `None` if it was listed but is gone.
+async fn read_version<S: Store>(store: &S, key: &str, version: &str) -> Result<Option<Vec<u8>>> {
+    Ok(store
+        .get(key, Some(version), MAX_LOG_OBJECT_LEN)
+        .await?
+        .map(|o| o.bytes))
 }
 
 impl StoredLog {
@@ -327,16 +425,25 @@ pub async fn read_entries<S: Store>(
 ) -> Result<ReadLog> {
     let objects = LogObjects::list(store).await?;
     let objects = &objects;
+    let mut findings = objects.findings.clone();
     let mut bundles = futures::stream::iter(objects.bundle_keys())
-        .map(|k| async move { objects.fetch(store, &k).await })
+        .map(|k| async move {
+            let first = objects.fetch_first(store, &k).await;
+            (k, first)
+        })
         .buffered(BUNDLES_IN_FLIGHT);
     let mut records = RecordLog::new();
-    while let Some(versions) = bundles.next().await {
-        for entry in push_bundle_version(&mut records, &versions?)? {
+    while let Some((k, first)) = bundles.next().await {
+        let (_, entries) = objects
+            .push_bundle(store, &mut records, &k, first, &mut findings)
+            .await?;
+        for entry in entries {
             each(entry)?;
         }
     }
-    let (head, head_note) = match newest_checkpoint(store, objects, origin, key).await? {
+    let (newest, skipped) = newest_checkpoint(store, objects, origin, key).await?;
+    findings.extend(skipped);
+    let (head, head_note) = match newest {
         None => (None, None),
         Some((head, note)) => {
             if records.root_at(head.size) != Some(head.root) {
@@ -352,7 +459,7 @@ pub async fn read_entries<S: Store>(
         records,
         head,
         head_note,
-        warnings: objects.warnings(),
+        warnings: findings.iter().map(ToString::to_string).collect(),
     })
 }
 
@@ -399,62 +506,79 @@ pub async fn replay_log<S: Store>(
 /// and each read is a round trip to the store.
 const BUNDLES_IN_FLIGHT: usize = 8;
 
-/// The newest checkpoint among the log objects, opened with `key`: its head and its note. A
-/// newest checkpoint none of whose versions opens is damage, not a reason to fall back on an
-/// older one; two versions that open with different roots are a fork.
+/// The newest checkpoint among the log objects that opens with `key`: its head and its note,
+/// with the checkpoint keys above it that do not (planted: only the archive's key signs a
+/// checkpoint, so skipping them cannot roll the log back; named in the findings). Two versions
+/// of one size that open with different roots are a fork, and refused.
 pub(crate) async fn newest_checkpoint<S: Store>(
     store: &S,
     objects: &LogObjects,
     origin: &str,
     key: &NoteVerifier,
-) -> Result<Option<(SignedHead, String)>> {
-    let newest = objects
+) -> Result<(Option<(SignedHead, String)>, Vec<LogObjectFinding>)> {
+    let mut sizes: Vec<u64> = objects
         .listing
         .checkpoints
         .iter()
         .filter_map(|k| parse_checkpoint_key(k))
-        .max();
-    let Some(size) = newest else {
-        return Ok(None);
-    };
-    let mut opened: Option<(SignedHead, String)> = None;
-    let mut first_error = None;
-    for note in objects.fetch(store, &checkpoint_key(size)).await? {
-        match Checkpoint::open(&note, std::slice::from_ref(key), Some(origin)) {
-            Ok(cp) if cp.size != size => {
-                first_error.get_or_insert(format!(
-                    "{} signs size {}",
-                    checkpoint_key(size),
-                    cp.size
-                ));
-            }
-            Ok(cp) => match &opened {
-                Some((head, _)) if head.root != cp.root => {
-                    return Err(damaged(&format!(
-                        "two checkpoints of size {size} with different roots are signed by this \
-                         archive's key (a fork)"
-                    )));
+        .collect();
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    let mut skipped = Vec::new();
+    for size in sizes {
+        let name = checkpoint_key(size);
+        let mut opened: Option<(SignedHead, String)> = None;
+        let mut why = None;
+        for version in objects.versions(&name).iter().take(MAX_VERSIONS_TRIED) {
+            let note = match store
+                .get(
+                    &name,
+                    Some(version),
+                    mailvault_core::note::MAX_NOTE_LEN as u64,
+                )
+                .await
+            {
+                Ok(Some(object)) => object.bytes,
+                Ok(None) => continue,
+                Err(e @ Error::TooLarge { .. }) => {
+                    why.get_or_insert(e.to_string());
+                    continue;
                 }
-                Some(_) => {}
-                None => {
-                    let head = SignedHead {
-                        size: cp.size,
-                        root: cp.root,
-                    };
-                    opened = Some((head, String::from_utf8_lossy(&note).into_owned()));
+                Err(e) => return Err(e),
+            };
+            match Checkpoint::open(&note, std::slice::from_ref(key), Some(origin)) {
+                Ok(cp) if cp.size != size => {
+                    why.get_or_insert(format!("it signs size {}", cp.size));
                 }
-            },
-            Err(e) => {
-                first_error.get_or_insert(e.to_string());
+                Ok(cp) => match &opened {
+                    Some((head, _)) if head.root != cp.root => {
+                        return Err(damaged(&format!(
+                            "two checkpoints of size {size} with different roots are signed by \
+                             this archive's key (a fork)"
+                        )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        let head = SignedHead {
+                            size: cp.size,
+                            root: cp.root,
+                        };
+                        opened = Some((head, String::from_utf8_lossy(&note).into_owned()));
+                    }
+                },
+                Err(e) => {
+                    why.get_or_insert(e.to_string());
+                }
             }
         }
+        match opened {
+            Some(head) => return Ok((Some(head), skipped)),
+            None => skipped.push(LogObjectFinding::NotACheckpoint {
+                key: name,
+                why: why.unwrap_or_else(|| "no version could be read".into()),
+            }),
+        }
     }
-    match opened {
-        Some(head) => Ok(Some(head)),
-        None => Err(damaged(&first_error.unwrap_or_else(|| {
-            "the newest checkpoint has no version to read".into()
-        }))),
-    }
+    Ok((None, skipped))
 }
 
 /// The key of the object each bundle index is read from: the full bundle, else the widest

@@ -13,7 +13,7 @@
 //! instead and the edit reported. An index of an older record, whose entry holds no hash, can
 //! still hide it unless the search reads every record (`read_records`).
 
-use super::log::{LogObjects, damaged, newest_checkpoint, push_bundle_version};
+use super::log::{LogObjects, damaged, newest_checkpoint};
 use super::{ExportedRecord, export_logged};
 use crate::lifecycle::facts::{self, Envelope};
 use crate::spool::Spool;
@@ -129,8 +129,12 @@ pub async fn search<S: Store>(
 ) -> Result<Found> {
     let objects = LogObjects::list(store).await?;
     let objects = &objects;
+    let mut findings = objects.findings.clone();
     let mut bundles = futures::stream::iter(objects.bundle_keys())
-        .map(|k| async move { objects.fetch(store, &k).await })
+        .map(|k| async move {
+            let first = objects.fetch_first(store, &k).await;
+            (k, first)
+        })
         .buffered(8);
     let mut found = Found {
         matched: Vec::new(),
@@ -139,20 +143,24 @@ pub async fn search<S: Store>(
         index_edited: Vec::new(),
         index_refused: Vec::new(),
         tombstone_unsigned: Vec::new(),
-        log_warnings: objects.warnings(),
+        log_warnings: Vec::new(),
         origin: origin.to_owned(),
         records: RecordLog::new(),
         head: None,
         dictionaries: HashMap::new(),
     };
     // The newest checkpoint first: a tombstone after it is not yet vouched for.
-    found.head = newest_checkpoint(store, objects, origin, key).await?;
+    let (head, skipped) = newest_checkpoint(store, objects, origin, key).await?;
+    found.head = head;
+    findings.extend(skipped);
     let mut selection = Selection {
         signed: found.head.as_ref().map_or(0, |(h, _)| h.size),
         ..Selection::default()
     };
-    while let Some(versions) = bundles.next().await {
-        let entries = push_bundle_version(&mut found.records, &versions?)?;
+    while let Some((k, first)) = bundles.next().await {
+        let (_, entries) = objects
+            .push_bundle(store, &mut found.records, &k, first, &mut findings)
+            .await?;
         // Ingests and tombstones, in log order: an ingest always comes before its tombstone.
         let mut judged_entries = Vec::new();
         for entry in entries {
@@ -202,6 +210,7 @@ pub async fn search<S: Store>(
     found.index_edited = selection.index_edited.into_iter().collect();
     found.index_refused = selection.index_refused.into_iter().collect();
     found.tombstone_unsigned = selection.tombstone_unsigned.into_iter().collect();
+    found.log_warnings = findings.iter().map(ToString::to_string).collect();
     found.counts.index_missing = selection.index_missing.len() as u64;
     Ok(found)
 }

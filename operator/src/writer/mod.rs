@@ -504,13 +504,17 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         let verifier = mailvault_core::note::NoteVerifier::parse(&key.verifier_key())?;
         let mac = key.mac_key();
         let mut summary = RunSummary::default();
-        let resume::Opened { mut log, known } =
-            resume::open_log(store, origin, &verifier, &mac, &mut |key| {
-                summary.report_unauthenticated(key);
-            })
-            .await?;
+        let resume::Opened {
+            mut log,
+            known,
+            bundles_read,
+            ..
+        } = resume::open_log(store, origin, &verifier, &mac, &mut |key| {
+            summary.report_unauthenticated(key);
+        })
+        .await?;
         Self::newest_from_versions(store, &mut log, &verifier, &mut summary).await?;
-        Self::check_unsigned_tail(store, &log, &mac).await?;
+        Self::check_unsigned_tail(store, &log, &bundles_read, &mac).await?;
         let signer = CheckpointSigner::new(origin, key, log.head);
         let dictionary = crate::dictionary::load_current(store, &mac, origin, &mut |key| {
             summary.report_unauthenticated(key);
@@ -662,41 +666,31 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     }
 
     /// Refuses a log whose entries after the newest signed checkpoint (or all of them, if none
-    /// is signed) are not the writer's own: every bundle object holding such an entry must
-    /// carry the writer's bundle MAC. Signing them would vouch for whoever wrote them.
-    async fn check_unsigned_tail(store: &S, log: &StoredLog, mac: &MacKey) -> Result<()> {
+    /// is signed) are not the writer's own: every bundle object version holding such an entry,
+    /// exactly the one the log was read from (`bundles_read`, not a second listing, which could
+    /// differ), must carry the writer's bundle MAC. Signing them would vouch for whoever wrote
+    /// them.
+    async fn check_unsigned_tail(
+        store: &S,
+        log: &StoredLog,
+        bundles_read: &[resume::BundleRead],
+        mac: &MacKey,
+    ) -> Result<()> {
         let signed = log.head.map_or(0, |h| h.size);
-        if log.records.size() <= signed {
-            return Ok(());
-        }
-        let objects = crate::reader::log::LogObjects::list(store).await?;
-        for (index, group) in &objects.listing.bundles {
-            // The object the log was read from: the full bundle, else the widest partial.
-            let Some(key) = group
-                .full
-                .as_ref()
-                .or(group.partials.last().map(|(_, k)| k))
-            else {
-                continue;
-            };
-            let Some((_, width)) = mailvault_core::layout::parse_bundle_key(key) else {
-                continue;
-            };
-            let end = index * mailvault_core::bundle::BUNDLE_WIDTH + width;
-            if end <= signed {
-                continue;
-            }
-            // Every version (a delete marker hides nothing): the writer writes each once.
-            for version in objects.versions(key) {
-                let object = store
-                    .get(key, Some(version), mailvault_core::bundle::MAX_BUNDLE_LEN)
-                    .await?;
-                if !object.is_some_and(|o| trust::authentic(mac, MacKind::Bundle, key, &o)) {
-                    return Err(Error::Conflict(format!(
-                        "{key} holds log entries after the newest signed checkpoint (size {signed}) that \
-                         this writer did not write (no valid MAC); nothing was signed; run `mailvault verify`"
-                    )));
-                }
+        for read in bundles_read.iter().filter(|b| b.end > signed) {
+            let object = store
+                .get(
+                    &read.key,
+                    Some(&read.version),
+                    mailvault_core::bundle::MAX_BUNDLE_LEN,
+                )
+                .await?;
+            if !object.is_some_and(|o| trust::authentic(mac, MacKind::Bundle, &read.key, &o)) {
+                return Err(Error::Conflict(format!(
+                    "{} holds log entries after the newest signed checkpoint (size {signed}) that \
+                     this writer did not write (no valid MAC); nothing was signed; run `mailvault verify`",
+                    read.key
+                )));
             }
         }
         Ok(())

@@ -13,9 +13,7 @@
 
 use super::trust;
 use crate::reader::StoredLog;
-use crate::reader::log::{
-    LogObjects, bundle_keys, damaged, newest_checkpoint, push_bundle_version,
-};
+use crate::reader::log::{LogObjectFinding, LogObjects, damaged, newest_checkpoint};
 use crate::store::Store;
 use crate::{Error, Result};
 use futures::StreamExt as _;
@@ -94,23 +92,32 @@ impl KnownIds {
         // would store and log the message again).
         let objects = LogObjects::list(store).await?;
         let objects = &objects;
-        let keys: Vec<String> = bundle_keys(&objects.listing)
+        let keys: Vec<String> = objects
+            .bundles()
+            .iter()
             .filter(|(index, _)| index * BUNDLE_WIDTH < edge)
             .map(|(_, k)| k.clone())
             .collect();
         let mut bundles = futures::stream::iter(keys)
-            .map(|k| async move { objects.fetch(store, &k).await })
+            .map(|k| async move {
+                let first = objects.fetch_first(store, &k).await;
+                (k, first)
+            })
             .buffered(READ_AHEAD);
+        let mut findings = Vec::new();
         // Chain-checked from the first entry and matched against the edge the resume state
         // signs (its MAC): an id planted in a second version of an old bundle must not make
         // the run skip a message as archived.
         let mut records = RecordLog::new();
-        while let Some(versions) = bundles.next().await {
-            let entries = push_bundle_version(&mut records, &versions?).map_err(|e| {
-                Error::Conflict(format!(
-                    "reading the entries before the log's resume edge at {edge}: {e}"
-                ))
-            })?;
+        while let Some((k, first)) = bundles.next().await {
+            let (_, entries) = objects
+                .push_bundle(store, &mut records, &k, first, &mut findings)
+                .await
+                .map_err(|e| {
+                    Error::Conflict(format!(
+                        "reading the entries before the log's resume edge at {edge}: {e}"
+                    ))
+                })?;
             for entry in entries {
                 match entry.body {
                     EntryBody::Ingest { .. } => {
@@ -174,6 +181,19 @@ impl KnownIds {
 pub(crate) struct Opened {
     pub log: StoredLog,
     pub known: KnownIds,
+    /// The bundle object versions the entries from the edge on were read from: the writer
+    /// checks its MAC on exactly these for entries it has not signed yet.
+    pub bundles_read: Vec<BundleRead>,
+    /// Versions of bundle keys not read (too large, unreadable, too many).
+    pub findings: Vec<LogObjectFinding>,
+}
+
+/// One bundle object version a log was read from.
+pub(crate) struct BundleRead {
+    pub key: String,
+    pub version: String,
+    /// The log's size after its entries.
+    pub end: u64,
 }
 
 /// Opens the log of `origin`: from the resume state when it is the writer's own and agrees
@@ -192,7 +212,10 @@ pub(crate) async fn open_log<S: Store>(
     for finding in &objects.findings {
         unauthenticated(&finding.short());
     }
-    let head = newest_checkpoint(store, &objects, origin, key).await?;
+    let (head, skipped) = newest_checkpoint(store, &objects, origin, key).await?;
+    for finding in &skipped {
+        unauthenticated(&finding.short());
+    }
     let signed = head.as_ref().map_or(0, |(h, _)| h.size);
     // The filter's bytes in base64 and the tree's peaks.
     let max_len = mailvault_core::resume::MAX_FILTER_BYTES * 2;
@@ -214,7 +237,12 @@ pub(crate) async fn open_log<S: Store>(
     };
     if let Some(state) = state {
         match read_from(store, &objects, origin, head.clone(), state).await {
-            Ok(opened) => return Ok(opened),
+            Ok(opened) => {
+                for finding in &opened.findings {
+                    unauthenticated(&finding.short());
+                }
+                return Ok(opened);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the resume state does not fit the log; reading the whole log");
                 unauthenticated(&format!("{RESUME_KEY} (does not match the signed log)"));
@@ -223,6 +251,9 @@ pub(crate) async fn open_log<S: Store>(
     }
     let mut opened = read_from(store, &objects, origin, head, ResumeState::new()).await?;
     opened.known.complete = true;
+    for finding in &opened.findings {
+        unauthenticated(&finding.short());
+    }
     Ok(opened)
 }
 
@@ -236,7 +267,9 @@ async fn read_from<S: Store>(
     state: ResumeState,
 ) -> Result<Opened> {
     let edge = state.edge.size();
-    let keys: Vec<String> = bundle_keys(&objects.listing)
+    let keys: Vec<String> = objects
+        .bundles()
+        .iter()
         .filter(|(index, _)| index * BUNDLE_WIDTH >= edge)
         .map(|(_, k)| k.clone())
         .collect();
@@ -258,10 +291,24 @@ async fn read_from<S: Store>(
     // One bundle at a time (a few read ahead): a whole log read this way holds its tree and
     // its ids, not its bytes.
     let mut bundles = futures::stream::iter(keys)
-        .map(|k| async move { objects.fetch(store, &k).await })
+        .map(|k| async move {
+            let first = objects.fetch_first(store, &k).await;
+            (k, first)
+        })
         .buffered(READ_AHEAD);
-    while let Some(versions) = bundles.next().await {
-        for entry in push_bundle_version(&mut records, &versions?)? {
+    let mut findings = Vec::new();
+    let mut bundles_read = Vec::new();
+    while let Some((k, first)) = bundles.next().await {
+        let start = records.size();
+        let (version, entries) = objects
+            .push_bundle(store, &mut records, &k, first, &mut findings)
+            .await?;
+        bundles_read.push(BundleRead {
+            key: k,
+            version,
+            end: start + entries.len() as u64,
+        });
+        for entry in entries {
             match &entry.body {
                 EntryBody::Ingest { .. } => known.logged(entry.index, &entry.record),
                 EntryBody::Dictionary { stored_sha256, .. } => {
@@ -282,6 +329,8 @@ async fn read_from<S: Store>(
     Ok(Opened {
         log: StoredLog::from_records(origin, records, head),
         known,
+        bundles_read,
+        findings,
     })
 }
 
@@ -336,20 +385,20 @@ mod tests {
         w
     }
 
-    /// Moves every log bundle before `edge` out of the store: a run that reads one fails.
-    fn hide_bundles_before(
+    /// Overwrites every log bundle before `edge` with bytes that are no bundle (they stay
+    /// listed): a run that reads one fails. Returns what to put back.
+    fn spoil_bundles_before(
         dir: &std::path::Path,
         edge: u64,
-    ) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
-        let mut moved = Vec::new();
+    ) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let mut spoiled = Vec::new();
         for index in 0..edge / BUNDLE_WIDTH {
             let key = mailvault_core::layout::bundle_key(index, BUNDLE_WIDTH);
-            let from = dir.join("objects").join(&key);
-            let to = dir.join(format!("hidden-{index}"));
-            std::fs::rename(&from, &to).unwrap();
-            moved.push((from, to));
+            let path = dir.join("objects").join(&key);
+            spoiled.push((path.clone(), std::fs::read(&path).unwrap()));
+            std::fs::write(&path, b"not a bundle").unwrap();
         }
-        moved
+        spoiled
     }
 
     #[tokio::test]
@@ -359,7 +408,7 @@ mod tests {
         let store = FsStore::new(&dir);
         // 700 records: bundles 0 and 1 are full, 2 holds the newest entries.
         run(&store, 0..700).await;
-        let hidden = hide_bundles_before(&dir, 512);
+        let spoiled = spoil_bundles_before(&dir, 512);
 
         // No new mail: the run opens, signs nothing new and finishes without bundles 0 and 1.
         let quiet = run(&store, []).await;
@@ -388,8 +437,8 @@ mod tests {
         assert!(err.contains("resume edge at 512"), "{err}");
         drop(fresh);
 
-        for (from, to) in hidden {
-            std::fs::rename(to, from).unwrap();
+        for (path, bytes) in spoiled {
+            std::fs::write(path, bytes).unwrap();
         }
         let mut again = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
             .await
