@@ -57,8 +57,9 @@ pub(crate) struct LogObjects {
     pub listing: LogListing,
     /// The data versions of each key (one, as mailvault writes them).
     versions: HashMap<String, Vec<String>>,
-    /// The bundle keys the log is read from, with their indices, in order (see [`Self::list`]).
-    bundles: Vec<(u64, String)>,
+    /// For each bundle index the log is read from, in order (see [`Self::list`]), the objects
+    /// that may hold it: the full bundle, then the partials, widest first.
+    bundles: Vec<(u64, Vec<String>)>,
     /// What is not as mailvault leaves it: keys with a delete marker, keys with more than one
     /// data version.
     pub findings: Vec<LogObjectFinding>,
@@ -175,19 +176,23 @@ impl LogObjects {
         objects.listing = LogListing::from_keys(keys.into_iter().map(String::as_str));
         // The bundles the log is read from: indices 0, 1, 2, … without a gap, each a full
         // bundle but the last (§6). Anything past that is not mailvault's: named, not read.
-        let mut expected = 0;
         let mut ended = false;
-        for (index, key) in bundle_keys(&objects.listing) {
-            if ended || index != expected {
+        for (expected, (index, group)) in (0u64..).zip(&objects.listing.bundles) {
+            let candidates: Vec<String> = group
+                .full
+                .iter()
+                .chain(group.partials.iter().rev().map(|(_, k)| k))
+                .cloned()
+                .collect();
+            if ended || *index != expected {
                 ended = true;
-                objects
-                    .findings
-                    .push(LogObjectFinding::AfterTheLog { key: key.clone() });
+                for key in candidates {
+                    objects.findings.push(LogObjectFinding::AfterTheLog { key });
+                }
                 continue;
             }
-            expected += 1;
-            ended = objects.listing.bundles[&index].full.as_ref() != Some(key);
-            objects.bundles.push((index, key.clone()));
+            ended = group.full.is_none();
+            objects.bundles.push((*index, candidates));
         }
         Ok(objects)
     }
@@ -197,61 +202,98 @@ impl LogObjects {
         self.versions.get(key).map_or(&[], Vec::as_slice)
     }
 
-    /// The keys of the bundle objects the log is read from, in order.
-    pub(crate) fn bundle_keys(&self) -> Vec<String> {
-        self.bundles.iter().map(|(_, k)| k.clone()).collect()
-    }
-
-    /// The bundle objects the log is read from, with their indices, in order.
-    pub(crate) fn bundles(&self) -> &[(u64, String)] {
+    /// For each bundle index the log is read from, in order: the index and the objects that
+    /// may hold it, the one normally read first (the full bundle, else the widest partial).
+    pub(crate) fn bundles(&self) -> &[(u64, Vec<String>)] {
         &self.bundles
     }
 
-    /// The bytes of the first listed version of `key` (what a reader fetches ahead; the others
-    /// are read only if it does not follow the log). `None`: listed, then gone.
+    /// The objects of each bundle index from `from` on, owned (a stream of futures borrowing
+    /// them is not provably `Send`, and the operator runs readers on a multi-threaded runtime).
+    pub(crate) fn bundle_candidates(&self, from: u64) -> Vec<Vec<String>> {
+        self.bundles
+            .iter()
+            .filter(|(index, _)| *index >= from)
+            .map(|(_, candidates)| candidates.clone())
+            .collect()
+    }
+
+    /// The bundle indices of `candidates` (from [`Self::bundle_candidates`]), each with its
+    /// first object's first version read ([`Self::fetch_first`]), `n` read ahead in order: what
+    /// [`Self::push_bundle`] takes.
+    pub(crate) fn read_ahead<'a, S: Store>(
+        &'a self,
+        store: &'a S,
+        candidates: Vec<Vec<String>>,
+        n: usize,
+    ) -> impl futures::Stream<Item = (Vec<String>, Result<Option<Vec<u8>>>)> + 'a {
+        futures::stream::iter(candidates)
+            .map(move |candidates| async move {
+                let first = self.fetch_first(store, &candidates).await;
+                (candidates, first)
+            })
+            .buffered(n)
+    }
+
+    /// The bytes of the first listed version of the first of `candidates` (what a reader
+    /// fetches ahead; the rest are read only if it does not follow the log). `None`: listed,
+    /// then gone.
     pub(crate) async fn fetch_first<S: Store>(
         &self,
         store: &S,
-        key: &str,
+        candidates: &[String],
     ) -> Result<Option<Vec<u8>>> {
+        let Some(key) = candidates.first() else {
+            return Ok(None);
+        };
         match self.versions(key).first() {
             Some(version) => read_version(store, key, version).await,
             None => Ok(None),
         }
     }
 
-    /// Appends to `records` the version of bundle `key` that follows the log: the first (read
-    /// ahead by [`Self::fetch_first`]: `first`), else the others, one at a time, at most
-    /// [`MAX_VERSIONS_TRIED`] in all. Versions not read are added to `findings`. Returns the
-    /// version read and its entries; if none follows, the first one's error.
+    /// Appends to `records` the first object version among `candidates` (one bundle index's
+    /// objects, from [`Self::bundles`]) that follows the log: the first (read ahead by
+    /// [`Self::fetch_first`]: `first`), else the others one at a time, at most
+    /// [`MAX_VERSIONS_TRIED`] in all. A planted object or version (garbage, too large, refused
+    /// by the store) costs a read, not the log; versions not read are added to `findings`.
+    /// Returns the key and version read and its entries; if none follows, the first error.
     pub(crate) async fn push_bundle<S: Store>(
         &self,
         store: &S,
         records: &mut RecordLog,
-        key: &str,
+        candidates: &[String],
         first: Result<Option<Vec<u8>>>,
         findings: &mut Vec<LogObjectFinding>,
-    ) -> Result<(String, Vec<Entry>)> {
-        let mut first_error = None;
+    ) -> Result<(String, String, Vec<Entry>)> {
+        let mut first_error: Option<String> = None;
         let mut first = Some(first);
-        for (tried, version) in self.versions(key).iter().enumerate() {
+        // Owned pairs: an iterator of closures held across the reads below would make the
+        // future not provably `Send`.
+        let mut versions: Vec<(String, String)> = Vec::new();
+        for key in candidates {
+            for version in self.versions(key) {
+                versions.push((key.clone(), version.clone()));
+            }
+        }
+        for (tried, (key, version)) in versions.into_iter().enumerate() {
             if tried >= MAX_VERSIONS_TRIED {
                 findings.push(LogObjectFinding::VersionNotRead {
-                    key: key.to_owned(),
+                    key: key.clone(),
                     version: version.clone(),
-                    why: format!("a reader tries at most {MAX_VERSIONS_TRIED} versions"),
+                    why: format!("a reader tries at most {MAX_VERSIONS_TRIED} objects a bundle"),
                 });
                 continue;
             }
             let read = match first.take() {
                 Some(prefetched) => prefetched,
-                None => read_version(store, key, version).await,
+                None => read_version(store, &key, &version).await,
             };
             let bytes = match read {
                 Ok(Some(bytes)) => bytes,
                 // Listed, then gone (an eventually consistent listing, or deleted meanwhile).
                 Ok(None) => continue,
-                // One version the store will not give whole does not hide the others.
+                // One object the store will not give whole does not hide the others.
                 Err(
                     e @ (Error::TooLarge { .. }
                     | Error::Store {
@@ -259,8 +301,9 @@ impl LogObjects {
                         ..
                     }),
                 ) => {
+                    first_error.get_or_insert(e.to_string());
                     findings.push(LogObjectFinding::VersionNotRead {
-                        key: key.to_owned(),
+                        key: key.clone(),
                         version: version.clone(),
                         why: e.to_string(),
                     });
@@ -271,17 +314,16 @@ impl LogObjects {
             match records.check_bundle(&bytes) {
                 Ok(_) => {
                     let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
-                    return Ok((version.clone(), entries));
+                    return Ok((key, version, entries));
                 }
                 Err(e) => {
-                    first_error.get_or_insert(e);
+                    first_error.get_or_insert(format!("{key}: {e}"));
                 }
             }
         }
-        Err(match first_error {
-            Some(e) => damaged(&e),
-            None => damaged(&format!("no version of {key} could be read")),
-        })
+        Err(damaged(&first_error.unwrap_or_else(|| {
+            format!("no object of {} could be read", candidates.join(", "))
+        })))
     }
 }
 
@@ -426,16 +468,11 @@ pub async fn read_entries<S: Store>(
     let objects = LogObjects::list(store).await?;
     let objects = &objects;
     let mut findings = objects.findings.clone();
-    let mut bundles = futures::stream::iter(objects.bundle_keys())
-        .map(|k| async move {
-            let first = objects.fetch_first(store, &k).await;
-            (k, first)
-        })
-        .buffered(BUNDLES_IN_FLIGHT);
+    let mut bundles = objects.read_ahead(store, objects.bundle_candidates(0), BUNDLES_IN_FLIGHT);
     let mut records = RecordLog::new();
-    while let Some((k, first)) = bundles.next().await {
-        let (_, entries) = objects
-            .push_bundle(store, &mut records, &k, first, &mut findings)
+    while let Some((candidates, first)) = bundles.next().await {
+        let (_, _, entries) = objects
+            .push_bundle(store, &mut records, &candidates, first, &mut findings)
             .await?;
         for entry in entries {
             each(entry)?;
@@ -579,17 +616,6 @@ pub(crate) async fn newest_checkpoint<S: Store>(
         }
     }
     Ok((None, skipped))
-}
-
-/// The key of the object each bundle index is read from: the full bundle, else the widest
-/// partial.
-pub(crate) fn bundle_keys(listing: &LogListing) -> impl Iterator<Item = (u64, &String)> {
-    listing.bundles.iter().filter_map(|(index, g)| {
-        g.full
-            .as_ref()
-            .or(g.partials.last().map(|(_, k)| k))
-            .map(|k| (*index, k))
-    })
 }
 
 pub(crate) fn damaged(e: &dyn std::fmt::Display) -> Error {

@@ -130,12 +130,7 @@ pub async fn search<S: Store>(
     let objects = LogObjects::list(store).await?;
     let objects = &objects;
     let mut findings = objects.findings.clone();
-    let mut bundles = futures::stream::iter(objects.bundle_keys())
-        .map(|k| async move {
-            let first = objects.fetch_first(store, &k).await;
-            (k, first)
-        })
-        .buffered(8);
+    let mut bundles = objects.read_ahead(store, objects.bundle_candidates(0), 8);
     let mut found = Found {
         matched: Vec::new(),
         counts: SearchCounts::default(),
@@ -157,9 +152,9 @@ pub async fn search<S: Store>(
         signed: found.head.as_ref().map_or(0, |(h, _)| h.size),
         ..Selection::default()
     };
-    while let Some((k, first)) = bundles.next().await {
-        let (_, entries) = objects
-            .push_bundle(store, &mut found.records, &k, first, &mut findings)
+    while let Some((candidates, first)) = bundles.next().await {
+        let (_, _, entries) = objects
+            .push_bundle(store, &mut found.records, &candidates, first, &mut findings)
             .await?;
         // Ingests and tombstones, in log order: an ingest always comes before its tombstone.
         let mut judged_entries = Vec::new();

@@ -92,26 +92,21 @@ impl KnownIds {
         // would store and log the message again).
         let objects = LogObjects::list(store).await?;
         let objects = &objects;
-        let keys: Vec<String> = objects
+        let before_edge: Vec<Vec<String>> = objects
             .bundles()
             .iter()
             .filter(|(index, _)| index * BUNDLE_WIDTH < edge)
-            .map(|(_, k)| k.clone())
+            .map(|(_, candidates)| candidates.clone())
             .collect();
-        let mut bundles = futures::stream::iter(keys)
-            .map(|k| async move {
-                let first = objects.fetch_first(store, &k).await;
-                (k, first)
-            })
-            .buffered(READ_AHEAD);
+        let mut bundles = objects.read_ahead(store, before_edge, READ_AHEAD);
         let mut findings = Vec::new();
         // Chain-checked from the first entry and matched against the edge the resume state
         // signs (its MAC): an id planted in a second version of an old bundle must not make
         // the run skip a message as archived.
         let mut records = RecordLog::new();
-        while let Some((k, first)) = bundles.next().await {
-            let (_, entries) = objects
-                .push_bundle(store, &mut records, &k, first, &mut findings)
+        while let Some((candidates, first)) = bundles.next().await {
+            let (_, _, entries) = objects
+                .push_bundle(store, &mut records, &candidates, first, &mut findings)
                 .await
                 .map_err(|e| {
                     Error::Conflict(format!(
@@ -267,16 +262,12 @@ async fn read_from<S: Store>(
     state: ResumeState,
 ) -> Result<Opened> {
     let edge = state.edge.size();
-    let keys: Vec<String> = objects
-        .bundles()
-        .iter()
-        .filter(|(index, _)| index * BUNDLE_WIDTH >= edge)
-        .map(|(_, k)| k.clone())
-        .collect();
     if edge > 0
-        && keys
-            .first()
-            .is_none_or(|k| bundle_index(k) != Some(edge / BUNDLE_WIDTH))
+        && objects
+            .bundles()
+            .iter()
+            .find(|(index, _)| index * BUNDLE_WIDTH >= edge)
+            .is_none_or(|(index, _)| *index != edge / BUNDLE_WIDTH)
     {
         return Err(damaged(&format!("no log bundle starts at entry {edge}")));
     }
@@ -290,21 +281,20 @@ async fn read_from<S: Store>(
     };
     // One bundle at a time (a few read ahead): a whole log read this way holds its tree and
     // its ids, not its bytes.
-    let mut bundles = futures::stream::iter(keys)
-        .map(|k| async move {
-            let first = objects.fetch_first(store, &k).await;
-            (k, first)
-        })
-        .buffered(READ_AHEAD);
+    let mut bundles = objects.read_ahead(
+        store,
+        objects.bundle_candidates(edge / BUNDLE_WIDTH),
+        READ_AHEAD,
+    );
     let mut findings = Vec::new();
     let mut bundles_read = Vec::new();
-    while let Some((k, first)) = bundles.next().await {
+    while let Some((candidates, first)) = bundles.next().await {
         let start = records.size();
-        let (version, entries) = objects
-            .push_bundle(store, &mut records, &k, first, &mut findings)
+        let (key, version, entries) = objects
+            .push_bundle(store, &mut records, &candidates, first, &mut findings)
             .await?;
         bundles_read.push(BundleRead {
-            key: k,
+            key,
             version,
             end: start + entries.len() as u64,
         });
@@ -332,10 +322,6 @@ async fn read_from<S: Store>(
         bundles_read,
         findings,
     })
-}
-
-fn bundle_index(key: &str) -> Option<u64> {
-    mailvault_core::layout::parse_bundle_key(key).map(|(index, _)| index)
 }
 
 /// Writes the resume state (with the writer's MAC) for the log as it stands, all of it
