@@ -339,26 +339,30 @@ mod tests {
         assert_eq!(resumed.take_bundles(), log.take_bundles());
     }
 
-    #[test]
-    fn resume_rejects_a_broken_chain() {
-        let mut log = RecordLog::new();
-        append_n(&mut log, 4);
-        let b = log.take_bundles().remove(0).bytes;
-        let mut entries: Vec<Vec<u8>> = decode_bundle(&b)
+    /// `bundle` with its second and third entries swapped: the chain breaks at entry 1.
+    fn with_entries_1_and_2_swapped(bundle: &[u8]) -> Vec<u8> {
+        let mut entries: Vec<Vec<u8>> = decode_bundle(bundle)
             .unwrap()
             .into_iter()
             .map(<[u8]>::to_vec)
             .collect();
         entries.swap(1, 2);
-        let swapped = encode_bundle(entries.iter().map(Vec::as_slice));
+        encode_bundle(entries.iter().map(Vec::as_slice))
+    }
+
+    #[test]
+    fn resume_rejects_a_broken_chain() {
+        let mut log = RecordLog::new();
+        append_n(&mut log, 4);
+        let b = log.take_bundles().remove(0).bytes;
+        let swapped = with_entries_1_and_2_swapped(&b);
         assert!(matches!(
             RecordLog::resume([swapped.as_slice()]),
             Err(LogError::Chain { index: 1, .. })
         ));
     }
 
-    /// A writer resumed from its right edge and the bundle holding its newest entry appends
-    /// exactly what a writer that read the whole log appends.
+    /// A bundle refused by `check_bundle` or `push_bundle` leaves the log as it was.
     #[test]
     fn a_bundle_that_does_not_follow_appends_nothing() {
         let mut log = RecordLog::new();
@@ -371,13 +375,7 @@ mod tests {
         assert!(read.push_bundle(second).is_err());
         assert_eq!(read.size(), 0);
         // A bundle whose second entry is swapped fails half-way: still nothing appended.
-        let mut entries: Vec<Vec<u8>> = decode_bundle(first)
-            .unwrap()
-            .into_iter()
-            .map(<[u8]>::to_vec)
-            .collect();
-        entries.swap(1, 2);
-        let swapped = encode_bundle(entries.iter().map(Vec::as_slice));
+        let swapped = with_entries_1_and_2_swapped(first);
         assert!(read.push_bundle(&swapped).is_err());
         assert_eq!(read.size(), 0);
         assert_eq!(read.check_bundle(first).unwrap().len(), 256);
@@ -386,6 +384,8 @@ mod tests {
         assert_eq!(read.root(), log.root());
     }
 
+    /// A writer resumed from its right edge and the bundle holding its newest entry appends
+    /// exactly what a writer that read the whole log appends.
     #[test]
     fn resume_from_the_edge_continues_like_a_full_resume() {
         for n in [1u64, 255, 256, 257, 600, 768] {
