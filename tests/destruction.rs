@@ -14,7 +14,7 @@ use mailvault::core::entry::{EntryBody, RecordId};
 use mailvault::core::note::NoteVerifier;
 use mailvault::reader::StoredLog;
 use mailvault::store::Store as _;
-use mailvault::store::s3::{S3Config, S3Credentials, S3Store};
+use mailvault::store::s3::S3Store;
 use mailvault_tests::{S3Flavour, TestEnv, unique_name};
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt as _;
@@ -205,24 +205,7 @@ impl Archive {
     }
 
     fn store(&self) -> S3Store {
-        let p = match self.flavour {
-            S3Flavour::Versitygw => "VERSITYGW",
-            S3Flavour::Moto => "MOTO",
-        };
-        S3Store::new(&S3Config {
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
-            region: self.env.var("S3_REGION").to_owned(),
-            endpoint: Some(self.env.s3_endpoint(self.flavour).to_owned()),
-            path_style: true,
-            credentials: S3Credentials::Static {
-                access_key_id: self.env.var(&format!("{p}_ACCESS_KEY")).to_owned(),
-                secret_access_key: self.env.var(&format!("{p}_SECRET_KEY")).to_owned(),
-            },
-            insecure_http: false,
-            timeout: mailvault::store::s3::DEFAULT_TIMEOUT,
-        })
-        .unwrap()
+        self.env.s3_store(self.flavour, &self.bucket, &self.prefix)
     }
 
     fn verifier(&self) -> NoteVerifier {

@@ -10,7 +10,7 @@ use mailvault::core::entry::EntryBody;
 use mailvault::core::note::NoteVerifier;
 use mailvault::reader::StoredLog;
 use mailvault::store::Store as _;
-use mailvault::store::s3::{S3Config, S3Credentials, S3Store};
+use mailvault::store::s3::S3Store;
 use mailvault_tests::{MailUser, S3Flavour, TestEnv, unique_name};
 use sha2::Digest as _;
 use std::collections::BTreeMap;
@@ -64,20 +64,8 @@ struct Archive<'a> {
 
 impl Archive<'_> {
     fn store(&self) -> S3Store {
-        S3Store::new(&S3Config {
-            bucket: self.bucket.clone(),
-            prefix: self.prefix.clone(),
-            region: self.env.var("S3_REGION").to_owned(),
-            endpoint: Some(self.env.s3_endpoint(S3Flavour::Versitygw).to_owned()),
-            path_style: true,
-            credentials: S3Credentials::Static {
-                access_key_id: self.env.var("VERSITYGW_ACCESS_KEY").to_owned(),
-                secret_access_key: self.env.var("VERSITYGW_SECRET_KEY").to_owned(),
-            },
-            insecure_http: false,
-            timeout: mailvault::store::s3::DEFAULT_TIMEOUT,
-        })
-        .unwrap()
+        self.env
+            .s3_store(S3Flavour::Versitygw, &self.bucket, &self.prefix)
     }
 
     fn cli(&self, args: &[&str]) -> String {

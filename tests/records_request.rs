@@ -11,7 +11,7 @@
 //! tombstone forged into the log's unsigned tail hide nothing either (the second test).
 
 use mailvault::store::Store as _;
-use mailvault::store::s3::{S3Config, S3Credentials, S3Store};
+use mailvault::store::s3::S3Store;
 use mailvault_tests::{S3Flavour, TestEnv, mailvault_binary, unique_name};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -143,17 +143,25 @@ struct Request {
     env: TestEnv,
     dir: PathBuf,
     bucket: String,
+    flavour: S3Flavour,
 }
 
 impl Request {
-    /// A fresh bucket (Object Lock) and directory with the policy and the two key pairs.
+    /// A fresh bucket (Object Lock) on versitygw and directory with the policy and the two key
+    /// pairs.
     async fn new(env: &TestEnv, name: &str) -> Self {
+        Self::on(env, name, S3Flavour::Versitygw).await
+    }
+
+    /// [`Self::new`] on another S3 server.
+    async fn on(env: &TestEnv, name: &str, flavour: S3Flavour) -> Self {
         let bucket = unique_name(name);
-        env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
+        env.create_bucket(flavour, &bucket, true).await;
         let r = Request {
             env: env.clone(),
             dir: std::env::temp_dir().join(unique_name(&format!("mv-{name}"))),
             bucket,
+            flavour,
         };
         std::fs::create_dir_all(&r.dir).unwrap();
         std::fs::write(r.dir.join("policy.yaml"), POLICY).unwrap();
@@ -224,10 +232,7 @@ impl Request {
     }
 
     fn mailvault(&self, args: &[&str]) -> Output {
-        self.env
-            .mailvault_s3(S3Flavour::Versitygw, args)
-            .output()
-            .unwrap()
+        self.env.mailvault_s3(self.flavour, args).output().unwrap()
     }
 
     /// `mailvault export` of the request's query into `out`, plus `extra` flags.
@@ -269,20 +274,7 @@ impl Request {
     }
 
     fn store(&self) -> S3Store {
-        S3Store::new(&S3Config {
-            bucket: self.bucket.clone(),
-            prefix: "rr".into(),
-            region: self.env.var("S3_REGION").to_owned(),
-            endpoint: Some(self.env.s3_endpoint(S3Flavour::Versitygw).to_owned()),
-            path_style: true,
-            credentials: S3Credentials::Static {
-                access_key_id: self.env.var("VERSITYGW_ACCESS_KEY").to_owned(),
-                secret_access_key: self.env.var("VERSITYGW_SECRET_KEY").to_owned(),
-            },
-            insecure_http: false,
-            timeout: mailvault::store::s3::DEFAULT_TIMEOUT,
-        })
-        .unwrap()
+        self.env.s3_store(self.flavour, &self.bucket, "rr")
     }
 }
 
@@ -918,4 +910,93 @@ async fn delete_markers_and_second_versions_on_log_objects_roll_nothing_back() {
     // And `verify` reports the markers and the planted versions.
     let verify = r.verify();
     assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+}
+
+/// Someone with write access and no key puts versions over the newest bundle that chain: copies
+/// with the last entry's time moved, so indices and `prev` hold and only the checkpoint's root
+/// tells them apart. Object Lock allows that. Every reader takes the version mailvault wrote (the
+/// first written, which nobody can put a version beneath), on a server whose version ids sort
+/// by time (versitygw) as on one whose ids are random (moto, like AWS).
+async fn versions_that_chain_over_a_bundle_do_not_displace_the_writers(flavour: S3Flavour) {
+    use mailvault::core::bundle::{MAX_BUNDLE_LEN, decode_bundle, encode_bundle};
+    use mailvault::core::entry::Entry;
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let r = Request::on(&env, "rr-chained", flavour).await;
+    r.write_matching_eml("older", "records@city.example");
+    r.archive_eml();
+    r.write_matching_eml("newer", "records@city.example");
+    r.archive_eml();
+    let store = r.store();
+    // The newest bundle object: the widest partial of bundle 0 (two entries).
+    let bundle = mailvault::core::layout::bundle_key(0, 2);
+    let genuine = store
+        .get(&bundle, None, MAX_BUNDLE_LEN)
+        .await
+        .unwrap()
+        .expect("the log's newest bundle")
+        .bytes;
+    let entries = decode_bundle(&genuine).unwrap();
+    assert_eq!(entries.len(), 2);
+    let s3 = env.s3_client(flavour);
+    for moved in 1..=3 {
+        let mut last = Entry::decode(entries[1]).unwrap();
+        last.logged_at.0 += moved;
+        let forged = encode_bundle([entries[0], last.encode().as_slice()]);
+        s3.put_object()
+            .bucket(&r.bucket)
+            .key(format!("rr/{bundle}"))
+            .body(forged.into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let both: BTreeSet<String> = ["<older@city.example>", "<newer@city.example>"]
+        .map(str::to_owned)
+        .into();
+    // The export reads mailvault's version: both messages, the planted versions named.
+    let out = r.export("chained", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "warning: {bundle} has 4 versions (mailvault writes a log object once)"
+        )),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(exported_ids(&r.dir.join("chained")), both);
+    let checked = r.verify_export("chained");
+    assert!(checked.status.success(), "{}", text(&checked));
+    // `ls` and the writer read it too: a third run logs the new message on top.
+    let ls = r.mailvault(&["ls", &r.location(), "--public-key", &r.path("archive.pub")]);
+    assert!(ls.status.success(), "{}", text(&ls));
+    r.write_matching_eml("third", "records@city.example");
+    r.archive_eml();
+    let ls = r.mailvault(&["ls", &r.location(), "--public-key", &r.path("archive.pub")]);
+    assert!(ls.status.success(), "{}", text(&ls));
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout).lines().count(),
+        1 + 3,
+        "{}",
+        text(&ls)
+    );
+    // The auditor's verify replays the same version: the planted ones are a finding of their
+    // own, not a log that no longer matches its checkpoints.
+    let verify = r.verify();
+    let report = text(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{report}");
+    assert!(report.contains("FOREIGN_LOG_VERSION"), "{report}");
+    for not in ["FORKED_CHECKPOINT", "BROKEN_CHAIN", "ENTRY_OUT_OF_PLACE"] {
+        assert!(!report.contains(not), "{not}: {report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_that_chain_over_a_bundle_on_versitygw_do_not_displace_the_writers() {
+    versions_that_chain_over_a_bundle_do_not_displace_the_writers(S3Flavour::Versitygw).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_that_chain_over_a_bundle_on_moto_do_not_displace_the_writers() {
+    versions_that_chain_over_a_bundle_do_not_displace_the_writers(S3Flavour::Moto).await;
 }

@@ -234,3 +234,49 @@ async fn a_bucket_without_object_lock_says_so() {
         );
     }
 }
+
+/// mailvault's S3 store lists a key's versions in the order they were written, on a server
+/// whose version ids sort by time (versitygw) and on one whose ids are random (moto, like AWS):
+/// readers of the log take the first written, the one mailvault wrote.
+#[tokio::test]
+async fn the_store_lists_a_keys_versions_oldest_first() {
+    use mailvault::store::Store as _;
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    for flavour in [S3Flavour::Versitygw, S3Flavour::Moto] {
+        let bucket = unique_name("smoke-order");
+        env.create_bucket(flavour, &bucket, true).await;
+        let s3 = env.s3_client(flavour);
+        let mut written = Vec::new();
+        for i in 0..6 {
+            let put = s3
+                .put_object()
+                .bucket(&bucket)
+                .key("archive/log/k")
+                .body(ByteStream::from(format!("version {i}").into_bytes()))
+                .send()
+                .await
+                .unwrap();
+            written.push(put.version_id().unwrap().to_owned());
+        }
+        let marker = s3
+            .delete_object()
+            .bucket(&bucket)
+            .key("archive/log/k")
+            .send()
+            .await
+            .unwrap();
+        let store = env.s3_store(flavour, &bucket, "archive");
+        let listed = store.list_version_ids("log/").await.unwrap();
+        let mut expected: Vec<(String, String, bool)> = written
+            .into_iter()
+            .map(|v| ("log/k".to_owned(), v, false))
+            .collect();
+        expected.push((
+            "log/k".to_owned(),
+            marker.version_id().unwrap().to_owned(),
+            true,
+        ));
+        assert_eq!(listed, expected, "{flavour:?}");
+    }
+}

@@ -248,6 +248,32 @@ impl TestEnv {
         aws_sdk_s3::Client::from_conf(config)
     }
 
+    /// mailvault's own S3 store for `bucket`, with the archive under `prefix` (no trailing
+    /// slash), on a flavour: what a test reads or plants through, as mailvault sees the bucket.
+    pub fn s3_store(
+        &self,
+        flavour: S3Flavour,
+        bucket: &str,
+        prefix: &str,
+    ) -> mailvault::store::s3::S3Store {
+        use mailvault::store::s3::{S3Config, S3Credentials, S3Store};
+        let p = flavour.prefix();
+        S3Store::new(&S3Config {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            region: self.var("S3_REGION").to_owned(),
+            endpoint: Some(self.s3_endpoint(flavour).to_owned()),
+            path_style: true,
+            credentials: S3Credentials::Static {
+                access_key_id: self.var(&format!("{p}_ACCESS_KEY")).to_owned(),
+                secret_access_key: self.var(&format!("{p}_SECRET_KEY")).to_owned(),
+            },
+            insecure_http: false,
+            timeout: mailvault::store::s3::DEFAULT_TIMEOUT,
+        })
+        .unwrap_or_else(|e| panic!("an S3 store for {bucket}: {e}"))
+    }
+
     /// Creates a bucket, with versioning and Object Lock when `object_lock` (as a records bucket
     /// must have), or a plain one (to test that mailvault refuses it).
     pub async fn create_bucket(&self, flavour: S3Flavour, bucket: &str, object_lock: bool) {

@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use mailvault_core::checkpoint::{Checkpoint, SignedHead};
 use mailvault_core::entry::{Entry, EntryBody, RecordId};
 use mailvault_core::layout::{
-    CHECKPOINTS_PREFIX, LOG_PREFIX, checkpoint_key, parse_checkpoint_key,
+    CHECKPOINTS_PREFIX, LOG_PREFIX, checkpoint_key, parse_bundle_key, parse_checkpoint_key,
 };
 use mailvault_core::lifecycle::{Anomaly, Replay};
 use mailvault_core::log::RecordLog;
@@ -55,7 +55,7 @@ pub(crate) const MAX_LOG_OBJECT_LEN: u64 = mailvault_core::bundle::MAX_BUNDLE_LE
 pub(crate) struct LogObjects {
     /// Every key with at least one data version, sorted into bundles and checkpoints.
     pub listing: LogListing,
-    /// The data versions of each key (one, as mailvault writes them).
+    /// The data versions of each key, oldest first (one, as mailvault writes them).
     versions: HashMap<String, Vec<String>>,
     /// For each bundle index the log is read from, in order (see [`Self::list`]), the objects
     /// that may hold it: the full bundle, then the partials, widest first.
@@ -197,7 +197,7 @@ impl LogObjects {
         Ok(objects)
     }
 
-    /// The data versions of `key` (nearly always one).
+    /// The data versions of `key`, oldest first (nearly always one).
     pub(crate) fn versions(&self, key: &str) -> &[String] {
         self.versions.get(key).map_or(&[], Vec::as_slice)
     }
@@ -253,10 +253,13 @@ impl LogObjects {
     }
 
     /// Appends to `records` the first object version among `candidates` (one bundle index's
-    /// objects, from [`Self::bundles`]) that follows the log: the first (read ahead by
+    /// objects, from [`Self::bundles`]; each object's versions oldest first) that follows the
+    /// log and holds as many entries as its key says: the first (read ahead by
     /// [`Self::fetch_first`]: `first`), else the others one at a time, at most
     /// [`MAX_VERSIONS_TRIED`] in all. A planted object or version (garbage, too large, refused
-    /// by the store) costs a read, not the log; versions not read are added to `findings`.
+    /// by the store) costs a read, not the log; one planted over mailvault's comes after it in
+    /// the listing, so even one that chains is not read. Versions not read are added to
+    /// `findings`.
     /// Returns the key and version read and its entries; if none follows, the first error.
     pub(crate) async fn push_bundle<S: Store>(
         &self,
@@ -311,7 +314,16 @@ impl LogObjects {
                 }
                 Err(e) => return Err(e),
             };
+            let width = parse_bundle_key(&key).map_or(0, |(_, width)| width);
             match records.check_bundle(&bytes) {
+                // A bundle object holds exactly the entries its key names (§6); a shorter one
+                // that chains is a truncated copy, which would hide the entries after it.
+                Ok(entries) if entries.len() as u64 != width => {
+                    first_error.get_or_insert(format!(
+                        "{key}: holds {} entries, its key says {width}",
+                        entries.len()
+                    ));
+                }
                 Ok(_) => {
                     let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
                     return Ok((key, version, entries));

@@ -432,7 +432,8 @@ async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<
     for (key, version, marker) in log_versions {
         by_key.entry(key).or_default().push((version, marker));
     }
-    // The data versions read for each log key: the first for a bundle, every one for a
+    // The data versions read for each log key: the first written for a bundle (the listing
+    // puts it first: mailvault's, as nothing can be put beneath it), every one for a
     // checkpoint or certificate (each is judged on its own signature).
     let mut chosen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (key, versions) in &by_key {

@@ -177,8 +177,11 @@ pub trait Store: Send + Sync + Clone + 'static {
     /// Keys under a prefix (current objects only), sorted.
     fn list_keys(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>>> + Send;
 
-    /// Every version and delete marker under a prefix, sorted by key, without lock state
-    /// (one LIST per 1000 versions, no HEAD): `(key, version id, is a delete marker)`.
+    /// Every version and delete marker under a prefix, without lock state (one LIST per 1000
+    /// versions, no HEAD): `(key, version id, is a delete marker)`, sorted by key, each key's
+    /// data versions in the order they were written (oldest first), then its delete markers.
+    /// The first data version of a key mailvault writes once (a log object) is mailvault's:
+    /// Object Lock keeps it, and nobody can put a version beneath it.
     fn list_version_ids(
         &self,
         prefix: &str,

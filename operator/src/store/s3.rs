@@ -156,6 +156,17 @@ const TIMED_OUT: &str = "no answer within the time-out (--s3-timeout, spec.stora
 /// An S3 error in words: the operation, the key, the service's code and message.
 /// An S3 call failed. Throttling, 5xx answers, time-outs and failures to reach the endpoint
 /// may pass with a retry; any other answer is given again. The SDK's error is kept as the source.
+/// `listed` (each key's data versions, and each key's delete markers, newest first, as S3 lists
+/// them) as the [`Store::list_version_ids`] contract orders them: by key, each key's data
+/// versions oldest first, then its delete markers oldest first.
+fn oldest_first(listed: Vec<(String, String, bool)>) -> Vec<(String, String, bool)> {
+    let mut out: Vec<(usize, (String, String, bool))> = listed.into_iter().enumerate().collect();
+    out.sort_by(|(a_at, a), (b_at, b)| {
+        (&a.0, a.2, std::cmp::Reverse(a_at)).cmp(&(&b.0, b.2, std::cmp::Reverse(b_at)))
+    });
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
 fn s3_error<E>(op: &str, key: &str, e: SdkError<E>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -997,7 +1008,9 @@ impl Store for S3Store {
 
     async fn list_version_ids(&self, prefix: &str) -> Result<Vec<(String, String, bool)>> {
         let full = self.full_key(prefix);
-        let mut out: Vec<(String, String, bool)> = Vec::new();
+        // S3 lists a key's versions newest first, across pages; the position in the listing
+        // orders them (version ids are opaque: random on AWS and moto).
+        let mut listed: Vec<(String, String, bool)> = Vec::new();
         let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
         loop {
             let page = self
@@ -1014,14 +1027,14 @@ impl Store for S3Store {
                 if let (Some(k), Some(id)) =
                     (v.key().and_then(|k| self.relative(k)), v.version_id())
                 {
-                    out.push((k.to_owned(), id.to_owned(), false));
+                    listed.push((k.to_owned(), id.to_owned(), false));
                 }
             }
             for m in page.delete_markers() {
                 if let (Some(k), Some(id)) =
                     (m.key().and_then(|k| self.relative(k)), m.version_id())
                 {
-                    out.push((k.to_owned(), id.to_owned(), true));
+                    listed.push((k.to_owned(), id.to_owned(), true));
                 }
             }
             if page.is_truncated() != Some(true) {
@@ -1033,8 +1046,7 @@ impl Store for S3Store {
                 break;
             }
         }
-        out.sort();
-        Ok(out)
+        Ok(oldest_first(listed))
     }
 
     async fn version_lock(&self, key: &str, version: &str) -> Result<Option<super::VersionLock>> {
@@ -1197,6 +1209,35 @@ impl Store for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keys_versions_are_put_oldest_first_then_its_markers() {
+        let v = |k: &str, id: &str, marker: bool| (k.to_owned(), id.to_owned(), marker);
+        // As S3 lists them: by key, newest first; versions and markers in separate lists.
+        let listed = vec![
+            v("a", "a3", false),
+            v("a", "a2", false),
+            v("a", "a1", false),
+            v("b", "b2", false),
+            v("b", "b1", false),
+            v("a", "am2", true),
+            v("a", "am1", true),
+            v("c", "cm1", true),
+        ];
+        assert_eq!(
+            oldest_first(listed),
+            vec![
+                v("a", "a1", false),
+                v("a", "a2", false),
+                v("a", "a3", false),
+                v("a", "am1", true),
+                v("a", "am2", true),
+                v("b", "b1", false),
+                v("b", "b2", false),
+                v("c", "cm1", true),
+            ]
+        );
+    }
 
     #[test]
     fn plain_http_is_refused_unless_loopback_or_allowed() {
