@@ -758,17 +758,17 @@ async fn s3_slowdowns_are_retried_with_backoff_and_nothing_is_lost() {
 
 /// A plaintext IMAP proxy on loopback that records what the client sends and, with
 /// `hide_auth_plain`, hides `AUTH=PLAIN` from every capability list the server sends.
-async fn recording_proxy(
-    upstream: String,
-    hide_auth_plain: bool,
-) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+async fn recording_proxy(upstream: String, hide_auth_plain: bool) -> RecordingProxy {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sessions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let record = sent.clone();
+    let count = sessions.clone();
     tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else {
                 return;
             };
@@ -777,11 +777,17 @@ async fn recording_proxy(
             let record = record.clone();
             tokio::spawn(async move {
                 let mut chunk = [0u8; 8192];
+                // Whole lines only: several connections record into one buffer.
+                let mut pending = Vec::new();
                 while let Ok(n) = client_read.read(&mut chunk).await {
                     if n == 0 || server_write.write_all(&chunk[..n]).await.is_err() {
                         break;
                     }
-                    record.lock().unwrap().extend_from_slice(&chunk[..n]);
+                    pending.extend_from_slice(&chunk[..n]);
+                    if let Some(end) = pending.iter().rposition(|b| *b == b'\n') {
+                        let lines: Vec<u8> = pending.drain(..=end).collect();
+                        record.lock().unwrap().extend_from_slice(&lines);
+                    }
                 }
             });
             tokio::spawn(async move {
@@ -806,7 +812,18 @@ async fn recording_proxy(
             });
         }
     });
-    (port, sent)
+    RecordingProxy {
+        port,
+        sent,
+        sessions,
+    }
+}
+
+/// A [`recording_proxy`]: its port, what clients sent, and how many connections it took.
+struct RecordingProxy {
+    port: u16,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    sessions: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A server that does not list AUTHENTICATE PLAIN gets the IMAP LOGIN command (real Dovecot
@@ -928,18 +945,110 @@ fn commands_sent(sent: &std::sync::Mutex<Vec<u8>>) -> Vec<String> {
 /// Archives the case's mailbox over plaintext IMAP to loopback, through a [`recording_proxy`] in
 /// front of Dovecot's STARTTLS port; returns the run's output and the commands it sent.
 async fn archive_through_imap_proxy(case: &Case, hide_auth_plain: bool) -> (Output, Vec<String>) {
+    let (out, commands, _) = archive_through_imap_proxy_with(case, hide_auth_plain, &[]).await;
+    (out, commands)
+}
+
+/// [`archive_through_imap_proxy`] with `extra` flags; also returns the IMAP connections the
+/// run opened.
+async fn archive_through_imap_proxy_with(
+    case: &Case,
+    hide_auth_plain: bool,
+    extra: &[&str],
+) -> (Output, Vec<String>, usize) {
     let upstream = format!("{}:{}", case.env.imap_host(), case.env.imap_starttls_port());
-    let (port, sent) = recording_proxy(upstream, hide_auth_plain).await;
+    let proxy = recording_proxy(upstream, hide_auth_plain).await;
     let mut args = case.archive_args();
-    args[2] = format!("imap://{}@127.0.0.1:{port}", case.user.name);
+    args[2] = format!("imap://{}@127.0.0.1:{}", case.user.name, proxy.port);
     args[4] = "disabled".into(); // --imap-tls: plaintext, allowed to loopback
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     let out = tokio::task::spawn_blocking({
         let mut command = case.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
         move || command.output().unwrap()
     })
     .await
     .unwrap();
-    (out, commands_sent(&sent))
+    let sessions = proxy.sessions.load(std::sync::atomic::Ordering::SeqCst);
+    (out, commands_sent(&proxy.sent), sessions)
+}
+
+/// A mailbox of many folders is read over several IMAP sessions at once (one more for every 4
+/// folders past the first 4, up to `--imap-connections`), large messages among them: every
+/// message is archived once, byte for byte, the archive verifies, and a second run over as
+/// many sessions finds nothing new and fetches nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_folders_are_read_over_several_sessions_each_message_once() {
+    let case = Case::new("imap-sessions", S3Flavour::Versitygw).await;
+    let mut seeded = Vec::new();
+    let folders: Vec<String> = std::iter::once("INBOX".to_owned())
+        .chain((1..=10).map(|i| format!("Cases/{i:02}")))
+        .collect();
+    for (i, folder) in folders.iter().enumerate() {
+        for j in 0..2 {
+            let msg = format!(
+                "From: clerk@city.example\r\nSubject: case {i} note {j}\r\nMessage-ID: <{i}.{j}@city.example>\r\n\r\nnote {j} of folder {folder}\r\n"
+            )
+            .into_bytes();
+            case.env.seed_message(&case.user, folder, &msg, "S");
+            seeded.push(msg);
+        }
+    }
+    // Two messages past the 4 MiB piece size, in folders that different sessions read: each
+    // is put together from pieces while the other sessions' FETCHes run on.
+    for (folder, seed) in [("Cases/03", 3), ("Cases/07", 7)] {
+        let big = large_message(5 << 20, seed);
+        case.env.seed_message(&case.user, folder, &big, "");
+        seeded.push(big);
+    }
+    let (out, _, sessions) =
+        archive_through_imap_proxy_with(&case, false, &["--imap-connections", "3"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("archived {} new records", seeded.len())),
+        "{}",
+        text(&out)
+    );
+    // 11 folders: 1 + 10 / 4 = 3 sessions, the most allowed.
+    assert_eq!(sessions, 3);
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    let exported = case.export_all(&report);
+    assert_eq!(
+        sorted(exported.into_values().collect()),
+        sorted(seeded.clone())
+    );
+    // Nothing new: as many sessions, each folder examined, nothing fetched.
+    let (out, commands, sessions) =
+        archive_through_imap_proxy_with(&case, false, &["--imap-connections", "3"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("archived 0 new records"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(sessions, 3);
+    assert_eq!(
+        commands.iter().filter(|c| *c == "EXAMINE").count(),
+        folders.len(),
+        "{commands:?}"
+    );
+    assert!(
+        !commands.iter().any(|c| c == "FETCH" || c == "UID"),
+        "{commands:?}"
+    );
+    // One new message in one folder, read over one session.
+    let late = b"From: clerk@city.example\r\nSubject: late\r\n\r\nlate\r\n".to_vec();
+    case.env.seed_message(&case.user, "Cases/05", &late, "");
+    let (out, _, sessions) =
+        archive_through_imap_proxy_with(&case, false, &["--imap-connections", "1"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("archived 1 new records"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(sessions, 1);
 }
 
 /// A run that finds nothing new sends no FETCH at all, also after flags changed in a folder

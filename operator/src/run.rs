@@ -114,6 +114,7 @@ impl ImapServer {
             credentials,
             timeout,
             max_message_bytes: crate::source::imap::DEFAULT_MAX_MESSAGE_BYTES,
+            connections: crate::source::imap::DEFAULT_CONNECTIONS,
         }
     }
 }

@@ -94,6 +94,11 @@ pub struct ImapArgs {
     /// run fails.
     #[arg(long, default_value_t = 60)]
     imap_timeout: u64,
+    /// IMAP: the most sessions a run reads folders over at once (1 to 16). A run opens one
+    /// more for every 4 selected folders past the first 4; a server that refuses one leaves
+    /// the folders to the others.
+    #[arg(long, default_value_t = mailvault::source::imap::DEFAULT_CONNECTIONS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
+    imap_connections: usize,
     /// IMAP: the longest a run may read mail, in seconds (default: no cap). At the cap the
     /// run stops: what it stored is logged, the cursor moves only past folders read to the
     /// end, and it exits 2 saying so; the next run goes on from there.
@@ -380,5 +385,6 @@ fn imap_config(location: &str, args: &ImapArgs) -> Result<ImapConfig> {
         std::time::Duration::from_secs(args.imap_timeout.max(1)),
     );
     config.max_message_bytes = args.max_message_size;
+    config.connections = args.imap_connections;
     Ok(config)
 }

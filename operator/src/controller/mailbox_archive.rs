@@ -493,6 +493,9 @@ async fn run_once(
     if let Some(max) = spec.imap.max_message_bytes {
         imap.max_message_bytes = max;
     }
+    if let Some(connections) = spec.imap.connections {
+        imap.connections = usize::from(connections);
+    }
     let run = MailboxRun {
         imap,
         folders: FolderFilter {

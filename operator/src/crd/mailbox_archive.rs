@@ -134,6 +134,12 @@ pub struct ImapSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 3600))]
     pub timeout_seconds: Option<u32>,
+    /// The most IMAP sessions a run reads folders over at once (default 4). A run opens one
+    /// more for every 4 selected folders past the first 4; a server that refuses one (a limit
+    /// on connections per user) leaves the folders to the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub connections: Option<u8>,
 }
 
 impl ImapSpec {

@@ -98,7 +98,23 @@ pub struct ImapConfig {
     /// The largest message archived, in bytes: a larger one is not archived (a capture gap,
     /// reported by folder and UID) and no more than this much of it is read.
     pub max_message_bytes: u64,
+    /// Folders read at once, each over its own connection (at least 1): a run opens one more
+    /// connection for every [`FOLDERS_PER_CONNECTION`] selected folders past the first few,
+    /// up to this many in all.
+    pub connections: usize,
 }
+
+/// The default of [`ImapConfig::connections`]: well under the connections per user that
+/// servers allow by default (Dovecot 10 per user and address, Gmail 15).
+pub const DEFAULT_CONNECTIONS: usize = 4;
+
+/// The most [`ImapConfig::connections`] accepts.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// Selected folders per connection a run opens: a connection costs a TLS handshake and a
+/// login (several round trips), a folder with nothing new one round trip (EXAMINE), so a second
+/// connection pays only once there are several folders to share.
+pub const FOLDERS_PER_CONNECTION: usize = 4;
 
 /// The default of [`ImapConfig::max_message_bytes`]: 1 GiB. No mail system delivers messages
 /// near this size (most refuse more than 25-150 MB); a "message" larger than this is a broken
@@ -252,6 +268,24 @@ pub struct ImapSource {
     max_message_bytes: u64,
     /// When the run must stop ([`Self::set_deadline`]), with the cap it came from.
     deadline: Option<(tokio::time::Instant, Duration)>,
+    /// How it connected, for [`Self::connect_another`].
+    config: ImapConfig,
+}
+
+/// Opens another session to the mailbox an [`ImapSource`] reads ([`ImapSource::another`]).
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    config: ImapConfig,
+    deadline: Option<(tokio::time::Instant, Duration)>,
+}
+
+impl Reconnect {
+    /// Connects and logs in, as [`ImapSource::connect`], with the first session's deadline.
+    pub async fn connect(&self) -> Result<ImapSource> {
+        let mut other = ImapSource::connect(&self.config).await?;
+        other.deadline = self.deadline;
+        Ok(other)
+    }
 }
 
 /// What an IMAP client error means, in words.
@@ -398,7 +432,21 @@ impl ImapSource {
             condstore,
             max_message_bytes: config.max_message_bytes,
             deadline: None,
+            config: config.clone(),
         })
+    }
+
+    /// What opens another session to the same mailbox, with the same run deadline.
+    pub fn another(&self) -> Reconnect {
+        Reconnect {
+            config: self.config.clone(),
+            deadline: self.deadline,
+        }
+    }
+
+    /// The most connections a run may open to this mailbox ([`ImapConfig::connections`]).
+    pub fn max_connections(&self) -> usize {
+        self.config.connections.clamp(1, MAX_CONNECTIONS)
     }
 
     /// Whether the server offers CONDSTORE.

@@ -9,7 +9,8 @@
 //! content-based, so a lost cursor or a UIDVALIDITY reset re-reads a folder without storing
 //! anything twice.
 
-use super::{Fetched, FolderState, ImapSource, Rest};
+use super::{FOLDERS_PER_CONNECTION, Fetched, FolderState, ImapSource, ListedFolder, Rest};
+use crate::source::SourceMessage;
 use crate::spool::{BodyWriter, Spool};
 use crate::store::Store;
 use crate::writer::{RecordWriter, trust};
@@ -124,6 +125,11 @@ pub struct SyncReport {
 
 /// Archives every selected folder of an IMAP session. Folders are selected by their display
 /// names (decoded, `/` between levels); the raw name stays their identity in the cursor.
+///
+/// Folders are read over up to [`ImapSource::max_connections`] sessions at once (one more for
+/// every [`FOLDERS_PER_CONNECTION`] selected folders; `imap` is the first), each message handed
+/// to the one writer as it arrives. A folder's cursor moves once its last message is logged
+/// and checkpointed, whichever session read it.
 pub async fn sync_mailbox<S: Store>(
     imap: &mut ImapSource,
     writer: &mut RecordWriter<'_, S>,
@@ -147,67 +153,292 @@ pub async fn sync_mailbox<S: Store>(
         cursor.save(store, &mac).await?;
     }
     let displayed: Vec<String> = listed.iter().map(|f| f.display.clone()).collect();
-    let mut report = SyncReport {
-        folders: Vec::new(),
-        unmatched_includes: glob::unmatched(&filter.include, &displayed)
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
+    let unmatched_includes = glob::unmatched(&filter.include, &displayed)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let jobs: std::collections::VecDeque<FolderJob> = listed
+        .into_iter()
+        .filter(|f| glob::selected(&filter.include, &filter.exclude, &f.display))
+        .enumerate()
+        .map(|(position, listed)| FolderJob {
+            position,
+            previous: cursor.folders.get(&listed.name).cloned(),
+            listed,
+        })
+        .collect();
+    let sessions = sessions_for(jobs.len(), imap.max_connections());
+    let shared = Shared {
+        jobs: std::sync::Mutex::new(jobs),
+        assembling: tokio::sync::Mutex::new(()),
+        waiting: std::sync::Mutex::new(0),
+        spool: writer.spool().clone(),
+        max_bytes: imap.max_message_bytes(),
     };
-    for listed in listed {
-        if !glob::selected(&filter.include, &filter.exclude, &listed.display) {
-            continue;
-        }
-        let folder = listed.name;
-        imap.check_deadline()?;
-        let state = imap.examine(&folder).await?;
-        let previous = cursor.folders.get(&folder).cloned();
-        let folder_report = sync_folder(
-            imap,
-            writer,
-            &state,
-            previous.as_ref(),
-            &now,
-            &mut *progress,
-        )
-        .await?;
-        writer.checkpoint().await?;
-        match folder_report.1 {
-            Some(uid_next) => {
-                cursor.folders.insert(
-                    folder.clone(),
-                    FolderCursor {
-                        uid_validity: state.uid_validity,
-                        uid_next,
-                        highest_modseq: state.highest_modseq,
-                    },
-                );
+    let (to_writer, from_readers) = tokio::sync::mpsc::channel::<Fetch>(2 * sessions);
+    let readers = read_folders(imap, sessions, &shared, to_writer);
+    let writing = async {
+        // Owned by this future: a writer that fails drops it here, which stops the readers
+        // (their sends fail) instead of leaving them waiting on a full channel.
+        let mut from_readers = from_readers;
+        let mut done: Vec<(usize, FolderReport)> = Vec::new();
+        while let Some(fetch) = from_readers.recv().await {
+            match fetch {
+                Fetch::Message {
+                    folder,
+                    fetched,
+                    exists,
+                    msg,
+                    taken,
+                } => {
+                    writer.write(msg, now()).await?;
+                    // The reader waits for this before it puts the next large message
+                    // together; it may have stopped meanwhile.
+                    if let Some(taken) = taken {
+                        let _ = taken.send(());
+                    }
+                    progress(&folder, fetched, exists);
+                }
+                Fetch::FolderDone {
+                    position,
+                    listed,
+                    state,
+                    report,
+                    uid_next,
+                } => {
+                    writer.checkpoint().await?;
+                    match uid_next {
+                        Some(uid_next) => {
+                            cursor.folders.insert(
+                                listed.name.clone(),
+                                FolderCursor {
+                                    uid_validity: state.uid_validity,
+                                    uid_next,
+                                    highest_modseq: state.highest_modseq,
+                                },
+                            );
+                        }
+                        // The server's UIDs cannot be trusted for this folder: the next run
+                        // re-reads it in full (content identities keep it from storing
+                        // anything twice).
+                        None => {
+                            cursor.folders.remove(&listed.name);
+                        }
+                    }
+                    // After the checkpoint, so the cursor never runs ahead of the log.
+                    cursor.save(store, &mac).await?;
+                    let mut report = report;
+                    report.folder = listed.display;
+                    done.push((position, report));
+                }
             }
-            // The server's UIDs cannot be trusted for this folder: the next run re-reads it
-            // in full (content identities keep it from storing anything twice).
-            None => {
-                cursor.folders.remove(&folder);
-            }
         }
-        // After the checkpoint, so the cursor never runs ahead of the log.
-        cursor.save(store, &mac).await?;
-        let mut folder_report = folder_report.0;
-        folder_report.folder = listed.display;
-        report.folders.push(folder_report);
+        Ok::<_, Error>(done)
+    };
+    // The writer goes on until every reader has stopped (what was fetched is logged); a
+    // failed writer drops its receiver, which stops the readers.
+    let (written, read) = futures::future::join(writing, readers).await;
+    let mut done = written?;
+    read?;
+    done.sort_by_key(|(position, _)| *position);
+    Ok(SyncReport {
+        folders: done.into_iter().map(|(_, report)| report).collect(),
+        unmatched_includes,
+    })
+}
+
+/// Sessions a run reads `folders` selected folders over: one, and one more for every
+/// [`FOLDERS_PER_CONNECTION`] past the first few, at most `max`.
+fn sessions_for(folders: usize, max: usize) -> usize {
+    (1 + folders.saturating_sub(1) / FOLDERS_PER_CONNECTION).clamp(1, max.max(1))
+}
+
+/// A selected folder waiting for a session.
+struct FolderJob {
+    /// Its place among the selected folders (reports keep the listing's order).
+    position: usize,
+    listed: ListedFolder,
+    /// Its cursor from the last run.
+    previous: Option<FolderCursor>,
+}
+
+/// What the sessions reading folders share.
+struct Shared {
+    /// Folders no session has taken yet.
+    jobs: std::sync::Mutex<std::collections::VecDeque<FolderJob>>,
+    /// Held while a session puts large messages together from pieces: the spool holds one
+    /// at a time (see [`Spool::max_bytes`]).
+    assembling: tokio::sync::Mutex<()>,
+    /// Spool bytes of first pieces waiting in all sessions ([`WaitingPieces`]).
+    waiting: std::sync::Mutex<u64>,
+    spool: Spool,
+    max_bytes: u64,
+}
+
+impl Shared {
+    fn next_job(&self) -> Option<FolderJob> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop_front()
     }
-    Ok(report)
+}
+
+/// What a session hands the writer.
+enum Fetch {
+    /// A message to write; `fetched` of the folder's `exists` so far (for progress). `taken`:
+    /// answered once the writer has taken it (a spooled message: the session waits, so the
+    /// spool holds no more than the writer accounts for).
+    Message {
+        folder: String,
+        fetched: u64,
+        exists: u32,
+        msg: SourceMessage,
+        taken: Option<tokio::sync::oneshot::Sender<()>>,
+    },
+    /// A folder read to its end: its report and where its cursor goes (`None`: its UIDs
+    /// cannot be trusted).
+    FolderDone {
+        position: usize,
+        listed: ListedFolder,
+        state: FolderState,
+        report: FolderReport,
+        uid_next: Option<u32>,
+    },
+}
+
+/// A session's way to the writer.
+struct ToWriter<'a> {
+    sender: tokio::sync::mpsc::Sender<Fetch>,
+    shared: &'a Shared,
+}
+
+impl ToWriter<'_> {
+    /// Hands `msg` to the writer; a spooled one is waited for until the writer has taken it.
+    async fn write(&self, msg: SourceMessage, state: &FolderState, fetched: u64) -> Result<()> {
+        let (taken, wait) = if msg.body.spool_cost() > 0 {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.sender
+            .send(Fetch::Message {
+                folder: state.name.clone(),
+                fetched,
+                exists: state.exists,
+                msg,
+                taken,
+            })
+            .await
+            .map_err(|_| writer_stopped())?;
+        if let Some(wait) = wait {
+            wait.await.map_err(|_| writer_stopped())?;
+        }
+        Ok(())
+    }
+}
+
+/// What a session reports when the writer is gone (the writer's own error is the run's).
+fn writer_stopped() -> Error {
+    Error::Conflict("the record writer stopped; the folders being read were left".into())
+}
+
+/// Reads the folders of `shared` over `first` and `sessions - 1` more sessions until none is
+/// left; the first error stops every session (what they fetched is still written).
+async fn read_folders(
+    first: &mut ImapSource,
+    sessions: usize,
+    shared: &Shared,
+    to_writer: tokio::sync::mpsc::Sender<Fetch>,
+) -> Result<()> {
+    type Reader<'r> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'r>>;
+    fn abortable<'r>(
+        reader: Reader<'r>,
+        aborts: &mut Vec<futures::future::AbortHandle>,
+    ) -> futures::future::Abortable<Reader<'r>> {
+        let (handle, registration) = futures::future::AbortHandle::new_pair();
+        aborts.push(handle);
+        futures::future::Abortable::new(reader, registration)
+    }
+    let another = first.another();
+    let mut aborts = Vec::new();
+    let mut readers = futures::stream::FuturesUnordered::new();
+    let first_reader: Reader<'_> = Box::pin(read_some(
+        first,
+        ToWriter {
+            sender: to_writer.clone(),
+            shared,
+        },
+    ));
+    readers.push(abortable(first_reader, &mut aborts));
+    for _ in 1..sessions {
+        let another = another.clone();
+        let to = ToWriter {
+            sender: to_writer.clone(),
+            shared,
+        };
+        let reader: Reader<'_> = Box::pin(async move {
+            // A server that refuses one more session (a limit on connections per user) leaves
+            // the folders to the sessions it accepted.
+            let mut session = match another.connect().await {
+                Ok(session) => session,
+                Err(e) => {
+                    tracing::warn!(error = %e, "another IMAP session was refused; the folders are read over fewer");
+                    return Ok(());
+                }
+            };
+            let read = read_some(&mut session, to).await;
+            if read.is_ok() {
+                let _ = session.logout().await;
+            }
+            read
+        });
+        readers.push(abortable(reader, &mut aborts));
+    }
+    drop(to_writer);
+    let mut first_error = None;
+    while let Some(read) = futures::StreamExt::next(&mut readers).await {
+        if let Ok(Err(e)) = read
+            && first_error.is_none()
+        {
+            for handle in &aborts {
+                handle.abort();
+            }
+            first_error = Some(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Takes folders from `to.shared` and reads each to its end over `imap`, until none is left.
+async fn read_some(imap: &mut ImapSource, to: ToWriter<'_>) -> Result<()> {
+    while let Some(job) = to.shared.next_job() {
+        imap.check_deadline()?;
+        let state = imap.examine(&job.listed.name).await?;
+        let (report, uid_next) = sync_folder(imap, &to, &state, job.previous.as_ref()).await?;
+        to.sender
+            .send(Fetch::FolderDone {
+                position: job.position,
+                listed: job.listed,
+                state,
+                report,
+                uid_next,
+            })
+            .await
+            .map_err(|_| writer_stopped())?;
+    }
+    Ok(())
 }
 
 /// Returns the report and where the folder's cursor goes: UIDNEXT as EXAMINE announced it
 /// (never past it on the strength of a UID the server sent but did not announce), or `None`
 /// when the server's UIDs for the folder cannot be trusted.
-async fn sync_folder<S: Store>(
+async fn sync_folder(
     imap: &mut ImapSource,
-    writer: &mut RecordWriter<'_, S>,
+    to: &ToWriter<'_>,
     state: &FolderState,
     previous: Option<&FolderCursor>,
-    now: &impl Fn() -> UnixTime,
-    progress: Progress<'_>,
 ) -> Result<(FolderReport, Option<u32>)> {
     let mut report = FolderReport {
         folder: state.name.clone(),
@@ -219,7 +450,7 @@ async fn sync_folder<S: Store>(
         refused: Vec::new(),
         server_faults: Vec::new(),
     };
-    let max_bytes = imap.max_message_bytes();
+    let max_bytes = to.shared.max_bytes;
     let Some(from) = first_uid(previous, state, &mut report) else {
         report.unchanged = true;
         return Ok((report, Some(state.uid_next)));
@@ -229,11 +460,11 @@ async fn sync_folder<S: Store>(
     // UIDs delivered in this folder's FETCH: a second message under one UID is a server fault.
     let mut delivered = std::collections::HashSet::new();
     let mut duplicated = std::collections::BTreeSet::new();
-    let spool = writer.spool().clone();
+    let spool = &to.shared.spool;
     let piece = spool.memory_limit();
     // Large messages: their first piece, spooled to a file, while the folder's FETCH runs on.
     let mut large = Vec::new();
-    let mut waiting = WaitingPieces::new(&spool, max_bytes);
+    let mut waiting = WaitingPieces::new(&to.shared.waiting, spool, max_bytes);
     if state.exists > 0 {
         let t = imap.timeout();
         let deadline = imap.deadline();
@@ -272,39 +503,22 @@ async fn sync_folder<S: Store>(
                         report.refused.push((uid, msg.body.len()));
                         continue;
                     }
-                    writer.write(msg, now()).await?;
                     report.fetched += 1;
-                    progress(&state.name, report.fetched, state.exists);
+                    to.write(msg, state, report.fetched).await?;
                 }
                 Fetched::Partial(meta, first) => {
                     if first.len() as u64 > max_bytes {
                         report.refused.push((meta.uid, first.len() as u64));
                         continue;
                     }
-                    large.push((meta, waiting.keep(&spool, first).await?));
+                    large.push((meta, waiting.keep(spool, first).await?));
                 }
             }
         }
     }
-    // Order within a folder does not matter: the cursor moves only after the whole folder.
-    for (meta, body) in large {
-        imap.check_deadline()?;
-        let uid = meta.uid;
-        match imap.fetch_rest(state, meta, body, piece).await? {
-            Rest::Whole(msg) => {
-                writer.write(msg, now()).await?;
-                report.fetched += 1;
-                progress(&state.name, report.fetched, state.exists);
-            }
-            Rest::TooLarge(at_least) => report.refused.push((uid, at_least)),
-            // Expunged between its first piece and the rest: a capture gap.
-            Rest::Expunged => {
-                if uid < state.uid_next {
-                    seen_below_next = seen_below_next.saturating_sub(1);
-                }
-            }
-        }
-    }
+    let expunged = assemble_large(imap, to, state, large, &mut report).await?;
+    seen_below_next = seen_below_next.saturating_sub(expunged);
+    drop(waiting);
     let counted = Counted {
         from,
         next,
@@ -313,6 +527,43 @@ async fn sync_folder<S: Store>(
         first_run: previous.is_none(),
     };
     close_folder(imap, state, counted, report).await
+}
+
+/// Fetches the rest of each large message of a folder (their first pieces in `large`) and hands
+/// them to the writer. One session at a time does this (the spool's room for it is one).
+/// Order within a folder does not matter: the cursor moves only after the whole folder.
+/// Returns how many of them below the folder's UIDNEXT were expunged between their pieces.
+async fn assemble_large(
+    imap: &mut ImapSource,
+    to: &ToWriter<'_>,
+    state: &FolderState,
+    large: Vec<(super::MessageMeta, BodyWriter)>,
+    report: &mut FolderReport,
+) -> Result<u64> {
+    if large.is_empty() {
+        return Ok(0);
+    }
+    let _assembling = to.shared.assembling.lock().await;
+    let piece = to.shared.spool.memory_limit();
+    let mut expunged = 0;
+    for (meta, body) in large {
+        imap.check_deadline()?;
+        let uid = meta.uid;
+        match imap.fetch_rest(state, meta, body, piece).await? {
+            Rest::Whole(msg) => {
+                report.fetched += 1;
+                to.write(msg, state, report.fetched).await?;
+            }
+            Rest::TooLarge(at_least) => report.refused.push((uid, at_least)),
+            // Expunged between its first piece and the rest: a capture gap.
+            Rest::Expunged => {
+                if uid < state.uid_next {
+                    expunged += 1;
+                }
+            }
+        }
+    }
+    Ok(expunged)
 }
 
 /// The first UID to fetch in a folder (`None`: nothing new since the last run), noting a
@@ -354,17 +605,23 @@ fn first_uid(
 
 /// First pieces of large messages waiting in the spool until a folder's FETCH ends: within
 /// half the spool's cap less one largest message (the one put together from pieces after the
-/// FETCH; see [`Spool::max_bytes`]). A first piece past that is dropped and the message fetched
-/// again from byte 0: one more piece on the wire, never more disk.
-struct WaitingPieces {
-    bytes: u64,
+/// FETCH; see [`Spool::max_bytes`]), counted over every session reading at once. A first piece
+/// past that is dropped and the message fetched again from byte 0: one more piece on the wire,
+/// never more disk. What a folder kept is given back when it is dropped (its messages are then
+/// with the writer, which accounts for them).
+struct WaitingPieces<'a> {
+    /// Held by every session's waiting pieces.
+    all: &'a std::sync::Mutex<u64>,
+    /// Held by this folder's.
+    held: u64,
     budget: u64,
 }
 
-impl WaitingPieces {
-    fn new(spool: &Spool, max_message_bytes: u64) -> Self {
+impl<'a> WaitingPieces<'a> {
+    fn new(all: &'a std::sync::Mutex<u64>, spool: &Spool, max_message_bytes: u64) -> Self {
         Self {
-            bytes: 0,
+            all,
+            held: 0,
             budget: (spool.max_bytes() / 2).saturating_sub(max_message_bytes),
         }
     }
@@ -373,11 +630,28 @@ impl WaitingPieces {
     /// fits; else empty, so the whole message is fetched again from byte 0.
     async fn keep(&mut self, spool: &Spool, first: Vec<u8>) -> Result<BodyWriter> {
         let len = first.len() as u64;
-        if self.bytes + len > self.budget {
-            return Ok(spool.writer());
+        {
+            let mut all = self
+                .all
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *all + len > self.budget {
+                return Ok(spool.writer());
+            }
+            *all += len;
         }
-        self.bytes += len;
+        self.held += len;
         spill(spool, first).await
+    }
+}
+
+impl Drop for WaitingPieces<'_> {
+    fn drop(&mut self) {
+        let mut all = self
+            .all
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *all = all.saturating_sub(self.held);
     }
 }
 
@@ -483,4 +757,33 @@ async fn spill(spool: &Spool, first: Vec<u8>) -> Result<BodyWriter> {
     })
     .await
     .map_err(|e| Error::task("spool task", e))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sessions_for;
+
+    #[test]
+    fn one_more_session_for_every_four_folders_past_the_first_four() {
+        for (folders, max, sessions) in [
+            (0, 4, 1),
+            (1, 4, 1),
+            (4, 4, 1),
+            (5, 4, 2),
+            (8, 4, 2),
+            (9, 4, 3),
+            (13, 4, 4),
+            (1000, 4, 4),
+            (1000, 16, 16),
+            (11, 3, 3),
+            (11, 1, 1),
+            (11, 0, 1),
+        ] {
+            assert_eq!(
+                sessions_for(folders, max),
+                sessions,
+                "{folders} folders, max {max}"
+            );
+        }
+    }
 }
