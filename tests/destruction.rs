@@ -250,23 +250,7 @@ impl Archive {
     /// gone wrong, would log).
     async fn append(&self, entries: Vec<(RecordId, EntryBody)>) {
         let store = self.store();
-        let signer =
-            mailvault::signing_key::read_signer_key(&self.dir.join("archive.key")).unwrap();
-        let origin = signer.name().to_owned();
-        let schedule = mailvault::core::rules::RetentionSchedule::single(
-            "unused",
-            mailvault::core::retention::Period::Permanent,
-        )
-        .unwrap();
-        let mut writer = mailvault::writer::RecordWriter::open(
-            &store,
-            &origin,
-            signer,
-            schedule,
-            mailvault::unix_now(),
-        )
-        .await
-        .unwrap();
+        let mut writer = mailvault_tests::open_writer(&store, &self.dir.join("archive.key")).await;
         for (record, body) in entries {
             writer
                 .append(record, body, mailvault::unix_now())

@@ -199,7 +199,13 @@ impl Request {
 
     /// `mailvault archive` of `mail/` (the .eml files written so far) into the request's store.
     fn archive_eml(&self) {
-        let out = self.mailvault(&[
+        let out = self.try_archive_eml();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// [`Self::archive_eml`], whatever its outcome.
+    fn try_archive_eml(&self) -> Output {
+        self.mailvault(&[
             "archive",
             "--from",
             &format!("eml:{}", self.dir.join("mail").display()),
@@ -209,8 +215,17 @@ impl Request {
             &self.path("archive.key"),
             "--policy",
             &self.path("policy.yaml"),
-        ]);
-        assert!(out.status.success(), "{}", text(&out));
+        ])
+    }
+
+    /// `mailvault ls` of the request's store with the archive's public key.
+    fn ls(&self) -> Output {
+        self.mailvault(&[
+            "ls",
+            &self.location(),
+            "--public-key",
+            &self.path("archive.pub"),
+        ])
     }
 
     /// `mailvault verify` of the request's store with the archive's public key.
@@ -750,6 +765,17 @@ async fn a_message_too_large_to_index_and_a_forged_tail_tombstone_hide_nothing()
         text(&out)
     );
     assert_eq!(exported_ids(&r.dir.join("second")), both);
+    // `ls` shows the log as it reads (the record destroyed) but says no signature vouches for
+    // the last entry.
+    let ls = r.ls();
+    assert!(ls.status.success(), "{}", text(&ls));
+    assert!(
+        String::from_utf8_lossy(&ls.stderr).contains(
+            "warning: 1 entries after the newest signed checkpoint (size 2) are not vouched for by a signature yet"
+        ),
+        "{}",
+        text(&ls)
+    );
     let verify = r.verify();
     assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
 }
@@ -814,7 +840,7 @@ async fn delete_markers_and_second_versions_on_log_objects_roll_nothing_back() {
     let checked = r.verify_export("beneath");
     assert!(checked.status.success(), "{}", text(&checked));
     // `ls` lists both records and names the markers on standard error.
-    let ls = r.mailvault(&["ls", &r.location(), "--public-key", &r.path("archive.pub")]);
+    let ls = r.ls();
     assert!(ls.status.success(), "{}", text(&ls));
     assert_eq!(
         String::from_utf8_lossy(&ls.stdout).lines().count(),
@@ -833,7 +859,7 @@ async fn delete_markers_and_second_versions_on_log_objects_roll_nothing_back() {
     // by current keys would log `newer` again on a fork of the log).
     r.write_matching_eml("third", "records@city.example");
     r.archive_eml();
-    let ls = r.mailvault(&["ls", &r.location(), "--public-key", &r.path("archive.pub")]);
+    let ls = r.ls();
     assert_eq!(
         String::from_utf8_lossy(&ls.stdout).lines().count(),
         1 + 3,
@@ -968,11 +994,11 @@ async fn versions_that_chain_over_a_bundle_do_not_displace_the_writers(flavour: 
     let checked = r.verify_export("chained");
     assert!(checked.status.success(), "{}", text(&checked));
     // `ls` and the writer read it too: a third run logs the new message on top.
-    let ls = r.mailvault(&["ls", &r.location(), "--public-key", &r.path("archive.pub")]);
+    let ls = r.ls();
     assert!(ls.status.success(), "{}", text(&ls));
     r.write_matching_eml("third", "records@city.example");
     r.archive_eml();
-    let ls = r.mailvault(&["ls", &r.location(), "--public-key", &r.path("archive.pub")]);
+    let ls = r.ls();
     assert!(ls.status.success(), "{}", text(&ls));
     assert_eq!(
         String::from_utf8_lossy(&ls.stdout).lines().count(),
@@ -999,4 +1025,95 @@ async fn versions_that_chain_over_a_bundle_on_versitygw_do_not_displace_the_writ
 #[tokio::test(flavor = "multi_thread")]
 async fn versions_that_chain_over_a_bundle_on_moto_do_not_displace_the_writers() {
     versions_that_chain_over_a_bundle_do_not_displace_the_writers(S3Flavour::Moto).await;
+}
+
+/// Someone with write access and no key watches a run and, between two of its checkpoints,
+/// plants under the log key the writer writes next a bundle that follows the log as the
+/// writer's will (the same first entry, a second one that chains), hidden behind a delete
+/// marker. AWS S3 (and moto) then let the writer's conditional PUT through, so the planted
+/// version is the key's first written: the one readers read. The writer sees it after its PUT
+/// and signs nothing over it; the signed log stays readable, and later runs refuse the tail.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bundle_planted_under_the_next_log_key_is_not_signed_over() {
+    use mailvault::core::bundle::{MAX_BUNDLE_LEN, decode_bundle, encode_bundle};
+    use mailvault::core::entry::{Entry, EntryBody};
+    use mailvault::core::layout::{bundle_key, checkpoint_key};
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let r = Request::on(&env, "rr-under", S3Flavour::Moto).await;
+    r.write_matching_eml("older", "records@city.example");
+    r.archive_eml();
+    let store = r.store();
+    // The writer opens the log (one entry, signed) and logs a second entry, not yet written.
+    let mut writer = mailvault_tests::open_writer(&store, &r.dir.join("archive.key")).await;
+    let written = store
+        .get(&bundle_key(0, 1), None, MAX_BUNDLE_LEN)
+        .await
+        .unwrap()
+        .expect("the first bundle")
+        .bytes;
+    let first = decode_bundle(&written).unwrap()[0].to_vec();
+    let logged = Entry::decode(&first).unwrap();
+    writer
+        .append(
+            logged.record.clone(),
+            EntryBody::HoldPlaced {
+                hold: "records/request-1".into(),
+            },
+            mailvault::unix_now(),
+        )
+        .await
+        .unwrap();
+    // Meanwhile the planted bundle: the first entry, then one that chains from it.
+    let mut second = logged.clone();
+    second.index = 1;
+    second.prev = mailvault::core::Hash::of(&first);
+    let planted = encode_bundle([first.as_slice(), second.encode().as_slice()]);
+    let next = bundle_key(0, 2);
+    let s3 = env.s3_client(S3Flavour::Moto);
+    s3.put_object()
+        .bucket(&r.bucket)
+        .key(format!("rr/{next}"))
+        .body(planted.into())
+        .send()
+        .await
+        .unwrap();
+    s3.delete_object()
+        .bucket(&r.bucket)
+        .key(format!("rr/{next}"))
+        .send()
+        .await
+        .unwrap();
+    let refused = writer.checkpoint().await.unwrap_err().to_string();
+    assert!(
+        refused.contains(&format!(
+            "{next} holds a version older than the one this writer wrote"
+        )),
+        "{refused}"
+    );
+    drop(writer);
+    // Nothing signed over it: the newest checkpoint is still the first run's.
+    let checkpoints = store.list_keys("checkpoints/").await.unwrap();
+    assert_eq!(checkpoints, vec![checkpoint_key(1)], "{checkpoints:?}");
+    // What was signed is still exported; a later run refuses the unsigned tail it finds.
+    let out = r.export("signed", &[]);
+    assert!(
+        exported_ids(&r.dir.join("signed")).contains("<older@city.example>"),
+        "{}",
+        text(&out)
+    );
+    r.write_matching_eml("newer", "records@city.example");
+    let again = r.try_archive_eml();
+    assert!(!again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains(&format!(
+            "{next} holds log entries after the newest signed checkpoint"
+        )),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        store.list_keys("checkpoints/").await.unwrap(),
+        vec![checkpoint_key(1)]
+    );
 }

@@ -455,6 +455,25 @@ impl TestEnv {
     }
 }
 
+/// The archive's writer on `store`, signing with the key at `key` (the log's origin is its
+/// name): what a test uses to log entries as mailvault would, between the CLI's runs. Its
+/// retention schedule is unused (it logs no ingest).
+pub async fn open_writer<'s, S: mailvault::store::Store>(
+    store: &'s S,
+    key: &Path,
+) -> mailvault::writer::RecordWriter<'s, S> {
+    let signer = mailvault::signing_key::read_signer_key(key).expect("reading the signing key");
+    let origin = signer.name().to_owned();
+    let schedule = mailvault::core::rules::RetentionSchedule::single(
+        "unused",
+        mailvault::core::retention::Period::Permanent,
+    )
+    .expect("a schedule");
+    mailvault::writer::RecordWriter::open(store, &origin, signer, schedule, mailvault::unix_now())
+        .await
+        .expect("opening the archive's writer")
+}
+
 /// The repository root (CRDs, charts and examples are read from it).
 pub fn repo_root() -> PathBuf {
     // At run time cargo sets this checkout's directory; the compile-time value is where the

@@ -49,6 +49,30 @@ pub struct BundleObject {
     pub bytes: Vec<u8>,
 }
 
+/// Whether `candidate` would be read in place of the bundle `ours` by a reader at the point
+/// where `ours` goes: as many entries, the first at the same index naming the same previous
+/// entry, each next one at the next index naming the one before. What a reader checks of a
+/// bundle ([`RecordLog::check_bundle`]), against the state `ours` was written from.
+pub fn follows_as(candidate: &[u8], ours: &[u8]) -> bool {
+    let (Ok(theirs), Ok(mine)) = (decode_bundle(candidate), decode_bundle(ours)) else {
+        return false;
+    };
+    let Some(Ok(start)) = mine.first().map(|bytes| Entry::decode(bytes)) else {
+        return false;
+    };
+    if theirs.len() != mine.len() {
+        return false;
+    }
+    let mut prev = start.prev;
+    for (index, bytes) in (start.index..).zip(&theirs) {
+        match Entry::decode(bytes) {
+            Ok(entry) if entry.index == index && entry.prev == prev => prev = Hash::of(bytes),
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// The log as its writer holds it.
 #[derive(Debug, Default)]
 pub struct RecordLog {
@@ -382,6 +406,33 @@ mod tests {
         read.push_bundle(first).unwrap();
         read.push_bundle(second).unwrap();
         assert_eq!(read.root(), log.root());
+    }
+
+    /// A bundle that would be read in place of another: the same place in the chain and as many
+    /// entries that chain, whatever they say; not one that breaks the chain or is shorter.
+    #[test]
+    fn a_bundle_follows_as_another_when_a_reader_would_take_it() {
+        let mut log = RecordLog::new();
+        append_n(&mut log, 300);
+        let bundles = log.take_bundles();
+        let (first, second) = (&bundles[0].bytes, &bundles[1].bytes);
+        assert!(follows_as(first, first));
+        assert!(follows_as(second, second));
+        // The same entries with the last one's time moved: still chains.
+        let entries = decode_bundle(second).unwrap();
+        let mut last = Entry::decode(entries[entries.len() - 1]).unwrap();
+        last.logged_at = UnixTime(last.logged_at.0 + 1);
+        let moved = last.encode();
+        let mut forged: Vec<&[u8]> = entries[..entries.len() - 1].to_vec();
+        forged.push(&moved);
+        let forged = encode_bundle(forged);
+        assert!(follows_as(&forged, second));
+        // Another place in the chain, a broken chain, a shorter copy, garbage: not read.
+        assert!(!follows_as(first, second));
+        assert!(!follows_as(&with_entries_1_and_2_swapped(first), first));
+        let shorter = encode_bundle(entries[..entries.len() - 1].iter().copied());
+        assert!(!follows_as(&shorter, second));
+        assert!(!follows_as(b"not a bundle", second));
     }
 
     /// A writer resumed from its right edge and the bundle holding its newest entry appends

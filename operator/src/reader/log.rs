@@ -544,6 +544,19 @@ pub async fn replay_log<S: Store>(
         Ok(())
     })
     .await?;
+    let mut log = log;
+    let signed = log.head.map_or(0, |h| h.size);
+    if replay.size() > signed {
+        // Shown as logged, but no signature vouches for them yet: a run in progress, one that
+        // stopped before signing, or entries put there by someone with write access.
+        log.warnings.push(format!(
+            "{} entries after the newest signed checkpoint (size {signed}) are not vouched for \
+             by a signature yet (a run in progress, a run that stopped before signing, or \
+             entries someone with write access to the bucket put there); what they say is shown \
+             as logged",
+            replay.size() - signed
+        ));
+    }
     Ok(ReplayedLog {
         replay,
         log,

@@ -1018,8 +1018,8 @@ impl Store for S3Store {
                 .list_object_versions()
                 .bucket(&self.bucket)
                 .prefix(&full)
-                .set_key_marker(key_marker.take())
-                .set_version_id_marker(version_marker.take())
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
                 .send()
                 .await
                 .map_err(|e| s3_error("ListObjectVersions", &full, e))?;
@@ -1040,11 +1040,19 @@ impl Store for S3Store {
             if page.is_truncated() != Some(true) {
                 break;
             }
-            key_marker = page.next_key_marker().map(str::to_owned);
-            version_marker = page.next_version_id_marker().map(str::to_owned);
-            if key_marker.is_none() {
-                break;
+            // A listing that says it goes on must say where: stopping there instead would
+            // leave out what follows (the newest checkpoints, say) without a word.
+            let next = (
+                page.next_key_marker().map(str::to_owned),
+                page.next_version_id_marker().map(str::to_owned),
+            );
+            if next.0.is_none() || next == (key_marker.clone(), version_marker.clone()) {
+                return Err(Error::store(format!(
+                    "the S3 server ({}) says its listing of the versions under {full} goes on but                      does not say where (or names the same place again); mailvault does not read                      a listing it cannot finish. This is a fault of the S3 server",
+                    self.server
+                )));
             }
+            (key_marker, version_marker) = next;
         }
         Ok(oldest_first(listed))
     }

@@ -277,9 +277,14 @@ impl CheckpointWrite {
     async fn run<S: Store>(self, store: S, mac: MacKey) -> Result<Option<SignedCheckpoint>> {
         for bundle in self.bundles {
             let metadata = trust::tagged(&mac, MacKind::Bundle, &bundle.key, &bundle.bytes);
+            // Kept to compare with what readers will read (a bundle is at most a few MiB).
+            let ours = bundle.bytes.clone();
             store
                 .put_immutable(&bundle.key, bundle.bytes, &metadata, self.lock_until)
                 .await?;
+            if planted_first(&store, &bundle.key, &ours).await? {
+                return Err(planted_under(&bundle.key));
+            }
         }
         if let Some(signed) = &self.signed {
             // A checkpoint needs no MAC: it is signed.
@@ -294,6 +299,39 @@ impl CheckpointWrite {
         }
         Ok(self.signed)
     }
+}
+
+/// Whether readers of the log would read another version of `key` than `ours`, just written:
+/// one written before it that follows the log as ours does (readers take a key's first-written
+/// version that follows: [`crate::reader::log`]). A store that lets a conditional PUT through
+/// over a delete marker (AWS S3 does) lets someone plant such a version before mailvault writes
+/// the key. One LIST; GETs only when the key has more than one version.
+async fn planted_first<S: Store>(store: &S, key: &str, ours: &[u8]) -> Result<bool> {
+    let versions = store.versions_of(key).await?;
+    for (_, version, _) in versions.iter().filter(|(_, _, marker)| !marker) {
+        let Some(object) = store
+            .get(key, Some(version), mailvault_core::bundle::MAX_BUNDLE_LEN)
+            .await
+            .ok()
+            .flatten()
+        else {
+            continue;
+        };
+        if object.bytes == ours {
+            return Ok(false);
+        }
+        if mailvault_core::log::follows_as(&object.bytes, ours) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The refusal to sign over a log object under which someone planted a version.
+fn planted_under(key: &str) -> Error {
+    Error::Conflict(format!(
+        "{key} holds a version older than the one this writer wrote, which readers would read          instead: someone with write access to the bucket put it there (an S3 server lets a          conditional PUT through over a delete marker). Nothing was signed over it, and this          archive's log cannot go on past it; rotate the bucket's write credentials and see          docs/faults.md"
+    ))
 }
 
 /// Idle zstd contexts, each kept under the hash of the dictionary it is loaded with (or none).
