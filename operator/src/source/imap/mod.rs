@@ -280,11 +280,32 @@ pub struct Reconnect {
 }
 
 impl Reconnect {
-    /// Connects and logs in, as [`ImapSource::connect`], with the first session's deadline.
+    /// Connects and logs in, as [`ImapSource::connect`], with the first session's deadline,
+    /// within one step's time-out (or less, when the run's cap comes first).
     pub async fn connect(&self) -> Result<ImapSource> {
-        let mut other = ImapSource::connect(&self.config).await?;
+        let limit = self.deadline().step_limit();
+        let mut other = tokio::time::timeout(limit, ImapSource::connect(&self.config))
+            .await
+            .map_err(|_| {
+                Error::imap(
+                    format!(
+                        "another IMAP session to {} was not open within {}s",
+                        self.config.host,
+                        limit.as_secs()
+                    ),
+                    Retry::Transient,
+                )
+            })??;
         other.deadline = self.deadline;
         Ok(other)
+    }
+
+    /// The run's deadline and the per-step time-out.
+    pub fn deadline(&self) -> RunDeadline {
+        RunDeadline {
+            at: self.deadline,
+            timeout: self.config.timeout,
+        }
     }
 }
 

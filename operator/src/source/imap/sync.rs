@@ -168,73 +168,26 @@ pub async fn sync_mailbox<S: Store>(
         })
         .collect();
     let sessions = sessions_for(jobs.len(), imap.max_connections());
+    let spool = writer.spool().clone();
     let shared = Shared {
         jobs: std::sync::Mutex::new(jobs),
         assembling: tokio::sync::Mutex::new(()),
         waiting: std::sync::Mutex::new(0),
-        spool: writer.spool().clone(),
+        handed: std::sync::Arc::new(tokio::sync::Semaphore::new(handed_budget_kib(&spool))),
+        spool,
         max_bytes: imap.max_message_bytes(),
     };
     let (to_writer, from_readers) = tokio::sync::mpsc::channel::<Fetch>(2 * sessions);
     let readers = read_folders(imap, sessions, &shared, to_writer);
-    let writing = async {
-        // Owned by this future: a writer that fails drops it here, which stops the readers
-        // (their sends fail) instead of leaving them waiting on a full channel.
-        let mut from_readers = from_readers;
-        let mut done: Vec<(usize, FolderReport)> = Vec::new();
-        while let Some(fetch) = from_readers.recv().await {
-            match fetch {
-                Fetch::Message {
-                    folder,
-                    fetched,
-                    exists,
-                    msg,
-                    taken,
-                } => {
-                    writer.write(msg, now()).await?;
-                    // The reader waits for this before it puts the next large message
-                    // together; it may have stopped meanwhile.
-                    if let Some(taken) = taken {
-                        let _ = taken.send(());
-                    }
-                    progress(&folder, fetched, exists);
-                }
-                Fetch::FolderDone {
-                    position,
-                    listed,
-                    state,
-                    report,
-                    uid_next,
-                } => {
-                    writer.checkpoint().await?;
-                    match uid_next {
-                        Some(uid_next) => {
-                            cursor.folders.insert(
-                                listed.name.clone(),
-                                FolderCursor {
-                                    uid_validity: state.uid_validity,
-                                    uid_next,
-                                    highest_modseq: state.highest_modseq,
-                                },
-                            );
-                        }
-                        // The server's UIDs cannot be trusted for this folder: the next run
-                        // re-reads it in full (content identities keep it from storing
-                        // anything twice).
-                        None => {
-                            cursor.folders.remove(&listed.name);
-                        }
-                    }
-                    // After the checkpoint, so the cursor never runs ahead of the log.
-                    cursor.save(store, &mac).await?;
-                    let mut report = report;
-                    report.folder = listed.display;
-                    done.push((position, report));
-                }
-            }
-        }
-        Ok::<_, Error>(done)
-    };
+    let writing = write_fetched(
+        writer,
+        store,
+        &mac,
+        &mut cursor,
+        from_readers,
+        &now,
+        progress,
+    );
     // The writer goes on until every reader has stopped (what was fetched is logged); a
     // failed writer drops its receiver, which stops the readers.
     let (written, read) = futures::future::join(writing, readers).await;
@@ -247,10 +200,89 @@ pub async fn sync_mailbox<S: Store>(
     })
 }
 
+/// Writes what the sessions hand over, in the order it arrives, until every session has
+/// stopped: each message, and for each folder read to its end a checkpoint and then its cursor
+/// (so the cursor never runs ahead of the log). The receiver is owned here: a writer that fails
+/// drops it, which stops the sessions (their sends fail) instead of leaving them waiting on a
+/// full channel. Returns each finished folder's report and its place among the selected ones.
+async fn write_fetched<S: Store>(
+    writer: &mut RecordWriter<'_, S>,
+    store: &S,
+    mac: &MacKey,
+    cursor: &mut Cursor,
+    mut from_readers: tokio::sync::mpsc::Receiver<Fetch>,
+    now: &impl Fn() -> UnixTime,
+    progress: Progress<'_>,
+) -> Result<Vec<(usize, FolderReport)>> {
+    let mut done: Vec<(usize, FolderReport)> = Vec::new();
+    while let Some(fetch) = from_readers.recv().await {
+        match fetch {
+            Fetch::Message {
+                folder,
+                fetched,
+                exists,
+                msg,
+                taken,
+                room,
+            } => {
+                writer.write(msg, now()).await?;
+                // Counted by the writer now; the room it took in the hand-over is free.
+                drop(room);
+                // The reader waits for this before it puts the next large message
+                // together; it may have stopped meanwhile.
+                if let Some(taken) = taken {
+                    let _ = taken.send(());
+                }
+                progress(&folder, fetched, exists);
+            }
+            Fetch::FolderDone {
+                position,
+                listed,
+                state,
+                report,
+                uid_next,
+            } => {
+                writer.checkpoint().await?;
+                match uid_next {
+                    Some(uid_next) => {
+                        cursor.folders.insert(
+                            listed.name.clone(),
+                            FolderCursor {
+                                uid_validity: state.uid_validity,
+                                uid_next,
+                                highest_modseq: state.highest_modseq,
+                            },
+                        );
+                    }
+                    // The server's UIDs cannot be trusted for this folder: the next run
+                    // re-reads it in full (content identities keep it from storing
+                    // anything twice).
+                    None => {
+                        cursor.folders.remove(&listed.name);
+                    }
+                }
+                // After the checkpoint, so the cursor never runs ahead of the log.
+                cursor.save(store, mac).await?;
+                let mut report = report;
+                report.folder = listed.display;
+                done.push((position, report));
+            }
+        }
+    }
+    Ok(done)
+}
+
 /// Sessions a run reads `folders` selected folders over: one, and one more for every
 /// [`FOLDERS_PER_CONNECTION`] past the first few, at most `max`.
 fn sessions_for(folders: usize, max: usize) -> usize {
     (1 + folders.saturating_sub(1) / FOLDERS_PER_CONNECTION).clamp(1, max.max(1))
+}
+
+/// Memory the messages handed from the sessions to the writer may take while they wait for it
+/// (in KiB, a semaphore's permits): two whole messages of the largest kept in memory, whatever
+/// the number of sessions. A message is counted by the writer once it takes it.
+fn handed_budget_kib(spool: &Spool) -> usize {
+    2 * spool.memory_limit().div_ceil(1024).max(1)
 }
 
 /// A selected folder waiting for a session.
@@ -271,11 +303,21 @@ struct Shared {
     assembling: tokio::sync::Mutex<()>,
     /// Spool bytes of first pieces waiting in all sessions ([`WaitingPieces`]).
     waiting: std::sync::Mutex<u64>,
+    /// Room for messages handed to the writer and not yet taken ([`handed_budget_kib`]).
+    handed: std::sync::Arc<tokio::sync::Semaphore>,
     spool: Spool,
     max_bytes: u64,
 }
 
 impl Shared {
+    /// Whether no folder is left for a session to take.
+    fn is_done(&self) -> bool {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    }
+
     fn next_job(&self) -> Option<FolderJob> {
         self.jobs
             .lock()
@@ -295,6 +337,8 @@ enum Fetch {
         exists: u32,
         msg: SourceMessage,
         taken: Option<tokio::sync::oneshot::Sender<()>>,
+        /// Its room in the hand-over, given back once the writer has taken it.
+        room: tokio::sync::OwnedSemaphorePermit,
     },
     /// A folder read to its end: its report and where its cursor goes (`None`: its UIDs
     /// cannot be trusted).
@@ -316,6 +360,17 @@ struct ToWriter<'a> {
 impl ToWriter<'_> {
     /// Hands `msg` to the writer; a spooled one is waited for until the writer has taken it.
     async fn write(&self, msg: SourceMessage, state: &FolderState, fetched: u64) -> Result<()> {
+        let budget = u32::try_from(handed_budget_kib(&self.shared.spool)).unwrap_or(u32::MAX);
+        let kib = u32::try_from(msg.body.memory_cost().div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, budget);
+        let room = self
+            .shared
+            .handed
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .map_err(|_| writer_stopped())?;
         let (taken, wait) = if msg.body.spool_cost() > 0 {
             let (tx, rx) = tokio::sync::oneshot::channel();
             (Some(tx), Some(rx))
@@ -329,6 +384,7 @@ impl ToWriter<'_> {
                 exists: state.exists,
                 msg,
                 taken,
+                room,
             })
             .await
             .map_err(|_| writer_stopped())?;
@@ -379,18 +435,23 @@ async fn read_folders(
             shared,
         };
         let reader: Reader<'_> = Box::pin(async move {
-            // A server that refuses one more session (a limit on connections per user) leaves
-            // the folders to the sessions it accepted.
+            // The other sessions may have taken every folder meanwhile.
+            if to.shared.is_done() {
+                return Ok(());
+            }
+            // A server that refuses one more session (a limit on connections per user), or is
+            // slow to open it, leaves the folders to the sessions it accepted.
             let mut session = match another.connect().await {
                 Ok(session) => session,
                 Err(e) => {
-                    tracing::warn!(error = %e, "another IMAP session was refused; the folders are read over fewer");
+                    tracing::warn!(error = %e, "another IMAP session could not be opened; the folders are read over fewer");
                     return Ok(());
                 }
             };
             let read = read_some(&mut session, to).await;
             if read.is_ok() {
-                let _ = session.logout().await;
+                let limit = another.deadline().step_limit();
+                let _ = tokio::time::timeout(limit, session.logout()).await;
             }
             read
         });
@@ -399,13 +460,15 @@ async fn read_folders(
     drop(to_writer);
     let mut first_error = None;
     while let Some(read) = futures::StreamExt::next(&mut readers).await {
-        if let Ok(Err(e)) = read
-            && first_error.is_none()
-        {
+        let Ok(Err(e)) = read else { continue };
+        if first_error.is_none() {
             for handle in &aborts {
                 handle.abort();
             }
             first_error = Some(e);
+        } else {
+            // The run reports the first; the others are for the log.
+            tracing::warn!(error = %e, "another IMAP session failed too");
         }
     }
     first_error.map_or(Ok(()), Err)
