@@ -802,7 +802,9 @@ async fn imap_resets_mid_fetch_and_mid_piece_and_a_stall_fail_clearly_and_the_ne
 /// (`--max-run-duration 6`): four folders of about 30 KB each cannot all be read in one run.
 /// A run that reaches the cap stops (exit 2, "reached its maximum duration"), having logged
 /// what it stored; the cursor moves only past folders read to the end; each next run goes on
-/// from there until one finishes. Nothing lost, nothing stored or logged twice.
+/// from there until one finishes. Nothing lost, nothing stored or logged twice. One IMAP
+/// session (`--imap-connections 1`): the proxy throttles each connection, so a second session
+/// would double the link.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_link_and_a_run_duration_cap_stop_runs_cleanly_and_the_next_runs_go_on() {
     let mut case = Case::new("net-slow").await;
@@ -827,7 +829,11 @@ async fn a_slow_link_and_a_run_duration_cap_stop_runs_cleanly_and_the_next_runs_
     let mut finished = false;
     for _ in 0..15 {
         let out = case
-            .archive(slow.port(), &s3, &["--max-run-duration", "6"])
+            .archive(
+                slow.port(),
+                &s3,
+                &["--max-run-duration", "6", "--imap-connections", "1"],
+            )
             .await;
         if out.status.success() {
             finished = true;
