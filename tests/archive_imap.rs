@@ -758,7 +758,11 @@ async fn s3_slowdowns_are_retried_with_backoff_and_nothing_is_lost() {
 
 /// A plaintext IMAP proxy on loopback that records what the client sends and, with
 /// `hide_auth_plain`, hides `AUTH=PLAIN` from every capability list the server sends.
-async fn recording_proxy(upstream: String, hide_auth_plain: bool) -> RecordingProxy {
+async fn recording_proxy(
+    upstream: String,
+    hide_auth_plain: bool,
+    accepted: usize,
+) -> RecordingProxy {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -767,8 +771,14 @@ async fn recording_proxy(upstream: String, hide_auth_plain: bool) -> RecordingPr
     let record = sent.clone();
     let count = sessions.clone();
     tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            // Past `accepted` connections, the answer of a server at its limit per user.
+            if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= accepted {
+                let _ = inbound
+                    .write_all(b"* BYE Maximum number of connections from user+IP exceeded\r\n")
+                    .await;
+                continue;
+            }
             let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else {
                 return;
             };
@@ -945,19 +955,21 @@ fn commands_sent(sent: &std::sync::Mutex<Vec<u8>>) -> Vec<String> {
 /// Archives the case's mailbox over plaintext IMAP to loopback, through a [`recording_proxy`] in
 /// front of Dovecot's STARTTLS port; returns the run's output and the commands it sent.
 async fn archive_through_imap_proxy(case: &Case, hide_auth_plain: bool) -> (Output, Vec<String>) {
-    let (out, commands, _) = archive_through_imap_proxy_with(case, hide_auth_plain, &[]).await;
+    let (out, commands, _) =
+        archive_through_imap_proxy_with(case, hide_auth_plain, usize::MAX, &[]).await;
     (out, commands)
 }
 
-/// [`archive_through_imap_proxy`] with `extra` flags; also returns the IMAP connections the
-/// run opened.
+/// [`archive_through_imap_proxy`] with `extra` flags, the proxy serving the first `accepted`
+/// connections only; also returns the IMAP connections the run opened.
 async fn archive_through_imap_proxy_with(
     case: &Case,
     hide_auth_plain: bool,
+    accepted: usize,
     extra: &[&str],
 ) -> (Output, Vec<String>, usize) {
     let upstream = format!("{}:{}", case.env.imap_host(), case.env.imap_starttls_port());
-    let proxy = recording_proxy(upstream, hide_auth_plain).await;
+    let proxy = recording_proxy(upstream, hide_auth_plain, accepted).await;
     let mut args = case.archive_args();
     args[2] = format!("imap://{}@127.0.0.1:{}", case.user.name, proxy.port);
     args[4] = "disabled".into(); // --imap-tls: plaintext, allowed to loopback
@@ -1001,7 +1013,8 @@ async fn many_folders_are_read_over_several_sessions_each_message_once() {
         seeded.push(big);
     }
     let (out, _, sessions) =
-        archive_through_imap_proxy_with(&case, false, &["--imap-connections", "3"]).await;
+        archive_through_imap_proxy_with(&case, false, usize::MAX, &["--imap-connections", "3"])
+            .await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout)
@@ -1020,7 +1033,8 @@ async fn many_folders_are_read_over_several_sessions_each_message_once() {
     );
     // Nothing new: as many sessions, each folder examined, nothing fetched.
     let (out, commands, sessions) =
-        archive_through_imap_proxy_with(&case, false, &["--imap-connections", "3"]).await;
+        archive_through_imap_proxy_with(&case, false, usize::MAX, &["--imap-connections", "3"])
+            .await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("archived 0 new records"),
@@ -1041,7 +1055,8 @@ async fn many_folders_are_read_over_several_sessions_each_message_once() {
     let late = b"From: clerk@city.example\r\nSubject: late\r\n\r\nlate\r\n".to_vec();
     case.env.seed_message(&case.user, "Cases/05", &late, "");
     let (out, _, sessions) =
-        archive_through_imap_proxy_with(&case, false, &["--imap-connections", "1"]).await;
+        archive_through_imap_proxy_with(&case, false, usize::MAX, &["--imap-connections", "1"])
+            .await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("archived 1 new records"),
@@ -1105,6 +1120,42 @@ async fn no_new_mail_means_no_fetch_even_after_flag_changes() {
         "{after_flags:?}"
     );
     assert!(!seeded.is_empty());
+}
+
+/// A server at its limit of connections per user answers the run's extra sessions with BYE:
+/// the session it accepted reads every folder, the run succeeds, and nothing is missing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_refuses_more_sessions_leaves_every_folder_to_the_one_it_accepted() {
+    let case = Case::new("imap-one-session", S3Flavour::Versitygw).await;
+    let mut seeded = Vec::new();
+    for i in 0..9 {
+        let folder = if i == 0 {
+            "INBOX".to_owned()
+        } else {
+            format!("Cases/{i:02}")
+        };
+        let msg = format!(
+            "From: clerk@city.example\r\nSubject: case {i}\r\nMessage-ID: <one.{i}@city.example>\r\n\r\nnote\r\n"
+        )
+        .into_bytes();
+        case.env.seed_message(&case.user, &folder, &msg, "S");
+        seeded.push(msg);
+    }
+    // 9 folders: 1 + 8 / 4 = 3 sessions wanted, 1 accepted.
+    let (out, _, sessions) =
+        archive_through_imap_proxy_with(&case, false, 1, &["--imap-connections", "3"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("archived {} new records", seeded.len())),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(sessions, 3, "the run did not try its extra sessions");
+    let (code, report) = case.verify_json();
+    assert_eq!(code, Some(0), "{report:#}");
+    let exported = case.export_all(&report);
+    assert_eq!(sorted(exported.into_values().collect()), sorted(seeded));
 }
 
 /// What someone with the bucket's write credentials and no key can still do to locked objects:
