@@ -264,13 +264,7 @@ async fn archive_a_mailbox_byte_for_byte_incrementally_and_read_only() {
     let flags_before = all_flags(&case.env, &case.user).await;
 
     let first = case.archive();
-    assert!(first.status.success(), "{}", text(&first));
-    assert!(
-        String::from_utf8_lossy(&first.stdout)
-            .contains(&format!("archived {} new records", seeded.len())),
-        "{}",
-        text(&first)
-    );
+    assert_archived(&first, seeded.len());
 
     // Archiving changed nothing in the mailbox: every flag as it was, \Seen included.
     assert_eq!(all_flags(&case.env, &case.user).await, flags_before);
@@ -718,13 +712,7 @@ async fn xoauth2_with_a_token_from_a_file() {
         "{err}"
     );
     let ok = run(&case.user.password);
-    assert!(ok.status.success(), "{}", text(&ok));
-    assert!(
-        String::from_utf8_lossy(&ok.stdout)
-            .contains(&format!("archived {} new records", seeded.len())),
-        "{}",
-        text(&ok)
-    );
+    assert_archived(&ok, seeded.len());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -754,6 +742,16 @@ async fn s3_slowdowns_are_retried_with_backoff_and_nothing_is_lost() {
     let (code, report) = case.verify_json();
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["records"].as_array().unwrap().len(), seeded.len());
+}
+
+/// Asserts that a run succeeded and archived `n` new records.
+fn assert_archived(out: &Output, n: usize) {
+    assert!(out.status.success(), "{}", text(out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("archived {n} new records")),
+        "{}",
+        text(out)
+    );
 }
 
 /// A plaintext IMAP proxy on loopback that records what the client sends and, with
@@ -843,13 +841,7 @@ async fn login_is_used_when_the_server_does_not_offer_authenticate_plain() {
     let case = Case::new("imap-login", S3Flavour::Versitygw).await;
     let seeded = seed_mailbox(&case, 0);
     let (out, commands) = archive_through_imap_proxy(&case, true).await;
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains(&format!("archived {} new records", seeded.len())),
-        "{}",
-        text(&out)
-    );
+    assert_archived(&out, seeded.len());
     let commands: Vec<&str> = commands.iter().map(String::as_str).collect();
     assert!(commands.contains(&"LOGIN"), "{commands:?}");
     assert!(!commands.contains(&"AUTHENTICATE"), "{commands:?}");
@@ -1015,13 +1007,7 @@ async fn many_folders_are_read_over_several_sessions_each_message_once() {
     let (out, _, sessions) =
         archive_through_imap_proxy_with(&case, false, usize::MAX, &["--imap-connections", "3"])
             .await;
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains(&format!("archived {} new records", seeded.len())),
-        "{}",
-        text(&out)
-    );
+    assert_archived(&out, seeded.len());
     // 11 folders: 1 + 10 / 4 = 3 sessions, the most allowed.
     assert_eq!(sessions, 3);
     let (code, report) = case.verify_json();
@@ -1035,12 +1021,7 @@ async fn many_folders_are_read_over_several_sessions_each_message_once() {
     let (out, commands, sessions) =
         archive_through_imap_proxy_with(&case, false, usize::MAX, &["--imap-connections", "3"])
             .await;
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("archived 0 new records"),
-        "{}",
-        text(&out)
-    );
+    assert_archived(&out, 0);
     assert_eq!(sessions, 3);
     assert_eq!(
         commands.iter().filter(|c| *c == "EXAMINE").count(),
@@ -1057,12 +1038,7 @@ async fn many_folders_are_read_over_several_sessions_each_message_once() {
     let (out, _, sessions) =
         archive_through_imap_proxy_with(&case, false, usize::MAX, &["--imap-connections", "1"])
             .await;
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("archived 1 new records"),
-        "{}",
-        text(&out)
-    );
+    assert_archived(&out, 1);
     assert_eq!(sessions, 1);
 }
 
@@ -1144,13 +1120,7 @@ async fn a_server_that_refuses_more_sessions_leaves_every_folder_to_the_one_it_a
     // 9 folders: 1 + 8 / 4 = 3 sessions wanted, 1 accepted.
     let (out, _, sessions) =
         archive_through_imap_proxy_with(&case, false, 1, &["--imap-connections", "3"]).await;
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains(&format!("archived {} new records", seeded.len())),
-        "{}",
-        text(&out)
-    );
+    assert_archived(&out, seeded.len());
     assert_eq!(sessions, 3, "the run did not try its extra sessions");
     let (code, report) = case.verify_json();
     assert_eq!(code, Some(0), "{report:#}");

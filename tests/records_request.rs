@@ -218,6 +218,18 @@ impl Request {
         ])
     }
 
+    /// Puts `bytes` as a new version of `key` in the request's archive, as someone with the
+    /// bucket's write credentials and no key can (no lock, no metadata).
+    async fn plant(&self, s3: &aws_sdk_s3::Client, key: &str, bytes: Vec<u8>) {
+        s3.put_object()
+            .bucket(&self.bucket)
+            .key(format!("rr/{key}"))
+            .body(bytes.into())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("planting {key}: {e}"));
+    }
+
     /// `mailvault ls` of the request's store with the archive's public key.
     fn ls(&self) -> Output {
         self.mailvault(&[
@@ -875,13 +887,7 @@ async fn delete_markers_and_second_versions_on_log_objects_roll_nothing_back() {
     // that follows the log.
     let current_bundle = newest_key(store.list_keys("log/tile/entries/").await.unwrap());
     for body in [b"not a bundle".to_vec(), vec![0u8; 64]] {
-        s3.put_object()
-            .bucket(&r.bucket)
-            .key(format!("rr/{current_bundle}"))
-            .body(body.into())
-            .send()
-            .await
-            .unwrap();
+        r.plant(&s3, &current_bundle, body).await;
     }
     let all: BTreeSet<String> = [
         "<older@city.example>",
@@ -969,13 +975,7 @@ async fn versions_that_chain_over_a_bundle_do_not_displace_the_writers(flavour: 
         let mut last = Entry::decode(entries[1]).unwrap();
         last.logged_at.0 += moved;
         let forged = encode_bundle([entries[0], last.encode().as_slice()]);
-        s3.put_object()
-            .bucket(&r.bucket)
-            .key(format!("rr/{bundle}"))
-            .body(forged.into())
-            .send()
-            .await
-            .unwrap();
+        r.plant(&s3, &bundle, forged).await;
     }
     let both: BTreeSet<String> = ["<older@city.example>", "<newer@city.example>"]
         .map(str::to_owned)
@@ -1068,13 +1068,7 @@ async fn a_bundle_planted_under_the_next_log_key_is_not_signed_over() {
     let planted = encode_bundle([first.as_slice(), second.encode().as_slice()]);
     let next = bundle_key(0, 2);
     let s3 = env.s3_client(S3Flavour::Moto);
-    s3.put_object()
-        .bucket(&r.bucket)
-        .key(format!("rr/{next}"))
-        .body(planted.into())
-        .send()
-        .await
-        .unwrap();
+    r.plant(&s3, &next, planted).await;
     s3.delete_object()
         .bucket(&r.bucket)
         .key(format!("rr/{next}"))
