@@ -798,6 +798,47 @@ async fn imap_resets_mid_fetch_and_mid_piece_and_a_stall_fail_clearly_and_the_ne
     case.assert_converged();
 }
 
+/// A run reading nine folders over three IMAP sessions, one of which the network resets in
+/// the middle of its first folder's FETCH: the run fails saying which folder and why, the
+/// other sessions stop, what was stored is logged, and the next run finishes the job. Every
+/// message is archived once (one version of each record object) and verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_of_several_imap_sessions_reset_mid_fetch_loses_nothing_and_stores_nothing_twice() {
+    let mut case = Case::new("net-sessions").await;
+    for folder in 0..9 {
+        for n in 0..10 {
+            case.seed(&format!("Cases{folder}"), message(folder * 100 + n, 12_000));
+        }
+    }
+    // Connection 0 is the first session (it lists the folders); 1 and 2 are the extra ones,
+    // in whichever order they connect. 60 KB is past one's login and EXAMINE, inside the
+    // FETCH of its first folder (120 KB).
+    let proxy = FaultProxy::tcp(
+        &format!("{}:{}", case.env.imap_host(), case.imaps_port()),
+        move |n| match n {
+            1 => TcpFault::ResetAfter(60_000),
+            _ => TcpFault::Pass,
+        },
+    )
+    .await;
+    let s3 = case.s3();
+
+    let broken = case.archive(proxy.port(), &s3, &[]).await;
+    assert_eq!(broken.status.code(), Some(2), "{}", text(&broken));
+    let err = String::from_utf8_lossy(&broken.stderr);
+    assert!(err.contains("IMAP") && err.contains(" in Cases"), "{err}");
+    assert_eq!(proxy.injected(), 1, "the fault landed");
+    assert_eq!(proxy.connections(), 3, "three sessions for nine folders");
+
+    let next = case.archive(proxy.port(), &s3, &[]).await;
+    assert!(next.status.success(), "{}", text(&next));
+    drop(proxy);
+    let versions = case.record_versions().await;
+    assert_eq!(versions.len(), case.seeded.len(), "{versions:?}");
+    assert!(versions.values().all(|v| *v == 1), "{versions:?}");
+    case.assert_converged();
+}
+
 /// A slow link to the IMAP server (12 KB/s through the proxy) and a run-duration cap of 6 s
 /// (`--max-run-duration 6`): four folders of about 30 KB each cannot all be read in one run.
 /// A run that reaches the cap stops (exit 2, "reached its maximum duration"), having logged
