@@ -238,6 +238,54 @@ async fn a_bucket_without_object_lock_says_so() {
 /// mailvault's S3 store lists a key's versions in the order they were written, on a server
 /// whose version ids sort by time (versitygw) and on one whose ids are random (moto, like AWS):
 /// readers of the log take the first written, the one mailvault wrote.
+/// A listing of versions longer than one page (S3 pages hold 1,000) names every version once:
+/// versitygw starts each next page with the version it was asked to start after, which the
+/// store drops, so 1,001 log objects are 1,001 versions, not 1,002 (a log object listed twice
+/// reads as "2 versions", a sign of tampering).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_longer_than_a_page_names_each_version_once() {
+    use futures::StreamExt as _;
+    use mailvault::store::Store as _;
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    for flavour in [S3Flavour::Versitygw, S3Flavour::Moto] {
+        let bucket = unique_name("smoke-pages");
+        env.create_bucket(flavour, &bucket, true).await;
+        let s3 = env.s3_client(flavour);
+        let keys: Vec<String> = (0..1001).map(|i| format!("archive/log/{i:04}")).collect();
+        let (s3, bucket_ref) = (&s3, &bucket);
+        futures::stream::iter(&keys)
+            .for_each_concurrent(16, |key| async move {
+                s3.put_object()
+                    .bucket(bucket_ref)
+                    .key(key)
+                    .body(ByteStream::from_static(b"x"))
+                    .send()
+                    .await
+                    .unwrap();
+            })
+            .await;
+        let store = env.s3_store(flavour, &bucket, "archive");
+        let listed = store.list_version_ids("log/").await.unwrap();
+        let names: Vec<&str> = listed.iter().map(|(k, _, _)| k.as_str()).collect();
+        let twice: Vec<&&str> = names
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| &w[0])
+            .collect();
+        assert!(twice.is_empty(), "{flavour:?} listed twice: {twice:?}");
+        let expected: Vec<String> = keys
+            .iter()
+            .map(|k| k.trim_start_matches("archive/").to_owned())
+            .collect();
+        assert!(
+            names == expected,
+            "{flavour:?}: {} listed of 1,001",
+            names.len()
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_store_lists_a_keys_versions_oldest_first() {
     use mailvault::store::Store as _;

@@ -1023,7 +1023,16 @@ impl Store for S3Store {
                 .send()
                 .await
                 .map_err(|e| s3_error("ListObjectVersions", &full, e))?;
+            // A page starts after the markers it was asked for; versitygw (1.8) starts with
+            // them, which would list that version twice (and a log object with "2 versions"
+            // is a sign of tampering to every reader).
+            let repeated = |key: Option<&str>, id: Option<&str>| {
+                key.is_some() && (key, id) == (key_marker.as_deref(), version_marker.as_deref())
+            };
             for v in page.versions() {
+                if repeated(v.key(), v.version_id()) {
+                    continue;
+                }
                 if let (Some(k), Some(id)) =
                     (v.key().and_then(|k| self.relative(k)), v.version_id())
                 {
@@ -1031,6 +1040,9 @@ impl Store for S3Store {
                 }
             }
             for m in page.delete_markers() {
+                if repeated(m.key(), m.version_id()) {
+                    continue;
+                }
                 if let (Some(k), Some(id)) =
                     (m.key().and_then(|k| self.relative(k)), m.version_id())
                 {
