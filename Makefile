@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: image demo test lint fmt-check clippy core-deps deny fuzz unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-verify bench-operator bench-resume bench-search bench-destroy
+.PHONY: image demo test lint fmt-check clippy core-deps deny fuzz unit integration env-up env-down env-purge tools bench bench-log bench-archive bench-verify bench-operator bench-resume bench-search bench-destroy bench-verify-since
 
 ## test: everything CI runs — formatting, clippy, licences, unit tests, fuzzing, then the
 ## integration tests against the real local components (started here and stopped afterwards,
@@ -76,7 +76,7 @@ tools:
 
 ## bench: benchmarks that print figures (not tests): the record log, then the archive job
 ## against mbsync. BENCH=mixed or BENCH=small runs one mailbox of the archive benchmark.
-bench: bench-log bench-resume bench-search bench-destroy bench-archive bench-operator
+bench: bench-log bench-resume bench-search bench-destroy bench-verify-since bench-archive bench-operator
 
 ## bench-log: build and verify a log of 1,000,000 entries (set N=... for another size).
 bench-log:
@@ -105,6 +105,14 @@ bench-destroy:
 	@[ -x /usr/bin/time ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null)
 	$(CARGO) build --release -p mailvault -p mailvault-tests --bins --locked
 	$(call in_bench_store,$${CARGO_TARGET_DIR:-target}/release/search-bench $(or $(N),1000000) --destroy $(or $(DUE),100000))
+
+## bench-verify-since: an auditor's `verify --since` on an archive of N records (default
+## 1,000,000) of which NEW (default 10,000) were logged after the auditor's checkpoint, and the
+## full `verify` beside it: time and peak RSS (BENCH_STORE=versitygw as for bench-search).
+bench-verify-since:
+	@[ -x /usr/bin/time ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null)
+	$(CARGO) build --release -p mailvault -p mailvault-tests --bins --locked
+	$(call in_bench_store,$${CARGO_TARGET_DIR:-target}/release/search-bench $(or $(N),1000000) --verify-since $(or $(NEW),10000))
 
 # Runs $(1) against a `file:` directory, or with BENCH_STORE=versitygw inside a local
 # environment of its own (its state purged afterwards: a run leaves locked objects behind).

@@ -8,6 +8,12 @@
 //! `mailvault destroy` run that destroys them (authorizations, deletions, tombstones,
 //! certificate), then `ls` again (`BENCH_STORE=versitygw` too).
 //!
+//! `make bench-verify-since` (`search-bench N --verify-since K`): an auditor's yearly check of an
+//! archive of N records of which K were logged after the checkpoint the auditor kept from the
+//! last audit: wall time and peak RSS of `mailvault verify --since` (consistency, the K new
+//! records read in full, a random sample of the older ones) and, beside it, of the full
+//! `mailvault verify`. Every record has its object here (the sample may pick any of them).
+//!
 //! The archive is generated, not archived: N ingest entries (bundles under the writer's MAC, a
 //! signed checkpoint), a header index object for every record, and record objects only for the
 //! records the query matches and the records due (the export and the destruction read those;
@@ -21,12 +27,12 @@
 use futures::StreamExt as _;
 use mailvault::core::Hash;
 use mailvault::core::checkpoint::CheckpointSigner;
-use mailvault::core::entry::{EntryBody, RecordId, RetainUntil};
+use mailvault::core::entry::{EntryBody, RetainUntil};
 use mailvault::core::layout::{checkpoint_key, index_key, record_key};
 use mailvault::core::log::RecordLog;
 use mailvault::core::mac::MacKind;
 use mailvault::core::note::NoteSigner;
-use mailvault::core::record::{SALT_LEN, commitment_from_digest};
+use mailvault::core::record::{SALT_LEN, commitment_from_digest, record_id};
 use mailvault::core::records_request::{HeaderIndex, INDEX_SALT_LEN};
 use mailvault::core::rules::MessageFacts;
 use mailvault::core::time::UnixTime;
@@ -46,6 +52,18 @@ const ONE_IN: u64 = 1000;
 /// A due record's lock (and logged retain-until) ends this long after it is written.
 const DUE_AFTER_SECS: i64 = 5;
 const POLICY: &str = "apiVersion: mailvault.io/v1alpha1\nkind: RetentionPolicy\nmetadata: {name: bench}\nspec:\n  defaultRule: {recordSeries: MO-GS-003, retain: P3Y, disposition: Destroy}\n";
+
+/// What [`generate`] synthesises beside the log and the index objects.
+#[derive(Clone, Copy, Default)]
+struct Shape {
+    /// One record in this many is due for destruction (and has its record object).
+    due_one_in: Option<u64>,
+    /// Every record has its record object, not only the matching and due ones.
+    every_record_object: bool,
+    /// A signed checkpoint of the log at this size is also written, and saved for the auditor
+    /// as `trusted.checkpoint` in the bench directory.
+    trusted_at: Option<u64>,
+}
 
 /// Where the synthesised archive lives, and how `mailvault` is pointed at it.
 enum Target {
@@ -85,12 +103,12 @@ impl Target {
     }
 
     /// Synthesises the archive (see [`generate`]) into this target.
-    async fn generate(&self, n: u64, due_one_in: Option<u64>, dir: &Path) {
+    async fn generate(&self, n: u64, shape: Shape, dir: &Path) {
         match self {
-            Self::File(store) => generate(&FsStore::new(store), n, due_one_in, dir).await,
+            Self::File(store) => generate(&FsStore::new(store), n, shape, dir).await,
             Self::Versitygw { env, bucket } => {
                 let store = env.s3_store(S3Flavour::Versitygw, bucket, "bench");
-                generate(&store, n, due_one_in, dir).await;
+                generate(&store, n, shape, dir).await;
             }
         }
     }
@@ -109,7 +127,7 @@ impl Target {
     }
 
     /// `mailvault ARGS` against this target, under GNU time (see [`timed`]).
-    fn timed(&self, args: &[&str]) -> (f64, u64, u64) {
+    fn timed(&self, args: &[&str]) -> Timed {
         let mut c = Command::new("/usr/bin/time");
         c.args(["-f", "%e %M"]).arg(mailvault_binary()).args(args);
         if let Self::Versitygw { env, .. } = self {
@@ -139,6 +157,15 @@ async fn main() {
         destroy_bench(n, due).await;
         return;
     }
+    let new: Option<u64> = args
+        .iter()
+        .position(|a| a == "--verify-since")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|a| a.parse().ok());
+    if let Some(new) = new {
+        verify_since_bench(n, new).await;
+        return;
+    }
     let dir = std::env::temp_dir().join(format!("mailvault-search-bench-{n}"));
     let target = Target::from_env(&dir).await;
     // A directory archive is kept for the next run; a bucket is new each run.
@@ -146,7 +173,7 @@ async fn main() {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("bench directory");
         let started = std::time::Instant::now();
-        target.generate(n, None, &dir).await;
+        target.generate(n, Shape::default(), &dir).await;
         std::fs::write(dir.join("complete"), b"").expect("bench marker");
         println!(
             "generated {n} records (log, index objects, {} record objects) in {:.1} s ({})",
@@ -159,7 +186,7 @@ async fn main() {
     let public = dir.join("archive.pub").display().to_string();
     let policy = dir.join("policy.yaml").display().to_string();
     println!("on an archive of {n} records ({}):", target.name());
-    let (s, kib, lines) = target.timed(&["ls", &store, "--public-key", &public]);
+    let Timed { s, kib, lines, .. } = target.timed(&["ls", &store, "--public-key", &public]);
     println!(
         "  ls | wc -l ({lines} lines): {s:.2} s, peak RSS {:.1} MB",
         mb(kib)
@@ -171,7 +198,7 @@ async fn main() {
     if no_compare {
         plan.push("--no-compare");
     }
-    let (s, kib, _) = target.timed(&plan);
+    let Timed { s, kib, .. } = target.timed(&plan);
     let flag = if no_compare { " --no-compare" } else { "" };
     println!("  plan{flag}: {s:.2} s, peak RSS {:.1} MB", mb(kib));
     export_matches(&target, &store, &public, &dir);
@@ -183,7 +210,7 @@ fn export_matches(target: &Target, store: &str, public: &str, dir: &Path) {
     let out = dir.join("request");
     let _ = std::fs::remove_dir_all(&out);
     let out = out.display().to_string();
-    let (s, kib, _) = target.timed(&[
+    let Timed { s, kib, .. } = target.timed(&[
         "export",
         store,
         "--public-key",
@@ -217,7 +244,11 @@ async fn destroy_bench(n: u64, due: u64) {
     std::fs::create_dir_all(&dir).expect("bench directory");
     let target = Target::from_env(&dir).await;
     let started = std::time::Instant::now();
-    target.generate(n, Some(n / due), &dir).await;
+    let shape = Shape {
+        due_one_in: Some(n / due),
+        ..Shape::default()
+    };
+    target.generate(n, shape, &dir).await;
     println!(
         "generated {n} records ({due} due, with their record objects) in {:.1} s ({})",
         started.elapsed().as_secs_f64(),
@@ -235,13 +266,13 @@ async fn destroy_bench(n: u64, due: u64) {
         "on an archive of {n} records with {due} due ({}):",
         target.name()
     );
-    let (s, kib, lines) = target.timed(&["ls", &store, "--public-key", &public]);
+    let Timed { s, kib, lines, .. } = target.timed(&["ls", &store, "--public-key", &public]);
     println!(
         "  ls | wc -l ({lines} lines): {s:.2} s, peak RSS {:.1} MB",
         mb(kib)
     );
     export_matches(&target, &store, &public, &dir);
-    let (s, kib, _) = target.timed(&[
+    let Timed { s, kib, .. } = target.timed(&[
         "plan",
         &store,
         "--public-key",
@@ -251,18 +282,82 @@ async fn destroy_bench(n: u64, due: u64) {
         "--no-compare",
     ]);
     println!("  plan --no-compare: {s:.2} s, peak RSS {:.1} MB", mb(kib));
-    let (s, kib, _) = target.timed(&["destroy", &store, "--key", &key, "--policy", &policy]);
+    let Timed { s, kib, .. } =
+        target.timed(&["destroy", &store, "--key", &key, "--policy", &policy]);
     let left = target.records_left().await;
     println!(
         "  destroy: {s:.2} s, peak RSS {:.1} MB ({left} record objects left)",
         mb(kib)
     );
-    let (s, kib, lines) = target.timed(&["ls", &store, "--public-key", &public]);
+    let Timed { s, kib, lines, .. } = target.timed(&["ls", &store, "--public-key", &public]);
     println!(
         "  ls | wc -l ({lines} lines) after: {s:.2} s, peak RSS {:.1} MB",
         mb(kib)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An archive of `n` records, `new` of them logged after the checkpoint an auditor kept:
+/// `verify --since` that checkpoint, then the full `verify`, each timed.
+async fn verify_since_bench(n: u64, new: u64) {
+    assert!(new > 0 && new < n, "--verify-since K: between 1 and N - 1");
+    let dir = std::env::temp_dir().join(format!("mailvault-verify-since-bench-{n}-{new}"));
+    let target = Target::from_env(&dir).await;
+    // As the search benchmark's: a directory archive is kept for the next run.
+    if matches!(target, Target::Versitygw { .. }) || !dir.join("complete").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("bench directory");
+        let started = std::time::Instant::now();
+        let shape = Shape {
+            every_record_object: true,
+            trusted_at: Some(n - new),
+            ..Shape::default()
+        };
+        target.generate(n, shape, &dir).await;
+        std::fs::write(dir.join("complete"), b"").expect("bench marker");
+        println!(
+            "generated {n} records with their objects, a checkpoint at {} and one at {n}, in {:.1} s ({})",
+            n - new,
+            started.elapsed().as_secs_f64(),
+            target.url()
+        );
+    }
+    let store = target.url();
+    let public = dir.join("archive.pub").display().to_string();
+    let trusted = dir.join("trusted.checkpoint").display().to_string();
+    println!(
+        "on an archive of {n} records, {new} logged since the auditor's checkpoint ({}):",
+        target.name()
+    );
+    let since = target.timed(&[
+        "verify",
+        &store,
+        "--public-key",
+        &public,
+        "--since",
+        &trusted,
+    ]);
+    println!(
+        "  verify --since: {:.2} s, peak RSS {:.1} MB",
+        since.s,
+        mb(since.kib)
+    );
+    for line in since
+        .text
+        .iter()
+        .filter(|l| l.contains("sample") || l.starts_with("  "))
+    {
+        println!("    | {line}");
+    }
+    let full = target.timed(&["verify", &store, "--public-key", &public]);
+    println!(
+        "  verify (every record): {:.2} s, peak RSS {:.1} MB",
+        full.s,
+        mb(full.kib)
+    );
+    if matches!(target, Target::Versitygw { .. }) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[allow(clippy::cast_precision_loss)] // megabytes for people
@@ -292,10 +387,10 @@ fn facts(i: u64, matching: bool) -> (MessageFacts, Vec<u8>) {
 }
 
 /// Writes the log of N ingest entries, the index objects, the matching records, a signed
-/// checkpoint, and the keys and policy the runs use. With `due_one_in`, one record in that many
-/// (none of the matching ones) was kept until a day before the log's time and has its record
-/// object: a destruction run destroys it.
-async fn generate<S: Store>(store: &S, n: u64, due_one_in: Option<u64>, dir: &Path) {
+/// checkpoint, and the keys and policy the runs use; what else, `shape` says. A due record
+/// (none of the matching ones) is kept until [`DUE_AFTER_SECS`] after it is written and has its
+/// record object: a destruction run destroys it.
+async fn generate<S: Store>(store: &S, n: u64, shape: Shape, dir: &Path) {
     let signer = NoteSigner::new(ORIGIN, &[7; 32]).expect("bench key");
     std::fs::write(dir.join("archive.pub"), signer.verifier_key()).expect("public key");
     mailvault::signing_key::write_signer_key(&dir.join("archive.key"), &signer)
@@ -304,6 +399,7 @@ async fn generate<S: Store>(store: &S, n: u64, due_one_in: Option<u64>, dir: &Pa
     mailvault::signing_key::write_signer_key(&dir.join("export.key"), &export).expect("key");
     std::fs::write(dir.join("policy.yaml"), POLICY).expect("policy");
     let mac = signer.mac_key();
+    let mut checkpoints = CheckpointSigner::new(ORIGIN, signer, None);
     let lock_mode = store.preflight().await.expect("store preflight").lock_mode;
     let mut log = RecordLog::new();
     let now = mailvault::unix_now();
@@ -312,9 +408,11 @@ async fn generate<S: Store>(store: &S, n: u64, due_one_in: Option<u64>, dir: &Pa
     let log_lock = UnixTime(now.0 + 86_400);
     let mut indexes = Vec::new();
     for i in 0..n {
-        let id = RecordId::from_hash(&Hash::of(&i.to_le_bytes()));
+        // As the writer names it: verify checks a record's id against its identity.
+        let identity = format!("bench/{i}");
+        let id = record_id(ORIGIN, &identity);
         let matching = i % ONE_IN == 0;
-        let due = due_one_in.is_some_and(|d| i % d == 1);
+        let due = shape.due_one_in.is_some_and(|d| i % d == 1);
         let retain = if due {
             UnixTime(mailvault::unix_now().0 + DUE_AFTER_SECS)
         } else {
@@ -327,41 +425,43 @@ async fn generate<S: Store>(store: &S, n: u64, due_one_in: Option<u64>, dir: &Pa
         let index = HeaderIndex::new(&facts, now, &index_salt).encode();
         let index_sha256 = Hash::of(&index);
         indexes.push((index_key(id.as_str()), index));
-        let (stored_sha256, commitment, object_version) = if matching || due {
-            let salt = [u8::try_from(i % 251).unwrap_or(0); SALT_LEN];
-            let commitment = commitment_from_digest(&salt, &Hash::of(&message));
-            let stored = zstd::encode_all(message.as_slice(), 3).expect("zstd");
-            let sha256 = Hash::of(&stored);
-            let sidecar = Sidecar {
-                series: "MO-GS-003".into(),
-                retain_until: RetainUntil::Until(retain),
-                commitment,
-                salt,
-                folder: "INBOX".into(),
-                identity: format!("bench/{i}"),
-                location: format!("bench:{i}"),
-                internal_date: None,
-                flags: Vec::new(),
-                original_size: message.len() as u64,
-            }
-            .to_map();
-            let version = store
-                .put_record(RecordPut {
-                    key: &record_key(id.as_str()),
-                    body: Body::Memory(stored),
-                    sha256,
-                    retain_until: retain,
-                    sidecar: &sidecar,
-                    companion: None,
-                })
-                .await
-                .expect("record");
-            (sha256, commitment, version)
-        } else {
-            // No object: what the log says of it is never read back.
-            let absent = (Hash::of(id.as_str().as_bytes()), Hash::of(&[i as u8]));
-            (absent.0, absent.1, "0".to_owned())
-        };
+        let (stored_sha256, stored_size, commitment, object_version) =
+            if matching || due || shape.every_record_object {
+                let salt = [u8::try_from(i % 251).unwrap_or(0); SALT_LEN];
+                let commitment = commitment_from_digest(&salt, &Hash::of(&message));
+                let stored = zstd::encode_all(message.as_slice(), 3).expect("zstd");
+                let sha256 = Hash::of(&stored);
+                let stored_size = stored.len() as u64;
+                let sidecar = Sidecar {
+                    series: "MO-GS-003".into(),
+                    retain_until: RetainUntil::Until(retain),
+                    commitment,
+                    salt,
+                    folder: "INBOX".into(),
+                    identity,
+                    location: format!("bench:{i}"),
+                    internal_date: None,
+                    flags: Vec::new(),
+                    original_size: message.len() as u64,
+                }
+                .to_map();
+                let version = store
+                    .put_record(RecordPut {
+                        key: &record_key(id.as_str()),
+                        body: Body::Memory(stored),
+                        sha256,
+                        retain_until: retain,
+                        sidecar: &sidecar,
+                        companion: None,
+                    })
+                    .await
+                    .expect("record");
+                (sha256, stored_size, commitment, version)
+            } else {
+                // No object: what the log says of it is never read back.
+                let absent = (Hash::of(id.as_str().as_bytes()), Hash::of(&[i as u8]));
+                (absent.0, 200, absent.1, "0".to_owned())
+            };
         log.append(
             now,
             id.clone(),
@@ -372,14 +472,15 @@ async fn generate<S: Store>(store: &S, n: u64, due_one_in: Option<u64>, dir: &Pa
                 object_key: record_key(id.as_str()),
                 object_version,
                 stored_sha256,
-                stored_size: 200,
+                stored_size,
                 original_commitment: commitment,
                 dictionary: None,
                 header_index: Some(index_sha256),
             },
         )
         .expect("entry");
-        if log.size().is_multiple_of(65_536) || log.size() == n {
+        let trusted_here = shape.trusted_at == Some(log.size());
+        if log.size().is_multiple_of(65_536) || log.size() == n || trusted_here {
             for bundle in log.take_bundles() {
                 let metadata = trust::tagged(&mac, MacKind::Bundle, &bundle.key, &bundle.bytes);
                 store
@@ -396,9 +497,29 @@ async fn generate<S: Store>(store: &S, n: u64, due_one_in: Option<u64>, dir: &Pa
                 })
                 .await;
         }
+        if trusted_here {
+            let size = log.size();
+            let note = checkpoints.sign(size, log.root(), &[]).expect("checkpoint");
+            std::fs::write(dir.join("trusted.checkpoint"), &note).expect("trusted checkpoint");
+            store
+                .put_immutable(
+                    &checkpoint_key(size),
+                    note.into_bytes(),
+                    &ObjectMetadata::new(),
+                    log_lock,
+                )
+                .await
+                .expect("checkpoint object");
+        }
     }
-    let mut checkpoints = CheckpointSigner::new(ORIGIN, signer, None);
-    let note = checkpoints.sign(n, log.root(), &[]).expect("checkpoint");
+    let proof = match shape.trusted_at {
+        Some(size) => log
+            .tree()
+            .consistency_proof(size, n)
+            .expect("consistency proof"),
+        None => Vec::new(),
+    };
+    let note = checkpoints.sign(n, log.root(), &proof).expect("checkpoint");
     store
         .put_immutable(
             &checkpoint_key(n),
@@ -410,17 +531,32 @@ async fn generate<S: Store>(store: &S, n: u64, due_one_in: Option<u64>, dir: &Pa
         .expect("checkpoint object");
 }
 
-/// One `mailvault` command under GNU time (`command`, run with `args`), its standard output
-/// counted in lines: wall seconds, peak RSS in KiB, lines. `warning:` lines on standard output
-/// are printed (an export that names what is odd exits 1 and is still timed); any other
-/// failure stops the benchmark.
-fn timed(mut command: Command, args: &[&str]) -> (f64, u64, u64) {
+/// What [`timed`] measured of one command.
+struct Timed {
+    /// Wall seconds.
+    s: f64,
+    /// Peak RSS in KiB.
+    kib: u64,
+    /// Lines on standard output.
+    lines: u64,
+    /// The first [`KEPT_LINES`] of them.
+    text: Vec<String>,
+}
+
+/// How many lines of a command's output [`Timed`] keeps (`ls` prints one per record).
+const KEPT_LINES: usize = 64;
+
+/// One `mailvault` command under GNU time (`command`, run with `args`). `warning:` lines on
+/// standard output are printed (an export that names what is odd exits 1 and is still timed);
+/// any other failure stops the benchmark.
+fn timed(mut command: Command, args: &[&str]) -> Timed {
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("GNU time (apt-get install time) and the mailvault binary");
     let mut lines = 0u64;
+    let mut text = Vec::new();
     let mut warnings = Vec::new();
     let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = Vec::new();
@@ -430,6 +566,9 @@ fn timed(mut command: Command, args: &[&str]) -> (f64, u64, u64) {
             break;
         }
         lines += 1;
+        if text.len() < KEPT_LINES {
+            text.push(String::from_utf8_lossy(&line).trim_end().to_owned());
+        }
         if line.starts_with(b"warning:") {
             warnings.push(String::from_utf8_lossy(&line).trim_end().to_owned());
         }
@@ -454,5 +593,10 @@ fn timed(mut command: Command, args: &[&str]) -> (f64, u64, u64) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(f64::NAN);
     let kib = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    (seconds, kib, lines)
+    Timed {
+        s: seconds,
+        kib,
+        lines,
+        text,
+    }
 }
