@@ -6,7 +6,8 @@
 //! `make bench-destroy` (`search-bench N --destroy D`): the same archive with D records whose
 //! retention has ended (one in N/D): wall time and peak RSS of `mailvault plan` and of the
 //! `mailvault destroy` run that destroys them (authorizations, deletions, tombstones,
-//! certificate), then `ls` again (`BENCH_STORE=versitygw` too).
+//! certificate), then `ls` again (`BENCH_STORE=versitygw` too; `BENCH_RTT_MS` puts that round trip
+//! between the destruction run and versitygw, through a delaying proxy).
 //!
 //! `make bench-verify-since` (`search-bench N --verify-since K`): an auditor's yearly check of an
 //! archive of N records of which K were logged after the checkpoint the auditor kept from the
@@ -128,10 +129,16 @@ impl Target {
 
     /// `mailvault ARGS` against this target, under GNU time (see [`timed`]).
     fn timed(&self, args: &[&str]) -> Timed {
+        self.timed_via(args, None)
+    }
+
+    /// As [`Self::timed`], with versitygw reached at `endpoint` (a delaying proxy) when given.
+    fn timed_via(&self, args: &[&str], endpoint: Option<&str>) -> Timed {
         let mut c = Command::new("/usr/bin/time");
         c.args(["-f", "%e %M"]).arg(mailvault_binary()).args(args);
         if let Self::Versitygw { env, .. } = self {
-            c.args(["--s3-endpoint", env.s3_endpoint(S3Flavour::Versitygw)])
+            let endpoint = endpoint.unwrap_or(env.s3_endpoint(S3Flavour::Versitygw));
+            c.args(["--s3-endpoint", endpoint])
                 .args(["--s3-path-style", "--s3-region", env.var("S3_REGION")])
                 .env("AWS_ACCESS_KEY_ID", env.var("VERSITYGW_ACCESS_KEY"))
                 .env("AWS_SECRET_ACCESS_KEY", env.var("VERSITYGW_SECRET_KEY"))
@@ -282,11 +289,35 @@ async fn destroy_bench(n: u64, due: u64) {
         "--no-compare",
     ]);
     println!("  plan --no-compare: {s:.2} s, peak RSS {:.1} MB", mb(kib));
-    let Timed { s, kib, .. } =
-        target.timed(&["destroy", &store, "--key", &key, "--policy", &policy]);
+    // BENCH_RTT_MS: the destruction run reaches versitygw through a proxy that adds this round
+    // trip, as a remote S3 would (its requests per record are what a round trip multiplies).
+    let rtt_ms: u64 = std::env::var("BENCH_RTT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let via = match &target {
+        Target::Versitygw { env, .. } if rtt_ms > 0 => {
+            let upstream = env
+                .s3_endpoint(S3Flavour::Versitygw)
+                .trim_start_matches("http://")
+                .to_owned();
+            let one_way = std::time::Duration::from_millis(rtt_ms) / 2;
+            Some(mailvault_tests::delay_proxy::start(upstream, one_way).await)
+        }
+        _ => None,
+    };
+    let through = if via.is_some() {
+        format!(", through a {rtt_ms} ms round trip")
+    } else {
+        String::new()
+    };
+    let Timed { s, kib, .. } = target.timed_via(
+        &["destroy", &store, "--key", &key, "--policy", &policy],
+        via.as_deref(),
+    );
     let left = target.records_left().await;
     println!(
-        "  destroy: {s:.2} s, peak RSS {:.1} MB ({left} record objects left)",
+        "  destroy{through}: {s:.2} s, peak RSS {:.1} MB ({left} record objects left)",
         mb(kib)
     );
     let Timed { s, kib, lines, .. } = target.timed(&["ls", &store, "--public-key", &public]);

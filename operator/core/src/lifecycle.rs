@@ -630,22 +630,27 @@ pub fn next_step(
         return NextStep::NotAuthorized;
     }
     if !held.is_empty() {
-        let mut v = held.to_vec();
-        // Data versions before delete markers: a marker deleted first would make the data
-        // version current again for plain readers in between.
-        v.sort_by(|a, b| {
-            (a.key.as_str(), a.delete_marker, a.version_id.as_str()).cmp(&(
-                b.key.as_str(),
-                b.delete_marker,
-                b.version_id.as_str(),
-            ))
-        });
-        return NextStep::Delete(v);
+        return NextStep::Delete(deletion_order(held));
     }
     NextStep::Tombstone(
         record_id(history.record),
         Box::new(tombstone(history, deleted)),
     )
+}
+
+/// The order in which to delete what the store holds under a record's key: by key, data
+/// versions before delete markers (a marker deleted first would make the data version current
+/// again for plain readers in between).
+pub fn deletion_order(held: &[HeldVersion]) -> Vec<HeldVersion> {
+    let mut v = held.to_vec();
+    v.sort_by(|a, b| {
+        (a.key.as_str(), a.delete_marker, a.version_id.as_str()).cmp(&(
+            b.key.as_str(),
+            b.delete_marker,
+            b.version_id.as_str(),
+        ))
+    });
+    v
 }
 
 /// A replayed id as a `RecordId`. Every id in a replay came from a decoded entry, so it is
