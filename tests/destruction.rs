@@ -15,7 +15,8 @@ use mailvault::core::note::NoteVerifier;
 use mailvault::reader::StoredLog;
 use mailvault::store::Store as _;
 use mailvault::store::s3::S3Store;
-use mailvault_tests::{S3Flavour, TestEnv, unique_name};
+use mailvault_tests::fault_proxy::{FaultProxy, HttpFault};
+use mailvault_tests::{S3Flavour, TestEnv, mailvault_binary, unique_name};
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::PathBuf;
@@ -153,6 +154,33 @@ impl Archive {
         let mut args = vec!["--key", key.as_str(), "--policy", policy.as_str()];
         args.extend_from_slice(extra);
         self.with_store("destroy", &args)
+    }
+
+    /// `destroy` with versitygw reached at `endpoint` (a fault proxy).
+    fn destroy_through(&self, endpoint: &str) -> Output {
+        assert!(matches!(self.flavour, S3Flavour::Versitygw));
+        std::process::Command::new(mailvault_binary())
+            .args([
+                "destroy",
+                &self.location(),
+                "--key",
+                &self.path("archive.key"),
+            ])
+            .args([
+                "--policy",
+                &self.path("policy.yaml"),
+                "--s3-endpoint",
+                endpoint,
+            ])
+            .args(["--s3-path-style", "--s3-region", self.env.var("S3_REGION")])
+            .env("AWS_ACCESS_KEY_ID", self.env.var("VERSITYGW_ACCESS_KEY"))
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                self.env.var("VERSITYGW_SECRET_KEY"),
+            )
+            .env_remove("AWS_REGION")
+            .output()
+            .unwrap()
     }
 
     fn destroy_json(&self, extra: &[&str]) -> serde_json::Value {
@@ -657,6 +685,60 @@ async fn a_run_killed_after_any_step_completes_on_the_next_run_with_each_tombsto
         incomplete_seen,
         "no crash left a deletion without its tombstone"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_error_on_one_record_fails_the_run_after_the_others_under_way_are_tombstoned() {
+    let env = TestEnv::load();
+    let bucket = unique_name("destroy-error");
+    env.create_bucket(S3Flavour::Versitygw, &bucket, true).await;
+    let a = Archive::new(&env, S3Flavour::Versitygw, &bucket, "error").await;
+    let due: Vec<String> = (1..=8).map(|i| format!("due-{i}")).collect();
+    let mut subjects: Vec<&str> = due.iter().map(String::as_str).collect();
+    subjects.push("keep-a");
+    a.archive(&subjects);
+    a.plan_when("eight records due", |p| p["due_now"] == 8);
+    std::thread::sleep(Duration::from_secs(1));
+    // Every DELETE under the first record key the run deletes from fails (500, as a broken
+    // server answers, after the SDK's retries too); the other records are deleted at the
+    // same time (the run deletes several records' versions at once).
+    let mut failing: Option<String> = None;
+    let proxy = FaultProxy::http(env.s3_endpoint(S3Flavour::Versitygw), move |r| {
+        if r.method != "DELETE" || !r.path().contains("/records/") {
+            return None;
+        }
+        let failing = failing.get_or_insert_with(|| r.path().to_owned());
+        (r.path() == failing.as_str()).then_some(HttpFault::Answer {
+            status: 500,
+            code: "InternalError",
+        })
+    })
+    .await;
+    let failed = a.destroy_through(&proxy.url());
+    assert!(
+        proxy.injected() >= 1,
+        "no DELETE failed: the test proved nothing"
+    );
+    assert_eq!(failed.status.code(), Some(2), "{}", text(&failed));
+    // The error ended the run, but not half-way through the records under way beside it:
+    // each of those was deleted and tombstoned, none left deleted without its tombstone.
+    let between = String::from_utf8_lossy(&a.verify().stdout).into_owned();
+    assert_eq!(count(&between, "DESTRUCTION_INCOMPLETE"), 0, "{between}");
+    assert!(count(&between, "DESTROYED_OK") >= 1, "{between}");
+    // The next run, with the store answering, finishes the record the error stopped.
+    let resumed = a.destroy_json(&[]);
+    assert!(
+        resumed["refused"].as_array().unwrap().is_empty(),
+        "{resumed:#}"
+    );
+    let verify = a.verify();
+    let report = String::from_utf8_lossy(&verify.stdout).into_owned();
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert_eq!(count(&report, "DESTROYED_OK"), 8, "{report}");
+    assert_eq!(count(&report, "PRESENT_OK"), 1, "{report}");
+    for ((record, kind), n) in a.entry_counts().await {
+        assert_eq!(n, 1, "record {record} has {n} {kind} entries");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

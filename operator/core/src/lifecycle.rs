@@ -612,9 +612,10 @@ pub enum NextStep {
 }
 
 /// Phase two, for one record: given what the store still holds under the record's object key
-/// and its sidecar's (`held`), what remains to do. Call it after every listing: a crash at any
-/// point leaves a state this function resumes from, and the tombstone is produced only once
-/// nothing remains, and never for a record that has one.
+/// and its sidecar's (`held`), what remains to do: a crash at any point leaves a state this
+/// function resumes from, and the tombstone is produced only once nothing remains, and never
+/// for a record that has one. (The executor deletes in [`deletion_order`] until its listing
+/// is empty, then asks this with `held` empty for the tombstone.)
 ///
 /// `deleted` is what this run deleted for the record so far (empty after a crash: the
 /// tombstone then names the logged version, the one version the log knows was there).

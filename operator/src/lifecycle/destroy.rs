@@ -4,9 +4,9 @@
 //! delete versions, tombstones, checkpoint, certificate (signed, COMPLIANCE-locked)`
 //!
 //! Every decision comes from [`mailvault_core::lifecycle`]: which record may go
-//! (`destruction_eligibility`, through `DestructionPlan`), what is left to do for one whose
-//! destruction is authorized (`next_step`, `deletion_order`), which destroyed records still need a certificate
-//! (`uncertified`). Here: reading the log, listing and deleting versions, appending through the
+//! (`destruction_eligibility`, through `DestructionPlan`), in which order a record's versions
+//! are deleted (`deletion_order`), its tombstone once nothing is left (`next_step`), which
+//! destroyed records still need a certificate (`uncertified`). Here: reading the log, listing and deleting versions, appending through the
 //! [`RecordWriter`], storing the certificate. `mailvault destroy`, `mailvault plan` and the
 //! operator's scheduled run all call [`run`] (or [`preview`]), so a plan printed is the plan
 //! the next run carries out.
@@ -44,7 +44,7 @@ use mailvault_core::rules::RetentionSchedule;
 use mailvault_core::{Hash, UnixTime};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The method stated by a certificate of a `file:` store.
 pub const METHOD_LOCAL_DIRECTORY: &str =
@@ -992,21 +992,41 @@ async fn destroy_records<S: Store>(
                 .then(|| (id.clone(), history.object_key.into_owned()))
         })
         .collect();
+    // An error stops records from starting, and the run fails once the ones under way are
+    // done (tombstoned, while the log can be written): dropping them half-way would leave up
+    // to DELETING_AT_ONCE - 1 records part-deleted by an ordinary error, not only by a crash
+    // (on a `file:` store a record's object, sidecar and lock go one after the other).
+    let failed = &AtomicBool::new(false);
     let mut emptied = futures::stream::iter(todo)
         .map(|(id, key)| async move {
+            if failed.load(Ordering::SeqCst) {
+                return (id, Ok(Emptied::NotStarted));
+            }
             let emptied = empty_record(store, &id, &key, steps).await;
             (id, emptied)
         })
         .buffered(DELETING_AT_ONCE);
     let mut logged = 0;
+    let mut first_error: Option<Error> = None;
+    // Once an append fails the log takes no more: the rest only finish their deletions.
+    let mut log_failed = false;
     while let Some((id, emptied)) = emptied.next().await {
-        let deleted = match emptied? {
-            Emptied::Deleted(deleted) => deleted,
-            Emptied::Refused(why) => {
+        let deleted = match emptied {
+            Ok(Emptied::Deleted(deleted)) => deleted,
+            Ok(Emptied::Refused(why)) => {
                 report.refused.push(why);
                 continue;
             }
+            Ok(Emptied::NotStarted) => continue,
+            Err(e) => {
+                failed.store(true, Ordering::SeqCst);
+                first_error.get_or_insert(e);
+                continue;
+            }
         };
+        if log_failed {
+            continue;
+        }
         let Some(history) = replay.get(&id) else {
             continue;
         };
@@ -1016,13 +1036,33 @@ async fn destroy_records<S: Store>(
             continue;
         };
         drop(history);
-        let entry = writer.append(record, *body, now_after(UnixTime(0))).await?;
-        apply(replay, entry)?;
+        let appended = match writer.append(record, *body, now_after(UnixTime(0))).await {
+            Ok(entry) => apply(replay, entry),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = appended {
+            failed.store(true, Ordering::SeqCst);
+            log_failed = true;
+            first_error.get_or_insert(e);
+            continue;
+        }
         report.destroyed += 1;
         logged += 1;
         steps.step("tombstone appended");
     }
-    Ok(logged)
+    let Some(error) = first_error else {
+        return Ok(logged);
+    };
+    // The tombstones logged before the run fails are signed, so the log shows those records
+    // destroyed rather than deleted without a tombstone; the error the run reports stays the
+    // first one.
+    if logged > 0
+        && !log_failed
+        && let Err(e) = writer.checkpoint().await
+    {
+        tracing::warn!(error = %e, "the checkpoint of the tombstones logged before the run's error failed too");
+    }
+    Err(error)
 }
 
 /// The store side of phase two for one record, done.
@@ -1032,6 +1072,8 @@ enum Emptied {
     Deleted(Vec<HeldVersion>),
     /// Object Lock refused a deletion: why, for the report.
     Refused(String),
+    /// Not started: an earlier record's error stopped the run.
+    NotStarted,
 }
 
 /// Deletes every version under record `id`'s object `key` (listing again after each round,
