@@ -183,6 +183,29 @@ impl Archive {
             .unwrap()
     }
 
+    /// A destruction run that finishes what an interrupted one left: nothing refused, then
+    /// `verify` passes with `destroyed` records destroyed and `kept` present, and every record
+    /// has each kind of entry once. `when` names the case in failures.
+    async fn resume_destruction(&self, destroyed: u64, kept: u64, when: &str) {
+        let resumed = self.destroy_json(&[]);
+        assert!(
+            resumed["refused"].as_array().unwrap().is_empty(),
+            "{when}: {resumed:#}"
+        );
+        let verify = self.verify();
+        let report = String::from_utf8_lossy(&verify.stdout).into_owned();
+        assert!(verify.status.success(), "{when}: {}", text(&verify));
+        assert_eq!(
+            count(&report, "DESTROYED_OK"),
+            destroyed,
+            "{when}: {report}"
+        );
+        assert_eq!(count(&report, "PRESENT_OK"), kept, "{when}: {report}");
+        for ((record, kind), n) in self.entry_counts().await {
+            assert_eq!(n, 1, "{when}: record {record} has {n} {kind} entries");
+        }
+    }
+
     fn destroy_json(&self, extra: &[&str]) -> serde_json::Value {
         let mut args = vec!["--json"];
         args.extend_from_slice(extra);
@@ -641,19 +664,7 @@ async fn a_run_killed_after_any_step_completes_on_the_next_run_with_each_tombsto
             incomplete_seen = true;
             assert!(!between.contains("result: VERIFIED"), "{between}");
         }
-        let resumed = a.destroy_json(&[]);
-        assert!(
-            resumed["refused"].as_array().unwrap().is_empty(),
-            "{resumed:#}"
-        );
-        let verify = a.verify();
-        let report = String::from_utf8_lossy(&verify.stdout).into_owned();
-        assert!(verify.status.success(), "step {step}: {}", text(&verify));
-        assert_eq!(count(&report, "DESTROYED_OK"), 2, "step {step}: {report}");
-        assert_eq!(count(&report, "PRESENT_OK"), 1, "step {step}: {report}");
-        for ((record, kind), n) in a.entry_counts().await {
-            assert_eq!(n, 1, "step {step}: record {record} has {n} {kind} entries");
-        }
+        a.resume_destruction(2, 1, &format!("step {step}")).await;
         let listed = a.certificates();
         assert!(listed.status.success(), "step {step}: {}", text(&listed));
         let listing = String::from_utf8_lossy(&listed.stdout).into_owned();
@@ -726,19 +737,7 @@ async fn a_store_error_on_one_record_fails_the_run_after_the_others_under_way_ar
     assert_eq!(count(&between, "DESTRUCTION_INCOMPLETE"), 0, "{between}");
     assert!(count(&between, "DESTROYED_OK") >= 1, "{between}");
     // The next run, with the store answering, finishes the record the error stopped.
-    let resumed = a.destroy_json(&[]);
-    assert!(
-        resumed["refused"].as_array().unwrap().is_empty(),
-        "{resumed:#}"
-    );
-    let verify = a.verify();
-    let report = String::from_utf8_lossy(&verify.stdout).into_owned();
-    assert!(verify.status.success(), "{}", text(&verify));
-    assert_eq!(count(&report, "DESTROYED_OK"), 8, "{report}");
-    assert_eq!(count(&report, "PRESENT_OK"), 1, "{report}");
-    for ((record, kind), n) in a.entry_counts().await {
-        assert_eq!(n, 1, "record {record} has {n} {kind} entries");
-    }
+    a.resume_destruction(8, 1, "after the error").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

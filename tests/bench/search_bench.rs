@@ -155,40 +155,21 @@ async fn main() {
         .get(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
-    let due: Option<u64> = args
-        .iter()
-        .position(|a| a == "--destroy")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|a| a.parse().ok());
-    if let Some(due) = due {
+    if let Some(due) = flag_value(&args, "--destroy") {
         destroy_bench(n, due).await;
         return;
     }
-    let new: Option<u64> = args
-        .iter()
-        .position(|a| a == "--verify-since")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|a| a.parse().ok());
-    if let Some(new) = new {
+    if let Some(new) = flag_value(&args, "--verify-since") {
         verify_since_bench(n, new).await;
         return;
     }
     let dir = std::env::temp_dir().join(format!("mailvault-search-bench-{n}"));
     let target = Target::from_env(&dir).await;
-    // A directory archive is kept for the next run; a bucket is new each run.
-    if matches!(target, Target::Versitygw { .. }) || !dir.join("complete").exists() {
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("bench directory");
-        let started = std::time::Instant::now();
-        target.generate(n, Shape::default(), &dir).await;
-        std::fs::write(dir.join("complete"), b"").expect("bench marker");
-        println!(
-            "generated {n} records (log, index objects, {} record objects) in {:.1} s ({})",
-            n.div_ceil(ONE_IN),
-            started.elapsed().as_secs_f64(),
-            target.url()
-        );
-    }
+    let what = format!(
+        "{n} records (log, index objects, {} record objects)",
+        n.div_ceil(ONE_IN)
+    );
+    generate_kept(&target, n, Shape::default(), &dir, &what).await;
     let store = target.url();
     let public = dir.join("archive.pub").display().to_string();
     let policy = dir.join("policy.yaml").display().to_string();
@@ -209,6 +190,30 @@ async fn main() {
     let flag = if no_compare { " --no-compare" } else { "" };
     println!("  plan{flag}: {s:.2} s, peak RSS {:.1} MB", mb(kib));
     export_matches(&target, &store, &public, &dir);
+}
+
+/// The number after `flag` on the command line, if any.
+fn flag_value(args: &[String], flag: &str) -> Option<u64> {
+    let at = args.iter().position(|a| a == flag)?;
+    args.get(at + 1)?.parse().ok()
+}
+
+/// Generates the archive into `target` unless `dir` holds a complete one: a directory archive
+/// is kept for the next run, a bucket is new each run. `what` names it in the line printed.
+async fn generate_kept(target: &Target, n: u64, shape: Shape, dir: &Path, what: &str) {
+    if matches!(target, Target::File(_)) && dir.join("complete").exists() {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("bench directory");
+    let started = std::time::Instant::now();
+    target.generate(n, shape, dir).await;
+    std::fs::write(dir.join("complete"), b"").expect("bench marker");
+    println!(
+        "generated {what} in {:.1} s ({})",
+        started.elapsed().as_secs_f64(),
+        target.url()
+    );
 }
 
 /// `mailvault export --from …` of the one record in [`ONE_IN`] that matches, timed.
@@ -334,25 +339,16 @@ async fn verify_since_bench(n: u64, new: u64) {
     assert!(new > 0 && new < n, "--verify-since K: between 1 and N - 1");
     let dir = std::env::temp_dir().join(format!("mailvault-verify-since-bench-{n}-{new}"));
     let target = Target::from_env(&dir).await;
-    // As the search benchmark's: a directory archive is kept for the next run.
-    if matches!(target, Target::Versitygw { .. }) || !dir.join("complete").exists() {
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("bench directory");
-        let started = std::time::Instant::now();
-        let shape = Shape {
-            every_record_object: true,
-            trusted_at: Some(n - new),
-            ..Shape::default()
-        };
-        target.generate(n, shape, &dir).await;
-        std::fs::write(dir.join("complete"), b"").expect("bench marker");
-        println!(
-            "generated {n} records with their objects, a checkpoint at {} and one at {n}, in {:.1} s ({})",
-            n - new,
-            started.elapsed().as_secs_f64(),
-            target.url()
-        );
-    }
+    let shape = Shape {
+        every_record_object: true,
+        trusted_at: Some(n - new),
+        ..Shape::default()
+    };
+    let what = format!(
+        "{n} records with their objects, a checkpoint at {} and one at {n},",
+        n - new
+    );
+    generate_kept(&target, n, shape, &dir, &what).await;
     let store = target.url();
     let public = dir.join("archive.pub").display().to_string();
     let trusted = dir.join("trusted.checkpoint").display().to_string();
