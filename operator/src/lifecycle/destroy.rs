@@ -6,10 +6,10 @@
 //! Every decision comes from [`mailvault_core::lifecycle`]: which record may go
 //! (`destruction_eligibility`, through `DestructionPlan`), in which order a record's versions
 //! are deleted (`deletion_order`), its tombstone once nothing is left (`next_step`), which
-//! destroyed records still need a certificate (`uncertified`). Here: reading the log, listing and deleting versions, appending through the
-//! [`RecordWriter`], storing the certificate. `mailvault destroy`, `mailvault plan` and the
-//! operator's scheduled run all call [`run`] (or [`preview`]), so a plan printed is the plan
-//! the next run carries out.
+//! destroyed records still need a certificate (`uncertified`). Here: reading the log, listing
+//! and deleting versions, appending through the [`RecordWriter`], storing the certificate.
+//! `mailvault destroy`, `mailvault plan` and the operator's scheduled run all call [`run`] (or
+//! [`preview`]), so a plan printed is the plan the next run carries out.
 //!
 //! A record maps to its rule disposition by its series under the policy in force
 //! ([`SeriesDispositions`]: several rules of one series give the most conservative; a series the
@@ -1036,11 +1036,8 @@ async fn destroy_records<S: Store>(
             continue;
         };
         drop(history);
-        let appended = match writer.append(record, *body, now_after(UnixTime(0))).await {
-            Ok(entry) => apply(replay, entry),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = appended {
+        let appended = writer.append(record, *body, now_after(UnixTime(0))).await;
+        if let Err(e) = appended.and_then(|entry| apply(replay, entry)) {
             failed.store(true, Ordering::SeqCst);
             log_failed = true;
             first_error.get_or_insert(e);
