@@ -135,6 +135,126 @@ async fn an_archive_becomes_ready_matches_the_mailbox_verifies_and_resumes_after
     assert_no_secret_in(&op.log_text(), &c);
 }
 
+/// A status is written to the archive it was decided on and no other. CI once saw a
+/// re-created archive start with the deleted one's last sync (so no run of its own): a
+/// reconcile of the old object wrote its status by name after the new one existed.
+#[tokio::test]
+async fn a_status_decided_on_a_deleted_archive_never_reaches_one_created_again_under_its_name() {
+    use mailvault::controller::FIELD_MANAGER;
+    use mailvault::controller::status::{DecidedOn, apply_status_as};
+    use mailvault::crd::MailboxArchiveStatus;
+
+    let c = Cluster::new("op-status-uid").await;
+    let api = c.archives();
+    c.create_archive("chief", &json!({})).await;
+    let old = api.get("chief").await.unwrap();
+    let failures = |a: &MailboxArchive| a.status.as_ref().map(|s| s.consecutive_failures);
+    let status = |n| MailboxArchiveStatus {
+        consecutive_failures: n,
+        ..MailboxArchiveStatus::default()
+    };
+
+    // Changed since it was read, still the same archive: written on the current version.
+    api.patch(
+        "chief",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "records"}}})),
+    )
+    .await
+    .unwrap();
+    let decided_on = DecidedOn::of(&old);
+    let written = apply_status_as(&api, &decided_on, FIELD_MANAGER, &status(3)).await;
+    assert!(matches!(written, Ok(true)), "{written:?}");
+    assert_eq!(failures(&api.get("chief").await.unwrap()), Some(3));
+
+    // Deleted and created again under the same name: the new archive keeps its own status.
+    api.delete("chief", &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get_opt("chief").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the archive was not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let written = apply_status_as(&api, &decided_on, FIELD_MANAGER, &status(4)).await;
+    assert!(matches!(written, Ok(false)), "deleted: {written:?}");
+    c.create_archive("chief", &json!({})).await;
+    let written = apply_status_as(&api, &decided_on, FIELD_MANAGER, &status(5)).await;
+    assert!(matches!(written, Ok(false)), "created again: {written:?}");
+    let new = api.get("chief").await.unwrap();
+    assert_ne!(new.metadata.uid, old.metadata.uid);
+    assert_eq!(failures(&new).unwrap_or_default(), 0, "{:?}", new.status);
+
+    // The new archive's own status is written.
+    let written = apply_status_as(&api, &DecidedOn::of(&new), FIELD_MANAGER, &status(6)).await;
+    assert!(matches!(written, Ok(true)), "{written:?}");
+    assert_eq!(failures(&api.get("chief").await.unwrap()), Some(6));
+}
+
+/// A Job's pod for an archive that was deleted and created again under its name (the garbage
+/// collector had not removed the Job yet) runs nothing: the Job names the archive's uid.
+#[tokio::test]
+async fn a_job_made_for_a_deleted_archive_runs_nothing_for_the_one_created_again() {
+    let c = Cluster::new("op-job-uid").await;
+    c.seed("INBOX", 2, "kept");
+    c.create_archive("chief", &json!({"runner": "Job"})).await;
+    let uid = c.archives().get("chief").await.unwrap().metadata.uid;
+    let run = |archive_uid: &str| {
+        std::process::Command::new(mailvault_tests::mailvault_binary())
+            .args([
+                "run",
+                "--namespace",
+                &c.ns,
+                "--archive",
+                "chief",
+                "--job",
+                "chief-old",
+            ])
+            .args([
+                "--slot",
+                "2026-12-01T00:00:00Z",
+                "--archive-uid",
+                archive_uid,
+            ])
+            .env("KUBECONFIG", c.env.var("KUBECONFIG"))
+            .env("MAILVAULT_SPOOL_DIR", &c.dir)
+            .output()
+            .unwrap()
+    };
+    let out = run("a-deleted-archive");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        mailvault_tests::output_text(&out)
+    );
+    assert!(
+        mailvault_tests::output_text(&out).contains("was deleted; nothing to run"),
+        "{}",
+        mailvault_tests::output_text(&out)
+    );
+    assert!(c.archives().get("chief").await.unwrap().status.is_none());
+    let objects = c
+        .env
+        .s3_client(S3Flavour::Versitygw)
+        .list_objects_v2()
+        .bucket(&c.bucket)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(objects.key_count(), Some(0), "{objects:?}");
+
+    // The Job made for this archive runs it.
+    let out = run(uid.as_deref().unwrap());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        mailvault_tests::output_text(&out)
+    );
+    let status = c.archives().get("chief").await.unwrap().status.unwrap();
+    assert_eq!(status.last_job.as_deref(), Some("chief-old"));
+    assert_eq!(status.last_sync.unwrap().messages, 2);
+}
+
 #[tokio::test]
 async fn bad_specs_missing_secrets_and_wrong_passwords_are_reported_and_recover_once_fixed() {
     let c = Cluster::new("op-faults").await;

@@ -16,6 +16,10 @@ pub struct RunArgs {
     /// The MailboxArchive.
     #[arg(long)]
     archive: String,
+    /// The uid of the archive the Job was made for: an archive created again under the name
+    /// is not run.
+    #[arg(long)]
+    archive_uid: Option<String>,
     /// The Job this run is (recorded as status.lastJob).
     #[arg(long)]
     job: String,
@@ -48,6 +52,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode> {
         kind,
         namespace: &args.namespace,
         archive: &args.archive,
+        archive_uid: args.archive_uid.as_deref(),
         job: &args.job,
         slot: &args.slot,
         spool_dir: args.spool_dir.unwrap_or_else(std::env::temp_dir),

@@ -13,12 +13,13 @@
 
 use super::mailbox_archive::archive_store;
 use super::secrets::Secrets;
+use super::status::{DecidedOn, apply_status_as};
 use super::{Context, hold_applies_to, publish};
 use crate::crd::{ArchiveHeld, LegalHold, MailboxArchive, RetentionPolicy};
 use crate::lifecycle::holds::{GivenHold, HoldsOutcome};
 use crate::{Error, Reason, Result};
 use kube::ResourceExt as _;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use std::collections::HashMap;
@@ -37,8 +38,8 @@ static FAILED_HOLD_RUNS: LazyLock<Mutex<HashMap<String, Instant>>> =
 pub struct AppliedHold {
     /// What the run was given.
     pub given: GivenHold,
-    /// The resource's name.
-    pub name: String,
+    /// The resource as listed (its status entry is written to it and no other).
+    pub decided_on: DecidedOn,
     /// Its generation when listed.
     pub generation: i64,
     /// The status entry the archive wrote last time, if any.
@@ -63,7 +64,7 @@ pub async fn holds_for(ctx: &Context, archive: &MailboxArchive) -> Result<Vec<Ap
                 id: format!("{namespace}/{}", h.name_any()),
                 spec: h.spec.clone(),
             },
-            name: h.name_any(),
+            decided_on: DecidedOn::of(&h),
             generation: h.metadata.generation.unwrap_or_default(),
             previous: h
                 .status
@@ -107,21 +108,16 @@ pub async fn report(
             generation: h.generation,
             applied_at: now.clone(),
         };
-        let patch = serde_json::json!({
-            "apiVersion": "mailvault.io/v1alpha1",
-            "kind": "LegalHold",
-            "status": {"held": [entry]},
-        });
-        if let Err(e) = api
-            .patch_status(
-                &h.name,
-                &PatchParams::apply(&field_manager(&name)).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-        {
-            tracing::warn!(hold = %h.name, archive = %name, error = %e, "cannot write a hold's status");
-            continue;
+        let hold_name = &h.decided_on.name;
+        let status = serde_json::json!({"held": [entry]});
+        match apply_status_as(&api, &h.decided_on, &field_manager(&name), &status).await {
+            Ok(true) => {}
+            // The hold was deleted (or created again) since the run listed it.
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::warn!(hold = %hold_name, archive = %name, error = %e, "cannot write a hold's status");
+                continue;
+            }
         }
         let before = h.previous.as_ref().map(|p| (p.records, p.generation));
         if before != Some((records, h.generation)) {
@@ -140,7 +136,9 @@ pub async fn report(
                     ),
                 )
             };
-            if let Ok(hold) = api.get(&h.name).await {
+            if let Ok(hold) = api.get(hold_name).await
+                && hold.uid() == h.decided_on.uid
+            {
                 publish(ctx, &hold, EventType::Normal, reason, &note).await;
             }
         }
@@ -295,7 +293,7 @@ mod tests {
                 }))
                 .unwrap(),
             },
-            name: "h".into(),
+            decided_on: DecidedOn::default(),
             generation,
             previous: previous.map(|g| ArchiveHeld {
                 archive: "chief".into(),

@@ -635,12 +635,11 @@ fn labels(archive: &MailboxArchive) -> BTreeMap<String, String> {
     labels
 }
 
-/// The run's container: `mailvault run` for this archive, Job and slot (`--destruction` for a
-/// destruction run).
+/// The run's container: `mailvault run` for this archive (by name and uid), Job and slot
+/// (`--destruction` for a destruction run).
 fn run_container(
     settings: &JobSettings,
-    namespace: &str,
-    archive: &str,
+    archive: &MailboxArchive,
     kind: RunKind,
     name: &str,
     slot: Timestamp,
@@ -666,8 +665,12 @@ fn run_container(
     ];
     let mut args = vec![
         "run".into(),
-        format!("--namespace={namespace}"),
-        format!("--archive={archive}"),
+        format!("--namespace={}", archive.namespace().unwrap_or_default()),
+        format!("--archive={}", archive.name_any()),
+        format!(
+            "--archive-uid={}",
+            archive.metadata.uid.as_deref().unwrap_or_default()
+        ),
         format!("--job={name}"),
         format!("--slot={slot}"),
         "--spool-dir=/spool".into(),
@@ -712,7 +715,7 @@ pub fn job_manifest(
     let namespace = archive.namespace().unwrap_or_default();
     let mut labels = labels(archive);
     labels.insert(RUN_KIND.to_owned(), kind.label().to_owned());
-    let container = run_container(settings, &namespace, &archive.name_any(), kind, name, slot);
+    let container = run_container(settings, archive, kind, name, slot);
     let empty_dir = |mib: u32| EmptyDirVolumeSource {
         size_limit: Some(Quantity(format!("{mib}Mi"))),
         ..Default::default()
@@ -774,6 +777,8 @@ pub struct JobRun<'a> {
     pub namespace: &'a str,
     /// The archive's name.
     pub archive: &'a str,
+    /// The uid of the archive the Job was made for (none from a Job of an older operator).
+    pub archive_uid: Option<&'a str>,
     /// The Job (recorded as `lastJob` or `destruction.lastJob`).
     pub job: &'a str,
     /// The slot (RFC 3339).
@@ -799,6 +804,16 @@ pub async fn run_as_job(client: kube::Client, run: &JobRun<'_>) -> Result<()> {
     } = *run;
     let api = Api::<MailboxArchive>::namespaced(client.clone(), namespace);
     let archive = api.get(name).await?;
+    // The Job is the archive's (an owner reference), but its pod can start before the garbage
+    // collector removes it: an archive deleted and created again under the name is not this
+    // Job's to run, and is left to the operator (a Job of its own).
+    if let Some(uid) = run.archive_uid
+        && archive.metadata.uid.as_deref() != Some(uid)
+    {
+        tracing::info!(archive = %name, namespace = %namespace, job = %job,
+            "the archive this Job was made for was deleted; nothing to run");
+        return Ok(());
+    }
     let policy = Api::<RetentionPolicy>::namespaced(client.clone(), namespace)
         .get(&archive.spec.retention_policy_ref.name)
         .await?;
@@ -1015,6 +1030,7 @@ mod tests {
         );
         let args = pod.containers[0].args.clone().unwrap();
         assert!(args.contains(&"--destruction".to_owned()), "{args:?}");
+        assert!(args.contains(&"--archive-uid=u".to_owned()), "{args:?}");
         assert!(
             args.contains(&"--max-spool-size=200MiB".to_owned()),
             "{args:?}"

@@ -19,7 +19,7 @@ pub mod retention_policy;
 pub mod runs;
 pub mod schedule;
 mod secrets;
-mod status;
+pub mod status;
 
 use crate::crd::{LegalHold, MailboxArchive, RetentionPolicy};
 use crate::metrics::Metrics;

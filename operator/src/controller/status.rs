@@ -41,25 +41,102 @@ pub fn set_condition(
     }
 }
 
-/// Writes `status` of `obj` with server-side apply. The whole status is applied each time, so
-/// a field the operator stops setting disappears.
+/// How often a status write is retried on the current object when another write got in first.
+const STATUS_WRITE_ATTEMPTS: usize = 5;
+
+/// Writes `status` of `obj` with server-side apply, as the operator, to that object and no
+/// other. See [`apply_status_as`].
 pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, status: &S) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
-    let patch = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
+    apply_status_as(api, &DecidedOn::of(obj), FIELD_MANAGER, status)
+        .await
+        .map(drop)
+}
+
+/// The object a status was decided on: its name, and the uid and resourceVersion read.
+#[derive(Debug, Clone, Default)]
+pub struct DecidedOn {
+    /// The object's name.
+    pub name: String,
+    /// Its uid.
+    pub uid: Option<String>,
+    /// The version the status was decided on.
+    pub resource_version: Option<String>,
+}
+
+impl DecidedOn {
+    /// What `obj` says of itself.
+    pub fn of<K: Resource>(obj: &K) -> Self {
+        Self {
+            name: obj.name_any(),
+            uid: obj.uid(),
+            resource_version: obj.resource_version(),
+        }
+    }
+}
+
+/// Writes `status` with server-side apply as `manager`, to the object it was decided on and no
+/// other. The whole status is applied each time, so a field the manager stops setting
+/// disappears.
+///
+/// A write by name lands on whatever has that name now: an archive deleted and created again
+/// while a reconcile or a run was under way would get the old one's status (its last sync, so
+/// no run for the new one). The apply carries the `resourceVersion` it was decided on, which
+/// the apiserver refuses (409) once the object changed; a `metadata.uid` in the body would not
+/// do, the status subresource ignores metadata. A refused write is applied again on the
+/// current version while the uid is still the one decided on, and dropped when the object is
+/// gone or is another one: `Ok(false)`.
+pub async fn apply_status_as<K, S>(
+    api: &Api<K>,
+    decided_on: &DecidedOn,
+    manager: &str,
+    status: &S,
+) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let name = &decided_on.name;
+    let params = PatchParams::apply(manager).force();
+    let mut version = decided_on.resource_version.clone();
+    let mut attempt = 0;
+    loop {
+        if version.is_none() {
+            // A conflict, or nothing to compare against: read the current version.
+            match api.get_opt(name).await? {
+                Some(current) if current.uid() == decided_on.uid => {
+                    version = current.resource_version();
+                }
+                _ => return Ok(not_written::<K>(decided_on)),
+            }
+        }
+        let patch = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "metadata": {"resourceVersion": version},
+            "status": status,
+        });
+        attempt += 1;
+        match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 404 => return Ok(not_written::<K>(decided_on)),
+            // Forced: a 409 is the resourceVersion, never another manager's field.
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < STATUS_WRITE_ATTEMPTS => {
+                version = None;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Logs a status write dropped because its object is gone; `false` (not written).
+fn not_written<K: Resource<DynamicType = ()>>(decided_on: &DecidedOn) -> bool {
+    tracing::debug!(kind = %K::kind(&()), name = %decided_on.name, uid = ?decided_on.uid,
+        "not writing the status: the object was deleted (or deleted and created again)");
+    false
 }
 
 #[cfg(test)]
