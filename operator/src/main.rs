@@ -130,10 +130,27 @@ async fn run(command: Command) -> mailvault::Result<ExitCode> {
     }
 }
 
+/// How many threads tokio's blocking pool may start: two per core, at least four.
+///
+/// The pool runs what must not hold an async thread: compression, classification, spool files,
+/// the `file:` store's reads and writes, name lookups. That work is mostly CPU and short file
+/// I/O, so more threads than this only queue on the cores, and each thread costs memory: glibc
+/// gives threads arenas of their own and keeps what they free. With tokio's default (512) an
+/// archive of the mixed benchmark mailbox started about 70 and peaked at 113–126 MB RSS on a
+/// 23 MB heap; with four (this 2-core machine) 68–74 MB, and no slower (docs/benchmarks.md,
+/// "Memory on the mixed mailbox"). No blocking task waits for another, so a bound cannot
+/// deadlock; `available_parallelism` follows a container's CPU limit.
+fn blocking_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(4, |cores| cores.get() * 2)
+        .max(4)
+}
+
 fn main() -> ExitCode {
     mailvault::install_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(blocking_threads())
         .enable_all()
         .build()
     {
