@@ -325,18 +325,22 @@ pub async fn archive_local<S: Store>(
     let before = writer.log_head().size;
     let mut n = 0usize;
     loop {
-        // Reading a message is blocking file I/O.
-        let (rest, next) = tokio::task::spawn_blocking(move || {
-            let next = messages.next();
-            (messages, next)
+        // Reading messages is blocking file I/O: a batch per hand-off to the blocking pool.
+        let (rest, batch) = tokio::task::spawn_blocking(move || {
+            let batch = local::read_ahead(&mut messages);
+            (messages, batch)
         })
         .await
         .map_err(|e| Error::Source(format!("reading {from}: {e}")))?;
         messages = rest;
-        let Some(msg) = next else { break };
-        writer.write(msg?, crate::unix_now()).await?;
-        n += 1;
-        progress(n, total);
+        if batch.is_empty() {
+            break;
+        }
+        for msg in batch {
+            writer.write(msg?, crate::unix_now()).await?;
+            n += 1;
+            progress(n, total);
+        }
     }
     // The holds in the store's state hold the new records too; an edited policy is re-applied.
     let lifecycle =

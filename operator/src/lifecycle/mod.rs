@@ -51,7 +51,8 @@ pub fn classify(
 }
 
 /// [`classify`] for a message body in memory or in a file, on a blocking thread (parsing is
-/// CPU work and a spooled body is read from disk): at most [`facts::PREFIX_BYTES`] are read.
+/// CPU work and a spooled body is read from disk), or in place for a short one
+/// ([`Body::inline_bytes`]): at most [`facts::PREFIX_BYTES`] are read.
 pub async fn classify_body(
     schedule: Arc<RetentionSchedule>,
     body: &Body,
@@ -60,6 +61,14 @@ pub async fn classify_body(
     archived_at: UnixTime,
 ) -> Result<Classified> {
     let size = body.len();
+    if let Some(bytes) = body.inline_bytes() {
+        let envelope = Envelope {
+            folder,
+            size,
+            internal_date,
+        };
+        return Ok(classify(&schedule, bytes, envelope, archived_at));
+    }
     let prefix = match body {
         Body::Memory(bytes) => {
             Prefix::Bytes(bytes[..bytes.len().min(facts::PREFIX_BYTES)].to_vec())

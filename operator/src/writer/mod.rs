@@ -359,7 +359,8 @@ impl Compression {
     }
 
     /// Compresses a message body on a blocking thread once a core is free: in memory with a
-    /// pooled context, or file to file in blocks. Returns the stored body and its SHA-256.
+    /// pooled context, or file to file in blocks; a short one in place
+    /// ([`Body::inline_bytes`]). Returns the stored body and its SHA-256.
     async fn run(
         &self,
         spool: Spool,
@@ -367,6 +368,11 @@ impl Compression {
         content_sha256: Hash,
         dictionary: Option<Dictionary>,
     ) -> Result<(Body, Hash)> {
+        if let Some(bytes) = body.inline_bytes() {
+            let stored = self.compress(bytes, dictionary.as_ref())?;
+            let sha256 = Hash::of(&stored);
+            return Ok((Body::Memory(stored), sha256));
+        }
         let _slot = self
             .slots
             .acquire()
