@@ -1108,3 +1108,142 @@ async fn a_bundle_planted_under_the_next_log_key_is_not_signed_over() {
         vec![checkpoint_key(1)]
     );
 }
+
+/// Someone with write access and no key plants more versions under the full bundle key of the
+/// log's last index than a reader tries of one key (garbage: none follows the log). Readers
+/// budget their reads per key, so the partial mailvault wrote is still read: export, `ls` and
+/// the writer go on, naming the planted versions; `verify` reports them.
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_planted_under_the_full_bundle_key_do_not_hide_the_partial_mailvault_wrote() {
+    use mailvault::core::layout::bundle_key;
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let r = Request::new(&env, "rr-budget").await;
+    r.write_matching_eml("older", "records@city.example");
+    r.archive_eml();
+    r.write_matching_eml("newer", "records@city.example");
+    r.archive_eml();
+    // The log is the partial bundle 0 of two entries; its full key was never written.
+    let full = bundle_key(0, 256);
+    let planted = 17;
+    let s3 = env.s3_client(S3Flavour::Versitygw);
+    for n in 0..planted {
+        r.plant(&s3, &full, format!("planted {n}").into_bytes())
+            .await;
+    }
+    let both: BTreeSet<String> = ["<older@city.example>", "<newer@city.example>"]
+        .map(str::to_owned)
+        .into();
+    r.export_warned(
+        "budget",
+        &[
+            format!("warning: {full} has {planted} versions (mailvault writes a log object once)"),
+            format!("of {full} was not read (a reader tries at most the first 16 versions"),
+        ],
+        &both,
+    );
+    let checked = r.verify_export("budget");
+    assert!(checked.status.success(), "{}", text(&checked));
+    let ls = r.ls();
+    assert!(ls.status.success(), "{}", text(&ls));
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout).lines().count(),
+        1 + 2,
+        "{}",
+        text(&ls)
+    );
+    // The writer reads the same log and goes on from it.
+    r.write_matching_eml("third", "records@city.example");
+    r.archive_eml();
+    let ls = r.ls();
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout).lines().count(),
+        1 + 3,
+        "{}",
+        text(&ls)
+    );
+    let verify = r.verify();
+    let report = text(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{report}");
+    assert!(report.contains("FOREIGN_LOG_VERSION"), "{report}");
+}
+
+/// Plants `n` versions under `key` and hides them behind a delete marker, as someone with write
+/// access and no key can before mailvault writes the key: AWS S3 (and moto) then let the
+/// writer's conditional PUT through, and its version comes after them.
+async fn plant_beneath_a_marker(r: &Request, s3: &aws_sdk_s3::Client, key: &str, n: usize) {
+    for i in 0..n {
+        r.plant(s3, key, format!("planted {i}").into_bytes()).await;
+    }
+    s3.delete_object()
+        .bucket(&r.bucket)
+        .key(format!("rr/{key}"))
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Versions planted before the writer writes a log key (garbage, hidden behind a delete
+/// marker), as many as readers try of one key: the writer's own version would never be read.
+/// Under the next bundle key the writer signs nothing; under the next checkpoint key it says
+/// so and fails the run (the checkpoint is written by then, and readers use the one before it).
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_planted_before_a_log_key_is_written_that_put_the_writers_out_of_reach_stop_it() {
+    use mailvault::core::bundle::MAX_BUNDLE_LEN;
+    use mailvault::core::entry::{Entry, EntryBody};
+    use mailvault::core::layout::{bundle_key, checkpoint_key};
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let s3 = env.s3_client(S3Flavour::Moto);
+    for target in ["bundle", "checkpoint"] {
+        let r = Request::on(&env, &format!("rr-reach-{target}"), S3Flavour::Moto).await;
+        r.write_matching_eml("older", "records@city.example");
+        r.archive_eml();
+        let store = r.store();
+        let mut writer = mailvault_tests::open_writer(&store, &r.dir.join("archive.key")).await;
+        let written = store
+            .get(&bundle_key(0, 1), None, MAX_BUNDLE_LEN)
+            .await
+            .unwrap()
+            .expect("the first bundle")
+            .bytes;
+        let first = mailvault::core::bundle::decode_bundle(&written).unwrap()[0].to_vec();
+        writer
+            .append(
+                Entry::decode(&first).unwrap().record,
+                EntryBody::HoldPlaced {
+                    hold: "records/request-1".into(),
+                },
+                mailvault::unix_now(),
+            )
+            .await
+            .unwrap();
+        let key = if target == "bundle" {
+            bundle_key(0, 2)
+        } else {
+            checkpoint_key(2)
+        };
+        plant_beneath_a_marker(&r, &s3, &key, 16).await;
+        let refused = writer.checkpoint().await.unwrap_err().to_string();
+        assert!(
+            refused.contains(&format!(
+                "{key} holds more versions written before the one this writer wrote than \
+                 readers try (16)"
+            )),
+            "{target}: {refused}"
+        );
+        drop(writer);
+        let checkpoints = store.list_keys("checkpoints/").await.unwrap();
+        if target == "bundle" {
+            // Nothing signed over it.
+            assert_eq!(checkpoints, vec![checkpoint_key(1)], "{checkpoints:?}");
+        }
+        // What was signed is still exported.
+        let out = r.export("signed", &[]);
+        assert!(
+            exported_ids(&r.dir.join("signed")).contains("<older@city.example>"),
+            "{target}: {}",
+            text(&out)
+        );
+    }
+}

@@ -256,10 +256,11 @@ impl LogObjects {
     /// objects, from [`Self::bundles`]; each object's versions oldest first) that follows the
     /// log and holds as many entries as its key says: the first (read ahead by
     /// [`Self::fetch_first`]: `first`), else the others one at a time, at most
-    /// [`MAX_VERSIONS_TRIED`] in all. A planted object or version (garbage, too large, refused
-    /// by the store) costs a read, not the log; one planted over mailvault's comes after it in
-    /// the listing, so even one that chains is not read. Versions not read are added to
-    /// `findings`.
+    /// [`MAX_VERSIONS_TRIED`] of each key (a budget per key: versions planted under one key,
+    /// the full bundle's say, cannot use up the reads of another, the partial mailvault
+    /// wrote). A planted object or version (garbage, too large, refused by the store) costs a
+    /// read, not the log; one planted over mailvault's comes after it in the listing, so even
+    /// one that chains is not read. Versions not read are added to `findings`.
     /// Returns the key and version read and its entries; if none follows, the first error.
     pub(crate) async fn push_bundle<S: Store>(
         &self,
@@ -273,18 +274,21 @@ impl LogObjects {
         let mut first = Some(first);
         // Owned pairs: an iterator of closures held across the reads below would make the
         // future not provably `Send`.
-        let mut versions: Vec<(String, String)> = Vec::new();
+        let mut versions: Vec<(String, usize, String)> = Vec::new();
         for key in candidates {
-            for version in self.versions(key) {
-                versions.push((key.clone(), version.clone()));
+            for (nth, version) in self.versions(key).iter().enumerate() {
+                versions.push((key.clone(), nth, version.clone()));
             }
         }
-        for (tried, (key, version)) in versions.into_iter().enumerate() {
-            if tried >= MAX_VERSIONS_TRIED {
+        for (key, nth, version) in versions {
+            if nth >= MAX_VERSIONS_TRIED {
                 findings.push(LogObjectFinding::VersionNotRead {
                     key: key.clone(),
                     version: version.clone(),
-                    why: format!("a reader tries at most {MAX_VERSIONS_TRIED} objects a bundle"),
+                    why: format!(
+                        "a reader tries at most the first {MAX_VERSIONS_TRIED} versions of a \
+                         log object"
+                    ),
                 });
                 continue;
             }
@@ -339,8 +343,11 @@ impl LogObjects {
     }
 }
 
-/// Versions of one bundle key a reader tries before it gives up on the others (mailvault
-/// writes one; each extra one is a GET of up to a full bundle).
+/// Versions of one log object (a bundle or a checkpoint key) a reader tries, oldest first,
+/// before it gives up on the rest (mailvault writes one; each extra one is a GET of up to a
+/// full bundle). The writer checks that its own version is among them
+/// (`writer::reachable_first`), so versions planted under a key before it was written cannot
+/// push mailvault's out of readers' reach unnoticed.
 pub(crate) const MAX_VERSIONS_TRIED: usize = 16;
 
 /// Reads one version of a log object; `None` if it was listed but is gone.

@@ -19,11 +19,13 @@ mod resume;
 pub mod trust;
 
 use crate::reader::StoredLog;
+use crate::reader::log::MAX_VERSIONS_TRIED;
 use crate::sidecar::Sidecar;
 use crate::spool::{Body, Spool};
 use crate::store::{RecordPut, Store, StoreInfo};
 use crate::{Error, Result};
 use futures::StreamExt as _;
+use mailvault_core::bundle::MAX_BUNDLE_LEN;
 use mailvault_core::checkpoint::CheckpointSigner;
 use mailvault_core::entry::{EntryBody, LockMode, RecordId, RetainUntil};
 use mailvault_core::layout::{
@@ -33,7 +35,7 @@ use mailvault_core::layout::{
 };
 use mailvault_core::log::RecordLog;
 use mailvault_core::mac::{MacKey, MacKind};
-use mailvault_core::note::NoteSigner;
+use mailvault_core::note::{MAX_NOTE_LEN, NoteSigner};
 use mailvault_core::record::{SALT_LEN, commitment_from_digest};
 use mailvault_core::records_request::{HeaderIndex, MAX_INDEX_LEN, no_index_sha256};
 use mailvault_core::retention::Period;
@@ -282,55 +284,98 @@ impl CheckpointWrite {
             store
                 .put_immutable(&bundle.key, bundle.bytes, &metadata, self.lock_until)
                 .await?;
-            if planted_first(&store, &bundle.key, &ours).await? {
-                return Err(planted_under(&bundle.key));
+            let follows = |other: &[u8]| mailvault_core::log::follows_as(other, &ours);
+            let read = read_first(&store, &bundle.key, &ours, MAX_BUNDLE_LEN, follows).await?;
+            if read != ReadFirst::Ours {
+                return Err(planted_under(&bundle.key, read));
             }
         }
         if let Some(signed) = &self.signed {
             // A checkpoint needs no MAC: it is signed.
+            let key = checkpoint_key(signed.head.size);
+            let ours = signed.note.clone().into_bytes();
             store
                 .put_immutable(
-                    &checkpoint_key(signed.head.size),
-                    signed.note.clone().into_bytes(),
+                    &key,
+                    ours.clone(),
                     &crate::store::ObjectMetadata::new(),
                     self.lock_until,
                 )
                 .await?;
+            // Only the archive's key signs a checkpoint, so no planted version is read in its
+            // place; but enough of them before it would keep readers from reaching it.
+            let read = read_first(&store, &key, &ours, MAX_NOTE_LEN as u64, |_| false).await?;
+            if read != ReadFirst::Ours {
+                return Err(planted_under(&key, read));
+            }
         }
         Ok(self.signed)
     }
 }
 
-/// Whether readers of the log would read another version of `key` than `ours`, just written:
-/// one written before it that follows the log as ours does (readers take a key's first-written
-/// version that follows: [`crate::reader::log`]). A store that lets a conditional PUT through
-/// over a delete marker (AWS S3 does) lets someone plant such a version before mailvault writes
-/// the key. One LIST; GETs only when the key has more than one version.
-async fn planted_first<S: Store>(store: &S, key: &str, ours: &[u8]) -> Result<bool> {
+/// Which version of a log object readers of the log read (see [`read_first`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFirst {
+    /// The version this writer wrote.
+    Ours,
+    /// One written before it that readers accept in its place.
+    Planted,
+    /// None of the versions readers try is this writer's: more were written before it than
+    /// readers try ([`MAX_VERSIONS_TRIED`]).
+    OutOfReach,
+}
+
+/// Which version of `key` readers of the log read, `ours` having just been written under it.
+/// Readers try the key's first [`MAX_VERSIONS_TRIED`] versions, oldest first, and take the
+/// first they accept (`accepted`: for a bundle, one that follows the log as ours does;
+/// [`crate::reader::log`]). A store that lets a conditional PUT through over a delete marker
+/// (AWS S3 does) lets someone plant versions before mailvault writes the key: one that is
+/// accepted is read instead of ours, and enough of any kind put ours out of readers' reach.
+/// One LIST, and a GET (of at most `max_len` bytes) of each version up to ours.
+async fn read_first<S: Store>(
+    store: &S,
+    key: &str,
+    ours: &[u8],
+    max_len: u64,
+    accepted: impl Fn(&[u8]) -> bool,
+) -> Result<ReadFirst> {
     let versions = store.versions_of(key).await?;
-    for (_, version, _) in versions.iter().filter(|(_, _, marker)| !marker) {
-        let Some(object) = store
-            .get(key, Some(version), mailvault_core::bundle::MAX_BUNDLE_LEN)
-            .await
-            .ok()
-            .flatten()
-        else {
+    let data = versions.iter().filter(|(_, _, marker)| !marker);
+    for (nth, (_, version, _)) in data.enumerate() {
+        if nth >= MAX_VERSIONS_TRIED {
+            return Ok(ReadFirst::OutOfReach);
+        }
+        let Some(object) = store.get(key, Some(version), max_len).await.ok().flatten() else {
             continue;
         };
         if object.bytes == ours {
-            return Ok(false);
+            return Ok(ReadFirst::Ours);
         }
-        if mailvault_core::log::follows_as(&object.bytes, ours) {
-            return Ok(true);
+        if accepted(&object.bytes) {
+            return Ok(ReadFirst::Planted);
         }
     }
-    Ok(false)
+    // Not listed (yet): nothing listed before it is read instead.
+    Ok(ReadFirst::Ours)
 }
 
-/// The refusal to sign over a log object under which someone planted a version.
-fn planted_under(key: &str) -> Error {
+/// The refusal to sign over (or after) a log object under which someone planted versions.
+fn planted_under(key: &str, read: ReadFirst) -> Error {
+    let what = match read {
+        ReadFirst::OutOfReach => format!(
+            "{key} holds more versions written before the one this writer wrote than readers \
+             try ({MAX_VERSIONS_TRIED}), so readers would never read this writer's"
+        ),
+        ReadFirst::Planted | ReadFirst::Ours => format!(
+            "{key} holds a version older than the one this writer wrote, which readers would \
+             read instead"
+        ),
+    };
     Error::Conflict(format!(
-        "{key} holds a version older than the one this writer wrote, which readers would read          instead: someone with write access to the bucket put it there (an S3 server lets a          conditional PUT through over a delete marker). Nothing was signed over it, and this          archive's log cannot go on past it; rotate the bucket's write credentials and see          docs/faults.md"
+        "{what}: someone with write access to the bucket put them there (an S3 server lets a \
+         conditional PUT through over a delete marker). Nothing was signed over it, and this \
+         archive's log cannot go on past it; rotate the bucket's write credentials and see \
+         docs/faults.md"
     ))
 }
 
