@@ -233,11 +233,12 @@ fn remove_file(root: &Path, path: &Path) -> Result<()> {
 ///
 /// Someone who can write to the store's directory must not be able to make mailvault write
 /// elsewhere: the temporary file is created new (`O_EXCL`, a random name), never opened through
-/// a link someone left under a predictable name, in a `tmp/` that is not a link; a directory on
+/// a link someone left under a predictable name, in a `tmp/` that is not a link, and is checked
+/// to be the file in `tmp/` (device and inode) before anything is written to it; a directory on
 /// the way to `path` that is a symbolic link is refused before anything lands there (checked
 /// just before the rename, and before and after creating a missing directory). Directories are
-/// created only when the first attempt finds one missing: checking and creating them for every
-/// file cost about 40 `statx` and 8 `mkdir` calls per record (`strace -c`). `rename` replaces a
+/// created only when that check finds one missing: checking and creating them for every file
+/// cost about 40 `statx` and 8 `mkdir` calls per record (`strace -c`). `rename` replaces a
 /// link at `path` itself rather than following it. What is left is a race: a directory swapped
 /// for a link between the last check and the rename (microseconds, after the write) is
 /// followed; closing it needs directory handles (`openat`/`renameat`), not done.
@@ -260,18 +261,28 @@ fn replace_file(
             .suffix(&format!(".{TEMPORARY}"))
             .tempfile_in(&tmp_dir)
     };
-    no_link_on_the_way(root, &tmp_dir)?;
-    let mut tmp = match temporary() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            create_dir_checked(root, &tmp_dir)?;
-            temporary()
-        }
-        created => created,
+    if !no_link_on_the_way(root, &tmp_dir)? {
+        create_dir_checked(root, &tmp_dir)?;
     }
-    .map_err(|e| io(&tmp_dir, e))?;
+    let mut tmp = temporary().map_err(|e| io(&tmp_dir, e))?;
     let tmp_path = tmp.path().to_path_buf();
+    // `tmp/` swapped for a link between its check and the file's creation would put what is
+    // written outside the store, where no sweep finds it: the file must be the one in `tmp/`
+    // before anything is written to it (if not, it is left empty wherever it went).
+    if !is_at(root, tmp.as_file(), &tmp_path)? {
+        return Err(Error::Conflict(format!(
+            "{} is not where mailvault created it a moment ago: something swapped {} (a \
+             symbolic link?) meanwhile; nothing was written. Check who else writes to the store",
+            tmp_path.display(),
+            tmp_dir.display()
+        )));
+    }
     fill(tmp.as_file_mut(), &tmp_path)?;
-    no_link_on_the_way(root, dir)?;
+    // Every directory down to `dir` exists and none is a link just before the rename (a check
+    // that stopped at a missing one would let one appear there unchecked).
+    if !no_link_on_the_way(root, dir)? {
+        create_dir_checked(root, dir)?;
+    }
     match tmp.persist(path) {
         Ok(_) => Ok(()),
         Err(e) if e.error.kind() == std::io::ErrorKind::NotFound => {
@@ -290,7 +301,31 @@ fn replace_file(
 fn create_dir_checked(root: &Path, dir: &Path) -> Result<()> {
     no_link_on_the_way(root, dir)?;
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    no_link_on_the_way(root, dir)
+    if no_link_on_the_way(root, dir)? {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "{} was removed as soon as mailvault created it; check who else writes to the store",
+            dir.display()
+        )))
+    }
+}
+
+/// Whether `file` (open) is the file at `path` in the store at `root`, with no link on the
+/// way: the same device and inode.
+fn is_at(root: &Path, file: &std::fs::File, path: &Path) -> Result<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    if let Some(dir) = path.parent()
+        && !no_link_on_the_way(root, dir)?
+    {
+        return Ok(false);
+    }
+    let open = file.metadata().map_err(|e| io(path, e))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(there) => Ok(there.dev() == open.dev() && there.ino() == open.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io(path, e)),
+    }
 }
 
 /// Where files are written before they are renamed into place (see [`replace_file`]): one
@@ -386,11 +421,12 @@ fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
 }
 
 /// Refuses a symbolic link at any directory from `base` down to `dir` (a listing or a lookup
-/// that starts below `base` would otherwise follow one without seeing it). Stops quietly at the
-/// first directory that does not exist.
-fn no_link_on_the_way(base: &Path, dir: &Path) -> Result<()> {
+/// that starts below `base` would otherwise follow one without seeing it). Stops at the first
+/// directory that does not exist: whether every one does is the answer (`true` also for a
+/// `dir` outside `base`, which is not checked).
+fn no_link_on_the_way(base: &Path, dir: &Path) -> Result<bool> {
     let Ok(rel) = dir.strip_prefix(base) else {
-        return Ok(());
+        return Ok(true);
     };
     let mut at = base.to_path_buf();
     for part in rel.components() {
@@ -927,6 +963,32 @@ mod tests {
         let e = store.put_record(record("records/d")).await.unwrap_err();
         assert!(e.to_string().contains("tmp is a symbolic link"), "{e}");
         assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    }
+
+    /// What a temporary file is checked against before a message is written to it: a `tmp/`
+    /// swapped for a link between its check and the file's creation (put back or not) shows.
+    #[test]
+    fn a_temporary_file_is_known_to_be_in_tmp_only_when_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let tmp = root.join(TEMPORARY_DIR);
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let name = ".tmpabc.mailvault-tmp";
+        let file = std::fs::File::create(tmp.join(name)).unwrap();
+        assert!(is_at(&root, &file, &tmp.join(name)).unwrap());
+        // Created through a link at `tmp/`, which was then put back: not there.
+        let outside = std::fs::File::create(elsewhere.join(name)).unwrap();
+        assert!(!is_at(&root, &outside, &tmp.join(name)).unwrap());
+        // ... or still a link: refused.
+        std::fs::rename(&tmp, dir.path().join("real-tmp")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &tmp).unwrap();
+        let e = is_at(&root, &outside, &tmp.join(name)).unwrap_err();
+        assert!(e.to_string().contains("tmp is a symbolic link"), "{e}");
+        // Gone: not there either.
+        std::fs::remove_file(&tmp).unwrap();
+        assert!(!is_at(&root, &file, &tmp.join(name)).unwrap());
     }
 
     #[tokio::test]
