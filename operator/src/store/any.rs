@@ -34,6 +34,9 @@ impl Store for AnyStore {
     async fn put_record(&self, put: RecordPut<'_>) -> Result<String> {
         each!(self, s => s.put_record(put).await)
     }
+    async fn make_durable(&self) -> Result<()> {
+        each!(self, s => s.make_durable().await)
+    }
     async fn put_immutable(
         &self,
         key: &str,

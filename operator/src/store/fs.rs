@@ -440,14 +440,29 @@ fn no_link_on_the_way(base: &Path, dir: &Path) -> Result<bool> {
                 )));
             }
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(io(&at, e)),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 impl Store for FsStore {
+    /// `syncfs` of the file system the store is on: one call flushes every file, rename and
+    /// deletion since the last, where a `fsync` per file would cost a journal commit for each
+    /// of a record's four files (mbsync's default, fsync per message, is 10× slower than without
+    /// on this machine: docs/benchmarks.md). It flushes what others wrote to that file system
+    /// too, which costs them nothing they would not pay later.
+    async fn make_durable(&self) -> Result<()> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let dir = std::fs::File::open(&root).map_err(|e| io(&root, e))?;
+            rustix::fs::syncfs(&dir).map_err(|e| io(&root, e.into()))
+        })
+        .await
+        .map_err(|e| Error::task("syncing the store", e))?
+    }
+
     async fn preflight(&self) -> Result<StoreInfo> {
         tokio::fs::create_dir_all(&self.root)
             .await

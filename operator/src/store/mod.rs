@@ -133,6 +133,13 @@ pub trait Store: Send + Sync + Clone + 'static {
     /// returns the record's version id.
     fn put_record(&self, put: RecordPut<'_>) -> impl Future<Output = Result<String>> + Send;
 
+    /// Makes what was written so far survive a power loss: the writer calls it before it writes
+    /// log bundles (so the log never names a record a power loss could take back) and after a
+    /// checkpoint. An S3 server answers a PUT or DELETE once it is durable: nothing to do there.
+    fn make_durable(&self) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
     /// Writes an object that must never change (log bundles, checkpoints) with its user
     /// `metadata` (the writer's MAC): succeeds if it is absent or already holds exactly these
     /// bytes; fails if it holds other bytes. On S3 the object is also put under a COMPLIANCE

@@ -277,6 +277,12 @@ impl CheckpointWrite {
     /// Writes the bundles one after the other, then the checkpoint: whatever a crash leaves
     /// is a prefix of the log, which the next run reads back and signs.
     async fn run<S: Store>(self, store: S, mac: MacKey) -> Result<Option<SignedCheckpoint>> {
+        // Every record (and deletion) the bundles name was written before they were: durable
+        // first, so that no power loss leaves the log naming what the store lost.
+        if !self.bundles.is_empty() {
+            store.make_durable().await?;
+        }
+        let wrote = !self.bundles.is_empty() || self.signed.is_some();
         for bundle in self.bundles {
             let metadata = trust::tagged(&mac, MacKind::Bundle, &bundle.key, &bundle.bytes);
             // Kept to compare with what readers will read (a bundle is at most a few MiB).
@@ -308,6 +314,9 @@ impl CheckpointWrite {
             if read != ReadFirst::Ours {
                 return Err(planted_under(&key, read));
             }
+        }
+        if wrote {
+            store.make_durable().await?;
         }
         Ok(self.signed)
     }
@@ -1719,6 +1728,16 @@ mod tests {
         ),
         /// The first log bundle PUT fails; every other PUT succeeds.
         FirstBundleFails(Arc<std::sync::atomic::AtomicBool>),
+        /// No fault: record PUTs, syncs, bundle and checkpoint PUTs are noted in order.
+        Journal(Arc<std::sync::Mutex<Vec<&'static str>>>),
+    }
+
+    impl Fault {
+        fn note(&self, step: &'static str) {
+            if let Fault::Journal(steps) = self {
+                steps.lock().unwrap().push(step);
+            }
+        }
     }
 
     impl Store for Faulty {
@@ -1733,8 +1752,15 @@ mod tests {
                     records.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     Ok(version)
                 }
-                Fault::FirstBundleFails(_) => Ok(version),
+                Fault::FirstBundleFails(_) | Fault::Journal(_) => {
+                    self.1.note("record");
+                    Ok(version)
+                }
             }
+        }
+        async fn make_durable(&self) -> Result<()> {
+            self.1.note("durable");
+            self.0.make_durable().await
         }
         async fn put_immutable(
             &self,
@@ -1756,6 +1782,11 @@ mod tests {
                 && !failed.swap(true, std::sync::atomic::Ordering::SeqCst)
             {
                 return Err(Error::store("the bundle PUT failed"));
+            }
+            if key.starts_with(mailvault_core::layout::LOG_PREFIX) {
+                self.1.note("bundle");
+            } else if parse_checkpoint_key(key).is_some() {
+                self.1.note("checkpoint");
             }
             self.0.put_immutable(key, bytes, metadata, lock_until).await
         }
@@ -1816,6 +1847,35 @@ mod tests {
         async fn delete_version(&self, key: &str, version_id: &str) -> Result<()> {
             self.0.delete_version(key, version_id).await
         }
+    }
+
+    /// What the log names is durable before the log is written, and a checkpoint once it is:
+    /// a power loss may take back the log's tail (whose records the next run adopts), never a
+    /// record the log names.
+    #[tokio::test]
+    async fn records_are_made_durable_before_the_bundles_naming_them_and_checkpoints_after() {
+        let dir = temp_dir("durable");
+        let steps = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = Faulty(FsStore::new(&dir), Fault::Journal(steps.clone()));
+        let mut w = RecordWriter::open(&store, ORIGIN, key(), retention(), NOW)
+            .await
+            .unwrap();
+        for n in 0..3 {
+            w.write(message(n), NOW).await.unwrap();
+        }
+        w.checkpoint().await.unwrap();
+        w.finish().await.unwrap();
+        let steps = steps.lock().unwrap().clone();
+        let last_record = steps.iter().rposition(|s| *s == "record").unwrap();
+        let first_bundle = steps.iter().position(|s| *s == "bundle").unwrap();
+        assert!(last_record < first_bundle, "{steps:?}");
+        assert!(
+            steps[last_record..first_bundle].contains(&"durable"),
+            "{steps:?}"
+        );
+        let checkpoint = steps.iter().rposition(|s| *s == "checkpoint").unwrap();
+        assert!(steps[checkpoint..].contains(&"durable"), "{steps:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A run whose record PUT failed although the record was stored (its answer lost) must not
