@@ -282,7 +282,6 @@ impl CheckpointWrite {
         if !self.bundles.is_empty() {
             store.make_durable().await?;
         }
-        let wrote = !self.bundles.is_empty() || self.signed.is_some();
         for bundle in self.bundles {
             let metadata = trust::tagged(&mac, MacKind::Bundle, &bundle.key, &bundle.bytes);
             // Kept to compare with what readers will read (a bundle is at most a few MiB).
@@ -297,6 +296,8 @@ impl CheckpointWrite {
             }
         }
         if let Some(signed) = &self.signed {
+            // The bundles it signs (these, or an earlier run's) are durable before it is.
+            store.make_durable().await?;
             // A checkpoint needs no MAC: it is signed.
             let key = checkpoint_key(signed.head.size);
             let ours = signed.note.clone().into_bytes();
@@ -314,8 +315,6 @@ impl CheckpointWrite {
             if read != ReadFirst::Ours {
                 return Err(planted_under(&key, read));
             }
-        }
-        if wrote {
             store.make_durable().await?;
         }
         Ok(self.signed)
@@ -340,7 +339,10 @@ enum ReadFirst {
 /// [`crate::reader::log`]). A store that lets a conditional PUT through over a delete marker
 /// (AWS S3 does) lets someone plant versions before mailvault writes the key: one that is
 /// accepted is read instead of ours, and enough of any kind put ours out of readers' reach.
-/// One LIST, and a GET (of at most `max_len` bytes) of each version up to ours.
+/// One LIST, and a GET (of at most `max_len` bytes) of each version up to ours. Whatever keeps
+/// it from saying (a version before ours it cannot read, other than one too large to be a log
+/// object, which readers skip too; its own version missing from the listing) is an error: the
+/// run stops rather than sign over what it could not check.
 async fn read_first<S: Store>(
     store: &S,
     key: &str,
@@ -354,8 +356,15 @@ async fn read_first<S: Store>(
         if nth >= MAX_VERSIONS_TRIED {
             return Ok(ReadFirst::OutOfReach);
         }
-        let Some(object) = store.get(key, Some(version), max_len).await.ok().flatten() else {
-            continue;
+        let object = match store.get(key, Some(version), max_len).await {
+            Ok(Some(object)) => object,
+            Ok(None) | Err(Error::TooLarge { .. }) => continue,
+            Err(e) => {
+                return Err(Error::store(format!(
+                    "checking which version of {key} readers read: version {version}: {e}; \
+                     nothing was signed over it"
+                )));
+            }
         };
         if object.bytes == ours {
             return Ok(ReadFirst::Ours);
@@ -364,8 +373,10 @@ async fn read_first<S: Store>(
             return Ok(ReadFirst::Planted);
         }
     }
-    // Not listed (yet): nothing listed before it is read instead.
-    Ok(ReadFirst::Ours)
+    Err(Error::store(format!(
+        "the store's listing of {key} does not show the version just written, so which one \
+         readers read cannot be checked; nothing was signed over it (run again)"
+    )))
 }
 
 /// The refusal to sign over (or after) a log object under which someone planted versions.
@@ -687,14 +698,28 @@ impl<'s, S: Store> RecordWriter<'s, S> {
         use mailvault_core::checkpoint::{Checkpoint, SignedHead};
         let listed = log.head.map_or(0, |h| h.size);
         let mut candidates = Vec::new();
+        // Versions of each key seen so far: like readers, the writer opens at most the first
+        // MAX_VERSIONS_TRIED of a key (oldest first), so that it never goes by a checkpoint
+        // readers do not reach (and cannot be made to open any number of planted ones).
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (key, version, delete_marker) in store.list_version_ids(CHECKPOINTS_PREFIX).await? {
             let Some(size) = parse_checkpoint_key(&key) else {
                 continue;
             };
             // Delete markers were reported when the log was opened (and read beneath).
-            if !delete_marker && size >= listed {
-                candidates.push((size, key, version));
+            if delete_marker || size < listed {
+                continue;
             }
+            let nth = seen.entry(key.clone()).or_default();
+            *nth += 1;
+            if *nth > MAX_VERSIONS_TRIED {
+                summary.report_unauthenticated(&format!(
+                    "{key} (version {version}: past the first {MAX_VERSIONS_TRIED} versions, \
+                     which readers do not read)"
+                ));
+                continue;
+            }
+            candidates.push((size, key, version));
         }
         candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
         let mut best: Option<(SignedHead, String)> = None;
