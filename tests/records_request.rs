@@ -1240,3 +1240,63 @@ async fn versions_planted_before_a_log_key_is_written_that_put_the_writers_out_o
         }
     }
 }
+
+/// Someone with write access and no key plants, under a wider partial key of the log's last
+/// index, a bundle that chains but changes an entry the newest checkpoint vouches for. Readers
+/// read the index from the key the checkpoint's size names first, and a wider object only if it
+/// extends that one byte for byte: the planted one is named, not read (before, it was read and
+/// failed the checkpoint: every reader stopped, "the log in the store is damaged").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chaining_bundle_planted_under_a_wider_key_does_not_stop_readers() {
+    use mailvault::core::bundle::{MAX_BUNDLE_LEN, decode_bundle, encode_bundle};
+    use mailvault::core::entry::Entry;
+    use mailvault::core::layout::bundle_key;
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let r = Request::new(&env, "rr-wider").await;
+    r.write_matching_eml("older", "records@city.example");
+    r.archive_eml();
+    r.write_matching_eml("newer", "records@city.example");
+    r.archive_eml();
+    // Signed: bundle 0's partial of two entries. Planted: three entries that chain, the second
+    // one changed (its time moved), the third following it.
+    let store = r.store();
+    let genuine = store
+        .get(&bundle_key(0, 2), None, MAX_BUNDLE_LEN)
+        .await
+        .unwrap()
+        .expect("the signed bundle")
+        .bytes;
+    let entries = decode_bundle(&genuine).unwrap();
+    let mut changed = Entry::decode(entries[1]).unwrap();
+    changed.logged_at.0 += 1;
+    let changed = changed.encode();
+    let mut third = Entry::decode(&changed).unwrap();
+    third.index = 2;
+    third.prev = mailvault::core::Hash::of(&changed);
+    let planted = encode_bundle([entries[0], changed.as_slice(), third.encode().as_slice()]);
+    let wider = bundle_key(0, 3);
+    r.plant(&env.s3_client(S3Flavour::Versitygw), &wider, planted)
+        .await;
+    let both: BTreeSet<String> = ["<older@city.example>", "<newer@city.example>"]
+        .map(str::to_owned)
+        .into();
+    r.export_warned(
+        "wider",
+        &[format!(
+            "of {wider} was not read (it chains but does not extend the entries a checkpoint \
+             vouches for byte for byte)"
+        )],
+        &both,
+    );
+    let checked = r.verify_export("wider");
+    assert!(checked.status.success(), "{}", text(&checked));
+    let ls = r.assert_lists(2);
+    assert!(
+        String::from_utf8_lossy(&ls.stderr).contains(&wider),
+        "{}",
+        text(&ls)
+    );
+    let verify = r.verify();
+    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+}

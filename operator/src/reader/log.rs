@@ -6,10 +6,12 @@
 use crate::store::Store;
 use crate::{Error, Result};
 use futures::StreamExt as _;
+use mailvault_core::bundle::BUNDLE_WIDTH;
 use mailvault_core::checkpoint::{Checkpoint, SignedHead};
 use mailvault_core::entry::{Entry, EntryBody, RecordId};
 use mailvault_core::layout::{
-    CHECKPOINTS_PREFIX, LOG_PREFIX, checkpoint_key, parse_bundle_key, parse_checkpoint_key,
+    CHECKPOINTS_PREFIX, LOG_PREFIX, bundle_key, checkpoint_key, parse_bundle_key,
+    parse_checkpoint_key,
 };
 use mailvault_core::lifecycle::{Anomaly, Replay};
 use mailvault_core::log::RecordLog;
@@ -261,6 +263,13 @@ impl LogObjects {
     /// wrote). A planted object or version (garbage, too large, refused by the store) costs a
     /// read, not the log; one planted over mailvault's comes after it in the listing, so even
     /// one that chains is not read. Versions not read are added to `findings`.
+    ///
+    /// `trusted`: how many entries from the log's start a signature (the newest checkpoint) or
+    /// the writer's MAC vouches for. The index that size ends in is read from exactly the key
+    /// that size names first, and a wider object of the index only if it extends that one byte
+    /// for byte (the unsigned tail): one planted under a wider key that chains but changes
+    /// vouched-for entries would otherwise be read, and fail the checkpoint, stopping every
+    /// reader. If that key holds nothing that follows, every candidate is tried as above.
     /// Returns the key and version read and its entries; if none follows, the first error.
     pub(crate) async fn push_bundle<S: Store>(
         &self,
@@ -268,14 +277,75 @@ impl LogObjects {
         records: &mut RecordLog,
         candidates: &[String],
         first: Result<Option<Vec<u8>>>,
+        trusted: u64,
         findings: &mut Vec<LogObjectFinding>,
     ) -> Result<(String, String, Vec<Entry>)> {
-        let mut first_error: Option<String> = None;
+        let Some((index, _)) = candidates.first().and_then(|k| parse_bundle_key(k)) else {
+            return Err(damaged(&"a bundle index without objects"));
+        };
+        let vouched = trusted
+            .saturating_sub(index.saturating_mul(BUNDLE_WIDTH))
+            .min(BUNDLE_WIDTH);
+        let exact = bundle_key(index, vouched);
         let mut first = Some(first);
+        if vouched > 0 && candidates.contains(&exact) {
+            let exact_first = if candidates.first() == Some(&exact) {
+                first.take()
+            } else {
+                None
+            };
+            let keys = std::slice::from_ref(&exact);
+            if let Ok(base) = self
+                .first_following(store, records, keys, exact_first, None, findings)
+                .await
+            {
+                let wider: Vec<String> = candidates
+                    .iter()
+                    .filter(|k| parse_bundle_key(k).is_some_and(|(_, width)| width > vouched))
+                    .cloned()
+                    .collect();
+                let wider_first = if wider.first() == candidates.first() {
+                    first.take()
+                } else {
+                    None
+                };
+                let (key, version, bytes) = match self
+                    .first_following(store, records, &wider, wider_first, Some(&base.2), findings)
+                    .await
+                {
+                    Ok(extended) => extended,
+                    Err(_) => base,
+                };
+                let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
+                return Ok((key, version, entries));
+            }
+        }
+        let (key, version, bytes) = self
+            .first_following(store, records, candidates, first, None, findings)
+            .await?;
+        let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
+        Ok((key, version, entries))
+    }
+
+    /// The first version among `keys` (each key's versions oldest first, at most
+    /// [`MAX_VERSIONS_TRIED`] of each) that follows `records` and holds as many entries as its
+    /// key says, and, with `extending`, starts with those bytes. `first`: the first version's
+    /// bytes, read ahead. Returns its key, version and bytes; if none, the first error.
+    async fn first_following<S: Store>(
+        &self,
+        store: &S,
+        records: &RecordLog,
+        keys: &[String],
+        first: Option<Result<Option<Vec<u8>>>>,
+        extending: Option<&[u8]>,
+        findings: &mut Vec<LogObjectFinding>,
+    ) -> Result<(String, String, Vec<u8>)> {
+        let mut first_error: Option<String> = None;
+        let mut first = first;
         // Owned pairs: an iterator of closures held across the reads below would make the
         // future not provably `Send`.
         let mut versions: Vec<(String, usize, String)> = Vec::new();
-        for key in candidates {
+        for key in keys {
             for (nth, version) in self.versions(key).iter().enumerate() {
                 versions.push((key.clone(), nth, version.clone()));
             }
@@ -328,17 +398,24 @@ impl LogObjects {
                         entries.len()
                     ));
                 }
-                Ok(_) => {
-                    let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
-                    return Ok((key, version, entries));
+                Ok(_) if extending.is_some_and(|base| !bytes.starts_with(base)) => {
+                    let why = "it chains but does not extend the entries a checkpoint vouches \
+                               for byte for byte";
+                    first_error.get_or_insert(format!("{key}: {why}"));
+                    findings.push(LogObjectFinding::VersionNotRead {
+                        key: key.clone(),
+                        version: version.clone(),
+                        why: why.to_owned(),
+                    });
                 }
+                Ok(_) => return Ok((key, version, bytes)),
                 Err(e) => {
                     first_error.get_or_insert(format!("{key}: {e}"));
                 }
             }
         }
         Err(damaged(&first_error.unwrap_or_else(|| {
-            format!("no object of {} could be read", candidates.join(", "))
+            format!("no object of {} could be read", keys.join(", "))
         })))
     }
 }
@@ -487,18 +564,27 @@ pub async fn read_entries<S: Store>(
     let objects = LogObjects::list(store).await?;
     let objects = &objects;
     let mut findings = objects.findings.clone();
+    // The newest checkpoint first: the bundle its size ends in is read by the key it names.
+    let (newest, skipped) = newest_checkpoint(store, objects, origin, key).await?;
+    findings.extend(skipped);
+    let trusted = newest.as_ref().map_or(0, |(head, _)| head.size);
     let mut bundles = objects.read_ahead(store, objects.bundle_candidates(0), BUNDLES_IN_FLIGHT);
     let mut records = RecordLog::new();
     while let Some((candidates, first)) = bundles.next().await {
         let (_, _, entries) = objects
-            .push_bundle(store, &mut records, &candidates, first, &mut findings)
+            .push_bundle(
+                store,
+                &mut records,
+                &candidates,
+                first,
+                trusted,
+                &mut findings,
+            )
             .await?;
         for entry in entries {
             each(entry)?;
         }
     }
-    let (newest, skipped) = newest_checkpoint(store, objects, origin, key).await?;
-    findings.extend(skipped);
     let (head, head_note) = match newest {
         None => (None, None),
         Some((head, note)) => {

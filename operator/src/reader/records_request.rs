@@ -154,7 +154,14 @@ pub async fn search<S: Store>(
     };
     while let Some((candidates, first)) = bundles.next().await {
         let (_, _, entries) = objects
-            .push_bundle(store, &mut found.records, &candidates, first, &mut findings)
+            .push_bundle(
+                store,
+                &mut found.records,
+                &candidates,
+                first,
+                selection.signed,
+                &mut findings,
+            )
             .await?;
         // Ingests and tombstones, in log order: an ingest always comes before its tombstone.
         let mut judged_entries = Vec::new();

@@ -105,8 +105,9 @@ impl KnownIds {
         // the run skip a message as archived.
         let mut records = RecordLog::new();
         while let Some((candidates, first)) = bundles.next().await {
+            // The edge is vouched for by the writer's MAC on the resume state.
             let (_, _, entries) = objects
-                .push_bundle(store, &mut records, &candidates, first, &mut findings)
+                .push_bundle(store, &mut records, &candidates, first, edge, &mut findings)
                 .await
                 .map_err(|e| {
                     Error::Conflict(format!(
@@ -288,10 +289,19 @@ async fn read_from<S: Store>(
     );
     let mut findings = Vec::new();
     let mut bundles_read = Vec::new();
+    // Vouched for: the newest checkpoint, and the edge (the writer's MAC on its resume state).
+    let trusted = head.as_ref().map_or(0, |(h, _)| h.size).max(edge);
     while let Some((candidates, first)) = bundles.next().await {
         let start = records.size();
         let (key, version, entries) = objects
-            .push_bundle(store, &mut records, &candidates, first, &mut findings)
+            .push_bundle(
+                store,
+                &mut records,
+                &candidates,
+                first,
+                trusted,
+                &mut findings,
+            )
             .await?;
         bundles_read.push(BundleRead {
             key,
