@@ -297,7 +297,7 @@ impl LogObjects {
             let keys = std::slice::from_ref(&exact);
             if let Ok(base) = self
                 .first_following(store, records, keys, exact_first, None, findings)
-                .await
+                .await?
             {
                 let wider: Vec<String> = candidates
                     .iter()
@@ -309,20 +309,21 @@ impl LogObjects {
                 } else {
                     None
                 };
-                let (key, version, bytes) = match self
+                // Nothing wider that extends it: the base alone. A store error is passed up,
+                // not taken for that (the unsigned tail would be dropped, and a writer would
+                // log it again as another history).
+                let (key, version, bytes) = self
                     .first_following(store, records, &wider, wider_first, Some(&base.2), findings)
-                    .await
-                {
-                    Ok(extended) => extended,
-                    Err(_) => base,
-                };
+                    .await?
+                    .unwrap_or(base);
                 let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
                 return Ok((key, version, entries));
             }
         }
         let (key, version, bytes) = self
             .first_following(store, records, candidates, first, None, findings)
-            .await?;
+            .await?
+            .map_err(|why| damaged(&why))?;
         let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
         Ok((key, version, entries))
     }
@@ -330,7 +331,8 @@ impl LogObjects {
     /// The first version among `keys` (each key's versions oldest first, at most
     /// [`MAX_VERSIONS_TRIED`] of each) that follows `records` and holds as many entries as its
     /// key says, and, with `extending`, starts with those bytes. `first`: the first version's
-    /// bytes, read ahead. Returns its key, version and bytes; if none, the first error.
+    /// bytes, read ahead. Returns its key, version and bytes; if none, why the first one tried
+    /// was not taken (inner `Err`). A store error other than a refusal for good is an error.
     async fn first_following<S: Store>(
         &self,
         store: &S,
@@ -339,7 +341,7 @@ impl LogObjects {
         first: Option<Result<Option<Vec<u8>>>>,
         extending: Option<&[u8]>,
         findings: &mut Vec<LogObjectFinding>,
-    ) -> Result<(String, String, Vec<u8>)> {
+    ) -> Result<std::result::Result<(String, String, Vec<u8>), String>> {
         let mut first_error: Option<String> = None;
         let mut first = first;
         // Owned pairs: an iterator of closures held across the reads below would make the
@@ -408,13 +410,13 @@ impl LogObjects {
                         why: why.to_owned(),
                     });
                 }
-                Ok(_) => return Ok((key, version, bytes)),
+                Ok(_) => return Ok(Ok((key, version, bytes))),
                 Err(e) => {
                     first_error.get_or_insert(format!("{key}: {e}"));
                 }
             }
         }
-        Err(damaged(&first_error.unwrap_or_else(|| {
+        Ok(Err(first_error.unwrap_or_else(|| {
             format!("no object of {} could be read", keys.join(", "))
         })))
     }
