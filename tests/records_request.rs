@@ -197,6 +197,15 @@ impl Request {
         .unwrap();
     }
 
+    /// Two runs, so two checkpoints: `older`, then `newer` (two messages the query matches);
+    /// the log is then bundle 0's partial of two entries.
+    fn archive_older_then_newer(&self) {
+        for name in ["older", "newer"] {
+            self.write_matching_eml(name, "records@city.example");
+            self.archive_eml();
+        }
+    }
+
     /// `mailvault archive` of `mail/` (the .eml files written so far) into the request's store.
     fn archive_eml(&self) {
         let out = self.try_archive_eml();
@@ -828,10 +837,7 @@ async fn delete_markers_and_second_versions_on_log_objects_roll_nothing_back() {
     let env = TestEnv::load();
     let r = Request::new(&env, "rr-markers").await;
     // Two runs, so two checkpoints: the newer one signs the second message.
-    r.write_matching_eml("older", "records@city.example");
-    r.archive_eml();
-    r.write_matching_eml("newer", "records@city.example");
-    r.archive_eml();
+    r.archive_older_then_newer();
     let store = r.store();
     let newest_key = |keys: Vec<String>| {
         keys.into_iter()
@@ -955,10 +961,7 @@ async fn versions_that_chain_over_a_bundle_do_not_displace_the_writers(flavour: 
     mailvault_tests::install_crypto_provider();
     let env = TestEnv::load();
     let r = Request::on(&env, "rr-chained", flavour).await;
-    r.write_matching_eml("older", "records@city.example");
-    r.archive_eml();
-    r.write_matching_eml("newer", "records@city.example");
-    r.archive_eml();
+    r.archive_older_then_newer();
     let store = r.store();
     // The newest bundle object: the widest partial of bundle 0 (two entries).
     let bundle = mailvault::core::layout::bundle_key(0, 2);
@@ -1112,10 +1115,7 @@ async fn versions_planted_under_the_full_bundle_key_do_not_hide_the_partial_mail
     mailvault_tests::install_crypto_provider();
     let env = TestEnv::load();
     let r = Request::new(&env, "rr-budget").await;
-    r.write_matching_eml("older", "records@city.example");
-    r.archive_eml();
-    r.write_matching_eml("newer", "records@city.example");
-    r.archive_eml();
+    r.archive_older_then_newer();
     // The log is the partial bundle 0 of two entries; its full key was never written.
     let full = bundle_key(0, 256);
     let planted = 17;
@@ -1254,10 +1254,7 @@ async fn a_chaining_bundle_planted_under_a_wider_key_does_not_stop_readers() {
     mailvault_tests::install_crypto_provider();
     let env = TestEnv::load();
     let r = Request::new(&env, "rr-wider").await;
-    r.write_matching_eml("older", "records@city.example");
-    r.archive_eml();
-    r.write_matching_eml("newer", "records@city.example");
-    r.archive_eml();
+    r.archive_older_then_newer();
     // Signed: bundle 0's partial of two entries. Planted: three entries that chain, the second
     // one changed (its time moved), the third following it.
     let store = r.store();

@@ -265,11 +265,9 @@ impl LogObjects {
     /// one that chains is not read. Versions not read are added to `findings`.
     ///
     /// `trusted`: how many entries from the log's start a signature (the newest checkpoint) or
-    /// the writer's MAC vouches for. The index that size ends in is read from exactly the key
-    /// that size names first, and a wider object of the index only if it extends that one byte
-    /// for byte (the unsigned tail): one planted under a wider key that chains but changes
-    /// vouched-for entries would otherwise be read, and fail the checkpoint, stopping every
-    /// reader. If that key holds nothing that follows, every candidate is tried as above.
+    /// the writer's MAC vouches for. Each index they cover is read first from exactly the key
+    /// that size names for it ([`Self::read_vouched`]); only if that key holds nothing that
+    /// follows is every candidate tried as above.
     /// Returns the key and version read and its entries; if none follows, the first error.
     pub(crate) async fn push_bundle<S: Store>(
         &self,
@@ -280,52 +278,75 @@ impl LogObjects {
         trusted: u64,
         findings: &mut Vec<LogObjectFinding>,
     ) -> Result<(String, String, Vec<Entry>)> {
+        let mut first = Some(first);
+        let vouched = self
+            .read_vouched(store, records, candidates, &mut first, trusted, findings)
+            .await?;
+        let (key, version, bytes) = match vouched {
+            Some(read) => read,
+            None => self
+                .first_following(store, records, candidates, first, None, findings)
+                .await?
+                .map_err(|why| damaged(&why))?,
+        };
+        let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
+        Ok((key, version, entries))
+    }
+
+    /// For an index `trusted` entries reach into: the object under exactly the key that size
+    /// names for it (the full bundle, or the partial of the width that size ends on), or a
+    /// wider object of the index that follows and extends it byte for byte (the unsigned tail,
+    /// the widest first). A copy planted under a wider key that chains but changes vouched-for
+    /// entries would otherwise be read, fail the checkpoint and stop every reader; it is
+    /// reported instead. `None`: the index is not vouched for, or that key holds nothing that
+    /// follows. `first` (the first candidate's first version, read ahead) is taken if used.
+    async fn read_vouched<S: Store>(
+        &self,
+        store: &S,
+        records: &RecordLog,
+        candidates: &[String],
+        first: &mut Option<Result<Option<Vec<u8>>>>,
+        trusted: u64,
+        findings: &mut Vec<LogObjectFinding>,
+    ) -> Result<Option<(String, String, Vec<u8>)>> {
         let Some((index, _)) = candidates.first().and_then(|k| parse_bundle_key(k)) else {
-            return Err(damaged(&"a bundle index without objects"));
+            return Ok(None);
         };
         let vouched = trusted
             .saturating_sub(index.saturating_mul(BUNDLE_WIDTH))
             .min(BUNDLE_WIDTH);
         let exact = bundle_key(index, vouched);
-        let mut first = Some(first);
-        if vouched > 0 && candidates.contains(&exact) {
-            let exact_first = if candidates.first() == Some(&exact) {
+        if vouched == 0 || !candidates.contains(&exact) {
+            return Ok(None);
+        }
+        let read_ahead_of = |key: Option<&String>, first: &mut Option<Result<Option<Vec<u8>>>>| {
+            if key == candidates.first() {
                 first.take()
             } else {
                 None
-            };
-            let keys = std::slice::from_ref(&exact);
-            if let Ok(base) = self
-                .first_following(store, records, keys, exact_first, None, findings)
-                .await?
-            {
-                let wider: Vec<String> = candidates
-                    .iter()
-                    .filter(|k| parse_bundle_key(k).is_some_and(|(_, width)| width > vouched))
-                    .cloned()
-                    .collect();
-                let wider_first = if wider.first() == candidates.first() {
-                    first.take()
-                } else {
-                    None
-                };
-                // Nothing wider that extends it: the base alone. A store error is passed up,
-                // not taken for that (the unsigned tail would be dropped, and a writer would
-                // log it again as another history).
-                let (key, version, bytes) = self
-                    .first_following(store, records, &wider, wider_first, Some(&base.2), findings)
-                    .await?
-                    .unwrap_or(base);
-                let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
-                return Ok((key, version, entries));
             }
-        }
-        let (key, version, bytes) = self
-            .first_following(store, records, candidates, first, None, findings)
+        };
+        let exact_first = read_ahead_of(Some(&exact), first);
+        let keys = std::slice::from_ref(&exact);
+        let Ok(base) = self
+            .first_following(store, records, keys, exact_first, None, findings)
             .await?
-            .map_err(|why| damaged(&why))?;
-        let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
-        Ok((key, version, entries))
+        else {
+            return Ok(None);
+        };
+        let wider: Vec<String> = candidates
+            .iter()
+            .filter(|k| parse_bundle_key(k).is_some_and(|(_, width)| width > vouched))
+            .cloned()
+            .collect();
+        let wider_first = read_ahead_of(wider.first(), first);
+        // Nothing wider that extends it: the base alone. A store error is passed up, not taken
+        // for that (the unsigned tail would be dropped, and a writer would log it again as
+        // another history).
+        let extended = self
+            .first_following(store, records, &wider, wider_first, Some(&base.2), findings)
+            .await?;
+        Ok(Some(extended.unwrap_or(base)))
     }
 
     /// The first version among `keys` (each key's versions oldest first, at most
@@ -425,7 +446,7 @@ impl LogObjects {
 /// Versions of one log object (a bundle or a checkpoint key) a reader tries, oldest first,
 /// before it gives up on the rest (mailvault writes one; each extra one is a GET of up to a
 /// full bundle). The writer checks that its own version is among them
-/// (`writer::reachable_first`), so versions planted under a key before it was written cannot
+/// (`writer::readers_read_ours`), so versions planted under a key before it was written cannot
 /// push mailvault's out of readers' reach unnoticed.
 pub(crate) const MAX_VERSIONS_TRIED: usize = 16;
 

@@ -290,10 +290,7 @@ impl CheckpointWrite {
                 .put_immutable(&bundle.key, bundle.bytes, &metadata, self.lock_until)
                 .await?;
             let follows = |other: &[u8]| mailvault_core::log::follows_as(other, &ours);
-            let read = read_first(&store, &bundle.key, &ours, MAX_BUNDLE_LEN, follows).await?;
-            if read != ReadFirst::Ours {
-                return Err(planted_under(&bundle.key, read));
-            }
+            readers_read_ours(&store, &bundle.key, &ours, MAX_BUNDLE_LEN, follows).await?;
         }
         if let Some(signed) = &self.signed {
             // The bundles it signs (these, or an earlier run's) are durable before it is.
@@ -311,50 +308,38 @@ impl CheckpointWrite {
                 .await?;
             // Only the archive's key signs a checkpoint, so no planted version is read in its
             // place; but enough of them before it would keep readers from reaching it.
-            let read = read_first(&store, &key, &ours, MAX_NOTE_LEN as u64, |_| false).await?;
-            if read != ReadFirst::Ours {
-                return Err(planted_under(&key, read));
-            }
+            readers_read_ours(&store, &key, &ours, MAX_NOTE_LEN as u64, |_| false).await?;
             store.make_durable().await?;
         }
         Ok(self.signed)
     }
 }
 
-/// Which version of a log object readers of the log read (see [`read_first`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadFirst {
-    /// The version this writer wrote.
-    Ours,
-    /// One written before it that readers accept in its place.
-    Planted,
-    /// None of the versions readers try is this writer's: more were written before it than
-    /// readers try ([`MAX_VERSIONS_TRIED`]).
-    OutOfReach,
-}
-
-/// Which version of `key` readers of the log read, `ours` having just been written under it.
-/// Readers try the key's first [`MAX_VERSIONS_TRIED`] versions, oldest first, and take the
-/// first they accept (`accepted`: for a bundle, one that follows the log as ours does;
-/// [`crate::reader::log`]). A store that lets a conditional PUT through over a delete marker
-/// (AWS S3 does) lets someone plant versions before mailvault writes the key: one that is
-/// accepted is read instead of ours, and enough of any kind put ours out of readers' reach.
-/// One LIST, and a GET (of at most `max_len` bytes) of each version up to ours. Whatever keeps
-/// it from saying (a version before ours it cannot read, other than one too large to be a log
-/// object, which readers skip too; its own version missing from the listing) is an error: the
-/// run stops rather than sign over what it could not check.
-async fn read_first<S: Store>(
+/// Checks that readers of the log read `ours`, just written under `key`. Readers try the key's
+/// first [`MAX_VERSIONS_TRIED`] versions, oldest first, and take the first they accept
+/// (`accepted`: for a bundle, one that follows the log as ours does; [`crate::reader::log`]).
+/// A store that lets a conditional PUT through over a delete marker (AWS S3 does) lets someone
+/// plant versions before mailvault writes the key: one that is accepted would be read instead
+/// of ours, and enough of any kind put ours out of readers' reach; either is refused
+/// ([`planted_under`]). One LIST, and a GET (of at most `max_len` bytes) of each version up to
+/// ours. Whatever keeps it from saying (a version before ours it cannot read, other than one
+/// too large to be a log object, which readers skip too; its own version missing from the
+/// listing) is an error too: the run stops rather than sign over what it could not check.
+async fn readers_read_ours<S: Store>(
     store: &S,
     key: &str,
     ours: &[u8],
     max_len: u64,
     accepted: impl Fn(&[u8]) -> bool,
-) -> Result<ReadFirst> {
+) -> Result<()> {
     let versions = store.versions_of(key).await?;
     let data = versions.iter().filter(|(_, _, marker)| !marker);
     for (nth, (_, version, _)) in data.enumerate() {
         if nth >= MAX_VERSIONS_TRIED {
-            return Ok(ReadFirst::OutOfReach);
+            return Err(planted_under(&format!(
+                "{key} holds more versions written before the one this writer wrote than \
+                 readers try ({MAX_VERSIONS_TRIED}), so readers would never read this writer's"
+            )));
         }
         let object = match store.get(key, Some(version), max_len).await {
             Ok(Some(object)) => object,
@@ -362,35 +347,29 @@ async fn read_first<S: Store>(
             Err(e) => {
                 return Err(Error::store(format!(
                     "checking which version of {key} readers read: version {version}: {e}; \
-                     nothing was signed over it"
+                     nothing more is signed in this run"
                 )));
             }
         };
         if object.bytes == ours {
-            return Ok(ReadFirst::Ours);
+            return Ok(());
         }
         if accepted(&object.bytes) {
-            return Ok(ReadFirst::Planted);
+            return Err(planted_under(&format!(
+                "{key} holds a version older than the one this writer wrote, which readers \
+                 would read instead"
+            )));
         }
     }
     Err(Error::store(format!(
         "the store's listing of {key} does not show the version just written, so which one \
-         readers read cannot be checked; nothing was signed over it (run again)"
+         readers read cannot be checked; nothing more is signed in this run (run again)"
     )))
 }
 
-/// The refusal to sign over (or after) a log object under which someone planted versions.
-fn planted_under(key: &str, read: ReadFirst) -> Error {
-    let what = match read {
-        ReadFirst::OutOfReach => format!(
-            "{key} holds more versions written before the one this writer wrote than readers \
-             try ({MAX_VERSIONS_TRIED}), so readers would never read this writer's"
-        ),
-        ReadFirst::Planted | ReadFirst::Ours => format!(
-            "{key} holds a version older than the one this writer wrote, which readers would \
-             read instead"
-        ),
-    };
+/// The refusal to sign over (or after) a log object under which someone planted versions:
+/// `what` they do.
+fn planted_under(what: &str) -> Error {
     Error::Conflict(format!(
         "{what}: someone with write access to the bucket put them there (an S3 server lets a \
          conditional PUT through over a delete marker). Nothing was signed over it, and this \
