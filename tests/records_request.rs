@@ -1294,6 +1294,24 @@ async fn a_chaining_bundle_planted_under_a_wider_key_does_not_stop_readers() {
         "{}",
         text(&ls)
     );
+    // The auditor's verify chooses the same bytes: the planted object is the finding, not the
+    // genuine partial or the checkpoint that signs it (before, it replayed the widest partial
+    // and reported the checkpoint as forked).
     let verify = r.verify();
-    assert_eq!(verify.status.code(), Some(1), "{}", text(&verify));
+    let report = text(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains(
+            "bundle 0: the 3-entry object does not extend the 2-entry partial the newest \
+             checkpoint (size 2) names byte for byte"
+        ),
+        "{report}"
+    );
+    for not in [
+        "FORKED_CHECKPOINT",
+        "BROKEN_CHAIN",
+        "UNCHECKPOINTED_ENTRIES",
+    ] {
+        assert!(!report.contains(not), "{not}: {report}");
+    }
 }

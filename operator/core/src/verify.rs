@@ -558,6 +558,20 @@ pub struct Trust {
     pub now: UnixTime,
 }
 
+/// The object of a bundle index the verifier replays.
+struct BundleChoice<'a> {
+    width: u64,
+    entries: Vec<&'a [u8]>,
+    /// The newest checkpoint's size, when it named the object this one is or extends.
+    named_by: Option<u64>,
+}
+
+/// Whether `bytes` is a bundle of `width` entries that are the first entries of `entries`.
+fn is_prefix(bytes: &[u8], width: u64, entries: &[&[u8]]) -> bool {
+    decode_bundle(bytes)
+        .is_ok_and(|p| p.len() as u64 == width && p.iter().zip(entries).all(|(a, b)| a == b))
+}
+
 /// The streaming verifier.
 #[derive(Debug)]
 pub struct Verifier {
@@ -747,32 +761,106 @@ impl Verifier {
             return;
         }
         self.next_bundle += 1;
-        let mut partials: Vec<(u64, &[u8])> = partials.to_vec();
-        partials.sort_by_key(|(w, _)| *w);
-        let (width, chosen) = match (full, partials.last()) {
-            (Some(b), _) => (BUNDLE_WIDTH, b),
-            (None, Some(&(w, b))) => {
-                self.ended_partial = true;
-                (w, b)
-            }
-            (None, None) => {
-                self.fault(
-                    LogFaultKind::MissingBundle,
-                    format!("bundle {index} has no objects"),
-                );
-                self.ended_partial = true;
-                return;
-            }
+        // Every object of this index, narrowest first (the full bundle last).
+        let mut objects: Vec<(u64, &[u8])> = partials.to_vec();
+        objects.sort_by_key(|(w, _)| *w);
+        objects.extend(full.map(|b| (BUNDLE_WIDTH, b)));
+        let Some(choice) = self.choose_bundle_object(index, &objects) else {
+            return;
         };
-        let entries = match decode_bundle(chosen) {
-            Ok(e) if e.len() as u64 == width => e,
+        let (width, entries) = (choice.width, choice.entries);
+        if width < BUNDLE_WIDTH {
+            self.ended_partial = true;
+        }
+        for (w, bytes) in &objects {
+            if *w == width {
+                continue;
+            }
+            let words = if *w > width {
+                format!(
+                    "bundle {index}: the {w}-entry object does not extend the {width}-entry partial \
+                     the newest checkpoint (size {}) names byte for byte",
+                    choice.named_by.unwrap_or_default()
+                )
+            } else {
+                let whole = if width == BUNDLE_WIDTH {
+                    "bundle"
+                } else {
+                    "partial"
+                };
+                format!(
+                    "bundle {index}: the {w}-entry partial is not a prefix of the {width}-entry {whole}"
+                )
+            };
+            // A wider object than the one chosen was left out because it does not extend it.
+            if *w > width || !is_prefix(bytes, *w, &entries) {
+                self.fault(LogFaultKind::RewrittenBundle, words);
+            }
+        }
+        for bytes in entries {
+            self.add_entry(bytes);
+        }
+    }
+
+    /// Which object of bundle `index` is replayed (`objects`: `(width, bytes)`, narrowest
+    /// first, the full bundle last), as readers choose (§13.1 step 5, §14.1): where the newest
+    /// checkpoint's size ends in or past this index, the object its size names, or the widest
+    /// one that extends it byte for byte; elsewhere (or when that object is missing or is not
+    /// a bundle of its width) the full bundle, else the widest partial. `None` after a fault
+    /// that stops reading.
+    fn choose_bundle_object<'a>(
+        &mut self,
+        index: u64,
+        objects: &[(u64, &'a [u8])],
+    ) -> Option<BundleChoice<'a>> {
+        let signed = self.checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
+        let start = index.saturating_mul(BUNDLE_WIDTH);
+        let named = (signed > start).then(|| (signed - start).min(BUNDLE_WIDTH));
+        let decoded = |width: u64, bytes: &'a [u8]| {
+            decode_bundle(bytes)
+                .ok()
+                .filter(|e| e.len() as u64 == width)
+        };
+        if let Some(named) = named
+            && let Some(base) = objects
+                .iter()
+                .find(|(w, _)| *w == named)
+                .and_then(|&(w, b)| decoded(w, b))
+        {
+            let widest = objects
+                .iter()
+                .rev()
+                .filter(|(w, _)| *w > named)
+                .filter_map(|&(w, b)| decoded(w, b).map(|e| (w, e)))
+                .find(|(_, e)| e.iter().zip(&base).all(|(a, b)| a == b));
+            let (width, entries) = widest.unwrap_or((named, base));
+            return Some(BundleChoice {
+                width,
+                entries,
+                named_by: Some(signed),
+            });
+        }
+        let Some(&(width, chosen)) = objects.last() else {
+            self.fault(
+                LogFaultKind::MissingBundle,
+                format!("bundle {index} has no objects"),
+            );
+            self.ended_partial = true;
+            return None;
+        };
+        match decode_bundle(chosen) {
+            Ok(entries) if entries.len() as u64 == width => Some(BundleChoice {
+                width,
+                entries,
+                named_by: None,
+            }),
             Ok(e) => {
                 self.fault(
                     LogFaultKind::MalformedBundle,
                     format!("bundle {index} (width {width}) holds {} entries", e.len()),
                 );
                 self.ended_partial = true;
-                return;
+                None
             }
             Err(e) => {
                 self.fault(
@@ -780,25 +868,8 @@ impl Verifier {
                     format!("bundle {index}: {e}"),
                 );
                 self.ended_partial = true;
-                return;
+                None
             }
-        };
-        // Every narrower object for this index must be a prefix of the chosen one.
-        for (w, bytes) in &partials {
-            if *w == width && full.is_none() {
-                continue;
-            }
-            let prefix_ok = decode_bundle(bytes)
-                .is_ok_and(|p| p.len() as u64 == *w && p.iter().zip(&entries).all(|(a, b)| a == b));
-            if !prefix_ok {
-                self.fault(
-                    LogFaultKind::RewrittenBundle,
-                    format!("bundle {index}: the {w}-entry partial is not a prefix of the {width}-entry bundle"),
-                );
-            }
-        }
-        for bytes in entries {
-            self.add_entry(bytes);
         }
     }
 

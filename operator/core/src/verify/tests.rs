@@ -1804,3 +1804,64 @@ fn entry_v3_worked_example() {
 const INDEX_V3_EXAMPLE: &str = r#"{"format":"mailvault-header-index/2","salt":"22222222222222222222222222222222","archived_at":1795836120,"folder":"INBOX","from":[],"to":[],"cc":[],"subject":"hello","size":22,"has_attachment":false}"#;
 const INDEX_V3_SHA256: &str = "90357067f0851e3979a211803f78d6ee236605e6b8db3e8006bbb27566e07f12";
 const ENTRY_V3_HASH: &str = "19d4ca1c8bf8fd3b98af471e6f045f4e8c3e239305bdd19adccd6bc5b17f8607";
+
+/// `good()`'s entries with entry `changed` moved one second (when given) and one more entry
+/// chained after them, bundled under the next wider partial key of the last index.
+fn plant_wider(f: &mut Fixture, changed: Option<usize>) -> String {
+    use crate::entry::Entry;
+    let mut entries = f.entries();
+    if let Some(i) = changed {
+        let mut e = Entry::decode(&entries[i]).unwrap();
+        e.logged_at.0 += 1;
+        entries[i] = e.encode();
+        // Re-chain what follows, as someone without the key can.
+        for j in i + 1..entries.len() {
+            let mut next = Entry::decode(&entries[j]).unwrap();
+            next.prev = Hash::of(&entries[j - 1]);
+            entries[j] = next.encode();
+        }
+    }
+    let mut tail = Entry::decode(entries.last().unwrap()).unwrap();
+    tail.index += 1;
+    tail.prev = Hash::of(entries.last().unwrap());
+    entries.push(tail.encode());
+    let key = crate::layout::bundle_key(0, entries.len() as u64);
+    f.objects.insert(
+        key.clone(),
+        encode_bundle(entries.iter().map(Vec::as_slice)),
+    );
+    key
+}
+
+#[test]
+fn a_chaining_copy_under_a_wider_key_is_reported_not_replayed() {
+    let mut f = good();
+    let planted = plant_wider(&mut f, Some(10));
+    let r = f.verify();
+    // Before, the widest partial was replayed: the genuine one was called rewritten and the
+    // newest checkpoint forked, and records were judged from the planted entries.
+    assert_eq!(
+        faults(&r),
+        vec![LogFaultKind::RewrittenBundle],
+        "{}",
+        r.to_text()
+    );
+    let text = r.to_text();
+    assert!(
+        text.contains("the 13-entry object does not extend the 12-entry partial the newest checkpoint (size 12) names"),
+        "{planted}: {text}"
+    );
+}
+
+#[test]
+fn an_extension_under_a_wider_key_is_replayed_as_the_unsigned_tail() {
+    let mut f = good();
+    plant_wider(&mut f, None);
+    let r = f.verify();
+    assert_eq!(
+        faults(&r),
+        vec![LogFaultKind::UncheckpointedEntries],
+        "{}",
+        r.to_text()
+    );
+}
