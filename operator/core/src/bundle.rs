@@ -15,8 +15,14 @@ use crate::entry::MAX_ENTRY_LEN;
 pub const BUNDLE_WIDTH: u64 = 256;
 /// Largest bundle object: a full bundle of entries of the largest size, each with its
 /// two-byte length. A reader reads no more of an object under `log/`.
-#[allow(clippy::cast_possible_truncation)] // 256 × 16,386 fits in any u64.
-pub const MAX_BUNDLE_LEN: u64 = BUNDLE_WIDTH * (2 + crate::entry::MAX_ENTRY_LEN as u64);
+pub const MAX_BUNDLE_LEN: u64 = max_bundle_len(BUNDLE_WIDTH);
+
+/// Largest bundle object of `width` entries (each a 2-byte length and at most
+/// [`crate::entry::MAX_ENTRY_LEN`] bytes): what a reader reads of a key of that width at most.
+#[allow(clippy::cast_possible_truncation)] // 16,386 fits in any u64.
+pub const fn max_bundle_len(width: u64) -> u64 {
+    width.saturating_mul(2 + MAX_ENTRY_LEN as u64)
+}
 /// Why a bundle could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleError {

@@ -285,7 +285,15 @@ impl LogObjects {
         let (key, version, bytes) = match vouched {
             Some(read) => read,
             None => self
-                .first_following(store, records, candidates, first, None, findings)
+                .first_following(
+                    store,
+                    records,
+                    candidates,
+                    first,
+                    None,
+                    findings,
+                    TAIL_VERSIONS_TRIED,
+                )
                 .await?
                 .map_err(|why| damaged(&why))?,
         };
@@ -329,7 +337,15 @@ impl LogObjects {
         let exact_first = read_ahead_of(Some(&exact), first);
         let keys = std::slice::from_ref(&exact);
         let Ok(base) = self
-            .first_following(store, records, keys, exact_first, None, findings)
+            .first_following(
+                store,
+                records,
+                keys,
+                exact_first,
+                None,
+                findings,
+                MAX_VERSIONS_TRIED,
+            )
             .await?
         else {
             return Ok(None);
@@ -344,16 +360,25 @@ impl LogObjects {
         // for that (the unsigned tail would be dropped, and a writer would log it again as
         // another history).
         let extended = self
-            .first_following(store, records, &wider, wider_first, Some(&base.2), findings)
+            .first_following(
+                store,
+                records,
+                &wider,
+                wider_first,
+                Some(&base.2),
+                findings,
+                TAIL_VERSIONS_TRIED,
+            )
             .await?;
         Ok(Some(extended.unwrap_or(base)))
     }
 
     /// The first version among `keys` (each key's versions oldest first, at most
-    /// [`MAX_VERSIONS_TRIED`] of each) that follows `records` and holds as many entries as its
+    /// `versions_per_key` of each) that follows `records` and holds as many entries as its
     /// key says, and, with `extending`, starts with those bytes. `first`: the first version's
     /// bytes, read ahead. Returns its key, version and bytes; if none, why the first one tried
     /// was not taken (inner `Err`). A store error other than a refusal for good is an error.
+    #[allow(clippy::too_many_arguments)] // one private step of push_bundle, called three ways
     async fn first_following<S: Store>(
         &self,
         store: &S,
@@ -362,6 +387,7 @@ impl LogObjects {
         first: Option<Result<Option<Vec<u8>>>>,
         extending: Option<&[u8]>,
         findings: &mut Vec<LogObjectFinding>,
+        versions_per_key: usize,
     ) -> Result<std::result::Result<(String, String, Vec<u8>), String>> {
         let mut first_error: Option<String> = None;
         let mut first = first;
@@ -374,14 +400,21 @@ impl LogObjects {
             }
         }
         for (key, nth, version) in versions {
-            if nth >= MAX_VERSIONS_TRIED {
+            if nth >= versions_per_key {
+                let why = if versions_per_key == MAX_VERSIONS_TRIED {
+                    format!(
+                        "a reader tries at most the first {MAX_VERSIONS_TRIED} versions of a \
+                         log object"
+                    )
+                } else {
+                    "past what a checkpoint signs, a reader reads only the first version of \
+                     a log object"
+                        .to_owned()
+                };
                 findings.push(LogObjectFinding::VersionNotRead {
                     key: key.clone(),
                     version: version.clone(),
-                    why: format!(
-                        "a reader tries at most the first {MAX_VERSIONS_TRIED} versions of a \
-                         log object"
-                    ),
+                    why,
                 });
                 continue;
             }
@@ -450,10 +483,24 @@ impl LogObjects {
 /// push mailvault's out of readers' reach unnoticed.
 pub(crate) const MAX_VERSIONS_TRIED: usize = 16;
 
+/// Versions of a bundle key a reader tries where nothing signed (or the writer's MAC) names
+/// the key: the unsigned tail, wider partials of the index a checkpoint ends in, and indices
+/// after it. The first written only: mailvault writes each key once, nothing there is evidence
+/// yet, and trying [`MAX_VERSIONS_TRIED`] of each of an index's 257 keys would let objects
+/// planted under them cost every reader about 4,000 reads. A version planted before the
+/// writer's there (AWS S3 lets one through behind a delete marker) hides the tail from readers
+/// until a checkpoint names the key, and then the budget is the key's 16.
+pub(crate) const TAIL_VERSIONS_TRIED: usize = 1;
+
 /// Reads one version of a log object; `None` if it was listed but is gone.
+/// A bundle object's version, read no larger than a bundle of its key's width can be (an
+/// object planted under a narrow partial key costs a reader that much, not 4 MiB).
 async fn read_version<S: Store>(store: &S, key: &str, version: &str) -> Result<Option<Vec<u8>>> {
+    let max_len = parse_bundle_key(key).map_or(MAX_LOG_OBJECT_LEN, |(_, width)| {
+        mailvault_core::bundle::max_bundle_len(width)
+    });
     Ok(store
-        .get(key, Some(version), MAX_LOG_OBJECT_LEN)
+        .get(key, Some(version), max_len)
         .await?
         .map(|o| o.bytes))
 }

@@ -315,8 +315,9 @@ impl CheckpointWrite {
     }
 }
 
-/// Checks that readers of the log read `ours`, just written under `key`. Readers try the key's
-/// first [`MAX_VERSIONS_TRIED`] versions, oldest first, and take the first they accept
+/// Checks that readers of the log read `ours`, just written under `key`. Once a checkpoint
+/// names the key, readers try its first [`MAX_VERSIONS_TRIED`] versions (before, only its
+/// first: [`crate::reader::log::TAIL_VERSIONS_TRIED`]), oldest first, and take the first they accept
 /// (`accepted`: for a bundle, one that follows the log as ours does; [`crate::reader::log`]).
 /// A store that lets a conditional PUT through over a delete marker (AWS S3 does) lets someone
 /// plant versions before mailvault writes the key: one that is accepted would be read instead
