@@ -1169,8 +1169,10 @@ async fn plant_beneath_a_marker(r: &Request, s3: &aws_sdk_s3::Client, key: &str,
 
 /// Versions planted before the writer writes a log key (garbage, hidden behind a delete
 /// marker), as many as readers try of one key: the writer's own version would never be read.
-/// Under the next bundle key the writer signs nothing; under the next checkpoint key it says
-/// so and fails the run (the checkpoint is written by then, and readers use the one before it).
+/// Under the next bundle key one is enough (until a checkpoint names it, readers read only a
+/// bundle key's first version) and the writer signs nothing; under the next checkpoint key
+/// (16 tried) it says so and fails the run (the checkpoint is written by then, and readers use
+/// the one before it).
 #[tokio::test(flavor = "multi_thread")]
 async fn versions_planted_before_a_log_key_is_written_that_put_the_writers_out_of_reach_stop_it() {
     use mailvault::core::bundle::MAX_BUNDLE_LEN;
@@ -1202,17 +1204,17 @@ async fn versions_planted_before_a_log_key_is_written_that_put_the_writers_out_o
             )
             .await
             .unwrap();
-        let key = if target == "bundle" {
-            bundle_key(0, 2)
+        let (key, tried) = if target == "bundle" {
+            (bundle_key(0, 2), 1)
         } else {
-            checkpoint_key(2)
+            (checkpoint_key(2), 16)
         };
-        plant_beneath_a_marker(&r, &s3, &key, 16).await;
+        plant_beneath_a_marker(&r, &s3, &key, tried).await;
         let refused = writer.checkpoint().await.unwrap_err().to_string();
         assert!(
             refused.contains(&format!(
                 "{key} holds more versions written before the one this writer wrote than \
-                 readers try (16)"
+                 readers try ({tried})"
             )),
             "{target}: {refused}"
         );
@@ -1369,4 +1371,122 @@ async fn past_the_signed_log_readers_read_only_the_first_version_of_a_key() {
         &["reads only the first version of a log object".to_owned()],
         &both,
     );
+}
+
+/// Junk under the full key of the log's last index makes the listing go on past it, and an
+/// object under the next index's first partial key would then be read as if the log went on:
+/// every reader and the writer stopped ("the log in the store is damaged"). Readers now stop
+/// after the partial they read; the next index is named, not read. An object larger than a
+/// bundle of its key's width is not read by readers or `verify` (which stopped with an I/O
+/// error on one over 4 MiB instead of giving a verdict).
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_planted_past_a_partial_and_oversized_ones_stop_no_reader() {
+    use mailvault::core::bundle::max_bundle_len;
+    use mailvault::core::layout::bundle_key;
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let r = Request::new(&env, "rr-past-partial").await;
+    r.archive_older_then_newer();
+    let s3 = env.s3_client(S3Flavour::Versitygw);
+    let (full, next, oversized) = (bundle_key(0, 256), bundle_key(1, 1), bundle_key(0, 5));
+    r.plant(&s3, &full, b"not a bundle".to_vec()).await;
+    r.plant(&s3, &next, b"not a bundle either".to_vec()).await;
+    let limit = max_bundle_len(5);
+    let too_large = usize::try_from(limit).unwrap() + 1;
+    r.plant(&s3, &oversized, vec![b'x'; too_large]).await;
+    let ls = r.assert_lists(2);
+    let stderr = String::from_utf8_lossy(&ls.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{next} lies after a gap in the log's bundles or after a partial bundle"
+        )),
+        "{}",
+        text(&ls)
+    );
+    let both: BTreeSet<String> = ["<older@city.example>", "<newer@city.example>"]
+        .map(str::to_owned)
+        .into();
+    r.export_warned("past", std::slice::from_ref(&next), &both);
+    // The writer reads the same log and goes on from it.
+    r.write_matching_eml("third", "records@city.example");
+    r.archive_eml();
+    r.assert_lists(3);
+    let verify = r.verify();
+    let report = text(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains(&format!(
+            "{oversized}: larger than {limit} bytes, which no object of its kind is; not read"
+        )),
+        "{report}"
+    );
+    for not in [
+        "FORKED_CHECKPOINT",
+        "BROKEN_CHAIN",
+        "UNCHECKPOINTED_ENTRIES",
+    ] {
+        assert!(!report.contains(not), "{not}: {report}");
+    }
+}
+
+/// A log that ends on a bundle boundary (a full bundle, signed), and junk planted under a
+/// partial key of the next index, which no checkpoint vouches for: it does not follow, and
+/// readers stopped on it ("the log in the store is damaged") for as long as it stayed. Now the
+/// log is read up to it, the object named; the writer goes on past it.
+#[tokio::test(flavor = "multi_thread")]
+async fn junk_after_a_log_that_ends_on_a_full_bundle_stops_no_reader() {
+    use mailvault::core::bundle::{MAX_BUNDLE_LEN, decode_bundle};
+    use mailvault::core::entry::{Entry, EntryBody};
+    use mailvault::core::layout::bundle_key;
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let r = Request::new(&env, "rr-boundary").await;
+    r.write_matching_eml("older", "records@city.example");
+    r.archive_eml();
+    let store = r.store();
+    let first = store
+        .get(&bundle_key(0, 1), None, MAX_BUNDLE_LEN)
+        .await
+        .unwrap()
+        .expect("the first bundle")
+        .bytes;
+    let record = Entry::decode(decode_bundle(&first).unwrap()[0])
+        .unwrap()
+        .record;
+    // 255 more entries: the log is the full bundle 0, signed.
+    let mut writer = mailvault_tests::open_writer(&store, &r.dir.join("archive.key")).await;
+    for n in 0..255 {
+        let hold = format!("records/request-{n}");
+        writer
+            .append(
+                record.clone(),
+                EntryBody::HoldPlaced { hold },
+                mailvault::unix_now(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(writer.checkpoint().await.unwrap(), Some(256));
+    drop(writer);
+    let planted = bundle_key(1, 5);
+    r.plant(
+        &env.s3_client(S3Flavour::Versitygw),
+        &planted,
+        b"not a bundle".to_vec(),
+    )
+    .await;
+    let ls = r.assert_lists(1);
+    assert!(
+        String::from_utf8_lossy(&ls.stderr).contains(&format!("{planted} does not follow the log")),
+        "{}",
+        text(&ls)
+    );
+    // The writer reads the same log and goes on (under the next index's first partial key).
+    r.write_matching_eml("newer", "records@city.example");
+    r.archive_eml();
+    r.assert_lists(2);
+    let both: BTreeSet<String> = ["<older@city.example>", "<newer@city.example>"]
+        .map(str::to_owned)
+        .into();
+    r.export_warned("boundary", std::slice::from_ref(&planted), &both);
 }

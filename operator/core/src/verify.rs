@@ -684,6 +684,22 @@ impl Verifier {
         self.fault(LogFaultKind::UnknownLogObject, key.to_owned());
     }
 
+    /// Reports a log object larger than one of its kind can be (`limit` bytes): not read, so
+    /// not replayed or opened (a bundle: as if that object were absent).
+    pub fn add_oversized_log_object(&mut self, key: &str, limit: u64) {
+        let kind = if parse_checkpoint_key(key).is_some() {
+            LogFaultKind::MalformedCheckpoint
+        } else if parse_certificate_key(key).is_some() {
+            LogFaultKind::MalformedCertificate
+        } else {
+            LogFaultKind::MalformedBundle
+        };
+        self.fault(
+            kind,
+            format!("{key}: larger than {limit} bytes, which no object of its kind is; not read"),
+        );
+    }
+
     /// Adds a checkpoint object (`checkpoints/<size>`).
     pub fn add_checkpoint(&mut self, key: &str, bytes: &[u8]) {
         let Some(key_size) = parse_checkpoint_key(key) else {
@@ -804,16 +820,25 @@ impl Verifier {
 
     /// Which object of bundle `index` is replayed (`objects`: `(width, bytes)`, narrowest
     /// first, the full bundle last), as readers choose (§13.1 step 5, §14.1): where the newest
-    /// checkpoint's size ends in or past this index, the object its size names, or the widest
-    /// one that extends it byte for byte; elsewhere (or when that object is missing or is not
-    /// a bundle of its width) the full bundle, else the widest partial. `None` after a fault
-    /// that stops reading.
+    /// checkpoint's size (one in the store or the trusted one) ends in or past this index, the
+    /// object its size names, or the widest one that extends it byte for byte; elsewhere the
+    /// full bundle, else the widest partial (also, after a fault, when the object a checkpoint
+    /// names is missing). `None` after a fault that stops reading: the object a checkpoint
+    /// names is not a bundle of its width (the widest object instead could be a copy planted
+    /// to change signed entries, and replaying it would blame the genuine objects and the
+    /// checkpoint).
     fn choose_bundle_object<'a>(
         &mut self,
         index: u64,
         objects: &[(u64, &'a [u8])],
     ) -> Option<BundleChoice<'a>> {
-        let signed = self.checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
+        let signed = self
+            .checkpoints
+            .iter()
+            .chain(&self.trusted)
+            .map(|c| c.size)
+            .max()
+            .unwrap_or(0);
         let start = index.saturating_mul(BUNDLE_WIDTH);
         let named = (signed > start).then(|| (signed - start).min(BUNDLE_WIDTH));
         let decoded = |width: u64, bytes: &'a [u8]| {
@@ -821,12 +846,35 @@ impl Verifier {
                 .ok()
                 .filter(|e| e.len() as u64 == width)
         };
-        if let Some(named) = named
-            && let Some(base) = objects
-                .iter()
-                .find(|(w, _)| *w == named)
-                .and_then(|&(w, b)| decoded(w, b))
-        {
+        if let Some(named) = named {
+            let what = if named == BUNDLE_WIDTH {
+                "full bundle".to_owned()
+            } else {
+                format!("{named}-entry partial")
+            };
+            let Some(&(_, bytes)) = objects.iter().find(|(w, _)| *w == named) else {
+                // Not written, or removed from a store without locks: what is there is still
+                // replayed (below), so that its entries are judged.
+                self.fault(
+                    LogFaultKind::MissingBundle,
+                    format!(
+                        "bundle {index}: the {what} the checkpoint of size {signed} names is \
+                         missing"
+                    ),
+                );
+                return self.choose_widest(index, objects);
+            };
+            let Some(base) = decoded(named, bytes) else {
+                self.fault(
+                    LogFaultKind::MalformedBundle,
+                    format!(
+                        "bundle {index}: the {what} the checkpoint of size {signed} names (its \
+                         first written version) is not a bundle of {named} entries"
+                    ),
+                );
+                self.ended_partial = true;
+                return None;
+            };
             let widest = objects
                 .iter()
                 .rev()
@@ -840,6 +888,15 @@ impl Verifier {
                 named_by: Some(signed),
             });
         }
+        self.choose_widest(index, objects)
+    }
+
+    /// §6's choice: the full bundle, else the widest partial.
+    fn choose_widest<'a>(
+        &mut self,
+        index: u64,
+        objects: &[(u64, &'a [u8])],
+    ) -> Option<BundleChoice<'a>> {
         let Some(&(width, chosen)) = objects.last() else {
             self.fault(
                 LogFaultKind::MissingBundle,

@@ -81,6 +81,9 @@ pub(crate) enum LogObjectFinding {
     /// A checkpoint key none of whose versions opens under the archive's key, above the newest
     /// one that does: not a checkpoint of this archive.
     NotACheckpoint { key: String, why: String },
+    /// A bundle key of an index no checkpoint vouches for, none of whose objects follows the
+    /// log (`why`: the first one tried): the log ends before it.
+    NotFollowing { key: String, why: String },
     /// A version of a bundle key that was not read: too large, unreadable, or past the number
     /// of versions a reader tries.
     VersionNotRead {
@@ -98,6 +101,7 @@ impl LogObjectFinding {
             Self::Versions { key, versions } => format!("{key} ({versions} versions)"),
             Self::AfterTheLog { key } => format!("{key} (after the log's last bundle)"),
             Self::NotACheckpoint { key, .. } => format!("{key} (does not open under the key)"),
+            Self::NotFollowing { key, .. } => format!("{key} (does not follow the log)"),
             Self::VersionNotRead { key, version, .. } => {
                 format!("{key} (version {version} not read)")
             }
@@ -132,6 +136,11 @@ impl std::fmt::Display for LogObjectFinding {
                 f,
                 "{key} is not a checkpoint of this archive ({why}); the newest one that opens \
                  under the archive's key was used"
+            ),
+            Self::NotFollowing { key, why } => write!(
+                f,
+                "{key} does not follow the log ({why}) and no checkpoint vouches for its \
+                 entries: the log was read up to it"
             ),
             Self::VersionNotRead { key, version, why } => {
                 write!(f, "version {version} of {key} was not read ({why})")
@@ -268,7 +277,10 @@ impl LogObjects {
     /// the writer's MAC vouches for. Each index they cover is read first from exactly the key
     /// that size names for it ([`Self::read_vouched`]); only if that key holds nothing that
     /// follows is every candidate tried as above.
-    /// Returns the key and version read and its entries; if none follows, the first error.
+    /// Returns the key and version read and its entries; if none follows, the first error, or,
+    /// for an index past a `trusted` size other than 0, `None` (the log ends before it; its
+    /// objects are named); `None` too when the index before ended the log with a partial (a full
+    /// object was listed, but none that follows): the index is after the log.
     pub(crate) async fn push_bundle<S: Store>(
         &self,
         store: &S,
@@ -277,14 +289,28 @@ impl LogObjects {
         first: Result<Option<Vec<u8>>>,
         trusted: u64,
         findings: &mut Vec<LogObjectFinding>,
-    ) -> Result<(String, String, Vec<Entry>)> {
+    ) -> Result<Option<(String, String, Vec<Entry>)>> {
+        let index = candidates
+            .first()
+            .and_then(|k| parse_bundle_key(k))
+            .map_or(0, |(index, _)| index);
+        if records.size() < index.saturating_mul(BUNDLE_WIDTH) {
+            // Junk under the full key of the last index made the listing go on past it; what
+            // is under this one is not mailvault's (read, it would stop every reader).
+            findings.extend(
+                candidates
+                    .iter()
+                    .map(|key| LogObjectFinding::AfterTheLog { key: key.clone() }),
+            );
+            return Ok(None);
+        }
         let mut first = Some(first);
         let vouched = self
             .read_vouched(store, records, candidates, &mut first, trusted, findings)
             .await?;
         let (key, version, bytes) = match vouched {
             Some(read) => read,
-            None => self
+            None => match self
                 .first_following(
                     store,
                     records,
@@ -295,10 +321,24 @@ impl LogObjects {
                     TAIL_VERSIONS_TRIED,
                 )
                 .await?
-                .map_err(|why| damaged(&why))?,
+            {
+                Ok(read) => read,
+                // Nothing here is vouched for, but what comes before is: objects planted
+                // under an index after the log end it there (a reader that stopped on them
+                // could be denied the log). With nothing vouched for at all (no checkpoint
+                // opens), a bundle that does not follow is damage, not the log's end.
+                Err(why) if trusted > 0 && records.size() >= trusted => {
+                    findings.extend(candidates.iter().map(|key| LogObjectFinding::NotFollowing {
+                        key: key.clone(),
+                        why: why.clone(),
+                    }));
+                    return Ok(None);
+                }
+                Err(why) => return Err(damaged(&why)),
+            },
         };
         let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
-        Ok((key, version, entries))
+        Ok(Some((key, version, entries)))
     }
 
     /// For an index `trusted` entries reach into: the object under exactly the key that size
@@ -445,29 +485,29 @@ impl LogObjects {
                 Err(e) => return Err(e),
             };
             let width = parse_bundle_key(&key).map_or(0, |(_, width)| width);
-            match records.check_bundle(&bytes) {
+            let rejected = match records.check_bundle(&bytes) {
                 // A bundle object holds exactly the entries its key names (§6); a shorter one
                 // that chains is a truncated copy, which would hide the entries after it.
                 Ok(entries) if entries.len() as u64 != width => {
-                    first_error.get_or_insert(format!(
-                        "{key}: holds {} entries, its key says {width}",
-                        entries.len()
-                    ));
+                    format!("it holds {} entries, its key says {width}", entries.len())
                 }
                 Ok(_) if extending.is_some_and(|base| !bytes.starts_with(base)) => {
-                    let why = "it chains but does not extend the entries a checkpoint vouches \
-                               for byte for byte";
-                    first_error.get_or_insert(format!("{key}: {why}"));
-                    findings.push(LogObjectFinding::VersionNotRead {
-                        key: key.clone(),
-                        version: version.clone(),
-                        why: why.to_owned(),
-                    });
+                    "it chains but does not extend the entries a checkpoint vouches for byte \
+                     for byte"
+                        .to_owned()
                 }
                 Ok(_) => return Ok(Ok((key, version, bytes))),
-                Err(e) => {
-                    first_error.get_or_insert(format!("{key}: {e}"));
-                }
+                Err(e) => e.to_string(),
+            };
+            first_error.get_or_insert(format!("{key}: {rejected}"));
+            // Past what is vouched for, the object is not read and the log goes on without it:
+            // say so. (Elsewhere the reader stops with the first error, or names the keys.)
+            if extending.is_some() {
+                findings.push(LogObjectFinding::VersionNotRead {
+                    key,
+                    version,
+                    why: rejected,
+                });
             }
         }
         Ok(Err(first_error.unwrap_or_else(|| {
@@ -641,7 +681,7 @@ pub async fn read_entries<S: Store>(
     let mut bundles = objects.read_ahead(store, objects.bundle_candidates(0), BUNDLES_IN_FLIGHT);
     let mut records = RecordLog::new();
     while let Some((candidates, first)) = bundles.next().await {
-        let (_, _, entries) = objects
+        let Some((_, _, entries)) = objects
             .push_bundle(
                 store,
                 &mut records,
@@ -650,7 +690,10 @@ pub async fn read_entries<S: Store>(
                 trusted,
                 &mut findings,
             )
-            .await?;
+            .await?
+        else {
+            continue;
+        };
         for entry in entries {
             each(entry)?;
         }

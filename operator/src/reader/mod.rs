@@ -19,7 +19,7 @@ use mailvault_core::Hash;
 use mailvault_core::entry::EntryBody;
 use mailvault_core::layout::{
     CERTIFICATES_PREFIX, CHECKPOINTS_PREFIX, DICTIONARIES_PREFIX, LOG_PREFIX, RECORDS_PREFIX,
-    parse_certificate_key, parse_checkpoint_key,
+    parse_bundle_key, parse_certificate_key, parse_checkpoint_key,
 };
 use mailvault_core::lifecycle::Replay;
 use mailvault_core::proof::ProofBundle;
@@ -425,21 +425,18 @@ async fn read_records<S: Store>(
     Ok(by_key)
 }
 
-/// Feeds the verifier every version of every log object: checkpoints, certificates, then the
-/// bundles in order.
-async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<()> {
-    // Version ids from the listing alone: the log objects' locks are not judged, so no
-    // HeadObject per object.
-    let mut log_versions = store.list_version_ids(LOG_PREFIX).await?;
-    log_versions.extend(store.list_version_ids(CHECKPOINTS_PREFIX).await?);
-    log_versions.extend(store.list_version_ids(CERTIFICATES_PREFIX).await?);
+/// The data versions `verify` reads of each log key (`log_versions`: key, version id, delete
+/// marker, as listed): the first written for a bundle (the listing puts it first: mailvault's,
+/// as nothing can be put beneath it), every one for a checkpoint or certificate (each is
+/// judged on its own signature). Delete markers and extra versions are reported to `v`.
+fn versions_to_read(
+    v: &mut Verifier,
+    log_versions: Vec<(String, String, bool)>,
+) -> BTreeMap<String, Vec<String>> {
     let mut by_key: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
     for (key, version, marker) in log_versions {
         by_key.entry(key).or_default().push((version, marker));
     }
-    // The data versions read for each log key: the first written for a bundle (the listing
-    // puts it first: mailvault's, as nothing can be put beneath it), every one for a
-    // checkpoint or certificate (each is judged on its own signature).
     let mut chosen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (key, versions) in &by_key {
         let markers: Vec<&str> = versions
@@ -465,6 +462,18 @@ async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<
         let ids = if read_all { data.clone() } else { vec![*first] };
         chosen.insert(key.clone(), ids.into_iter().map(str::to_owned).collect());
     }
+    chosen
+}
+
+/// Feeds the verifier every version of every log object: checkpoints, certificates, then the
+/// bundles in order.
+async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<()> {
+    // Version ids from the listing alone: the log objects' locks are not judged, so no
+    // HeadObject per object.
+    let mut log_versions = store.list_version_ids(LOG_PREFIX).await?;
+    log_versions.extend(store.list_version_ids(CHECKPOINTS_PREFIX).await?);
+    log_versions.extend(store.list_version_ids(CERTIFICATES_PREFIX).await?);
+    let chosen = versions_to_read(v, log_versions);
     let listing = LogListing::from_keys(chosen.keys().map(String::as_str));
     for k in &listing.unknown {
         v.add_unknown_log_object(k);
@@ -487,13 +496,15 @@ async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<
             })
             .buffered(jobs)
     };
-    let mut checkpoints = read_all(listing.checkpoints.iter().flat_map(versions_of).collect());
-    while let Some((k, bytes)) = checkpoints.try_next().await? {
-        v.add_checkpoint(&k, &bytes);
-    }
-    let mut certificates = read_all(listing.certificates.iter().flat_map(versions_of).collect());
-    while let Some((k, bytes)) = certificates.try_next().await? {
-        v.add_certificate(&k, &bytes);
+    // Every version of each checkpoint and certificate, all before the bundles.
+    let signed = listing.checkpoints.iter().chain(&listing.certificates);
+    let mut notes = read_all(signed.flat_map(versions_of).collect());
+    while let Some((k, bytes)) = notes.try_next().await? {
+        match bytes {
+            Ok(bytes) if parse_checkpoint_key(&k).is_some() => v.add_checkpoint(&k, &bytes),
+            Ok(bytes) => v.add_certificate(&k, &bytes),
+            Err(limit) => v.add_oversized_log_object(&k, limit),
+        }
     }
     let first_version = |k: &String| {
         chosen
@@ -509,19 +520,25 @@ async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<
             .filter_map(|(w, k)| first_version(k).map(|p| (*w, p)))
             .collect();
         async move {
+            let mut oversized = Vec::new();
             let full = match full {
-                Some((k, id)) => Some(fetch_version(store, &k, &id).await?),
+                Some((k, id)) => fetch_or_note(store, k, &id, &mut oversized).await?,
                 None => None,
             };
             let mut read = Vec::new();
             for (w, (k, id)) in partials {
-                read.push((w, fetch_version(store, &k, &id).await?));
+                if let Some(bytes) = fetch_or_note(store, k, &id, &mut oversized).await? {
+                    read.push((w, bytes));
+                }
             }
-            Ok::<_, Error>((*index, full, read))
+            Ok::<_, Error>((*index, full, read, oversized))
         }
     }))
     .buffered(jobs);
-    while let Some((index, full, partials)) = bundles.try_next().await? {
+    while let Some((index, full, partials, oversized)) = bundles.try_next().await? {
+        for (k, limit) in oversized {
+            v.add_oversized_log_object(&k, limit);
+        }
         let partial_refs: Vec<(u64, &[u8])> =
             partials.iter().map(|(w, b)| (*w, b.as_slice())).collect();
         v.add_bundle(index, full.as_deref(), &partial_refs);
@@ -529,18 +546,44 @@ async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<
     Ok(())
 }
 
-/// Reads one version of a log object.
-async fn fetch_version<S: Store>(store: &S, key: &str, version: &str) -> Result<Vec<u8>> {
-    store
-        .get(key, Some(version), log::MAX_LOG_OBJECT_LEN)
-        .await?
-        .map(|o| o.bytes)
-        .ok_or_else(|| Error::Store {
+/// [`fetch_version`], noting an object too large in `oversized` (`(key, limit)`) as `None`.
+async fn fetch_or_note<S: Store>(
+    store: &S,
+    key: String,
+    version: &str,
+    oversized: &mut Vec<(String, u64)>,
+) -> Result<Option<Vec<u8>>> {
+    Ok(match fetch_version(store, &key, version).await? {
+        Ok(bytes) => Some(bytes),
+        Err(limit) => {
+            oversized.push((key, limit));
+            None
+        }
+    })
+}
+
+/// Reads one version of a log object, no larger than one of its kind can be (a bundle of its
+/// key's width, a log object). `Err(limit)` inside: larger, not read (a verdict on it, not an
+/// audit stopped by one planted object).
+async fn fetch_version<S: Store>(
+    store: &S,
+    key: &str,
+    version: &str,
+) -> Result<std::result::Result<Vec<u8>, u64>> {
+    let limit = parse_bundle_key(key).map_or(log::MAX_LOG_OBJECT_LEN, |(_, width)| {
+        mailvault_core::bundle::max_bundle_len(width)
+    });
+    match store.get(key, Some(version), limit).await {
+        Ok(Some(object)) => Ok(Ok(object.bytes)),
+        Err(Error::TooLarge { .. }) => Ok(Err(limit)),
+        Ok(None) => Err(Error::Store {
             message: format!("version {version} of {key} was listed but cannot be read"),
             // A listing can run ahead of a read on an eventually consistent server.
             retry: crate::Retry::Transient,
             source: None,
-        })
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// Opens a record version as `export` does: hashes its stored bytes, decompresses them on the

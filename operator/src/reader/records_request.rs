@@ -153,7 +153,7 @@ pub async fn search<S: Store>(
         ..Selection::default()
     };
     while let Some((candidates, first)) = bundles.next().await {
-        let (_, _, entries) = objects
+        let Some((_, _, entries)) = objects
             .push_bundle(
                 store,
                 &mut found.records,
@@ -162,7 +162,10 @@ pub async fn search<S: Store>(
                 selection.signed,
                 &mut findings,
             )
-            .await?;
+            .await?
+        else {
+            continue;
+        };
         // Ingests and tombstones, in log order: an ingest always comes before its tombstone.
         let mut judged_entries = Vec::new();
         for entry in entries {

@@ -19,7 +19,7 @@ mod resume;
 pub mod trust;
 
 use crate::reader::StoredLog;
-use crate::reader::log::MAX_VERSIONS_TRIED;
+use crate::reader::log::{MAX_VERSIONS_TRIED, TAIL_VERSIONS_TRIED};
 use crate::sidecar::Sidecar;
 use crate::spool::{Body, Spool};
 use crate::store::{RecordPut, Store, StoreInfo};
@@ -290,7 +290,9 @@ impl CheckpointWrite {
                 .put_immutable(&bundle.key, bundle.bytes, &metadata, self.lock_until)
                 .await?;
             let follows = |other: &[u8]| mailvault_core::log::follows_as(other, &ours);
-            readers_read_ours(&store, &bundle.key, &ours, MAX_BUNDLE_LEN, follows).await?;
+            // Until a checkpoint names it, readers read only a bundle key's first version.
+            let budget = TAIL_VERSIONS_TRIED;
+            readers_read_ours(&store, &bundle.key, &ours, MAX_BUNDLE_LEN, budget, follows).await?;
         }
         if let Some(signed) = &self.signed {
             // The bundles it signs (these, or an earlier run's) are durable before it is.
@@ -308,17 +310,20 @@ impl CheckpointWrite {
                 .await?;
             // Only the archive's key signs a checkpoint, so no planted version is read in its
             // place; but enough of them before it would keep readers from reaching it.
-            readers_read_ours(&store, &key, &ours, MAX_NOTE_LEN as u64, |_| false).await?;
+            let (max_len, budget) = (MAX_NOTE_LEN as u64, MAX_VERSIONS_TRIED);
+            readers_read_ours(&store, &key, &ours, max_len, budget, |_| false).await?;
             store.make_durable().await?;
         }
         Ok(self.signed)
     }
 }
 
-/// Checks that readers of the log read `ours`, just written under `key`. Once a checkpoint
-/// names the key, readers try its first [`MAX_VERSIONS_TRIED`] versions (before, only its
-/// first: [`crate::reader::log::TAIL_VERSIONS_TRIED`]), oldest first, and take the first they accept
-/// (`accepted`: for a bundle, one that follows the log as ours does; [`crate::reader::log`]).
+/// Checks that readers of the log read `ours`, just written under `key`. Readers try the
+/// key's first `budget` versions, oldest first, and take the first they accept (`accepted`:
+/// for a bundle, one that follows the log as ours does; [`crate::reader::log`]): a checkpoint
+/// key's first [`MAX_VERSIONS_TRIED`], a bundle key's first only
+/// ([`TAIL_VERSIONS_TRIED`]) until a checkpoint names it (the checkpoint may never come:
+/// readers meanwhile, and this writer resuming after a crash, read the first version only).
 /// A store that lets a conditional PUT through over a delete marker (AWS S3 does) lets someone
 /// plant versions before mailvault writes the key: one that is accepted would be read instead
 /// of ours, and enough of any kind put ours out of readers' reach; either is refused
@@ -331,15 +336,16 @@ async fn readers_read_ours<S: Store>(
     key: &str,
     ours: &[u8],
     max_len: u64,
+    budget: usize,
     accepted: impl Fn(&[u8]) -> bool,
 ) -> Result<()> {
     let versions = store.versions_of(key).await?;
     let data = versions.iter().filter(|(_, _, marker)| !marker);
     for (nth, (_, version, _)) in data.enumerate() {
-        if nth >= MAX_VERSIONS_TRIED {
+        if nth >= budget {
             return Err(planted_under(&format!(
                 "{key} holds more versions written before the one this writer wrote than \
-                 readers try ({MAX_VERSIONS_TRIED}), so readers would never read this writer's"
+                 readers try ({budget}), so readers would never read this writer's"
             )));
         }
         let object = match store.get(key, Some(version), max_len).await {

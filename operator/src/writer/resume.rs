@@ -106,14 +106,18 @@ impl KnownIds {
         let mut records = RecordLog::new();
         while let Some((candidates, first)) = bundles.next().await {
             // The edge is vouched for by the writer's MAC on the resume state.
-            let (_, _, entries) = objects
+            let Some((_, _, entries)) = objects
                 .push_bundle(store, &mut records, &candidates, first, edge, &mut findings)
                 .await
                 .map_err(|e| {
                     Error::Conflict(format!(
                         "reading the entries before the log's resume edge at {edge}: {e}"
                     ))
-                })?;
+                })?
+            else {
+                // Short of the edge: the check below says so.
+                continue;
+            };
             for entry in entries {
                 match entry.body {
                     EntryBody::Ingest { .. } => {
@@ -293,7 +297,7 @@ async fn read_from<S: Store>(
     let trusted = head.as_ref().map_or(0, |(h, _)| h.size).max(edge);
     while let Some((candidates, first)) = bundles.next().await {
         let start = records.size();
-        let (key, version, entries) = objects
+        let Some((key, version, entries)) = objects
             .push_bundle(
                 store,
                 &mut records,
@@ -302,7 +306,10 @@ async fn read_from<S: Store>(
                 trusted,
                 &mut findings,
             )
-            .await?;
+            .await?
+        else {
+            continue;
+        };
         bundles_read.push(BundleRead {
             key,
             version,

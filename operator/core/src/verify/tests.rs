@@ -1865,3 +1865,73 @@ fn an_extension_under_a_wider_key_is_replayed_as_the_unsigned_tail() {
         r.to_text()
     );
 }
+
+#[test]
+fn a_named_partial_that_is_not_a_bundle_stops_reading_instead_of_replaying_a_wider_copy() {
+    // Junk planted under the 12-entry key before the writer wrote it is that key's first
+    // version (what verify reads); a chaining copy with a changed entry sits under 13.
+    let mut f = good();
+    plant_wider(&mut f, Some(10));
+    f.objects
+        .insert(crate::layout::bundle_key(0, 12), b"junk".to_vec());
+    let r = f.verify();
+    let text = r.to_text();
+    let kinds = faults(&r);
+    assert!(
+        text.contains(
+            "bundle 0: the 12-entry partial the checkpoint of size 12 names (its first written \
+             version) is not a bundle of 12 entries"
+        ),
+        "{text}"
+    );
+    // Before, the planted copy was replayed: the genuine partials were called rewritten and
+    // the checkpoints forked.
+    for not in [
+        LogFaultKind::ForkedCheckpoint,
+        LogFaultKind::RewrittenBundle,
+    ] {
+        assert!(!kinds.contains(&not), "{not:?}: {text}");
+    }
+}
+
+#[test]
+fn the_trusted_checkpoint_names_the_bundle_when_the_stores_checkpoints_are_gone() {
+    let mut f = good();
+    let trusted = f.objects[&checkpoint_key(12)].clone();
+    f.objects.retain(|k, _| !k.starts_with("checkpoints/"));
+    plant_wider(&mut f, Some(10));
+    let mut trust = f.trust();
+    trust.trusted_checkpoint = Some(trusted);
+    let r = run(trust, &f.objects, &f.inventory);
+    let text = r.to_text();
+    let kinds = faults(&r);
+    assert!(
+        text.contains("the 13-entry object does not extend the 12-entry partial"),
+        "{text}"
+    );
+    assert!(
+        !kinds.contains(&LogFaultKind::TrustedCheckpointInconsistent),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_named_partial_is_reported_and_what_is_there_judged() {
+    let mut f = good();
+    f.objects.remove(&crate::layout::bundle_key(0, 12));
+    let r = f.verify();
+    let text = r.to_text();
+    assert!(
+        text.contains("bundle 0: the 12-entry partial the checkpoint of size 12 names is missing"),
+        "{text}"
+    );
+    // The 8-entry partial is replayed: checkpoint 12 lies beyond it, checkpoint 8 holds.
+    assert!(
+        faults(&r).contains(&LogFaultKind::CheckpointBeyondLog),
+        "{text}"
+    );
+    assert!(
+        !faults(&r).contains(&LogFaultKind::ForkedCheckpoint),
+        "{text}"
+    );
+}
