@@ -1169,10 +1169,8 @@ async fn plant_beneath_a_marker(r: &Request, s3: &aws_sdk_s3::Client, key: &str,
 
 /// Versions planted before the writer writes a log key (garbage, hidden behind a delete
 /// marker), as many as readers try of one key: the writer's own version would never be read.
-/// Under the next bundle key one is enough (until a checkpoint names it, readers read only a
-/// bundle key's first version) and the writer signs nothing; under the next checkpoint key
-/// (16 tried) it says so and fails the run (the checkpoint is written by then, and readers use
-/// the one before it).
+/// Under the next bundle key the writer signs nothing; under the next checkpoint key it says
+/// so and fails the run (the checkpoint is written by then, and readers use the one before it).
 #[tokio::test(flavor = "multi_thread")]
 async fn versions_planted_before_a_log_key_is_written_that_put_the_writers_out_of_reach_stop_it() {
     use mailvault::core::bundle::MAX_BUNDLE_LEN;
@@ -1204,17 +1202,17 @@ async fn versions_planted_before_a_log_key_is_written_that_put_the_writers_out_o
             )
             .await
             .unwrap();
-        let (key, tried) = if target == "bundle" {
-            (bundle_key(0, 2), 1)
+        let key = if target == "bundle" {
+            bundle_key(0, 2)
         } else {
-            (checkpoint_key(2), 16)
+            checkpoint_key(2)
         };
-        plant_beneath_a_marker(&r, &s3, &key, tried).await;
+        plant_beneath_a_marker(&r, &s3, &key, 16).await;
         let refused = writer.checkpoint().await.unwrap_err().to_string();
         assert!(
             refused.contains(&format!(
                 "{key} holds more versions written before the one this writer wrote than \
-                 readers try ({tried})"
+                 readers try (16)"
             )),
             "{target}: {refused}"
         );
@@ -1416,7 +1414,7 @@ async fn objects_planted_past_a_partial_and_oversized_ones_stop_no_reader() {
     assert_eq!(verify.status.code(), Some(1), "{report}");
     assert!(
         report.contains(&format!(
-            "{oversized}: larger than {limit} bytes, which no object of its kind is; not read"
+            "{oversized}: not read (larger than {limit} bytes, which no object of its kind is)"
         )),
         "{report}"
     );
@@ -1469,18 +1467,29 @@ async fn junk_after_a_log_that_ends_on_a_full_bundle_stops_no_reader() {
     assert_eq!(writer.checkpoint().await.unwrap(), Some(256));
     drop(writer);
     let planted = bundle_key(1, 5);
-    r.plant(
-        &env.s3_client(S3Flavour::Versitygw),
-        &planted,
-        b"not a bundle".to_vec(),
-    )
-    .await;
+    let s3 = env.s3_client(S3Flavour::Versitygw);
+    r.plant(&s3, &planted, b"not a bundle".to_vec()).await;
+    // Past it, more indices: named, not read (thousands would cost every reader a read each).
+    let further = [bundle_key(2, 1), bundle_key(3, 256)];
+    for key in &further {
+        r.plant(&s3, key, b"not a bundle either".to_vec()).await;
+    }
     let ls = r.assert_lists(1);
+    let stderr = String::from_utf8_lossy(&ls.stderr);
     assert!(
-        String::from_utf8_lossy(&ls.stderr).contains(&format!("{planted} does not follow the log")),
+        stderr.contains(&format!("{planted} does not follow the log")),
         "{}",
         text(&ls)
     );
+    for key in &further {
+        assert!(
+            stderr.contains(&format!(
+                "{key} lies after a gap in the log's bundles or after a partial bundle"
+            )),
+            "{key}: {}",
+            text(&ls)
+        );
+    }
     // The writer reads the same log and goes on (under the next index's first partial key).
     r.write_matching_eml("newer", "records@city.example");
     r.archive_eml();
@@ -1489,4 +1498,77 @@ async fn junk_after_a_log_that_ends_on_a_full_bundle_stops_no_reader() {
         .map(str::to_owned)
         .into();
     r.export_warned("boundary", std::slice::from_ref(&planted), &both);
+}
+
+/// A checkpoint object the store will not give (an archived storage class answers GET with 403
+/// `InvalidObjectState`; a customer-provided key with 400), planted above the newest one: one
+/// such object stopped every reader and the writer, and `verify` with an I/O error (exit 2).
+/// Now it is skipped and named, and `verify` gives its verdict on it. The refusal comes from a
+/// proxy in front of versitygw (which has no archived storage class).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_the_store_refuses_for_good_stops_no_reader() {
+    use mailvault::core::layout::checkpoint_key;
+    use mailvault_tests::fault_proxy::{FaultProxy, HttpFault};
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let r = Request::new(&env, "rr-refused").await;
+    r.archive_older_then_newer();
+    let planted = checkpoint_key(1000);
+    r.plant(
+        &env.s3_client(S3Flavour::Versitygw),
+        &planted,
+        b"archived away".to_vec(),
+    )
+    .await;
+    let refused = format!("/rr/{planted}");
+    let proxy = FaultProxy::http(env.s3_endpoint(S3Flavour::Versitygw), move |request| {
+        (request.method == "GET" && request.path().contains(&refused)).then_some(
+            HttpFault::Refuse {
+                status: 403,
+                code: "InvalidObjectState",
+                message: "The operation is not valid for the object's storage class",
+            },
+        )
+    })
+    .await;
+    let through_proxy = |args: &[&str]| {
+        std::process::Command::new(mailvault_binary())
+            .args(args)
+            .args(["--s3-endpoint", &proxy.url(), "--s3-path-style"])
+            .args(["--s3-region", env.var("S3_REGION")])
+            .env("AWS_ACCESS_KEY_ID", env.var("VERSITYGW_ACCESS_KEY"))
+            .env("AWS_SECRET_ACCESS_KEY", env.var("VERSITYGW_SECRET_KEY"))
+            .env_remove("AWS_REGION")
+            .output()
+            .unwrap()
+    };
+    let (location, public) = (r.location(), r.path("archive.pub"));
+    let ls = through_proxy(&["ls", &location, "--public-key", &public]);
+    assert!(ls.status.success(), "{}", text(&ls));
+    assert_eq!(String::from_utf8_lossy(&ls.stdout).lines().count(), 3);
+    assert!(
+        String::from_utf8_lossy(&ls.stderr).contains(&planted),
+        "{}",
+        text(&ls)
+    );
+    let verify = through_proxy(&["verify", &location, "--public-key", &public]);
+    let report = text(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("MALFORMED_CHECKPOINT")
+            && report.contains(&format!("{planted}: not read (the store refuses it"))
+            && report.contains("InvalidObjectState"),
+        "{report}"
+    );
+    // The writer reads the same checkpoints and goes on.
+    r.write_matching_eml("third", "records@city.example");
+    let mail = format!("eml:{}", r.dir.join("mail").display());
+    let (key, policy) = (r.path("archive.key"), r.path("policy.yaml"));
+    let archive = through_proxy(&[
+        "archive", "--from", &mail, "--to", &location, "--key", &key, "--policy", &policy,
+    ]);
+    assert!(archive.status.success(), "{}", text(&archive));
+    assert!(text(&archive).contains(&planted), "{}", text(&archive));
+    r.assert_lists(3);
+    assert!(proxy.injected() >= 3, "{}", proxy.injected());
 }

@@ -143,6 +143,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the store will not give this one object, for good: larger than any object of its
+    /// kind, or refused (an archived storage class, a customer-provided key, an access policy
+    /// on it). A reader of the log skips such an object (named) rather than let one planted
+    /// object stop it.
+    pub(crate) fn object_refused_for_good(&self) -> bool {
+        matches!(
+            self,
+            Self::TooLarge { .. }
+                | Self::Store {
+                    retry: Retry::Permanent,
+                    ..
+                }
+        )
+    }
+
     /// A store failure a retry cannot mend, with no underlying error to keep.
     pub fn store(message: impl Into<String>) -> Self {
         Self::Store {

@@ -566,6 +566,15 @@ struct BundleChoice<'a> {
     named_by: Option<u64>,
 }
 
+/// Whether each of `entries` from `from` on is an entry whose index is its position (the
+/// bundle's first at `start`) and whose `prev` is the hash of the entry before it.
+fn chains_on(entries: &[&[u8]], from: usize, start: u64) -> bool {
+    (from.max(1)..entries.len()).all(|j| {
+        Entry::decode(entries[j])
+            .is_ok_and(|e| e.index == start + j as u64 && e.prev == Hash::of(entries[j - 1]))
+    })
+}
+
 /// Whether `bytes` is a bundle of `width` entries that are the first entries of `entries`.
 fn is_prefix(bytes: &[u8], width: u64, entries: &[&[u8]]) -> bool {
     decode_bundle(bytes)
@@ -684,9 +693,10 @@ impl Verifier {
         self.fault(LogFaultKind::UnknownLogObject, key.to_owned());
     }
 
-    /// Reports a log object larger than one of its kind can be (`limit` bytes): not read, so
-    /// not replayed or opened (a bundle: as if that object were absent).
-    pub fn add_oversized_log_object(&mut self, key: &str, limit: u64) {
+    /// Reports a log object that was not read (`why`: larger than one of its kind can be, or
+    /// refused by the store for good): not replayed or opened (a bundle: as if that object
+    /// were absent).
+    pub fn add_unread_log_object(&mut self, key: &str, why: &str) {
         let kind = if parse_checkpoint_key(key).is_some() {
             LogFaultKind::MalformedCheckpoint
         } else if parse_certificate_key(key).is_some() {
@@ -694,10 +704,7 @@ impl Verifier {
         } else {
             LogFaultKind::MalformedBundle
         };
-        self.fault(
-            kind,
-            format!("{key}: larger than {limit} bytes, which no object of its kind is; not read"),
-        );
+        self.fault(kind, format!("{key}: not read ({why})"));
     }
 
     /// Adds a checkpoint object (`checkpoints/<size>`).
@@ -875,12 +882,16 @@ impl Verifier {
                 self.ended_partial = true;
                 return None;
             };
+            // An extension starts with the named entries and chains on from them (indices and
+            // `prev`), as readers require of the unsigned tail they read.
             let widest = objects
                 .iter()
                 .rev()
                 .filter(|(w, _)| *w > named)
                 .filter_map(|&(w, b)| decoded(w, b).map(|e| (w, e)))
-                .find(|(_, e)| e.iter().zip(&base).all(|(a, b)| a == b));
+                .find(|(_, e)| {
+                    e.iter().zip(&base).all(|(a, b)| a == b) && chains_on(e, base.len(), start)
+                });
             let (width, entries) = widest.unwrap_or((named, base));
             return Some(BundleChoice {
                 width,

@@ -65,6 +65,10 @@ pub(crate) struct LogObjects {
     /// What is not as mailvault leaves it: keys with a delete marker, keys with more than one
     /// data version.
     pub findings: Vec<LogObjectFinding>,
+    /// Read by the writer ([`Self::for_writer`]): it tries the unsigned tail's keys as far as
+    /// a checkpoint's, so that a version planted beneath its own does not hide from it what it
+    /// wrote before a crash (it then checks its MAC on what it read).
+    for_writer: bool,
 }
 
 /// A log object that is not as mailvault leaves it (someone with write access to the store did
@@ -278,9 +282,10 @@ impl LogObjects {
     /// that size names for it ([`Self::read_vouched`]); only if that key holds nothing that
     /// follows is every candidate tried as above.
     /// Returns the key and version read and its entries; if none follows, the first error, or,
-    /// for an index past a `trusted` size other than 0, `None` (the log ends before it; its
-    /// objects are named); `None` too when the index before ended the log with a partial (a full
-    /// object was listed, but none that follows): the index is after the log.
+    /// for an index past a `trusted` size other than 0, `None` (the log ends before it); `None`
+    /// too when the index before ended the log with a partial (a full object was listed, but
+    /// none that follows): the index is after the log. After `None` the log has ended: the
+    /// caller stops reading (the keys of every later index are named in `findings`).
     pub(crate) async fn push_bundle<S: Store>(
         &self,
         store: &S,
@@ -296,12 +301,8 @@ impl LogObjects {
             .map_or(0, |(index, _)| index);
         if records.size() < index.saturating_mul(BUNDLE_WIDTH) {
             // Junk under the full key of the last index made the listing go on past it; what
-            // is under this one is not mailvault's (read, it would stop every reader).
-            findings.extend(
-                candidates
-                    .iter()
-                    .map(|key| LogObjectFinding::AfterTheLog { key: key.clone() }),
-            );
+            // is under this one and after is not mailvault's (read, it would stop every reader).
+            self.name_after_the_log(index, findings);
             return Ok(None);
         }
         let mut first = Some(first);
@@ -318,7 +319,7 @@ impl LogObjects {
                     first,
                     None,
                     findings,
-                    TAIL_VERSIONS_TRIED,
+                    self.tail_versions(),
                 )
                 .await?
             {
@@ -332,6 +333,7 @@ impl LogObjects {
                         key: key.clone(),
                         why: why.clone(),
                     }));
+                    self.name_after_the_log(index + 1, findings);
                     return Ok(None);
                 }
                 Err(why) => return Err(damaged(&why)),
@@ -339,6 +341,36 @@ impl LogObjects {
         };
         let entries = records.push_bundle(&bytes).map_err(|e| damaged(&e))?;
         Ok(Some((key, version, entries)))
+    }
+
+    /// The writer's reading of the log: it tries up to [`MAX_VERSIONS_TRIED`] versions of every
+    /// bundle key, where other readers try only the first of a key no checkpoint names
+    /// ([`TAIL_VERSIONS_TRIED`]).
+    pub(crate) fn for_writer(mut self) -> Self {
+        self.for_writer = true;
+        self
+    }
+
+    /// Versions of a bundle key no checkpoint names that this reader tries.
+    fn tail_versions(&self) -> usize {
+        if self.for_writer {
+            MAX_VERSIONS_TRIED
+        } else {
+            TAIL_VERSIONS_TRIED
+        }
+    }
+
+    /// Names every bundle key of indices from `from` on as after the log, unread: once the log
+    /// has ended, nothing after it is read (planted under thousands of indices, it would cost
+    /// every reader a read each).
+    fn name_after_the_log(&self, from: u64, findings: &mut Vec<LogObjectFinding>) {
+        for (_, candidates) in self.bundles.iter().filter(|(index, _)| *index >= from) {
+            findings.extend(
+                candidates
+                    .iter()
+                    .map(|key| LogObjectFinding::AfterTheLog { key: key.clone() }),
+            );
+        }
     }
 
     /// For an index `trusted` entries reach into: the object under exactly the key that size
@@ -407,7 +439,7 @@ impl LogObjects {
                 wider_first,
                 Some(&base.2),
                 findings,
-                TAIL_VERSIONS_TRIED,
+                self.tail_versions(),
             )
             .await?;
         Ok(Some(extended.unwrap_or(base)))
@@ -430,6 +462,9 @@ impl LogObjects {
         versions_per_key: usize,
     ) -> Result<std::result::Result<(String, String, Vec<u8>), String>> {
         let mut first_error: Option<String> = None;
+        // Objects read and not taken: named if another one is taken, or past what is vouched
+        // for (`extending`); otherwise the caller stops or names the keys itself.
+        let mut rejected_versions = Vec::new();
         let mut first = first;
         // Owned pairs: an iterator of closures held across the reads below would make the
         // future not provably `Send`.
@@ -496,19 +531,21 @@ impl LogObjects {
                      for byte"
                         .to_owned()
                 }
-                Ok(_) => return Ok(Ok((key, version, bytes))),
+                Ok(_) => {
+                    findings.append(&mut rejected_versions);
+                    return Ok(Ok((key, version, bytes)));
+                }
                 Err(e) => e.to_string(),
             };
             first_error.get_or_insert(format!("{key}: {rejected}"));
-            // Past what is vouched for, the object is not read and the log goes on without it:
-            // say so. (Elsewhere the reader stops with the first error, or names the keys.)
-            if extending.is_some() {
-                findings.push(LogObjectFinding::VersionNotRead {
-                    key,
-                    version,
-                    why: rejected,
-                });
-            }
+            rejected_versions.push(LogObjectFinding::VersionNotRead {
+                key,
+                version,
+                why: rejected,
+            });
+        }
+        if extending.is_some() {
+            findings.append(&mut rejected_versions);
         }
         Ok(Err(first_error.unwrap_or_else(|| {
             format!("no object of {} could be read", keys.join(", "))
@@ -529,7 +566,8 @@ pub(crate) const MAX_VERSIONS_TRIED: usize = 16;
 /// yet, and trying [`MAX_VERSIONS_TRIED`] of each of an index's 257 keys would let objects
 /// planted under them cost every reader about 4,000 reads. A version planted before the
 /// writer's there (AWS S3 lets one through behind a delete marker) hides the tail from readers
-/// until a checkpoint names the key, and then the budget is the key's 16.
+/// until a checkpoint names the key, and then the budget is the key's 16. The writer itself
+/// tries 16 ([`LogObjects::for_writer`]): the tail is what it resumes from.
 pub(crate) const TAIL_VERSIONS_TRIED: usize = 1;
 
 /// Reads one version of a log object; `None` if it was listed but is gone.
@@ -692,7 +730,7 @@ pub async fn read_entries<S: Store>(
             )
             .await?
         else {
-            continue;
+            break;
         };
         for entry in entries {
             each(entry)?;
@@ -807,7 +845,7 @@ pub(crate) async fn newest_checkpoint<S: Store>(
             {
                 Ok(Some(object)) => object.bytes,
                 Ok(None) => continue,
-                Err(e @ Error::TooLarge { .. }) => {
+                Err(e) if e.object_refused_for_good() => {
                     why.get_or_insert(e.to_string());
                     continue;
                 }

@@ -503,7 +503,7 @@ async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<
         match bytes {
             Ok(bytes) if parse_checkpoint_key(&k).is_some() => v.add_checkpoint(&k, &bytes),
             Ok(bytes) => v.add_certificate(&k, &bytes),
-            Err(limit) => v.add_oversized_log_object(&k, limit),
+            Err(why) => v.add_unread_log_object(&k, &why),
         }
     }
     let first_version = |k: &String| {
@@ -520,24 +520,24 @@ async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<
             .filter_map(|(w, k)| first_version(k).map(|p| (*w, p)))
             .collect();
         async move {
-            let mut oversized = Vec::new();
+            let mut unread = Vec::new();
             let full = match full {
-                Some((k, id)) => fetch_or_note(store, k, &id, &mut oversized).await?,
+                Some((k, id)) => fetch_or_note(store, k, &id, &mut unread).await?,
                 None => None,
             };
             let mut read = Vec::new();
             for (w, (k, id)) in partials {
-                if let Some(bytes) = fetch_or_note(store, k, &id, &mut oversized).await? {
+                if let Some(bytes) = fetch_or_note(store, k, &id, &mut unread).await? {
                     read.push((w, bytes));
                 }
             }
-            Ok::<_, Error>((*index, full, read, oversized))
+            Ok::<_, Error>((*index, full, read, unread))
         }
     }))
     .buffered(jobs);
-    while let Some((index, full, partials, oversized)) = bundles.try_next().await? {
-        for (k, limit) in oversized {
-            v.add_oversized_log_object(&k, limit);
+    while let Some((index, full, partials, unread)) = bundles.try_next().await? {
+        for (k, why) in unread {
+            v.add_unread_log_object(&k, &why);
         }
         let partial_refs: Vec<(u64, &[u8])> =
             partials.iter().map(|(w, b)| (*w, b.as_slice())).collect();
@@ -546,36 +546,40 @@ async fn read_log<S: Store>(store: &S, v: &mut Verifier, jobs: usize) -> Result<
     Ok(())
 }
 
-/// [`fetch_version`], noting an object too large in `oversized` (`(key, limit)`) as `None`.
+/// [`fetch_version`], noting an object not read in `unread` (`(key, why)`) as `None`.
 async fn fetch_or_note<S: Store>(
     store: &S,
     key: String,
     version: &str,
-    oversized: &mut Vec<(String, u64)>,
+    unread: &mut Vec<(String, String)>,
 ) -> Result<Option<Vec<u8>>> {
     Ok(match fetch_version(store, &key, version).await? {
         Ok(bytes) => Some(bytes),
-        Err(limit) => {
-            oversized.push((key, limit));
+        Err(why) => {
+            unread.push((key, why));
             None
         }
     })
 }
 
 /// Reads one version of a log object, no larger than one of its kind can be (a bundle of its
-/// key's width, a log object). `Err(limit)` inside: larger, not read (a verdict on it, not an
-/// audit stopped by one planted object).
+/// key's width, a log object). `Err(why)` inside: larger, or refused by the store for good
+/// (an archived storage class, a customer-provided key): not read, a verdict on it, not an
+/// audit stopped by one planted object.
 async fn fetch_version<S: Store>(
     store: &S,
     key: &str,
     version: &str,
-) -> Result<std::result::Result<Vec<u8>, u64>> {
+) -> Result<std::result::Result<Vec<u8>, String>> {
     let limit = parse_bundle_key(key).map_or(log::MAX_LOG_OBJECT_LEN, |(_, width)| {
         mailvault_core::bundle::max_bundle_len(width)
     });
     match store.get(key, Some(version), limit).await {
         Ok(Some(object)) => Ok(Ok(object.bytes)),
-        Err(Error::TooLarge { .. }) => Ok(Err(limit)),
+        Err(Error::TooLarge { .. }) => Ok(Err(format!(
+            "larger than {limit} bytes, which no object of its kind is"
+        ))),
+        Err(e) if e.object_refused_for_good() => Ok(Err(format!("the store refuses it: {e}"))),
         Ok(None) => Err(Error::Store {
             message: format!("version {version} of {key} was listed but cannot be read"),
             // A listing can run ahead of a read on an eventually consistent server.

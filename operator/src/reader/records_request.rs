@@ -164,7 +164,7 @@ pub async fn search<S: Store>(
             )
             .await?
         else {
-            continue;
+            break;
         };
         // Ingests and tombstones, in log order: an ingest always comes before its tombstone.
         let mut judged_entries = Vec::new();

@@ -19,7 +19,7 @@ mod resume;
 pub mod trust;
 
 use crate::reader::StoredLog;
-use crate::reader::log::{MAX_VERSIONS_TRIED, TAIL_VERSIONS_TRIED};
+use crate::reader::log::MAX_VERSIONS_TRIED;
 use crate::sidecar::Sidecar;
 use crate::spool::{Body, Spool};
 use crate::store::{RecordPut, Store, StoreInfo};
@@ -290,8 +290,8 @@ impl CheckpointWrite {
                 .put_immutable(&bundle.key, bundle.bytes, &metadata, self.lock_until)
                 .await?;
             let follows = |other: &[u8]| mailvault_core::log::follows_as(other, &ours);
-            // Until a checkpoint names it, readers read only a bundle key's first version.
-            let budget = TAIL_VERSIONS_TRIED;
+            // The writer's next run, and readers once a checkpoint names the key, try 16.
+            let budget = MAX_VERSIONS_TRIED;
             readers_read_ours(&store, &bundle.key, &ours, MAX_BUNDLE_LEN, budget, follows).await?;
         }
         if let Some(signed) = &self.signed {
@@ -320,10 +320,12 @@ impl CheckpointWrite {
 
 /// Checks that readers of the log read `ours`, just written under `key`. Readers try the
 /// key's first `budget` versions, oldest first, and take the first they accept (`accepted`:
-/// for a bundle, one that follows the log as ours does; [`crate::reader::log`]): a checkpoint
-/// key's first [`MAX_VERSIONS_TRIED`], a bundle key's first only
-/// ([`TAIL_VERSIONS_TRIED`]) until a checkpoint names it (the checkpoint may never come:
-/// readers meanwhile, and this writer resuming after a crash, read the first version only).
+/// for a bundle, one that follows the log as ours does; [`crate::reader::log`]): the first
+/// [`MAX_VERSIONS_TRIED`] of a checkpoint key, and of a bundle key once a checkpoint names it
+/// (before that, readers other than the writer try only its first version,
+/// [`crate::reader::log::TAIL_VERSIONS_TRIED`]: a version planted beneath ours hides the
+/// unsigned tail from them, which is no evidence, until the checkpoint; the writer's next run
+/// tries 16).
 /// A store that lets a conditional PUT through over a delete marker (AWS S3 does) lets someone
 /// plant versions before mailvault writes the key: one that is accepted would be read instead
 /// of ours, and enough of any kind put ours out of readers' reach; either is refused
@@ -713,15 +715,22 @@ impl<'s, S: Store> RecordWriter<'s, S> {
             if best.as_ref().is_some_and(|(h, _)| size < h.size) {
                 break;
             }
-            let Some(object) = store
+            let object = match store
                 .get(
                     &key,
                     Some(&version),
                     mailvault_core::note::MAX_NOTE_LEN as u64,
                 )
-                .await?
-            else {
-                continue;
+                .await
+            {
+                Ok(Some(object)) => object,
+                Ok(None) => continue,
+                // One planted version the store will not give must not stop the writer.
+                Err(e) if e.object_refused_for_good() => {
+                    summary.report_unauthenticated(&format!("{key} (version {version}: {e})"));
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             let Ok(cp) = Checkpoint::open(
                 &object.bytes,

@@ -90,7 +90,7 @@ impl KnownIds {
         );
         // The versions, not the current keys: a delete marker must not hide an id (the run
         // would store and log the message again).
-        let objects = LogObjects::list(store).await?;
+        let objects = LogObjects::list(store).await?.for_writer();
         let objects = &objects;
         let before_edge: Vec<Vec<String>> = objects
             .bundles()
@@ -116,7 +116,7 @@ impl KnownIds {
                 })?
             else {
                 // Short of the edge: the check below says so.
-                continue;
+                break;
             };
             for entry in entries {
                 match entry.body {
@@ -208,7 +208,7 @@ pub(crate) async fn open_log<S: Store>(
 ) -> Result<Opened> {
     // The versions, not the current keys: a delete marker over the newest checkpoint or
     // bundles must not rewind the writer (it would log again what is logged, on a fork).
-    let objects = LogObjects::list(store).await?;
+    let objects = LogObjects::list(store).await?.for_writer();
     for finding in &objects.findings {
         unauthenticated(&finding.short());
     }
@@ -308,7 +308,7 @@ async fn read_from<S: Store>(
             )
             .await?
         else {
-            continue;
+            break;
         };
         bundles_read.push(BundleRead {
             key,

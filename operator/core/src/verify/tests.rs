@@ -1935,3 +1935,26 @@ fn a_missing_named_partial_is_reported_and_what_is_there_judged() {
         "{text}"
     );
 }
+
+#[test]
+fn a_wider_copy_that_starts_right_but_does_not_chain_on_is_reported_not_replayed() {
+    use crate::entry::Entry;
+    let mut f = good();
+    let mut entries = f.entries();
+    let mut tail = Entry::decode(entries.last().unwrap()).unwrap();
+    tail.index += 1;
+    tail.prev = Hash::default();
+    entries.push(tail.encode());
+    f.objects.insert(
+        crate::layout::bundle_key(0, 13),
+        encode_bundle(entries.iter().map(Vec::as_slice)),
+    );
+    let r = f.verify();
+    // Readers skip it (it does not follow); verify replayed it and blamed the log's chain.
+    assert_eq!(
+        faults(&r),
+        vec![LogFaultKind::RewrittenBundle],
+        "{}",
+        r.to_text()
+    );
+}
