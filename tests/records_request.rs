@@ -1025,7 +1025,9 @@ async fn versions_that_chain_over_a_bundle_on_moto_do_not_displace_the_writers()
 /// writer's will (the same first entry, a second one that chains), hidden behind a delete
 /// marker. AWS S3 (and moto) then let the writer's conditional PUT through, so the planted
 /// version is the key's first written: the one readers read. The writer sees it after its PUT
-/// and signs nothing over it; the signed log stays readable, and later runs refuse the tail.
+/// and signs nothing over it; the signed log stays readable, and later runs refuse the tail
+/// (its own bundle there is the key's second version: a checkpoint naming the key would make
+/// readers read the planted one).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bundle_planted_under_the_next_log_key_is_not_signed_over() {
     use mailvault::core::bundle::{MAX_BUNDLE_LEN, decode_bundle, encode_bundle};
@@ -1094,7 +1096,8 @@ async fn a_bundle_planted_under_the_next_log_key_is_not_signed_over() {
     assert!(!again.status.success(), "{}", text(&again));
     assert!(
         text(&again).contains(&format!(
-            "{next} holds log entries after the newest signed checkpoint"
+            "{next} holds a version older than the one this writer wrote, which readers would \
+             read instead"
         )),
         "{}",
         text(&again)
@@ -1571,4 +1574,61 @@ async fn a_checkpoint_the_store_refuses_for_good_stops_no_reader() {
     assert!(text(&archive).contains(&planted), "{}", text(&archive));
     r.assert_lists(3);
     assert!(proxy.injected() >= 3, "{}", proxy.injected());
+}
+
+/// Planted under a wider partial key of the log's last signed index: a copy that extends the
+/// signed entries byte for byte and chains on (what someone without the key can make). Readers
+/// take it as the unsigned tail; the writer, which signs only what it wrote, refused every run
+/// after it ("… holds log entries after the newest signed checkpoint … that this writer did
+/// not write"). Now the writer takes past what is signed only objects with its own MAC: it
+/// names the planted one, goes on from the signed log and signs the new records.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chaining_extension_planted_past_the_signed_log_does_not_stop_the_writer() {
+    use mailvault::core::bundle::{MAX_BUNDLE_LEN, decode_bundle, encode_bundle};
+    use mailvault::core::entry::Entry;
+    use mailvault::core::layout::bundle_key;
+    mailvault_tests::install_crypto_provider();
+    let env = TestEnv::load();
+    let r = Request::new(&env, "rr-extension").await;
+    r.archive_older_then_newer();
+    let signed = r
+        .store()
+        .get(&bundle_key(0, 2), None, MAX_BUNDLE_LEN)
+        .await
+        .unwrap()
+        .expect("the signed bundle")
+        .bytes;
+    let entries = decode_bundle(&signed).unwrap();
+    let mut third = Entry::decode(entries[1]).unwrap();
+    third.index = 2;
+    third.prev = mailvault::core::Hash::of(entries[1]);
+    let extension = encode_bundle([entries[0], entries[1], third.encode().as_slice()]);
+    let wider = bundle_key(0, 3);
+    r.plant(&env.s3_client(S3Flavour::Versitygw), &wider, extension)
+        .await;
+    // Two new messages: the writer's next bundle is the 4-entry partial, not the planted key.
+    r.write_matching_eml("third", "records@city.example");
+    r.write_matching_eml("fourth", "records@city.example");
+    let out = r.try_archive_eml();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{wider} (version")),
+        "the planted object is named: {}",
+        text(&out)
+    );
+    r.assert_lists(4);
+    let verify = r.verify();
+    let report = text(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("the 3-entry partial is not a prefix of the 4-entry partial"),
+        "{report}"
+    );
+    for not in [
+        "FORKED_CHECKPOINT",
+        "BROKEN_CHAIN",
+        "UNCHECKPOINTED_ENTRIES",
+    ] {
+        assert!(!report.contains(not), "{not}: {report}");
+    }
 }

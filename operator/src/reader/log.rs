@@ -3,7 +3,7 @@
 //!
 //! `log/ bundles -> RecordLog (chain re-checked) + checkpoints/<newest> -> StoredLog`
 
-use crate::store::Store;
+use crate::store::{Store, StoredObject};
 use crate::{Error, Result};
 use futures::StreamExt as _;
 use mailvault_core::bundle::BUNDLE_WIDTH;
@@ -67,8 +67,48 @@ pub(crate) struct LogObjects {
     pub findings: Vec<LogObjectFinding>,
     /// Read by the writer ([`Self::for_writer`]): it tries the unsigned tail's keys as far as
     /// a checkpoint's, so that a version planted beneath its own does not hide from it what it
-    /// wrote before a crash (it then checks its MAC on what it read).
+    /// wrote before a crash.
     for_writer: bool,
+    /// The writer's check that an object past what is vouched for is its own (its MAC):
+    /// [`Self::with_tail_check`].
+    tail_check: Option<TailCheck>,
+}
+
+/// Whether a bundle object version (its key and what was read of it) is the writer's own.
+pub(crate) type IsOwn = dyn Fn(&str, &StoredObject) -> bool + Send + Sync;
+
+/// [`IsOwn`], shared.
+#[derive(Clone)]
+pub(crate) struct TailCheck(pub std::sync::Arc<IsOwn>);
+
+impl std::fmt::Debug for TailCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TailCheck")
+    }
+}
+
+/// How [`LogObjects::first_following`] tries the objects of one index.
+#[derive(Debug, Clone, Copy)]
+struct Tries {
+    /// Versions of each key tried, oldest first.
+    versions_per_key: usize,
+    /// Whether nothing signed (or the writer's MAC'd head) vouches for what is read: the
+    /// writer then takes only an object of its own ([`LogObjects::with_tail_check`]).
+    unvouched: bool,
+}
+
+impl Tries {
+    /// Why a version past the budget is not read.
+    fn past_budget(self) -> String {
+        if self.versions_per_key == MAX_VERSIONS_TRIED {
+            format!(
+                "a reader tries at most the first {MAX_VERSIONS_TRIED} versions of a log object"
+            )
+        } else {
+            "past what a checkpoint signs, a reader reads only the first version of a log object"
+                .to_owned()
+        }
+    }
 }
 
 /// A log object that is not as mailvault leaves it (someone with write access to the store did
@@ -319,7 +359,10 @@ impl LogObjects {
                     first,
                     None,
                     findings,
-                    self.tail_versions(),
+                    Tries {
+                        versions_per_key: self.tail_versions(),
+                        unvouched: records.size() >= trusted,
+                    },
                 )
                 .await?
             {
@@ -351,12 +394,45 @@ impl LogObjects {
         self
     }
 
+    /// The writer's reading of the log past what is vouched for: an object there (a wider
+    /// partial of the last signed index, an index after it) is taken only if `check` says it is
+    /// the writer's own (its MAC). One that chains but is not (planted by someone with write
+    /// access) is named and skipped, instead of being read and then refused for good (the
+    /// writer signs nothing it did not write, so every later run stopped).
+    pub(crate) fn with_tail_check(mut self, check: TailCheck) -> Self {
+        self.tail_check = Some(check);
+        self
+    }
+
     /// Versions of a bundle key no checkpoint names that this reader tries.
     fn tail_versions(&self) -> usize {
         if self.for_writer {
             MAX_VERSIONS_TRIED
         } else {
             TAIL_VERSIONS_TRIED
+        }
+    }
+
+    /// Whether version `version` of bundle key `key` is the writer's own (its MAC), when the
+    /// writer reads ([`Self::with_tail_check`]); `true` for other readers. A second read of
+    /// the object, with its metadata: only for what lies past what is vouched for (the unsigned
+    /// tail, a bundle or two).
+    async fn writers_own<S: Store>(
+        &self,
+        store: &S,
+        key: &str,
+        version: &str,
+        width: u64,
+    ) -> Result<bool> {
+        let Some(TailCheck(check)) = &self.tail_check else {
+            return Ok(true);
+        };
+        let max_len = mailvault_core::bundle::max_bundle_len(width);
+        match store.get(key, Some(version), max_len).await {
+            Ok(Some(object)) => Ok(check(key, &object)),
+            Ok(None) => Ok(false),
+            Err(e) if e.object_refused_for_good() => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
@@ -416,7 +492,10 @@ impl LogObjects {
                 exact_first,
                 None,
                 findings,
-                MAX_VERSIONS_TRIED,
+                Tries {
+                    versions_per_key: MAX_VERSIONS_TRIED,
+                    unvouched: false,
+                },
             )
             .await?
         else {
@@ -439,15 +518,19 @@ impl LogObjects {
                 wider_first,
                 Some(&base.2),
                 findings,
-                self.tail_versions(),
+                Tries {
+                    versions_per_key: self.tail_versions(),
+                    unvouched: true,
+                },
             )
             .await?;
         Ok(Some(extended.unwrap_or(base)))
     }
 
     /// The first version among `keys` (each key's versions oldest first, at most
-    /// `versions_per_key` of each) that follows `records` and holds as many entries as its
-    /// key says, and, with `extending`, starts with those bytes. `first`: the first version's
+    /// `tries.versions_per_key` of each) that follows `records` and holds as many entries as
+    /// its key says, with `extending` starts with those bytes, and, where `tries.unvouched`
+    /// and the writer reads, is the writer's own. `first`: the first version's
     /// bytes, read ahead. Returns its key, version and bytes; if none, why the first one tried
     /// was not taken (inner `Err`). A store error other than a refusal for good is an error.
     #[allow(clippy::too_many_arguments)] // one private step of push_bundle, called three ways
@@ -459,12 +542,15 @@ impl LogObjects {
         first: Option<Result<Option<Vec<u8>>>>,
         extending: Option<&[u8]>,
         findings: &mut Vec<LogObjectFinding>,
-        versions_per_key: usize,
+        tries: Tries,
     ) -> Result<std::result::Result<(String, String, Vec<u8>), String>> {
+        let versions_per_key = tries.versions_per_key;
         let mut first_error: Option<String> = None;
         // Objects read and not taken: named if another one is taken, or past what is vouched
         // for (`extending`); otherwise the caller stops or names the keys itself.
         let mut rejected_versions = Vec::new();
+        // Keys under which the writer skipped a version that follows but is not its own.
+        let mut followed_by_another: HashSet<String> = HashSet::new();
         let mut first = first;
         // Owned pairs: an iterator of closures held across the reads below would make the
         // future not provably `Send`.
@@ -476,20 +562,10 @@ impl LogObjects {
         }
         for (key, nth, version) in versions {
             if nth >= versions_per_key {
-                let why = if versions_per_key == MAX_VERSIONS_TRIED {
-                    format!(
-                        "a reader tries at most the first {MAX_VERSIONS_TRIED} versions of a \
-                         log object"
-                    )
-                } else {
-                    "past what a checkpoint signs, a reader reads only the first version of \
-                     a log object"
-                        .to_owned()
-                };
                 findings.push(LogObjectFinding::VersionNotRead {
                     key: key.clone(),
                     version: version.clone(),
-                    why,
+                    why: tries.past_budget(),
                 });
                 continue;
             }
@@ -502,13 +578,7 @@ impl LogObjects {
                 // Listed, then gone (an eventually consistent listing, or deleted meanwhile).
                 Ok(None) => continue,
                 // One object the store will not give whole does not hide the others.
-                Err(
-                    e @ (Error::TooLarge { .. }
-                    | Error::Store {
-                        retry: crate::Retry::Permanent,
-                        ..
-                    }),
-                ) => {
+                Err(e) if e.object_refused_for_good() => {
                     first_error.get_or_insert(e.to_string());
                     findings.push(LogObjectFinding::VersionNotRead {
                         key: key.clone(),
@@ -530,6 +600,25 @@ impl LogObjects {
                     "it chains but does not extend the entries a checkpoint vouches for byte \
                      for byte"
                         .to_owned()
+                }
+                Ok(_)
+                    if tries.unvouched
+                        && !self.writers_own(store, &key, &version, width).await? =>
+                {
+                    followed_by_another.insert(key.clone());
+                    "it is not this writer's (no valid MAC), so it is not part of the log this \
+                     writer goes on from"
+                        .to_owned()
+                }
+                // Readers read the first version of a key that follows: once a checkpoint named
+                // this key they would read the planted one, not this writer's.
+                Ok(_) if followed_by_another.contains(&key) => {
+                    return Err(Error::Conflict(format!(
+                        "{key} holds a version older than the one this writer wrote, which \
+                         readers would read instead: someone with write access to the bucket \
+                         put it there. Nothing is signed over it; rotate the bucket's write \
+                         credentials and see docs/faults.md"
+                    )));
                 }
                 Ok(_) => {
                     findings.append(&mut rejected_versions);

@@ -13,7 +13,7 @@
 
 use super::trust;
 use crate::reader::StoredLog;
-use crate::reader::log::{LogObjectFinding, LogObjects, damaged, newest_checkpoint};
+use crate::reader::log::{LogObjectFinding, LogObjects, TailCheck, damaged, newest_checkpoint};
 use crate::store::Store;
 use crate::{Error, Result};
 use futures::StreamExt as _;
@@ -208,7 +208,13 @@ pub(crate) async fn open_log<S: Store>(
 ) -> Result<Opened> {
     // The versions, not the current keys: a delete marker over the newest checkpoint or
     // bundles must not rewind the writer (it would log again what is logged, on a fork).
-    let objects = LogObjects::list(store).await?.for_writer();
+    let own = mac.clone();
+    let objects = LogObjects::list(store)
+        .await?
+        .for_writer()
+        .with_tail_check(TailCheck(std::sync::Arc::new(move |key, object| {
+            trust::authentic(&own, MacKind::Bundle, key, object)
+        })));
     for finding in &objects.findings {
         unauthenticated(&finding.short());
     }
