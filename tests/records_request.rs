@@ -272,6 +272,43 @@ impl Request {
         ])
     }
 
+    /// [`Self::verify`], which fails (exit 1) saying `words`, and not by a log that no longer
+    /// matches its checkpoints: the planted object is the finding, nothing genuine is blamed.
+    fn assert_verify_names_only_the_planted(&self, words: &str) {
+        let verify = self.verify();
+        let report = text(&verify);
+        assert_eq!(verify.status.code(), Some(1), "{report}");
+        assert!(report.contains(words), "{words}: {report}");
+        for not in [
+            "FORKED_CHECKPOINT",
+            "BROKEN_CHAIN",
+            "UNCHECKPOINTED_ENTRIES",
+        ] {
+            assert!(!report.contains(not), "{not}: {report}");
+        }
+    }
+
+    /// The entries of the archive's signed bundle 0, a partial of `width` entries.
+    async fn signed_entries(&self, width: u64) -> Vec<Vec<u8>> {
+        use mailvault::core::bundle::{MAX_BUNDLE_LEN, decode_bundle};
+        let bytes = self
+            .store()
+            .get(
+                &mailvault::core::layout::bundle_key(0, width),
+                None,
+                MAX_BUNDLE_LEN,
+            )
+            .await
+            .unwrap()
+            .expect("the signed bundle")
+            .bytes;
+        decode_bundle(&bytes)
+            .unwrap()
+            .into_iter()
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
     fn path(&self, name: &str) -> String {
         self.dir.join(name).display().to_string()
     }
@@ -1155,6 +1192,20 @@ async fn versions_planted_under_the_full_bundle_key_do_not_hide_the_partial_mail
     assert!(report.contains("FOREIGN_LOG_VERSION"), "{report}");
 }
 
+/// `entries` and one more that chains on from the last (a copy of it, moved to the next
+/// index), bundled: what someone without the key can make of a signed bundle.
+fn extended_by_one(entries: &[Vec<u8>]) -> Vec<u8> {
+    use mailvault::core::entry::Entry;
+    let last = entries.last().expect("an entry");
+    let mut next = Entry::decode(last).unwrap();
+    next.index += 1;
+    next.prev = mailvault::core::Hash::of(last);
+    let next = next.encode();
+    mailvault::core::bundle::encode_bundle(
+        entries.iter().map(Vec::as_slice).chain([next.as_slice()]),
+    )
+}
+
 /// Plants `n` versions under `key` and hides them behind a delete marker, as someone with write
 /// access and no key can before mailvault writes the key: AWS S3 (and moto) then let the
 /// writer's conditional PUT through, and its version comes after them.
@@ -1255,7 +1306,6 @@ async fn versions_planted_before_a_log_key_is_written_that_put_the_writers_out_o
 /// failed the checkpoint: every reader stopped, "the log in the store is damaged").
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chaining_bundle_planted_under_a_wider_key_does_not_stop_readers() {
-    use mailvault::core::bundle::{MAX_BUNDLE_LEN, decode_bundle, encode_bundle};
     use mailvault::core::entry::Entry;
     use mailvault::core::layout::bundle_key;
     mailvault_tests::install_crypto_provider();
@@ -1264,21 +1314,11 @@ async fn a_chaining_bundle_planted_under_a_wider_key_does_not_stop_readers() {
     r.archive_older_then_newer();
     // Signed: bundle 0's partial of two entries. Planted: three entries that chain, the second
     // one changed (its time moved), the third following it.
-    let store = r.store();
-    let genuine = store
-        .get(&bundle_key(0, 2), None, MAX_BUNDLE_LEN)
-        .await
-        .unwrap()
-        .expect("the signed bundle")
-        .bytes;
-    let entries = decode_bundle(&genuine).unwrap();
-    let mut changed = Entry::decode(entries[1]).unwrap();
+    let mut entries = r.signed_entries(2).await;
+    let mut changed = Entry::decode(&entries[1]).unwrap();
     changed.logged_at.0 += 1;
-    let changed = changed.encode();
-    let mut third = Entry::decode(&changed).unwrap();
-    third.index = 2;
-    third.prev = mailvault::core::Hash::of(&changed);
-    let planted = encode_bundle([entries[0], changed.as_slice(), third.encode().as_slice()]);
+    entries[1] = changed.encode();
+    let planted = extended_by_one(&entries);
     let wider = bundle_key(0, 3);
     r.plant(&env.s3_client(S3Flavour::Versitygw), &wider, planted)
         .await;
@@ -1304,23 +1344,10 @@ async fn a_chaining_bundle_planted_under_a_wider_key_does_not_stop_readers() {
     // The auditor's verify chooses the same bytes: the planted object is the finding, not the
     // genuine partial or the checkpoint that signs it (before, it replayed the widest partial
     // and reported the checkpoint as forked).
-    let verify = r.verify();
-    let report = text(&verify);
-    assert_eq!(verify.status.code(), Some(1), "{report}");
-    assert!(
-        report.contains(
-            "bundle 0: the 3-entry object does not extend the 2-entry partial the newest \
-             checkpoint (size 2) names byte for byte"
-        ),
-        "{report}"
+    r.assert_verify_names_only_the_planted(
+        "bundle 0: the 3-entry object does not extend the 2-entry partial the newest checkpoint \
+         (size 2) names byte for byte",
     );
-    for not in [
-        "FORKED_CHECKPOINT",
-        "BROKEN_CHAIN",
-        "UNCHECKPOINTED_ENTRIES",
-    ] {
-        assert!(!report.contains(not), "{not}: {report}");
-    }
 }
 
 /// Past what a checkpoint signs, readers read only the first version of each bundle key: the
@@ -1330,25 +1357,12 @@ async fn a_chaining_bundle_planted_under_a_wider_key_does_not_stop_readers() {
 /// entries and chains (what someone without the key can make). The second is named, not read.
 #[tokio::test(flavor = "multi_thread")]
 async fn past_the_signed_log_readers_read_only_the_first_version_of_a_key() {
-    use mailvault::core::bundle::{MAX_BUNDLE_LEN, decode_bundle, encode_bundle};
-    use mailvault::core::entry::Entry;
     use mailvault::core::layout::bundle_key;
     mailvault_tests::install_crypto_provider();
     let env = TestEnv::load();
     let r = Request::new(&env, "rr-tail-budget").await;
     r.archive_older_then_newer();
-    let store = r.store();
-    let signed = store
-        .get(&bundle_key(0, 2), None, MAX_BUNDLE_LEN)
-        .await
-        .unwrap()
-        .expect("the signed bundle")
-        .bytes;
-    let entries = decode_bundle(&signed).unwrap();
-    let mut third = Entry::decode(entries[1]).unwrap();
-    third.index = 2;
-    third.prev = mailvault::core::Hash::of(entries[1]);
-    let extension = encode_bundle([entries[0], entries[1], third.encode().as_slice()]);
+    let extension = extended_by_one(&r.signed_entries(2).await);
     let wider = bundle_key(0, 3);
     let s3 = env.s3_client(S3Flavour::Versitygw);
     r.plant(&s3, &wider, b"not a bundle".to_vec()).await;
@@ -1412,22 +1426,9 @@ async fn objects_planted_past_a_partial_and_oversized_ones_stop_no_reader() {
     r.write_matching_eml("third", "records@city.example");
     r.archive_eml();
     r.assert_lists(3);
-    let verify = r.verify();
-    let report = text(&verify);
-    assert_eq!(verify.status.code(), Some(1), "{report}");
-    assert!(
-        report.contains(&format!(
-            "{oversized}: not read (larger than {limit} bytes, which no object of its kind is)"
-        )),
-        "{report}"
-    );
-    for not in [
-        "FORKED_CHECKPOINT",
-        "BROKEN_CHAIN",
-        "UNCHECKPOINTED_ENTRIES",
-    ] {
-        assert!(!report.contains(not), "{not}: {report}");
-    }
+    r.assert_verify_names_only_the_planted(&format!(
+        "{oversized}: not read (larger than {limit} bytes, which no object of its kind is)"
+    ));
 }
 
 /// A log that ends on a bundle boundary (a full bundle, signed), and junk planted under a
@@ -1584,25 +1585,12 @@ async fn a_checkpoint_the_store_refuses_for_good_stops_no_reader() {
 /// names the planted one, goes on from the signed log and signs the new records.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chaining_extension_planted_past_the_signed_log_does_not_stop_the_writer() {
-    use mailvault::core::bundle::{MAX_BUNDLE_LEN, decode_bundle, encode_bundle};
-    use mailvault::core::entry::Entry;
     use mailvault::core::layout::bundle_key;
     mailvault_tests::install_crypto_provider();
     let env = TestEnv::load();
     let r = Request::new(&env, "rr-extension").await;
     r.archive_older_then_newer();
-    let signed = r
-        .store()
-        .get(&bundle_key(0, 2), None, MAX_BUNDLE_LEN)
-        .await
-        .unwrap()
-        .expect("the signed bundle")
-        .bytes;
-    let entries = decode_bundle(&signed).unwrap();
-    let mut third = Entry::decode(entries[1]).unwrap();
-    third.index = 2;
-    third.prev = mailvault::core::Hash::of(entries[1]);
-    let extension = encode_bundle([entries[0], entries[1], third.encode().as_slice()]);
+    let extension = extended_by_one(&r.signed_entries(2).await);
     let wider = bundle_key(0, 3);
     r.plant(&env.s3_client(S3Flavour::Versitygw), &wider, extension)
         .await;
@@ -1617,18 +1605,7 @@ async fn a_chaining_extension_planted_past_the_signed_log_does_not_stop_the_writ
         text(&out)
     );
     r.assert_lists(4);
-    let verify = r.verify();
-    let report = text(&verify);
-    assert_eq!(verify.status.code(), Some(1), "{report}");
-    assert!(
-        report.contains("the 3-entry partial is not a prefix of the 4-entry partial"),
-        "{report}"
+    r.assert_verify_names_only_the_planted(
+        "the 3-entry partial is not a prefix of the 4-entry partial",
     );
-    for not in [
-        "FORKED_CHECKPOINT",
-        "BROKEN_CHAIN",
-        "UNCHECKPOINTED_ENTRIES",
-    ] {
-        assert!(!report.contains(not), "{not}: {report}");
-    }
 }
