@@ -786,8 +786,8 @@ impl<'s, S: Store> RecordWriter<'s, S> {
     /// Refuses a log whose entries after the newest signed checkpoint (or all of them, if none
     /// is signed) are not the writer's own: every bundle object version holding such an entry,
     /// exactly the one the log was read from (`bundles_read`, not a second listing, which could
-    /// differ), must carry the writer's bundle MAC. Signing them would vouch for whoever wrote
-    /// them.
+    /// differ), must carry the writer's bundle MAC (signing them would vouch for whoever wrote
+    /// them) and be the version readers will read of its key ([`readers_read_ours`]).
     async fn check_unsigned_tail(
         store: &S,
         log: &StoredLog,
@@ -803,13 +803,31 @@ impl<'s, S: Store> RecordWriter<'s, S> {
                     mailvault_core::bundle::MAX_BUNDLE_LEN,
                 )
                 .await?;
-            if !object.is_some_and(|o| trust::authentic(mac, MacKind::Bundle, &read.key, &o)) {
+            let Some(ours) =
+                object.filter(|o| trust::authentic(mac, MacKind::Bundle, &read.key, o))
+            else {
                 return Err(Error::Conflict(format!(
                     "{} holds log entries after the newest signed checkpoint (size {signed}) that \
                      this writer did not write (no valid MAC); nothing was signed; run `mailvault verify`",
                     read.key
                 )));
-            }
+            };
+            // Its own, but perhaps not what readers will read once a checkpoint names the key:
+            // a version planted beneath it that follows as it does (even one that does not
+            // extend what is signed) would be read in its place, fail that checkpoint's root
+            // and stop every reader. The check after its PUT refused then; a later run that
+            // resumes from the bundle must refuse too, before it signs.
+            let bytes = ours.bytes;
+            let follows = |other: &[u8]| mailvault_core::log::follows_as(other, &bytes);
+            readers_read_ours(
+                store,
+                &read.key,
+                &bytes,
+                mailvault_core::bundle::MAX_BUNDLE_LEN,
+                MAX_VERSIONS_TRIED,
+                follows,
+            )
+            .await?;
         }
         Ok(())
     }
