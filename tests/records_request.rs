@@ -1064,15 +1064,31 @@ async fn versions_that_chain_over_a_bundle_on_moto_do_not_displace_the_writers()
 /// version is the key's first written: the one readers read. The writer sees it after its PUT
 /// and signs nothing over it; the signed log stays readable, and later runs refuse the tail
 /// (its own bundle there is the key's second version: a checkpoint naming the key would make
-/// readers read the planted one).
+/// readers read the planted one). The same when the planted bundle changes the signed entry
+/// (it chains, but does not extend what is signed: a later run does not take it, and must
+/// still refuse its own bundle beneath it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bundle_planted_under_the_next_log_key_is_not_signed_over() {
+    a_bundle_planted_under_the_next_log_key(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bundle_planted_under_the_next_log_key_changing_the_signed_entry_is_not_signed_over() {
+    a_bundle_planted_under_the_next_log_key(true).await;
+}
+
+async fn a_bundle_planted_under_the_next_log_key(changes_signed: bool) {
     use mailvault::core::bundle::{MAX_BUNDLE_LEN, decode_bundle, encode_bundle};
     use mailvault::core::entry::{Entry, EntryBody};
     use mailvault::core::layout::{bundle_key, checkpoint_key};
     mailvault_tests::install_crypto_provider();
     let env = TestEnv::load();
-    let r = Request::on(&env, "rr-under", S3Flavour::Moto).await;
+    let name = if changes_signed {
+        "rr-under-changed"
+    } else {
+        "rr-under"
+    };
+    let r = Request::on(&env, name, S3Flavour::Moto).await;
     r.write_matching_eml("older", "records@city.example");
     r.archive_eml();
     let store = r.store();
@@ -1096,11 +1112,19 @@ async fn a_bundle_planted_under_the_next_log_key_is_not_signed_over() {
         )
         .await
         .unwrap();
-    // Meanwhile the planted bundle: the first entry, then one that chains from it.
+    // Meanwhile the planted bundle: the first entry (or a copy of it with its time moved),
+    // then one that chains from it.
+    let planted_first = if changes_signed {
+        let mut changed = logged.clone();
+        changed.logged_at.0 += 1;
+        changed.encode()
+    } else {
+        first.clone()
+    };
     let mut second = logged.clone();
     second.index = 1;
-    second.prev = mailvault::core::Hash::of(&first);
-    let planted = encode_bundle([first.as_slice(), second.encode().as_slice()]);
+    second.prev = mailvault::core::Hash::of(&planted_first);
+    let planted = encode_bundle([planted_first.as_slice(), second.encode().as_slice()]);
     let next = bundle_key(0, 2);
     let s3 = env.s3_client(S3Flavour::Moto);
     r.plant(&s3, &next, planted).await;
