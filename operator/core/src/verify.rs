@@ -800,11 +800,23 @@ impl Verifier {
                 continue;
             }
             let words = if *w > width {
-                format!(
-                    "bundle {index}: the {w}-entry object does not extend the {width}-entry partial \
-                     the newest checkpoint (size {}) names byte for byte",
-                    choice.named_by.unwrap_or_default()
-                )
+                let signed = choice.named_by.unwrap_or_default();
+                let starts_with_it = decode_bundle(bytes).is_ok_and(|p| {
+                    p.len() as u64 == *w && p.iter().zip(&entries).all(|(a, b)| a == b)
+                });
+                if starts_with_it {
+                    format!(
+                        "bundle {index}: the {w}-entry object starts with the {width}-entry \
+                         partial the newest checkpoint (size {signed}) names, but its further \
+                         entries do not chain on from it (an entry that is not canonical, or \
+                         whose index or prev is wrong); not replayed"
+                    )
+                } else {
+                    format!(
+                        "bundle {index}: the {w}-entry object does not extend the {width}-entry \
+                         partial the newest checkpoint (size {signed}) names byte for byte"
+                    )
+                }
             } else {
                 let whole = if width == BUNDLE_WIDTH {
                     "bundle"
