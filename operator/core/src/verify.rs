@@ -575,7 +575,8 @@ fn chains_on(entries: &[&[u8]], from: usize, start: u64) -> bool {
     })
 }
 
-/// Whether `bytes` is a bundle of `width` entries that are the first entries of `entries`.
+/// Whether `bytes` is a bundle of `width` entries that agree with `entries` on the entries
+/// both hold (one is a prefix of the other).
 fn is_prefix(bytes: &[u8], width: u64, entries: &[&[u8]]) -> bool {
     decode_bundle(bytes)
         .is_ok_and(|p| p.len() as u64 == width && p.iter().zip(entries).all(|(a, b)| a == b))
@@ -799,25 +800,12 @@ impl Verifier {
             if *w == width {
                 continue;
             }
-            let words = if *w > width {
-                let signed = choice.named_by.unwrap_or_default();
-                let starts_with_it = decode_bundle(bytes).is_ok_and(|p| {
-                    p.len() as u64 == *w && p.iter().zip(&entries).all(|(a, b)| a == b)
-                });
-                if starts_with_it {
-                    format!(
-                        "bundle {index}: the {w}-entry object starts with the {width}-entry \
-                         partial the newest checkpoint (size {signed}) names, but its further \
-                         entries do not chain on from it (an entry that is not canonical, or \
-                         whose index or prev is wrong); not replayed"
-                    )
-                } else {
-                    format!(
-                        "bundle {index}: the {w}-entry object does not extend the {width}-entry \
-                         partial the newest checkpoint (size {signed}) names byte for byte"
-                    )
+            let agrees = is_prefix(bytes, *w, &entries);
+            let signed = choice.named_by.unwrap_or_default();
+            let words = if *w < width {
+                if agrees {
+                    continue;
                 }
-            } else {
                 let whole = if width == BUNDLE_WIDTH {
                     "bundle"
                 } else {
@@ -826,11 +814,21 @@ impl Verifier {
                 format!(
                     "bundle {index}: the {w}-entry partial is not a prefix of the {width}-entry {whole}"
                 )
+            } else if agrees {
+                // A wider object left out: it starts with the chosen one but does not chain on.
+                format!(
+                    "bundle {index}: the {w}-entry object starts with the {width}-entry partial \
+                     the newest checkpoint (size {signed}) names, but its further entries do not \
+                     chain on from it (an entry that is not canonical, or whose index or prev is \
+                     wrong); not replayed"
+                )
+            } else {
+                format!(
+                    "bundle {index}: the {w}-entry object does not extend the {width}-entry \
+                     partial the newest checkpoint (size {signed}) names byte for byte"
+                )
             };
-            // A wider object than the one chosen was left out because it does not extend it.
-            if *w > width || !is_prefix(bytes, *w, &entries) {
-                self.fault(LogFaultKind::RewrittenBundle, words);
-            }
+            self.fault(LogFaultKind::RewrittenBundle, words);
         }
         for bytes in entries {
             self.add_entry(bytes);

@@ -549,8 +549,6 @@ impl LogObjects {
         // Objects read and not taken: named if another one is taken, or past what is vouched
         // for (`extending`); otherwise the caller stops or names the keys itself.
         let mut rejected_versions = Vec::new();
-        // Keys under which the writer skipped a version that follows but is not its own.
-        let mut followed_by_another: HashSet<String> = HashSet::new();
         let mut first = first;
         // Owned pairs: an iterator of closures held across the reads below would make the
         // future not provably `Send`.
@@ -605,20 +603,11 @@ impl LogObjects {
                     if tries.unvouched
                         && !self.writers_own(store, &key, &version, width).await? =>
                 {
-                    followed_by_another.insert(key.clone());
+                    // A planted version beneath the writer's own under this key is caught
+                    // before it signs (`check_unsigned_tail`: readers would read that one).
                     "it is not this writer's (no valid MAC), so it is not part of the log this \
                      writer goes on from"
                         .to_owned()
-                }
-                // Readers read the first version of a key that follows: once a checkpoint named
-                // this key they would read the planted one, not this writer's.
-                Ok(_) if followed_by_another.contains(&key) => {
-                    return Err(Error::Conflict(format!(
-                        "{key} holds a version older than the one this writer wrote, which \
-                         readers would read instead: someone with write access to the bucket \
-                         put it there. Nothing is signed over it; rotate the bucket's write \
-                         credentials and see docs/faults.md"
-                    )));
                 }
                 Ok(_) => {
                     findings.append(&mut rejected_versions);
